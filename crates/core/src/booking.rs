@@ -1,0 +1,174 @@
+//! Bookings: who holds which GPUs when, and the job they run there.
+
+use crate::gpu::GpuUuid;
+use crate::time::Interval;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A booking's number, unique on its server for the server's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BookingId(pub u64);
+
+impl fmt::Display for BookingId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Where a booking is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BookingState {
+    /// Beyond the lab's policy; waits for an admin. Holds no GPUs until approved.
+    PendingApproval,
+    /// Granted; holds its GPUs for its interval.
+    Confirmed,
+    /// Its slot has started.
+    Active,
+    /// Its slot is over (at its end, or released early).
+    Ended,
+    /// Withdrawn by its owner or an admin before it started.
+    Cancelled,
+    /// Refused by an admin.
+    Denied,
+}
+
+impl BookingState {
+    /// Whether a booking in this state holds its GPUs for its interval.
+    pub fn holds_gpus(self) -> bool {
+        matches!(self, Self::Confirmed | Self::Active)
+    }
+
+    /// Whether nothing more will happen to the booking.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Ended | Self::Cancelled | Self::Denied)
+    }
+
+    /// The name used on the wire, in storage and in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PendingApproval => "pending_approval",
+            Self::Confirmed => "confirmed",
+            Self::Active => "active",
+            Self::Ended => "ended",
+            Self::Cancelled => "cancelled",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+impl fmt::Display for BookingState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job a booking runs in its slot (started and stopped by the agent; see the jobs issue).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The command line, run through the owner's login shell.
+    pub command: String,
+    /// Working directory; the owner's home when absent.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Signal sent at the slot's end, e.g. "SIGTERM" (default) or "SIGUSR1" for a checkpoint.
+    #[serde(default)]
+    pub end_signal: Option<String>,
+    /// Seconds between that signal and SIGKILL; 30 when absent.
+    #[serde(default)]
+    pub grace_secs: Option<u32>,
+    /// Keep the rest of the slot when the job ends early (default: release it).
+    #[serde(default)]
+    pub keep_slot: bool,
+}
+
+/// How an "as soon as possible" booking was asked for, so the plan can move it earlier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsapRequest {
+    /// How many GPUs.
+    pub count: u32,
+    /// Minimum memory per GPU in bytes, if any.
+    #[serde(default)]
+    pub min_memory: Option<u64>,
+    /// How long, in seconds.
+    pub duration_secs: i64,
+    /// When it was asked: the queue's order.
+    pub asked_at: DateTime<Utc>,
+    /// The GPUs it names, when it names them; empty for "any `count` GPUs".
+    #[serde(default)]
+    pub named: Vec<GpuUuid>,
+}
+
+impl AsapRequest {
+    /// The requested length.
+    pub fn duration(&self) -> Duration {
+        Duration::seconds(self.duration_secs)
+    }
+}
+
+/// One booking of one or more GPUs of one server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Booking {
+    /// Its number on the server.
+    pub id: BookingId,
+    /// User name of the person who holds it.
+    pub owner: String,
+    /// The booked GPUs, by UUID, in index order.
+    pub gpus: Vec<GpuUuid>,
+    /// When, half-open and in UTC.
+    pub interval: Interval,
+    /// What it is for, shown to everyone.
+    pub title: String,
+    /// Where it is in its life.
+    pub state: BookingState,
+    /// The job it runs, if any. Shown only to its owner and admins.
+    #[serde(default)]
+    pub job: Option<JobSpec>,
+    /// Set when it came as an "as soon as possible" request.
+    #[serde(default)]
+    pub asap: Option<AsapRequest>,
+    /// Why it waits for approval (the rules it goes beyond), when it does.
+    #[serde(default)]
+    pub pending_reason: Option<String>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// Raised by one on every change: the iCal SEQUENCE, and a guard against lost updates.
+    pub revision: u32,
+    /// "Slot starts in 5 minutes" has been announced.
+    #[serde(default)]
+    pub warned_start: bool,
+    /// "Slot ends in 10 minutes" has been announced.
+    #[serde(default)]
+    pub warned_end: bool,
+}
+
+impl Booking {
+    /// GPU-seconds this booking holds inside `window` (exact integer arithmetic).
+    pub fn gpu_seconds_within(&self, window: &Interval) -> i64 {
+        self.interval
+            .intersection(window)
+            .map(|i| i.duration().num_seconds() * self.gpus.len() as i64)
+            .unwrap_or(0)
+    }
+
+    /// The booking as someone other than its owner or an admin may see it: no job.
+    pub fn redacted(&self) -> Booking {
+        Booking {
+            job: self.job.as_ref().map(|_| JobSpec {
+                command: String::new(),
+                cwd: None,
+                env: BTreeMap::new(),
+                end_signal: None,
+                grace_secs: None,
+                keep_slot: false,
+            }),
+            ..self.clone()
+        }
+    }
+}

@@ -1,0 +1,1162 @@
+//! The plan: every booking of one server, and the one place that decides every change.
+//!
+//! The agent calls [`Plan::apply`] inside a store transaction and persists the returned
+//! [`Change`]s in that same transaction. An `Err` leaves the plan exactly as it was.
+//!
+//! Index: per GPU, the bookings holding it, keyed by start. Holding bookings on one GPU never
+//! overlap, so in start order their ends ascend too; a conflict check and an earliest-fit
+//! search are range scans (`O(log n)` plus what they step over).
+
+use crate::booking::{AsapRequest, Booking, BookingId, BookingState, JobSpec};
+use crate::error::{Conflict, PlanError};
+use crate::gpu::{Gpu, GpuUuid};
+use crate::policy::{Actor, OverPolicy, Policy, Role, Rule};
+use crate::time::{ceil_to, floor_to, week_start, whole_seconds, Interval};
+use chrono::{DateTime, Duration, Utc};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// How long before a slot starts "starts in 5 minutes" is announced.
+pub const START_WARNING: Duration = Duration::minutes(5);
+/// How long before a slot ends "ends in 10 minutes" is announced.
+pub const END_WARNING: Duration = Duration::minutes(10);
+/// Longest title accepted, in characters.
+pub const MAX_TITLE: usize = 200;
+
+/// Which GPUs a booking asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuSelection {
+    /// These GPUs (what a drag across columns names).
+    Named(Vec<GpuUuid>),
+    /// Any `count` GPUs with at least `min_memory` bytes each; the plan picks them.
+    Count {
+        /// How many.
+        count: u32,
+        /// Minimum memory per GPU, in bytes.
+        min_memory: Option<u64>,
+    },
+}
+
+/// When a booking asks for its GPUs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum When {
+    /// This interval, snapped outward to the policy's grid.
+    At(Interval),
+    /// The earliest time the GPUs are free for this long; moved earlier as capacity frees.
+    Asap(Duration),
+}
+
+/// A change someone asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A new booking.
+    Book {
+        /// Which GPUs.
+        gpus: GpuSelection,
+        /// When.
+        when: When,
+        /// What for.
+        title: String,
+        /// The job to run in the slot, if any.
+        job: Option<JobSpec>,
+    },
+    /// Move or resize (a calendar drag); `gpus` changes the GPUs too.
+    Move {
+        /// Which booking.
+        id: BookingId,
+        /// The new interval.
+        interval: Interval,
+        /// New GPUs, if they change.
+        gpus: Option<Vec<GpuUuid>>,
+    },
+    /// A later end.
+    Extend {
+        /// Which booking.
+        id: BookingId,
+        /// The new end.
+        end: DateTime<Utc>,
+    },
+    /// End a started booking now and give the rest back.
+    Release {
+        /// Which booking.
+        id: BookingId,
+    },
+    /// Withdraw a booking that has not started.
+    Cancel {
+        /// Which booking.
+        id: BookingId,
+    },
+    /// An admin grants a booking that waits for approval.
+    Approve {
+        /// Which booking.
+        id: BookingId,
+    },
+    /// An admin refuses it.
+    Deny {
+        /// Which booking.
+        id: BookingId,
+        /// Why, for its owner.
+        reason: Option<String>,
+    },
+}
+
+/// What happened to a booking; one event each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// A new booking (confirmed or waiting for approval).
+    Created,
+    /// Moved, resized or extended by a person.
+    Changed,
+    /// Cancelled before its start.
+    Cancelled,
+    /// Approved by an admin.
+    Approved,
+    /// Denied by an admin, or expired while waiting.
+    Denied,
+    /// An "as soon as possible" booking moved earlier because capacity freed.
+    MovedEarlier,
+    /// Ended early by its owner; the rest of the slot went back.
+    Released,
+    /// Its slot starts in [`START_WARNING`].
+    SlotStarting,
+    /// Its slot started.
+    Started,
+    /// Its slot ends in [`END_WARNING`].
+    SlotEnding,
+    /// Its slot ended.
+    Ended,
+}
+
+/// One change the plan made: the booking as it is afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The booking after the change.
+    pub booking: Booking,
+    /// Its interval before, for moves.
+    pub before: Option<Interval>,
+}
+
+/// Every booking of one server and the indexes that make decisions fast.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The server's GPUs, in index order.
+    gpus: Vec<Gpu>,
+    /// The lab's rules.
+    policy: Policy,
+    /// Every booking ever made, final ones included (the history `ls` shows).
+    bookings: HashMap<BookingId, Booking>,
+    /// Per GPU, the bookings holding it: (start, id) → end.
+    holds: HashMap<GpuUuid, BTreeMap<(DateTime<Utc>, BookingId), DateTime<Utc>>>,
+    /// Per owner, their bookings: quota and per-user limits scan only these.
+    by_owner: HashMap<String, BTreeSet<BookingId>>,
+    /// Bookings something can still happen to: the slot timer scans only these.
+    live: BTreeSet<BookingId>,
+    /// Confirmed "as soon as possible" bookings, in the order they were asked.
+    asap: BTreeSet<(DateTime<Utc>, BookingId)>,
+    /// The next booking's number.
+    next_id: u64,
+}
+
+impl Plan {
+    /// A plan over `gpus` holding `bookings` (as loaded from storage).
+    pub fn new(gpus: Vec<Gpu>, policy: Policy, bookings: Vec<Booking>) -> Self {
+        let mut gpus = gpus;
+        gpus.sort_by_key(|g| g.index);
+        let mut plan = Plan {
+            gpus,
+            policy,
+            bookings: HashMap::new(),
+            holds: HashMap::new(),
+            by_owner: HashMap::new(),
+            live: BTreeSet::new(),
+            asap: BTreeSet::new(),
+            next_id: 1,
+        };
+        for b in bookings {
+            plan.next_id = plan.next_id.max(b.id.0 + 1);
+            plan.store(b);
+        }
+        plan
+    }
+
+    /// The server's GPUs, in index order.
+    pub fn gpus(&self) -> &[Gpu] {
+        &self.gpus
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Replaces the policy (the admin edited the file); existing bookings stay.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    /// One booking.
+    pub fn get(&self, id: BookingId) -> Option<&Booking> {
+        self.bookings.get(&id)
+    }
+
+    /// Every booking, in no particular order.
+    pub fn bookings(&self) -> impl Iterator<Item = &Booking> {
+        self.bookings.values()
+    }
+
+    /// The number the next booking will get.
+    pub fn next_id(&self) -> BookingId {
+        BookingId(self.next_id)
+    }
+
+    /// GPU-seconds `owner` holds (confirmed, active or used) inside `window`, leaving out
+    /// `exclude`. Quotas are checked against this.
+    pub fn gpu_seconds(&self, owner: &str, window: &Interval, exclude: Option<BookingId>) -> i64 {
+        self.by_owner
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .filter(|id| Some(**id) != exclude)
+            .filter_map(|id| self.bookings.get(id))
+            .filter(|b| counts_for_quota(b.state))
+            .map(|b| b.gpu_seconds_within(window))
+            .sum()
+    }
+
+    /// Holding bookings on any of `gpus` that overlap `interval`, leaving out `exclude`.
+    pub fn conflicts(
+        &self,
+        gpus: &[GpuUuid],
+        interval: &Interval,
+        exclude: Option<BookingId>,
+    ) -> Vec<Conflict> {
+        let mut found: BTreeMap<BookingId, Vec<GpuUuid>> = BTreeMap::new();
+        for g in gpus {
+            for id in self.overlapping(g, interval, exclude) {
+                found.entry(id).or_default().push(g.clone());
+            }
+        }
+        found
+            .into_iter()
+            .map(|(id, gpus)| {
+                let b = &self.bookings[&id];
+                Conflict {
+                    booking: id,
+                    owner: b.owner.clone(),
+                    gpus,
+                    interval: b.interval,
+                    title: b.title.clone(),
+                }
+            })
+            .collect()
+    }
+
+    fn overlapping(
+        &self,
+        gpu: &GpuUuid,
+        interval: &Interval,
+        exclude: Option<BookingId>,
+    ) -> Vec<BookingId> {
+        let Some(map) = self.holds.get(gpu) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        // Starts before `interval.end`, latest first; ends descend the same way, so stop at
+        // the first that ends at or before `interval.start`.
+        for ((_, id), end) in map.range(..(interval.end, BookingId(0))).rev() {
+            if Some(*id) == exclude {
+                continue;
+            }
+            if *end <= interval.start {
+                break;
+            }
+            out.push(*id);
+        }
+        out
+    }
+
+    /// Earliest `t >= from` with `[t, t + d)` free on `gpu`.
+    fn next_fit(
+        &self,
+        gpu: &GpuUuid,
+        from: DateTime<Utc>,
+        d: Duration,
+        exclude: Option<BookingId>,
+    ) -> DateTime<Utc> {
+        let Some(map) = self.holds.get(gpu) else {
+            return from;
+        };
+        let mut t = from;
+        // A booking that started before `t` may still hold it.
+        for ((_, id), end) in map.range(..=(t, BookingId(u64::MAX))).rev() {
+            if Some(*id) == exclude {
+                continue;
+            }
+            if *end > t {
+                t = *end;
+            }
+            break;
+        }
+        for ((start, id), end) in map.range((t, BookingId(0))..) {
+            if Some(*id) == exclude {
+                continue;
+            }
+            if *start >= t + d {
+                break;
+            }
+            t = t.max(*end);
+        }
+        t
+    }
+
+    /// Where an "as soon as possible" request goes: the earliest start at or after `from`
+    /// at which `count` of `candidates` are free for `d`, and which of them (lowest index
+    /// first). `None` when fewer than `count` candidates exist.
+    pub fn place(
+        &self,
+        candidates: &[GpuUuid],
+        count: usize,
+        d: Duration,
+        from: DateTime<Utc>,
+        exclude: Option<BookingId>,
+    ) -> Option<(DateTime<Utc>, Vec<GpuUuid>)> {
+        if count == 0 || candidates.len() < count {
+            return None;
+        }
+        let mut t = from;
+        let mut fits: Vec<DateTime<Utc>> = candidates
+            .iter()
+            .map(|g| self.next_fit(g, t, d, exclude))
+            .collect();
+        loop {
+            let mut sorted = fits.clone();
+            sorted.sort();
+            let nth = sorted[count - 1];
+            if nth == t {
+                let chosen = candidates
+                    .iter()
+                    .zip(&fits)
+                    .filter(|(_, f)| **f == t)
+                    .map(|(g, _)| g.clone())
+                    .take(count)
+                    .collect();
+                return Some((t, chosen));
+            }
+            // No start in [t, nth) has `count` GPUs free; a GPU whose fit is at or after
+            // `nth` keeps it (it was the earliest after the old t, so also after `nth`).
+            t = nth;
+            for (g, f) in candidates.iter().zip(fits.iter_mut()) {
+                if *f < t {
+                    *f = self.next_fit(g, t, d, exclude);
+                }
+            }
+        }
+    }
+
+    /// Applies `op` asked by `actor` at `now`. On success, every booking it changed, in order;
+    /// on error, nothing changed.
+    pub fn apply(
+        &mut self,
+        actor: &Actor,
+        op: Op,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Change>, PlanError> {
+        let now = whole_seconds(now);
+        if actor.role == Role::Guest {
+            return Err(PlanError::NotAllowed(format!(
+                "{} is a guest here: guests can see the calendar but not change it",
+                actor.user
+            )));
+        }
+        match op {
+            Op::Book {
+                gpus,
+                when,
+                title,
+                job,
+            } => self.book(actor, gpus, when, title, job, now),
+            Op::Move { id, interval, gpus } => self.move_booking(actor, id, interval, gpus, now),
+            Op::Extend { id, end } => {
+                let b = self.owned(actor, id)?;
+                if end <= b.interval.end {
+                    return Err(PlanError::Invalid(format!(
+                        "extend needs an end after the current one ({}); to shorten a booking, \
+                         move or release it",
+                        b.interval.end.format("%Y-%m-%d %H:%M UTC")
+                    )));
+                }
+                let interval = Interval {
+                    start: b.interval.start,
+                    end,
+                };
+                self.move_booking(actor, id, interval, None, now)
+            }
+            Op::Release { id } => self.release(actor, id, now),
+            Op::Cancel { id } => self.cancel(actor, id, now),
+            Op::Approve { id } => self.approve(actor, id, now),
+            Op::Deny { id, reason } => self.deny(actor, id, reason),
+        }
+    }
+
+    fn book(
+        &mut self,
+        actor: &Actor,
+        selection: GpuSelection,
+        when: When,
+        title: String,
+        job: Option<JobSpec>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Change>, PlanError> {
+        check_title(&title)?;
+        if let Some(j) = &job {
+            if j.command.trim().is_empty() {
+                return Err(PlanError::Invalid("the job's command is empty".into()));
+            }
+        }
+        let (candidates, count, min_memory, named) = match &selection {
+            GpuSelection::Named(gpus) => {
+                self.check_named(gpus)?;
+                (gpus.clone(), gpus.len(), None, gpus.clone())
+            }
+            GpuSelection::Count { count, min_memory } => {
+                let eligible = self.eligible(*count, *min_memory)?;
+                (eligible, *count as usize, *min_memory, Vec::new())
+            }
+        };
+        let (interval, gpus, asap) = match when {
+            When::At(requested) => {
+                let interval = self.snap(requested, now)?;
+                let free: Vec<GpuUuid> = candidates
+                    .iter()
+                    .filter(|g| self.overlapping(g, &interval, None).is_empty())
+                    .take(count)
+                    .cloned()
+                    .collect();
+                if free.len() < count {
+                    return Err(PlanError::Conflict(self.conflicts(
+                        &candidates,
+                        &interval,
+                        None,
+                    )));
+                }
+                (interval, free, None)
+            }
+            When::Asap(d) => {
+                let d = self.snap_duration(d)?;
+                let (start, gpus) = self
+                    .place(&candidates, count, d, now, None)
+                    .expect("candidates were checked to be enough");
+                let asap = AsapRequest {
+                    count: count as u32,
+                    min_memory,
+                    duration_secs: d.num_seconds(),
+                    asked_at: now,
+                    named,
+                };
+                (
+                    Interval {
+                        start,
+                        end: start + d,
+                    },
+                    gpus,
+                    Some(asap),
+                )
+            }
+        };
+        let broken = self.over_policy(
+            actor,
+            &actor.user,
+            gpus.len(),
+            &interval,
+            now,
+            None,
+            asap.is_some(),
+        );
+        let (state, pending_reason) = match broken.first() {
+            None => (BookingState::Confirmed, None),
+            Some((rule, message)) => match self.policy.over_policy {
+                OverPolicy::Refuse => {
+                    return Err(PlanError::OverPolicy {
+                        rule: *rule,
+                        message: message.clone(),
+                    })
+                }
+                OverPolicy::Approval => (
+                    BookingState::PendingApproval,
+                    Some(
+                        broken
+                            .iter()
+                            .map(|(_, m)| m.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    ),
+                ),
+            },
+        };
+        let booking = Booking {
+            id: BookingId(self.next_id),
+            owner: actor.user.clone(),
+            gpus,
+            interval,
+            title,
+            state,
+            job,
+            asap,
+            pending_reason,
+            created_at: now,
+            revision: 1,
+            warned_start: false,
+            warned_end: false,
+        };
+        self.next_id += 1;
+        self.store(booking.clone());
+        Ok(vec![Change {
+            kind: ChangeKind::Created,
+            booking,
+            before: None,
+        }])
+    }
+
+    fn move_booking(
+        &mut self,
+        actor: &Actor,
+        id: BookingId,
+        requested: Interval,
+        new_gpus: Option<Vec<GpuUuid>>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Change>, PlanError> {
+        let old = self.owned(actor, id)?.clone();
+        let interval = match old.state {
+            BookingState::Confirmed | BookingState::PendingApproval => self.snap(requested, now)?,
+            BookingState::Active => {
+                let end = ceil_to(requested.end, self.policy.granularity());
+                if requested.start != old.interval.start || new_gpus.is_some() {
+                    return Err(PlanError::Invalid(format!(
+                        "booking {id} has started: only its end can change"
+                    )));
+                }
+                if end <= now {
+                    return Err(PlanError::Invalid(format!(
+                        "the new end is in the past; to end booking {id} now, release it"
+                    )));
+                }
+                Interval {
+                    start: old.interval.start,
+                    end,
+                }
+            }
+            s => return Err(PlanError::Invalid(format!("booking {id} is {s}"))),
+        };
+        let gpus = match new_gpus {
+            Some(g) => {
+                self.check_named(&g)?;
+                g
+            }
+            None => old.gpus.clone(),
+        };
+        if old.state.holds_gpus() {
+            let conflicts = self.conflicts(&gpus, &interval, Some(id));
+            if !conflicts.is_empty() {
+                return Err(PlanError::Conflict(conflicts));
+            }
+        }
+        let broken = self.over_policy(
+            actor,
+            &old.owner,
+            gpus.len(),
+            &interval,
+            now,
+            Some(id),
+            false,
+        );
+        let mut pending_reason = old.pending_reason.clone();
+        if let Some((rule, message)) = broken.first() {
+            if old.state != BookingState::PendingApproval {
+                return Err(PlanError::OverPolicy {
+                    rule: *rule,
+                    message: format!("{message}; ask an admin to make this change"),
+                });
+            }
+            pending_reason = Some(message.clone());
+        }
+        let mut new = old.clone();
+        new.interval = interval;
+        new.gpus = gpus;
+        new.pending_reason = pending_reason;
+        // A booking placed by hand is no longer the queue's to move.
+        new.asap = None;
+        new.revision += 1;
+        if new.interval.start != old.interval.start {
+            new.warned_start = false;
+        }
+        if new.interval.end != old.interval.end {
+            new.warned_end = false;
+        }
+        self.store(new.clone());
+        let mut changes = vec![Change {
+            kind: ChangeKind::Changed,
+            booking: new,
+            before: Some(old.interval),
+        }];
+        changes.extend(self.pull_forward(now));
+        Ok(changes)
+    }
+
+    fn release(
+        &mut self,
+        actor: &Actor,
+        id: BookingId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Change>, PlanError> {
+        let b = self.owned(actor, id)?;
+        if b.state != BookingState::Active {
+            let hint = match b.state {
+                BookingState::Confirmed | BookingState::PendingApproval => {
+                    ": it has not started, cancel it instead"
+                }
+                _ => "",
+            };
+            return Err(PlanError::Invalid(format!(
+                "booking {id} is {}{hint}",
+                b.state
+            )));
+        }
+        let mut new = b.clone();
+        let before = new.interval;
+        new.interval.end = now.max(new.interval.start + Duration::seconds(1));
+        new.state = BookingState::Ended;
+        new.revision += 1;
+        self.store(new.clone());
+        let mut changes = vec![Change {
+            kind: ChangeKind::Released,
+            booking: new,
+            before: Some(before),
+        }];
+        changes.extend(self.pull_forward(now));
+        Ok(changes)
+    }
+
+    /// Ends an active booking at `now` because its job ended early (the jobs issue); the same
+    /// as a release by the owner, without the permission check.
+    pub fn release_by_agent(&mut self, id: BookingId, now: DateTime<Utc>) -> Vec<Change> {
+        let admin = Actor {
+            user: "gpubook-agent".into(),
+            role: Role::Admin,
+        };
+        self.release(&admin, id, whole_seconds(now))
+            .unwrap_or_default()
+    }
+
+    fn cancel(
+        &mut self,
+        actor: &Actor,
+        id: BookingId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Change>, PlanError> {
+        let b = self.owned(actor, id)?;
+        match b.state {
+            BookingState::Confirmed | BookingState::PendingApproval => {}
+            BookingState::Active => {
+                return Err(PlanError::Invalid(format!(
+                    "booking {id} has started: release it to end it now"
+                )))
+            }
+            s => return Err(PlanError::Invalid(format!("booking {id} is already {s}"))),
+        }
+        let mut new = b.clone();
+        new.state = BookingState::Cancelled;
+        new.revision += 1;
+        self.store(new.clone());
+        let mut changes = vec![Change {
+            kind: ChangeKind::Cancelled,
+            booking: new,
+            before: None,
+        }];
+        changes.extend(self.pull_forward(now));
+        Ok(changes)
+    }
+
+    fn approve(
+        &mut self,
+        actor: &Actor,
+        id: BookingId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Change>, PlanError> {
+        let b = self.admin_target(actor, id, "approve")?.clone();
+        if b.interval.end <= now && b.asap.is_none() {
+            return Err(PlanError::Invalid(format!(
+                "booking {id}'s time has passed; it can no longer be approved"
+            )));
+        }
+        let mut new = b.clone();
+        if let Some(asap) = &b.asap {
+            let (candidates, count) = self.asap_candidates(asap);
+            let (start, gpus) = self
+                .place(&candidates, count, asap.duration(), now, Some(id))
+                .ok_or_else(|| {
+                    PlanError::Invalid(format!(
+                        "booking {id} asks for {count} GPUs and this server no longer has them"
+                    ))
+                })?;
+            new.interval = Interval {
+                start,
+                end: start + asap.duration(),
+            };
+            new.gpus = gpus;
+        } else {
+            let conflicts = self.conflicts(&b.gpus, &b.interval, Some(id));
+            if !conflicts.is_empty() {
+                return Err(PlanError::Conflict(conflicts));
+            }
+        }
+        new.state = BookingState::Confirmed;
+        new.pending_reason = None;
+        new.revision += 1;
+        self.store(new.clone());
+        Ok(vec![Change {
+            kind: ChangeKind::Approved,
+            booking: new,
+            before: Some(b.interval),
+        }])
+    }
+
+    fn deny(
+        &mut self,
+        actor: &Actor,
+        id: BookingId,
+        reason: Option<String>,
+    ) -> Result<Vec<Change>, PlanError> {
+        let b = self.admin_target(actor, id, "deny")?;
+        let mut new = b.clone();
+        new.state = BookingState::Denied;
+        new.pending_reason = Some(reason.unwrap_or_else(|| "denied by an admin".into()));
+        new.revision += 1;
+        self.store(new.clone());
+        Ok(vec![Change {
+            kind: ChangeKind::Denied,
+            booking: new,
+            before: None,
+        }])
+    }
+
+    fn admin_target(
+        &self,
+        actor: &Actor,
+        id: BookingId,
+        verb: &str,
+    ) -> Result<&Booking, PlanError> {
+        if actor.role != Role::Admin {
+            return Err(PlanError::NotAllowed(format!(
+                "only an admin can {verb} a booking; {} is a {}",
+                actor.user, actor.role
+            )));
+        }
+        let b = self.find(id)?;
+        if b.state != BookingState::PendingApproval {
+            return Err(PlanError::Invalid(format!(
+                "booking {id} is {}, not waiting for approval",
+                b.state
+            )));
+        }
+        Ok(b)
+    }
+
+    /// Moves "as soon as possible" bookings that have not started to the earliest start now
+    /// free, in the order they were asked; never later than they were.
+    fn pull_forward(&mut self, now: DateTime<Utc>) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let queue: Vec<BookingId> = self.asap.iter().map(|(_, id)| *id).collect();
+        for id in queue {
+            let b = &self.bookings[&id];
+            if b.state != BookingState::Confirmed || b.interval.start <= now {
+                continue;
+            }
+            let Some(asap) = &b.asap else { continue };
+            let (candidates, count) = self.asap_candidates(asap);
+            let Some((start, gpus)) =
+                self.place(&candidates, count, asap.duration(), now, Some(id))
+            else {
+                continue;
+            };
+            if start < b.interval.start {
+                let mut new = b.clone();
+                let before = new.interval;
+                new.interval = Interval {
+                    start,
+                    end: start + asap.duration(),
+                };
+                new.gpus = gpus;
+                new.revision += 1;
+                new.warned_start = false;
+                new.warned_end = false;
+                self.store(new.clone());
+                changes.push(Change {
+                    kind: ChangeKind::MovedEarlier,
+                    booking: new,
+                    before: Some(before),
+                });
+            }
+        }
+        changes
+    }
+
+    fn asap_candidates(&self, asap: &AsapRequest) -> (Vec<GpuUuid>, usize) {
+        if asap.named.is_empty() {
+            let eligible = self
+                .gpus
+                .iter()
+                .filter(|g| asap.min_memory.is_none_or(|m| g.memory_total >= m))
+                .map(|g| g.uuid.clone())
+                .collect();
+            (eligible, asap.count as usize)
+        } else {
+            (asap.named.clone(), asap.named.len())
+        }
+    }
+
+    /// The slot timer: starts, ends and warnings due at `now`, in booking order.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Change> {
+        let now = whole_seconds(now);
+        let mut changes = Vec::new();
+        let live: Vec<BookingId> = self.live.iter().copied().collect();
+        for id in live {
+            let mut b = self.bookings[&id].clone();
+            let mut kinds = Vec::new();
+            match b.state {
+                BookingState::PendingApproval if b.interval.end <= now && b.asap.is_none() => {
+                    b.state = BookingState::Denied;
+                    b.pending_reason = Some("its time passed before an admin approved it".into());
+                    kinds.push(ChangeKind::Denied);
+                }
+                BookingState::Confirmed | BookingState::Active => {
+                    if b.state == BookingState::Confirmed {
+                        if !b.warned_start
+                            && now >= b.interval.start - START_WARNING
+                            && now < b.interval.start
+                        {
+                            b.warned_start = true;
+                            kinds.push(ChangeKind::SlotStarting);
+                        }
+                        if now >= b.interval.start {
+                            b.warned_start = true;
+                            b.state = BookingState::Active;
+                            if now < b.interval.end {
+                                kinds.push(ChangeKind::Started);
+                            }
+                        }
+                    }
+                    if b.state == BookingState::Active {
+                        if !b.warned_end
+                            && now >= b.interval.end - END_WARNING
+                            && now < b.interval.end
+                        {
+                            b.warned_end = true;
+                            kinds.push(ChangeKind::SlotEnding);
+                        }
+                        if now >= b.interval.end {
+                            b.warned_end = true;
+                            b.state = BookingState::Ended;
+                            kinds.push(ChangeKind::Ended);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if kinds.is_empty() {
+                continue;
+            }
+            b.revision += 1;
+            self.store(b.clone());
+            for kind in kinds {
+                changes.push(Change {
+                    kind,
+                    booking: b.clone(),
+                    before: None,
+                });
+            }
+        }
+        changes
+    }
+
+    /// When [`Plan::tick`] next has something to do, if ever.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.live
+            .iter()
+            .filter_map(|id| {
+                let b = &self.bookings[id];
+                let i = b.interval;
+                match b.state {
+                    BookingState::Confirmed if !b.warned_start => {
+                        Some((i.start - START_WARNING).min(i.start))
+                    }
+                    BookingState::Confirmed => Some(i.start),
+                    BookingState::Active if !b.warned_end => Some(i.end - END_WARNING),
+                    BookingState::Active => Some(i.end),
+                    BookingState::PendingApproval if b.asap.is_none() => Some(i.end),
+                    _ => None,
+                }
+            })
+            .min()
+    }
+
+    fn find(&self, id: BookingId) -> Result<&Booking, PlanError> {
+        self.bookings
+            .get(&id)
+            .ok_or_else(|| PlanError::NotFound(format!("there is no booking {id} on this server")))
+    }
+
+    /// The booking, if `actor` may change it.
+    fn owned(&self, actor: &Actor, id: BookingId) -> Result<&Booking, PlanError> {
+        let b = self.find(id)?;
+        if b.owner != actor.user && actor.role != Role::Admin {
+            return Err(PlanError::NotAllowed(format!(
+                "booking {id} belongs to {}; only they or an admin can change it",
+                b.owner
+            )));
+        }
+        Ok(b)
+    }
+
+    fn check_named(&self, gpus: &[GpuUuid]) -> Result<(), PlanError> {
+        if gpus.is_empty() {
+            return Err(PlanError::Invalid(
+                "a booking needs at least one GPU".into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for g in gpus {
+            if !self.gpus.iter().any(|known| &known.uuid == g) {
+                return Err(PlanError::NotFound(format!(
+                    "there is no GPU {g} on this server"
+                )));
+            }
+            if !seen.insert(g) {
+                return Err(PlanError::Invalid(format!("GPU {g} is named twice")));
+            }
+        }
+        if gpus.len() > self.gpus.len() {
+            return Err(PlanError::Invalid(format!(
+                "asks for {} GPUs; this server has {}",
+                gpus.len(),
+                self.gpus.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn eligible(&self, count: u32, min_memory: Option<u64>) -> Result<Vec<GpuUuid>, PlanError> {
+        if count == 0 {
+            return Err(PlanError::Invalid(
+                "a booking needs at least one GPU".into(),
+            ));
+        }
+        if count as usize > self.gpus.len() {
+            return Err(PlanError::Invalid(format!(
+                "asks for {count} GPUs; this server has {}",
+                self.gpus.len()
+            )));
+        }
+        let eligible: Vec<GpuUuid> = self
+            .gpus
+            .iter()
+            .filter(|g| min_memory.is_none_or(|m| g.memory_total >= m))
+            .map(|g| g.uuid.clone())
+            .collect();
+        if eligible.len() < count as usize {
+            return Err(PlanError::Invalid(format!(
+                "asks for {count} GPUs with at least {:.0} GiB; this server has {} such GPUs",
+                min_memory.unwrap_or(0) as f64 / (1u64 << 30) as f64,
+                eligible.len()
+            )));
+        }
+        Ok(eligible)
+    }
+
+    /// `requested` snapped outward to the grid, checked not to start in the past.
+    fn snap(&self, requested: Interval, now: DateTime<Utc>) -> Result<Interval, PlanError> {
+        let g = self.policy.granularity();
+        let start = floor_to(requested.start, g);
+        let end = ceil_to(requested.end, g);
+        if start < floor_to(now, g) {
+            return Err(PlanError::Invalid(format!(
+                "the start ({}) is in the past",
+                requested.start.format("%Y-%m-%d %H:%M UTC")
+            )));
+        }
+        Interval::new(start, end)
+            .ok_or_else(|| PlanError::Invalid("the end must be after the start".into()))
+    }
+
+    fn snap_duration(&self, d: Duration) -> Result<Duration, PlanError> {
+        if d <= Duration::zero() {
+            return Err(PlanError::Invalid(
+                "the duration must be more than zero".into(),
+            ));
+        }
+        let g = self.policy.granularity_secs;
+        Ok(Duration::seconds((d.num_seconds() + g - 1) / g * g))
+    }
+
+    /// The rules a booking of `count` GPUs over `interval` for `owner` goes beyond, in words.
+    /// Admins are held to none.
+    #[allow(clippy::too_many_arguments)]
+    fn over_policy(
+        &self,
+        actor: &Actor,
+        owner: &str,
+        count: usize,
+        interval: &Interval,
+        now: DateTime<Utc>,
+        exclude: Option<BookingId>,
+        asap: bool,
+    ) -> Vec<(Rule, String)> {
+        let mut broken = Vec::new();
+        if actor.role == Role::Admin {
+            return broken;
+        }
+        let p = &self.policy;
+        if let Some(max) = p.max_booking_secs {
+            if interval.duration().num_seconds() > max {
+                broken.push((
+                    Rule::MaxBooking,
+                    format!(
+                        "a booking may last at most {}",
+                        crate::duration::format_duration(Duration::seconds(max))
+                    ),
+                ));
+            }
+        }
+        if let (Some(max), false) = (p.max_ahead_secs, asap) {
+            if interval.start > now + Duration::seconds(max) {
+                broken.push((
+                    Rule::MaxAhead,
+                    format!(
+                        "a booking may start at most {} ahead",
+                        crate::duration::format_duration(Duration::seconds(max))
+                    ),
+                ));
+            }
+        }
+        if let Some(quota) = p.weekly_quota_gpu_hours {
+            let limit = i64::from(quota) * 3600;
+            let mut week = week_start(interval.start);
+            while week < interval.end {
+                let window = Interval {
+                    start: week,
+                    end: week + Duration::days(7),
+                };
+                let new = interval
+                    .intersection(&window)
+                    .map(|i| i.duration().num_seconds() * count as i64)
+                    .unwrap_or(0);
+                let used = self.gpu_seconds(owner, &window, exclude);
+                if used + new > limit {
+                    broken.push((
+                        Rule::WeeklyQuota,
+                        format!(
+                            "{owner} would hold {:.1} GPU-hours in the week of {}, over the \
+                             weekly quota of {quota}",
+                            (used + new) as f64 / 3600.0,
+                            week.format("%Y-%m-%d")
+                        ),
+                    ));
+                    break;
+                }
+                week = window.end;
+            }
+        }
+        if let Some(max) = p.max_gpus_at_once {
+            let peak = self.peak_gpus(owner, interval, exclude) + count;
+            if peak > max as usize {
+                broken.push((
+                    Rule::MaxGpusAtOnce,
+                    format!("{owner} would hold {peak} GPUs at once; the limit is {max}"),
+                ));
+            }
+        }
+        broken
+    }
+
+    /// Most GPUs `owner` holds at any moment of `interval`.
+    fn peak_gpus(&self, owner: &str, interval: &Interval, exclude: Option<BookingId>) -> usize {
+        let mut edges: Vec<(DateTime<Utc>, i64)> = Vec::new();
+        for id in self.by_owner.get(owner).into_iter().flatten() {
+            let b = &self.bookings[id];
+            if Some(*id) == exclude || !b.state.holds_gpus() {
+                continue;
+            }
+            if let Some(i) = b.interval.intersection(interval) {
+                edges.push((i.start, b.gpus.len() as i64));
+                edges.push((i.end, -(b.gpus.len() as i64)));
+            }
+        }
+        // Ends sort before starts at the same instant: half-open intervals.
+        edges.sort();
+        let (mut now, mut peak) = (0i64, 0i64);
+        for (_, delta) in edges {
+            now += delta;
+            peak = peak.max(now);
+        }
+        peak as usize
+    }
+
+    /// Puts `b` in place of the booking with its id, keeping every index right.
+    fn store(&mut self, b: Booking) {
+        if let Some(old) = self.bookings.remove(&b.id) {
+            self.unindex(&old);
+        }
+        if b.state.holds_gpus() {
+            for g in &b.gpus {
+                self.holds
+                    .entry(g.clone())
+                    .or_default()
+                    .insert((b.interval.start, b.id), b.interval.end);
+            }
+        }
+        self.by_owner
+            .entry(b.owner.clone())
+            .or_default()
+            .insert(b.id);
+        if !b.state.is_final() {
+            self.live.insert(b.id);
+        }
+        if let (Some(a), BookingState::Confirmed) = (&b.asap, b.state) {
+            self.asap.insert((a.asked_at, b.id));
+        }
+        self.bookings.insert(b.id, b);
+    }
+
+    fn unindex(&mut self, b: &Booking) {
+        for g in &b.gpus {
+            if let Some(m) = self.holds.get_mut(g) {
+                m.remove(&(b.interval.start, b.id));
+            }
+        }
+        self.live.remove(&b.id);
+        if let Some(a) = &b.asap {
+            self.asap.remove(&(a.asked_at, b.id));
+        }
+    }
+}
+
+fn counts_for_quota(s: BookingState) -> bool {
+    matches!(
+        s,
+        BookingState::Confirmed | BookingState::Active | BookingState::Ended
+    )
+}
+
+fn check_title(title: &str) -> Result<(), PlanError> {
+    if title.chars().count() > MAX_TITLE {
+        return Err(PlanError::Invalid(format!(
+            "the title is longer than {MAX_TITLE} characters"
+        )));
+    }
+    if title.chars().any(|c| c.is_control()) {
+        return Err(PlanError::Invalid(
+            "the title contains control characters".into(),
+        ));
+    }
+    Ok(())
+}
