@@ -1,1 +1,132 @@
-fn main() {}
+//! `gpubook-agent`: the daemon on each GPU server. See the crate docs and `--help`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gpubook_agent::clock::SystemClock;
+use gpubook_agent::gpu::Source;
+use gpubook_agent::{identity, AgentConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The gpubook agent: holds a GPU server's bookings and enforces them.
+#[derive(Debug, Parser)]
+#[command(name = "gpubook-agent", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent: listen on its socket, keep the bookings, read the GPUs.
+    Serve {
+        /// Where the bookings database lives [default: ~/.local/state/gpubook].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The socket to listen on [default: $XDG_RUNTIME_DIR/gpubook/agent.sock, or
+        /// /tmp/gpubook-UID/agent.sock].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// How to read the GPUs: nvml (real NVIDIA GPUs), sim:N (N simulated GPUs) or
+        /// replay:FILE (recorded NVML readings).
+        #[arg(long, default_value = "nvml")]
+        gpus: String,
+        /// The lab's policy file (TOML; see the README). Without one: no limits, and the
+        /// agent's own user is admin.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The server's name as people see it [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Let every local user connect (system mode). Who they are comes from the socket.
+        #[arg(long)]
+        shared: bool,
+        /// Seconds between GPU readings.
+        #[arg(long, default_value_t = 1.0)]
+        sample_secs: f64,
+    },
+    /// Join standard input and output to the agent's socket (used over SSH).
+    Bridge {
+        /// The agent's socket [default: the system agent's if it runs, else the personal one].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the async runtime");
+    let result = rt.block_on(run(cli));
+    if let Err(e) = result {
+        eprintln!("gpubook-agent: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let uid = identity::current_uid();
+    match cli.command {
+        Command::Serve {
+            state_dir,
+            socket,
+            gpus,
+            policy,
+            name,
+            shared,
+            sample_secs,
+        } => {
+            let state_dir = match state_dir {
+                Some(d) => d,
+                None => default_state_dir()?,
+            };
+            let gpus: Source = gpus.parse()?;
+            if !(0.05..=3600.0).contains(&sample_secs) {
+                anyhow::bail!("--sample-secs must be between 0.05 and 3600");
+            }
+            let config = AgentConfig {
+                state_dir,
+                socket: socket.unwrap_or_else(|| gpubook_proto::paths::personal_socket(uid)),
+                gpus,
+                policy,
+                server_name: name.unwrap_or_else(host_name),
+                shared,
+                sample_interval: std::time::Duration::from_secs_f64(sample_secs),
+            };
+            gpubook_agent::serve(config, Arc::new(SystemClock)).await
+        }
+        Command::Bridge { socket } => {
+            let socket = socket.unwrap_or_else(|| {
+                let system = PathBuf::from(gpubook_proto::paths::SYSTEM_SOCKET);
+                if system.exists() {
+                    system
+                } else {
+                    gpubook_proto::paths::personal_socket(uid)
+                }
+            });
+            gpubook_agent::bridge::run(&socket).await?;
+            Ok(())
+        }
+    }
+}
+
+fn default_state_dir() -> anyhow::Result<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("gpubook"));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set; pass --state-dir")?;
+    Ok(PathBuf::from(home).join(".local/state/gpubook"))
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

@@ -1,1 +1,585 @@
-fn main() {}
+//! `gpubook`: book lab GPUs from a shell or a CI pipeline.
+
+mod output;
+mod when;
+
+use anyhow::anyhow;
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use gpubook_client::{ClientError, Connection, Endpoint, Pushed};
+use gpubook_core::{BookingId, Gpu};
+use gpubook_proto::{
+    ApproveRequest, BookRequest, BookingResponse, CancelRequest, DenyRequest, ErrorKind,
+    ExtendRequest, GpuChoice, GpusRequest, ListRequest, MoveRequest, PolicyRequest, ReleaseRequest,
+    Request, Response, WhenChoice,
+};
+use std::process::ExitCode;
+
+const EXIT_HELP: &str = "\
+Exit status:
+  0  success (a booking waiting for approval is a success: its state says so)
+  1  any other error
+  2  usage error, or a request the agent found invalid (bad times, unknown options)
+  3  refused: conflict with another booking, not allowed, or over the lab's policy
+  4  not found: no such booking or GPU
+  5  the agent is unreachable, unavailable, or the connection was lost
+  6  the agent speaks another protocol version
+
+Times are read in your time zone: 14:00, \"tomorrow 9:00\", +2h, now, 2026-11-27T14:00.
+Durations: 90m, 3h, 1d, 1h30m.";
+
+/// Book lab GPUs on a calendar the servers enforce.
+#[derive(Debug, Parser)]
+#[command(name = "gpubook", version, about, after_help = EXIT_HELP)]
+struct Cli {
+    /// The agent to talk to: local (this computer's agent) or unix:PATH.
+    #[arg(long, global = true, default_value = "local", env = "GPUBOOK_SERVER")]
+    server: String,
+    /// Print JSON for programs instead of tables for people.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Who you are on the server, as the agent sees you.
+    Whoami,
+    /// The server's GPUs with their latest readings.
+    Gpus,
+    /// List bookings (current and future; --past adds ended and cancelled ones).
+    Ls(LsArgs),
+    /// Book GPUs: named ones (--gpu), or a count (--count), at a time or as soon as possible.
+    Book(BookArgs),
+    /// Cancel a booking that has not started.
+    Cancel {
+        /// The booking's number.
+        id: u64,
+    },
+    /// Give a booking a later end.
+    Extend {
+        /// The booking's number.
+        id: u64,
+        /// The new end.
+        #[arg(long, conflicts_with = "by", required_unless_present = "by")]
+        to: Option<String>,
+        /// How much longer.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Move or resize a booking.
+    Move {
+        /// The booking's number.
+        id: u64,
+        /// The new start.
+        #[arg(long)]
+        start: String,
+        /// The new end.
+        #[arg(long, conflicts_with = "for", required_unless_present = "for")]
+        end: Option<String>,
+        /// The new length.
+        #[arg(long = "for")]
+        r#for: Option<String>,
+        /// New GPUs, by index or UUID (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        gpu: Option<Vec<String>>,
+    },
+    /// End a started booking now and give the rest of its slot back.
+    Release {
+        /// The booking's number.
+        id: u64,
+    },
+    /// Approve a booking that waits for approval (admins).
+    Approve {
+        /// The booking's number.
+        id: u64,
+    },
+    /// Deny a booking that waits for approval (admins).
+    Deny {
+        /// The booking's number.
+        id: u64,
+        /// Why, for its owner.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Print events as they happen: bookings made, changed, slots starting and ending.
+    Watch {
+        /// Print events after this number first (0: the whole history), then live ones.
+        #[arg(long)]
+        after: Option<u64>,
+        /// Also print live GPU readings.
+        #[arg(long)]
+        readings: bool,
+        /// Stop after this many events (for scripts).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// The lab's policy, your role, and your GPU-hours this week.
+    Policy,
+}
+
+#[derive(Debug, Args)]
+struct LsArgs {
+    /// Only your own bookings.
+    #[arg(long)]
+    mine: bool,
+    /// Include ended, cancelled and denied bookings.
+    #[arg(long)]
+    past: bool,
+    /// Only bookings overlapping from this time...
+    #[arg(long)]
+    from: Option<String>,
+    /// ...to this time.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct BookArgs {
+    /// GPUs by index or UUID (repeat, or comma-separate).
+    #[arg(long = "gpu", value_delimiter = ',', conflicts_with = "count")]
+    gpus: Vec<String>,
+    /// Any N GPUs (the agent picks).
+    #[arg(long, required_unless_present = "gpus")]
+    count: Option<u32>,
+    /// With --count: at least this much memory per GPU (40G, 80000M).
+    #[arg(long, requires = "count")]
+    min_mem: Option<String>,
+    /// Start time.
+    #[arg(long, conflicts_with = "asap", required_unless_present = "asap")]
+    start: Option<String>,
+    /// End time.
+    #[arg(long, conflicts_with_all = ["for", "asap"])]
+    end: Option<String>,
+    /// Length.
+    #[arg(long = "for")]
+    r#for: Option<String>,
+    /// As soon as the GPUs are free (needs --for); moved earlier if capacity frees.
+    #[arg(long, requires = "for")]
+    asap: bool,
+    /// What it is for; everyone sees it.
+    #[arg(long, default_value = "")]
+    title: String,
+}
+
+/// An error that knows its exit status.
+#[derive(Debug)]
+struct Failure {
+    /// The exit status.
+    code: u8,
+    /// What to print.
+    error: anyhow::Error,
+    /// The typed error, for --json.
+    kind: Option<ErrorKind>,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        match error.downcast_ref::<ClientError>() {
+            Some(c) => {
+                let kind = c.kind();
+                Failure {
+                    code: exit_code(kind),
+                    kind: Some(kind),
+                    error,
+                }
+            }
+            None => Failure {
+                code: 1,
+                error,
+                kind: None,
+            },
+        }
+    }
+}
+
+fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Invalid | ErrorKind::UnknownRequest | ErrorKind::Malformed => 2,
+        ErrorKind::Conflict | ErrorKind::NotAllowed | ErrorKind::OverPolicy => 3,
+        ErrorKind::NotFound => 4,
+        ErrorKind::Unavailable | ErrorKind::ConnectionLost => 5,
+        ErrorKind::Incompatible => 6,
+        _ => 1,
+    }
+}
+
+fn usage(msg: String) -> Failure {
+    Failure {
+        code: 2,
+        error: anyhow!(msg),
+        kind: Some(ErrorKind::Invalid),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the async runtime");
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if json {
+                let (kind, conflicts) = match f.error.downcast_ref::<ClientError>() {
+                    Some(ClientError::Agent(e)) => (Some(e.kind), e.conflicts.clone()),
+                    _ => (f.kind, Vec::new()),
+                };
+                let v = serde_json::json!({
+                    "error": {
+                        "kind": kind.map(|k| k.as_str()).unwrap_or("other"),
+                        "message": format!("{:#}", f.error),
+                        "conflicts": conflicts,
+                    }
+                });
+                eprintln!("{v}");
+            } else {
+                eprintln!("gpubook: {:#}", f.error);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let endpoint = Endpoint::parse(&cli.server, uid).map_err(usage)?;
+    let now = Utc::now();
+    // Read every argument before connecting: a typo is a usage error, never half a request.
+    let request = build_request(&cli.command, now)?;
+    let conn = match &endpoint {
+        Endpoint::Unix(path) => {
+            Connection::unix(path, concat!("gpubook-cli ", env!("CARGO_PKG_VERSION")))
+                .await
+                .map_err(anyhow::Error::from)?
+        }
+    };
+    let json = cli.json;
+    match (&cli.command, request) {
+        (Command::Whoami, _) => {
+            let w = conn.welcome();
+            if json {
+                print_json(w);
+            } else {
+                println!(
+                    "{} (uid {}) is {} on {}{}",
+                    w.user,
+                    w.uid,
+                    w.role,
+                    w.server,
+                    if w.simulated { " (simulated GPUs)" } else { "" }
+                );
+            }
+        }
+        (
+            Command::Watch {
+                after,
+                readings,
+                count,
+            },
+            _,
+        ) => {
+            watch(&conn, *after, *readings, *count, json).await?;
+        }
+        (_, Some(mut req)) => {
+            if let (Command::Extend { by: Some(_), .. }, Request::Extend(x)) =
+                (&cli.command, &mut req)
+            {
+                let by = x.end - DateTime::<Utc>::UNIX_EPOCH;
+                x.end = current_end(&conn, x.id).await? + by;
+            }
+            let show = |known: &[Gpu], resp: &Response| print_response(resp, known, json);
+            let resp = conn.request(req).await.map_err(anyhow::Error::from)?;
+            let known = if json || matches!(resp, Response::Gpus(_)) {
+                Vec::new()
+            } else {
+                gpus(&conn).await?
+            };
+            show(&known, &resp);
+        }
+        (_, None) => unreachable!("every command but whoami and watch builds a request"),
+    }
+    Ok(())
+}
+
+fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request>, Failure> {
+    let t = |s: &str| when::parse_time(s, now).map_err(usage);
+    let d = |s: &str| when::parse_positive_duration(s).map_err(usage);
+    Ok(Some(match cmd {
+        Command::Whoami | Command::Watch { .. } => return Ok(None),
+        Command::Gpus => Request::Gpus(GpusRequest {}),
+        Command::Policy => Request::Policy(PolicyRequest {}),
+        Command::Ls(a) => {
+            let range = match (&a.from, &a.to) {
+                (None, None) => None,
+                (from, to) => {
+                    let start = from.as_deref().map(t).transpose()?.unwrap_or(now);
+                    let end = match to {
+                        Some(s) => t(s)?,
+                        None => start + chrono::Duration::days(3650),
+                    };
+                    Some(
+                        gpubook_core::Interval::new(start, end)
+                            .ok_or_else(|| usage("--to must be after --from".into()))?,
+                    )
+                }
+            };
+            Request::List(ListRequest {
+                range,
+                mine: a.mine,
+                include_past: a.past,
+            })
+        }
+        Command::Book(a) => {
+            let gpus = match a.count {
+                Some(count) => GpuChoice::Count {
+                    count,
+                    min_memory: a
+                        .min_mem
+                        .as_deref()
+                        .map(when::parse_memory)
+                        .transpose()
+                        .map_err(usage)?,
+                },
+                None => GpuChoice::Named {
+                    gpus: a.gpus.clone(),
+                },
+            };
+            let when = if a.asap {
+                let dur = d(a.r#for.as_deref().unwrap_or_default())?;
+                WhenChoice::Asap {
+                    duration_secs: dur.num_seconds(),
+                }
+            } else {
+                let start = t(a.start.as_deref().unwrap_or_default())?;
+                let end = match (&a.end, &a.r#for) {
+                    (Some(e), _) => t(e)?,
+                    (None, Some(f)) => start + d(f)?,
+                    (None, None) => return Err(usage("give --end or --for".into())),
+                };
+                WhenChoice::At { start, end }
+            };
+            Request::Book(BookRequest {
+                gpus,
+                when,
+                title: a.title.clone(),
+                job: None,
+            })
+        }
+        Command::Cancel { id } => Request::Cancel(CancelRequest { id: BookingId(*id) }),
+        Command::Release { id } => Request::Release(ReleaseRequest { id: BookingId(*id) }),
+        Command::Approve { id } => Request::Approve(ApproveRequest { id: BookingId(*id) }),
+        Command::Deny { id, reason } => Request::Deny(DenyRequest {
+            id: BookingId(*id),
+            reason: reason.clone(),
+        }),
+        Command::Extend { id, to, by } => Request::Extend(ExtendRequest {
+            id: BookingId(*id),
+            end: match (to, by) {
+                (Some(to), _) => t(to)?,
+                // "--by" counts from the booking's current end, which `run` looks up; here
+                // the duration is only checked.
+                (None, Some(by)) => DateTime::<Utc>::UNIX_EPOCH + d(by)?,
+                (None, None) => return Err(usage("give --to or --by".into())),
+            },
+        }),
+        Command::Move {
+            id,
+            start,
+            end,
+            r#for,
+            gpu,
+        } => {
+            let start = t(start)?;
+            let end = match (end, r#for) {
+                (Some(e), _) => t(e)?,
+                (None, Some(f)) => start + d(f)?,
+                (None, None) => return Err(usage("give --end or --for".into())),
+            };
+            Request::Move(MoveRequest {
+                id: BookingId(*id),
+                start,
+                end,
+                gpus: gpu.clone(),
+            })
+        }
+    }))
+}
+
+async fn current_end(conn: &Connection, id: BookingId) -> Result<DateTime<Utc>, Failure> {
+    let list = conn
+        .request(Request::List(ListRequest {
+            range: None,
+            mine: false,
+            include_past: true,
+        }))
+        .await
+        .map_err(anyhow::Error::from)?;
+    match list {
+        Response::Bookings(b) => b
+            .bookings
+            .iter()
+            .find(|b| b.id == id)
+            .map(|b| b.interval.end)
+            .ok_or_else(|| Failure {
+                code: 4,
+                error: anyhow!("there is no booking {id} on {}", b.server),
+                kind: Some(ErrorKind::NotFound),
+            }),
+        other => Err(anyhow!("unexpected answer {other:?}").into()),
+    }
+}
+
+async fn gpus(conn: &Connection) -> Result<Vec<Gpu>, Failure> {
+    match conn
+        .request(Request::Gpus(GpusRequest {}))
+        .await
+        .map_err(anyhow::Error::from)?
+    {
+        Response::Gpus(g) => Ok(g.gpus),
+        other => Err(anyhow!("unexpected answer {other:?}").into()),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn print_response(resp: &Response, known: &[Gpu], json: bool) {
+    if json {
+        print_json(resp);
+        return;
+    }
+    match resp {
+        Response::Gpus(g) => {
+            let label = match g.source.as_str() {
+                "simulated" => " — SIMULATED GPUs, not real ones",
+                "replay" => " — replayed readings",
+                _ => "",
+            };
+            println!("{}{label}", g.server);
+            println!("{}", output::gpus_table(&g.gpus, g.readings.as_ref()));
+        }
+        Response::Bookings(b) => {
+            if b.bookings.is_empty() {
+                println!("No bookings on {}.", b.server);
+            } else {
+                println!("{}", output::bookings_table(&b.bookings, known));
+            }
+        }
+        Response::Booking(BookingResponse {
+            booking,
+            also_changed,
+            ..
+        }) => {
+            let b = booking;
+            let verb = match b.state {
+                gpubook_core::BookingState::PendingApproval => "Waiting for an admin's approval",
+                gpubook_core::BookingState::Cancelled => "Cancelled",
+                gpubook_core::BookingState::Denied => "Denied",
+                gpubook_core::BookingState::Ended => "Ended",
+                _ => "Booked",
+            };
+            println!("{verb}: {}", output::booking_line(b, known));
+            for o in also_changed {
+                println!("  and moved: {}", output::booking_line(o, known));
+            }
+        }
+        Response::Policy(p) => {
+            let pol = &p.policy;
+            let fmt = |s: Option<i64>| {
+                s.map(|s| gpubook_core::duration::format_duration(chrono::Duration::seconds(s)))
+                    .unwrap_or_else(|| "no limit".into())
+            };
+            println!("Your role: {}", p.role);
+            println!("Your GPU-hours this week: {:.1}", p.week_gpu_hours);
+            println!(
+                "Slot granularity: {}",
+                gpubook_core::duration::format_duration(pol.granularity())
+            );
+            println!("Longest booking: {}", fmt(pol.max_booking_secs));
+            println!("Furthest ahead: {}", fmt(pol.max_ahead_secs));
+            println!(
+                "Weekly quota: {}",
+                pol.weekly_quota_gpu_hours
+                    .map(|q| format!("{q} GPU-hours"))
+                    .unwrap_or_else(|| "no limit".into())
+            );
+            println!(
+                "GPUs at once: {}",
+                pol.max_gpus_at_once
+                    .map(|q| q.to_string())
+                    .unwrap_or_else(|| "no limit".into())
+            );
+            println!(
+                "Beyond these: {}",
+                match pol.over_policy {
+                    gpubook_core::policy::OverPolicy::Approval => "waits for an admin's approval",
+                    gpubook_core::policy::OverPolicy::Refuse => "refused",
+                }
+            );
+        }
+        Response::Whoami(w) => println!("{} is {} on {}", w.user, w.role, w.server),
+        Response::Subscribed(s) => println!("subscribed at event {}", s.latest),
+    }
+}
+
+async fn watch(
+    conn: &Connection,
+    after: Option<u64>,
+    readings: bool,
+    count: Option<u64>,
+    json: bool,
+) -> Result<(), Failure> {
+    let known = gpus(conn).await?;
+    let (latest, mut rx) = conn
+        .subscribe(after, readings)
+        .await
+        .map_err(anyhow::Error::from)?;
+    if !json {
+        eprintln!(
+            "Watching {} (latest event {latest}); Ctrl-C to stop.",
+            conn.welcome().server
+        );
+    }
+    let mut seen = 0u64;
+    while let Some(p) = rx.recv().await {
+        match p {
+            Pushed::Event(e) => {
+                if json {
+                    println!("{}", serde_json::to_string(&e).unwrap_or_default());
+                } else {
+                    println!("{}", output::event_line(&e, &known));
+                }
+                seen += 1;
+                if count.is_some_and(|c| seen >= c) {
+                    return Ok(());
+                }
+            }
+            Pushed::Readings(r) => {
+                if json {
+                    println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                } else {
+                    for g in &r.gpus {
+                        println!(
+                            "        GPU {} {}% {:.1} GiB {}°C {} W",
+                            g.index,
+                            g.util_gpu,
+                            g.memory_used as f64 / (1u64 << 30) as f64,
+                            g.temperature_c,
+                            g.power_mw / 1000
+                        );
+                    }
+                }
+            }
+            Pushed::Error(e) => return Err(anyhow::Error::from(ClientError::Agent(e)).into()),
+        }
+    }
+    Err(anyhow::Error::from(ClientError::ConnectionLost)
+        .context("the agent closed the event stream")
+        .into())
+}

@@ -1,1 +1,11 @@
-//! placeholder
+//! What the gpubook desktop app and CLI share: connecting to an agent, the handshake,
+//! requests matched to answers by id, and the event stream.
+//!
+//! Transports: a local Unix socket now; SSH (an exec channel running `gpubook-agent bridge`)
+//! joins with its issue, behind the same [`Connection`].
+
+pub mod connection;
+pub mod endpoint;
+
+pub use connection::{ClientError, Connection, Pushed};
+pub use endpoint::Endpoint;

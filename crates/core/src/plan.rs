@@ -11,7 +11,7 @@ use crate::booking::{AsapRequest, Booking, BookingId, BookingState, JobSpec};
 use crate::error::{Conflict, PlanError};
 use crate::gpu::{Gpu, GpuUuid};
 use crate::policy::{Actor, OverPolicy, Policy, Role, Rule};
-use crate::time::{ceil_to, floor_to, week_start, whole_seconds, Interval};
+use crate::time::{floor_to, round_to, week_start, whole_seconds, Interval};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -39,7 +39,7 @@ pub enum GpuSelection {
 /// When a booking asks for its GPUs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum When {
-    /// This interval, snapped outward to the policy's grid.
+    /// This interval, snapped to the nearest points of the policy's grid.
     At(Interval),
     /// The earliest time the GPUs are free for this long; moved earlier as capacity frees.
     Asap(Duration),
@@ -137,6 +137,9 @@ pub struct Change {
     pub before: Option<Interval>,
 }
 
+/// The bookings holding one GPU: (start, id) → end.
+type Holds = BTreeMap<(DateTime<Utc>, BookingId), DateTime<Utc>>;
+
 /// Every booking of one server and the indexes that make decisions fast.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -147,7 +150,7 @@ pub struct Plan {
     /// Every booking ever made, final ones included (the history `ls` shows).
     bookings: HashMap<BookingId, Booking>,
     /// Per GPU, the bookings holding it: (start, id) → end.
-    holds: HashMap<GpuUuid, BTreeMap<(DateTime<Utc>, BookingId), DateTime<Utc>>>,
+    holds: HashMap<GpuUuid, Holds>,
     /// Per owner, their bookings: quota and per-user limits scan only these.
     by_owner: HashMap<String, BTreeSet<BookingId>>,
     /// Bookings something can still happen to: the slot timer scans only these.
@@ -530,7 +533,7 @@ impl Plan {
         let interval = match old.state {
             BookingState::Confirmed | BookingState::PendingApproval => self.snap(requested, now)?,
             BookingState::Active => {
-                let end = ceil_to(requested.end, self.policy.granularity());
+                let end = round_to(requested.end, self.policy.granularity());
                 if requested.start != old.interval.start || new_gpus.is_some() {
                     return Err(PlanError::Invalid(format!(
                         "booking {id} has started: only its end can change"
@@ -973,19 +976,22 @@ impl Plan {
         Ok(eligible)
     }
 
-    /// `requested` snapped outward to the grid, checked not to start in the past.
+    /// `requested` snapped to the nearest grid points (keeping at least one slot), checked
+    /// not to start in the past.
     fn snap(&self, requested: Interval, now: DateTime<Utc>) -> Result<Interval, PlanError> {
+        if requested.end <= requested.start {
+            return Err(PlanError::Invalid("the end must be after the start".into()));
+        }
         let g = self.policy.granularity();
-        let start = floor_to(requested.start, g);
-        let end = ceil_to(requested.end, g);
+        let start = round_to(requested.start, g);
+        let end = round_to(requested.end, g).max(start + g);
         if start < floor_to(now, g) {
             return Err(PlanError::Invalid(format!(
                 "the start ({}) is in the past",
                 requested.start.format("%Y-%m-%d %H:%M UTC")
             )));
         }
-        Interval::new(start, end)
-            .ok_or_else(|| PlanError::Invalid("the end must be after the start".into()))
+        Ok(Interval { start, end })
     }
 
     fn snap_duration(&self, d: Duration) -> Result<Duration, PlanError> {

@@ -59,6 +59,12 @@ pub fn ceil_to(t: DateTime<Utc>, granularity: Duration) -> DateTime<Utc> {
     }
 }
 
+/// `t` rounded to the nearest multiple of `granularity` (halfway rounds up).
+pub fn round_to(t: DateTime<Utc>, granularity: Duration) -> DateTime<Utc> {
+    let half = Duration::seconds(granularity.num_seconds().max(1) / 2);
+    floor_to(t + half, granularity)
+}
+
 /// `t` truncated to whole seconds: the plan works in seconds, so that sums are exact.
 pub fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
     Utc.timestamp_opt(t.timestamp(), 0).single().unwrap_or(t)

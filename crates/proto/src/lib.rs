@@ -1,1 +1,49 @@
-//! placeholder
+//! The wire protocol between gpubook clients (the CLI, the desktop app) and `gpubook-agent`.
+//!
+//! # Framing
+//! A stream (a Unix socket, or SSH stdio joined to one by `gpubook-agent bridge`) carries
+//! frames: a 4-byte big-endian length `n`, then `n` bytes of UTF-8 JSON, one object. `n` is at
+//! most [`MAX_FRAME`] (1 MiB); a reader refuses a longer frame before reading its body and
+//! closes the stream, since it cannot find the next frame boundary it would trust.
+//!
+//! # Handshake and versions
+//! The client's first frame is [`Hello`] with its protocol `major.minor`; the agent answers
+//! [`Welcome`] or an error of kind `incompatible` and closes. A different major is refused
+//! outright (never just warned about). Minors are negotiated: both sides speak the lower of the
+//! two, and fields added in a later minor are `#[serde(default)]`, so an older peer that
+//! omits them is still understood.
+//!
+//! # Messages
+//! After the handshake the client sends [`ClientFrame::Request`]s, each with an id it chose;
+//! the agent answers each with a [`AgentFrame::Response`] or [`AgentFrame::Error`] carrying
+//! that id, in any order. After a [`Request::Subscribe`] the agent also pushes
+//! [`AgentFrame::Event`]s (durable, numbered) and [`AgentFrame::Readings`] (live, not stored).
+//!
+//! # Unknown messages
+//! - The agent answers a request whose `type` it does not know with an error of kind
+//!   `unknown_request` (and the id), and a request it cannot parse with `invalid`; the
+//!   connection stays open. A frame that is not JSON gets `malformed` and stays open too.
+//! - A client ignores frames of a `type` it does not know and passes events of an unknown
+//!   kind on as [`EventKind::Unknown`], so a newer agent does not break an older client.
+//!
+//! # Trust boundary
+//! Nothing in a request says who is asking. The agent takes the caller's identity from the
+//! socket (the peer's uid through `SO_PEERCRED`); over SSH the bridge runs as the person who
+//! logged in, so that uid is theirs. Every frame from a client is untrusted input: lengths are
+//! bounded, JSON is parsed into typed messages, and every change is decided by the plan.
+
+pub mod error;
+pub mod frame;
+pub mod message;
+pub mod paths;
+pub mod reading;
+
+pub use error::{ErrorBody, ErrorKind};
+pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
+pub use message::*;
+pub use reading::{GpuProcess, GpuReading, Readings};
+
+/// The protocol's major version: peers with different majors do not talk.
+pub const PROTOCOL_MAJOR: u32 = 1;
+/// The protocol's minor version: the lower of the two peers' is spoken.
+pub const PROTOCOL_MINOR: u32 = 0;

@@ -1,0 +1,100 @@
+//! GPU readers, behind one trait: NVML (real GPUs), replay of recorded readings, simulated.
+//!
+//! A reader is made once at start-up (NVML is initialised once and kept) and read from the
+//! sampler task; readers that may block (NVML) do their work on a dedicated thread and give
+//! up after a timeout, so a hung driver cannot stall the agent.
+
+pub mod nvml;
+pub mod replay;
+pub mod sim;
+
+use gpubook_core::Gpu;
+use gpubook_proto::Readings;
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// A GPU reader failed.
+#[derive(Debug, Error)]
+pub enum GpuError {
+    /// There is no NVIDIA driver (or NVML could not be loaded).
+    #[error(
+        "no NVIDIA driver here: {0}. To try gpubook without GPUs, start the agent with \
+         --gpus sim:4 (four simulated GPUs)"
+    )]
+    NoDriver(String),
+    /// NVML answered with an error.
+    #[error("NVML: {0}")]
+    Nvml(String),
+    /// Reading took longer than the timeout (a hung driver).
+    #[error("reading the GPUs took longer than {0:?}; the driver may be hung")]
+    Timeout(std::time::Duration),
+    /// A replay file could not be used.
+    #[error("replay file {path}: {why}")]
+    Replay {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A `--gpus` value that is not `nvml`, `sim:N` or `replay:FILE`.
+    #[error("--gpus {0:?}: expected nvml, sim:N (N from 1 to 64) or replay:FILE")]
+    BadSource(String),
+}
+
+/// Something that reads a server's GPUs.
+pub trait GpuReader: Send + std::fmt::Debug {
+    /// The GPUs, as found at start-up, in index order.
+    fn inventory(&self) -> Vec<Gpu>;
+    /// One reading of every GPU.
+    fn read(&mut self) -> Result<Readings, GpuError>;
+    /// "nvml", "replay" or "simulated": shown to people.
+    fn source(&self) -> &'static str;
+    /// Whether the GPUs are simulated (the calendar says so).
+    fn simulated(&self) -> bool {
+        false
+    }
+}
+
+/// Which reader `--gpus` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Real GPUs through NVML.
+    Nvml,
+    /// `n` simulated GPUs.
+    Sim(u32),
+    /// Readings recorded in a file, played back.
+    Replay(PathBuf),
+}
+
+impl std::str::FromStr for Source {
+    type Err = GpuError;
+
+    fn from_str(s: &str) -> Result<Self, GpuError> {
+        let bad = || GpuError::BadSource(s.to_string());
+        if s == "nvml" {
+            Ok(Source::Nvml)
+        } else if let Some(n) = s.strip_prefix("sim:") {
+            let n: u32 = n.parse().map_err(|_| bad())?;
+            if !(1..=64).contains(&n) {
+                return Err(bad());
+            }
+            Ok(Source::Sim(n))
+        } else if let Some(path) = s.strip_prefix("replay:") {
+            if path.is_empty() {
+                return Err(bad());
+            }
+            Ok(Source::Replay(PathBuf::from(path)))
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+/// Opens the reader `source` names, for a server called `server`.
+pub fn open(source: &Source, server: &str) -> Result<Box<dyn GpuReader>, GpuError> {
+    Ok(match source {
+        Source::Nvml => Box::new(nvml::NvmlReader::open(server)?),
+        Source::Sim(n) => Box::new(sim::SimReader::new(*n, server)),
+        Source::Replay(path) => Box::new(replay::ReplayReader::open(path, server)?),
+    })
+}

@@ -1,0 +1,225 @@
+//! Typed request → answer: turns each request into a plan operation or a read, for one
+//! caller whose identity the server established from the socket.
+
+use crate::state::State;
+use gpubook_core::{
+    time::week_start, Actor, Booking, GpuSelection, GpuUuid, Interval, Op, Plan, Role, When,
+};
+use gpubook_proto::{
+    BookRequest, BookingResponse, BookingsResponse, ErrorBody, ErrorKind, GpuChoice, GpusResponse,
+    ListRequest, PolicyResponse, Readings, Request, Response, WhenChoice,
+};
+use std::sync::Arc;
+
+/// Who is asking and where: fixed for a connection.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Name and role.
+    pub actor: Actor,
+    /// Their uid.
+    pub uid: u32,
+}
+
+/// What the handler needs besides the state.
+#[derive(Debug)]
+pub struct Context {
+    /// The shared state.
+    pub state: Arc<State>,
+    /// The server's name.
+    pub server: String,
+    /// "nvml", "replay" or "simulated".
+    pub source: &'static str,
+    /// The latest GPU reading.
+    pub readings: tokio::sync::watch::Receiver<Option<Readings>>,
+}
+
+impl Context {
+    /// Answers `req` for `caller`. Subscriptions are the server's; this answers the rest.
+    pub async fn handle(&self, caller: &Caller, req: Request) -> Result<Response, ErrorBody> {
+        let op = match req {
+            Request::Gpus(_) => {
+                let gpus = self.state.lock().plan.gpus().to_vec();
+                return Ok(Response::Gpus(GpusResponse {
+                    server: self.server.clone(),
+                    source: self.source.to_string(),
+                    gpus,
+                    readings: self.readings.borrow().clone(),
+                }));
+            }
+            Request::List(l) => return Ok(self.list(caller, &l)),
+            Request::Policy(_) => {
+                let inner = self.state.lock();
+                let now = self.state.clock.now();
+                let week = Interval {
+                    start: week_start(now),
+                    end: week_start(now) + chrono::Duration::days(7),
+                };
+                let used = inner.plan.gpu_seconds(&caller.actor.user, &week, None);
+                return Ok(Response::Policy(PolicyResponse {
+                    policy: inner.plan.policy().clone(),
+                    role: caller.actor.role,
+                    week_gpu_hours: used as f64 / 3600.0,
+                }));
+            }
+            Request::Whoami(_) | Request::Subscribe(_) => {
+                return Err(ErrorBody::new(
+                    ErrorKind::Internal,
+                    "whoami and subscribe are answered by the connection",
+                ))
+            }
+            Request::Book(b) => self.book_op(b)?,
+            Request::Cancel(r) => Op::Cancel { id: r.id },
+            Request::Extend(r) => Op::Extend {
+                id: r.id,
+                end: r.end,
+            },
+            Request::Move(r) => {
+                let interval = Interval::new(r.start, r.end).ok_or_else(end_after_start)?;
+                let gpus = match r.gpus {
+                    Some(refs) => Some(self.resolve(&refs)?),
+                    None => None,
+                };
+                Op::Move {
+                    id: r.id,
+                    interval,
+                    gpus,
+                }
+            }
+            Request::Release(r) => Op::Release { id: r.id },
+            Request::Approve(r) => Op::Approve { id: r.id },
+            Request::Deny(r) => Op::Deny {
+                id: r.id,
+                reason: r.reason,
+            },
+        };
+        let target = match &op {
+            Op::Book { .. } => None,
+            Op::Move { id, .. }
+            | Op::Extend { id, .. }
+            | Op::Release { id }
+            | Op::Cancel { id }
+            | Op::Approve { id }
+            | Op::Deny { id, .. } => Some(*id),
+        };
+        let state = self.state.clone();
+        let actor = caller.actor.clone();
+        let events = tokio::task::spawn_blocking(move || state.change(&actor, op))
+            .await
+            .map_err(|e| {
+                ErrorBody::new(ErrorKind::Internal, format!("agent task failed: {e}"))
+            })??;
+        let Some(first) = events.first() else {
+            return Err(ErrorBody::new(
+                ErrorKind::Internal,
+                "the change changed nothing",
+            ));
+        };
+        let main_id = target.unwrap_or(first.booking.id);
+        let last = events.last().map(|e| e.seq).unwrap_or(0);
+        let mut booking = None;
+        let mut also = Vec::new();
+        for e in events {
+            if e.booking.id == main_id {
+                booking = Some(e.booking);
+            } else {
+                also.retain(|b: &Booking| b.id != e.booking.id);
+                also.push(e.booking);
+            }
+        }
+        let view = |b: Booking| visible(&caller.actor, b);
+        Ok(Response::Booking(BookingResponse {
+            booking: view(booking.ok_or_else(|| {
+                ErrorBody::new(ErrorKind::Internal, "the change did not report its booking")
+            })?),
+            also_changed: also.into_iter().map(view).collect(),
+            event: last,
+        }))
+    }
+
+    fn book_op(&self, b: BookRequest) -> Result<Op, ErrorBody> {
+        let gpus = match b.gpus {
+            GpuChoice::Named { gpus } => GpuSelection::Named(self.resolve(&gpus)?),
+            GpuChoice::Count { count, min_memory } => GpuSelection::Count { count, min_memory },
+        };
+        let when = match b.when {
+            WhenChoice::At { start, end } => {
+                When::At(Interval::new(start, end).ok_or_else(end_after_start)?)
+            }
+            WhenChoice::Asap { duration_secs } => {
+                if duration_secs <= 0 || duration_secs > 366 * 86_400 {
+                    return Err(ErrorBody::new(
+                        ErrorKind::Invalid,
+                        "the duration must be more than zero and at most a year",
+                    ));
+                }
+                When::Asap(chrono::Duration::seconds(duration_secs))
+            }
+        };
+        Ok(Op::Book {
+            gpus,
+            when,
+            title: b.title,
+            job: b.job,
+        })
+    }
+
+    /// GPU references (UUIDs or indices) → UUIDs, refusing unknown ones.
+    fn resolve(&self, refs: &[String]) -> Result<Vec<GpuUuid>, ErrorBody> {
+        let inner = self.state.lock();
+        refs.iter().map(|r| resolve_one(&inner.plan, r)).collect()
+    }
+
+    fn list(&self, caller: &Caller, l: &ListRequest) -> Response {
+        let inner = self.state.lock();
+        let mut bookings: Vec<Booking> = inner
+            .plan
+            .bookings()
+            .filter(|b| !l.mine || b.owner == caller.actor.user)
+            .filter(|b| l.include_past || !b.state.is_final())
+            .filter(|b| l.range.is_none_or(|r| r.overlaps(&b.interval)))
+            .map(|b| visible(&caller.actor, b.clone()))
+            .collect();
+        bookings.sort_by_key(|b| (b.interval.start, b.id));
+        Response::Bookings(BookingsResponse {
+            server: self.server.clone(),
+            bookings,
+        })
+    }
+}
+
+fn resolve_one(plan: &Plan, r: &str) -> Result<GpuUuid, ErrorBody> {
+    let r = r.trim();
+    let found = if !r.is_empty() && r.chars().all(|c| c.is_ascii_digit()) {
+        r.parse::<u32>()
+            .ok()
+            .and_then(|i| plan.gpus().iter().find(|g| g.index == i))
+    } else {
+        plan.gpus().iter().find(|g| g.uuid.0 == r)
+    };
+    found.map(|g| g.uuid.clone()).ok_or_else(|| {
+        ErrorBody::new(
+            ErrorKind::NotFound,
+            format!(
+                "there is no GPU {r:?} on this server (it has {}; name GPUs by index or UUID)",
+                plan.gpus()
+                    .iter()
+                    .map(|g| g.index.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })
+}
+
+/// The booking as `viewer` may see it: other people's jobs hidden.
+pub fn visible(viewer: &Actor, b: Booking) -> Booking {
+    if viewer.role == Role::Admin || viewer.user == b.owner {
+        b
+    } else {
+        b.redacted()
+    }
+}
+
+fn end_after_start() -> ErrorBody {
+    ErrorBody::new(ErrorKind::Invalid, "the end must be after the start")
+}

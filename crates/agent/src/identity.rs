@@ -1,0 +1,133 @@
+//! Who a uid is: user name and groups, from the system's user database.
+
+use std::ffi::{CStr, CString};
+
+/// A person as the system knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Their uid (from the socket's peer credentials).
+    pub uid: u32,
+    /// Their user name, or "uid:N" when the uid has no entry.
+    pub user: String,
+    /// Names of their Unix groups, primary included.
+    pub groups: Vec<String>,
+}
+
+/// Looks `uid` up in the user database.
+pub fn lookup(uid: u32) -> Identity {
+    let Some((user, gid)) = passwd_entry(uid) else {
+        return Identity {
+            uid,
+            user: format!("uid:{uid}"),
+            groups: Vec::new(),
+        };
+    };
+    let groups = group_ids(&user, gid)
+        .into_iter()
+        .filter_map(group_name)
+        .collect();
+    Identity { uid, user, groups }
+}
+
+/// The user name of `uid`, if it has one.
+pub fn user_name(uid: u32) -> Option<String> {
+    passwd_entry(uid).map(|(name, _)| name)
+}
+
+fn passwd_entry(uid: u32) -> Option<(String, u32)> {
+    let mut buf = vec![0u8; 4096];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    loop {
+        // SAFETY: every pointer refers to a live local of the right size.
+        let rc = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() {
+            return None;
+        }
+        // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
+        let name = unsafe { CStr::from_ptr(pwd.pw_name) };
+        return Some((name.to_string_lossy().into_owned(), pwd.pw_gid));
+    }
+}
+
+fn group_ids(user: &str, gid: u32) -> Vec<u32> {
+    let Ok(cuser) = CString::new(user) else {
+        return vec![gid];
+    };
+    let mut n: libc::c_int = 64;
+    loop {
+        let mut groups = vec![0 as libc::gid_t; n as usize];
+        let asked = n;
+        // SAFETY: `groups` has room for `n` entries; getgrouplist updates `n`.
+        let rc = unsafe { libc::getgrouplist(cuser.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+        if rc >= 0 {
+            groups.truncate(n as usize);
+            return groups;
+        }
+        if n <= asked {
+            n = asked * 2;
+        }
+        if n > 65_536 {
+            return vec![gid];
+        }
+    }
+}
+
+fn group_name(gid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    loop {
+        // SAFETY: every pointer refers to a live local of the right size.
+        let rc = unsafe {
+            libc::getgrgid_r(
+                gid,
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() {
+            return None;
+        }
+        // SAFETY: on success gr_name points to a NUL-terminated string inside `buf`.
+        let name = unsafe { CStr::from_ptr(grp.gr_name) };
+        return Some(name.to_string_lossy().into_owned());
+    }
+}
+
+/// The uid this process runs as.
+pub fn current_uid() -> u32 {
+    // SAFETY: getuid cannot fail.
+    unsafe { libc::getuid() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_root() {
+        let me = lookup(0);
+        assert_eq!(me.user, "root");
+        assert!(me.groups.contains(&"root".to_string()));
+        assert_eq!(lookup(4_000_000_000).user, "uid:4000000000");
+    }
+}

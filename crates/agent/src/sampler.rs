@@ -1,0 +1,46 @@
+//! Reads the GPUs on a fixed interval and publishes the latest reading. Readings are pushed to
+//! subscribers live; they are not events and are not stored.
+
+use crate::gpu::GpuReader;
+use gpubook_proto::Readings;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Reads `reader` every `interval` into `out` until `shutdown` resolves. A failed reading is
+/// logged once per run of failures and the last good reading is withdrawn.
+pub async fn run(
+    reader: Arc<Mutex<Box<dyn GpuReader>>>,
+    interval: Duration,
+    out: watch::Sender<Option<Readings>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = &mut shutdown => return,
+        }
+        let r = reader.clone();
+        let reading =
+            tokio::task::spawn_blocking(move || r.lock().unwrap_or_else(|p| p.into_inner()).read())
+                .await;
+        match reading {
+            Ok(Ok(readings)) => {
+                failing = false;
+                out.send_replace(Some(readings));
+            }
+            Ok(Err(e)) => {
+                if !failing {
+                    eprintln!("gpubook-agent: reading the GPUs failed: {e}");
+                }
+                failing = true;
+                out.send_replace(None);
+            }
+            Err(e) => eprintln!("gpubook-agent: GPU reader task failed: {e}"),
+        }
+    }
+}

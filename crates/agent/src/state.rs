@@ -1,0 +1,121 @@
+//! The plan and the store behind one lock: every change is decided and written in one
+//! transaction, and its events are announced only after the commit.
+
+use crate::clock::Clock;
+use crate::store::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use gpubook_core::{Actor, Change, Gpu, Op, Plan, PlanError, Policy};
+use gpubook_proto::{ErrorBody, ErrorKind, Event};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{broadcast, Notify};
+
+/// Everything one change needs.
+#[derive(Debug)]
+pub struct Inner {
+    /// The plan, always equal to what the store holds.
+    pub plan: Plan,
+    /// The durable store.
+    pub store: Store,
+}
+
+/// The agent's shared state.
+#[derive(Debug)]
+pub struct State {
+    /// Plan and store. A plain mutex, not tokio's: it is only taken inside `spawn_blocking`
+    /// or for short reads, never across an `.await`.
+    inner: Mutex<Inner>,
+    /// Committed events, to live subscribers. Sent while the lock is held, so in order.
+    pub events: broadcast::Sender<Arc<Event>>,
+    /// Woken after every change, so the slot timer looks at the plan again.
+    pub changed: Notify,
+    /// The clock every decision uses.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// What a successful change returns: the events it wrote, in order.
+pub type Committed = Vec<Event>;
+
+impl State {
+    /// State over `store`, with the plan loaded from it.
+    pub fn load(
+        store: Store,
+        gpus: Vec<Gpu>,
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let plan = Plan::new(gpus, policy, store.bookings()?);
+        let (events, _) = broadcast::channel(4096);
+        Ok(Self {
+            inner: Mutex::new(Inner { plan, store }),
+            events,
+            changed: Notify::new(),
+            clock,
+        })
+    }
+
+    /// The state, for reading. Never hold it across an `.await`.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the plan half-changed in a way the
+        // store does not also reflect (see `change`), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `op` for `actor`: the plan decides inside a store transaction, the changes and
+    /// their events are written in it, and only after the commit are the events announced.
+    /// Blocks on the disk: call it from `spawn_blocking`.
+    pub fn change(&self, actor: &Actor, op: Op) -> Result<Committed, ErrorBody> {
+        let now = self.clock.now();
+        self.transact(Some(&actor.user), now, |plan| plan.apply(actor, op, now))
+    }
+
+    /// Fires whatever slot transitions are due now.
+    pub fn tick(&self) -> Result<Committed, ErrorBody> {
+        let now = self.clock.now();
+        self.transact(None, now, |plan| Ok(plan.tick(now)))
+    }
+
+    fn transact(
+        &self,
+        actor: Option<&str>,
+        now: DateTime<Utc>,
+        decide: impl FnOnce(&mut Plan) -> Result<Vec<Change>, PlanError>,
+    ) -> Result<Committed, ErrorBody> {
+        let mut guard = self.lock();
+        let Inner { plan, store } = &mut *guard;
+        let mut tx = store.begin().map_err(unavailable)?;
+        let changes = decide(plan)?;
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let written = tx.record(&changes, actor, now).and_then(|events| {
+            tx.commit()?;
+            Ok(events)
+        });
+        match written {
+            Ok(events) => {
+                for e in &events {
+                    // No subscribers is fine: the events are in the store.
+                    let _ = self.events.send(Arc::new(e.clone()));
+                }
+                self.changed.notify_one();
+                Ok(events)
+            }
+            Err(e) => {
+                // The plan moved ahead of the store: bring it back to what was committed.
+                let gpus = plan.gpus().to_vec();
+                let policy = plan.policy().clone();
+                if let Ok(bookings) = store.bookings() {
+                    *plan = Plan::new(gpus, policy, bookings);
+                }
+                Err(unavailable(e))
+            }
+        }
+    }
+}
+
+fn unavailable(e: StoreError) -> ErrorBody {
+    ErrorBody::new(
+        ErrorKind::Unavailable,
+        format!("the agent cannot write its state now ({e}); nothing was changed"),
+    )
+}

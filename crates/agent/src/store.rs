@@ -1,0 +1,225 @@
+//! The agent's durable state: bookings and the numbered event log, in SQLite (WAL,
+//! `synchronous=FULL`), so that an answer of "confirmed" survives `kill -9` and a power cut.
+//!
+//! Every change is one transaction: the caller opens it with [`Store::begin`] before the plan
+//! decides (so the check runs inside it), writes the changed bookings and their events with
+//! [`Tx::record`], and commits. Event numbers come from `AUTOINCREMENT`, so a number is never
+//! reused, even after the newest event's row is gone.
+
+use chrono::{DateTime, Utc};
+use gpubook_core::{Booking, Change, ChangeKind};
+use gpubook_proto::{Event, EventKind};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use std::path::Path;
+use thiserror::Error;
+
+/// The schema version this build writes; older ones are migrated on open.
+const SCHEMA_VERSION: i64 = 1;
+
+/// A storage failure.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("state database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored row could not be read back.
+    #[error("state database holds a row this agent cannot read: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    /// The database was written by a newer agent.
+    #[error("state database has schema {0}; this agent knows up to {SCHEMA_VERSION}: upgrade gpubook-agent")]
+    TooNew(i64),
+}
+
+/// The open database.
+#[derive(Debug)]
+pub struct Store {
+    /// The one connection; the agent serialises writers itself.
+    conn: Connection,
+}
+
+/// One open transaction.
+#[derive(Debug)]
+pub struct Tx<'a> {
+    /// The SQLite transaction; rolled back if dropped uncommitted.
+    tx: Transaction<'a>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS bookings (
+                 id INTEGER PRIMARY KEY,
+                 owner TEXT NOT NULL,
+                 state TEXT NOT NULL,
+                 start TEXT NOT NULL,
+                 end TEXT NOT NULL,
+                 data TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS events (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 at TEXT NOT NULL,
+                 kind TEXT NOT NULL,
+                 booking INTEGER NOT NULL,
+                 data TEXT NOT NULL);",
+        )?;
+        let version: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .and_then(|v| v.parse().ok());
+        match version {
+            Some(v) if v > SCHEMA_VERSION => return Err(StoreError::TooNew(v)),
+            Some(_) => {}
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
+            }
+        }
+        Ok(Self { conn })
+    }
+
+    /// Every booking stored.
+    pub fn bookings(&self) -> Result<Vec<Booking>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT data FROM bookings ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
+    /// Events with numbers above `after`, oldest first, at most `limit`.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
+            r.get::<_, String>(0)
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
+    /// The newest event's number, 0 when there is none.
+    pub fn latest_seq(&self) -> Result<u64, StoreError> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(seq.unwrap_or(0) as u64)
+    }
+
+    /// Opens a write transaction, taking the write lock at once.
+    pub fn begin(&mut self) -> Result<Tx<'_>, StoreError> {
+        Ok(Tx {
+            tx: self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?,
+        })
+    }
+}
+
+impl Tx<'_> {
+    /// Writes each changed booking and appends one event per change; returns the events.
+    pub fn record(
+        &mut self,
+        changes: &[Change],
+        actor: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut events = Vec::with_capacity(changes.len());
+        for c in changes {
+            let b = &c.booking;
+            self.tx.execute(
+                "INSERT INTO bookings (id, owner, state, start, end, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET owner = ?2, state = ?3, start = ?4, end = ?5,
+                 data = ?6",
+                params![
+                    b.id.0 as i64,
+                    b.owner,
+                    b.state.as_str(),
+                    b.interval.start.to_rfc3339(),
+                    b.interval.end.to_rfc3339(),
+                    serde_json::to_string(b)?,
+                ],
+            )?;
+            let kind = event_kind(c.kind);
+            let person = matches!(
+                c.kind,
+                ChangeKind::Created
+                    | ChangeKind::Changed
+                    | ChangeKind::Cancelled
+                    | ChangeKind::Approved
+                    | ChangeKind::Denied
+                    | ChangeKind::Released
+            );
+            // The number is known only after the insert; write the row, then its body.
+            self.tx.execute(
+                "INSERT INTO events (at, kind, booking, data) VALUES (?1, ?2, ?3, '')",
+                params![at.to_rfc3339(), kind_name(kind), b.id.0 as i64],
+            )?;
+            let seq = self.tx.last_insert_rowid() as u64;
+            let event = Event {
+                seq,
+                at,
+                kind,
+                booking: b.clone(),
+                before: c.before,
+                actor: actor.filter(|_| person).map(str::to_string),
+            };
+            self.tx.execute(
+                "UPDATE events SET data = ?1 WHERE seq = ?2",
+                params![serde_json::to_string(&event)?, seq as i64],
+            )?;
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// Makes the transaction durable (fsync under `synchronous=FULL`).
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}
+
+/// The wire event for a plan change.
+pub fn event_kind(kind: ChangeKind) -> EventKind {
+    match kind {
+        ChangeKind::Created => EventKind::BookingCreated,
+        ChangeKind::Changed => EventKind::BookingChanged,
+        ChangeKind::Cancelled => EventKind::BookingCancelled,
+        ChangeKind::Approved => EventKind::BookingApproved,
+        ChangeKind::Denied => EventKind::BookingDenied,
+        ChangeKind::MovedEarlier => EventKind::BookingMovedEarlier,
+        ChangeKind::Released => EventKind::BookingReleased,
+        ChangeKind::SlotStarting => EventKind::SlotStarting,
+        ChangeKind::Started => EventKind::SlotStarted,
+        ChangeKind::SlotEnding => EventKind::SlotEnding,
+        ChangeKind::Ended => EventKind::SlotEnded,
+    }
+}
+
+fn kind_name(kind: EventKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}

@@ -1,0 +1,176 @@
+//! How things look on a terminal: local times, GPU lists, tables.
+
+use chrono::{DateTime, Local, Utc};
+use gpubook_core::{duration::format_duration, Booking, Gpu, GpuUuid};
+use gpubook_proto::{Event, EventKind, Readings};
+
+/// A UTC instant in the local zone, short: "Thu 26 Nov 14:00".
+pub fn when(t: DateTime<Utc>) -> String {
+    t.with_timezone(&Local).format("%a %d %b %H:%M").to_string()
+}
+
+/// GPU UUIDs as indices where known ("0,1"), else the UUIDs.
+pub fn gpu_list(gpus: &[GpuUuid], known: &[Gpu]) -> String {
+    gpus.iter()
+        .map(|u| match known.iter().find(|g| &g.uuid == u) {
+            Some(g) => g.index.to_string(),
+            None => u.0.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A booking in one sentence.
+pub fn booking_line(b: &Booking, known: &[Gpu]) -> String {
+    let mut s = format!(
+        "#{} {} GPU{} {} {} → {} ({}) {}",
+        b.id,
+        b.owner,
+        if b.gpus.len() == 1 { "" } else { "s" },
+        gpu_list(&b.gpus, known),
+        when(b.interval.start),
+        when(b.interval.end),
+        format_duration(b.interval.duration()),
+        b.state,
+    );
+    if !b.title.is_empty() {
+        s.push_str(&format!(" \"{}\"", b.title));
+    }
+    if let Some(r) = &b.pending_reason {
+        s.push_str(&format!(" [{r}]"));
+    }
+    s
+}
+
+/// Rows as an aligned table with a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i + 1 == cells.len() {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push('\n');
+        out.push_str(&line(r.clone()));
+    }
+    out
+}
+
+/// The bookings table of `gpubook ls`.
+pub fn bookings_table(bookings: &[Booking], known: &[Gpu]) -> String {
+    let rows: Vec<Vec<String>> = bookings
+        .iter()
+        .map(|b| {
+            vec![
+                b.id.to_string(),
+                b.state.to_string(),
+                b.owner.clone(),
+                gpu_list(&b.gpus, known),
+                when(b.interval.start),
+                when(b.interval.end),
+                format_duration(b.interval.duration()),
+                match (&b.asap, &b.pending_reason) {
+                    (_, Some(r)) => format!("{} [{r}]", b.title),
+                    (Some(_), None) => format!("{} [as soon as possible]", b.title),
+                    _ => b.title.clone(),
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "STATE", "OWNER", "GPUS", "START", "END", "LENGTH", "TITLE",
+        ],
+        &rows,
+    )
+}
+
+/// The GPUs table of `gpubook gpus`.
+pub fn gpus_table(gpus: &[Gpu], readings: Option<&Readings>) -> String {
+    let rows: Vec<Vec<String>> = gpus
+        .iter()
+        .map(|g| {
+            let r = readings.and_then(|r| r.gpus.iter().find(|x| x.uuid == g.uuid));
+            vec![
+                g.index.to_string(),
+                g.name.clone(),
+                format!("{:.0} GiB", g.memory_total as f64 / (1u64 << 30) as f64),
+                r.map(|r| format!("{}%", r.util_gpu)).unwrap_or("-".into()),
+                r.map(|r| format!("{:.1} GiB", r.memory_used as f64 / (1u64 << 30) as f64))
+                    .unwrap_or("-".into()),
+                r.map(|r| format!("{}°C", r.temperature_c))
+                    .unwrap_or("-".into()),
+                r.map(|r| format!("{} W", r.power_mw / 1000))
+                    .unwrap_or("-".into()),
+                r.map(|r| {
+                    r.processes
+                        .iter()
+                        .map(|p| format!("{}({})", p.pid, p.user.as_deref().unwrap_or("?")))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default(),
+                g.uuid.0.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "GPU",
+            "MODEL",
+            "MEMORY",
+            "UTIL",
+            "USED",
+            "TEMP",
+            "POWER",
+            "PROCESSES",
+            "UUID",
+        ],
+        &rows,
+    )
+}
+
+/// An event in one line, for `gpubook watch`.
+pub fn event_line(e: &Event, known: &[Gpu]) -> String {
+    let what = match e.kind {
+        EventKind::BookingCreated => "booked",
+        EventKind::BookingChanged => "changed",
+        EventKind::BookingCancelled => "cancelled",
+        EventKind::BookingApproved => "approved",
+        EventKind::BookingDenied => "denied",
+        EventKind::BookingMovedEarlier => "moved earlier",
+        EventKind::BookingReleased => "released",
+        EventKind::SlotStarting => "starts in 5 minutes",
+        EventKind::SlotStarted => "started",
+        EventKind::SlotEnding => "ends in 10 minutes",
+        EventKind::SlotEnded => "ended",
+        EventKind::Unknown => "(unknown event)",
+    };
+    let by = e
+        .actor
+        .as_deref()
+        .map(|a| format!(" by {a}"))
+        .unwrap_or_default();
+    format!(
+        "{:>6}  {}  {what}{by}: {}",
+        e.seq,
+        e.at.with_timezone(&Local).format("%H:%M:%S"),
+        booking_line(&e.booking, known)
+    )
+}

@@ -1,0 +1,233 @@
+//! One connection to an agent: handshake, requests matched to answers by id, pushed frames.
+
+use gpubook_proto::{
+    read_frame, write_frame, AgentFrame, ClientFrame, ErrorBody, ErrorKind, Event, FrameError,
+    Hello, Readings, Request, Response, SubscribeRequest, Welcome, PROTOCOL_MAJOR, PROTOCOL_MINOR,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a request got no answer from the agent, or the agent's refusal.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The agent's socket could not be reached.
+    #[error("cannot reach the gpubook agent at {path}: {source}. Is it running? Start one with `gpubook-agent serve --gpus sim:4`")]
+    Unreachable {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The agent answered with an error.
+    #[error("{0}")]
+    Agent(ErrorBody),
+    /// The connection dropped before the answer came.
+    #[error("connection to the agent lost before it answered; the request may or may not have been applied, check with `gpubook ls`")]
+    ConnectionLost,
+    /// The agent sent something this client cannot read.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The error as `{kind, message}`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Unreachable { .. } => ErrorKind::Unavailable,
+            ClientError::Agent(e) => e.kind,
+            ClientError::ConnectionLost => ErrorKind::ConnectionLost,
+            ClientError::Protocol(_) => ErrorKind::Malformed,
+        }
+    }
+}
+
+/// A frame the agent pushed, not an answer.
+#[derive(Debug, Clone)]
+pub enum Pushed {
+    /// A durable event.
+    Event(Event),
+    /// Live readings.
+    Readings(Readings),
+    /// The agent reported a problem with the connection.
+    Error(ErrorBody),
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, ClientError>>>>>;
+
+/// A live connection. Cheap to share by reference; requests may run concurrently.
+#[derive(Debug)]
+pub struct Connection {
+    /// What the agent said in the handshake: server, user, role.
+    welcome: Welcome,
+    /// Frames to the writer task.
+    out: mpsc::Sender<ClientFrame>,
+    /// Requests waiting for their answer. A plain mutex: never held across an await.
+    waiters: Waiters,
+    /// The next request id.
+    next_id: AtomicU64,
+    /// Pushed frames, taken once by [`Connection::subscribe`].
+    pushed: Mutex<Option<mpsc::UnboundedReceiver<Pushed>>>,
+}
+
+impl Connection {
+    /// Connects to the agent's Unix socket at `path` and says hello.
+    pub async fn unix(path: &Path, client: &str) -> Result<Self, ClientError> {
+        let stream =
+            UnixStream::connect(path)
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        let (rd, wr) = stream.into_split();
+        Self::over(rd, wr, client).await
+    }
+
+    /// Says hello over any byte stream (a socket, SSH stdio) and starts the reader.
+    pub async fn over<R, W>(mut rd: R, mut wr: W, client: &str) -> Result<Self, ClientError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let hello = ClientFrame::Hello(Hello {
+            major: PROTOCOL_MAJOR,
+            minor: PROTOCOL_MINOR,
+            client: client.to_string(),
+        });
+        write_frame(&mut wr, &hello).await.map_err(lost)?;
+        let body = read_frame(&mut rd)
+            .await
+            .map_err(lost)?
+            .ok_or(ClientError::ConnectionLost)?;
+        let welcome = match serde_json::from_slice::<AgentFrame>(&body) {
+            Ok(AgentFrame::Welcome(w)) => w,
+            Ok(AgentFrame::Error { error, .. }) => return Err(ClientError::Agent(error)),
+            Ok(other) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected a welcome, got {other:?}"
+                )))
+            }
+            Err(e) => return Err(ClientError::Protocol(format!("unreadable welcome: {e}"))),
+        };
+        let (out, mut out_rx) = mpsc::channel::<ClientFrame>(256);
+        tokio::spawn(async move {
+            while let Some(f) = out_rx.recv().await {
+                if write_frame(&mut wr, &f).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let waiters: Waiters = Arc::default();
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        tokio::spawn(read_loop(rd, waiters.clone(), push_tx));
+        Ok(Self {
+            welcome,
+            out,
+            waiters,
+            next_id: AtomicU64::new(1),
+            pushed: Mutex::new(Some(push_rx)),
+        })
+    }
+
+    /// Who the agent says we are, and where.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Sends `req` and waits for its answer.
+    pub async fn request(&self, req: Request) -> Result<Response, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().unwrap().insert(id, tx);
+        if self
+            .out
+            .send(ClientFrame::Request { id, body: req })
+            .await
+            .is_err()
+        {
+            self.waiters.lock().unwrap().remove(&id);
+            return Err(ClientError::ConnectionLost);
+        }
+        rx.await.unwrap_or(Err(ClientError::ConnectionLost))
+    }
+
+    /// Subscribes to events after `after` (all missed ones, then live ones) and, if asked,
+    /// live readings. Returns the agent's latest event number and the stream.
+    pub async fn subscribe(
+        &self,
+        after: Option<u64>,
+        readings: bool,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<Pushed>), ClientError> {
+        let rx = self
+            .pushed
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| ClientError::Protocol("already subscribed".into()))?;
+        match self
+            .request(Request::Subscribe(SubscribeRequest { after, readings }))
+            .await?
+        {
+            Response::Subscribed(s) => Ok((s.latest, rx)),
+            other => Err(ClientError::Protocol(format!(
+                "expected subscribed, got {other:?}"
+            ))),
+        }
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut rd: R,
+    waiters: Waiters,
+    pushed: mpsc::UnboundedSender<Pushed>,
+) {
+    loop {
+        let body = match read_frame(&mut rd).await {
+            Ok(Some(b)) => b,
+            _ => break,
+        };
+        let frame: AgentFrame = match serde_json::from_slice(&body) {
+            Ok(f) => f,
+            // A frame type from a newer agent: ignore it (see the protocol's rules).
+            Err(_) => continue,
+        };
+        match frame {
+            AgentFrame::Response { id, body } => answer(&waiters, id, Ok(body)),
+            AgentFrame::Error {
+                id: Some(id),
+                error,
+            } => answer(&waiters, id, Err(ClientError::Agent(error))),
+            AgentFrame::Error { id: None, error } => {
+                let _ = pushed.send(Pushed::Error(error));
+            }
+            AgentFrame::Event(e) => {
+                let _ = pushed.send(Pushed::Event(e));
+            }
+            AgentFrame::Readings(r) => {
+                let _ = pushed.send(Pushed::Readings(r));
+            }
+            AgentFrame::Welcome(_) => {}
+        }
+    }
+    // Everyone still waiting learns the connection is gone; dropping the senders says so.
+    waiters.lock().unwrap().clear();
+}
+
+fn answer(waiters: &Waiters, id: u64, r: Result<Response, ClientError>) {
+    if let Some(tx) = waiters.lock().unwrap().remove(&id) {
+        let _ = tx.send(r);
+    }
+}
+
+fn lost(e: FrameError) -> ClientError {
+    match e {
+        FrameError::Io(_) | FrameError::Truncated => ClientError::ConnectionLost,
+        other => ClientError::Protocol(other.to_string()),
+    }
+}

@@ -1,0 +1,456 @@
+//! Every message, one struct each. Client → agent: [`ClientFrame`]; agent → client:
+//! [`AgentFrame`].
+
+use crate::error::ErrorBody;
+use crate::reading::Readings;
+use chrono::{DateTime, Utc};
+use gpubook_core::{Booking, BookingId, Gpu, Interval, JobSpec, Policy, Role};
+use serde::{Deserialize, Serialize};
+
+/// What a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Messages live for one send or receive; boxing variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// The first frame.
+    Hello(Hello),
+    /// A request, answered by a frame with the same id.
+    Request {
+        /// Chosen by the client; echoed in the answer.
+        id: u64,
+        /// What is asked.
+        body: Request,
+    },
+}
+
+/// What the agent sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Messages live for one send or receive; boxing variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentFrame {
+    /// The answer to [`Hello`].
+    Welcome(Welcome),
+    /// The answer to a request.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        body: Response,
+    },
+    /// A refused request, or (without id) a frame the agent could not take.
+    Error {
+        /// The request's id, when there was one.
+        #[serde(default)]
+        id: Option<u64>,
+        /// What went wrong.
+        error: ErrorBody,
+    },
+    /// A durable, numbered event (after [`Request::Subscribe`]).
+    Event(Event),
+    /// Live GPU readings (after [`Request::Subscribe`] with `readings`).
+    Readings(Readings),
+}
+
+/// The client's first frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Client's protocol major.
+    pub major: u32,
+    /// Client's protocol minor.
+    pub minor: u32,
+    /// Who the client is, e.g. "gpubook-cli 0.1.0", for the agent's log.
+    pub client: String,
+}
+
+/// The agent's answer to [`Hello`]: who you are, as the agent sees you.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Agent's protocol major (equal to the client's).
+    pub major: u32,
+    /// The minor both speak: the lower of the two.
+    pub minor: u32,
+    /// The agent's version.
+    pub agent_version: String,
+    /// The server's name.
+    pub server: String,
+    /// The caller's user name, from the socket's peer credentials.
+    pub user: String,
+    /// The caller's uid.
+    pub uid: u32,
+    /// The caller's role under the policy.
+    pub role: Role,
+    /// Whether the GPUs are simulated.
+    pub simulated: bool,
+}
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Messages live for one send or receive; boxing variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Who am I here?
+    Whoami(WhoamiRequest),
+    /// The server's GPUs with their latest readings.
+    Gpus(GpusRequest),
+    /// Bookings.
+    List(ListRequest),
+    /// A new booking.
+    Book(BookRequest),
+    /// Withdraw a booking that has not started.
+    Cancel(CancelRequest),
+    /// A later end.
+    Extend(ExtendRequest),
+    /// Move or resize.
+    Move(MoveRequest),
+    /// End a started booking now.
+    Release(ReleaseRequest),
+    /// Grant a booking that waits for approval (admins).
+    Approve(ApproveRequest),
+    /// Refuse it (admins).
+    Deny(DenyRequest),
+    /// Events from a number on, then live; optionally live readings.
+    Subscribe(SubscribeRequest),
+    /// The lab's policy and where the caller stands.
+    Policy(PolicyRequest),
+}
+
+impl Request {
+    /// Every request type's name on the wire, to tell an unknown type from a malformed one.
+    pub const TYPES: &'static [&'static str] = &[
+        "whoami",
+        "gpus",
+        "list",
+        "book",
+        "cancel",
+        "extend",
+        "move",
+        "release",
+        "approve",
+        "deny",
+        "subscribe",
+        "policy",
+    ];
+}
+
+/// Asks who the caller is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoamiRequest {}
+
+/// Asks for the GPUs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpusRequest {}
+
+/// Asks for bookings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRequest {
+    /// Only bookings overlapping this window; all when absent.
+    #[serde(default)]
+    pub range: Option<Interval>,
+    /// Only the caller's own.
+    #[serde(default)]
+    pub mine: bool,
+    /// Include ended, cancelled and denied bookings.
+    #[serde(default)]
+    pub include_past: bool,
+}
+
+/// Which GPUs a booking asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GpuChoice {
+    /// These GPUs, each by UUID or by index ("0", "3").
+    Named {
+        /// UUIDs or indices.
+        gpus: Vec<String>,
+    },
+    /// Any `count` GPUs with at least `min_memory` bytes each.
+    Count {
+        /// How many.
+        count: u32,
+        /// Minimum memory per GPU, bytes.
+        #[serde(default)]
+        min_memory: Option<u64>,
+    },
+}
+
+/// When a booking asks for its GPUs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WhenChoice {
+    /// From `start` to `end` (snapped to the nearest points of the policy's grid).
+    At {
+        /// Start, UTC.
+        start: DateTime<Utc>,
+        /// End, UTC; must be after start.
+        end: DateTime<Utc>,
+    },
+    /// As soon as the GPUs are free, for this long; moved earlier when capacity frees.
+    Asap {
+        /// Length in seconds.
+        duration_secs: i64,
+    },
+}
+
+/// Asks for a new booking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookRequest {
+    /// Which GPUs.
+    pub gpus: GpuChoice,
+    /// When.
+    pub when: WhenChoice,
+    /// What for; everyone sees it.
+    #[serde(default)]
+    pub title: String,
+    /// A job to run in the slot.
+    #[serde(default)]
+    pub job: Option<JobSpec>,
+}
+
+/// Withdraws a booking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    /// Which.
+    pub id: BookingId,
+}
+
+/// Extends a booking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtendRequest {
+    /// Which.
+    pub id: BookingId,
+    /// The new end.
+    pub end: DateTime<Utc>,
+}
+
+/// Moves or resizes a booking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRequest {
+    /// Which.
+    pub id: BookingId,
+    /// New start.
+    pub start: DateTime<Utc>,
+    /// New end.
+    pub end: DateTime<Utc>,
+    /// New GPUs (UUIDs or indices), if they change.
+    #[serde(default)]
+    pub gpus: Option<Vec<String>>,
+}
+
+/// Ends a started booking now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    /// Which.
+    pub id: BookingId,
+}
+
+/// Approves a booking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproveRequest {
+    /// Which.
+    pub id: BookingId,
+}
+
+/// Denies a booking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DenyRequest {
+    /// Which.
+    pub id: BookingId,
+    /// Why, for its owner.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Subscribes to events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeRequest {
+    /// The last event number the client saw: it gets every later one, then live ones. Absent:
+    /// live events only.
+    #[serde(default)]
+    pub after: Option<u64>,
+    /// Also push live GPU readings.
+    #[serde(default)]
+    pub readings: bool,
+}
+
+/// Asks for the policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRequest {}
+
+/// An answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Messages live for one send or receive; boxing variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    /// To [`Request::Whoami`].
+    Whoami(Welcome),
+    /// To [`Request::Gpus`].
+    Gpus(GpusResponse),
+    /// To [`Request::List`].
+    Bookings(BookingsResponse),
+    /// To any change: the booking afterwards, sent only after it was committed.
+    Booking(BookingResponse),
+    /// To [`Request::Subscribe`]: events after `after` follow, then live ones.
+    Subscribed(SubscribedResponse),
+    /// To [`Request::Policy`].
+    Policy(PolicyResponse),
+}
+
+/// The GPUs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpusResponse {
+    /// The server's name.
+    pub server: String,
+    /// How they are read: "nvml", "replay", "simulated".
+    pub source: String,
+    /// The GPUs, in index order.
+    pub gpus: Vec<Gpu>,
+    /// The latest reading, if any has been made.
+    #[serde(default)]
+    pub readings: Option<Readings>,
+}
+
+/// Bookings, in start order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookingsResponse {
+    /// The server's name.
+    pub server: String,
+    /// Bookings; other people's jobs are hidden.
+    pub bookings: Vec<Booking>,
+}
+
+/// A booking after a change was committed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookingResponse {
+    /// The booking asked about.
+    pub booking: Booking,
+    /// Other bookings the change moved (queued requests moving earlier).
+    #[serde(default)]
+    pub also_changed: Vec<Booking>,
+    /// The number of the last event this change wrote.
+    pub event: u64,
+}
+
+/// A subscription is live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribedResponse {
+    /// The latest event number now; events after `after` up to this one follow at once.
+    pub latest: u64,
+}
+
+/// The policy and the caller's standing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyResponse {
+    /// The policy.
+    pub policy: Policy,
+    /// The caller's role.
+    pub role: Role,
+    /// GPU-hours the caller holds this week (Monday 00:00 UTC on).
+    pub week_gpu_hours: f64,
+}
+
+/// What an event says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A booking was made (confirmed or waiting for approval).
+    BookingCreated,
+    /// It was moved, resized or extended.
+    BookingChanged,
+    /// It was cancelled.
+    BookingCancelled,
+    /// An admin approved it.
+    BookingApproved,
+    /// An admin denied it (or it expired waiting).
+    BookingDenied,
+    /// A queued request moved earlier.
+    BookingMovedEarlier,
+    /// Its owner released the rest of its slot.
+    BookingReleased,
+    /// Its slot starts in 5 minutes.
+    SlotStarting,
+    /// Its slot started.
+    SlotStarted,
+    /// Its slot ends in 10 minutes.
+    SlotEnding,
+    /// Its slot ended.
+    SlotEnded,
+    /// A kind this client does not know (from a newer agent).
+    #[serde(other)]
+    Unknown,
+}
+
+/// A durable, numbered event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Its number: strictly increasing, never reused.
+    pub seq: u64,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// What happened.
+    pub kind: EventKind,
+    /// The booking afterwards (another person's job hidden).
+    pub booking: Booking,
+    /// The interval before, for moves.
+    #[serde(default)]
+    pub before: Option<Interval>,
+    /// Who did it, when a person did.
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_event_kinds_and_error_kinds_are_tolerated() {
+        let k: EventKind = serde_json::from_str("\"job_exploded\"").unwrap();
+        assert_eq!(k, EventKind::Unknown);
+        let e: crate::ErrorKind = serde_json::from_str("\"quota_melted\"").unwrap();
+        assert_eq!(e, crate::ErrorKind::Other);
+    }
+
+    #[test]
+    fn request_types_match_the_enum() {
+        for (t, req) in Request::TYPES.iter().zip([
+            Request::Whoami(WhoamiRequest {}),
+            Request::Gpus(GpusRequest {}),
+            Request::List(ListRequest::default()),
+            Request::Book(BookRequest {
+                gpus: GpuChoice::Count {
+                    count: 1,
+                    min_memory: None,
+                },
+                when: WhenChoice::Asap { duration_secs: 60 },
+                title: String::new(),
+                job: None,
+            }),
+            Request::Cancel(CancelRequest { id: BookingId(1) }),
+            Request::Extend(ExtendRequest {
+                id: BookingId(1),
+                end: Utc::now(),
+            }),
+            Request::Move(MoveRequest {
+                id: BookingId(1),
+                start: Utc::now(),
+                end: Utc::now(),
+                gpus: None,
+            }),
+            Request::Release(ReleaseRequest { id: BookingId(1) }),
+            Request::Approve(ApproveRequest { id: BookingId(1) }),
+            Request::Deny(DenyRequest {
+                id: BookingId(1),
+                reason: None,
+            }),
+            Request::Subscribe(SubscribeRequest::default()),
+            Request::Policy(PolicyRequest {}),
+        ]) {
+            let v = serde_json::to_value(&req).unwrap();
+            assert_eq!(v["type"], *t);
+        }
+    }
+}

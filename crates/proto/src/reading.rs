@@ -1,0 +1,53 @@
+//! Live GPU readings: pushed to subscribers, never stored as events.
+
+use chrono::{DateTime, Utc};
+use gpubook_core::GpuUuid;
+use serde::{Deserialize, Serialize};
+
+/// A compute process on a GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuProcess {
+    /// Its pid on the server.
+    pub pid: u32,
+    /// Its owner's user name, where it could be found.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// GPU memory it holds, in bytes.
+    pub used_bytes: u64,
+}
+
+/// One reading of one GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuReading {
+    /// Which GPU.
+    pub uuid: GpuUuid,
+    /// Its index now.
+    pub index: u32,
+    /// Model name.
+    pub name: String,
+    /// Memory in use, bytes.
+    pub memory_used: u64,
+    /// Memory in all, bytes.
+    pub memory_total: u64,
+    /// Utilisation of the GPU's cores, percent.
+    pub util_gpu: u32,
+    /// Utilisation of its memory bandwidth, percent.
+    pub util_mem: u32,
+    /// Degrees Celsius.
+    pub temperature_c: u32,
+    /// Power draw, milliwatts.
+    pub power_mw: u32,
+    /// Power limit, milliwatts.
+    pub power_limit_mw: u32,
+    /// Compute processes on it.
+    pub processes: Vec<GpuProcess>,
+}
+
+/// A reading of every GPU of a server at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readings {
+    /// When it was read.
+    pub at: DateTime<Utc>,
+    /// One per GPU.
+    pub gpus: Vec<GpuReading>,
+}
