@@ -13,7 +13,6 @@ use gpubook_core::{Actor, Policy, Role};
 use gpubook_proto::{
     read_frame, write_frame, AgentFrame, ClientFrame, ErrorBody, ErrorKind, FrameError, Readings,
     Request, Response, SubscribeRequest, SubscribedResponse, Welcome, PROTOCOL_MAJOR,
-    PROTOCOL_MINOR,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
@@ -283,30 +282,22 @@ async fn connection(ctx: Arc<Context>, roles: Arc<Roles>, stream: UnixStream) {
         _ => None,
     };
     let welcome = match hello {
-        Some(ClientFrame::Hello(h)) if h.major == PROTOCOL_MAJOR => Some(Welcome {
-            major: PROTOCOL_MAJOR,
-            minor: h.minor.min(PROTOCOL_MINOR),
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            server: ctx.server.clone(),
-            user: caller.actor.user.clone(),
-            uid,
-            role: caller.actor.role,
-            simulated: ctx.source == "simulated",
-        }),
-        Some(ClientFrame::Hello(h)) => {
-            let _ = tx
-                .send(error(
-                    None,
-                    ErrorKind::Incompatible,
-                    format!(
-                        "this agent speaks protocol {PROTOCOL_MAJOR}.x and the client speaks \
-                         {}.{}: install matching versions of gpubook and gpubook-agent",
-                        h.major, h.minor
-                    ),
-                ))
-                .await;
-            None
-        }
+        Some(ClientFrame::Hello(h)) => match gpubook_proto::negotiate(h.major, h.minor) {
+            Ok(minor) => Some(Welcome {
+                major: PROTOCOL_MAJOR,
+                minor,
+                agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                server: ctx.server.clone(),
+                user: caller.actor.user.clone(),
+                uid,
+                role: caller.actor.role,
+                simulated: ctx.source == "simulated",
+            }),
+            Err(error) => {
+                let _ = tx.send(AgentFrame::Error { id: None, error }).await;
+                None
+            }
+        },
         _ => {
             let _ = tx
                 .send(error(

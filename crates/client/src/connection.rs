@@ -48,6 +48,8 @@ impl ClientError {
 }
 
 /// A frame the agent pushed, not an answer.
+// Each lives for one hand-over from the reader to the consumer; boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Pushed {
     /// A durable event.

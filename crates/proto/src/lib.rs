@@ -47,3 +47,37 @@ pub use reading::{GpuProcess, GpuReading, Readings};
 pub const PROTOCOL_MAJOR: u32 = 1;
 /// The protocol's minor version: the lower of the two peers' is spoken.
 pub const PROTOCOL_MINOR: u32 = 0;
+
+/// The minor version both sides speak when the client offers `major.minor`, or the error that
+/// refuses the connection when the majors differ.
+pub fn negotiate(major: u32, minor: u32) -> Result<u32, ErrorBody> {
+    if major != PROTOCOL_MAJOR {
+        return Err(ErrorBody::new(
+            ErrorKind::Incompatible,
+            format!(
+                "this agent speaks protocol {PROTOCOL_MAJOR}.{PROTOCOL_MINOR} and the client \
+                 speaks {major}.{minor}: install matching major versions of gpubook and \
+                 gpubook-agent"
+            ),
+        ));
+    }
+    // While PROTOCOL_MINOR is 0 the lower of the two is always 0; the rule stands.
+    #[allow(clippy::unnecessary_min_or_max)]
+    Ok(minor.min(PROTOCOL_MINOR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majors_must_match_minors_negotiate() {
+        assert_eq!(
+            negotiate(PROTOCOL_MAJOR, PROTOCOL_MINOR + 5).unwrap(),
+            PROTOCOL_MINOR
+        );
+        let e = negotiate(PROTOCOL_MAJOR + 1, 0).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Incompatible);
+        assert!(e.message.contains("protocol"), "{}", e.message);
+    }
+}
