@@ -23,8 +23,8 @@ enum Command {
         /// Where the bookings database lives [default: ~/.local/state/gpubook].
         #[arg(long)]
         state_dir: Option<PathBuf>,
-        /// The socket to listen on [default: $XDG_RUNTIME_DIR/gpubook/agent.sock, or
-        /// /tmp/gpubook-UID/agent.sock].
+        /// The socket to listen on [default: $GPUBOOK_SOCKET, else
+        /// $XDG_RUNTIME_DIR/gpubook/agent.sock, else /tmp/gpubook-UID/agent.sock].
         #[arg(long)]
         socket: Option<PathBuf>,
         /// How to read the GPUs: nvml (real NVIDIA GPUs), sim:N (N simulated GPUs) or
@@ -88,7 +88,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let config = AgentConfig {
                 state_dir,
-                socket: socket.unwrap_or_else(|| gpubook_proto::paths::personal_socket(uid)),
+                socket: socket
+                    .or_else(gpubook_proto::paths::socket_from_env)
+                    .unwrap_or_else(|| gpubook_proto::paths::personal_socket(uid)),
                 gpus,
                 policy,
                 server_name: name.unwrap_or_else(host_name),

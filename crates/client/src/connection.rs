@@ -17,12 +17,12 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Error)]
 pub enum ClientError {
     /// The agent's socket could not be reached.
-    #[error("cannot reach the gpubook agent at {path}: {source}. Is it running? Start one with `gpubook-agent serve --gpus sim:4`")]
+    #[error("cannot reach the gpubook agent at {path}: {error}. Is it running? Start one with `gpubook-agent serve --gpus sim:4`")]
     Unreachable {
         /// The socket.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (shown in the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The agent answered with an error.
     #[error("{0}")]
@@ -80,13 +80,12 @@ pub struct Connection {
 impl Connection {
     /// Connects to the agent's Unix socket at `path` and says hello.
     pub async fn unix(path: &Path, client: &str) -> Result<Self, ClientError> {
-        let stream =
-            UnixStream::connect(path)
-                .await
-                .map_err(|source| ClientError::Unreachable {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|error| ClientError::Unreachable {
+                path: path.to_path_buf(),
+                error,
+            })?;
         let (rd, wr) = stream.into_split();
         Self::over(rd, wr, client).await
     }

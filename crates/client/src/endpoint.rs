@@ -30,8 +30,8 @@ impl Endpoint {
 /// The local agent's socket: `$GPUBOOK_SOCKET`, else the system agent's if it runs, else
 /// the person's own.
 pub fn local_socket(uid: u32) -> PathBuf {
-    if let Some(p) = std::env::var_os("GPUBOOK_SOCKET").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
+    if let Some(p) = gpubook_proto::paths::socket_from_env() {
+        return p;
     }
     let system = PathBuf::from(gpubook_proto::paths::SYSTEM_SOCKET);
     if system.exists() {

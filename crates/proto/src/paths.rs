@@ -13,3 +13,10 @@ pub fn personal_socket(uid: u32) -> PathBuf {
         None => PathBuf::from(format!("/tmp/gpubook-{uid}")).join("agent.sock"),
     }
 }
+
+/// `$GPUBOOK_SOCKET` when set: the socket both the agent and the clients use, if given.
+pub fn socket_from_env() -> Option<PathBuf> {
+    std::env::var_os("GPUBOOK_SOCKET")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+}
