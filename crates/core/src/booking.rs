@@ -103,6 +103,9 @@ pub struct AsapRequest {
     /// The GPUs it names, when it names them; empty for "any `count` GPUs".
     #[serde(default)]
     pub named: Vec<GpuUuid>,
+    /// Asked by an admin, so moving it earlier is not held to the policy's limits.
+    #[serde(default)]
+    pub exempt: bool,
 }
 
 impl AsapRequest {

@@ -380,21 +380,7 @@ impl Plan {
                 job,
             } => self.book(actor, gpus, when, title, job, now),
             Op::Move { id, interval, gpus } => self.move_booking(actor, id, interval, gpus, now),
-            Op::Extend { id, end } => {
-                let b = self.owned(actor, id)?;
-                if end <= b.interval.end {
-                    return Err(PlanError::Invalid(format!(
-                        "extend needs an end after the current one ({}); to shorten a booking, \
-                         move or release it",
-                        b.interval.end.format("%Y-%m-%d %H:%M UTC")
-                    )));
-                }
-                let interval = Interval {
-                    start: b.interval.start,
-                    end,
-                };
-                self.move_booking(actor, id, interval, None, now)
-            }
+            Op::Extend { id, end } => self.extend(actor, id, end, now),
             Op::Release { id } => self.release(actor, id, now),
             Op::Cancel { id } => self.cancel(actor, id, now),
             Op::Approve { id } => self.approve(actor, id, now),
@@ -420,7 +406,8 @@ impl Plan {
         let (candidates, count, min_memory, named) = match &selection {
             GpuSelection::Named(gpus) => {
                 self.check_named(gpus)?;
-                (gpus.clone(), gpus.len(), None, gpus.clone())
+                let gpus = self.in_index_order(gpus.clone());
+                (gpus.clone(), gpus.len(), None, gpus)
             }
             GpuSelection::Count { count, min_memory } => {
                 let eligible = self.eligible(*count, *min_memory)?;
@@ -456,6 +443,7 @@ impl Plan {
                     duration_secs: d.num_seconds(),
                     asked_at: now,
                     named,
+                    exempt: actor.role == Role::Admin,
                 };
                 (
                     Interval {
@@ -521,6 +509,37 @@ impl Plan {
         }])
     }
 
+    fn extend(
+        &mut self,
+        actor: &Actor,
+        id: BookingId,
+        end: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Change>, PlanError> {
+        let old = self.owned(actor, id)?.clone();
+        if !matches!(
+            old.state,
+            BookingState::Confirmed | BookingState::Active | BookingState::PendingApproval
+        ) {
+            return Err(PlanError::Invalid(format!("booking {id} is {}", old.state)));
+        }
+        // The start stays exactly where it is (a queued booking's may be off the grid).
+        let end = round_to(end, self.policy.granularity());
+        if end <= old.interval.end {
+            return Err(PlanError::Invalid(format!(
+                "extend needs an end after the current one ({}, on the {} grid); to shorten a \
+                 booking, move or release it",
+                old.interval.end.format("%Y-%m-%d %H:%M UTC"),
+                crate::duration::format_duration(self.policy.granularity())
+            )));
+        }
+        let interval = Interval {
+            start: old.interval.start,
+            end,
+        };
+        self.reshape(actor, old, interval, None, now)
+    }
+
     fn move_booking(
         &mut self,
         actor: &Actor,
@@ -551,13 +570,27 @@ impl Plan {
             }
             s => return Err(PlanError::Invalid(format!("booking {id} is {s}"))),
         };
-        let gpus = match new_gpus {
+        let new_gpus = match new_gpus {
             Some(g) => {
                 self.check_named(&g)?;
-                g
+                Some(self.in_index_order(g))
             }
-            None => old.gpus.clone(),
+            None => None,
         };
+        self.reshape(actor, old, interval, new_gpus, now)
+    }
+
+    /// Gives `old` a new interval (and GPUs), checked for conflicts and policy.
+    fn reshape(
+        &mut self,
+        actor: &Actor,
+        old: Booking,
+        interval: Interval,
+        new_gpus: Option<Vec<GpuUuid>>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Change>, PlanError> {
+        let id = old.id;
+        let gpus = new_gpus.unwrap_or_else(|| old.gpus.clone());
         if old.state.holds_gpus() {
             let conflicts = self.conflicts(&gpus, &interval, Some(id));
             if !conflicts.is_empty() {
@@ -627,7 +660,11 @@ impl Plan {
         }
         let mut new = b.clone();
         let before = new.interval;
-        new.interval.end = now.max(new.interval.start + Duration::seconds(1));
+        // Never longer than it was (a release after the end, before the timer ran), and never
+        // empty (a release in the second it started).
+        new.interval.end = now
+            .min(before.end)
+            .max(new.interval.start + Duration::seconds(1));
         new.state = BookingState::Ended;
         new.revision += 1;
         self.store(new.clone());
@@ -766,42 +803,71 @@ impl Plan {
     }
 
     /// Moves "as soon as possible" bookings that have not started to the earliest start now
-    /// free, in the order they were asked; never later than they were.
+    /// free, in the order they were asked; never later than they were, and never beyond the
+    /// policy (a move that would break it is not made). Repeats until nothing moves: a later
+    /// request moving out of the way can free room for an earlier one. Every move is strictly
+    /// earlier, so this ends; the pass limit is a guard, not a rule.
     fn pull_forward(&mut self, now: DateTime<Utc>) -> Vec<Change> {
         let mut changes = Vec::new();
-        let queue: Vec<BookingId> = self.asap.iter().map(|(_, id)| *id).collect();
-        for id in queue {
-            let b = &self.bookings[&id];
-            if b.state != BookingState::Confirmed || b.interval.start <= now {
-                continue;
+        for _ in 0..=self.asap.len().min(64) {
+            let queue: Vec<BookingId> = self.asap.iter().map(|(_, id)| *id).collect();
+            let mut any = false;
+            for id in queue {
+                if let Some(mut change) = self.pull_one(id, now) {
+                    any = true;
+                    // One event per booking per change: a second move keeps the first's
+                    // "before", so the event says where it was when the change began.
+                    if let Some(i) = changes.iter().position(|c: &Change| c.booking.id == id) {
+                        change.before = changes.remove(i).before;
+                    }
+                    changes.push(change);
+                }
             }
-            let Some(asap) = &b.asap else { continue };
-            let (candidates, count) = self.asap_candidates(asap);
-            let Some((start, gpus)) =
-                self.place(&candidates, count, asap.duration(), now, Some(id))
-            else {
-                continue;
-            };
-            if start < b.interval.start {
-                let mut new = b.clone();
-                let before = new.interval;
-                new.interval = Interval {
-                    start,
-                    end: start + asap.duration(),
-                };
-                new.gpus = gpus;
-                new.revision += 1;
-                new.warned_start = false;
-                new.warned_end = false;
-                self.store(new.clone());
-                changes.push(Change {
-                    kind: ChangeKind::MovedEarlier,
-                    booking: new,
-                    before: Some(before),
-                });
+            if !any {
+                break;
             }
         }
         changes
+    }
+
+    fn pull_one(&mut self, id: BookingId, now: DateTime<Utc>) -> Option<Change> {
+        let b = &self.bookings[&id];
+        if b.state != BookingState::Confirmed || b.interval.start <= now {
+            return None;
+        }
+        let asap = b.asap.as_ref()?;
+        let (candidates, count) = self.asap_candidates(asap);
+        let (start, gpus) = self.place(&candidates, count, asap.duration(), now, Some(id))?;
+        if start >= b.interval.start {
+            return None;
+        }
+        let interval = Interval {
+            start,
+            end: start + asap.duration(),
+        };
+        let owner = Actor {
+            user: b.owner.clone(),
+            role: if asap.exempt { Role::Admin } else { Role::User },
+        };
+        if !self
+            .over_policy(&owner, &b.owner, gpus.len(), &interval, now, Some(id), true)
+            .is_empty()
+        {
+            return None;
+        }
+        let mut new = b.clone();
+        let before = new.interval;
+        new.interval = interval;
+        new.gpus = gpus;
+        new.revision += 1;
+        new.warned_start = false;
+        new.warned_end = false;
+        self.store(new.clone());
+        Some(Change {
+            kind: ChangeKind::MovedEarlier,
+            booking: new,
+            before: Some(before),
+        })
     }
 
     fn asap_candidates(&self, asap: &AsapRequest) -> (Vec<GpuUuid>, usize) {
@@ -946,6 +1012,18 @@ impl Plan {
             )));
         }
         Ok(())
+    }
+
+    /// `gpus` sorted by their index (what CUDA_VISIBLE_DEVICES lists, in that order).
+    fn in_index_order(&self, mut gpus: Vec<GpuUuid>) -> Vec<GpuUuid> {
+        gpus.sort_by_key(|u| {
+            self.gpus
+                .iter()
+                .find(|g| &g.uuid == u)
+                .map(|g| g.index)
+                .unwrap_or(u32::MAX)
+        });
+        gpus
     }
 
     fn eligible(&self, count: u32, min_memory: Option<u64>) -> Result<Vec<GpuUuid>, PlanError> {

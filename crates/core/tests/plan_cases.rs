@@ -1,0 +1,1241 @@
+//! One test per thing a person can get wrong when asking the plan for a change, each asserting
+//! the exact `PlanError` variant and that the plan did not change; then the happy paths that
+//! people rely on: cancel pulls the queue forward, release, approvals, and the slot timer.
+
+use chrono::{DateTime, Duration, Utc};
+use gpubook_core::plan::{END_WARNING, START_WARNING};
+use gpubook_core::policy::OverPolicy;
+use gpubook_core::{
+    Actor, Booking, BookingId, BookingState, ChangeKind, Conflict, Gpu, GpuSelection, GpuUuid,
+    Interval, Op, Plan, PlanError, Policy, Role, Rule, When,
+};
+
+const GIB: u64 = 1 << 30;
+
+/// Monday 2026-03-02 09:00 UTC: the start of a quota week is that day's midnight.
+fn now() -> DateTime<Utc> {
+    at("2026-03-02T09:00:00Z")
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().expect("a time in RFC 3339")
+}
+
+/// Today (2026-03-02) at `hhmm` ("10:30" or "10:30:15").
+fn today(hhmm: &str) -> DateTime<Utc> {
+    let t = if hhmm.len() == 5 {
+        format!("{hhmm}:00")
+    } else {
+        hhmm.to_string()
+    };
+    at(&format!("2026-03-02T{t}Z"))
+}
+
+/// `[start, end)` as given, even when `end` is not after `start` (what a client can send).
+fn span(start: DateTime<Utc>, end: DateTime<Utc>) -> Interval {
+    Interval { start, end }
+}
+
+fn uuid(i: usize) -> GpuUuid {
+    GpuUuid(format!("GPU-{i}"))
+}
+
+/// Four GPUs: two of 80 GiB, one of 40 GiB, one of 24 GiB.
+fn server() -> Vec<Gpu> {
+    [80, 80, 40, 24]
+        .iter()
+        .enumerate()
+        .map(|(i, mem)| Gpu {
+            uuid: uuid(i),
+            index: i as u32,
+            name: format!("Test GPU {i}"),
+            memory_total: mem * GIB,
+            server: "lab1".into(),
+            simulated: true,
+        })
+        .collect()
+}
+
+fn plan(policy: Policy) -> Plan {
+    Plan::new(server(), policy, Vec::new())
+}
+
+fn admin() -> Actor {
+    Actor {
+        user: "alice".into(),
+        role: Role::Admin,
+    }
+}
+
+fn user(name: &str) -> Actor {
+    Actor {
+        user: name.into(),
+        role: Role::User,
+    }
+}
+
+fn guest() -> Actor {
+    Actor {
+        user: "gus".into(),
+        role: Role::Guest,
+    }
+}
+
+fn named(ids: &[usize]) -> GpuSelection {
+    GpuSelection::Named(ids.iter().map(|i| uuid(*i)).collect())
+}
+
+fn book_at(gpus: GpuSelection, start: DateTime<Utc>, end: DateTime<Utc>) -> Op {
+    Op::Book {
+        gpus,
+        when: When::At(span(start, end)),
+        title: "training".into(),
+        job: None,
+    }
+}
+
+fn book_asap(gpus: GpuSelection, d: Duration) -> Op {
+    Op::Book {
+        gpus,
+        when: When::Asap(d),
+        title: "queued".into(),
+        job: None,
+    }
+}
+
+/// Applies `op` and returns the one booking it created.
+fn create(p: &mut Plan, who: &Actor, op: Op, t: DateTime<Utc>) -> Booking {
+    let changes = p.apply(who, op, t).expect("the booking is accepted");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].kind, ChangeKind::Created);
+    changes[0].booking.clone()
+}
+
+/// Every booking, in id order, and the next id: what "nothing changed" compares.
+fn snapshot(p: &Plan) -> (Vec<Booking>, BookingId) {
+    let mut all: Vec<Booking> = p.bookings().cloned().collect();
+    all.sort_by_key(|b| b.id);
+    (all, p.next_id())
+}
+
+/// Applies `op`, which must fail, and checks that the plan is exactly as it was.
+fn refused(p: &mut Plan, who: &Actor, op: Op, t: DateTime<Utc>) -> PlanError {
+    let before = snapshot(p);
+    let err = p
+        .apply(who, op.clone(), t)
+        .expect_err(&format!("{op:?} by {} must be refused", who.user));
+    assert_eq!(snapshot(p), before, "a refused {op:?} changed the plan");
+    err
+}
+
+fn assert_invalid(e: PlanError) {
+    assert!(
+        matches!(e, PlanError::Invalid(_)),
+        "expected Invalid, got {e:?}"
+    );
+}
+
+fn assert_not_allowed(e: PlanError) {
+    assert!(
+        matches!(e, PlanError::NotAllowed(_)),
+        "expected NotAllowed, got {e:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input
+
+#[test]
+fn end_not_after_start_is_invalid() {
+    let mut p = plan(Policy::default());
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("11:00"), today("10:00")),
+        now(),
+    );
+    assert_invalid(e);
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("11:00"), today("11:00")),
+        now(),
+    );
+    assert_invalid(e);
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        book_asap(named(&[0]), Duration::zero()),
+        now(),
+    );
+    assert_invalid(e);
+}
+
+/// Snapping to the 15-minute grid must not turn a backwards request into a booking:
+/// 11:10 → 11:05 is refused like 11:00 → 10:00 is.
+#[test]
+fn end_before_start_inside_one_grid_cell_is_invalid() {
+    let mut p = plan(Policy::default());
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("11:10"), today("11:05")),
+        now(),
+    );
+    assert_invalid(e);
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("11:10"), today("11:10")),
+        now(),
+    );
+    assert_invalid(e);
+}
+
+#[test]
+fn start_in_the_past_is_invalid() {
+    let mut p = plan(Policy::default());
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("08:00"), today("10:00")),
+        now(),
+    );
+    assert_invalid(e);
+    // Moving a booking into the past is refused the same way.
+    let b = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("11:00")),
+        now(),
+    );
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        Op::Move {
+            id: b.id,
+            interval: span(today("07:00"), today("08:00")),
+            gpus: None,
+        },
+        now(),
+    );
+    assert_invalid(e);
+}
+
+#[test]
+fn unknown_gpu_is_not_found() {
+    let mut p = plan(Policy::default());
+    let op = Op::Book {
+        gpus: GpuSelection::Named(vec![uuid(0), GpuUuid("GPU-nope".into())]),
+        when: When::At(span(today("10:00"), today("11:00"))),
+        title: String::new(),
+        job: None,
+    };
+    let e = refused(&mut p, &user("bob"), op, now());
+    assert!(matches!(e, PlanError::NotFound(_)), "{e:?}");
+}
+
+#[test]
+fn repeated_gpu_is_invalid() {
+    let mut p = plan(Policy::default());
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[1, 2, 1]), today("10:00"), today("11:00")),
+        now(),
+    );
+    assert_invalid(e);
+}
+
+#[test]
+fn zero_gpus_is_invalid() {
+    let mut p = plan(Policy::default());
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[]), today("10:00"), today("11:00")),
+        now(),
+    );
+    assert_invalid(e);
+    let none = GpuSelection::Count {
+        count: 0,
+        min_memory: None,
+    };
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        book_at(none.clone(), today("10:00"), today("11:00")),
+        now(),
+    );
+    assert_invalid(e);
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        book_asap(none, Duration::hours(1)),
+        now(),
+    );
+    assert_invalid(e);
+}
+
+#[test]
+fn more_gpus_than_the_server_has_is_invalid() {
+    let mut p = plan(Policy::default());
+    let five = GpuSelection::Count {
+        count: 5,
+        min_memory: None,
+    };
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        book_at(five.clone(), today("10:00"), today("11:00")),
+        now(),
+    );
+    assert_invalid(e);
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        book_asap(five, Duration::hours(1)),
+        now(),
+    );
+    assert_invalid(e);
+    // Three GPUs exist, but only two have 80 GiB.
+    let big = GpuSelection::Count {
+        count: 3,
+        min_memory: Some(80 * GIB),
+    };
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        book_at(big, today("10:00"), today("11:00")),
+        now(),
+    );
+    assert_invalid(e);
+}
+
+#[test]
+fn overlap_is_a_conflict_naming_owner_gpus_and_times() {
+    let mut p = plan(Policy::default());
+    let bob = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0, 1]), today("10:00"), today("12:00")),
+        now(),
+    );
+    let e = refused(
+        &mut p,
+        &user("carol"),
+        book_at(named(&[1, 2]), today("11:00"), today("13:00")),
+        now(),
+    );
+    assert_eq!(
+        e,
+        PlanError::Conflict(vec![Conflict {
+            booking: bob.id,
+            owner: "bob".into(),
+            gpus: vec![uuid(1)],
+            interval: span(today("10:00"), today("12:00")),
+            title: "training".into(),
+        }])
+    );
+    let text = e.to_string();
+    for part in [
+        "bob",
+        "GPU-1",
+        "2026-03-02 10:00 UTC",
+        "2026-03-02 12:00 UTC",
+    ] {
+        assert!(text.contains(part), "{text:?} lacks {part:?}");
+    }
+    // Touching is not overlapping: [12:00, 13:00) fits right after.
+    create(
+        &mut p,
+        &user("carol"),
+        book_at(named(&[1, 2]), today("12:00"), today("13:00")),
+        now(),
+    );
+    // A count that cannot be met names every booking in the way.
+    let e = refused(
+        &mut p,
+        &user("carol"),
+        book_at(
+            GpuSelection::Count {
+                count: 3,
+                min_memory: None,
+            },
+            today("11:30"),
+            today("12:30"),
+        ),
+        now(),
+    );
+    let PlanError::Conflict(c) = e else {
+        panic!("expected Conflict, got {e:?}")
+    };
+    assert_eq!(c.len(), 2, "{c:?}");
+}
+
+#[test]
+fn changing_someone_elses_booking_as_a_user_is_not_allowed() {
+    let mut p = plan(Policy::default());
+    let bob = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("11:00")),
+        now(),
+    );
+    let carol = user("carol");
+    let ops = [
+        Op::Move {
+            id: bob.id,
+            interval: span(today("12:00"), today("13:00")),
+            gpus: None,
+        },
+        Op::Extend {
+            id: bob.id,
+            end: today("12:00"),
+        },
+        Op::Cancel { id: bob.id },
+        Op::Release { id: bob.id },
+    ];
+    for op in ops.clone() {
+        assert_not_allowed(refused(&mut p, &carol, op, now()));
+    }
+    // Not even once it has started.
+    p.tick(today("10:00"));
+    assert_not_allowed(refused(
+        &mut p,
+        &carol,
+        Op::Release { id: bob.id },
+        today("10:01"),
+    ));
+    // An admin may.
+    let changes = p
+        .apply(&admin(), Op::Release { id: bob.id }, today("10:30"))
+        .expect("an admin releases anyone's booking");
+    assert_eq!(changes[0].kind, ChangeKind::Released);
+}
+
+#[test]
+fn booking_as_a_guest_is_not_allowed() {
+    let mut p = plan(Policy::default());
+    let e = refused(
+        &mut p,
+        &guest(),
+        book_at(named(&[0]), today("10:00"), today("11:00")),
+        now(),
+    );
+    assert_not_allowed(e);
+    let e = refused(
+        &mut p,
+        &guest(),
+        book_asap(named(&[0]), Duration::hours(1)),
+        now(),
+    );
+    assert_not_allowed(e);
+    let bob = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("11:00")),
+        now(),
+    );
+    assert_not_allowed(refused(&mut p, &guest(), Op::Cancel { id: bob.id }, now()));
+}
+
+#[test]
+fn unknown_booking_is_not_found() {
+    let mut p = plan(Policy::default());
+    for op in [
+        Op::Cancel { id: BookingId(42) },
+        Op::Release { id: BookingId(42) },
+        Op::Extend {
+            id: BookingId(42),
+            end: today("12:00"),
+        },
+        Op::Approve { id: BookingId(42) },
+    ] {
+        let e = refused(&mut p, &admin(), op, now());
+        assert!(matches!(e, PlanError::NotFound(_)), "{e:?}");
+    }
+}
+
+fn quota_policy(over_policy: OverPolicy) -> Policy {
+    Policy {
+        weekly_quota_gpu_hours: Some(10),
+        over_policy,
+        ..Policy::default()
+    }
+}
+
+#[test]
+fn over_quota_waits_for_approval() {
+    let mut p = plan(quota_policy(OverPolicy::Approval));
+    let first = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0, 1]), today("10:00"), today("14:00")),
+        now(),
+    );
+    assert_eq!(first.state, BookingState::Confirmed);
+    // 8 GPU-hours used; 2 GPUs × 2 h more makes 12 > 10.
+    let second = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[2, 3]), today("15:00"), today("17:00")),
+        now(),
+    );
+    assert_eq!(second.state, BookingState::PendingApproval);
+    let reason = second.pending_reason.expect("a reason");
+    assert!(reason.contains("quota"), "{reason}");
+    // Waiting, it holds nothing: another person books the same GPUs then.
+    create(
+        &mut p,
+        &user("carol"),
+        book_at(named(&[2, 3]), today("15:00"), today("17:00")),
+        now(),
+    );
+    // The quota is per week: next week is fine.
+    let next_week = create(
+        &mut p,
+        &user("bob"),
+        book_at(
+            named(&[2, 3]),
+            at("2026-03-09T10:00:00Z"),
+            at("2026-03-09T12:00:00Z"),
+        ),
+        now(),
+    );
+    assert_eq!(next_week.state, BookingState::Confirmed);
+    // An admin is held to no quota.
+    let big = create(
+        &mut p,
+        &admin(),
+        book_at(named(&[0, 1, 2, 3]), today("18:00"), today("23:00")),
+        now(),
+    );
+    assert_eq!(big.state, BookingState::Confirmed);
+}
+
+#[test]
+fn over_quota_is_refused_when_the_policy_says_refuse() {
+    let mut p = plan(quota_policy(OverPolicy::Refuse));
+    create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0, 1]), today("10:00"), today("14:00")),
+        now(),
+    );
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[2, 3]), today("15:00"), today("17:00")),
+        now(),
+    );
+    assert!(
+        matches!(
+            e,
+            PlanError::OverPolicy {
+                rule: Rule::WeeklyQuota,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Exactly at the quota is fine: 8 + 2 × 1 h = 10.
+    create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[2, 3]), today("15:00"), today("16:00")),
+        now(),
+    );
+}
+
+#[test]
+fn each_limit_is_named_when_refused() {
+    let policy = Policy {
+        max_booking_secs: Some(4 * 3600),
+        max_ahead_secs: Some(2 * 86_400),
+        max_gpus_at_once: Some(2),
+        over_policy: OverPolicy::Refuse,
+        ..Policy::default()
+    };
+    let mut p = plan(policy);
+    let bob = user("bob");
+    let cases = [
+        (
+            book_at(named(&[0]), today("10:00"), today("15:00")),
+            Rule::MaxBooking,
+        ),
+        (
+            book_at(
+                named(&[0]),
+                at("2026-03-05T10:00:00Z"),
+                at("2026-03-05T11:00:00Z"),
+            ),
+            Rule::MaxAhead,
+        ),
+        (
+            book_at(named(&[0, 1, 2]), today("10:00"), today("11:00")),
+            Rule::MaxGpusAtOnce,
+        ),
+        (book_asap(named(&[0]), Duration::hours(5)), Rule::MaxBooking),
+    ];
+    for (op, rule) in cases {
+        match refused(&mut p, &bob, op, now()) {
+            PlanError::OverPolicy { rule: r, .. } => assert_eq!(r, rule),
+            e => panic!("expected OverPolicy({rule}), got {e:?}"),
+        }
+    }
+    // Held at once counts what bob already holds at the same moments.
+    create(
+        &mut p,
+        &bob,
+        book_at(named(&[0, 1]), today("10:00"), today("11:00")),
+        now(),
+    );
+    match refused(
+        &mut p,
+        &bob,
+        book_at(named(&[2]), today("10:45"), today("11:30")),
+        now(),
+    ) {
+        PlanError::OverPolicy { rule, .. } => assert_eq!(rule, Rule::MaxGpusAtOnce),
+        e => panic!("expected OverPolicy, got {e:?}"),
+    }
+    create(
+        &mut p,
+        &bob,
+        book_at(named(&[2]), today("11:00"), today("11:30")),
+        now(),
+    );
+}
+
+#[test]
+fn extending_into_someone_elses_booking_is_a_conflict() {
+    let mut p = plan(Policy::default());
+    let bob = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("12:00")),
+        now(),
+    );
+    let carol = create(
+        &mut p,
+        &user("carol"),
+        book_at(named(&[0, 1]), today("12:00"), today("14:00")),
+        now(),
+    );
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        Op::Extend {
+            id: bob.id,
+            end: today("13:00"),
+        },
+        now(),
+    );
+    assert_eq!(
+        e,
+        PlanError::Conflict(vec![Conflict {
+            booking: carol.id,
+            owner: "carol".into(),
+            gpus: vec![uuid(0)],
+            interval: span(today("12:00"), today("14:00")),
+            title: "training".into(),
+        }])
+    );
+    // The same once the slot has started.
+    p.tick(today("10:00"));
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        Op::Extend {
+            id: bob.id,
+            end: today("13:00"),
+        },
+        today("10:30"),
+    );
+    assert!(matches!(e, PlanError::Conflict(_)), "{e:?}");
+    // An end that is not later is not an extension.
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        Op::Extend {
+            id: bob.id,
+            end: today("11:00"),
+        },
+        today("10:30"),
+    );
+    assert_invalid(e);
+}
+
+/// An extension changes the end and nothing else. An "as soon as possible" booking starts
+/// where the queue put it, which need not be on the policy's grid; extending it must not
+/// move its start down to the grid (into the booking before it).
+#[test]
+fn extending_an_asap_booking_keeps_its_start() {
+    let mut p = plan(Policy::default());
+    let t = today("09:07:13");
+    let carol = create(
+        &mut p,
+        &user("carol"),
+        book_asap(named(&[0]), Duration::hours(1)),
+        t,
+    );
+    assert_eq!(carol.interval, span(t, today("10:07:13")));
+    let bob = create(
+        &mut p,
+        &user("bob"),
+        book_asap(named(&[0]), Duration::hours(1)),
+        t,
+    );
+    assert_eq!(bob.interval, span(today("10:07:13"), today("11:07:13")));
+    let changes = p
+        .apply(
+            &user("bob"),
+            Op::Extend {
+                id: bob.id,
+                end: today("12:00"),
+            },
+            t,
+        )
+        .expect("the hour after bob's booking is free");
+    assert_eq!(changes[0].kind, ChangeKind::Changed);
+    assert_eq!(
+        changes[0].booking.interval,
+        span(today("10:07:13"), today("12:00"))
+    );
+}
+
+/// An extension that rounds to the current end (the grid is 15 minutes, 11:05 rounds to
+/// 11:00) must not be reported as a change: it is refused, or it extends to a later slot.
+#[test]
+fn an_extension_that_rounds_to_the_same_end_does_not_pass_for_one() {
+    let mut p = plan(Policy::default());
+    let bob = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("11:00")),
+        now(),
+    );
+    match p.apply(
+        &user("bob"),
+        Op::Extend {
+            id: bob.id,
+            end: today("11:05"),
+        },
+        now(),
+    ) {
+        Err(e) => assert_invalid(e),
+        Ok(changes) => assert!(
+            changes[0].booking.interval.end > today("11:00"),
+            "extend to 11:05 answered {:?} but left the booking at {:?}",
+            changes[0].kind,
+            changes[0].booking.interval
+        ),
+    }
+}
+
+#[test]
+fn named_gpus_are_kept_in_index_order() {
+    let mut p = plan(Policy::default());
+    let b = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[2, 0]), today("10:00"), today("11:00")),
+        now(),
+    );
+    assert_eq!(
+        b.gpus,
+        vec![uuid(0), uuid(2)],
+        "Booking::gpus is in index order"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// What people rely on
+
+#[test]
+fn cancel_frees_capacity_and_the_queue_moves_earlier_in_the_order_asked() {
+    let mut p = plan(Policy::default());
+    let all = GpuSelection::Count {
+        count: 4,
+        min_memory: None,
+    };
+    let bob = create(
+        &mut p,
+        &user("bob"),
+        book_at(all, now(), today("14:00")),
+        now(),
+    );
+    let two = GpuSelection::Count {
+        count: 2,
+        min_memory: None,
+    };
+    let carol = create(
+        &mut p,
+        &user("carol"),
+        book_asap(two, Duration::hours(2)),
+        now(),
+    );
+    assert_eq!(carol.interval, span(today("14:00"), today("16:00")));
+    assert_eq!(carol.gpus, vec![uuid(0), uuid(1)]);
+    let three = GpuSelection::Count {
+        count: 3,
+        min_memory: None,
+    };
+    let dave = create(
+        &mut p,
+        &user("dave"),
+        book_asap(three, Duration::hours(1)),
+        now(),
+    );
+    assert_eq!(dave.interval, span(today("16:00"), today("17:00")));
+
+    let t = today("09:05");
+    let changes = p
+        .apply(&user("bob"), Op::Cancel { id: bob.id }, t)
+        .expect("bob cancels his own booking");
+    let kinds: Vec<(ChangeKind, BookingId)> =
+        changes.iter().map(|c| (c.kind, c.booking.id)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (ChangeKind::Cancelled, bob.id),
+            (ChangeKind::MovedEarlier, carol.id),
+            (ChangeKind::MovedEarlier, dave.id),
+        ]
+    );
+    assert_eq!(changes[0].booking.state, BookingState::Cancelled);
+    // carol asked first: she starts now on GPUs 0 and 1; dave needs three, so he waits for hers.
+    assert_eq!(changes[1].booking.interval, span(t, today("11:05")));
+    assert_eq!(changes[1].before, Some(carol.interval));
+    assert_eq!(changes[1].booking.gpus, vec![uuid(0), uuid(1)]);
+    assert_eq!(
+        changes[2].booking.interval,
+        span(today("11:05"), today("12:05"))
+    );
+    assert_eq!(changes[2].before, Some(dave.interval));
+    assert_eq!(p.get(dave.id).unwrap().interval.start, today("11:05"));
+}
+
+/// The queue settles completely: when one waiting booking moves earlier, the slot it leaves
+/// can let a booking asked before it move earlier too.
+#[test]
+fn the_queue_settles_when_a_later_request_moves_out_of_an_earlier_ones_way() {
+    let mut p = plan(Policy::default());
+    let big = |count| GpuSelection::Count {
+        count,
+        min_memory: Some(80 * GIB),
+    };
+    // carol holds GPU 0 until 11:00 and GPU 1 until 10:00.
+    let a = create(
+        &mut p,
+        &user("carol"),
+        book_at(named(&[0]), now(), today("11:00")),
+        now(),
+    );
+    create(
+        &mut p,
+        &user("carol"),
+        book_at(named(&[1]), now(), today("10:00")),
+        now(),
+    );
+    // bob asks first for both 80 GiB GPUs for an hour: 11:00.
+    let y = create(
+        &mut p,
+        &user("bob"),
+        book_asap(big(2), Duration::hours(1)),
+        now(),
+    );
+    assert_eq!(y.interval, span(today("11:00"), today("12:00")));
+    // dave asks next for one of them: GPU 1 at 10:00.
+    let x = create(
+        &mut p,
+        &user("dave"),
+        book_asap(big(1), Duration::hours(1)),
+        now(),
+    );
+    assert_eq!(x.interval, span(today("10:00"), today("11:00")));
+    assert_eq!(x.gpus, vec![uuid(1)]);
+    // carol gives GPU 0 back: dave moves to GPU 0 at 09:00, which frees GPU 1 from 10:00,
+    // so both GPUs are free from 10:00 and bob, who asked first, must start then.
+    let changes = p
+        .apply(&user("carol"), Op::Cancel { id: a.id }, now())
+        .expect("carol cancels");
+    assert_eq!(p.get(x.id).unwrap().interval.start, now());
+    assert_eq!(
+        p.get(y.id).unwrap().interval,
+        span(today("10:00"), today("11:00")),
+        "bob's request waits while both GPUs are free; changes: {:?}",
+        changes
+            .iter()
+            .map(|c| (c.kind, c.booking.id, c.booking.interval.start))
+            .collect::<Vec<_>>()
+    );
+    assert!(changes
+        .iter()
+        .any(|c| c.kind == ChangeKind::MovedEarlier && c.booking.id == y.id));
+}
+
+/// The queue moves a booking earlier only within its owner's limits: a request that fitted
+/// the weekly quota in the week it was placed must not be pulled into a week where it does
+/// not.
+#[test]
+fn the_queue_does_not_pull_a_booking_over_its_owners_weekly_quota() {
+    let mut p = plan(quota_policy(OverPolicy::Approval));
+    // Sunday 2026-03-01 09:00; the quota week turns over at midnight.
+    let sunday = |hhmm: &str| at(&format!("2026-03-01T{hhmm}:00Z"));
+    let t = sunday("09:00");
+    let monday = at("2026-03-02T00:00:00Z");
+    // carol uses 4 of her 10 GPU-hours this week.
+    create(
+        &mut p,
+        &user("carol"),
+        book_at(named(&[0]), t, sunday("13:00")),
+        t,
+    );
+    // alice holds everything else until Monday.
+    let a = create(&mut p, &admin(), book_at(named(&[1, 2, 3]), t, monday), t);
+    let b = create(
+        &mut p,
+        &admin(),
+        book_at(named(&[0]), sunday("13:00"), monday),
+        t,
+    );
+    // carol asks for all four GPUs for two hours: Monday 00:00, 8 GPU-hours of next week.
+    let all = GpuSelection::Count {
+        count: 4,
+        min_memory: None,
+    };
+    let q = create(
+        &mut p,
+        &user("carol"),
+        book_asap(all, Duration::hours(2)),
+        t,
+    );
+    assert_eq!(q.state, BookingState::Confirmed);
+    assert_eq!(q.interval.start, monday);
+    // alice gives everything back.
+    p.apply(&admin(), Op::Cancel { id: a.id }, t)
+        .expect("alice cancels");
+    p.apply(&admin(), Op::Cancel { id: b.id }, t)
+        .expect("alice cancels");
+    let week = span(at("2026-02-23T00:00:00Z"), monday);
+    let used = p.gpu_seconds("carol", &week, None);
+    assert!(
+        used <= 10 * 3600,
+        "the queue moved carol's request to {:?}: {:.1} GPU-hours in a week with a quota of 10",
+        p.get(q.id).unwrap().interval,
+        used as f64 / 3600.0
+    );
+}
+
+#[test]
+fn release_of_an_active_booking_ends_it_and_gives_the_rest_back() {
+    let mut p = plan(Policy::default());
+    let bob = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), now(), today("12:00")),
+        now(),
+    );
+    let carol = create(
+        &mut p,
+        &user("carol"),
+        book_asap(named(&[0]), Duration::hours(1)),
+        now(),
+    );
+    assert_eq!(carol.interval.start, today("12:00"));
+    // Not started: release is refused, cancel is the way.
+    let e = refused(&mut p, &user("bob"), Op::Release { id: bob.id }, now());
+    assert_invalid(e);
+    p.tick(now());
+    assert_eq!(p.get(bob.id).unwrap().state, BookingState::Active);
+    // Started: cancel is refused, release is the way.
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        Op::Cancel { id: bob.id },
+        today("10:00"),
+    );
+    assert_invalid(e);
+    let t = today("10:20:30");
+    let changes = p
+        .apply(&user("bob"), Op::Release { id: bob.id }, t)
+        .expect("bob releases");
+    assert_eq!(changes[0].kind, ChangeKind::Released);
+    assert_eq!(changes[0].booking.state, BookingState::Ended);
+    assert_eq!(changes[0].booking.interval, span(now(), t));
+    assert_eq!(changes[0].before, Some(span(now(), today("12:00"))));
+    assert_eq!(changes[1].kind, ChangeKind::MovedEarlier);
+    assert_eq!(changes[1].booking.id, carol.id);
+    assert_eq!(changes[1].booking.interval, span(t, today("11:20:30")));
+    // What bob used counts for his quota, what he gave back does not.
+    let week = span(at("2026-03-02T00:00:00Z"), at("2026-03-09T00:00:00Z"));
+    assert_eq!(p.gpu_seconds("bob", &week, None), 80 * 60 + 30);
+    // Released twice is refused.
+    let e = refused(&mut p, &user("bob"), Op::Release { id: bob.id }, t);
+    assert_invalid(e);
+}
+
+/// A release that arrives after the slot's end but before the timer ended it (the agent
+/// was busy or restarting) must not lengthen the booking: the GPUs were someone else's
+/// from the end on.
+#[test]
+fn a_late_release_never_lengthens_a_booking() {
+    let mut p = plan(Policy::default());
+    let bob = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), now(), today("10:00")),
+        now(),
+    );
+    create(
+        &mut p,
+        &user("carol"),
+        book_at(named(&[0]), today("10:00"), today("11:00")),
+        now(),
+    );
+    p.tick(now());
+    let changes = p
+        .apply(&user("bob"), Op::Release { id: bob.id }, today("10:30"))
+        .expect("bob's booking is still active");
+    let ended = &changes[0].booking;
+    assert!(
+        ended.interval.end <= today("10:00"),
+        "the release moved the end from 10:00 to {}",
+        ended.interval.end
+    );
+    let week = span(at("2026-03-02T00:00:00Z"), at("2026-03-09T00:00:00Z"));
+    assert_eq!(p.gpu_seconds("bob", &week, None), 3600);
+}
+
+fn approval_policy() -> Policy {
+    Policy {
+        max_booking_secs: Some(2 * 3600),
+        over_policy: OverPolicy::Approval,
+        ..Policy::default()
+    }
+}
+
+#[test]
+fn an_admin_approves_and_denies_and_nobody_else_can() {
+    let mut p = plan(approval_policy());
+    let long = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("14:00")),
+        now(),
+    );
+    assert_eq!(long.state, BookingState::PendingApproval);
+    let other = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[1]), today("10:00"), today("14:00")),
+        now(),
+    );
+    for who in [user("bob"), user("carol")] {
+        let e = refused(&mut p, &who, Op::Approve { id: long.id }, now());
+        assert_not_allowed(e);
+        let e = refused(
+            &mut p,
+            &who,
+            Op::Deny {
+                id: long.id,
+                reason: None,
+            },
+            now(),
+        );
+        assert_not_allowed(e);
+    }
+    assert_not_allowed(refused(
+        &mut p,
+        &guest(),
+        Op::Approve { id: long.id },
+        now(),
+    ));
+
+    let changes = p
+        .apply(&admin(), Op::Approve { id: long.id }, now())
+        .expect("alice approves");
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].kind, ChangeKind::Approved);
+    assert_eq!(changes[0].booking.state, BookingState::Confirmed);
+    assert_eq!(changes[0].booking.pending_reason, None);
+    assert_eq!(changes[0].booking.interval, long.interval);
+    // Approved once is not waiting any more.
+    assert_invalid(refused(
+        &mut p,
+        &admin(),
+        Op::Approve { id: long.id },
+        now(),
+    ));
+    assert_invalid(refused(
+        &mut p,
+        &admin(),
+        Op::Deny {
+            id: long.id,
+            reason: None,
+        },
+        now(),
+    ));
+
+    let changes = p
+        .apply(
+            &admin(),
+            Op::Deny {
+                id: other.id,
+                reason: Some("use two shorter slots".into()),
+            },
+            now(),
+        )
+        .expect("alice denies");
+    assert_eq!(changes[0].kind, ChangeKind::Denied);
+    assert_eq!(changes[0].booking.state, BookingState::Denied);
+    assert_eq!(
+        changes[0].booking.pending_reason.as_deref(),
+        Some("use two shorter slots")
+    );
+    assert_invalid(refused(
+        &mut p,
+        &admin(),
+        Op::Approve { id: other.id },
+        now(),
+    ));
+}
+
+#[test]
+fn approving_into_a_taken_slot_is_a_conflict() {
+    let mut p = plan(approval_policy());
+    let long = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("14:00")),
+        now(),
+    );
+    // While bob waits, carol books GPU 0 at noon (a waiting booking holds nothing).
+    let carol = create(
+        &mut p,
+        &user("carol"),
+        book_at(named(&[0]), today("12:00"), today("13:00")),
+        now(),
+    );
+    let e = refused(&mut p, &admin(), Op::Approve { id: long.id }, now());
+    let PlanError::Conflict(c) = e else {
+        panic!("expected Conflict, got {e:?}")
+    };
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].booking, carol.id);
+}
+
+#[test]
+fn an_approved_asap_request_is_placed_at_the_earliest_free_time() {
+    let mut p = plan(approval_policy());
+    create(
+        &mut p,
+        &user("carol"),
+        book_at(named(&[0]), now(), today("10:00")),
+        now(),
+    );
+    let long = create(
+        &mut p,
+        &user("bob"),
+        book_asap(named(&[0]), Duration::hours(3)),
+        now(),
+    );
+    assert_eq!(long.state, BookingState::PendingApproval);
+    let changes = p
+        .apply(&admin(), Op::Approve { id: long.id }, today("09:30"))
+        .expect("alice approves");
+    assert_eq!(
+        changes[0].booking.interval,
+        span(today("10:00"), today("13:00"))
+    );
+    assert_eq!(changes[0].booking.state, BookingState::Confirmed);
+}
+
+#[test]
+fn the_slot_timer_announces_starts_and_ends_on_time() {
+    let mut p = plan(Policy::default());
+    assert_eq!(p.next_due(), None);
+    let b = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0, 2]), today("10:00"), today("11:00")),
+        now(),
+    );
+    let warn_start = today("10:00") - START_WARNING;
+    assert_eq!(warn_start, today("09:55"));
+    assert_eq!(p.next_due(), Some(warn_start));
+    assert!(p.tick(warn_start - Duration::seconds(1)).is_empty());
+
+    let kinds = |c: &[gpubook_core::Change]| c.iter().map(|c| c.kind).collect::<Vec<_>>();
+    let c = p.tick(warn_start);
+    assert_eq!(kinds(&c), vec![ChangeKind::SlotStarting]);
+    assert_eq!(c[0].booking.id, b.id);
+    assert!(c[0].booking.warned_start);
+    assert_eq!(c[0].booking.state, BookingState::Confirmed);
+    assert!(p.tick(warn_start).is_empty(), "announced once");
+    assert_eq!(p.next_due(), Some(today("10:00")));
+
+    let c = p.tick(today("10:00"));
+    assert_eq!(kinds(&c), vec![ChangeKind::Started]);
+    assert_eq!(c[0].booking.state, BookingState::Active);
+    let warn_end = today("11:00") - END_WARNING;
+    assert_eq!(warn_end, today("10:50"));
+    assert_eq!(p.next_due(), Some(warn_end));
+    assert!(p.tick(warn_end - Duration::seconds(1)).is_empty());
+
+    let c = p.tick(warn_end);
+    assert_eq!(kinds(&c), vec![ChangeKind::SlotEnding]);
+    assert!(c[0].booking.warned_end);
+    assert_eq!(p.next_due(), Some(today("11:00")));
+
+    let c = p.tick(today("11:00"));
+    assert_eq!(kinds(&c), vec![ChangeKind::Ended]);
+    assert_eq!(c[0].booking.state, BookingState::Ended);
+    assert_eq!(p.next_due(), None);
+    assert!(p.tick(today("12:00")).is_empty());
+}
+
+#[test]
+fn a_late_timer_catches_up_in_one_tick() {
+    let mut p = plan(Policy::default());
+    let b = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("11:00")),
+        now(),
+    );
+    // Woken inside the start warning and after the start: only Started is still news.
+    let c = p.tick(today("10:05"));
+    assert_eq!(
+        c.iter().map(|c| c.kind).collect::<Vec<_>>(),
+        vec![ChangeKind::Started]
+    );
+    // Woken after the end: it ends, without a stale "ends in 10 minutes".
+    let c = p.tick(today("11:30"));
+    assert_eq!(
+        c.iter().map(|c| c.kind).collect::<Vec<_>>(),
+        vec![ChangeKind::Ended]
+    );
+    assert_eq!(p.get(b.id).unwrap().state, BookingState::Ended);
+}
+
+#[test]
+fn a_request_waiting_past_its_time_is_denied_by_the_timer() {
+    let mut p = plan(approval_policy());
+    let long = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("14:00")),
+        now(),
+    );
+    assert_eq!(long.state, BookingState::PendingApproval);
+    assert_eq!(p.next_due(), Some(today("14:00")));
+    assert!(p.tick(today("13:59:59")).is_empty());
+    let c = p.tick(today("14:00"));
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].kind, ChangeKind::Denied);
+    assert_eq!(c[0].booking.state, BookingState::Denied);
+    assert_eq!(p.next_due(), None);
+}
