@@ -370,7 +370,7 @@ fn main() {
         let (count, d) = asap(&mut rng);
         let from = asked_at(&mut rng);
         let t = Instant::now();
-        let placed = black_box(plan.place(&all, count as usize, d, from, None));
+        let placed = black_box(plan.place(&all, count as usize, d, from));
         s.record(t, if placed.is_some() { "placed" } else { "none" });
     }
     rows.push(s.row());

@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod plan;
 pub mod policy;
 pub mod time;
+pub mod timeline;
 
 pub use booking::{AsapRequest, Booking, BookingId, BookingState, JobSpec};
 pub use error::{Conflict, PlanError};

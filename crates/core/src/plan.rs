@@ -12,6 +12,7 @@ use crate::error::{Conflict, PlanError};
 use crate::gpu::{Gpu, GpuUuid};
 use crate::policy::{Actor, OverPolicy, Policy, Role, Rule};
 use crate::time::{floor_to, round_to, week_start, whole_seconds, Interval};
+use crate::timeline::Timeline;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -137,9 +138,6 @@ pub struct Change {
     pub before: Option<Interval>,
 }
 
-/// The bookings holding one GPU: (start, id) → end.
-type Holds = BTreeMap<(DateTime<Utc>, BookingId), DateTime<Utc>>;
-
 /// Every booking of one server and the indexes that make decisions fast.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -149,10 +147,14 @@ pub struct Plan {
     policy: Policy,
     /// Every booking ever made, final ones included (the history `ls` shows).
     bookings: HashMap<BookingId, Booking>,
-    /// Per GPU, the bookings holding it: (start, id) → end.
-    holds: HashMap<GpuUuid, Holds>,
-    /// Per owner, their bookings: quota and per-user limits scan only these.
-    by_owner: HashMap<String, BTreeSet<BookingId>>,
+    /// Per GPU, the bookings holding it and the free gaps between them.
+    holds: HashMap<GpuUuid, Timeline>,
+    /// Per owner, their bookings by start: quota and per-user limits scan only the ones
+    /// near the window they check.
+    by_owner: HashMap<String, BTreeSet<(DateTime<Utc>, BookingId)>>,
+    /// Per owner, an upper bound on their longest booking: how far before a window a booking
+    /// that reaches into it can start.
+    longest: HashMap<String, Duration>,
     /// Bookings something can still happen to: the slot timer scans only these.
     live: BTreeSet<BookingId>,
     /// Confirmed "as soon as possible" bookings, in the order they were asked.
@@ -172,6 +174,7 @@ impl Plan {
             bookings: HashMap::new(),
             holds: HashMap::new(),
             by_owner: HashMap::new(),
+            longest: HashMap::new(),
             live: BTreeSet::new(),
             asap: BTreeSet::new(),
             next_id: 1,
@@ -216,15 +219,31 @@ impl Plan {
     /// GPU-seconds `owner` holds (confirmed, active or used) inside `window`, leaving out
     /// `exclude`. Quotas are checked against this.
     pub fn gpu_seconds(&self, owner: &str, window: &Interval, exclude: Option<BookingId>) -> i64 {
-        self.by_owner
-            .get(owner)
-            .into_iter()
-            .flatten()
-            .filter(|id| Some(**id) != exclude)
-            .filter_map(|id| self.bookings.get(id))
+        self.owned_near(owner, window)
+            .filter(|b| Some(b.id) != exclude)
             .filter(|b| counts_for_quota(b.state))
             .map(|b| b.gpu_seconds_within(window))
             .sum()
+    }
+
+    /// `owner`'s bookings that may overlap `window` (a superset: callers intersect).
+    fn owned_near<'a>(
+        &'a self,
+        owner: &str,
+        window: &Interval,
+    ) -> impl Iterator<Item = &'a Booking> {
+        let reach = self
+            .longest
+            .get(owner)
+            .copied()
+            .unwrap_or_else(Duration::zero);
+        let from = (window.start - reach, BookingId(0));
+        let to = (window.end, BookingId(0));
+        self.by_owner
+            .get(owner)
+            .into_iter()
+            .flat_map(move |set| set.range(from..to))
+            .filter_map(|(_, id)| self.bookings.get(id))
     }
 
     /// Holding bookings on any of `gpus` that overlap `interval`, leaving out `exclude`.
@@ -261,56 +280,18 @@ impl Plan {
         interval: &Interval,
         exclude: Option<BookingId>,
     ) -> Vec<BookingId> {
-        let Some(map) = self.holds.get(gpu) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        // Starts before `interval.end`, latest first; ends descend the same way, so stop at
-        // the first that ends at or before `interval.start`.
-        for ((_, id), end) in map.range(..(interval.end, BookingId(0))).rev() {
-            if Some(*id) == exclude {
-                continue;
-            }
-            if *end <= interval.start {
-                break;
-            }
-            out.push(*id);
-        }
-        out
+        self.holds
+            .get(gpu)
+            .map(|t| t.overlapping(interval, exclude))
+            .unwrap_or_default()
     }
 
     /// Earliest `t >= from` with `[t, t + d)` free on `gpu`.
-    fn next_fit(
-        &self,
-        gpu: &GpuUuid,
-        from: DateTime<Utc>,
-        d: Duration,
-        exclude: Option<BookingId>,
-    ) -> DateTime<Utc> {
-        let Some(map) = self.holds.get(gpu) else {
-            return from;
-        };
-        let mut t = from;
-        // A booking that started before `t` may still hold it.
-        for ((_, id), end) in map.range(..=(t, BookingId(u64::MAX))).rev() {
-            if Some(*id) == exclude {
-                continue;
-            }
-            if *end > t {
-                t = *end;
-            }
-            break;
-        }
-        for ((start, id), end) in map.range((t, BookingId(0))..) {
-            if Some(*id) == exclude {
-                continue;
-            }
-            if *start >= t + d {
-                break;
-            }
-            t = t.max(*end);
-        }
-        t
+    fn next_fit(&self, gpu: &GpuUuid, from: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+        self.holds
+            .get(gpu)
+            .map(|t| t.next_fit(from, d))
+            .unwrap_or(from)
     }
 
     /// Where an "as soon as possible" request goes: the earliest start at or after `from`
@@ -322,16 +303,13 @@ impl Plan {
         count: usize,
         d: Duration,
         from: DateTime<Utc>,
-        exclude: Option<BookingId>,
     ) -> Option<(DateTime<Utc>, Vec<GpuUuid>)> {
         if count == 0 || candidates.len() < count {
             return None;
         }
         let mut t = from;
-        let mut fits: Vec<DateTime<Utc>> = candidates
-            .iter()
-            .map(|g| self.next_fit(g, t, d, exclude))
-            .collect();
+        let mut fits: Vec<DateTime<Utc>> =
+            candidates.iter().map(|g| self.next_fit(g, t, d)).collect();
         loop {
             let mut sorted = fits.clone();
             sorted.sort();
@@ -351,7 +329,7 @@ impl Plan {
             t = nth;
             for (g, f) in candidates.iter().zip(fits.iter_mut()) {
                 if *f < t {
-                    *f = self.next_fit(g, t, d, exclude);
+                    *f = self.next_fit(g, t, d);
                 }
             }
         }
@@ -435,7 +413,7 @@ impl Plan {
             When::Asap(d) => {
                 let d = self.snap_duration(d)?;
                 let (start, gpus) = self
-                    .place(&candidates, count, d, now, None)
+                    .place(&candidates, count, d, now)
                     .expect("candidates were checked to be enough");
                 let asap = AsapRequest {
                     count: count as u32,
@@ -733,7 +711,7 @@ impl Plan {
         if let Some(asap) = &b.asap {
             let (candidates, count) = self.asap_candidates(asap);
             let (start, gpus) = self
-                .place(&candidates, count, asap.duration(), now, Some(id))
+                .place(&candidates, count, asap.duration(), now)
                 .ok_or_else(|| {
                     PlanError::Invalid(format!(
                         "booking {id} asks for {count} GPUs and this server no longer has them"
@@ -831,32 +809,37 @@ impl Plan {
     }
 
     fn pull_one(&mut self, id: BookingId, now: DateTime<Utc>) -> Option<Change> {
-        let b = &self.bookings[&id];
+        let b = self.bookings[&id].clone();
         if b.state != BookingState::Confirmed || b.interval.start <= now {
             return None;
         }
-        let asap = b.asap.as_ref()?;
-        let (candidates, count) = self.asap_candidates(asap);
-        let (start, gpus) = self.place(&candidates, count, asap.duration(), now, Some(id))?;
-        if start >= b.interval.start {
-            return None;
-        }
-        let interval = Interval {
-            start,
-            end: start + asap.duration(),
-        };
+        let asap = b.asap.clone()?;
+        let (candidates, count) = self.asap_candidates(&asap);
+        // Look for room as if it were not there; put it back if it does not move.
+        self.unhold(&b);
         let owner = Actor {
             user: b.owner.clone(),
             role: if asap.exempt { Role::Admin } else { Role::User },
         };
-        if !self
-            .over_policy(&owner, &b.owner, gpus.len(), &interval, now, Some(id), true)
-            .is_empty()
-        {
+        let moved = self
+            .place(&candidates, count, asap.duration(), now)
+            .filter(|(start, _)| *start < b.interval.start)
+            .map(|(start, gpus)| {
+                let interval = Interval {
+                    start,
+                    end: start + asap.duration(),
+                };
+                (interval, gpus)
+            })
+            .filter(|(interval, gpus)| {
+                self.over_policy(&owner, &b.owner, gpus.len(), interval, now, Some(id), true)
+                    .is_empty()
+            });
+        let Some((interval, gpus)) = moved else {
+            self.hold(&b);
             return None;
-        }
+        };
         let mut new = b.clone();
-        let before = new.interval;
         new.interval = interval;
         new.gpus = gpus;
         new.revision += 1;
@@ -866,7 +849,7 @@ impl Plan {
         Some(Change {
             kind: ChangeKind::MovedEarlier,
             booking: new,
-            before: Some(before),
+            before: Some(b.interval),
         })
     }
 
@@ -1165,9 +1148,8 @@ impl Plan {
     /// Most GPUs `owner` holds at any moment of `interval`.
     fn peak_gpus(&self, owner: &str, interval: &Interval, exclude: Option<BookingId>) -> usize {
         let mut edges: Vec<(DateTime<Utc>, i64)> = Vec::new();
-        for id in self.by_owner.get(owner).into_iter().flatten() {
-            let b = &self.bookings[id];
-            if Some(*id) == exclude || !b.state.holds_gpus() {
+        for b in self.owned_near(owner, interval) {
+            if Some(b.id) == exclude || !b.state.holds_gpus() {
                 continue;
             }
             if let Some(i) = b.interval.intersection(interval) {
@@ -1191,17 +1173,17 @@ impl Plan {
             self.unindex(&old);
         }
         if b.state.holds_gpus() {
-            for g in &b.gpus {
-                self.holds
-                    .entry(g.clone())
-                    .or_default()
-                    .insert((b.interval.start, b.id), b.interval.end);
-            }
+            self.hold(&b);
         }
         self.by_owner
             .entry(b.owner.clone())
             .or_default()
-            .insert(b.id);
+            .insert((b.interval.start, b.id));
+        let longest = self
+            .longest
+            .entry(b.owner.clone())
+            .or_insert_with(Duration::zero);
+        *longest = (*longest).max(b.interval.duration());
         if !b.state.is_final() {
             self.live.insert(b.id);
         }
@@ -1212,14 +1194,32 @@ impl Plan {
     }
 
     fn unindex(&mut self, b: &Booking) {
-        for g in &b.gpus {
-            if let Some(m) = self.holds.get_mut(g) {
-                m.remove(&(b.interval.start, b.id));
-            }
+        self.unhold(b);
+        if let Some(set) = self.by_owner.get_mut(&b.owner) {
+            set.remove(&(b.interval.start, b.id));
         }
         self.live.remove(&b.id);
         if let Some(a) = &b.asap {
             self.asap.remove(&(a.asked_at, b.id));
+        }
+    }
+
+    /// Marks `b`'s GPUs as held over its interval.
+    fn hold(&mut self, b: &Booking) {
+        for g in &b.gpus {
+            self.holds
+                .entry(g.clone())
+                .or_default()
+                .insert(b.interval.start, b.id, b.interval.end);
+        }
+    }
+
+    /// Frees `b`'s GPUs over its interval (nothing if they were not held).
+    fn unhold(&mut self, b: &Booking) {
+        for g in &b.gpus {
+            if let Some(t) = self.holds.get_mut(g) {
+                t.remove(b.interval.start, b.id);
+            }
         }
     }
 }
