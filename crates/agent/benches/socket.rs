@@ -133,7 +133,10 @@ fn main() {
 
     println!("gpubook-agent over its Unix socket (sim:64, SQLite WAL, synchronous=FULL)");
     println!("  clients                      {CLIENTS}");
-    println!("  bookings confirmed           {confirmed} of {}", CLIENTS * PER_CLIENT);
+    println!(
+        "  bookings confirmed           {confirmed} of {}",
+        CLIENTS * PER_CLIENT
+    );
     println!(
         "  confirmed bookings/second    {:.0}",
         confirmed as f64 / elapsed.as_secs_f64()
@@ -143,7 +146,10 @@ fn main() {
         pct(0.5).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3
     );
-    println!("  memory idle (RSS)            {:.1} MiB", rss_idle as f64 / 1024.0);
+    println!(
+        "  memory idle (RSS)            {:.1} MiB",
+        rss_idle as f64 / 1024.0
+    );
     println!(
         "  memory under load (RSS)      {:.1} MiB (peak {:.1} MiB)",
         rss_load as f64 / 1024.0,
