@@ -7,9 +7,12 @@ use gpubook_core::{
 };
 use gpubook_proto::{
     BookRequest, BookingResponse, BookingsResponse, ErrorBody, ErrorKind, GpuChoice, GpusResponse,
-    ListRequest, PolicyResponse, Readings, Request, Response, WhenChoice,
+    ListCursor, ListRequest, PolicyResponse, Readings, Request, Response, WhenChoice,
 };
 use std::sync::Arc;
+
+/// Most bytes of bookings in one page of a listing: well under the 1 MiB frame limit.
+const PAGE_BYTES: usize = 512 * 1024;
 
 /// Who is asking and where: fixed for a connection.
 #[derive(Debug, Clone)]
@@ -171,18 +174,38 @@ impl Context {
 
     fn list(&self, caller: &Caller, l: &ListRequest) -> Response {
         let inner = self.state.lock();
-        let mut bookings: Vec<Booking> = inner
+        let mut matching: Vec<&Booking> = inner
             .plan
             .bookings()
             .filter(|b| !l.mine || b.owner == caller.actor.user)
             .filter(|b| l.include_past || !b.state.is_final())
             .filter(|b| l.range.is_none_or(|r| r.overlaps(&b.interval)))
-            .map(|b| visible(&caller.actor, b.clone()))
+            .filter(|b| {
+                l.after
+                    .is_none_or(|c| (b.interval.start, b.id) > (c.start, c.id))
+            })
             .collect();
-        bookings.sort_by_key(|b| (b.interval.start, b.id));
+        matching.sort_by_key(|b| (b.interval.start, b.id));
+        let mut bookings = Vec::new();
+        let mut size = 0;
+        let mut next = None;
+        for b in matching {
+            let b = visible(&caller.actor, b.clone());
+            let len = serde_json::to_vec(&b).map(|v| v.len()).unwrap_or(0) + 1;
+            if size + len > PAGE_BYTES && !bookings.is_empty() {
+                next = bookings.last().map(|last: &Booking| ListCursor {
+                    start: last.interval.start,
+                    id: last.id,
+                });
+                break;
+            }
+            size += len;
+            bookings.push(b);
+        }
         Response::Bookings(BookingsResponse {
             server: self.server.clone(),
             bookings,
+            next,
         })
     }
 }

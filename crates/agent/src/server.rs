@@ -263,7 +263,22 @@ async fn connection(ctx: Arc<Context>, roles: Arc<Roles>, stream: UnixStream) {
     let (tx, mut rx) = mpsc::channel::<AgentFrame>(1024);
     let writer = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
-            if let Err(e) = write_frame(&mut wr, &frame).await {
+            let result = match write_frame(&mut wr, &frame).await {
+                // An answer too large for one frame: say so, typed, and keep the connection.
+                Err(FrameError::TooLarge(n)) => {
+                    let id = match &frame {
+                        AgentFrame::Response { id, .. } => Some(*id),
+                        _ => None,
+                    };
+                    let msg = format!(
+                        "the answer ({n} bytes) is over the frame limit; ask for less \
+                         (a narrower range, or page through with the cursor)"
+                    );
+                    write_frame(&mut wr, &error(id, ErrorKind::TooLarge, msg)).await
+                }
+                other => other,
+            };
+            if let Err(e) = result {
                 if !matches!(e, FrameError::Io(_)) {
                     eprintln!("gpubook-agent: cannot send a frame: {e}");
                 }
@@ -274,40 +289,42 @@ async fn connection(ctx: Arc<Context>, roles: Arc<Roles>, stream: UnixStream) {
 
     // The handshake.
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut rd)).await {
-        Ok(Ok(Some(body))) => serde_json::from_slice::<ClientFrame>(&body).ok(),
-        Ok(Err(e)) => {
-            let _ = tx.send(frame_error(&e)).await;
-            None
-        }
-        _ => None,
-    };
-    let welcome = match hello {
-        Some(ClientFrame::Hello(h)) => match gpubook_proto::negotiate(h.major, h.minor) {
-            Ok(minor) => Some(Welcome {
-                major: PROTOCOL_MAJOR,
-                minor,
-                agent_version: env!("CARGO_PKG_VERSION").to_string(),
-                server: ctx.server.clone(),
-                user: caller.actor.user.clone(),
-                uid,
-                role: caller.actor.role,
-                simulated: ctx.source == "simulated",
-            }),
-            Err(error) => {
-                let _ = tx.send(AgentFrame::Error { id: None, error }).await;
-                None
-            }
+        Ok(Ok(Some(body))) => match serde_json::from_slice::<ClientFrame>(&body) {
+            Ok(ClientFrame::Hello(h)) => Ok(h),
+            _ => Err(Some(error(
+                None,
+                ErrorKind::Malformed,
+                "the first frame must be a hello with the protocol version",
+            ))),
         },
-        _ => {
-            let _ = tx
-                .send(error(
-                    None,
-                    ErrorKind::Malformed,
-                    "the first frame must be a hello with the protocol version",
-                ))
-                .await;
+        Ok(Ok(None)) => Err(None),
+        Ok(Err(e)) => Err(Some(frame_error(&e))),
+        Err(_) => Err(Some(error(
+            None,
+            ErrorKind::Malformed,
+            format!("no hello within {} s", HELLO_TIMEOUT.as_secs()),
+        ))),
+    };
+    let welcome = match hello.map(|h| (gpubook_proto::negotiate(h.major, h.minor), h)) {
+        Ok((Ok(minor), _)) => Some(Welcome {
+            major: PROTOCOL_MAJOR,
+            minor,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            server: ctx.server.clone(),
+            user: caller.actor.user.clone(),
+            uid,
+            role: caller.actor.role,
+            simulated: ctx.source == "simulated",
+        }),
+        Ok((Err(error), _)) => {
+            let _ = tx.send(AgentFrame::Error { id: None, error }).await;
             None
         }
+        Err(Some(frame)) => {
+            let _ = tx.send(frame).await;
+            None
+        }
+        Err(None) => None,
     };
     let Some(welcome) = welcome else {
         drop(tx);

@@ -12,7 +12,17 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Runs the slot timer until `shutdown` resolves.
 pub async fn run(state: Arc<State>, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
+    // The system clock never announces jumps: wait on a notifier nobody wakes.
+    let never = tokio::sync::Notify::new();
     loop {
+        // Listen for changes and clock jumps before looking at the plan and the clock, so one
+        // that happens in between is not missed.
+        let changed = state.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let jumped = state.clock.jumped().unwrap_or(&never).notified();
+        tokio::pin!(jumped);
+        jumped.as_mut().enable();
         let st = state.clone();
         match tokio::task::spawn_blocking(move || st.tick()).await {
             Ok(Ok(events)) => {
@@ -32,16 +42,10 @@ pub async fn run(state: Arc<State>, shutdown: impl std::future::Future<Output = 
         };
         // The plan works in whole seconds: wait a little past the instant, and never spin.
         let wait = wait.max(Duration::from_millis(5)) + Duration::from_millis(5);
-        let jumped = async {
-            match state.clock.jumped() {
-                Some(n) => n.notified().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = state.changed.notified() => {}
-            _ = jumped => {}
+            _ = &mut changed => {}
+            _ = &mut jumped => {}
             _ = &mut shutdown => return,
         }
     }

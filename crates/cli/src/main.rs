@@ -293,7 +293,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 x.end = current_end(&conn, x.id).await? + by;
             }
             let show = |known: &[Gpu], resp: &Response| print_response(resp, known, json);
-            let resp = conn.request(req).await.map_err(anyhow::Error::from)?;
+            let resp = match req {
+                // A listing may come in pages: read them all.
+                Request::List(l) => conn.list_all(l).await.map(Response::Bookings),
+                other => conn.request(other).await,
+            }
+            .map_err(anyhow::Error::from)?;
             let known = if json || matches!(resp, Response::Gpus(_)) {
                 Vec::new()
             } else {
@@ -332,6 +337,7 @@ fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request>, F
                 range,
                 mine: a.mine,
                 include_past: a.past,
+                after: None,
             })
         }
         Command::Book(a) => {
@@ -412,26 +418,21 @@ fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request>, F
 
 async fn current_end(conn: &Connection, id: BookingId) -> Result<DateTime<Utc>, Failure> {
     let list = conn
-        .request(Request::List(ListRequest {
-            range: None,
-            mine: false,
+        .list_all(ListRequest {
             include_past: true,
-        }))
+            ..ListRequest::default()
+        })
         .await
         .map_err(anyhow::Error::from)?;
-    match list {
-        Response::Bookings(b) => b
-            .bookings
-            .iter()
-            .find(|b| b.id == id)
-            .map(|b| b.interval.end)
-            .ok_or_else(|| Failure {
-                code: 4,
-                error: anyhow!("there is no booking {id} on {}", b.server),
-                kind: Some(ErrorKind::NotFound),
-            }),
-        other => Err(anyhow!("unexpected answer {other:?}").into()),
-    }
+    list.bookings
+        .iter()
+        .find(|b| b.id == id)
+        .map(|b| b.interval.end)
+        .ok_or_else(|| Failure {
+            code: 4,
+            error: anyhow!("there is no booking {id} on {}", list.server),
+            kind: Some(ErrorKind::NotFound),
+        })
 }
 
 async fn gpus(conn: &Connection) -> Result<Vec<Gpu>, Failure> {

@@ -1,8 +1,9 @@
 //! One connection to an agent: handshake, requests matched to answers by id, pushed frames.
 
 use gpubook_proto::{
-    read_frame, write_frame, AgentFrame, ClientFrame, ErrorBody, ErrorKind, Event, FrameError,
-    Hello, Readings, Request, Response, SubscribeRequest, Welcome, PROTOCOL_MAJOR, PROTOCOL_MINOR,
+    read_frame, write_frame, AgentFrame, BookingsResponse, ClientFrame, ErrorBody, ErrorKind,
+    Event, FrameError, Hello, ListRequest, Readings, Request, Response, SubscribeRequest, Welcome,
+    PROTOCOL_MAJOR, PROTOCOL_MINOR,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -60,7 +61,9 @@ pub enum Pushed {
     Error(ErrorBody),
 }
 
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Response, ClientError>>>>>;
+/// Requests waiting for their answer; `None` once the connection is gone, so a request made
+/// after that fails at once instead of waiting forever.
+type Waiters = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<Response, ClientError>>>>>>;
 
 /// A live connection. Cheap to share by reference; requests may run concurrently.
 #[derive(Debug)]
@@ -124,7 +127,7 @@ impl Connection {
                 }
             }
         });
-        let waiters: Waiters = Arc::default();
+        let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
         let (push_tx, push_rx) = mpsc::unbounded_channel();
         tokio::spawn(read_loop(rd, waiters.clone(), push_tx));
         Ok(Self {
@@ -145,17 +148,49 @@ impl Connection {
     pub async fn request(&self, req: Request) -> Result<Response, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().unwrap().insert(id, tx);
+        match self.waiters.lock().unwrap().as_mut() {
+            Some(w) => w.insert(id, tx),
+            None => return Err(ClientError::ConnectionLost),
+        };
         if self
             .out
             .send(ClientFrame::Request { id, body: req })
             .await
             .is_err()
         {
-            self.waiters.lock().unwrap().remove(&id);
+            if let Some(w) = self.waiters.lock().unwrap().as_mut() {
+                w.remove(&id);
+            }
             return Err(ClientError::ConnectionLost);
         }
         rx.await.unwrap_or(Err(ClientError::ConnectionLost))
+    }
+
+    /// Every booking `req` matches, following the agent's pages.
+    pub async fn list_all(&self, mut req: ListRequest) -> Result<BookingsResponse, ClientError> {
+        let mut all: Option<BookingsResponse> = None;
+        loop {
+            let page = match self.request(Request::List(req.clone())).await? {
+                Response::Bookings(b) => b,
+                other => {
+                    return Err(ClientError::Protocol(format!(
+                        "expected bookings, got {other:?}"
+                    )))
+                }
+            };
+            let next = page.next;
+            match &mut all {
+                None => all = Some(page),
+                Some(a) => a.bookings.extend(page.bookings),
+            }
+            match next {
+                Some(cursor) => req.after = Some(cursor),
+                None => break,
+            }
+        }
+        let mut all = all.expect("at least one page was read");
+        all.next = None;
+        Ok(all)
     }
 
     /// Subscribes to events after `after` (all missed ones, then live ones) and, if asked,
@@ -217,11 +252,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
     }
     // Everyone still waiting learns the connection is gone; dropping the senders says so.
-    waiters.lock().unwrap().clear();
+    waiters.lock().unwrap().take();
 }
 
 fn answer(waiters: &Waiters, id: u64, r: Result<Response, ClientError>) {
-    if let Some(tx) = waiters.lock().unwrap().remove(&id) {
+    let tx = waiters.lock().unwrap().as_mut().and_then(|w| w.remove(&id));
+    if let Some(tx) = tx {
         let _ = tx.send(r);
     }
 }

@@ -377,9 +377,7 @@ impl Plan {
     ) -> Result<Vec<Change>, PlanError> {
         check_title(&title)?;
         if let Some(j) = &job {
-            if j.command.trim().is_empty() {
-                return Err(PlanError::Invalid("the job's command is empty".into()));
-            }
+            check_job(j)?;
         }
         let (candidates, count, min_memory, named) = match &selection {
             GpuSelection::Named(gpus) => {
@@ -1229,6 +1227,41 @@ fn counts_for_quota(s: BookingState) -> bool {
         s,
         BookingState::Confirmed | BookingState::Active | BookingState::Ended
     )
+}
+
+/// Bounds on a job's parts: a booking must always fit one frame when it is listed.
+fn check_job(j: &JobSpec) -> Result<(), PlanError> {
+    const COMMAND: usize = 16 * 1024;
+    const PATH: usize = 4096;
+    const VARS: usize = 128;
+    const VALUE: usize = 4096;
+    let invalid = |m: String| Err(PlanError::Invalid(m));
+    if j.command.trim().is_empty() {
+        return invalid("the job's command is empty".into());
+    }
+    if j.command.len() > COMMAND {
+        return invalid(format!("the job's command is longer than {COMMAND} bytes"));
+    }
+    if j.cwd.as_ref().is_some_and(|c| c.len() > PATH) {
+        return invalid(format!(
+            "the job's working directory is longer than {PATH} bytes"
+        ));
+    }
+    if j.env.len() > VARS {
+        return invalid(format!(
+            "the job sets more than {VARS} environment variables"
+        ));
+    }
+    if let Some((k, _)) = j
+        .env
+        .iter()
+        .find(|(k, v)| k.is_empty() || k.contains('=') || k.len() + v.len() > VALUE)
+    {
+        return invalid(format!(
+            "the job's environment variable {k:?} is empty, contains '=', or is over {VALUE} bytes"
+        ));
+    }
+    Ok(())
 }
 
 fn check_title(title: &str) -> Result<(), PlanError> {

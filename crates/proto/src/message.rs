@@ -155,6 +155,19 @@ pub struct ListRequest {
     /// Include ended, cancelled and denied bookings.
     #[serde(default)]
     pub include_past: bool,
+    /// Continue after this point (from a previous answer's `next`). Added in 1.0 with paging;
+    /// absent means from the first booking.
+    #[serde(default)]
+    pub after: Option<ListCursor>,
+}
+
+/// Where a page of bookings ended: bookings are listed by (start, id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ListCursor {
+    /// The last listed booking's start.
+    pub start: DateTime<Utc>,
+    /// Its id.
+    pub id: BookingId,
 }
 
 /// Which GPUs a booking asks for.
@@ -313,13 +326,16 @@ pub struct GpusResponse {
     pub readings: Option<Readings>,
 }
 
-/// Bookings, in start order.
+/// Bookings, in start order, one page at a time: a page stays well under the frame limit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BookingsResponse {
     /// The server's name.
     pub server: String,
     /// Bookings; other people's jobs are hidden.
     pub bookings: Vec<Booking>,
+    /// Where to continue when there are more: send the same request with `after` set to it.
+    #[serde(default)]
+    pub next: Option<ListCursor>,
 }
 
 /// A booking after a change was committed.
