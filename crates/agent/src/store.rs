@@ -182,6 +182,7 @@ impl Tx<'_> {
                 kind,
                 booking: b.clone(),
                 before: c.before,
+                note: c.note.clone(),
                 actor: actor.filter(|_| person).map(str::to_string),
             };
             self.tx.execute(
@@ -214,6 +215,14 @@ pub fn event_kind(kind: ChangeKind) -> EventKind {
         ChangeKind::Started => EventKind::SlotStarted,
         ChangeKind::SlotEnding => EventKind::SlotEnding,
         ChangeKind::Ended => EventKind::SlotEnded,
+        ChangeKind::JobStarted => EventKind::JobStarted,
+        ChangeKind::JobFinished => EventKind::JobFinished,
+        ChangeKind::JobStopped => EventKind::JobStopped,
+        ChangeKind::JobFailed => EventKind::JobFailed,
+        ChangeKind::JobLost => EventKind::JobLost,
+        ChangeKind::Intruder => EventKind::Intruder,
+        ChangeKind::Idle => EventKind::Idle,
+        ChangeKind::UsageRecorded => EventKind::UsageRecorded,
     }
 }
 

@@ -160,6 +160,14 @@ pub fn event_line(e: &Event, known: &[Gpu]) -> String {
         EventKind::SlotStarted => "started",
         EventKind::SlotEnding => "ends in 10 minutes",
         EventKind::SlotEnded => "ended",
+        EventKind::JobStarted => "job started",
+        EventKind::JobFinished => "job finished",
+        EventKind::JobStopped => "job stopped at the end of the slot",
+        EventKind::JobFailed => "job failed to start",
+        EventKind::JobLost => "job lost",
+        EventKind::Intruder => "someone else's process is on the booked GPUs",
+        EventKind::Idle => "booked GPUs idle",
+        EventKind::UsageRecorded => "usage recorded",
         EventKind::Unknown => "(unknown event)",
     };
     let by = e

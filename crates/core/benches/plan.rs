@@ -138,6 +138,8 @@ fn year(rng: &mut Rng, start: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Booking>
             revision: 1,
             warned_start: state != BookingState::Confirmed,
             warned_end: state == BookingState::Ended,
+            run: None,
+            usage: None,
         });
     }
     out

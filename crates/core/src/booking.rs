@@ -116,7 +116,7 @@ impl AsapRequest {
 }
 
 /// One booking of one or more GPUs of one server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Booking {
     /// Its number on the server.
     pub id: BookingId,
@@ -149,6 +149,110 @@ pub struct Booking {
     /// "Slot ends in 10 minutes" has been announced.
     #[serde(default)]
     pub warned_end: bool,
+    /// Its job's run, once the slot started. Added with jobs; absent in older records.
+    #[serde(default)]
+    pub run: Option<JobRun>,
+    /// How its GPUs were used, recorded when the slot ends.
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// The slot started; the agent is starting it.
+    Starting,
+    /// It runs.
+    Running,
+    /// It ended by itself.
+    Finished,
+    /// It was stopped at the slot's end.
+    Stopped,
+    /// It could not be started.
+    FailedToStart,
+    /// It vanished while the agent was not watching.
+    Lost,
+}
+
+impl JobState {
+    /// Whether the job is over.
+    pub fn is_over(self) -> bool {
+        !matches!(self, JobState::Starting | JobState::Running)
+    }
+}
+
+/// A job's run: what the agent started and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRun {
+    /// Where it is.
+    pub state: JobState,
+    /// Its process id on the server.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// The process's start time (clock ticks since boot, from /proc): a reused pid is not
+    /// mistaken for the job.
+    #[serde(default)]
+    pub start_ticks: Option<u64>,
+    /// When it was started.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    #[serde(default)]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Its exit code, when it exited.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, when one did.
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// In words: why it failed, or how it was stopped.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Its log file on the server.
+    #[serde(default)]
+    pub log: Option<String>,
+}
+
+/// How a booking's GPUs were used over its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Mean GPU utilisation over the booked GPUs and the readings, percent.
+    pub mean_util: f64,
+    /// Highest memory in use on any booked GPU, bytes.
+    pub peak_memory: u64,
+    /// GPU-seconds in which a booked GPU had a process or load.
+    pub gpu_seconds_used: i64,
+    /// GPU-seconds booked (GPUs × slot length).
+    pub gpu_seconds_booked: i64,
+    /// Readings the figures come from.
+    pub samples: u64,
+}
+
+/// What the agent saw, attached to an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Note {
+    /// A process of someone other than the booking's owner on one of its GPUs.
+    Intruder {
+        /// The GPU.
+        gpu: GpuUuid,
+        /// The process.
+        pid: u32,
+        /// Its user, when known.
+        user: Option<String>,
+        /// GPU memory it holds, bytes.
+        used_bytes: u64,
+        /// Whether the agent stopped it (policy "stop", system mode only).
+        stopped: bool,
+    },
+    /// No process on the booking's GPUs for this long.
+    Idle {
+        /// Seconds without a process.
+        idle_secs: i64,
+        /// Whether the policy released the booking.
+        released: bool,
+    },
 }
 
 impl Booking {
@@ -163,6 +267,10 @@ impl Booking {
     /// The booking as someone other than its owner or an admin may see it: no job.
     pub fn redacted(&self) -> Booking {
         Booking {
+            run: self.run.as_ref().map(|r| JobRun {
+                log: None,
+                ..r.clone()
+            }),
             job: self.job.as_ref().map(|_| JobSpec {
                 command: String::new(),
                 cwd: None,

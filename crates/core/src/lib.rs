@@ -14,7 +14,9 @@ pub mod policy;
 pub mod time;
 pub mod timeline;
 
-pub use booking::{AsapRequest, Booking, BookingId, BookingState, JobSpec};
+pub use booking::{
+    AsapRequest, Booking, BookingId, BookingState, JobRun, JobSpec, JobState, Note, Usage,
+};
 pub use error::{Conflict, PlanError};
 pub use gpu::{Gpu, GpuUuid};
 pub use plan::{Change, ChangeKind, GpuSelection, Op, Plan, When};

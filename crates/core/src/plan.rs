@@ -7,7 +7,7 @@
 //! overlap, so in start order their ends ascend too; a conflict check and an earliest-fit
 //! search are range scans (`O(log n)` plus what they step over).
 
-use crate::booking::{AsapRequest, Booking, BookingId, BookingState, JobSpec};
+use crate::booking::{AsapRequest, Booking, BookingId, BookingState, JobSpec, Note};
 use crate::error::{Conflict, PlanError};
 use crate::gpu::{Gpu, GpuUuid};
 use crate::policy::{Actor, OverPolicy, Policy, Role, Rule};
@@ -125,10 +125,26 @@ pub enum ChangeKind {
     SlotEnding,
     /// Its slot ended.
     Ended,
+    /// Its job started (the booking's `run` has the pid).
+    JobStarted,
+    /// Its job ended by itself (exit code or signal in `run`).
+    JobFinished,
+    /// Its job was stopped at the slot's end.
+    JobStopped,
+    /// Its job could not be started (why in `run.message`).
+    JobFailed,
+    /// Its job vanished while the agent was not watching.
+    JobLost,
+    /// Someone else's process is on its GPUs (who in the note).
+    Intruder,
+    /// No process has used its GPUs for a while.
+    Idle,
+    /// Its GPU usage summary was recorded (in `usage`).
+    UsageRecorded,
 }
 
 /// One change the plan made: the booking as it is afterwards.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     /// What happened.
     pub kind: ChangeKind,
@@ -136,6 +152,8 @@ pub struct Change {
     pub booking: Booking,
     /// Its interval before, for moves.
     pub before: Option<Interval>,
+    /// What the agent saw, for events that are about more than the booking.
+    pub note: Option<Note>,
 }
 
 /// Every booking of one server and the indexes that make decisions fast.
@@ -475,6 +493,8 @@ impl Plan {
             revision: 1,
             warned_start: false,
             warned_end: false,
+            run: None,
+            usage: None,
         };
         self.next_id += 1;
         self.store(booking.clone());
@@ -482,6 +502,7 @@ impl Plan {
             kind: ChangeKind::Created,
             booking,
             before: None,
+            note: None,
         }])
     }
 
@@ -610,6 +631,7 @@ impl Plan {
             kind: ChangeKind::Changed,
             booking: new,
             before: Some(old.interval),
+            note: None,
         }];
         changes.extend(self.pull_forward(now));
         Ok(changes)
@@ -648,9 +670,32 @@ impl Plan {
             kind: ChangeKind::Released,
             booking: new,
             before: Some(before),
+            note: None,
         }];
         changes.extend(self.pull_forward(now));
         Ok(changes)
+    }
+
+    /// Records what the agent observed about booking `id` (its job, its GPUs): `update`
+    /// changes the booking, and the change is announced as `kind` with `note`. Not a person's
+    /// request, so no permission or policy applies; `None` for an unknown booking.
+    pub fn observe(
+        &mut self,
+        id: BookingId,
+        kind: ChangeKind,
+        note: Option<Note>,
+        update: impl FnOnce(&mut Booking),
+    ) -> Option<Change> {
+        let mut b = self.bookings.get(&id)?.clone();
+        update(&mut b);
+        b.revision += 1;
+        self.store(b.clone());
+        Some(Change {
+            kind,
+            booking: b,
+            before: None,
+            note,
+        })
     }
 
     /// Ends an active booking at `now` because its job ended early (the jobs issue); the same
@@ -688,6 +733,7 @@ impl Plan {
             kind: ChangeKind::Cancelled,
             booking: new,
             before: None,
+            note: None,
         }];
         changes.extend(self.pull_forward(now));
         Ok(changes)
@@ -734,6 +780,7 @@ impl Plan {
             kind: ChangeKind::Approved,
             booking: new,
             before: Some(b.interval),
+            note: None,
         }])
     }
 
@@ -753,6 +800,7 @@ impl Plan {
             kind: ChangeKind::Denied,
             booking: new,
             before: None,
+            note: None,
         }])
     }
 
@@ -848,6 +896,7 @@ impl Plan {
             kind: ChangeKind::MovedEarlier,
             booking: new,
             before: Some(b.interval),
+            note: None,
         })
     }
 
@@ -923,6 +972,7 @@ impl Plan {
                     kind,
                     booking: b.clone(),
                     before: None,
+                    note: None,
                 });
             }
         }

@@ -394,6 +394,22 @@ pub enum EventKind {
     SlotEnding,
     /// Its slot ended.
     SlotEnded,
+    /// Its job started.
+    JobStarted,
+    /// Its job ended by itself (exit code or signal, duration in the booking's `run`).
+    JobFinished,
+    /// Its job was stopped at the slot's end.
+    JobStopped,
+    /// Its job could not be started.
+    JobFailed,
+    /// Its job vanished while the agent was down.
+    JobLost,
+    /// Someone else's process is on its GPUs.
+    Intruder,
+    /// Its GPUs have been idle for a while.
+    Idle,
+    /// Its GPU usage summary was recorded.
+    UsageRecorded,
     /// A kind this client does not know (from a newer agent).
     #[serde(other)]
     Unknown,
@@ -416,6 +432,9 @@ pub struct Event {
     /// Who did it, when a person did.
     #[serde(default)]
     pub actor: Option<String>,
+    /// What the agent saw (an intruder, idleness), for events about more than the booking.
+    #[serde(default)]
+    pub note: Option<gpubook_core::Note>,
 }
 
 #[cfg(test)]
