@@ -32,6 +32,8 @@ fn seed_history(state_dir: &std::path::Path, n: u64) -> Vec<Booking> {
                 revision: 3,
                 warned_start: true,
                 warned_end: true,
+                run: None,
+                usage: None,
             }
         })
         .collect();
@@ -41,6 +43,7 @@ fn seed_history(state_dir: &std::path::Path, n: u64) -> Vec<Booking> {
             kind: ChangeKind::Created,
             booking: b.clone(),
             before: None,
+            note: None,
         })
         .collect();
     let mut tx = store.begin().unwrap();
