@@ -74,6 +74,31 @@ impl State {
         self.transact(None, now, |plan| Ok(plan.tick(now)))
     }
 
+    /// Records what the agent observed about booking `id` (its job, its GPUs) as one change
+    /// with its event; `Ok(empty)` when there is no such booking.
+    pub fn observe(
+        &self,
+        id: gpubook_core::BookingId,
+        kind: gpubook_core::ChangeKind,
+        note: Option<gpubook_core::Note>,
+        update: impl FnOnce(&mut gpubook_core::Booking),
+    ) -> Result<Committed, ErrorBody> {
+        let now = self.clock.now();
+        self.transact(None, now, |plan| {
+            Ok(plan.observe(id, kind, note, update).into_iter().collect())
+        })
+    }
+
+    /// Runs `decide` on the plan as one transaction (for agent-side decisions such as
+    /// releasing the rest of a slot when its job ended early).
+    pub fn decide(
+        &self,
+        decide: impl FnOnce(&mut Plan, DateTime<Utc>) -> Vec<Change>,
+    ) -> Result<Committed, ErrorBody> {
+        let now = self.clock.now();
+        self.transact(None, now, |plan| Ok(decide(plan, now)))
+    }
+
     fn transact(
         &self,
         actor: Option<&str>,
