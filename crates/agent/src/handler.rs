@@ -3,11 +3,12 @@
 
 use crate::state::State;
 use gpubook_core::{
-    time::week_start, Actor, Booking, GpuSelection, GpuUuid, Interval, Op, Plan, Role, When,
+    time::week_start, Actor, Booking, BookingId, GpuSelection, GpuUuid, Interval, Op, Plan, Role,
+    When,
 };
 use gpubook_proto::{
     BookRequest, BookingResponse, BookingsResponse, ErrorBody, ErrorKind, GpuChoice, GpusResponse,
-    ListCursor, ListRequest, PolicyResponse, Readings, Request, Response, WhenChoice,
+    ListCursor, ListRequest, LogsResponse, PolicyResponse, Readings, Request, Response, WhenChoice,
 };
 use std::sync::Arc;
 
@@ -34,6 +35,8 @@ pub struct Context {
     pub source: &'static str,
     /// The latest GPU reading.
     pub readings: tokio::sync::watch::Receiver<Option<Readings>>,
+    /// The job runner.
+    pub jobs: Arc<crate::jobs::Jobs>,
 }
 
 impl Context {
@@ -70,7 +73,22 @@ impl Context {
                     "whoami and subscribe are answered by the connection",
                 ))
             }
-            Request::Book(b) => self.book_op(b)?,
+            Request::Logs(l) => return self.logs(caller, l.id, l.offset).await,
+            Request::Book(b) => {
+                if b.job.is_some() && !self.jobs.system_mode() && caller.uid != self.jobs.own_uid()
+                {
+                    return Err(ErrorBody::new(
+                        ErrorKind::NotAllowed,
+                        format!(
+                            "this agent runs in personal mode (as uid {}), so it can run jobs \
+                             only for that user; book without a command, or ask an admin to \
+                             install the system agent",
+                            self.jobs.own_uid()
+                        ),
+                    ));
+                }
+                self.book_op(b)?
+            }
             Request::Cancel(r) => Op::Cancel { id: r.id },
             Request::Extend(r) => Op::Extend {
                 id: r.id,
@@ -137,6 +155,46 @@ impl Context {
             also_changed: also.into_iter().map(view).collect(),
             event: last,
         }))
+    }
+
+    async fn logs(
+        &self,
+        caller: &Caller,
+        id: BookingId,
+        offset: u64,
+    ) -> Result<Response, ErrorBody> {
+        let (owner, done) = {
+            let inner = self.state.lock();
+            let b = inner.plan.get(id).ok_or_else(|| {
+                ErrorBody::new(
+                    ErrorKind::NotFound,
+                    format!("there is no booking {id} on this server"),
+                )
+            })?;
+            if b.job.is_none() {
+                return Err(ErrorBody::new(
+                    ErrorKind::NotFound,
+                    format!("booking {id} has no job, so it has no log"),
+                ));
+            }
+            let done = b.run.as_ref().is_some_and(|r| r.state.is_over())
+                || (b.run.is_none() && b.state.is_final());
+            (b.owner.clone(), done)
+        };
+        if caller.actor.user != owner && caller.actor.role != Role::Admin {
+            return Err(ErrorBody::new(
+                ErrorKind::NotAllowed,
+                format!("the log of booking {id} is {owner}'s; only they and admins can read it"),
+            ));
+        }
+        let path = self.jobs.log_path(id);
+        let read = tokio::task::spawn_blocking(move || read_from(&path, offset))
+            .await
+            .map_err(|e| ErrorBody::new(ErrorKind::Internal, e.to_string()))?;
+        let (data, next) = read.map_err(|e| {
+            ErrorBody::new(ErrorKind::Unavailable, format!("cannot read the log: {e}"))
+        })?;
+        Ok(Response::Logs(LogsResponse { data, next, done }))
     }
 
     fn book_op(&self, b: BookRequest) -> Result<Op, ErrorBody> {
@@ -208,6 +266,24 @@ impl Context {
             next,
         })
     }
+}
+
+/// Most bytes of a log sent in one answer.
+const LOG_CHUNK: u64 = 256 * 1024;
+
+/// Up to [`LOG_CHUNK`] bytes of `path` from `offset`; a log not yet written reads as empty.
+fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<(String, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((String::new(), offset)),
+        Err(e) => return Err(e),
+    };
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.take(LOG_CHUNK).read_to_end(&mut buf)?;
+    let next = offset + buf.len() as u64;
+    Ok((String::from_utf8_lossy(&buf).into_owned(), next))
 }
 
 fn resolve_one(plan: &Plan, r: &str) -> Result<GpuUuid, ErrorBody> {

@@ -62,6 +62,62 @@ fn passwd_entry(uid: u32) -> Option<(String, u32)> {
     }
 }
 
+/// A user's entry in the user database, as a job needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Their uid.
+    pub uid: u32,
+    /// Their primary gid.
+    pub gid: u32,
+    /// Their home directory.
+    pub home: String,
+    /// Their login shell.
+    pub shell: String,
+    /// All their group ids, primary included.
+    pub groups: Vec<u32>,
+}
+
+/// Looks a user up by name.
+pub fn account(name: &str) -> Option<Account> {
+    let cname = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    loop {
+        // SAFETY: every pointer refers to a live local of the right size.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 2, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() {
+            return None;
+        }
+        // SAFETY: on success these point to NUL-terminated strings inside `buf`.
+        let (home, shell) = unsafe {
+            (
+                CStr::from_ptr(pwd.pw_dir).to_string_lossy().into_owned(),
+                CStr::from_ptr(pwd.pw_shell).to_string_lossy().into_owned(),
+            )
+        };
+        return Some(Account {
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+            home,
+            shell,
+            groups: group_ids(name, pwd.pw_gid),
+        });
+    }
+}
+
 fn group_ids(user: &str, gid: u32) -> Vec<u32> {
     let Ok(cuser) = CString::new(user) else {
         return vec![gid];

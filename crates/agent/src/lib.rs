@@ -5,17 +5,21 @@
 //! Layers, one per file: [`store`] (SQLite), [`state`] (the plan and the store behind one
 //! lock; every change is one transaction), [`handler`] (typed request → state), [`server`]
 //! (socket, handshake, framing, subscriptions), [`timer`] (slot events), [`sampler`] (GPU
-//! readings), [`bridge`] (stdio ↔ socket, for SSH).
+//! readings), [`watch`] (history, usage, intruders, idleness), [`bridge`] (stdio ↔ socket,
+//! for SSH).
 
 pub mod bridge;
 pub mod clock;
 pub mod gpu;
 pub mod handler;
 pub mod identity;
+pub mod jobs;
+pub mod procs;
 pub mod sampler;
 pub mod server;
 pub mod state;
 pub mod store;
 pub mod timer;
+pub mod watch;
 
 pub use server::{serve, AgentConfig};

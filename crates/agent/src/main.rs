@@ -44,6 +44,13 @@ enum Command {
         /// Seconds between GPU readings.
         #[arg(long, default_value_t = 1.0)]
         sample_secs: f64,
+        /// With --gpus replay:FILE, play the recording this many times faster (tests).
+        #[arg(long, default_value_t = 1.0)]
+        replay_speed: f64,
+        /// With --gpus sim:N, the file that says which processes run on the simulated GPUs
+        /// [default: STATE_DIR/sim-processes.json]. Format: see the README.
+        #[arg(long)]
+        sim_processes: Option<PathBuf>,
     },
     /// Join standard input and output to the agent's socket (used over SSH).
     Bridge {
@@ -77,6 +84,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             shared,
             sample_secs,
+            replay_speed,
+            sim_processes,
         } => {
             let state_dir = match state_dir {
                 Some(d) => d,
@@ -85,6 +94,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let gpus: Source = gpus.parse()?;
             if !(0.05..=3600.0).contains(&sample_secs) {
                 anyhow::bail!("--sample-secs must be between 0.05 and 3600");
+            }
+            if !(0.001..=1000.0).contains(&replay_speed) {
+                anyhow::bail!("--replay-speed must be between 0.001 and 1000");
             }
             let config = AgentConfig {
                 state_dir,
@@ -97,7 +109,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 shared,
                 sample_interval: std::time::Duration::from_secs_f64(sample_secs),
             };
-            gpubook_agent::serve(config, Arc::new(SystemClock)).await
+            let reader = gpubook_agent::gpu::ReaderOptions {
+                replay_speed,
+                sim_processes,
+            };
+            gpubook_agent::server::serve_with(config, reader, Arc::new(SystemClock)).await
         }
         Command::Bridge { socket } => {
             let socket = socket.unwrap_or_else(|| {

@@ -1,18 +1,22 @@
 //! Reads the GPUs on a fixed interval and publishes the latest reading. Readings are pushed to
-//! subscribers live; they are not events and are not stored.
+//! subscribers live; they are not events and are not stored. Each reading goes through the
+//! [`Watch`] (history, usage, intruders, idleness) before it is published.
 
 use crate::gpu::GpuReader;
+use crate::watch::Watch;
 use gpubook_proto::Readings;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Reads `reader` every `interval` into `out` until `shutdown` resolves. A failed reading is
-/// logged once per run of failures and the last good reading is withdrawn.
+/// Reads `reader` every `interval`, hands each reading to `watcher`, then publishes it in
+/// `out`, until `shutdown` resolves. A failed reading is logged once per run of failures and
+/// the last good reading is withdrawn.
 pub async fn run(
     reader: Arc<Mutex<Box<dyn GpuReader>>>,
     interval: Duration,
     out: watch::Sender<Option<Readings>>,
+    watcher: Arc<Watch>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -24,10 +28,15 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = &mut shutdown => return,
         }
-        let r = reader.clone();
-        let reading =
-            tokio::task::spawn_blocking(move || r.lock().unwrap_or_else(|p| p.into_inner()).read())
-                .await;
+        let (r, w) = (reader.clone(), watcher.clone());
+        let reading = tokio::task::spawn_blocking(move || {
+            let reading = r.lock().unwrap_or_else(|p| p.into_inner()).read();
+            if let Ok(readings) = &reading {
+                w.observe(readings);
+            }
+            reading
+        })
+        .await;
         match reading {
             Ok(Ok(readings)) => {
                 failing = false;

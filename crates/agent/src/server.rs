@@ -65,6 +65,8 @@ pub struct Agent {
     readings_tx: watch::Sender<Option<Readings>>,
     /// The sampling interval.
     sample_interval: Duration,
+    /// Watches the readings: history, usage, intruders, idleness.
+    watcher: Arc<crate::watch::Watch>,
     /// Held for the agent's life: one agent per state directory.
     _lock: std::fs::File,
 }
@@ -91,6 +93,16 @@ impl Roles {
 
 /// Opens the state, the GPU reader and the socket.
 pub async fn bind(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Agent> {
+    bind_with(config, gpu::ReaderOptions::default(), clock).await
+}
+
+/// [`bind`], with options for the GPU reader. Simulated GPUs watch
+/// `<state-dir>/sim-processes.json` unless `reader.sim_processes` names another file.
+pub async fn bind_with(
+    config: AgentConfig,
+    reader: gpu::ReaderOptions,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Agent> {
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
             "cannot create state directory {}",
@@ -106,11 +118,28 @@ pub async fn bind(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<
         .with_context(|| format!("policy file {}", p.display()))?,
         None => Policy::default(),
     };
-    let reader = gpu::open(&config.gpus, &config.server_name)?;
+    let reader = gpu::ReaderOptions {
+        sim_processes: reader
+            .sim_processes
+            .or_else(|| Some(config.state_dir.join(gpu::sim::SIM_PROCESSES_FILE))),
+        ..reader
+    };
+    let reader = gpu::open_with(&config.gpus, &config.server_name, &reader)?;
     let gpus = reader.inventory();
     let source = reader.source();
     let store = Store::open(&config.state_dir.join("agent.db"))?;
+    let instance = store.instance_id()?;
     let state = Arc::new(State::load(store, gpus, policy.clone(), clock)?);
+    let watcher = Arc::new(crate::watch::Watch::new(
+        state.clone(),
+        config.sample_interval,
+        crate::watch::may_stop_processes(source),
+    ));
+    let jobs = Arc::new(crate::jobs::Jobs::new(
+        state.clone(),
+        instance,
+        &config.state_dir,
+    ));
     let listener = bind_socket(&config.socket, config.shared).await?;
     let (readings_tx, readings) = watch::channel(None);
     Ok(Agent {
@@ -119,6 +148,7 @@ pub async fn bind(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<
             server: config.server_name.clone(),
             source,
             readings,
+            jobs,
         }),
         roles: Arc::new(Roles {
             policy,
@@ -130,6 +160,7 @@ pub async fn bind(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<
         reader: Arc::new(Mutex::new(reader)),
         readings_tx,
         sample_interval: config.sample_interval,
+        watcher,
         _lock: lock,
     })
 }
@@ -138,6 +169,11 @@ impl Agent {
     /// The shared state (for tests and the benchmark).
     pub fn state(&self) -> Arc<State> {
         self.ctx.state.clone()
+    }
+
+    /// The GPU watch: the readings' history (for tests and the benchmark).
+    pub fn watcher(&self) -> Arc<crate::watch::Watch> {
+        self.watcher.clone()
     }
 
     /// Serves until `shutdown` resolves, then removes the socket.
@@ -150,12 +186,15 @@ impl Agent {
             }
         };
         let timer = tokio::spawn(crate::timer::run(self.ctx.state.clone(), stopped(&stop_tx)));
+        let jobs = tokio::spawn(self.ctx.jobs.clone().run(stopped(&stop_tx)));
         let sampler = tokio::spawn(crate::sampler::run(
             self.reader.clone(),
             self.sample_interval,
             self.readings_tx,
+            self.watcher.clone(),
             stopped(&stop_tx),
         ));
+        let watcher = tokio::spawn(crate::watch::run(self.watcher.clone(), stopped(&stop_tx)));
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         tokio::pin!(shutdown);
         loop {
@@ -186,7 +225,7 @@ impl Agent {
             });
         }
         let _ = stop_tx.send(());
-        let _ = tokio::join!(timer, sampler);
+        let _ = tokio::join!(timer, sampler, jobs, watcher);
         let _ = std::fs::remove_file(&self.socket);
     }
 }
@@ -582,7 +621,16 @@ fn frame_error(e: &FrameError) -> AgentFrame {
 
 /// Runs an agent with `config` until SIGTERM or SIGINT.
 pub async fn serve(config: AgentConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
-    let agent = bind(config.clone(), clock).await?;
+    serve_with(config, gpu::ReaderOptions::default(), clock).await
+}
+
+/// [`serve`], with options for the GPU reader (see [`bind_with`]).
+pub async fn serve_with(
+    config: AgentConfig,
+    reader: gpu::ReaderOptions,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<()> {
+    let agent = bind_with(config.clone(), reader, clock).await?;
     eprintln!(
         "gpubook-agent {}: serving {} ({}) on {}",
         env!("CARGO_PKG_VERSION"),

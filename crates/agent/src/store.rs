@@ -86,6 +86,31 @@ impl Store {
         Ok(Self { conn })
     }
 
+    /// This agent's identity, made once and kept: it marks the agent's jobs (in their
+    /// environment) so they are told apart from another agent's on the same machine.
+    pub fn instance_id(&self) -> Result<String, StoreError> {
+        let existing: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(id);
+        }
+        let mut bytes = [0u8; 8];
+        if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+            use std::io::Read;
+            let _ = f.read_exact(&mut bytes);
+        }
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('instance', ?1)",
+            [&id],
+        )?;
+        Ok(id)
+    }
+
     /// Every booking stored.
     pub fn bookings(&self) -> Result<Vec<Booking>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT data FROM bookings ORDER BY id")?;

@@ -239,6 +239,11 @@ async fn another_persons_job_is_hidden_in_events_and_listings() {
         server: "lab".into(),
         source: "simulated",
         readings: tokio::sync::watch::channel(None).1,
+        jobs: std::sync::Arc::new(gpubook_agent::jobs::Jobs::new(
+            state.clone(),
+            "events-test".into(),
+            dir.path(),
+        )),
     };
     let list = |actor: &Actor| {
         let caller = Caller {

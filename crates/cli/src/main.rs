@@ -1,5 +1,6 @@
 //! `gpubook`: book lab GPUs from a shell or a CI pipeline.
 
+mod jobs;
 mod output;
 mod when;
 
@@ -24,6 +25,8 @@ Exit status:
   4  not found: no such booking or GPU
   5  the agent is unreachable, unavailable, or the connection was lost
   6  the agent speaks another protocol version
+`gpubook wait` and `gpubook run` exit with the job's own status instead: its exit code,
+128 + the signal that ended it, 127 if it could not start, 1 if it was lost.
 
 Times are read in your time zone: 14:00, \"tomorrow 9:00\", +2h, now, 2026-11-27T14:00.
 Durations: 90m, 3h, 1d, 1h30m.";
@@ -117,6 +120,30 @@ enum Command {
     },
     /// The lab's policy, your role, and your GPU-hours this week.
     Policy,
+    /// A booking's job log (yours, or anyone's for admins).
+    Logs {
+        /// The booking's number.
+        id: u64,
+        /// Keep printing as the job writes, until it ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Wait until a booking's job ends; exit with the job's status (for pipelines).
+    Wait {
+        /// The booking's number.
+        id: u64,
+    },
+    /// Book, wait for the slot, stream the job's log, and exit with the job's status:
+    /// `gpubook run --count 1 --for 2h --asap -- ./train.sh`.
+    Run(BookArgs),
+    /// How booked GPUs were used: booked against used GPU-hours, utilisation, peak memory.
+    Usage {
+        /// One booking; all with a recorded usage when absent.
+        id: Option<u64>,
+        /// Only your own bookings.
+        #[arg(long)]
+        mine: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +188,8 @@ struct BookArgs {
     /// What it is for; everyone sees it.
     #[arg(long, default_value = "")]
     title: String,
+    #[command(flatten)]
+    job: jobs::JobArgs,
 }
 
 /// An error that knows its exit status.
@@ -285,6 +314,53 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         ) => {
             watch(&conn, *after, *readings, *count, json).await?;
         }
+        (Command::Logs { id, follow }, _) => {
+            jobs::logs(&conn, BookingId(*id), *follow).await?;
+        }
+        (Command::Wait { id }, _) => {
+            let b = jobs::wait(&conn, BookingId(*id), false, json).await?;
+            return finish_job(&b, json);
+        }
+        (Command::Usage { id, mine }, _) => {
+            let mut list = conn
+                .list_all(ListRequest {
+                    include_past: true,
+                    mine: *mine,
+                    ..ListRequest::default()
+                })
+                .await
+                .map_err(anyhow::Error::from)?;
+            if let Some(id) = id {
+                list.bookings.retain(|b| b.id.0 == *id);
+                if list.bookings.is_empty() {
+                    return Err(Failure {
+                        code: 4,
+                        error: anyhow!("there is no booking {id} on {}", list.server),
+                        kind: Some(ErrorKind::NotFound),
+                    });
+                }
+            }
+            list.bookings.retain(|b| b.usage.is_some());
+            if json {
+                print_json(&list.bookings);
+            } else {
+                println!("{}", jobs::usage_table(&list.bookings));
+            }
+        }
+        (Command::Run(_), Some(req)) => {
+            let resp = conn.request(req).await.map_err(anyhow::Error::from)?;
+            let Response::Booking(r) = resp else {
+                return Err(anyhow!("unexpected answer {resp:?}").into());
+            };
+            if !json {
+                eprintln!("gpubook: {}", output::booking_line(&r.booking, &[]));
+            }
+            if r.booking.state == gpubook_core::BookingState::PendingApproval {
+                eprintln!("gpubook: waiting for an admin's approval");
+            }
+            let b = jobs::wait(&conn, r.booking.id, !json, json).await?;
+            return finish_job(&b, json);
+        }
         (_, Some(mut req)) => {
             if let (Command::Extend { by: Some(_), .. }, Request::Extend(x)) =
                 (&cli.command, &mut req)
@@ -315,7 +391,17 @@ fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request>, F
     let t = |s: &str| when::parse_time(s, now).map_err(usage);
     let d = |s: &str| when::parse_positive_duration(s).map_err(usage);
     Ok(Some(match cmd {
-        Command::Whoami | Command::Watch { .. } => return Ok(None),
+        Command::Whoami
+        | Command::Watch { .. }
+        | Command::Logs { .. }
+        | Command::Wait { .. }
+        | Command::Usage { .. } => return Ok(None),
+        Command::Run(a) => {
+            if a.job.command.is_empty() {
+                return Err(usage("gpubook run needs a command after --".into()));
+            }
+            book_request(a, now)?
+        }
         Command::Gpus => Request::Gpus(GpusRequest {}),
         Command::Policy => Request::Policy(PolicyRequest {}),
         Command::Ls(a) => {
@@ -340,42 +426,7 @@ fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request>, F
                 after: None,
             })
         }
-        Command::Book(a) => {
-            let gpus = match a.count {
-                Some(count) => GpuChoice::Count {
-                    count,
-                    min_memory: a
-                        .min_mem
-                        .as_deref()
-                        .map(when::parse_memory)
-                        .transpose()
-                        .map_err(usage)?,
-                },
-                None => GpuChoice::Named {
-                    gpus: a.gpus.clone(),
-                },
-            };
-            let when = if a.asap {
-                let dur = d(a.r#for.as_deref().unwrap_or_default())?;
-                WhenChoice::Asap {
-                    duration_secs: dur.num_seconds(),
-                }
-            } else {
-                let start = t(a.start.as_deref().unwrap_or_default())?;
-                let end = match (&a.end, &a.r#for) {
-                    (Some(e), _) => t(e)?,
-                    (None, Some(f)) => start + d(f)?,
-                    (None, None) => return Err(usage("give --end or --for".into())),
-                };
-                WhenChoice::At { start, end }
-            };
-            Request::Book(BookRequest {
-                gpus,
-                when,
-                title: a.title.clone(),
-                job: None,
-            })
-        }
+        Command::Book(a) => book_request(a, now)?,
         Command::Cancel { id } => Request::Cancel(CancelRequest { id: BookingId(*id) }),
         Command::Release { id } => Request::Release(ReleaseRequest { id: BookingId(*id) }),
         Command::Approve { id } => Request::Approve(ApproveRequest { id: BookingId(*id) }),
@@ -416,6 +467,45 @@ fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request>, F
     }))
 }
 
+fn book_request(a: &BookArgs, now: DateTime<Utc>) -> Result<Request, Failure> {
+    let t = |s: &str| when::parse_time(s, now).map_err(usage);
+    let d = |s: &str| when::parse_positive_duration(s).map_err(usage);
+    let gpus = match a.count {
+        Some(count) => GpuChoice::Count {
+            count,
+            min_memory: a
+                .min_mem
+                .as_deref()
+                .map(when::parse_memory)
+                .transpose()
+                .map_err(usage)?,
+        },
+        None => GpuChoice::Named {
+            gpus: a.gpus.clone(),
+        },
+    };
+    let when = if a.asap {
+        let dur = d(a.r#for.as_deref().unwrap_or_default())?;
+        WhenChoice::Asap {
+            duration_secs: dur.num_seconds(),
+        }
+    } else {
+        let start = t(a.start.as_deref().unwrap_or_default())?;
+        let end = match (&a.end, &a.r#for) {
+            (Some(e), _) => t(e)?,
+            (None, Some(f)) => start + d(f)?,
+            (None, None) => return Err(usage("give --end or --for".into())),
+        };
+        WhenChoice::At { start, end }
+    };
+    Ok(Request::Book(BookRequest {
+        gpus,
+        when,
+        title: a.title.clone(),
+        job: a.job.spec().map_err(usage)?,
+    }))
+}
+
 async fn current_end(conn: &Connection, id: BookingId) -> Result<DateTime<Utc>, Failure> {
     let list = conn
         .list_all(ListRequest {
@@ -433,6 +523,31 @@ async fn current_end(conn: &Connection, id: BookingId) -> Result<DateTime<Utc>, 
             error: anyhow!("there is no booking {id} on {}", list.server),
             kind: Some(ErrorKind::NotFound),
         })
+}
+
+/// Ends `wait` and `run`: the job's status becomes gpubook's.
+fn finish_job(b: &gpubook_core::Booking, json: bool) -> Result<(), Failure> {
+    if json {
+        print_json(b);
+    }
+    let status = jobs::job_status(b).unwrap_or(1);
+    let what = b
+        .run
+        .as_ref()
+        .and_then(|r| r.message.clone())
+        .unwrap_or_else(|| format!("booking {} is {} and its job never ran", b.id, b.state));
+    if status == 0 {
+        if !json {
+            eprintln!("gpubook: booking {}'s job: {what}", b.id);
+        }
+        Ok(())
+    } else {
+        Err(Failure {
+            code: status,
+            error: anyhow!("booking {}'s job: {what}", b.id),
+            kind: None,
+        })
+    }
 }
 
 async fn gpus(conn: &Connection) -> Result<Vec<Gpu>, Failure> {
@@ -526,6 +641,7 @@ fn print_response(resp: &Response, known: &[Gpu], json: bool) {
         }
         Response::Whoami(w) => println!("{} is {} on {}", w.user, w.role, w.server),
         Response::Subscribed(s) => println!("subscribed at event {}", s.latest),
+        Response::Logs(l) => print!("{}", l.data),
     }
 }
 

@@ -88,6 +88,19 @@ pub struct JobSpec {
     pub keep_slot: bool,
 }
 
+/// The signals a job may be sent at its slot's end, by canonical name. Anything else is
+/// refused when the booking is made.
+pub const JOB_SIGNALS: &[&str] = &[
+    "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGKILL",
+];
+
+/// The canonical name of a signal written as "SIGTERM", "term" or "USR1", if jobs may get it.
+pub fn canonical_signal(name: &str) -> Option<&'static str> {
+    let upper = name.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    JOB_SIGNALS.iter().copied().find(|s| &s[3..] == bare)
+}
+
 /// How an "as soon as possible" booking was asked for, so the plan can move it earlier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AsapRequest {

@@ -1297,6 +1297,17 @@ fn check_job(j: &JobSpec) -> Result<(), PlanError> {
             "the job's working directory is longer than {PATH} bytes"
         ));
     }
+    if let Some(sig) = &j.end_signal {
+        if crate::booking::canonical_signal(sig).is_none() {
+            return invalid(format!(
+                "{sig:?} is not a signal a job can be sent at its end; use one of {}",
+                crate::booking::JOB_SIGNALS.join(", ")
+            ));
+        }
+    }
+    if j.grace_secs.is_some_and(|g| g > 3600) {
+        return invalid("the grace period may be at most 3600 seconds".into());
+    }
     if j.env.len() > VARS {
         return invalid(format!(
             "the job sets more than {VARS} environment variables"

@@ -12,6 +12,12 @@
 //! weekly_quota_gpu_hours = 200     # per user, Monday 00:00 UTC to Monday
 //! max_gpus_at_once = 4             # per user, at any moment
 //! over_policy = "approval"         # or "refuse"
+//! intruders = "warn"               # or "stop": a process on a booked GPU that is not the
+//!                                  # owner's is announced; "stop" also sends it SIGTERM
+//!                                  # (only when the agent runs as root, system mode)
+//! idle_after = "30m"               # a started booking with no process on its GPUs this
+//!                                  # long is announced (absent: never)
+//! release_idle = false             # and then released, so the queue moves up
 //! ```
 
 use crate::duration::parse_duration;
@@ -86,6 +92,17 @@ pub enum OverPolicy {
     Refuse,
 }
 
+/// What the agent does about a process on a booked GPU that is not the booking owner's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntruderPolicy {
+    /// Announce it to the owner and the admins.
+    #[default]
+    Warn,
+    /// Announce it and send it SIGTERM (only where the agent runs as root).
+    Stop,
+}
+
 /// The lab's policy. Every limit is optional: absent means no limit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
@@ -109,6 +126,16 @@ pub struct Policy {
     pub max_gpus_at_once: Option<u32>,
     /// What happens beyond these limits.
     pub over_policy: OverPolicy,
+    /// What happens to an intruder on a booked GPU. Older agents do not send it: warn.
+    #[serde(default)]
+    pub intruders: IntruderPolicy,
+    /// Seconds without a process on a started booking's GPUs before it is announced as idle;
+    /// absent: never. Older agents do not send it.
+    #[serde(default)]
+    pub idle_after_secs: Option<i64>,
+    /// Whether an idle booking is also released. Older agents do not send it: false.
+    #[serde(default)]
+    pub release_idle: bool,
 }
 
 impl Default for Policy {
@@ -125,6 +152,9 @@ impl Default for Policy {
             weekly_quota_gpu_hours: None,
             max_gpus_at_once: None,
             over_policy: OverPolicy::Approval,
+            intruders: IntruderPolicy::Warn,
+            idle_after_secs: None,
+            release_idle: false,
         }
     }
 }
@@ -151,6 +181,10 @@ struct PolicyFile {
     weekly_quota_gpu_hours: Option<u32>,
     max_gpus_at_once: Option<u32>,
     over_policy: Option<OverPolicy>,
+    intruders: Option<IntruderPolicy>,
+    idle_after: Option<String>,
+    #[serde(default)]
+    release_idle: bool,
 }
 
 impl Policy {
@@ -187,7 +221,15 @@ impl Policy {
             weekly_quota_gpu_hours: f.weekly_quota_gpu_hours,
             max_gpus_at_once: f.max_gpus_at_once,
             over_policy: f.over_policy.unwrap_or(d.over_policy),
+            intruders: f.intruders.unwrap_or(d.intruders),
+            idle_after_secs: dur("idle_after", f.idle_after)?,
+            release_idle: f.release_idle,
         })
+    }
+
+    /// How long a started booking's GPUs may go without a process before it is idle.
+    pub fn idle_after(&self) -> Option<Duration> {
+        self.idle_after_secs.map(Duration::seconds)
     }
 
     /// The grid bookings snap to.
@@ -233,10 +275,16 @@ max_ahead = "14d"
 weekly_quota_gpu_hours = 200
 max_gpus_at_once = 4
 over_policy = "approval"
+intruders = "warn"
+idle_after = "30m"
+release_idle = false
 "#,
         )
         .unwrap();
         assert_eq!(p.max_booking_secs, Some(86_400));
+        assert_eq!(p.intruders, IntruderPolicy::Warn);
+        assert_eq!(p.idle_after(), Some(Duration::minutes(30)));
+        assert!(!p.release_idle);
         assert_eq!(p.role_of("alice", &[]), Role::Admin);
         assert_eq!(p.role_of("bob", &["gpu-admins".into()]), Role::Admin);
         assert_eq!(p.role_of("carol", &["students".into()]), Role::Guest);
@@ -253,5 +301,35 @@ over_policy = "approval"
         assert!(e.to_string().contains("granularity"), "{e}");
         let e = Policy::from_toml("default_role = \"king\"").unwrap_err();
         assert!(e.to_string().contains("king"), "{e}");
+        let e = Policy::from_toml("intruders = \"shoot\"").unwrap_err();
+        assert!(e.to_string().contains("shoot"), "{e}");
+        let e = Policy::from_toml("idle_after = \"0s\"").unwrap_err();
+        assert!(e.to_string().contains("idle_after"), "{e}");
+        let e = Policy::from_toml("release_idle = \"yes\"").unwrap_err();
+        assert!(e.to_string().contains("release_idle"), "{e}");
+    }
+
+    #[test]
+    fn watching_the_gpus_is_off_unless_asked() {
+        let p = Policy::from_toml("").unwrap();
+        assert_eq!(p.intruders, IntruderPolicy::Warn);
+        assert_eq!(p.idle_after(), None);
+        assert!(!p.release_idle);
+        let p = Policy::from_toml("intruders = \"stop\"\nidle_after = \"2s\"\nrelease_idle = true")
+            .unwrap();
+        assert_eq!(p.intruders, IntruderPolicy::Stop);
+        assert_eq!(p.idle_after_secs, Some(2));
+        assert!(p.release_idle);
+    }
+
+    #[test]
+    fn a_policy_from_an_older_agent_reads_with_the_defaults() {
+        // What an agent before the watch fields sent in a PolicyResponse.
+        let mut v = serde_json::to_value(Policy::default()).unwrap();
+        for field in ["intruders", "idle_after_secs", "release_idle"] {
+            v.as_object_mut().unwrap().remove(field);
+        }
+        let p: Policy = serde_json::from_value(v).unwrap();
+        assert_eq!(p, Policy::default());
     }
 }

@@ -115,6 +115,8 @@ pub enum Request {
     Subscribe(SubscribeRequest),
     /// The lab's policy and where the caller stands.
     Policy(PolicyRequest),
+    /// A piece of a job's log (its owner and admins only).
+    Logs(LogsRequest),
 }
 
 impl Request {
@@ -132,6 +134,7 @@ impl Request {
         "deny",
         "subscribe",
         "policy",
+        "logs",
     ];
 }
 
@@ -288,6 +291,27 @@ pub struct SubscribeRequest {
     pub readings: bool,
 }
 
+/// Asks for a piece of a job's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsRequest {
+    /// Which booking's job.
+    pub id: BookingId,
+    /// From this byte on (0: the beginning; a previous answer's `next` to follow it).
+    #[serde(default)]
+    pub offset: u64,
+}
+
+/// A piece of a job's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsResponse {
+    /// The bytes from `offset`, as text (invalid UTF-8 replaced).
+    pub data: String,
+    /// Where the next piece starts.
+    pub next: u64,
+    /// The job is over: nothing more will be written.
+    pub done: bool,
+}
+
 /// Asks for the policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyRequest {}
@@ -310,6 +334,8 @@ pub enum Response {
     Subscribed(SubscribedResponse),
     /// To [`Request::Policy`].
     Policy(PolicyResponse),
+    /// To [`Request::Logs`].
+    Logs(LogsResponse),
 }
 
 /// The GPUs.
@@ -483,6 +509,10 @@ mod tests {
             }),
             Request::Subscribe(SubscribeRequest::default()),
             Request::Policy(PolicyRequest {}),
+            Request::Logs(LogsRequest {
+                id: BookingId(1),
+                offset: 0,
+            }),
         ]) {
             let v = serde_json::to_value(&req).unwrap();
             assert_eq!(v["type"], *t);

@@ -36,6 +36,14 @@ pub enum GpuError {
         /// What is wrong.
         why: String,
     },
+    /// The simulated GPUs' processes file could not be used.
+    #[error("simulated processes file {path}: {why}")]
+    SimProcesses {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// A `--gpus` value that is not `nvml`, `sim:N` or `replay:FILE`.
     #[error("--gpus {0:?}: expected nvml, sim:N (N from 1 to 64) or replay:FILE")]
     BadSource(String),
@@ -90,11 +98,47 @@ impl std::str::FromStr for Source {
     }
 }
 
+/// How a reader is opened, beyond its [`Source`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReaderOptions {
+    /// How many times faster than recorded a replay plays (1.0: as recorded).
+    pub replay_speed: f64,
+    /// The file that tells simulated GPUs which processes run on them (see [`sim`]).
+    pub sim_processes: Option<PathBuf>,
+}
+
+impl Default for ReaderOptions {
+    /// Replays in real time; simulated GPUs watch no processes file.
+    fn default() -> Self {
+        Self {
+            replay_speed: 1.0,
+            sim_processes: None,
+        }
+    }
+}
+
 /// Opens the reader `source` names, for a server called `server`.
 pub fn open(source: &Source, server: &str) -> Result<Box<dyn GpuReader>, GpuError> {
+    open_with(source, server, &ReaderOptions::default())
+}
+
+/// Opens the reader `source` names, for a server called `server`, with `options`.
+pub fn open_with(
+    source: &Source,
+    server: &str,
+    options: &ReaderOptions,
+) -> Result<Box<dyn GpuReader>, GpuError> {
     Ok(match source {
         Source::Nvml => Box::new(nvml::NvmlReader::open(server)?),
-        Source::Sim(n) => Box::new(sim::SimReader::new(*n, server)),
-        Source::Replay(path) => Box::new(replay::ReplayReader::open(path, server)?),
+        Source::Sim(n) => {
+            let sim = sim::SimReader::new(*n, server);
+            match &options.sim_processes {
+                Some(path) => Box::new(sim.with_processes_file(path.clone())),
+                None => Box::new(sim),
+            }
+        }
+        Source::Replay(path) => {
+            Box::new(replay::ReplayReader::open(path, server)?.with_speed(options.replay_speed))
+        }
     })
 }

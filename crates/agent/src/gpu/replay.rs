@@ -7,7 +7,9 @@
 //! - a trace (`nvml-trace.jsonl`): one JSON object `{"t": SECONDS, "sample": {...}}` per line.
 //!   It is played in real time from the moment the reader was opened: the time elapsed since then
 //!   is mapped onto `t - t_first`, and the trace loops when it runs past its end (the loop is
-//!   `t_last - t_first + 1 s` long, one reading a second being the usual rate).
+//!   `t_last - t_first + 1 s` long, one reading a second being the usual rate). A speed
+//!   ([`ReplayReader::with_speed`], `--replay-speed`) plays it that many times faster; the
+//!   readings' `at` stays the wall-clock time at which they were read.
 //!
 //! The inventory (the GPUs) comes from the first reading; every later reading may only name
 //! GPUs that the first one has.
@@ -35,6 +37,8 @@ pub struct ReplayReader {
     opened: Instant,
     /// The same moment on the wall clock, for the readings' `at`.
     opened_at: DateTime<Utc>,
+    /// How many times faster than recorded the trace plays.
+    speed: f64,
 }
 
 /// One recorded reading.
@@ -154,7 +158,28 @@ impl ReplayReader {
             period,
             opened: Instant::now(),
             opened_at: Utc::now(),
+            speed: 1.0,
         })
+    }
+
+    /// The same replay played `speed` times faster than recorded (tests: a 150 s trace in
+    /// 15 s). A speed that is not a positive number plays as recorded.
+    pub fn with_speed(mut self, speed: f64) -> Self {
+        self.speed = if speed.is_finite() && speed > 0.0 {
+            speed
+        } else {
+            1.0
+        };
+        self
+    }
+
+    /// The reading [`GpuReader::read`] gives `real` after the reader was opened: the trace
+    /// at `real × speed`, stamped with the wall-clock time `opened + real`.
+    pub fn read_after(&self, real: Duration) -> Readings {
+        let mut r = self.read_at(real.mul_f64(self.speed));
+        r.at = self.opened_at
+            + chrono::Duration::from_std(real).unwrap_or_else(|_| chrono::Duration::zero());
+        r
     }
 
     /// The file being played.
@@ -296,7 +321,7 @@ impl GpuReader for ReplayReader {
     }
 
     fn read(&mut self) -> Result<Readings, GpuError> {
-        Ok(self.read_at(self.opened.elapsed()))
+        Ok(self.read_after(self.opened.elapsed()))
     }
 
     fn source(&self) -> &'static str {
@@ -409,6 +434,7 @@ mod tests {
             period,
             opened: Instant::now(),
             opened_at: Utc::now(),
+            speed: 1.0,
         };
         let util = |ms: u64| r.read_at(Duration::from_millis(ms)).gpus[0].util_gpu;
         assert_eq!(util(0), 1);
@@ -421,5 +447,41 @@ mod tests {
         assert_eq!(util(4000 * 7 + 1500), 2);
         let at = r.read_at(Duration::from_secs(5)).at - r.opened_at;
         assert_eq!(at, chrono::Duration::seconds(5));
+        assert_eq!(
+            r.read_after(Duration::from_millis(1500)).gpus[0].util_gpu,
+            2,
+            "speed 1: read_after is read_at"
+        );
+
+        let fast = r.with_speed(10.0);
+        let util = |ms: u64| fast.read_after(Duration::from_millis(ms)).gpus[0].util_gpu;
+        assert_eq!(util(99), 1);
+        assert_eq!(util(100), 2, "1 s of the trace in 0.1 s");
+        assert_eq!(util(300), 3);
+        assert_eq!(util(400), 1, "the 4 s loop in 0.4 s");
+        let at = fast.read_after(Duration::from_millis(300)).at - fast.opened_at;
+        assert_eq!(
+            at,
+            chrono::Duration::milliseconds(300),
+            "at stays wall time"
+        );
+        for bad in [0.0, -2.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(fast_speed(bad), 1.0, "{bad}");
+        }
+    }
+
+    fn fast_speed(speed: f64) -> f64 {
+        let (frames, period) = frames(&line(1.0, "A", 1), "x.jsonl").unwrap();
+        ReplayReader {
+            path: "x.jsonl".into(),
+            gpus: Vec::new(),
+            frames,
+            period,
+            opened: Instant::now(),
+            opened_at: Utc::now(),
+            speed: 1.0,
+        }
+        .with_speed(speed)
+        .speed
     }
 }

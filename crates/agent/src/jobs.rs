@@ -1,0 +1,626 @@
+//! The job runner: starts a booking's job at its slot's start, as its owner, with exactly the
+//! booked GPUs visible; watches it; stops it at the slot's end (the booking's signal, then
+//! SIGKILL after the grace period, to everything it started); re-adopts running jobs after a
+//! restart; and never starts a job twice.
+//!
+//! Every job carries `GPUBOOK_JOB_KEY=<agent instance>-<booking>` in its environment, which
+//! its descendants inherit: the runner finds them through /proc even after they left the job's
+//! process group with setsid, and after a crash it finds a job it started but had not recorded.
+//!
+//! The runner acts on the state's committed events, so the plan and the store stay the single
+//! source of truth: a slot that started is a job to start, a slot that ended is a job to stop.
+
+use crate::identity::{self, Account};
+use crate::procs;
+use crate::state::State;
+use chrono::{DateTime, Utc};
+use gpubook_core::{Booking, BookingId, BookingState, ChangeKind, JobRun, JobState};
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+/// Default seconds between the end signal and SIGKILL.
+pub const DEFAULT_GRACE_SECS: u32 = 30;
+/// A job that exits with 126 or 127 this soon could not run its command: "failed to start".
+const EXEC_FAILURE_WINDOW: Duration = Duration::from_secs(5);
+/// How often an adopted job (not our child) is checked for life.
+const ADOPTED_POLL: Duration = Duration::from_millis(250);
+
+/// The environment variable that marks a job and its descendants.
+pub const JOB_KEY_VAR: &str = "GPUBOOK_JOB_KEY";
+
+/// How a job ended, as its watcher saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Exit {
+    /// Exit code, if it exited.
+    code: Option<i32>,
+    /// Signal, if one ended it.
+    signal: Option<i32>,
+}
+
+/// A job being watched.
+#[derive(Debug, Clone)]
+struct Watched {
+    /// Its main process.
+    pid: u32,
+    /// Resolves with how it ended (`None` inside: unknown, for an adopted job).
+    done: watch::Receiver<Option<Option<Exit>>>,
+}
+
+/// The runner's state.
+#[derive(Debug)]
+pub struct Jobs {
+    /// The shared state.
+    state: Arc<State>,
+    /// This agent's instance id, the first half of every job key.
+    instance: String,
+    /// Where job logs go.
+    log_dir: PathBuf,
+    /// The agent runs as root: jobs run as their owners.
+    system: bool,
+    /// The agent's own uid (personal mode runs only its own user's jobs).
+    own_uid: u32,
+    /// Jobs with a watcher. A plain mutex: never held across an await.
+    watched: Mutex<HashMap<BookingId, Watched>>,
+    /// Jobs being stopped, so a stop is not started twice.
+    stopping: Mutex<HashSet<BookingId>>,
+}
+
+impl Jobs {
+    /// A runner over `state`, keeping logs under `state_dir/logs`.
+    pub fn new(state: Arc<State>, instance: String, state_dir: &std::path::Path) -> Self {
+        let own_uid = identity::current_uid();
+        Self {
+            state,
+            instance,
+            log_dir: state_dir.join("logs"),
+            system: own_uid == 0,
+            own_uid,
+            watched: Mutex::new(HashMap::new()),
+            stopping: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Whether this agent runs jobs as their owners (system mode) or only as itself.
+    pub fn system_mode(&self) -> bool {
+        self.system
+    }
+
+    /// The agent's own uid.
+    pub fn own_uid(&self) -> u32 {
+        self.own_uid
+    }
+
+    fn key(&self, id: BookingId) -> String {
+        format!("{}-{}", self.instance, id)
+    }
+
+    /// Where booking `id`'s log is.
+    pub fn log_path(&self, id: BookingId) -> PathBuf {
+        self.log_dir.join(format!("booking-{id}.log"))
+    }
+
+    /// Runs until `shutdown`: brings every job in line with its booking, then follows events.
+    /// Jobs keep running when the agent stops; the next agent re-adopts them.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut events = self.state.events.subscribe();
+        self.reconcile_all();
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(e) => {
+                        if e.booking.job.is_some() {
+                            self.reconcile(e.booking.id);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.reconcile_all(),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = &mut shutdown => return,
+            }
+        }
+    }
+
+    fn reconcile_all(self: &Arc<Self>) {
+        let ids: Vec<BookingId> = {
+            let inner = self.state.lock();
+            inner
+                .plan
+                .bookings()
+                .filter(|b| b.job.is_some())
+                .filter(|b| {
+                    !b.state.is_final() || b.run.as_ref().is_some_and(|r| !r.state.is_over())
+                })
+                .map(|b| b.id)
+                .collect()
+        };
+        for id in ids {
+            self.reconcile(id);
+        }
+    }
+
+    /// Makes booking `id`'s job match its state: start, adopt, stop, or nothing.
+    fn reconcile(self: &Arc<Self>, id: BookingId) {
+        let Some(b) = self.state.lock().plan.get(id).cloned() else {
+            return;
+        };
+        if b.job.is_none() {
+            return;
+        }
+        let run_state = b.run.as_ref().map(|r| r.state);
+        let watched = self.watched.lock().unwrap().contains_key(&id);
+        match (b.state, run_state) {
+            (BookingState::Active, None | Some(JobState::Starting)) if !watched => {
+                self.start(b);
+            }
+            (BookingState::Active, Some(JobState::Running)) if !watched => self.adopt(b),
+            (s, Some(JobState::Running)) if s.is_final() => {
+                if !watched {
+                    self.adopt(b.clone());
+                }
+                self.stop(b);
+            }
+            (BookingState::Ended, None) => {
+                // The whole slot passed while no agent ran.
+                let msg = "its slot ended before the agent could start it".to_string();
+                self.record(id, ChangeKind::JobFailed, move |r| {
+                    r.state = JobState::FailedToStart;
+                    r.message = Some(msg);
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes the job's new run state and its event.
+    fn record(&self, id: BookingId, kind: ChangeKind, update: impl FnOnce(&mut JobRun)) {
+        let result = self.state.observe(id, kind, None, |b| {
+            let mut run = b.run.clone().unwrap_or(JobRun {
+                state: JobState::Starting,
+                pid: None,
+                start_ticks: None,
+                started_at: None,
+                ended_at: None,
+                exit_code: None,
+                signal: None,
+                message: None,
+                log: None,
+            });
+            update(&mut run);
+            b.run = Some(run);
+        });
+        if let Err(e) = result {
+            eprintln!("gpubook-agent: cannot record job state of booking {id}: {e}");
+        }
+    }
+
+    fn start(self: &Arc<Self>, b: Booking) {
+        let id = b.id;
+        let key = self.key(id);
+        // Started before a crash but not recorded? Then it runs: adopt it, never start twice.
+        let mut found: Vec<(u64, u32)> = procs::with_env(JOB_KEY_VAR, &key)
+            .into_iter()
+            .filter_map(|pid| procs::start_ticks(pid).map(|t| (t, pid)))
+            .collect();
+        found.sort();
+        if let Some((ticks, pid)) = found.first().copied() {
+            let log = self.log_path(id).display().to_string();
+            self.record(id, ChangeKind::JobStarted, |r| {
+                r.state = JobState::Running;
+                r.pid = Some(pid);
+                r.start_ticks = Some(ticks);
+                r.log = Some(log);
+                r.message = Some("found running after an agent restart; adopted".into());
+            });
+            self.watch_adopted(id, pid, ticks);
+            return;
+        }
+        match self.spawn(&b, &key) {
+            Ok((child, pid)) => {
+                let ticks = procs::start_ticks(pid);
+                let (tx, rx) = watch::channel(None);
+                self.watched
+                    .lock()
+                    .unwrap()
+                    .insert(id, Watched { pid, done: rx });
+                let log = self.log_path(id).display().to_string();
+                let now = self.state.clock.now();
+                self.record(id, ChangeKind::JobStarted, |r| {
+                    r.state = JobState::Running;
+                    r.pid = Some(pid);
+                    r.start_ticks = ticks;
+                    r.started_at = Some(now);
+                    r.log = Some(log);
+                    r.message = None;
+                });
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let mut child = child;
+                    let began = std::time::Instant::now();
+                    let exit = child.wait().await.ok().map(|s| Exit {
+                        code: s.code(),
+                        signal: s.signal(),
+                    });
+                    let _ = tx.send(Some(exit));
+                    me.ended(id, exit, began.elapsed());
+                });
+            }
+            Err(why) => {
+                let now = self.state.clock.now();
+                self.record(id, ChangeKind::JobFailed, |r| {
+                    r.state = JobState::FailedToStart;
+                    r.ended_at = Some(now);
+                    r.message = Some(why);
+                });
+                self.give_back(&b);
+            }
+        }
+    }
+
+    /// Starts the job's process; the error says why it could not, in words.
+    fn spawn(&self, b: &Booking, key: &str) -> Result<(tokio::process::Child, u32), String> {
+        let job = b.job.as_ref().ok_or("the booking has no job")?;
+        let account = identity::account(&b.owner)
+            .ok_or_else(|| format!("there is no user {} on this server", b.owner))?;
+        if !self.system && account.uid != self.own_uid {
+            return Err(format!(
+                "this agent runs in personal mode as uid {}: it cannot run jobs for {}",
+                self.own_uid, b.owner
+            ));
+        }
+        let cwd = job.cwd.clone().unwrap_or_else(|| account.home.clone());
+        if !std::path::Path::new(&cwd).is_dir() {
+            return Err(format!("the working directory {cwd} does not exist"));
+        }
+        let log = self.open_log(b.id, &account)?;
+        let shell = login_shell(&account);
+        let gpus: Vec<&str> = b.gpus.iter().map(|g| g.0.as_str()).collect();
+        let mut cmd = tokio::process::Command::new(&shell);
+        cmd.arg("-lc")
+            .arg(&job.command)
+            .current_dir(&cwd)
+            .env_clear()
+            .env("HOME", &account.home)
+            .env("USER", &b.owner)
+            .env("LOGNAME", &b.owner)
+            .env("SHELL", &shell)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("CUDA_VISIBLE_DEVICES", gpus.join(","))
+            .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+            .env("GPUBOOK_BOOKING_ID", b.id.to_string())
+            .env("GPUBOOK_SLOT_END", b.interval.end.to_rfc3339())
+            .env("GPUBOOK_GPUS", gpus.join(","))
+            .env(JOB_KEY_VAR, key)
+            .envs(&job.env)
+            .stdin(std::process::Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .map_err(|e| format!("cannot use the log: {e}"))?,
+            )
+            .stderr(log)
+            .kill_on_drop(false);
+        if let Ok(lang) = std::env::var("LANG") {
+            cmd.env("LANG", lang);
+        }
+        let switch = self.system && account.uid != self.own_uid;
+        let Account {
+            uid, gid, groups, ..
+        } = account;
+        // SAFETY: the closure runs in the child between fork and exec and only makes
+        // async-signal-safe system calls on values prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Groups, then gid, then uid: after setuid nothing else may be changed.
+                if switch
+                    && (libc::setgroups(groups.len() as _, groups.as_ptr()) != 0
+                        || libc::setgid(gid) != 0
+                        || libc::setuid(uid) != 0)
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {shell} -lc: {e}"))?;
+        let pid = child
+            .id()
+            .ok_or("the job exited before it could be watched")?;
+        Ok((child, pid))
+    }
+
+    /// Opens (appending) the job's log: owned by the job's owner, readable by nobody else.
+    fn open_log(&self, id: BookingId, owner: &Account) -> Result<std::fs::File, String> {
+        std::fs::create_dir_all(&self.log_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.log_dir.display()))?;
+        // Owners may open their own log by its path; nobody may list the directory.
+        let _ = std::fs::set_permissions(&self.log_dir, std::fs::Permissions::from_mode(0o711));
+        let path = self.log_path(id);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("cannot open the log {}: {e}", path.display()))?;
+        if self.system {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: fchown on a descriptor we own.
+            let rc = unsafe { libc::fchown(file.as_raw_fd(), owner.uid, owner.gid) };
+            if rc != 0 {
+                return Err(format!(
+                    "cannot give the log to its owner: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        Ok(file)
+    }
+
+    fn adopt(self: &Arc<Self>, b: Booking) {
+        let Some(run) = &b.run else { return };
+        let (Some(pid), Some(ticks)) = (run.pid, run.start_ticks) else {
+            return self.lost(
+                b.id,
+                "the agent restarted and the job's process is not known",
+            );
+        };
+        if procs::is_alive(pid, ticks) {
+            self.watch_adopted(b.id, pid, ticks);
+        } else if !procs::with_env(JOB_KEY_VAR, &self.key(b.id)).is_empty() {
+            // The main process ended but something it started still runs: watch until the
+            // slot ends, when the stop sweeps it away.
+            self.watch_adopted(b.id, pid, ticks);
+        } else {
+            self.lost(
+                b.id,
+                "the job ended while the agent was not running; its exit status is unknown",
+            );
+        }
+    }
+
+    fn lost(&self, id: BookingId, why: &str) {
+        let now = self.state.clock.now();
+        let why = why.to_string();
+        self.record(id, ChangeKind::JobLost, |r| {
+            r.state = JobState::Lost;
+            r.ended_at = Some(now);
+            r.message = Some(why);
+        });
+    }
+
+    /// Watches a job that is not this process's child, through /proc.
+    fn watch_adopted(self: &Arc<Self>, id: BookingId, pid: u32, ticks: u64) {
+        let (tx, rx) = watch::channel(None);
+        self.watched
+            .lock()
+            .unwrap()
+            .insert(id, Watched { pid, done: rx });
+        let me = self.clone();
+        tokio::spawn(async move {
+            let began = std::time::Instant::now();
+            while procs::is_alive(pid, ticks) {
+                tokio::time::sleep(ADOPTED_POLL).await;
+            }
+            let _ = tx.send(Some(None));
+            me.ended(id, None, began.elapsed());
+        });
+    }
+
+    /// The job's main process ended: record how, and give the rest of the slot back.
+    fn ended(self: &Arc<Self>, id: BookingId, exit: Option<Exit>, ran: Duration) {
+        if self.stopping.lock().unwrap().contains(&id) {
+            // The stop records the end, once every process is gone.
+            return;
+        }
+        self.watched.lock().unwrap().remove(&id);
+        let Some(b) = self.state.lock().plan.get(id).cloned() else {
+            return;
+        };
+        let now = self.state.clock.now();
+        let code = exit.and_then(|e| e.code);
+        let failed_to_exec = matches!(code, Some(126) | Some(127)) && ran < EXEC_FAILURE_WINDOW;
+        if failed_to_exec {
+            let tail = last_line(&self.log_path(id));
+            self.record(id, ChangeKind::JobFailed, |r| {
+                r.state = JobState::FailedToStart;
+                r.ended_at = Some(now);
+                r.exit_code = code;
+                r.message = Some(match tail {
+                    Some(t) => format!("the command could not run: {t}"),
+                    None => "the command could not run".into(),
+                });
+            });
+        } else {
+            let started = b.run.as_ref().and_then(|r| r.started_at);
+            let message = describe_exit(exit, started, now);
+            self.record(id, ChangeKind::JobFinished, |r| {
+                r.state = JobState::Finished;
+                r.ended_at = Some(now);
+                r.exit_code = code;
+                r.signal = exit.and_then(|e| e.signal);
+                r.message = Some(message);
+            });
+        }
+        self.give_back(&b);
+    }
+
+    /// Releases the rest of the slot after the job ended early, unless the booking keeps it.
+    fn give_back(&self, b: &Booking) {
+        let keep = b.job.as_ref().is_some_and(|j| j.keep_slot);
+        if keep {
+            return;
+        }
+        let id = b.id;
+        let result = self.state.decide(|plan, now| match plan.get(id) {
+            Some(cur) if cur.state == BookingState::Active && cur.interval.end > now => {
+                plan.release_by_agent(id, now)
+            }
+            _ => Vec::new(),
+        });
+        if let Err(e) = result {
+            eprintln!("gpubook-agent: cannot release booking {id} after its job ended: {e}");
+        }
+    }
+
+    /// Stops the job at its slot's end: its signal to everything it started, then SIGKILL.
+    fn stop(self: &Arc<Self>, b: Booking) {
+        let id = b.id;
+        if !self.stopping.lock().unwrap().insert(id) {
+            return;
+        }
+        let job = b.job.clone().unwrap_or_else(|| gpubook_core::JobSpec {
+            command: String::new(),
+            cwd: None,
+            env: Default::default(),
+            end_signal: None,
+            grace_secs: None,
+            keep_slot: false,
+        });
+        let (signal, signal_name) = match job.end_signal.as_deref().map(signal_number) {
+            Some(Some(n)) => (n, job.end_signal.clone().unwrap_or_default()),
+            _ => (libc::SIGTERM, "SIGTERM".to_string()),
+        };
+        let grace = Duration::from_secs(u64::from(job.grace_secs.unwrap_or(DEFAULT_GRACE_SECS)));
+        let key = self.key(id);
+        let watched = self.watched.lock().unwrap().get(&id).cloned();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let pid = watched.as_ref().map(|w| w.pid);
+            let members = |pid: Option<u32>| {
+                let mut all = procs::with_env(JOB_KEY_VAR, &key);
+                if let Some(p) = pid {
+                    if procs::start_ticks(p).is_some() && !all.contains(&p) {
+                        all.push(p);
+                    }
+                }
+                all
+            };
+            signal_all(pid, &members(pid), signal);
+            let deadline = tokio::time::Instant::now() + grace;
+            let mut killed = false;
+            loop {
+                let left = members(pid);
+                let main_done = watched.as_ref().is_none_or(|w| w.done.borrow().is_some());
+                if left.is_empty() && main_done {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline && !killed {
+                    signal_all(pid, &left, libc::SIGKILL);
+                    killed = true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if killed && tokio::time::Instant::now() >= deadline + Duration::from_secs(10) {
+                    break;
+                }
+            }
+            let exit = watched.and_then(|w| *w.done.borrow()).flatten();
+            let now = me.state.clock.now();
+            let message = if killed {
+                format!(
+                    "stopped at the slot's end: it did not end within {} s of {signal_name} and \
+                     was killed with SIGKILL",
+                    grace.as_secs()
+                )
+            } else {
+                format!("stopped at the slot's end with {signal_name}")
+            };
+            me.record(id, ChangeKind::JobStopped, |r| {
+                r.state = JobState::Stopped;
+                r.ended_at = Some(now);
+                r.exit_code = exit.and_then(|e| e.code);
+                r.signal = exit.and_then(|e| e.signal).or(Some(if killed {
+                    libc::SIGKILL
+                } else {
+                    signal
+                }));
+                r.message = Some(message);
+            });
+            me.watched.lock().unwrap().remove(&id);
+            me.stopping.lock().unwrap().remove(&id);
+        });
+    }
+}
+
+/// Sends `signal` to the job's process group and to every process that carries its key.
+fn signal_all(pid: Option<u32>, members: &[u32], signal: i32) {
+    // SAFETY: kill has no memory-safety preconditions; a vanished pid gives ESRCH.
+    unsafe {
+        if let Some(p) = pid {
+            libc::kill(-(p as i32), signal);
+        }
+        for p in members {
+            libc::kill(*p as i32, signal);
+        }
+    }
+}
+
+/// The owner's login shell, or /bin/sh where it is not a real shell (nologin, false).
+fn login_shell(a: &Account) -> String {
+    let s = a.shell.trim();
+    if s.is_empty() || s.ends_with("nologin") || s.ends_with("/false") {
+        "/bin/sh".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// The number of a signal a booking names ("SIGTERM", "term", "USR1"), if jobs may get it.
+pub fn signal_number(name: &str) -> Option<i32> {
+    Some(match gpubook_core::booking::canonical_signal(name)? {
+        "SIGTERM" => libc::SIGTERM,
+        "SIGINT" => libc::SIGINT,
+        "SIGHUP" => libc::SIGHUP,
+        "SIGQUIT" => libc::SIGQUIT,
+        "SIGUSR1" => libc::SIGUSR1,
+        "SIGUSR2" => libc::SIGUSR2,
+        "SIGKILL" => libc::SIGKILL,
+        _ => return None,
+    })
+}
+
+fn describe_exit(exit: Option<Exit>, started: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    let ran = started
+        .map(|s| gpubook_core::duration::format_duration(now - s))
+        .unwrap_or_else(|| "an unknown time".into());
+    match exit {
+        Some(Exit { code: Some(c), .. }) => format!("exit {c} after {ran}"),
+        Some(Exit {
+            signal: Some(s), ..
+        }) => format!("killed by signal {s} after {ran}"),
+        _ => format!("ended after {ran}; exit status unknown (the agent was restarted meanwhile)"),
+    }
+}
+
+/// The last non-empty line of a file (the shell's complaint, for a command that did not run).
+fn last_line(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    let start = text.len().saturating_sub(4096);
+    String::from_utf8_lossy(&text[start..])
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name() {
+        assert_eq!(signal_number("SIGTERM"), Some(libc::SIGTERM));
+        assert_eq!(signal_number("usr1"), Some(libc::SIGUSR1));
+        assert_eq!(signal_number("SIGINT"), Some(libc::SIGINT));
+        assert_eq!(signal_number("SIGBOGUS"), None);
+        assert_eq!(signal_number("SIGSEGV"), None);
+    }
+}

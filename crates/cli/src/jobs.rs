@@ -1,0 +1,282 @@
+//! The job commands: a booking's command line from the arguments after `--`, and `logs`,
+//! `wait`, `run` and `usage`.
+
+use crate::output;
+use clap::Args;
+use gpubook_client::{ClientError, Connection, Pushed};
+use gpubook_core::{Booking, BookingId, JobSpec, JobState};
+use gpubook_proto::{EventKind, ListRequest, LogsRequest, Request, Response};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+/// What a booking's job is; the command comes after `--`.
+#[derive(Debug, Args, Default)]
+pub struct JobArgs {
+    /// The job's working directory on the server [default: the owner's home].
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Extra environment for the job, NAME=VALUE (repeat).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// The signal sent at the slot's end [default: SIGTERM]; e.g. SIGUSR1 to checkpoint.
+    #[arg(long)]
+    pub end_signal: Option<String>,
+    /// Seconds between that signal and SIGKILL [default: 30].
+    #[arg(long)]
+    pub grace: Option<u32>,
+    /// Keep the rest of the slot if the job ends early (default: give it back to the lab).
+    #[arg(long)]
+    pub keep_slot: bool,
+    /// The command, run through your login shell at the slot's start. One argument is taken
+    /// as a shell command line; several are quoted one by one.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+impl JobArgs {
+    /// The job these arguments describe, if a command was given.
+    pub fn spec(&self) -> Result<Option<JobSpec>, String> {
+        if self.command.is_empty() {
+            if self.cwd.is_some() || !self.env.is_empty() || self.end_signal.is_some() {
+                return Err("job options need a command after --".into());
+            }
+            return Ok(None);
+        }
+        let mut env = BTreeMap::new();
+        for e in &self.env {
+            let (k, v) = e
+                .split_once('=')
+                .ok_or_else(|| format!("--env {e:?}: write NAME=VALUE"))?;
+            env.insert(k.to_string(), v.to_string());
+        }
+        Ok(Some(JobSpec {
+            command: command_line(&self.command),
+            cwd: self.cwd.clone(),
+            env,
+            end_signal: self.end_signal.clone(),
+            grace_secs: self.grace,
+            keep_slot: self.keep_slot,
+        }))
+    }
+}
+
+/// One argument: a command line as written. Several: each quoted for the shell, so an
+/// argument with spaces or quotes arrives as one argument.
+pub fn command_line(args: &[String]) -> String {
+    if args.len() == 1 {
+        return args[0].clone();
+    }
+    args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
+}
+
+fn quote(a: &str) -> String {
+    let plain = !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c));
+    if plain {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
+
+/// One booking, by id, whatever its state.
+pub async fn booking(conn: &Connection, id: BookingId) -> Result<Booking, anyhow::Error> {
+    let list = conn
+        .list_all(ListRequest {
+            include_past: true,
+            ..ListRequest::default()
+        })
+        .await?;
+    list.bookings
+        .into_iter()
+        .find(|b| b.id == id)
+        .ok_or_else(|| {
+            ClientError::Agent(gpubook_proto::ErrorBody::new(
+                gpubook_proto::ErrorKind::NotFound,
+                format!("there is no booking {id} on {}", list.server),
+            ))
+            .into()
+        })
+}
+
+/// The exit status a finished job gives `wait` and `run`: its own exit code, 128 + the signal
+/// that ended it, 127 when it could not start, 1 when it was lost.
+pub fn job_status(b: &Booking) -> Option<u8> {
+    let run = b.run.as_ref()?;
+    if !run.state.is_over() {
+        return None;
+    }
+    Some(match run.state {
+        JobState::FailedToStart => 127,
+        JobState::Lost => 1,
+        _ => match (run.exit_code, run.signal) {
+            (Some(c), _) => c.clamp(0, 255) as u8,
+            (None, Some(s)) => (128 + s).clamp(0, 255) as u8,
+            (None, None) => 1,
+        },
+    })
+}
+
+/// A booking with a job whose slot passed without a run is over too: nothing will start.
+fn never_ran(b: &Booking) -> bool {
+    b.run.is_none() && b.state.is_final()
+}
+
+/// Prints the log from `offset`; returns the next offset and whether the job is over.
+async fn print_log(
+    conn: &Connection,
+    id: BookingId,
+    offset: u64,
+) -> Result<(u64, bool), anyhow::Error> {
+    let mut offset = offset;
+    loop {
+        match conn
+            .request(Request::Logs(LogsRequest { id, offset }))
+            .await?
+        {
+            Response::Logs(l) => {
+                let mut out = std::io::stdout();
+                out.write_all(l.data.as_bytes())?;
+                out.flush()?;
+                let more = l.next > offset;
+                offset = l.next;
+                if !more {
+                    return Ok((offset, l.done));
+                }
+            }
+            other => anyhow::bail!("unexpected answer {other:?}"),
+        }
+    }
+}
+
+/// `gpubook logs ID [-f]`.
+pub async fn logs(conn: &Connection, id: BookingId, follow: bool) -> Result<(), anyhow::Error> {
+    let mut offset = 0;
+    loop {
+        let (next, done) = print_log(conn, id, offset).await?;
+        offset = next;
+        if !follow || done {
+            // One last read: the job may have written its last lines as it ended.
+            if follow {
+                print_log(conn, id, offset).await?;
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Waits until booking `id`'s job is over; streams its log on the way if `stream`. Returns
+/// the booking at the end.
+pub async fn wait(
+    conn: &Connection,
+    id: BookingId,
+    stream: bool,
+    json: bool,
+) -> Result<Booking, anyhow::Error> {
+    // Listen first, then look: an end between the two is not missed.
+    let (_, mut events) = conn.subscribe(None, false).await?;
+    let mut b = booking(conn, id).await?;
+    if b.job.is_none() {
+        anyhow::bail!(ClientError::Agent(gpubook_proto::ErrorBody::new(
+            gpubook_proto::ErrorKind::Invalid,
+            format!("booking {id} has no job to wait for"),
+        )));
+    }
+    let mut offset = 0;
+    let mut announced_start = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    loop {
+        if !announced_start && !json {
+            if let Some(pid) = b.run.as_ref().and_then(|r| r.pid) {
+                eprintln!("gpubook: booking {id}'s job runs (pid {pid})");
+                announced_start = true;
+            }
+        }
+        if stream && b.run.is_some() {
+            offset = print_log(conn, id, offset).await?.0;
+        }
+        if job_status(&b).is_some() || never_ran(&b) {
+            if stream {
+                print_log(conn, id, offset).await?;
+            }
+            return Ok(b);
+        }
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Pushed::Event(e)) if e.booking.id == id => {
+                    if !json && matches!(e.kind, EventKind::BookingMovedEarlier | EventKind::SlotStarting) {
+                        eprintln!("gpubook: {}", output::booking_line(&e.booking, &[]));
+                    }
+                    b = e.booking;
+                }
+                Some(Pushed::Error(e)) => anyhow::bail!(ClientError::Agent(e)),
+                Some(_) => {}
+                None => anyhow::bail!(ClientError::ConnectionLost),
+            },
+            _ = tick.tick(), if stream => {}
+        }
+    }
+}
+
+/// The usage table of `gpubook usage`.
+pub fn usage_table(bookings: &[Booking]) -> String {
+    let rows: Vec<Vec<String>> = bookings
+        .iter()
+        .filter_map(|b| {
+            let u = b.usage?;
+            Some(vec![
+                b.id.to_string(),
+                b.owner.clone(),
+                format!("{:.1}", u.gpu_seconds_booked as f64 / 3600.0),
+                format!("{:.1}", u.gpu_seconds_used as f64 / 3600.0),
+                format!("{:.0}%", u.mean_util),
+                format!("{:.1} GiB", u.peak_memory as f64 / (1u64 << 30) as f64),
+                format!(
+                    "booked {} GPU{}, used {:.1}",
+                    b.gpus.len(),
+                    if b.gpus.len() == 1 { "" } else { "s" },
+                    u.gpu_seconds_used as f64 / b.interval.duration().num_seconds().max(1) as f64
+                ),
+                b.title.clone(),
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        return "No usage recorded yet: it is recorded when a slot ends.".into();
+    }
+    output::table(
+        &[
+            "ID",
+            "OWNER",
+            "BOOKED GPU-H",
+            "USED GPU-H",
+            "MEAN UTIL",
+            "PEAK MEM",
+            "",
+            "TITLE",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_survive_the_shell() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            command_line(&args(&["python train.py --epochs 50"])),
+            "python train.py --epochs 50"
+        );
+        assert_eq!(
+            command_line(&args(&["python", "train.py", "--name", "my run", "it's"])),
+            "python train.py --name 'my run' 'it'\\''s'"
+        );
+        assert_eq!(command_line(&args(&["echo", ""])), "echo ''");
+    }
+}
