@@ -115,7 +115,7 @@ impl Jobs {
                 ev = events.recv() => match ev {
                     Ok(e) => {
                         if e.booking.job.is_some() {
-                            self.reconcile(e.booking.id);
+                            self.reconcile(e.booking.id, false);
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => self.reconcile_all(),
@@ -140,12 +140,15 @@ impl Jobs {
                 .collect()
         };
         for id in ids {
-            self.reconcile(id);
+            self.reconcile(id, true);
         }
     }
 
-    /// Makes booking `id`'s job match its state: start, adopt, stop, or nothing.
-    fn reconcile(self: &Arc<Self>, id: BookingId) {
+    /// Makes booking `id`'s job match its state: start, adopt, stop, or nothing. `recovering`:
+    /// the booking may have been started by an agent before this one (at start-up, after a
+    /// lag), so look for its processes before starting it; a slot that starts while this
+    /// agent runs cannot have been started before, which keeps /proc off the start's path.
+    fn reconcile(self: &Arc<Self>, id: BookingId, recovering: bool) {
         let Some(b) = self.state.lock().plan.get(id).cloned() else {
             return;
         };
@@ -156,7 +159,7 @@ impl Jobs {
         let watched = self.watched.lock().unwrap().contains_key(&id);
         match (b.state, run_state) {
             (BookingState::Active, None | Some(JobState::Starting)) if !watched => {
-                self.start(b);
+                self.start(b, recovering);
             }
             (BookingState::Active, Some(JobState::Running)) if !watched => self.adopt(b),
             (s, Some(JobState::Running)) if s.is_final() => {
@@ -199,14 +202,18 @@ impl Jobs {
         }
     }
 
-    fn start(self: &Arc<Self>, b: Booking) {
+    fn start(self: &Arc<Self>, b: Booking, recovering: bool) {
         let id = b.id;
         let key = self.key(id);
         // Started before a crash but not recorded? Then it runs: adopt it, never start twice.
-        let mut found: Vec<(u64, u32)> = procs::with_env(JOB_KEY_VAR, &key)
-            .into_iter()
-            .filter_map(|pid| procs::start_ticks(pid).map(|t| (t, pid)))
-            .collect();
+        let mut found: Vec<(u64, u32)> = if recovering {
+            procs::with_env(JOB_KEY_VAR, &key)
+                .into_iter()
+                .filter_map(|pid| procs::start_ticks(pid).map(|t| (t, pid)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         found.sort();
         if let Some((ticks, pid)) = found.first().copied() {
             let log = self.log_path(id).display().to_string();
