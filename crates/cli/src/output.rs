@@ -6,7 +6,12 @@ use gpubook_proto::{Event, EventKind, Readings};
 
 /// A UTC instant in the local zone, short: "Thu 26 Nov 14:00".
 pub fn when(t: DateTime<Utc>) -> String {
-    t.with_timezone(&Local).format("%a %d %b %H:%M").to_string()
+    let fmt = if t.timestamp() % 60 == 0 {
+        "%a %d %b %H:%M"
+    } else {
+        "%a %d %b %H:%M:%S"
+    };
+    t.with_timezone(&Local).format(fmt).to_string()
 }
 
 /// GPU UUIDs as indices where known ("0,1"), else the UUIDs.
@@ -156,9 +161,9 @@ pub fn event_line(e: &Event, known: &[Gpu]) -> String {
         EventKind::BookingDenied => "denied",
         EventKind::BookingMovedEarlier => "moved earlier",
         EventKind::BookingReleased => "released",
-        EventKind::SlotStarting => "starts in 5 minutes",
+        EventKind::SlotStarting => "starts soon",
         EventKind::SlotStarted => "started",
-        EventKind::SlotEnding => "ends in 10 minutes",
+        EventKind::SlotEnding => "ends soon",
         EventKind::SlotEnded => "ended",
         EventKind::JobStarted => "job started",
         EventKind::JobFinished => "job finished",
@@ -175,8 +180,50 @@ pub fn event_line(e: &Event, known: &[Gpu]) -> String {
         .as_deref()
         .map(|a| format!(" by {a}"))
         .unwrap_or_default();
+    let seen = match &e.note {
+        Some(gpubook_core::Note::Intruder {
+            gpu,
+            pid,
+            user,
+            used_bytes,
+            stopped,
+        }) => format!(
+            " (pid {pid} of {} on GPU {}, {:.1} GiB{})",
+            user.as_deref().unwrap_or("an unknown user"),
+            gpu_list(std::slice::from_ref(gpu), known),
+            *used_bytes as f64 / (1u64 << 30) as f64,
+            if *stopped { ", stopped" } else { "" }
+        ),
+        Some(gpubook_core::Note::Idle {
+            idle_secs,
+            released,
+        }) => format!(
+            " (no process for {}{})",
+            format_duration(chrono::Duration::seconds(*idle_secs)),
+            if *released { "; released" } else { "" }
+        ),
+        None => match (&e.kind, &e.booking.run) {
+            (
+                EventKind::JobStarted
+                | EventKind::JobFinished
+                | EventKind::JobStopped
+                | EventKind::JobFailed
+                | EventKind::JobLost,
+                Some(r),
+            ) => {
+                let pid = r.pid.map(|p| format!("pid {p}")).unwrap_or_default();
+                match &r.message {
+                    Some(m) if !pid.is_empty() => format!(" ({pid}: {m})"),
+                    Some(m) => format!(" ({m})"),
+                    None if !pid.is_empty() => format!(" ({pid})"),
+                    None => String::new(),
+                }
+            }
+            _ => String::new(),
+        },
+    };
     format!(
-        "{:>6}  {}  {what}{by}: {}",
+        "{:>6}  {}  {what}{by}{seen}: {}",
         e.seq,
         e.at.with_timezone(&Local).format("%H:%M:%S"),
         booking_line(&e.booking, known)
