@@ -82,6 +82,21 @@ pub fn bookings_table(bookings: &[Booking], known: &[Gpu]) -> String {
     let rows: Vec<Vec<String>> = bookings
         .iter()
         .map(|b| {
+            let mut title = match (&b.asap, &b.pending_reason) {
+                (_, Some(r)) => format!("{} [{r}]", b.title),
+                (Some(_), None) => format!("{} [as soon as possible]", b.title),
+                _ => b.title.clone(),
+            };
+            if let Some(u) = &b.usage {
+                let used =
+                    u.gpu_seconds_used as f64 / b.interval.duration().num_seconds().max(1) as f64;
+                title.push_str(&format!(
+                    " [used {used:.1} of {} GPU{}, {:.0}%]",
+                    b.gpus.len(),
+                    if b.gpus.len() == 1 { "" } else { "s" },
+                    u.mean_util
+                ));
+            }
             vec![
                 b.id.to_string(),
                 b.state.to_string(),
@@ -90,20 +105,41 @@ pub fn bookings_table(bookings: &[Booking], known: &[Gpu]) -> String {
                 when(b.interval.start),
                 when(b.interval.end),
                 format_duration(b.interval.duration()),
-                match (&b.asap, &b.pending_reason) {
-                    (_, Some(r)) => format!("{} [{r}]", b.title),
-                    (Some(_), None) => format!("{} [as soon as possible]", b.title),
-                    _ => b.title.clone(),
-                },
+                job_cell(b),
+                title,
             ]
         })
         .collect();
     table(
         &[
-            "ID", "STATE", "OWNER", "GPUS", "START", "END", "LENGTH", "TITLE",
+            "ID", "STATE", "OWNER", "GPUS", "START", "END", "LENGTH", "JOB", "TITLE",
         ],
         &rows,
     )
+}
+
+/// A booking's job in a few words: "-", "waiting", "running (pid 42)", "exit 0", ...
+fn job_cell(b: &Booking) -> String {
+    use gpubook_core::JobState;
+    if b.job.is_none() {
+        return "-".into();
+    }
+    let Some(r) = &b.run else {
+        return "waiting".into();
+    };
+    let ended = match (r.exit_code, r.signal) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "ended".into(),
+    };
+    match r.state {
+        JobState::Starting => "starting".into(),
+        JobState::Running => format!("running (pid {})", r.pid.unwrap_or(0)),
+        JobState::Finished => ended,
+        JobState::Stopped => format!("stopped, {ended}"),
+        JobState::FailedToStart => "failed to start".into(),
+        JobState::Lost => "lost".into(),
+    }
 }
 
 /// The GPUs table of `gpubook gpus`.

@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// How long before a slot starts "starts in 5 minutes" is announced.
 pub const START_WARNING: Duration = Duration::minutes(5);
-/// How long before a slot ends "ends in 10 minutes" is announced.
+/// How long before a slot ends "ends in 10 minutes" is announced, unless the policy's
+/// `end_warning` says otherwise.
 pub const END_WARNING: Duration = Duration::minutes(10);
 /// Longest title accepted, in characters.
 pub const MAX_TITLE: usize = 200;
@@ -121,7 +122,7 @@ pub enum ChangeKind {
     SlotStarting,
     /// Its slot started.
     Started,
-    /// Its slot ends in [`END_WARNING`].
+    /// Its slot ends in the policy's `end_warning` (10 minutes unless set).
     SlotEnding,
     /// Its slot ended.
     Ended,
@@ -947,7 +948,7 @@ impl Plan {
                     }
                     if b.state == BookingState::Active {
                         if !b.warned_end
-                            && now >= b.interval.end - END_WARNING
+                            && now >= b.interval.end - self.policy.end_warning()
                             && now < b.interval.end
                         {
                             b.warned_end = true;
@@ -991,7 +992,9 @@ impl Plan {
                         Some((i.start - START_WARNING).min(i.start))
                     }
                     BookingState::Confirmed => Some(i.start),
-                    BookingState::Active if !b.warned_end => Some(i.end - END_WARNING),
+                    BookingState::Active if !b.warned_end => {
+                        Some(i.end - self.policy.end_warning())
+                    }
                     BookingState::Active => Some(i.end),
                     BookingState::PendingApproval if b.asap.is_none() => Some(i.end),
                     _ => None,

@@ -18,6 +18,7 @@
 //! idle_after = "30m"               # a started booking with no process on its GPUs this
 //!                                  # long is announced (absent: never)
 //! release_idle = false             # and then released, so the queue moves up
+//! end_warning = "10m"              # owners are warned this long before a slot ends
 //! ```
 
 use crate::duration::parse_duration;
@@ -136,6 +137,14 @@ pub struct Policy {
     /// Whether an idle booking is also released. Older agents do not send it: false.
     #[serde(default)]
     pub release_idle: bool,
+    /// Seconds before a slot's end its owner is warned ("ends in 10 minutes"). Older agents
+    /// do not send it: 600.
+    #[serde(default = "default_end_warning")]
+    pub end_warning_secs: i64,
+}
+
+fn default_end_warning() -> i64 {
+    crate::plan::END_WARNING.num_seconds()
 }
 
 impl Default for Policy {
@@ -155,6 +164,7 @@ impl Default for Policy {
             intruders: IntruderPolicy::Warn,
             idle_after_secs: None,
             release_idle: false,
+            end_warning_secs: default_end_warning(),
         }
     }
 }
@@ -185,6 +195,7 @@ struct PolicyFile {
     idle_after: Option<String>,
     #[serde(default)]
     release_idle: bool,
+    end_warning: Option<String>,
 }
 
 impl Policy {
@@ -224,7 +235,13 @@ impl Policy {
             intruders: f.intruders.unwrap_or(d.intruders),
             idle_after_secs: dur("idle_after", f.idle_after)?,
             release_idle: f.release_idle,
+            end_warning_secs: dur("end_warning", f.end_warning)?.unwrap_or(d.end_warning_secs),
         })
+    }
+
+    /// How long before a slot's end its owner is warned.
+    pub fn end_warning(&self) -> Duration {
+        Duration::seconds(self.end_warning_secs)
     }
 
     /// How long a started booking's GPUs may go without a process before it is idle.

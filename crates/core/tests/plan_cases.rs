@@ -1239,3 +1239,22 @@ fn a_request_waiting_past_its_time_is_denied_by_the_timer() {
     assert_eq!(c[0].booking.state, BookingState::Denied);
     assert_eq!(p.next_due(), None);
 }
+
+#[test]
+fn the_end_warning_follows_the_policy() {
+    let policy = Policy::from_toml("end_warning = \"30m\"").unwrap();
+    assert_eq!(Policy::default().end_warning(), END_WARNING);
+    let mut p = plan(policy);
+    create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("12:00")),
+        now(),
+    );
+    p.tick(today("10:00"));
+    assert_eq!(p.next_due(), Some(today("11:30")));
+    assert!(p.tick(today("11:29")).is_empty());
+    let c = p.tick(today("11:30"));
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].kind, ChangeKind::SlotEnding);
+}
