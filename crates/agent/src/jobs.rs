@@ -315,6 +315,17 @@ impl Jobs {
             cmd.env("LANG", lang);
         }
         let switch = self.system && account.uid != self.own_uid;
+        // Its own cgroup where the host delegates one: opened here, joined in the child.
+        let cgroup_procs: Option<std::fs::File> = cgroup::create(key).and_then(|dir| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))
+                .ok()
+        });
+        let cgroup_fd = cgroup_procs.as_ref().map(|f| {
+            use std::os::unix::io::AsRawFd;
+            f.as_raw_fd()
+        });
         let Account {
             uid, gid, groups, ..
         } = account;
@@ -324,6 +335,11 @@ impl Jobs {
             cmd.pre_exec(move || {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // "0" moves the writer into the cgroup. Without one the job still runs: the
+                // key in its environment finds its processes.
+                if let Some(fd) = cgroup_fd {
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
                 }
                 // Groups, then gid, then uid: after setuid nothing else may be changed.
                 if switch
@@ -339,6 +355,7 @@ impl Jobs {
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {shell} -lc: {e}"))?;
+        drop(cgroup_procs);
         let pid = child
             .id()
             .ok_or("the job exited before it could be watched")?;
@@ -504,11 +521,14 @@ impl Jobs {
             let pid = watched.as_ref().map(|w| w.pid);
             let members = |pid: Option<u32>| {
                 let mut all = procs::with_env(JOB_KEY_VAR, &key);
+                all.extend(cgroup::members(&key));
                 if let Some(p) = pid {
-                    if procs::start_ticks(p).is_some() && !all.contains(&p) {
+                    if procs::start_ticks(p).is_some() {
                         all.push(p);
                     }
                 }
+                all.sort_unstable();
+                all.dedup();
                 all
             };
             signal_all(pid, &members(pid), signal);
@@ -521,6 +541,7 @@ impl Jobs {
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline && !killed {
+                    cgroup::kill(&key);
                     signal_all(pid, &left, libc::SIGKILL);
                     killed = true;
                 }
@@ -551,9 +572,63 @@ impl Jobs {
                 }));
                 r.message = Some(message);
             });
+            cgroup::remove(&key);
             me.watched.lock().unwrap().remove(&id);
             me.stopping.lock().unwrap().remove(&id);
         });
+    }
+}
+
+/// A cgroup (v2) per job, where the host delegates one to the agent: the agent's own cgroup
+/// on a pure v2 hierarchy, writable by it (a systemd unit with `Delegate=yes`). Everything is
+/// best effort: where any step fails, the job runs without one and is tracked by its key.
+mod cgroup {
+    use std::path::PathBuf;
+
+    /// The directory for job `key`, if cgroups v2 are delegated here.
+    fn dir(key: &str) -> Option<PathBuf> {
+        let root = std::path::Path::new("/sys/fs/cgroup");
+        if !root.join("cgroup.controllers").exists() {
+            return None;
+        }
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let path = own.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+        Some(
+            root.join(path.trim_start_matches('/'))
+                .join(format!("gpubook-job-{key}")),
+        )
+    }
+
+    /// Creates job `key`'s cgroup.
+    pub fn create(key: &str) -> Option<PathBuf> {
+        let d = dir(key)?;
+        match std::fs::create_dir(&d) {
+            Ok(()) => Some(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Some(d),
+            Err(_) => None,
+        }
+    }
+
+    /// The processes in job `key`'s cgroup.
+    pub fn members(key: &str) -> Vec<u32> {
+        dir(key)
+            .and_then(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Kills everything in job `key`'s cgroup at once (Linux 5.14+).
+    pub fn kill(key: &str) {
+        if let Some(d) = dir(key) {
+            let _ = std::fs::write(d.join("cgroup.kill"), "1");
+        }
+    }
+
+    /// Removes job `key`'s cgroup once it is empty.
+    pub fn remove(key: &str) {
+        if let Some(d) = dir(key) {
+            let _ = std::fs::remove_dir(d);
+        }
     }
 }
 
