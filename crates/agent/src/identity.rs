@@ -35,20 +35,36 @@ pub fn user_name(uid: u32) -> Option<String> {
 }
 
 fn passwd_entry(uid: u32) -> Option<(String, u32)> {
+    // SAFETY: the arguments are the ones getpwuid_r documents, passed through unchanged.
+    let found = read_passwd(|p, b, l, r| unsafe { libc::getpwuid_r(uid, p, b, l, r) })?;
+    Some((found.name, found.gid))
+}
+
+/// What this module reads of a passwd entry, copied out of libc's buffer.
+struct Passwd {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+    shell: String,
+}
+
+/// Calls a reentrant passwd lookup (`getpwuid_r`, `getpwnam_r`) with a buffer that grows
+/// until the entry fits, and copies the entry out.
+fn read_passwd(
+    call: impl Fn(
+        *mut libc::passwd,
+        *mut libc::c_char,
+        libc::size_t,
+        *mut *mut libc::passwd,
+    ) -> libc::c_int,
+) -> Option<Passwd> {
     let mut buf = vec![0u8; 4096];
+    // SAFETY: passwd is plain data; all-zero is a valid (empty) value.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     loop {
-        // SAFETY: every pointer refers to a live local of the right size.
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
+        let rc = call(&mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut result);
         if rc == libc::ERANGE && buf.len() < 1 << 20 {
             buf.resize(buf.len() * 2, 0);
             continue;
@@ -56,9 +72,17 @@ fn passwd_entry(uid: u32) -> Option<(String, u32)> {
         if rc != 0 || result.is_null() {
             return None;
         }
-        // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
-        let name = unsafe { CStr::from_ptr(pwd.pw_name) };
-        return Some((name.to_string_lossy().into_owned(), pwd.pw_gid));
+        let text = |p: *const libc::c_char| {
+            // SAFETY: on success the entry's strings are NUL-terminated inside `buf`.
+            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        };
+        return Some(Passwd {
+            name: text(pwd.pw_name),
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+            home: text(pwd.pw_dir),
+            shell: text(pwd.pw_shell),
+        });
     }
 }
 
@@ -80,42 +104,15 @@ pub struct Account {
 /// Looks a user up by name.
 pub fn account(name: &str) -> Option<Account> {
     let cname = CString::new(name).ok()?;
-    let mut buf = vec![0u8; 4096];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    loop {
-        // SAFETY: every pointer refers to a live local of the right size.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() {
-            return None;
-        }
-        // SAFETY: on success these point to NUL-terminated strings inside `buf`.
-        let (home, shell) = unsafe {
-            (
-                CStr::from_ptr(pwd.pw_dir).to_string_lossy().into_owned(),
-                CStr::from_ptr(pwd.pw_shell).to_string_lossy().into_owned(),
-            )
-        };
-        return Some(Account {
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-            home,
-            shell,
-            groups: group_ids(name, pwd.pw_gid),
-        });
-    }
+    // SAFETY: the arguments are the ones getpwnam_r documents; `cname` outlives the call.
+    let p = read_passwd(|p, b, l, r| unsafe { libc::getpwnam_r(cname.as_ptr(), p, b, l, r) })?;
+    Some(Account {
+        uid: p.uid,
+        gid: p.gid,
+        home: p.home,
+        shell: p.shell,
+        groups: group_ids(name, p.gid),
+    })
 }
 
 fn group_ids(user: &str, gid: u32) -> Vec<u32> {
