@@ -47,6 +47,8 @@ struct Exit {
 struct Watched {
     /// Its main process.
     pid: u32,
+    /// That process's start time, so a reused pid is never taken for it.
+    ticks: Option<u64>,
     /// Resolves with how it ended (`None` inside: unknown, for an adopted job).
     done: watch::Receiver<Option<Option<Exit>>>,
 }
@@ -68,6 +70,8 @@ pub struct Jobs {
     watched: Mutex<HashMap<BookingId, Watched>>,
     /// Jobs being stopped, so a stop is not started twice.
     stopping: Mutex<HashSet<BookingId>>,
+    /// Jobs that are over whose leftovers are being swept, so a sweep is not started twice.
+    sweeping: Mutex<HashSet<BookingId>>,
 }
 
 impl Jobs {
@@ -82,6 +86,7 @@ impl Jobs {
             own_uid,
             watched: Mutex::new(HashMap::new()),
             stopping: Mutex::new(HashSet::new()),
+            sweeping: Mutex::new(HashSet::new()),
         }
     }
 
@@ -168,6 +173,7 @@ impl Jobs {
                 }
                 self.stop(b);
             }
+            (s, Some(over)) if s.is_final() && over.is_over() => self.sweep(&b),
             (BookingState::Ended, None) => {
                 // The whole slot passed while no agent ran.
                 let msg = "its slot ended before the agent could start it".to_string();
@@ -231,10 +237,14 @@ impl Jobs {
             Ok((child, pid)) => {
                 let ticks = procs::start_ticks(pid);
                 let (tx, rx) = watch::channel(None);
-                self.watched
-                    .lock()
-                    .unwrap()
-                    .insert(id, Watched { pid, done: rx });
+                self.watched.lock().unwrap().insert(
+                    id,
+                    Watched {
+                        pid,
+                        ticks,
+                        done: rx,
+                    },
+                );
                 let log = self.log_path(id).display().to_string();
                 let now = self.state.clock.now();
                 self.record(id, ChangeKind::JobStarted, |r| {
@@ -400,9 +410,9 @@ impl Jobs {
         if procs::is_alive(pid, ticks) {
             self.watch_adopted(b.id, pid, ticks);
         } else if !procs::with_env(JOB_KEY_VAR, &self.key(b.id)).is_empty() {
-            // The main process ended but something it started still runs: watch until the
-            // slot ends, when the stop sweeps it away.
-            self.watch_adopted(b.id, pid, ticks);
+            // The main process ended while no agent watched, but something it started still
+            // runs: the job is over (status unknown), and what it left behind is swept away.
+            self.ended(b.id, None, Duration::ZERO);
         } else {
             self.lost(
                 b.id,
@@ -424,10 +434,14 @@ impl Jobs {
     /// Watches a job that is not this process's child, through /proc.
     fn watch_adopted(self: &Arc<Self>, id: BookingId, pid: u32, ticks: u64) {
         let (tx, rx) = watch::channel(None);
-        self.watched
-            .lock()
-            .unwrap()
-            .insert(id, Watched { pid, done: rx });
+        self.watched.lock().unwrap().insert(
+            id,
+            Watched {
+                pid,
+                ticks: Some(ticks),
+                done: rx,
+            },
+        );
         let me = self.clone();
         tokio::spawn(async move {
             let began = std::time::Instant::now();
@@ -474,7 +488,32 @@ impl Jobs {
                 r.message = Some(message);
             });
         }
+        let keep = b.job.as_ref().is_some_and(|j| j.keep_slot);
+        if !keep {
+            // The job is its command: what it left running goes with it, as in a batch system.
+            self.sweep(&b);
+        }
         self.give_back(&b);
+    }
+
+    /// Stops whatever still carries the key of a job that is over (its main process ended):
+    /// its end signal, then SIGKILL after the grace period. No event: the job's end was told.
+    fn sweep(self: &Arc<Self>, b: &Booking) {
+        let key = self.key(b.id);
+        if procs::with_env(JOB_KEY_VAR, &key).is_empty() && cgroup::members(&key).is_empty() {
+            cgroup::remove(&key);
+            return;
+        }
+        if !self.sweeping.lock().unwrap().insert(b.id) {
+            return;
+        }
+        let (signal, _, grace) = end_signal(b);
+        let (me, id) = (self.clone(), b.id);
+        tokio::spawn(async move {
+            terminate(&key, None, signal, grace).await;
+            cgroup::remove(&key);
+            me.sweeping.lock().unwrap().remove(&id);
+        });
     }
 
     /// Releases the rest of the slot after the job ended early, unless the booking keeps it.
@@ -501,55 +540,12 @@ impl Jobs {
         if !self.stopping.lock().unwrap().insert(id) {
             return;
         }
-        let job = b.job.clone().unwrap_or_else(|| gpubook_core::JobSpec {
-            command: String::new(),
-            cwd: None,
-            env: Default::default(),
-            end_signal: None,
-            grace_secs: None,
-            keep_slot: false,
-        });
-        let (signal, signal_name) = match job.end_signal.as_deref().map(signal_number) {
-            Some(Some(n)) => (n, job.end_signal.clone().unwrap_or_default()),
-            _ => (libc::SIGTERM, "SIGTERM".to_string()),
-        };
-        let grace = Duration::from_secs(u64::from(job.grace_secs.unwrap_or(DEFAULT_GRACE_SECS)));
+        let (signal, signal_name, grace) = end_signal(&b);
         let key = self.key(id);
         let watched = self.watched.lock().unwrap().get(&id).cloned();
         let me = self.clone();
         tokio::spawn(async move {
-            let pid = watched.as_ref().map(|w| w.pid);
-            let members = |pid: Option<u32>| {
-                let mut all = procs::with_env(JOB_KEY_VAR, &key);
-                all.extend(cgroup::members(&key));
-                if let Some(p) = pid {
-                    if procs::start_ticks(p).is_some() {
-                        all.push(p);
-                    }
-                }
-                all.sort_unstable();
-                all.dedup();
-                all
-            };
-            signal_all(pid, &members(pid), signal);
-            let deadline = tokio::time::Instant::now() + grace;
-            let mut killed = false;
-            loop {
-                let left = members(pid);
-                let main_done = watched.as_ref().is_none_or(|w| w.done.borrow().is_some());
-                if left.is_empty() && main_done {
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline && !killed {
-                    cgroup::kill(&key);
-                    signal_all(pid, &left, libc::SIGKILL);
-                    killed = true;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                if killed && tokio::time::Instant::now() >= deadline + Duration::from_secs(10) {
-                    break;
-                }
-            }
+            let killed = terminate(&key, watched.as_ref(), signal, grace).await;
             let exit = watched.and_then(|w| *w.done.borrow()).flatten();
             let now = me.state.clock.now();
             let message = if killed {
@@ -576,6 +572,58 @@ impl Jobs {
             me.watched.lock().unwrap().remove(&id);
             me.stopping.lock().unwrap().remove(&id);
         });
+    }
+}
+
+/// The booking's end signal (number and name) and grace period.
+fn end_signal(b: &Booking) -> (i32, String, Duration) {
+    let job = b.job.as_ref();
+    let named = job.and_then(|j| j.end_signal.as_deref());
+    let (signal, name) = match named.and_then(signal_number) {
+        Some(n) => (n, named.unwrap_or_default().to_string()),
+        None => (libc::SIGTERM, "SIGTERM".to_string()),
+    };
+    let grace = job.and_then(|j| j.grace_secs).unwrap_or(DEFAULT_GRACE_SECS);
+    (signal, name, Duration::from_secs(u64::from(grace)))
+}
+
+/// Sends `signal` to everything of the job with `key` (its main process while it is still the
+/// same live process, everything carrying the key, its cgroup), waits up to `grace` for all of
+/// it to end, then SIGKILLs what is left. True if SIGKILL was needed.
+async fn terminate(key: &str, main: Option<&Watched>, signal: i32, grace: Duration) -> bool {
+    // The main process counts only while it is the process the job started and not a
+    // zombie: a re-adopted job's zombie cannot be reaped here, and its pid may be reused.
+    let main_alive = || {
+        main.and_then(|w| w.ticks.map(|t| (w.pid, t)))
+            .filter(|(pid, ticks)| procs::is_alive(*pid, *ticks))
+            .map(|(pid, _)| pid)
+    };
+    let members = || {
+        let mut all = procs::with_env(JOB_KEY_VAR, key);
+        all.extend(cgroup::members(key));
+        all.extend(main_alive());
+        all.sort_unstable();
+        all.dedup();
+        all
+    };
+    signal_all(main_alive(), &members(), signal);
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut killed = false;
+    loop {
+        let left = members();
+        let main_done = main.is_none_or(|w| w.done.borrow().is_some() || main_alive().is_none());
+        if left.is_empty() && main_done {
+            return killed;
+        }
+        if tokio::time::Instant::now() >= deadline && !killed {
+            cgroup::kill(key);
+            signal_all(main_alive(), &left, libc::SIGKILL);
+            killed = true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if killed && tokio::time::Instant::now() >= deadline + Duration::from_secs(10) {
+            return killed;
+        }
     }
 }
 
