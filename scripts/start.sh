@@ -18,6 +18,7 @@ if gpubook whoami >/dev/null 2>&1; then
 else
   mkdir -p "$state"
   nohup gpubook-agent serve --state-dir "$state" --gpus "$gpus" >"$state/agent.log" 2>&1 &
+  echo $! >"$state/agent.pid"
   for _ in $(seq 50); do gpubook whoami >/dev/null 2>&1 && break; sleep 0.1; done
   echo "Started gpubook-agent ($gpus); its log is $state/agent.log"
 fi
@@ -31,4 +32,4 @@ demo gpubook ls
 demo gpubook policy
 echo
 echo "gpubook and gpubook-agent are in $bin. Try: gpubook --help"
-echo "Stop the agent with: pkill -f 'gpubook-agent serve'"
+echo "Stop the agent with: kill \$(cat $state/agent.pid)"
