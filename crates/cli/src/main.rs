@@ -1,5 +1,6 @@
 //! `gpubook`: book lab GPUs from a shell or a CI pipeline.
 
+mod calendar;
 mod jobs;
 mod output;
 mod when;
@@ -144,6 +145,12 @@ enum Command {
         #[arg(long)]
         mine: bool,
     },
+    /// Your bookings as an iCalendar file on stdout: `gpubook ics > bookings.ics`.
+    Ics(calendar::IcsArgs),
+    /// Serve your bookings on 127.0.0.1 as a calendar subscription that follows changes.
+    Feed(calendar::FeedArgs),
+    /// Sync your bookings to a CalDAV calendar: login, sync, logout.
+    Caldav(calendar::CaldavArgs),
 }
 
 #[derive(Debug, Args)]
@@ -277,6 +284,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
     let endpoint = Endpoint::parse(&cli.server, uid).map_err(usage)?;
+    match &cli.command {
+        Command::Ics(a) => return calendar::ics(a, &endpoint).await,
+        Command::Feed(a) => return calendar::feed(a, &endpoint, cli.json).await,
+        Command::Caldav(a) => return calendar::caldav(a, &endpoint, cli.json).await,
+        _ => {}
+    }
     let now = Utc::now();
     // Read every argument before connecting: a typo is a usage error, never half a request.
     let request = build_request(&cli.command, now)?;
@@ -395,7 +408,10 @@ fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request>, F
         | Command::Watch { .. }
         | Command::Logs { .. }
         | Command::Wait { .. }
-        | Command::Usage { .. } => return Ok(None),
+        | Command::Usage { .. }
+        | Command::Ics(_)
+        | Command::Feed(_)
+        | Command::Caldav(_) => return Ok(None),
         Command::Run(a) => {
             if a.job.command.is_empty() {
                 return Err(usage("gpubook run needs a command after --".into()));

@@ -4,8 +4,12 @@
 //! Transports: a local Unix socket now; SSH (an exec channel running `gpubook-agent bridge`)
 //! joins with its issue, behind the same [`Connection`].
 
+pub mod caldav;
 pub mod connection;
 pub mod endpoint;
+pub mod feed;
+pub mod ical;
+pub mod secrets;
 
 pub use connection::{ClientError, Connection, Pushed};
 pub use endpoint::Endpoint;

@@ -1,0 +1,541 @@
+//! `gpubook ics`, `gpubook feed` and `gpubook caldav`: bookings in the person's own calendar
+//! (an exported file, a live subscription URL, CalDAV sync). The work is crates/client's;
+//! this file reads arguments, the terminal and the keyring, and prints.
+
+use crate::{print_json, Failure};
+use anyhow::{anyhow, Context};
+use clap::{Args, Subcommand};
+use gpubook_client::caldav::{self, CaldavError, FollowOptions, SyncNote, Syncer, Target};
+use gpubook_client::feed::{self, Feed, FeedServer};
+use gpubook_client::ical::{self, CalendarContext, Scope};
+use gpubook_client::secrets::{self, Secret, SecretError};
+use gpubook_client::{Connection, Endpoint};
+use gpubook_proto::ErrorKind;
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+/// The client name the agent logs for these commands.
+const CLIENT: &str = concat!("gpubook-cli ", env!("CARGO_PKG_VERSION"));
+
+/// Which bookings, and whether one's own commands show.
+#[derive(Debug, Args)]
+pub struct ScopeArgs {
+    /// Only your own bookings (the default).
+    #[arg(long, conflicts_with = "all")]
+    mine: bool,
+    /// Every booking on the server, each with its owner's name.
+    #[arg(long)]
+    all: bool,
+    /// Show your own bookings' commands in the events (other people's never show).
+    #[arg(long)]
+    with_commands: bool,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> Scope {
+        if self.all {
+            Scope::All
+        } else {
+            Scope::Mine
+        }
+    }
+}
+
+/// `gpubook ics`.
+#[derive(Debug, Args)]
+pub struct IcsArgs {
+    #[command(flatten)]
+    scope: ScopeArgs,
+}
+
+/// `gpubook feed`.
+#[derive(Debug, Args)]
+pub struct FeedArgs {
+    #[command(flatten)]
+    scope: ScopeArgs,
+    /// The port on 127.0.0.1 (keep it, with the token, for a subscription to keep working).
+    #[arg(long, default_value_t = 8731)]
+    port: u16,
+    /// Make a new token: the old URL stops working.
+    #[arg(long)]
+    new_token: bool,
+}
+
+/// `gpubook caldav`.
+#[derive(Debug, Args)]
+pub struct CaldavArgs {
+    #[command(subcommand)]
+    command: CaldavCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CaldavCommand {
+    /// Check a CalDAV account and store its password in your keyring.
+    Login {
+        #[command(flatten)]
+        account: Account,
+        /// Read the password from standard input instead of asking on the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Store it without asking (scripts).
+        #[arg(long)]
+        yes: bool,
+        /// Do not check it against the server first.
+        #[arg(long)]
+        no_check: bool,
+    },
+    /// Remove an account's password from your keyring.
+    Logout {
+        #[command(flatten)]
+        account: Account,
+    },
+    /// Push your bookings to a CalDAV calendar and keep them there as they change.
+    Sync {
+        #[command(flatten)]
+        account: Account,
+        /// Also push every booking on the server to this second calendar (same account).
+        #[arg(long)]
+        all_url: Option<String>,
+        /// One reconcile, then exit (for cron and tests).
+        #[arg(long)]
+        once: bool,
+        /// Time between full reconciles while following.
+        #[arg(long, default_value = "15m")]
+        every: String,
+        /// Show your own bookings' commands in the events.
+        #[arg(long)]
+        with_commands: bool,
+        /// Keep cancelled and denied bookings as cancelled events instead of deleting them.
+        #[arg(long)]
+        keep_cancelled: bool,
+        /// Read the password from standard input instead of the keyring.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// A CalDAV account: the calendar collection and the user.
+#[derive(Debug, Args)]
+struct Account {
+    /// The calendar collection's URL, e.g. https://dav.example.org/calendars/alice/gpu/.
+    #[arg(long)]
+    url: String,
+    /// The user name on the CalDAV server.
+    #[arg(long)]
+    user: String,
+}
+
+/// `gpubook ics`: the calendar on stdout.
+pub async fn ics(a: &IcsArgs, endpoint: &Endpoint) -> Result<(), Failure> {
+    let conn = connect(endpoint).await?;
+    let text = ical::export(&conn, a.scope.scope(), a.scope.with_commands)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write the calendar")?;
+    Ok(())
+}
+
+/// `gpubook feed`: serves the subscription until Ctrl-C.
+pub async fn feed(a: &FeedArgs, endpoint: &Endpoint, json: bool) -> Result<(), Failure> {
+    let conn = connect(endpoint).await?;
+    let ctx = CalendarContext::load(&conn, a.scope.scope(), a.scope.with_commands)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let bookings = ctx.bookings(&conn).await.map_err(anyhow::Error::from)?;
+    drop(conn);
+    let dir = state_dir()?;
+    let token = feed::stored_token(&dir, a.new_token)
+        .with_context(|| format!("cannot keep the feed's token in {}", dir.display()))?;
+    let server = FeedServer::bind(([127, 0, 0, 1], a.port).into(), token)
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{} (try another --port)", a.port))?;
+    let url = server.url().context("the feed's address")?;
+    if json {
+        print_json(&serde_json::json!({ "url": url }));
+    } else {
+        println!("{url}");
+        eprintln!(
+            "Subscribe to that URL in your calendar app (read-only; it follows changes as they \
+             happen). Keep it private: the token is the only key. Ctrl-C to stop."
+        );
+    }
+    let mut feed = Feed::new(ctx, bookings);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop_server = stop_rx.clone();
+    let serving = tokio::spawn(server.run(feed.body(), async move {
+        let _ = stop_server.changed().await;
+    }));
+    let path = socket(endpoint);
+    let mut stop_feed = stop_rx;
+    tokio::select! {
+        _ = feed::keep_current(|| Connection::unix(&path, CLIENT), &mut feed, async move {
+            let _ = stop_feed.changed().await;
+        }) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    let _ = stop_tx.send(true);
+    let _ = serving.await;
+    Ok(())
+}
+
+/// `gpubook caldav ...`.
+pub async fn caldav(a: &CaldavArgs, endpoint: &Endpoint, json: bool) -> Result<(), Failure> {
+    match &a.command {
+        CaldavCommand::Login {
+            account,
+            password_stdin,
+            yes,
+            no_check,
+        } => login(account, *password_stdin, *yes, *no_check).await,
+        CaldavCommand::Logout { account } => {
+            let (url, user) = (account.url.clone(), account.user.clone());
+            let removed =
+                tokio::task::spawn_blocking(move || secrets::forget_caldav_password(&url, &user))
+                    .await
+                    .map_err(|e| anyhow!(e))?
+                    .map_err(|e| caldav_failure(e.into()))?;
+            if removed {
+                eprintln!(
+                    "Removed the password of {} at {} from your keyring.",
+                    account.user, account.url
+                );
+            } else {
+                eprintln!(
+                    "Your keyring held no password of {} at {}.",
+                    account.user, account.url
+                );
+            }
+            Ok(())
+        }
+        CaldavCommand::Sync {
+            account,
+            all_url,
+            once,
+            every,
+            with_commands,
+            keep_cancelled,
+            password_stdin,
+        } => {
+            let every = crate::when::parse_positive_duration(every)
+                .map_err(crate::usage)?
+                .to_std()
+                .map_err(|e| crate::usage(e.to_string()))?;
+            if all_url
+                .as_deref()
+                .is_some_and(|u| same_url(u, &account.url))
+            {
+                return Err(crate::usage(
+                    "--all-url must be another calendar than --url: the lab's bookings and yours \
+                     cannot share one"
+                        .into(),
+                ));
+            }
+            let password = if *password_stdin {
+                read_stdin_password()?
+            } else {
+                let (url, user) = (account.url.clone(), account.user.clone());
+                tokio::task::spawn_blocking(move || secrets::caldav_password(&url, &user))
+                    .await
+                    .map_err(|e| anyhow!(e))?
+                    .map_err(|e| caldav_failure(e.into()))?
+            };
+            let conn = connect(endpoint).await?;
+            let mut syncers = Vec::new();
+            let dir = state_dir()?;
+            for (url, scope) in std::iter::once((&account.url, Scope::Mine))
+                .chain(all_url.iter().map(|u| (u, Scope::All)))
+            {
+                let ctx = CalendarContext::load(&conn, scope, *with_commands)
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                let target = Target {
+                    url: url.clone(),
+                    user: account.user.clone(),
+                    keep_cancelled: *keep_cancelled,
+                };
+                syncers.push(
+                    Syncer::open(&target, password.clone(), ctx, &dir).map_err(caldav_failure)?,
+                );
+            }
+            if *once {
+                let reports = caldav::sync_once(&conn, &mut syncers)
+                    .await
+                    .map_err(caldav_failure)?;
+                for (s, r) in syncers.iter().zip(&reports) {
+                    if json {
+                        print_json(&serde_json::json!({
+                            "url": s.url(), "created": r.created, "updated": r.updated,
+                            "deleted": r.deleted, "unchanged": r.unchanged,
+                            "foreign": r.foreign, "rejected": r.rejected,
+                        }));
+                    } else {
+                        println!("{}: {}", s.url(), report_line(r));
+                        for why in &r.rejected {
+                            eprintln!("gpubook: refused, will be tried again: {why}");
+                        }
+                    }
+                }
+                return Ok(());
+            }
+            drop(conn);
+            follow(endpoint, syncers, every, json).await
+        }
+    }
+}
+
+async fn follow(
+    endpoint: &Endpoint,
+    mut syncers: Vec<Syncer>,
+    every: std::time::Duration,
+    json: bool,
+) -> Result<(), Failure> {
+    let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
+    let printer = tokio::spawn(async move {
+        while let Some(n) = notes.recv().await {
+            print_note(&n, json);
+        }
+    });
+    let path = socket(endpoint);
+    if !json {
+        eprintln!("Following the agent's events; Ctrl-C to stop.");
+    }
+    let r = caldav::follow(
+        || Connection::unix(&path, CLIENT),
+        &mut syncers,
+        FollowOptions {
+            reconcile_every: every,
+            ..FollowOptions::default()
+        },
+        notes_tx,
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    )
+    .await;
+    let _ = printer.await;
+    r.map_err(caldav_failure)
+}
+
+fn print_note(n: &SyncNote, json: bool) {
+    if json {
+        let v = match n {
+            SyncNote::Reconciled { url, report } => serde_json::json!({
+                "note": "reconciled", "url": url, "created": report.created,
+                "updated": report.updated, "deleted": report.deleted,
+                "unchanged": report.unchanged, "foreign": report.foreign,
+            }),
+            SyncNote::Sent { url, uid } => {
+                serde_json::json!({"note": "sent", "url": url, "uid": uid})
+            }
+            SyncNote::Rejected { url, uid, error } => {
+                serde_json::json!({"note": "rejected", "url": url, "uid": uid, "error": error})
+            }
+            SyncNote::Waiting {
+                url,
+                error,
+                pending,
+                retry_in,
+            } => serde_json::json!({
+                "note": "waiting", "url": url, "error": error, "pending": pending,
+                "retry_in_secs": retry_in.as_secs_f64(),
+            }),
+            SyncNote::AgentLost { error } => {
+                serde_json::json!({"note": "agent_lost", "error": error})
+            }
+        };
+        println!("{v}");
+        return;
+    }
+    match n {
+        SyncNote::Reconciled { url, report } => eprintln!("{url}: {}", report_line(report)),
+        SyncNote::Sent { url, uid } => eprintln!("{url}: sent {uid}"),
+        SyncNote::Rejected { url, uid, error } => {
+            eprintln!("{url}: {uid} refused, will be tried again at the next reconcile: {error}")
+        }
+        SyncNote::Waiting {
+            url,
+            error,
+            pending,
+            retry_in,
+        } => eprintln!(
+            "{url}: {error}; {pending} change(s) kept until it is back, next try in {}s",
+            retry_in.as_secs()
+        ),
+        SyncNote::AgentLost { error } => eprintln!("agent: {error}; reconnecting"),
+    }
+}
+
+fn report_line(r: &caldav::Report) -> String {
+    format!(
+        "{} created, {} updated, {} deleted, {} unchanged; {} other event(s) left alone",
+        r.created, r.updated, r.deleted, r.unchanged, r.foreign
+    )
+}
+
+async fn login(
+    a: &Account,
+    password_stdin: bool,
+    yes: bool,
+    no_check: bool,
+) -> Result<(), Failure> {
+    let password = if password_stdin {
+        read_stdin_password()?
+    } else {
+        Secret::new(read_terminal_password(&format!(
+            "CalDAV password of {} at {}: ",
+            a.user, a.url
+        ))?)
+    };
+    if password.expose().is_empty() {
+        return Err(crate::usage("the password is empty".into()));
+    }
+    if !no_check {
+        caldav::check_account(&a.url, &a.user, password.clone())
+            .await
+            .map_err(|e| caldav_failure(e).context_msg("nothing was stored"))?;
+        eprintln!("{} is a calendar that {} may use.", a.url, a.user);
+    }
+    let consent = yes
+        || (!password_stdin
+            && std::io::stdin().is_terminal()
+            && ask(&format!(
+                "Store the password of {} at {} in your keyring, for `gpubook caldav sync`? [y/N] ",
+                a.user, a.url
+            ))?);
+    if !consent {
+        return Err(Failure {
+            code: 1,
+            error: anyhow!("nothing was stored: give --yes (or answer y) to store the password in your keyring"),
+            kind: None,
+        });
+    }
+    let (url, user) = (a.url.clone(), a.user.clone());
+    tokio::task::spawn_blocking(move || secrets::store_caldav_password(&url, &user, &password))
+        .await
+        .map_err(|e| anyhow!(e))?
+        .map_err(|e| caldav_failure(e.into()))?;
+    eprintln!(
+        "Stored in your keyring. Sync with: gpubook caldav sync --url {} --user {}",
+        a.url, a.user
+    );
+    Ok(())
+}
+
+/// The password on standard input (its first line).
+fn read_stdin_password() -> Result<Secret, Failure> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("cannot read the password from standard input")?;
+    let line = s.lines().next().unwrap_or_default().to_string();
+    if line.is_empty() {
+        return Err(crate::usage("no password on standard input".into()));
+    }
+    Ok(Secret::new(line))
+}
+
+/// Asks on the terminal with echo off.
+fn read_terminal_password(prompt: &str) -> Result<String, Failure> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(crate::usage(
+            "no terminal to ask for the password on: give it with --password-stdin".into(),
+        ));
+    }
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    // SAFETY: termios is plain data that tcgetattr fills in; fd 0 is a terminal (checked).
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let got = unsafe { libc::tcgetattr(0, &mut t) } == 0;
+    let saved = t;
+    if got {
+        t.c_lflag &= !libc::ECHO;
+        t.c_lflag |= libc::ECHONL;
+        // SAFETY: sets the attributes just read, with echo off.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+    }
+    let mut line = String::new();
+    let r = stdin.lock().read_line(&mut line);
+    if got {
+        // SAFETY: restores what tcgetattr read.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &saved) };
+    }
+    r.context("cannot read the password")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+fn ask(question: &str) -> Result<bool, Failure> {
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the answer")?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "Yes"))
+}
+
+async fn connect(endpoint: &Endpoint) -> Result<Connection, Failure> {
+    Ok(Connection::unix(&socket(endpoint), CLIENT)
+        .await
+        .map_err(anyhow::Error::from)?)
+}
+
+fn socket(endpoint: &Endpoint) -> PathBuf {
+    match endpoint {
+        Endpoint::Unix(p) => p.clone(),
+    }
+}
+
+fn state_dir() -> Result<PathBuf, Failure> {
+    caldav::state_dir().ok_or_else(|| {
+        Failure::from(anyhow!(
+            "no place for gpubook's state: set HOME or XDG_STATE_HOME"
+        ))
+    })
+}
+
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// A CalDAV error with its exit status: 3 refused (password, rights), 2 a URL that cannot
+/// be used, 4 nothing there, 5 the server is away, 1 anything else.
+fn caldav_failure(e: CaldavError) -> Failure {
+    if let CaldavError::Agent(c) = e {
+        return Failure::from(anyhow::Error::from(c));
+    }
+    let (code, kind) = match &e {
+        CaldavError::Unauthorized { .. } | CaldavError::Forbidden { .. } => {
+            (3, Some(ErrorKind::NotAllowed))
+        }
+        CaldavError::BadUrl { .. } | CaldavError::NotACalendar { .. } => {
+            (2, Some(ErrorKind::Invalid))
+        }
+        CaldavError::NotFound { .. } => (4, Some(ErrorKind::NotFound)),
+        CaldavError::Unreachable { .. } | CaldavError::Server { .. } => {
+            (5, Some(ErrorKind::Unavailable))
+        }
+        CaldavError::Secret(SecretError::Missing { .. }) => (1, Some(ErrorKind::NotFound)),
+        _ => (1, None),
+    };
+    Failure {
+        code,
+        error: anyhow::Error::from(e),
+        kind,
+    }
+}
+
+impl Failure {
+    /// The same failure, its message prefixed.
+    fn context_msg(self, msg: &'static str) -> Self {
+        Failure {
+            error: self.error.context(msg),
+            ..self
+        }
+    }
+}

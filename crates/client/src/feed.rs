@@ -1,0 +1,373 @@
+//! The subscription feed: a read-only iCalendar URL on 127.0.0.1 for calendar apps that
+//! subscribe to one (Thunderbird, GNOME Calendar, Apple Calendar), kept current from the
+//! agent's event stream.
+//!
+//! The URL's path holds a random token (128 bits); any other path is 404, so another local
+//! user who finds the port learns nothing. One request per connection, GET or HEAD, with an
+//! ETag so a polling app downloads the calendar only when it changed. Requests are bounded:
+//! a head of at most [`MAX_HEAD`] bytes, read within [`READ_TIMEOUT`], at most
+//! [`MAX_CONNECTIONS`] at a time.
+
+use crate::connection::{ClientError, Connection, Pushed};
+use crate::ical::{self, CalendarContext, EventData};
+use chrono::Utc;
+use gpubook_core::{Booking, BookingId};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+/// The longest request head read.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// How long a client may take to send its request.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// The file name after the token.
+pub const FILE_NAME: &str = "gpubook.ics";
+
+/// The calendar as served, with its ETag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedBody {
+    /// The VCALENDAR.
+    pub ics: String,
+    /// A quoted entity tag that changes with the content.
+    pub etag: String,
+}
+
+/// The bookings a feed shows, and the calendar made of them.
+#[derive(Debug)]
+pub struct Feed {
+    /// The server, its GPUs, whose calendar.
+    ctx: CalendarContext,
+    /// Every booking shown, by id.
+    bookings: BTreeMap<BookingId, Booking>,
+    /// The current calendar, for the server's connections.
+    tx: watch::Sender<Arc<FeedBody>>,
+}
+
+impl Feed {
+    /// A feed of `bookings` (those `ctx` holds).
+    pub fn new(ctx: CalendarContext, bookings: Vec<Booking>) -> Self {
+        let (tx, _) = watch::channel(Arc::new(FeedBody {
+            ics: String::new(),
+            etag: String::new(),
+        }));
+        let mut feed = Self {
+            ctx,
+            bookings: BTreeMap::new(),
+            tx,
+        };
+        feed.replace(bookings);
+        feed
+    }
+
+    /// The current calendar, updated as the feed changes.
+    pub fn body(&self) -> watch::Receiver<Arc<FeedBody>> {
+        self.tx.subscribe()
+    }
+
+    /// Shows exactly `bookings` (after a fresh listing).
+    pub fn replace(&mut self, bookings: Vec<Booking>) {
+        self.bookings = bookings
+            .into_iter()
+            .filter(|b| self.ctx.holds(b))
+            .map(|b| (b.id, b))
+            .collect();
+        self.render();
+    }
+
+    /// Shows `b` as it is now (from an event); an older revision than the one shown is
+    /// ignored.
+    pub fn apply(&mut self, b: &Booking) {
+        if !self.ctx.holds(b) {
+            return;
+        }
+        if self
+            .bookings
+            .get(&b.id)
+            .is_some_and(|old| old.revision > b.revision)
+        {
+            return;
+        }
+        self.bookings.insert(b.id, b.clone());
+        self.render();
+    }
+
+    fn render(&mut self) {
+        let events: Vec<EventData> = self
+            .bookings
+            .values()
+            .map(|b| EventData::from_booking(b, &self.ctx))
+            .collect();
+        let ics = ical::calendar(&ical::calendar_name(&self.ctx), &events, Utc::now());
+        // The ETag covers what the events say, not the DTSTAMP of this rendering.
+        let key = serde_json::to_vec(&events).unwrap_or_default();
+        let etag = format!("\"{:016x}\"", fnv1a(&key));
+        self.tx.send_replace(Arc::new(FeedBody { ics, etag }));
+    }
+}
+
+/// Keeps `feed` current until `shutdown`: connects with `connect`, lists the bookings, follows
+/// the events; when the agent goes away, keeps serving what it had and reconnects.
+pub async fn keep_current<C, F>(connect: C, feed: &mut Feed, shutdown: impl Future<Output = ()>)
+where
+    C: Fn() -> F,
+    F: Future<Output = Result<Connection, ClientError>>,
+{
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let session = async {
+            let conn = connect().await?;
+            let (_, mut rx) = conn.subscribe(None, false).await?;
+            feed.replace(feed.ctx.bookings(&conn).await?);
+            backoff = Duration::from_millis(500);
+            while let Some(p) = rx.recv().await {
+                if let Pushed::Event(e) = p {
+                    feed.apply(&e.booking);
+                }
+            }
+            Err::<(), ClientError>(ClientError::ConnectionLost)
+        };
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = session => {}
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// A new random token for the feed's path: 128 bits, hex.
+pub fn new_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The feed's listening socket.
+#[derive(Debug)]
+pub struct FeedServer {
+    /// Where it listens.
+    listener: TcpListener,
+    /// The path's secret.
+    token: String,
+}
+
+impl FeedServer {
+    /// Listens on `addr` (127.0.0.1 and a port; port 0 picks a free one).
+    pub async fn bind(addr: SocketAddr, token: String) -> std::io::Result<Self> {
+        Ok(Self {
+            listener: TcpListener::bind(addr).await?,
+            token,
+        })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The URL to subscribe to.
+    pub fn url(&self) -> std::io::Result<String> {
+        Ok(format!(
+            "http://{}/{}/{FILE_NAME}",
+            self.local_addr()?,
+            self.token
+        ))
+    }
+
+    /// Serves `body` until `shutdown`.
+    pub async fn run(
+        self,
+        body: watch::Receiver<Arc<FeedBody>>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let path: Arc<str> = format!("/{}/{FILE_NAME}", self.token).into();
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => return,
+                p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            };
+            let (stream, _) = tokio::select! {
+                _ = &mut shutdown => return,
+                a = self.listener.accept() => match a {
+                    Ok(a) => a,
+                    // Out of descriptors and the like: wait a little rather than spin.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let body = body.borrow().clone();
+            let path = path.clone();
+            tokio::spawn(async move {
+                let _ = serve(stream, &path, &body).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Answers one request.
+async fn serve(mut stream: TcpStream, path: &str, body: &FeedBody) -> std::io::Result<()> {
+    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) => {
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                &[],
+                b"",
+                true,
+            )
+            .await
+        }
+        _ => return Ok(()),
+    };
+    let mut lines = head.split("\r\n");
+    let mut request = lines.next().unwrap_or_default().split(' ');
+    let (method, target) = (
+        request.next().unwrap_or_default(),
+        request.next().unwrap_or_default(),
+    );
+    let target = target.split('?').next().unwrap_or_default();
+    if !same(target.as_bytes(), path.as_bytes()) {
+        return respond(
+            &mut stream,
+            "404 Not Found",
+            &[],
+            b"not found\n",
+            method != "HEAD",
+        )
+        .await;
+    }
+    if method != "GET" && method != "HEAD" {
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            &[("Allow", "GET, HEAD")],
+            b"",
+            true,
+        )
+        .await;
+    }
+    let matches = lines
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("if-none-match"))
+        .any(|(_, v)| {
+            v.split(',')
+                .any(|t| t.trim() == body.etag || t.trim() == "*")
+        });
+    let headers = [
+        ("Content-Type", "text/calendar; charset=utf-8"),
+        ("ETag", body.etag.as_str()),
+        ("Cache-Control", "no-cache"),
+    ];
+    if matches {
+        return respond(&mut stream, "304 Not Modified", &headers, b"", false).await;
+    }
+    respond(
+        &mut stream,
+        "200 OK",
+        &headers,
+        body.ics.as_bytes(),
+        method == "GET",
+    )
+    .await
+}
+
+/// The request head up to the blank line; `None` when it is longer than [`MAX_HEAD`].
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(Some(String::from_utf8_lossy(&buf[..end]).into_owned()));
+        }
+        if buf.len() > MAX_HEAD {
+            return Ok(None);
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    with_body: bool,
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    if with_body {
+        stream.write_all(body).await?;
+    }
+    stream.shutdown().await
+}
+
+/// Compares without stopping at the first difference, so timing does not tell the token.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The feed's token kept in `dir` (so a subscribed URL keeps working across restarts), made
+/// on first use or when `renew`; the file is readable by its owner only.
+pub fn stored_token(dir: &std::path::Path, renew: bool) -> std::io::Result<String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let path = dir.join("feed-token");
+    if !renew {
+        match std::fs::read_to_string(&path) {
+            Ok(t) if t.trim().len() == 32 && t.trim().bytes().all(|b| b.is_ascii_hexdigit()) => {
+                return Ok(t.trim().to_string())
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let token = new_token();
+    let tmp = dir.join("feed-token.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut f, token.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(token)
+}
