@@ -9,6 +9,7 @@ use std::fmt;
 
 /// A booking's number, unique on its server for the server's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(transparent)]
 pub struct BookingId(pub u64);
 
@@ -20,6 +21,7 @@ impl fmt::Display for BookingId {
 
 /// Where a booking is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum BookingState {
     /// Beyond the lab's policy; waits for an admin. Holds no GPUs until approved.
@@ -68,6 +70,7 @@ impl fmt::Display for BookingState {
 
 /// A job a booking runs in its slot (started and stopped by the agent; see the jobs issue).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct JobSpec {
     /// The command line, run through the owner's login shell.
     pub command: String,
@@ -103,6 +106,7 @@ pub fn canonical_signal(name: &str) -> Option<&'static str> {
 
 /// How an "as soon as possible" booking was asked for, so the plan can move it earlier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct AsapRequest {
     /// How many GPUs.
     pub count: u32,
@@ -130,6 +134,7 @@ impl AsapRequest {
 
 /// One booking of one or more GPUs of one server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Booking {
     /// Its number on the server.
     pub id: BookingId,
@@ -172,6 +177,7 @@ pub struct Booking {
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// The slot started; the agent is starting it.
@@ -197,6 +203,7 @@ impl JobState {
 
 /// A job's run: what the agent started and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct JobRun {
     /// Where it is.
     pub state: JobState,
@@ -229,6 +236,7 @@ pub struct JobRun {
 
 /// How a booking's GPUs were used over its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Usage {
     /// Mean GPU utilisation over the booked GPUs and the readings, percent.
     pub mean_util: f64,
@@ -244,6 +252,7 @@ pub struct Usage {
 
 /// What the agent saw, attached to an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Note {
     /// A process of someone other than the booking's owner on one of its GPUs.

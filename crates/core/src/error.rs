@@ -10,6 +10,7 @@ use thiserror::Error;
 
 /// A booking that stands in the way of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Conflict {
     /// The booking in the way.
     pub booking: BookingId,

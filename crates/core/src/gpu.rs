@@ -5,6 +5,7 @@ use std::fmt;
 
 /// A GPU's UUID as NVML reports it ("GPU-5a8504ec-…"), or "SIM-…" for a simulated GPU.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(transparent)]
 pub struct GpuUuid(pub String);
 
@@ -22,6 +23,7 @@ impl From<&str> for GpuUuid {
 
 /// One GPU of one server, as the plan and the calendar know it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Gpu {
     /// Stable identity; what bookings name.
     pub uuid: GpuUuid,

@@ -29,6 +29,7 @@ use thiserror::Error;
 
 /// What a person may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Changes any booking, approves and denies, is not held to the limits.
@@ -51,6 +52,7 @@ impl fmt::Display for Role {
 
 /// Who is asking, as the agent established it (never as the request claims).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Actor {
     /// Unix user name.
     pub user: String,
@@ -60,6 +62,7 @@ pub struct Actor {
 
 /// A policy rule a request can go beyond.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     /// `max_booking`.
@@ -85,6 +88,7 @@ impl fmt::Display for Rule {
 
 /// What happens to a request beyond the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum OverPolicy {
     /// It waits for an admin's approval.
@@ -95,6 +99,7 @@ pub enum OverPolicy {
 
 /// What the agent does about a process on a booked GPU that is not the booking owner's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum IntruderPolicy {
     /// Announce it to the owner and the admins.
@@ -106,6 +111,7 @@ pub enum IntruderPolicy {
 
 /// The lab's policy. Every limit is optional: absent means no limit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Policy {
     /// Role of a person the lists do not name.
     pub default_role: Role,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// A half-open interval of UTC time, `[start, end)`: a booking ending at 14:00 and one
 /// starting at 14:00 do not overlap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Interval {
     /// First instant inside the interval.
     pub start: DateTime<Utc>,
