@@ -14,3 +14,4 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 . ./scripts/calendar-services.sh # Radicale, icalendar, D-Bus, gnome-keyring; sets GPUBOOK_PYTHON, GPUBOOK_REQUIRE_SERVICES=1
 echo "== cargo test"
 cargo test --workspace 2>&1
+cargo test -p gpubook-proto --features ts --test ts_bindings

@@ -52,7 +52,6 @@ impl fmt::Display for Role {
 
 /// Who is asking, as the agent established it (never as the request claims).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Actor {
     /// Unix user name.
     pub user: String,

@@ -7,6 +7,7 @@ use std::fmt;
 
 /// What kind of error; programs match on this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// Another booking holds the GPUs then; `conflicts` says which.
@@ -67,6 +68,7 @@ impl fmt::Display for ErrorKind {
 
 /// An error as sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[error("{message}")]
 pub struct ErrorBody {
     /// For programs.

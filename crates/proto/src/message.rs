@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 // Messages live for one send or receive; boxing variants would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -26,6 +27,7 @@ pub enum ClientFrame {
 
 /// What the agent sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 // Messages live for one send or receive; boxing variants would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -55,6 +57,7 @@ pub enum AgentFrame {
 
 /// The client's first frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Hello {
     /// Client's protocol major.
     pub major: u32,
@@ -66,6 +69,7 @@ pub struct Hello {
 
 /// The agent's answer to [`Hello`]: who you are, as the agent sees you.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Welcome {
     /// Agent's protocol major (equal to the client's).
     pub major: u32,
@@ -87,6 +91,7 @@ pub struct Welcome {
 
 /// What a client asks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 // Messages live for one send or receive; boxing variants would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -140,14 +145,17 @@ impl Request {
 
 /// Asks who the caller is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct WhoamiRequest {}
 
 /// Asks for the GPUs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct GpusRequest {}
 
 /// Asks for bookings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct ListRequest {
     /// Only bookings overlapping this window; all when absent.
     #[serde(default)]
@@ -166,6 +174,7 @@ pub struct ListRequest {
 
 /// Where a page of bookings ended: bookings are listed by (start, id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct ListCursor {
     /// The last listed booking's start.
     pub start: DateTime<Utc>,
@@ -175,6 +184,7 @@ pub struct ListCursor {
 
 /// Which GPUs a booking asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum GpuChoice {
     /// These GPUs, each by UUID or by index ("0", "3").
@@ -194,6 +204,7 @@ pub enum GpuChoice {
 
 /// When a booking asks for its GPUs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WhenChoice {
     /// From `start` to `end` (snapped to the nearest points of the policy's grid).
@@ -212,6 +223,7 @@ pub enum WhenChoice {
 
 /// Asks for a new booking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct BookRequest {
     /// Which GPUs.
     pub gpus: GpuChoice,
@@ -227,6 +239,7 @@ pub struct BookRequest {
 
 /// Withdraws a booking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct CancelRequest {
     /// Which.
     pub id: BookingId,
@@ -234,6 +247,7 @@ pub struct CancelRequest {
 
 /// Extends a booking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct ExtendRequest {
     /// Which.
     pub id: BookingId,
@@ -243,6 +257,7 @@ pub struct ExtendRequest {
 
 /// Moves or resizes a booking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct MoveRequest {
     /// Which.
     pub id: BookingId,
@@ -257,6 +272,7 @@ pub struct MoveRequest {
 
 /// Ends a started booking now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct ReleaseRequest {
     /// Which.
     pub id: BookingId,
@@ -264,6 +280,7 @@ pub struct ReleaseRequest {
 
 /// Approves a booking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct ApproveRequest {
     /// Which.
     pub id: BookingId,
@@ -271,6 +288,7 @@ pub struct ApproveRequest {
 
 /// Denies a booking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct DenyRequest {
     /// Which.
     pub id: BookingId,
@@ -281,6 +299,7 @@ pub struct DenyRequest {
 
 /// Subscribes to events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct SubscribeRequest {
     /// The last event number the client saw: it gets every later one, then live ones. Absent:
     /// live events only.
@@ -293,6 +312,7 @@ pub struct SubscribeRequest {
 
 /// Asks for a piece of a job's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct LogsRequest {
     /// Which booking's job.
     pub id: BookingId,
@@ -303,6 +323,7 @@ pub struct LogsRequest {
 
 /// A piece of a job's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct LogsResponse {
     /// The bytes from `offset`, as text (invalid UTF-8 replaced).
     pub data: String,
@@ -314,10 +335,12 @@ pub struct LogsResponse {
 
 /// Asks for the policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct PolicyRequest {}
 
 /// An answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 // Messages live for one send or receive; boxing variants would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -340,6 +363,7 @@ pub enum Response {
 
 /// The GPUs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct GpusResponse {
     /// The server's name.
     pub server: String,
@@ -354,6 +378,7 @@ pub struct GpusResponse {
 
 /// Bookings, in start order, one page at a time: a page stays well under the frame limit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct BookingsResponse {
     /// The server's name.
     pub server: String,
@@ -366,6 +391,7 @@ pub struct BookingsResponse {
 
 /// A booking after a change was committed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct BookingResponse {
     /// The booking asked about.
     pub booking: Booking,
@@ -378,6 +404,7 @@ pub struct BookingResponse {
 
 /// A subscription is live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct SubscribedResponse {
     /// The latest event number now; events after `after` up to this one follow at once.
     pub latest: u64,
@@ -385,6 +412,7 @@ pub struct SubscribedResponse {
 
 /// The policy and the caller's standing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct PolicyResponse {
     /// The policy.
     pub policy: Policy,
@@ -396,6 +424,7 @@ pub struct PolicyResponse {
 
 /// What an event says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A booking was made (confirmed or waiting for approval).
@@ -443,6 +472,7 @@ pub enum EventKind {
 
 /// A durable, numbered event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Event {
     /// Its number: strictly increasing, never reused.
     pub seq: u64,

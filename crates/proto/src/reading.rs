@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A compute process on a GPU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct GpuProcess {
     /// Its pid on the server.
     pub pid: u32,
@@ -18,6 +19,7 @@ pub struct GpuProcess {
 
 /// One reading of one GPU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct GpuReading {
     /// Which GPU.
     pub uuid: GpuUuid,
@@ -45,6 +47,7 @@ pub struct GpuReading {
 
 /// A reading of every GPU of a server at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Readings {
     /// When it was read.
     pub at: DateTime<Utc>,
