@@ -11,6 +11,7 @@ use gpubook_agent::clock::SystemClock;
 use gpubook_agent::gpu::replay::ReplayReader;
 use gpubook_agent::gpu::sim::{SimReader, SIM_PROCESSES_FILE};
 use gpubook_agent::gpu::GpuReader;
+use gpubook_agent::procs::{cpu_ticks, status_kib};
 use gpubook_agent::state::State;
 use gpubook_agent::store::Store;
 use gpubook_agent::watch::Watch;
@@ -92,22 +93,6 @@ fn seed_alice(state_dir: &Path, inventory: Vec<Gpu>) {
     state
         .decide(|plan, _| plan.apply(&alice, op, start).unwrap())
         .unwrap();
-}
-
-fn proc_field(pid: u32, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
-/// User + system CPU time of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 fn in_process() {
@@ -201,14 +186,14 @@ fn agent_process(secs: u64) {
         }
     });
     std::thread::sleep(Duration::from_secs(2));
-    let rss_before = proc_field(pid, "VmRSS:").unwrap_or(0);
-    let t0 = cpu_ticks(pid);
+    let rss_before = status_kib(pid, "VmRSS:").unwrap_or(0);
+    let t0 = cpu_ticks(pid).unwrap_or(0);
     let began = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
-    let ticks = cpu_ticks(pid) - t0;
+    let ticks = cpu_ticks(pid).unwrap_or(0) - t0;
     let elapsed = began.elapsed().as_secs_f64();
-    let rss_after = proc_field(pid, "VmRSS:").unwrap_or(0);
-    let hwm = proc_field(pid, "VmHWM:").unwrap_or(0);
+    let rss_after = status_kib(pid, "VmRSS:").unwrap_or(0);
+    let hwm = status_kib(pid, "VmHWM:").unwrap_or(0);
     if let Some(status) = agent.try_wait().unwrap() {
         panic!(
             "the agent exited ({status}) while being measured:\n{}",

@@ -4,6 +4,7 @@
 //! Run: `cargo bench -p gpubook-agent --bench socket`. Prints figures; asserts nothing about
 //! speed (see BENCHMARKS.md).
 
+use gpubook_agent::procs::{cpu_ticks, status_kib};
 use gpubook_client::Connection;
 use gpubook_proto::{BookRequest, GpuChoice, Request, Response, WhenChoice};
 use std::process::{Command, Stdio};
@@ -11,22 +12,6 @@ use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 32;
 const PER_CLIENT: usize = 200;
-
-fn proc_field(pid: u32, file: &str, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
-/// User + system CPU time of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
 
 fn main() {
     if std::env::args().all(|a| a != "--bench") {
@@ -56,10 +41,10 @@ fn main() {
 
     // Idle: settle, then measure CPU over 10 s.
     std::thread::sleep(Duration::from_secs(2));
-    let rss_idle = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
-    let t0 = cpu_ticks(pid);
+    let rss_idle = status_kib(pid, "VmRSS:").unwrap_or(0);
+    let t0 = cpu_ticks(pid).unwrap_or(0);
     std::thread::sleep(Duration::from_secs(10));
-    let idle_ticks = cpu_ticks(pid) - t0;
+    let idle_ticks = cpu_ticks(pid).unwrap_or(0) - t0;
     // SAFETY: sysconf cannot fail for _SC_CLK_TCK.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let idle_cpu_pct = idle_ticks as f64 / hz / 10.0 * 100.0;
@@ -74,11 +59,11 @@ fn main() {
         let peak = peak.clone();
         std::thread::spawn(move || {
             for _ in 0..600 {
-                if let Some(r) = proc_field(pid, "status", "VmRSS:") {
+                if let Some(r) = status_kib(pid, "VmRSS:") {
                     peak.fetch_max(r, std::sync::atomic::Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(50));
-                if proc_field(pid, "status", "VmRSS:").is_none() {
+                if status_kib(pid, "VmRSS:").is_none() {
                     return;
                 }
             }
@@ -123,8 +108,8 @@ fn main() {
         total
     });
     let elapsed = began.elapsed();
-    let rss_load = proc_field(pid, "status", "VmRSS:").unwrap_or(0);
-    let hwm = proc_field(pid, "status", "VmHWM:").unwrap_or(0);
+    let rss_load = status_kib(pid, "VmRSS:").unwrap_or(0);
+    let hwm = status_kib(pid, "VmHWM:").unwrap_or(0);
     let _ = agent.kill();
     let _ = agent.wait();
     let _ = watcher.join();

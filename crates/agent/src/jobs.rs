@@ -173,7 +173,15 @@ impl Jobs {
                 }
                 self.stop(b);
             }
-            (s, Some(over)) if s.is_final() && over.is_over() => self.sweep(&b),
+            // A job that ended early but kept its slot: what it left running goes at the slot's end
+            // (without keep_slot that happened when it ended, in `ended`).
+            (s, Some(over))
+                if s.is_final()
+                    && over.is_over()
+                    && b.job.as_ref().is_some_and(|j| j.keep_slot) =>
+            {
+                self.sweep(&b)
+            }
             (BookingState::Ended, None) => {
                 // The whole slot passed while no agent ran.
                 let msg = "its slot ended before the agent could start it".to_string();

@@ -17,6 +17,23 @@ pub fn parse_start_ticks(stat: &str) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// User + system CPU time `pid` has used, in clock ticks (fields 14 and 15 of /proc/PID/stat).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// A figure of /proc/PID/status in kB, e.g. `status_kib(pid, "VmRSS:")`.
+pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
 /// Whether `pid` still runs as the process that started at `ticks` (not a zombie).
 pub fn is_alive(pid: u32, ticks: u64) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -69,6 +86,15 @@ mod tests {
         let ticks = start_ticks(me).unwrap();
         assert!(is_alive(me, ticks));
         assert!(!is_alive(me, ticks + 1));
+    }
+
+    #[test]
+    fn reads_cpu_time_and_memory_of_a_process() {
+        let me = std::process::id();
+        assert!(cpu_ticks(me).is_some());
+        assert!(status_kib(me, "VmRSS:").is_some_and(|kib| kib > 0));
+        assert_eq!(status_kib(me, "NoSuchField:"), None);
+        assert_eq!(cpu_ticks(u32::MAX), None);
     }
 
     #[test]

@@ -134,9 +134,14 @@ impl AgentProcess {
         self.dir.path().join("state")
     }
 
+    /// Where the agent writes its stderr.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
     /// What the agent wrote to stderr, across every start.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// Starts the agent (again) on the same state directory and waits until it answers.
@@ -163,33 +168,8 @@ impl AgentProcess {
             .spawn()
             .expect("cannot start gpubook-agent");
         self.child = Some(child);
-        let until = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                panic!(
-                    "gpubook-agent exited with {status} at start:\n{}",
-                    self.log()
-                );
-            }
-            // Ready means the handshake works, not just that the socket file exists.
-            if Connection::unix(&self.socket(), "ready-probe")
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "gpubook-agent did not answer within {DEADLINE:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let (socket, log) = (self.socket(), self.log_path());
+        await_ready(&mut self.child, &socket, || read_log(&log)).await;
     }
 
     /// Kills the agent with SIGKILL (no chance to clean up) and reaps it.
@@ -456,4 +436,31 @@ impl Drop for InProcessAgent {
             let _ = tx.send(());
         }
     }
+}
+
+/// Waits until the agent just started as `child` answers a handshake on `socket` (not just
+/// until the socket file exists); panics with `log()` if it exits or stays silent. A child
+/// that exited is taken out of `child`.
+pub async fn await_ready(child: &mut Option<Child>, socket: &Path, log: impl Fn() -> String) {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            *child = None;
+            panic!("gpubook-agent exited with {status} at start:\n{}", log());
+        }
+        if Connection::unix(socket, "ready-probe").await.is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "gpubook-agent did not answer within {DEADLINE:?}:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The agent's log so far, for failure messages.
+pub fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }

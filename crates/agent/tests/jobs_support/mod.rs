@@ -10,6 +10,9 @@
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use gpubook_agent::clock::SystemClock;
 use gpubook_agent::gpu::sim::SimReader;
@@ -242,9 +245,14 @@ impl Lab {
         self.base().join("state")
     }
 
+    /// Where the agent writes its stderr.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
     /// What the agent wrote to stderr, across every start.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// The agent binary, where every user may run it (copied into the lab if the build
@@ -308,33 +316,8 @@ impl Lab {
             }
         }
         self.child = Some(cmd.spawn().expect("cannot start gpubook-agent"));
-        let until = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                self.child = None;
-                panic!(
-                    "gpubook-agent exited with {status} at start:\n{}",
-                    self.log()
-                );
-            }
-            // Ready means the handshake works, not just that the socket file exists.
-            if Connection::unix(&self.socket(), "ready-probe")
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "gpubook-agent did not answer within {DEADLINE:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let (socket, log) = (self.socket(), self.log_path());
+        common::await_ready(&mut self.child, &socket, || common::read_log(&log)).await;
     }
 
     /// Kills the agent with SIGKILL (no chance to clean up) and reaps it.
