@@ -179,18 +179,30 @@ impl Dav {
         Ok(())
     }
 
+    /// Sends a Depth-1 `method` with `body` to `url` and returns its 207 Multi-Status body;
+    /// any other answer becomes the typed error it stands for.
+    async fn multistatus(
+        &self,
+        method: &str,
+        url: &Url,
+        body: &str,
+    ) -> Result<String, CaldavError> {
+        let resp = self.dav_request(method, url, "1", body).await?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| self.unreachable(&e))?;
+        if status != StatusCode::MULTI_STATUS {
+            self.fail(method, url, status, &text)?;
+            return Err(self.protocol(url, format!("{method} answered {status}")));
+        }
+        Ok(text)
+    }
+
     /// Every object in the collection, with its ETag (no data).
     pub async fn list(&self) -> Result<Vec<Remote>, CaldavError> {
         let body = r#"<?xml version="1.0" encoding="utf-8"?>
 <D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getetag/></D:prop></D:propfind>"#;
         let url = self.collection.clone();
-        let resp = self.dav_request("PROPFIND", &url, "1", body).await?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| self.unreachable(&e))?;
-        if status != StatusCode::MULTI_STATUS {
-            self.fail("PROPFIND", &url, status, &text)?;
-            return Err(self.protocol(&url, format!("PROPFIND answered {status}")));
-        }
+        let text = self.multistatus("PROPFIND", &url, body).await?;
         let doc = roxmltree::Document::parse(&text).map_err(|e| self.protocol(&url, e))?;
         let mut out = Vec::new();
         for r in doc
@@ -231,13 +243,7 @@ impl Dav {
             }
             body.push_str("</C:calendar-multiget>");
             let url = self.collection.clone();
-            let resp = self.dav_request("REPORT", &url, "1", &body).await?;
-            let status = resp.status();
-            let text = resp.text().await.map_err(|e| self.unreachable(&e))?;
-            if status != StatusCode::MULTI_STATUS {
-                self.fail("REPORT", &url, status, &text)?;
-                return Err(self.protocol(&url, format!("calendar-multiget answered {status}")));
-            }
+            let text = self.multistatus("REPORT", &url, &body).await?;
             let doc = roxmltree::Document::parse(&text).map_err(|e| self.protocol(&url, e))?;
             for r in doc
                 .descendants()
