@@ -126,13 +126,16 @@ impl Store {
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            .prepare_cached("SELECT seq, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
         let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
-            r.get::<_, String>(0)
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            out.push(serde_json::from_str(&row?)?);
+            let (seq, data) = row?;
+            let mut event: Event = serde_json::from_str(&data)?;
+            event.seq = seq as u64;
+            out.push(event);
         }
         Ok(out)
     }
@@ -195,14 +198,8 @@ impl Tx<'_> {
                     | ChangeKind::Denied
                     | ChangeKind::Released
             );
-            // The number is known only after the insert; write the row, then its body.
-            self.tx.execute(
-                "INSERT INTO events (at, kind, booking, data) VALUES (?1, ?2, ?3, '')",
-                params![at.to_rfc3339(), kind_name(kind), b.id.0 as i64],
-            )?;
-            let seq = self.tx.last_insert_rowid() as u64;
-            let event = Event {
-                seq,
+            let mut event = Event {
+                seq: 0,
                 at,
                 kind,
                 booking: b.clone(),
@@ -210,10 +207,18 @@ impl Tx<'_> {
                 note: c.note.clone(),
                 actor: actor.filter(|_| person).map(str::to_string),
             };
+            // The number is the row's, known only after the insert: the stored body leaves it
+            // out (0) and reading puts it back from the row, so each event is one write.
             self.tx.execute(
-                "UPDATE events SET data = ?1 WHERE seq = ?2",
-                params![serde_json::to_string(&event)?, seq as i64],
+                "INSERT INTO events (at, kind, booking, data) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    at.to_rfc3339(),
+                    kind_name(kind),
+                    b.id.0 as i64,
+                    serde_json::to_string(&event)?
+                ],
             )?;
+            event.seq = self.tx.last_insert_rowid() as u64;
             events.push(event);
         }
         Ok(events)
