@@ -6,10 +6,14 @@
 
 pub mod caldav;
 pub mod connection;
+pub mod deploy;
 pub mod endpoint;
 pub mod feed;
 pub mod ical;
+pub mod link;
 pub mod secrets;
+pub mod servers;
+pub mod ssh;
 
 pub use connection::{ClientError, Connection, Pushed};
 pub use endpoint::Endpoint;
