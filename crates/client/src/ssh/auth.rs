@@ -1,0 +1,1 @@
+//! Logging in: ssh-agent, key files, keyboard-interactive, password.
