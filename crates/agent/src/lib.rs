@@ -13,6 +13,7 @@ pub mod clock;
 pub mod gpu;
 pub mod handler;
 pub mod identity;
+pub mod install;
 pub mod jobs;
 pub mod procs;
 pub mod sampler;

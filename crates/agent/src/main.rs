@@ -52,6 +52,28 @@ enum Command {
         #[arg(long)]
         sim_processes: Option<PathBuf>,
     },
+    /// Install the agent as the server's system service (an admin, with sudo): the binary
+    /// in /usr/local/bin, a systemd unit, the state in /var/lib/gpubook, the socket in
+    /// /run/gpubook for every lab user, jobs run as their owners. Run it again to upgrade.
+    Install {
+        /// Install for the whole server (the only kind there is; required so that it is
+        /// never done by accident).
+        #[arg(long, required = true)]
+        system: bool,
+        /// Write everything below this directory instead of / (a package build, a test);
+        /// systemd is then left alone.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// How the service reads the GPUs.
+        #[arg(long, default_value = "nvml")]
+        gpus: String,
+        /// The server's name as people see it [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Write the files but do not enable or start the service.
+        #[arg(long)]
+        no_start: bool,
+    },
     /// Join standard input and output to the agent's socket (used over SSH).
     Bridge {
         /// The agent's socket [default: the system agent's if it runs, else the personal one].
@@ -114,6 +136,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 sim_processes,
             };
             gpubook_agent::server::serve_with(config, reader, Arc::new(SystemClock)).await
+        }
+        Command::Install {
+            system: _,
+            root,
+            gpus,
+            name,
+            no_start,
+        } => {
+            gpus.parse::<Source>()?;
+            let opts = gpubook_agent::install::InstallOptions {
+                root,
+                binary: std::env::current_exe().context("cannot find this program's file")?,
+                gpus,
+                name,
+                start: !no_start,
+            };
+            let report = gpubook_agent::install::install_system(&opts)?;
+            for step in report.steps {
+                println!("{step}");
+            }
+            Ok(())
         }
         Command::Bridge { socket } => {
             let socket = socket.unwrap_or_else(|| {
