@@ -70,6 +70,11 @@ impl Default for LinkOptions {
     }
 }
 
+/// How long a connection must have stayed up for its drop to be retried at once.
+const STABLE: Duration = Duration::from_secs(10);
+/// The reason given when a live connection drops.
+const LOST: &str = "connection lost";
+
 /// A dial: a new connection, or why there is none (shown in [`LinkStatus::Unreachable`]).
 type DialFuture = Pin<Box<dyn Future<Output = Result<Connection, String>> + Send>>;
 /// What the link calls to connect, again and again.
@@ -217,15 +222,19 @@ impl Runner {
             };
             let reason = match conn {
                 Ok(conn) => match self.session(conn, was_up).await {
-                    Ok(()) => {
-                        // It was up, then dropped: try again at once.
+                    Ok(up_for) => {
                         was_up = true;
-                        failures = 0;
-                        self.status.send_replace(LinkStatus::Unreachable {
-                            reason: "connection lost".into(),
-                            retry_in: Duration::ZERO,
-                        });
-                        continue;
+                        // A connection that stayed up a while dropped: try again at once.
+                        // One that drops soon after it is made backs off like a failed dial.
+                        if up_for >= STABLE {
+                            failures = 0;
+                            self.status.send_replace(LinkStatus::Unreachable {
+                                reason: LOST.into(),
+                                retry_in: Duration::ZERO,
+                            });
+                            continue;
+                        }
+                        LOST.to_string()
                     }
                     Err(e) => e.to_string(),
                 },
@@ -241,9 +250,9 @@ impl Runner {
         }
     }
 
-    /// Subscribes on `conn` and forwards until it drops: `Ok` once it was up, `Err` if the
-    /// subscription itself failed.
-    async fn session(&self, conn: Connection, back: bool) -> Result<(), ClientError> {
+    /// Subscribes on `conn` and forwards until it drops: `Ok(how long it was up)`, or `Err`
+    /// if the subscription itself failed.
+    async fn session(&self, conn: Connection, back: bool) -> Result<Duration, ClientError> {
         let after = *self.last_event.lock().unwrap();
         let (latest, mut rx) = conn.subscribe(after, self.opts.readings).await?;
         {
@@ -257,6 +266,7 @@ impl Runner {
                 Some(_) => {}
             }
         }
+        let up_since = tokio::time::Instant::now();
         let conn = Arc::new(conn);
         let server = conn.welcome().server.clone();
         *self.current.lock().unwrap() = Some(conn.clone());
@@ -274,7 +284,7 @@ impl Runner {
             let _ = self.tx.send(p);
         }
         *self.current.lock().unwrap() = None;
-        Ok(())
+        Ok(up_since.elapsed())
     }
 
     /// The wait after the `failures`-th failure in a row: doubling from `first_retry`, at most
