@@ -1,0 +1,54 @@
+// The one door to the Rust side: invoke() and listen() of Tauri 2, or, in a plain browser
+// (no window.__TAURI_INTERNALS__), the in-memory mock agent. The mock is never used in Tauri.
+import type { AppError } from './app-types';
+
+/** What the app needs of its host. */
+export interface Backend {
+  /** Calls a command of the IPC contract; rejects with an AppError. */
+  invoke<T>(cmd: string, args?: Record<string, unknown>): Promise<T>;
+  /** Listens to a pushed event; resolves to the function that stops listening. */
+  listen<T>(event: string, cb: (payload: T) => void): Promise<() => void>;
+  /** True for the in-memory mock. */
+  readonly mock: boolean;
+}
+
+/** Whether the page runs inside Tauri. */
+export function inTauri(): boolean {
+  return typeof window !== 'undefined' && '__TAURI_INTERNALS__' in window;
+}
+
+async function tauriBackend(): Promise<Backend> {
+  const core = await import('@tauri-apps/api/core');
+  const event = await import('@tauri-apps/api/event');
+  return {
+    mock: false,
+    invoke: <T>(cmd: string, args?: Record<string, unknown>) => core.invoke<T>(cmd, args),
+    listen: async <T>(name: string, cb: (p: T) => void) => {
+      const un = await event.listen<T>(name, (e) => cb(e.payload));
+      return un;
+    },
+  };
+}
+
+/** The backend for this page. */
+export async function connectBackend(): Promise<Backend> {
+  if (inTauri()) return tauriBackend();
+  const { MockBackend } = await import('./mock');
+  return new MockBackend();
+}
+
+/** Any rejection as an AppError with a sentence in it. */
+export function toAppError(e: unknown): AppError {
+  if (e && typeof e === 'object' && 'kind' in e && 'message' in e) {
+    const o = e as Partial<AppError>;
+    return {
+      kind: (o.kind ?? 'internal') as AppError['kind'],
+      message: String(o.message ?? 'Something went wrong.'),
+      server: o.server ?? null,
+      conflicts: o.conflicts ?? [],
+      fingerprint: o.fingerprint ?? null,
+    };
+  }
+  const message = e instanceof Error ? e.message : typeof e === 'string' ? e : 'Something went wrong.';
+  return { kind: 'internal', message, server: null, conflicts: [], fingerprint: null };
+}

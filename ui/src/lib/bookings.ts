@@ -1,0 +1,105 @@
+// The bookings the app knows, per server, kept current by the agents' events. Pure: the
+// Svelte state wraps it and re-reads after each change.
+import type { Booking } from './wire/Booking';
+import type { Event } from './wire/Event';
+
+/** States a booking leaves the calendar in. */
+export const GONE: ReadonlySet<string> = new Set(['cancelled', 'denied']);
+
+/** An intruder seen on a booked GPU. */
+export type Intruder = { gpu: string; booking: number; pid: number; user: string | null; at: string };
+
+/** Bookings and intruders per server. */
+export class BookingBook {
+  /** server → booking id → booking. */
+  readonly byServer = new Map<string, Map<number, Booking>>();
+  /** server → GPU uuid → intruder on it, while its booking lasts. */
+  readonly intruders = new Map<string, Map<string, Intruder>>();
+  /** server → last event number applied (events at or below it are repeats). */
+  readonly lastSeq = new Map<string, number>();
+
+  private server(id: string): Map<number, Booking> {
+    let m = this.byServer.get(id);
+    if (!m) this.byServer.set(id, (m = new Map()));
+    return m;
+  }
+
+  /**
+   * Puts a booking in unless the book already holds a newer revision of it (a listing and
+   * the event stream can arrive in either order). Returns whether anything changed.
+   */
+  upsert(server: string, b: Booking): boolean {
+    const m = this.server(server);
+    const old = m.get(b.id);
+    if (old && old.revision > b.revision) return false;
+    if (old && old.revision === b.revision && old.state === b.state && sameRun(old, b)) return false;
+    m.set(b.id, b);
+    if (b.state === 'ended' || GONE.has(b.state)) this.clearIntruders(server, b.id);
+    return true;
+  }
+
+  /** Replaces what is known of a server's bookings in a window with a fresh listing. */
+  load(server: string, list: Booking[]): void {
+    for (const b of list) this.upsert(server, b);
+  }
+
+  /** Applies one pushed event; returns whether anything changed. */
+  apply(server: string, ev: Event): boolean {
+    const last = this.lastSeq.get(server) ?? -1;
+    if (ev.seq <= last) return false;
+    this.lastSeq.set(server, ev.seq);
+    let changed = this.upsert(server, ev.booking);
+    if (ev.note?.kind === 'intruder') {
+      let m = this.intruders.get(server);
+      if (!m) this.intruders.set(server, (m = new Map()));
+      m.set(ev.note.gpu, {
+        gpu: ev.note.gpu,
+        booking: ev.booking.id,
+        pid: ev.note.pid,
+        user: ev.note.user,
+        at: ev.at,
+      });
+      changed = true;
+    }
+    if (ev.kind === 'slot_ended' || ev.kind === 'booking_released') {
+      changed = this.clearIntruders(server, ev.booking.id) || changed;
+    }
+    return changed;
+  }
+
+  private clearIntruders(server: string, booking: number): boolean {
+    const m = this.intruders.get(server);
+    if (!m) return false;
+    let changed = false;
+    for (const [gpu, i] of m) {
+      if (i.booking === booking) {
+        m.delete(gpu);
+        changed = true;
+      }
+    }
+    return changed;
+  }
+
+  /** Forgets a server (removed from the list). */
+  drop(server: string): void {
+    this.byServer.delete(server);
+    this.intruders.delete(server);
+    this.lastSeq.delete(server);
+  }
+
+  /** A server's bookings that still belong on the calendar. */
+  visible(server: string): Booking[] {
+    const m = this.byServer.get(server);
+    if (!m) return [];
+    return [...m.values()].filter((b) => !GONE.has(b.state));
+  }
+
+  /** One booking. */
+  get(server: string, id: number): Booking | undefined {
+    return this.byServer.get(server)?.get(id);
+  }
+}
+
+function sameRun(a: Booking, b: Booking): boolean {
+  return a.run?.state === b.run?.state && a.run?.exit_code === b.run?.exit_code;
+}

@@ -1,0 +1,99 @@
+// Pure mapping from the app's data to @event-calendar/core's resources and events.
+import type { ServerView } from './app-types';
+import type { Booking } from './wire/Booking';
+import type { Gpu } from './wire/Gpu';
+import { colourFor } from './colors';
+import { laneId, type Lane } from './selection';
+
+/** Extra data carried on each calendar event. */
+export type BookingProps = {
+  server: string;
+  id: number;
+  owner: string;
+  state: string;
+  own: boolean;
+  asap: boolean;
+  job: string | null;
+  selection?: boolean;
+};
+
+/** A calendar resource: a server with its GPUs as children, or a GPU. */
+export type Resource = {
+  id: string;
+  title: string;
+  children?: Resource[];
+  extendedProps: { server: string; gpu: Gpu | null };
+};
+
+/** Lanes in display order, one per GPU of the connected servers. */
+export function lanesOf(servers: ServerView[], gpus: Record<string, Gpu[]>): Lane[] {
+  const out: Lane[] = [];
+  for (const s of servers) {
+    for (const g of gpus[s.id] ?? []) out.push({ server: s.id, uuid: g.uuid, index: g.index });
+  }
+  return out;
+}
+
+/** Calendar resources: one group per server, one child per GPU. */
+export function resourcesOf(servers: ServerView[], gpus: Record<string, Gpu[]>, nested = true): Resource[] {
+  const out: Resource[] = [];
+  for (const s of servers) {
+    const list = gpus[s.id];
+    if (!list) continue;
+    const children: Resource[] = list.map((g) => ({
+      id: laneId(s.id, g.uuid),
+      title: `${s.name} · GPU ${g.index}`,
+      extendedProps: { server: s.id, gpu: g },
+    }));
+    if (nested) {
+      out.push({ id: `server:${s.id}`, title: s.name, children, extendedProps: { server: s.id, gpu: null } });
+    } else {
+      out.push(...children);
+    }
+  }
+  return out;
+}
+
+/** The classes that make states look different at a glance. */
+export function bookingClasses(b: Booking, own: boolean, now: number): string[] {
+  const c = [`st-${b.state}`, own ? 'own' : 'other'];
+  if (b.asap && b.state !== 'active' && b.state !== 'ended') c.push('asap');
+  if (b.run && (b.run.state === 'running' || b.run.state === 'starting')) c.push('running');
+  if (Date.parse(b.interval.end) <= now) c.push('past');
+  return c;
+}
+
+/** Whether the person may drag a booking: their own, not over and not given back. */
+export function draggable(b: Booking, own: boolean, now: number): boolean {
+  return own && (b.state === 'confirmed' || b.state === 'pending_approval' || b.state === 'active') &&
+    Date.parse(b.interval.end) > now;
+}
+
+/** One calendar event for a booking (shown in each of its GPU lanes). */
+export function eventOf(server: string, b: Booking, me: string | null, now: number, showCommand: boolean) {
+  const own = me !== null && b.owner === me;
+  const colour = own ? { background: 'var(--own-bg)', border: 'var(--own-border)', text: 'var(--own-text)' } : colourFor(b.owner);
+  const props: BookingProps = {
+    server,
+    id: b.id,
+    owner: b.owner,
+    state: b.state,
+    own,
+    asap: !!b.asap,
+    job: own && showCommand && b.job ? b.job.command : null,
+  };
+  return {
+    id: `${server}:${b.id}`,
+    resourceIds: b.gpus.map((u) => laneId(server, u)),
+    start: new Date(b.interval.start),
+    end: new Date(b.interval.end),
+    title: b.title,
+    editable: draggable(b, own, now),
+    startEditable: draggable(b, own, now) && b.state !== 'active',
+    durationEditable: draggable(b, own, now),
+    backgroundColor: colour.background,
+    textColor: colour.text,
+    classNames: bookingClasses(b, own, now),
+    extendedProps: props,
+  };
+}

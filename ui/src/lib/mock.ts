@@ -1,0 +1,462 @@
+// An in-memory stand-in for the Rust side, used only when the page is not inside Tauri
+// (`npm run dev`, a plain browser, screenshots). It plays a few agents: GPUs, other people's
+// bookings, conflicts, approval, "as soon as possible", jobs with logs, pushed events and
+// readings. It holds no booking rules beyond what makes the screens realistic.
+import type { AppError, ServerView, Settings } from './app-types';
+import type { Backend } from './backend';
+import type { Booking } from './wire/Booking';
+import type { BookingResponse } from './wire/BookingResponse';
+import type { BookRequest } from './wire/BookRequest';
+import type { Event } from './wire/Event';
+import type { EventKind } from './wire/EventKind';
+import type { Gpu } from './wire/Gpu';
+import type { GpusResponse } from './wire/GpusResponse';
+import type { LogsResponse } from './wire/LogsResponse';
+import type { PolicyResponse } from './wire/PolicyResponse';
+import type { Readings } from './wire/Readings';
+import type { Role } from './wire/Role';
+import { ceilTo, floorTo, HOUR, roundTo, toWire } from './time';
+
+const GRAN = 900; // 15-minute grid
+const ME = 'you';
+
+type MockServer = {
+  view: ServerView;
+  gpus: Gpu[];
+  bookings: Map<number, Booking>;
+  seq: number;
+  nextId: number;
+  role: Role;
+};
+
+/** A small deterministic random generator, so screenshots are stable. */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+
+function err(kind: AppError['kind'], message: string, server: string | null = null, extra: Partial<AppError> = {}): AppError {
+  return { kind, message, server, conflicts: [], fingerprint: null, ...extra };
+}
+
+function makeGpus(server: string, n: number, model: string, memGiB: number, simulated: boolean): Gpu[] {
+  return Array.from({ length: n }, (_, i) => ({
+    uuid: `${simulated ? 'SIM' : 'GPU'}-${server}-${i.toString(16).padStart(4, '0')}`,
+    index: i,
+    name: simulated ? `Simulated GPU ${i}` : model,
+    memory_total: memGiB * 2 ** 30,
+    server,
+    simulated,
+  }));
+}
+
+const PEOPLE = ['alice', 'bob', 'chen', 'dara', 'emil', 'fatima'];
+const TITLES = ['yolov8 defects', 'llama finetune', 'ablation sweep', 'diffusion eval', 'thesis runs', 'protein fold', 'RL baseline'];
+
+/** The in-memory backend. */
+export class MockBackend implements Backend {
+  readonly mock = true;
+  private servers = new Map<string, MockServer>();
+  private listeners = new Map<string, Set<(p: unknown) => void>>();
+  private settingsValue: Settings = {
+    notify: {
+      slot_starting: true, slot_started: true, slot_ending: true, job_finished: true, job_stopped: true,
+      booking_approved: true, booking_denied: true, booking_moved_earlier: true, intruder: true, server_unreachable: true,
+    },
+    show_own_command_in_calendar: false,
+  };
+  private knownHosts = new Set<string>();
+  private timers: number[] = [];
+  private started = Date.now();
+
+  constructor(now: number = Date.now()) {
+    this.addServer('local', 'This computer', makeGpus('This computer', 4, '', 24, true), 'admin', true, 'connected', now);
+    this.addServer('lab1', 'lab1', makeGpus('lab1', 8, 'NVIDIA H200', 141, false), 'user', false, 'connecting', now);
+    this.addServer('lab2', 'lab2', makeGpus('lab2', 4, 'NVIDIA A100-SXM4-80GB', 80, false), 'user', false, 'connecting', now);
+    if (typeof window !== 'undefined') {
+      this.timers.push(window.setTimeout(() => this.setState('lab1', 'connected'), 600));
+      this.timers.push(window.setTimeout(() => this.setState('lab2', 'unreachable', 'lab2 did not answer on port 22 (connection timed out).'), 1500));
+      this.timers.push(window.setInterval(() => this.pushReadings(), 2000));
+      this.timers.push(window.setInterval(() => this.tickJobs(), 5000));
+    }
+  }
+
+  private addServer(id: string, name: string, gpus: Gpu[], role: Role, simulated: boolean, state: ServerView['state'], now: number) {
+    const s: MockServer = {
+      view: { id, name, state, detail: simulated ? 'Simulated GPUs: no NVIDIA GPU found here.' : null, user: ME, role, simulated },
+      gpus,
+      bookings: new Map(),
+      seq: 0,
+      nextId: 1,
+      role,
+    };
+    this.servers.set(id, s);
+    this.seed(s, now);
+  }
+
+  /** Fills a server with other people's bookings and a few of one's own. */
+  private seed(s: MockServer, now: number) {
+    const r = rng(s.view.id.length * 7919 + s.gpus.length);
+    const base = floorTo(now, 3600) - 6 * HOUR;
+    for (const g of s.gpus) {
+      let t = base + Math.floor(r() * 8) * HOUR;
+      while (t < now + 80 * HOUR) {
+        const len = (1 + Math.floor(r() * 10)) * HOUR;
+        if (r() < 0.55) {
+          const owner = PEOPLE[Math.floor(r() * PEOPLE.length)];
+          this.put(s, owner, [g.uuid], t, t + len, TITLES[Math.floor(r() * TITLES.length)], now);
+        }
+        t += len + Math.floor(r() * 6) * HOUR;
+      }
+    }
+    if (s.view.id === 'local') {
+      const a = this.put(s, ME, [s.gpus[2].uuid, s.gpus[3].uuid], floorTo(now, 3600) + HOUR * 30, floorTo(now, 3600) + HOUR * 34, 'my long run', now, true);
+      a.state = 'pending_approval';
+      a.pending_reason = 'It is longer than the 4 h a booking may last here.';
+    }
+  }
+
+  private put(s: MockServer, owner: string, gpus: string[], start: number, end: number, title: string, now: number, force = false): Booking {
+    if (!force && this.conflicts(s, gpus, start, end).length) return undefined as unknown as Booking;
+    const id = s.nextId++;
+    const started = start <= now;
+    const b: Booking = {
+      id, owner, gpus, title,
+      interval: { start: toWire(start), end: toWire(end) },
+      state: end <= now ? 'ended' : started ? 'active' : 'confirmed',
+      job: owner === ME ? { command: 'python train.py', cwd: null, env: {}, end_signal: null, grace_secs: null, keep_slot: false } : null,
+      asap: null, pending_reason: null, created_at: toWire(now - 86_400_000), revision: 1,
+      warned_start: false, warned_end: false,
+      run: started && end > now ? { state: 'running', pid: 4242 + id, start_ticks: null, started_at: toWire(start), ended_at: null, exit_code: null, signal: null, message: null, log: '/tmp/job.log' } : null,
+      usage: null,
+    };
+    s.bookings.set(id, b);
+    return b;
+  }
+
+  private conflicts(s: MockServer, gpus: string[], start: number, end: number, except = -1) {
+    const out = [];
+    for (const b of s.bookings.values()) {
+      if (b.id === except || ['cancelled', 'denied', 'ended'].includes(b.state)) continue;
+      const bs = Date.parse(b.interval.start);
+      const be = Date.parse(b.interval.end);
+      const both = b.gpus.filter((g) => gpus.includes(g));
+      if (both.length && bs < end && start < be) {
+        out.push({ booking: b.id, owner: b.owner, gpus: both, interval: b.interval, title: b.title });
+      }
+    }
+    return out;
+  }
+
+  private emit(name: string, payload: unknown) {
+    for (const cb of this.listeners.get(name) ?? []) cb(payload);
+  }
+
+  private event(s: MockServer, kind: EventKind, b: Booking, before: Booking['interval'] | null = null, note: Event['note'] = null) {
+    b.revision += 1;
+    const ev: Event = { seq: ++s.seq, at: toWire(Date.now()), kind, booking: structuredClone(b), before, actor: ME, note };
+    // Delivered like the real thing: after the command's answer.
+    setTimeout(() => this.emit('gpubook://event', { server: s.view.id, event: ev }), 0);
+  }
+
+  private setState(id: string, state: ServerView['state'], detail: string | null = null) {
+    const s = this.servers.get(id);
+    if (!s) return;
+    s.view = { ...s.view, state, detail: detail ?? (s.view.simulated ? s.view.detail : null) };
+    this.emit('gpubook://server', s.view);
+  }
+
+  private pushReadings() {
+    const t = (Date.now() - this.started) / 1000;
+    for (const s of this.servers.values()) {
+      if (s.view.state !== 'connected') continue;
+      const now = Date.now();
+      const readings: Readings = {
+        at: toWire(now),
+        gpus: s.gpus.map((g) => {
+          const busy = [...s.bookings.values()].find(
+            (b) => b.state === 'active' && b.gpus.includes(g.uuid) && Date.parse(b.interval.start) <= now,
+          );
+          const util = busy ? Math.round(70 + 25 * Math.sin(t / 7 + g.index)) : Math.round(2 * Math.random());
+          const mem = busy ? g.memory_total * (0.5 + 0.3 * Math.sin(t / 11 + g.index)) : 300 * 2 ** 20;
+          return {
+            uuid: g.uuid, index: g.index, name: g.name, memory_used: Math.round(mem), memory_total: g.memory_total,
+            util_gpu: util, util_mem: Math.round(util * 0.6), temperature_c: busy ? 68 + (g.index % 5) : 34,
+            power_mw: busy ? 450_000 + g.index * 3000 : 70_000, power_limit_mw: 700_000,
+            processes: busy ? [{ pid: 4242 + busy.id, user: busy.owner, used_bytes: Math.round(mem) }] : [],
+          };
+        }),
+      };
+      this.emit('gpubook://readings', { server: s.view.id, readings });
+    }
+  }
+
+  private tickJobs() {
+    const now = Date.now();
+    for (const s of this.servers.values()) {
+      for (const b of s.bookings.values()) {
+        const start = Date.parse(b.interval.start);
+        const end = Date.parse(b.interval.end);
+        if (b.state === 'confirmed' && start <= now) {
+          b.state = 'active';
+          if (b.job) b.run = { state: 'running', pid: 5000 + b.id, start_ticks: null, started_at: toWire(now), ended_at: null, exit_code: null, signal: null, message: null, log: '/tmp/job.log' };
+          this.event(s, 'slot_started', b);
+        } else if (b.state === 'active' && end <= now) {
+          b.state = 'ended';
+          if (b.run && b.run.state === 'running') b.run = { ...b.run, state: 'finished', ended_at: toWire(now), exit_code: 0 };
+          this.event(s, 'slot_ended', b);
+        }
+      }
+    }
+  }
+
+  private server(id: unknown): MockServer {
+    const s = this.servers.get(String(id));
+    if (!s) throw err('not_found', `There is no server "${id}" in the list.`);
+    if (s.view.state === 'unreachable') throw err('unreachable', `${s.view.name} cannot be reached: ${s.view.detail ?? 'no answer'}`, s.view.id);
+    return s;
+  }
+
+  private booking(s: MockServer, id: unknown): Booking {
+    const b = s.bookings.get(Number(id));
+    if (!b) throw err('not_found', `There is no booking ${id} on ${s.view.name}.`, s.view.id);
+    return b;
+  }
+
+  private mine(s: MockServer, b: Booking) {
+    if (b.owner !== ME && s.role !== 'admin') {
+      throw err('not_allowed', `Booking ${b.id} on ${s.view.name} is ${b.owner}'s; only they or an admin can change it.`, s.view.id);
+    }
+  }
+
+  private answer(b: Booking, s: MockServer): BookingResponse {
+    return { booking: structuredClone(b), also_changed: [], event: s.seq };
+  }
+
+  async listen<T>(name: string, cb: (p: T) => void): Promise<() => void> {
+    let set = this.listeners.get(name);
+    if (!set) this.listeners.set(name, (set = new Set()));
+    const f = cb as (p: unknown) => void;
+    set.add(f);
+    return () => set!.delete(f);
+  }
+
+  async invoke<T>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
+    await new Promise((r) => setTimeout(r, 20)); // a round trip
+    return this.handle(cmd, args) as T;
+  }
+
+  private handle(cmd: string, a: Record<string, unknown>): unknown {
+    const now = Date.now();
+    switch (cmd) {
+      case 'servers':
+        return [...this.servers.values()].map((s) => s.view);
+      case 'gpus': {
+        const s = this.server(a.server);
+        const r: GpusResponse = { server: s.view.name, source: s.view.simulated ? 'simulated' : 'nvml', gpus: s.gpus, readings: null };
+        return r;
+      }
+      case 'bookings': {
+        const s = this.server(a.server);
+        const from = Date.parse(String(a.from));
+        const to = Date.parse(String(a.to));
+        return [...s.bookings.values()]
+          .filter((b) => Date.parse(b.interval.start) < to && from < Date.parse(b.interval.end))
+          .map((b) => {
+            const c = structuredClone(b);
+            if (c.owner !== ME) c.job = null;
+            return c;
+          });
+      }
+      case 'policy': {
+        const s = this.server(a.server);
+        const r: PolicyResponse = {
+          policy: {
+            default_role: 'user', admins: [], guests: [], users: [], granularity_secs: GRAN,
+            max_booking_secs: s.view.id === 'local' ? 4 * 3600 : 48 * 3600, max_ahead_secs: 14 * 86400,
+            weekly_quota_gpu_hours: 200, max_gpus_at_once: 4, over_policy: 'approval', intruders: 'warn',
+            idle_after_secs: 3600, release_idle: false, end_warning_secs: 600,
+          },
+          role: s.role,
+          week_gpu_hours: 12.5,
+        };
+        return r;
+      }
+      case 'book':
+        return this.book(this.server(a.server), a.request as BookRequest, now);
+      case 'move_booking': {
+        const s = this.server(a.server);
+        const b = this.booking(s, a.id);
+        this.mine(s, b);
+        const start = roundTo(Date.parse(String(a.start)), GRAN);
+        const end = roundTo(Date.parse(String(a.end)), GRAN);
+        if (end <= start) throw err('invalid', 'The end must be after the start.', s.view.id);
+        if (start < floorTo(now, GRAN) && b.state !== 'active') throw err('invalid', 'A booking cannot be moved into the past.', s.view.id);
+        const c = this.conflicts(s, b.gpus, start, end, b.id);
+        if (c.length) {
+          throw err('conflict', `${s.view.name}: GPU ${this.indexOf(s, c[0].gpus[0])} is booked by ${c[0].owner} ("${c[0].title}") then.`, s.view.id, { conflicts: c });
+        }
+        const before = { ...b.interval };
+        b.interval = { start: toWire(start), end: toWire(end) };
+        this.event(s, 'booking_changed', b, before);
+        return this.answer(b, s);
+      }
+      case 'extend': {
+        const s = this.server(a.server);
+        const b = this.booking(s, a.id);
+        this.mine(s, b);
+        const end = ceilTo(Date.parse(String(a.to)), GRAN);
+        const c = this.conflicts(s, b.gpus, Date.parse(b.interval.end), end, b.id);
+        if (c.length) throw err('conflict', `${s.view.name}: ${c[0].owner} has GPU ${this.indexOf(s, c[0].gpus[0])} from ${new Date(c[0].interval.start).toLocaleTimeString()}.`, s.view.id, { conflicts: c });
+        b.interval = { ...b.interval, end: toWire(end) };
+        this.event(s, 'booking_changed', b);
+        return this.answer(b, s);
+      }
+      case 'cancel': {
+        const s = this.server(a.server);
+        const b = this.booking(s, a.id);
+        this.mine(s, b);
+        b.state = 'cancelled';
+        this.event(s, 'booking_cancelled', b);
+        return this.answer(b, s);
+      }
+      case 'release': {
+        const s = this.server(a.server);
+        const b = this.booking(s, a.id);
+        this.mine(s, b);
+        if (b.state !== 'active') throw err('invalid', `Booking ${b.id} has not started; cancel it instead.`, s.view.id);
+        b.state = 'ended';
+        b.interval = { ...b.interval, end: toWire(ceilTo(now, GRAN)) };
+        if (b.run) b.run = { ...b.run, state: 'stopped', ended_at: toWire(now), signal: 15, message: 'Stopped: the booking was released.' };
+        this.event(s, 'booking_released', b);
+        return this.answer(b, s);
+      }
+      case 'approve':
+      case 'deny': {
+        const s = this.server(a.server);
+        if (s.role !== 'admin') throw err('not_allowed', `Only an admin of ${s.view.name} can ${cmd} bookings.`, s.view.id);
+        const b = this.booking(s, a.id);
+        if (b.state !== 'pending_approval') throw err('invalid', `Booking ${b.id} is not waiting for approval.`, s.view.id);
+        b.state = cmd === 'approve' ? 'confirmed' : 'denied';
+        b.pending_reason = null;
+        this.event(s, cmd === 'approve' ? 'booking_approved' : 'booking_denied', b);
+        return this.answer(b, s);
+      }
+      case 'job_logs': {
+        const s = this.server(a.server);
+        const b = this.booking(s, a.id);
+        const lines = Math.max(1, Math.floor((now - this.started) / 3000) + 5);
+        const data = Array.from({ length: Math.min(lines, 200) }, (_, i) => `epoch ${i + 1}: loss ${(2 / (i + 2)).toFixed(4)} acc ${(0.5 + i / (2 * lines + 4)).toFixed(3)}`).join('\n');
+        const r: LogsResponse = { data: data + '\n', next: data.length + 1, done: b.run?.state !== 'running' };
+        return r;
+      }
+      case 'add_server': {
+        const spec = String(a.spec ?? '').trim();
+        if (!/^([\w.-]+@)?[\w.-]+$/.test(spec)) throw err('invalid', `"${spec}" is not a Host from ~/.ssh/config nor user@host.`);
+        if (!this.knownHosts.has(spec)) {
+          throw err('host_key_unknown', `${spec} is new: check its key's fingerprint before you trust it.`, spec, { fingerprint: 'SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8' });
+        }
+        return this.accept(spec, now);
+      }
+      case 'accept_host_key':
+        this.knownHosts.add(String(a.spec));
+        return this.accept(String(a.spec), now);
+      case 'remove_server':
+        this.servers.delete(String(a.id));
+        return null;
+      case 'settings':
+        return structuredClone(this.settingsValue);
+      case 'set_settings':
+        this.settingsValue = structuredClone(a.settings as Settings);
+        return null;
+      case 'export_ics':
+        return this.ics(Boolean(a.mine));
+      default:
+        throw err('unknown_request', `The app does not know the command "${cmd}".`);
+    }
+  }
+
+  private indexOf(s: MockServer, uuid: string): number {
+    return s.gpus.find((g) => g.uuid === uuid)?.index ?? -1;
+  }
+
+  private accept(spec: string, now: number): ServerView {
+    const host = spec.split('@').pop()!;
+    if (!this.servers.has(host)) {
+      this.addServer(host, host, makeGpus(host, 4, 'NVIDIA L40S', 48, false), 'user', false, 'connecting', now);
+      setTimeout(() => this.setState(host, 'connected'), 500);
+    }
+    return this.servers.get(host)!.view;
+  }
+
+  private book(s: MockServer, req: BookRequest, now: number): BookingResponse {
+    if (!req.title.trim()) throw err('invalid', 'A booking needs a title: say what the GPUs are for.', s.view.id);
+    let gpus: string[];
+    let start: number;
+    let end: number;
+    if (req.when.kind === 'at') {
+      start = floorTo(Date.parse(req.when.start), GRAN);
+      end = ceilTo(Date.parse(req.when.end), GRAN);
+      if (end <= start) throw err('invalid', 'The end must be after the start.', s.view.id);
+      if (end <= now) throw err('invalid', 'That time is already over.', s.view.id);
+    } else {
+      start = ceilTo(now, GRAN);
+      end = start + req.when.duration_secs * 1000;
+    }
+    if (req.gpus.kind === 'named') {
+      gpus = req.gpus.gpus.map((g) => s.gpus.find((x) => x.uuid === g || String(x.index) === g)?.uuid ?? g);
+      const c = this.conflicts(s, gpus, start, end);
+      if (c.length) {
+        const who = c.map((x) => `${x.owner} ("${x.title}") on GPU ${this.indexOf(s, x.gpus[0])}`).join(', ');
+        throw err('conflict', `${s.view.name}: those GPUs are already booked then by ${who}.`, s.view.id, { conflicts: c });
+      }
+    } else {
+      const count = req.gpus.count;
+      const minMem = req.gpus.min_memory ?? 0;
+      const fit = s.gpus.filter((g) => g.memory_total >= minMem);
+      if (fit.length < count) throw err('invalid', `${s.view.name} has no ${count} GPUs with that much memory.`, s.view.id);
+      const dur = end - start;
+      let found: string[] | null = null;
+      for (let t = start; t < now + 14 * 86400_000 && !found; t += GRAN * 1000) {
+        const free = fit.filter((g) => this.conflicts(s, [g.uuid], t, t + dur).length === 0);
+        if (free.length >= count) {
+          found = free.slice(0, count).map((g) => g.uuid);
+          start = t;
+          end = t + dur;
+        }
+      }
+      if (!found) throw err('unavailable', `${s.view.name} has no free slot within two weeks.`, s.view.id);
+      gpus = found;
+    }
+    const b = this.put(s, ME, gpus, start, end, req.title.trim(), now, true);
+    b.job = req.job;
+    b.run = null;
+    if (req.when.kind === 'asap') {
+      b.asap = { count: gpus.length, min_memory: null, duration_secs: req.when.duration_secs, asked_at: toWire(now), named: [], exempt: false };
+    }
+    if (s.view.id === 'local' && end - start > 4 * HOUR) {
+      b.state = 'pending_approval';
+      b.pending_reason = 'It is longer than the 4 h a booking may last here.';
+    }
+    this.event(s, 'booking_created', b);
+    return this.answer(b, s);
+  }
+
+  private ics(mine: boolean): string {
+    const lines = ['BEGIN:VCALENDAR', 'VERSION:2.0', 'PRODID:-//gpubook//mock//EN'];
+    const stamp = toWire(Date.now()).replace(/[-:]/g, '');
+    for (const s of this.servers.values()) {
+      for (const b of s.bookings.values()) {
+        if (mine && b.owner !== ME) continue;
+        lines.push('BEGIN:VEVENT', `UID:${b.id}@${s.view.name}`, `DTSTAMP:${stamp}`,
+          `DTSTART:${b.interval.start.replace(/[-:]/g, '')}`, `DTEND:${b.interval.end.replace(/[-:]/g, '')}`,
+          `SUMMARY:${b.gpus.length}× GPU on ${s.view.name} — ${b.title}`, `SEQUENCE:${b.revision}`, 'END:VEVENT');
+      }
+    }
+    lines.push('END:VCALENDAR');
+    return lines.join('\r\n') + '\r\n';
+  }
+}

@@ -1,0 +1,141 @@
+// The app's live state: servers, GPUs, readings, policies and bookings, fed by commands at
+// start and by pushed events after. Components read it; only this module talks to the backend
+// for loading. Nothing here polls: every change after the first load arrives from listen().
+import type { EventPayload, ReadingsPayload, ServerView, Settings } from './app-types';
+import { connectBackend, toAppError, type Backend } from './backend';
+import { BookingBook } from './bookings';
+import type { Booking } from './wire/Booking';
+import type { Gpu } from './wire/Gpu';
+import type { GpusResponse } from './wire/GpusResponse';
+import type { PolicyResponse } from './wire/PolicyResponse';
+import type { Readings } from './wire/Readings';
+import type { Event } from './wire/Event';
+import { toWire } from './time';
+
+const DAY = 86_400_000;
+
+/** Everything the screens show. */
+export class AppState {
+  backend: Backend | null = null;
+  servers = $state<ServerView[]>([]);
+  gpus = $state<Record<string, Gpu[]>>({});
+  readings = $state<Record<string, Readings>>({});
+  policies = $state<Record<string, PolicyResponse>>({});
+  /** Raised on every change of `book`, so derived views recompute. */
+  version = $state(0);
+  /** The last pushed events, newest first (for the status line). */
+  lastEvent = $state<{ server: string; event: Event } | null>(null);
+  /** A problem loading, shown in the sidebar. */
+  loadError = $state<string | null>(null);
+  settings = $state<Settings | null>(null);
+  readonly book = new BookingBook();
+  /** The window of time loaded: [from, to). */
+  private from = Date.now() - 2 * DAY;
+  private to = Date.now() + 9 * DAY;
+  private loaded = new Set<string>();
+
+  /** Connects, subscribes, then loads what is there. */
+  async start(backend?: Backend): Promise<void> {
+    this.backend = backend ?? (await connectBackend());
+    const b = this.backend;
+    // Listen first, so nothing that happens during the load is missed.
+    await b.listen<ServerView>('gpubook://server', (v) => this.onServer(v));
+    await b.listen<EventPayload>('gpubook://event', (p) => this.onEvent(p));
+    await b.listen<ReadingsPayload>('gpubook://readings', (p) => {
+      this.readings[p.server] = p.readings;
+    });
+    try {
+      this.servers = await b.invoke<ServerView[]>('servers');
+    } catch (e) {
+      this.loadError = toAppError(e).message;
+      return;
+    }
+    b.invoke<Settings>('settings').then((s) => (this.settings = s)).catch(() => {});
+    await Promise.all(this.servers.filter((s) => s.state === 'connected').map((s) => this.loadServer(s.id)));
+  }
+
+  private onServer(v: ServerView) {
+    const i = this.servers.findIndex((s) => s.id === v.id);
+    if (i >= 0) this.servers[i] = v;
+    else this.servers.push(v);
+    if (v.state === 'connected') void this.loadServer(v.id);
+  }
+
+  private onEvent(p: EventPayload) {
+    if (this.book.apply(p.server, p.event)) this.version++;
+    this.lastEvent = p;
+  }
+
+  /** Loads a server's GPUs, policy and bookings in the loaded window. */
+  async loadServer(id: string): Promise<void> {
+    const b = this.backend!;
+    try {
+      const [g, pol, list] = await Promise.all([
+        b.invoke<GpusResponse>('gpus', { server: id }),
+        b.invoke<PolicyResponse>('policy', { server: id }),
+        b.invoke<Booking[]>('bookings', { server: id, from: toWire(this.from), to: toWire(this.to) }),
+      ]);
+      this.gpus[id] = g.gpus;
+      if (g.readings) this.readings[id] = g.readings;
+      this.policies[id] = pol;
+      this.book.load(id, list);
+      this.loaded.add(id);
+      this.version++;
+      if (typeof document !== 'undefined') document.body.dataset.ready = 'true';
+    } catch (e) {
+      this.loadError = toAppError(e).message;
+    }
+  }
+
+  /** Makes sure bookings in [from, to) are loaded (called when the calendar moves). */
+  async ensureRange(from: number, to: number): Promise<void> {
+    if (from >= this.from && to <= this.to) return;
+    const nf = Math.min(from, this.from);
+    const nt = Math.max(to, this.to);
+    this.from = nf;
+    this.to = nt;
+    const b = this.backend!;
+    await Promise.all(
+      [...this.loaded].map(async (id) => {
+        try {
+          const list = await b.invoke<Booking[]>('bookings', { server: id, from: toWire(nf), to: toWire(nt) });
+          this.book.load(id, list);
+          this.version++;
+        } catch (e) {
+          this.loadError = toAppError(e).message;
+        }
+      }),
+    );
+  }
+
+  /** Puts a command's answer into the book at once (its event follows and is a repeat). */
+  applyAnswer(server: string, bookings: Booking[]): void {
+    let changed = false;
+    for (const bk of bookings) changed = this.book.upsert(server, bk) || changed;
+    if (changed) this.version++;
+  }
+
+  /** The server with this id. */
+  server(id: string): ServerView | undefined {
+    return this.servers.find((s) => s.id === id);
+  }
+
+  /** Removes a server from the list. */
+  forget(id: string): void {
+    this.servers = this.servers.filter((s) => s.id !== id);
+    delete this.gpus[id];
+    delete this.readings[id];
+    delete this.policies[id];
+    this.book.drop(id);
+    this.loaded.delete(id);
+    this.version++;
+  }
+
+  /** The granularity of a server's policy, seconds (15 min until the policy is known). */
+  granularity(id: string): number {
+    return this.policies[id]?.policy.granularity_secs ?? 900;
+  }
+}
+
+/** The one state of this page. */
+export const app = new AppState();
