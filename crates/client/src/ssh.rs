@@ -21,7 +21,7 @@ pub use config::Target;
 pub use known_hosts::{fingerprint, HostKey};
 pub use session::{ChannelReader, ChannelWriter, Session};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -46,6 +46,42 @@ pub struct Options {
     pub prompt: Option<Arc<dyn Prompt>>,
     /// Read passphrases and passwords from the OS keyring (and offer to store them there).
     pub keyring: bool,
+    /// The person's SSH environment; by default this process's.
+    pub env: SshEnv,
+}
+
+/// Where the person's SSH setup is: their home (~/.ssh), the config file and the ssh-agent.
+/// Each field left `None` comes from this process (`$HOME`, `$GPUBOOK_SSH_CONFIG` else
+/// ~/.ssh/config, `$SSH_AUTH_SOCK`).
+#[derive(Debug, Clone, Default)]
+pub struct SshEnv {
+    /// The home whose ~/.ssh holds keys, config and known_hosts.
+    pub home: Option<PathBuf>,
+    /// The SSH config file (`ssh -F`).
+    pub config: Option<PathBuf>,
+    /// The ssh-agent's socket.
+    pub agent_socket: Option<PathBuf>,
+}
+
+impl SshEnv {
+    /// The home directory in use.
+    pub fn home(&self) -> PathBuf {
+        self.home.clone().unwrap_or_else(config::process_home)
+    }
+
+    /// The ssh-agent's socket in use, if any.
+    pub fn agent_socket(&self) -> Option<PathBuf> {
+        self.agent_socket.clone().or_else(|| {
+            std::env::var_os("SSH_AUTH_SOCK")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        })
+    }
+
+    /// Whether `home` is the passwd entry's home (then OpenSSH finds ~/.ssh/config itself).
+    pub(crate) fn home_is_own(&self, home: &Path) -> bool {
+        config::passwd_home().as_deref() == Some(home)
+    }
 }
 
 /// What a command run with [`Session::run`] gave.

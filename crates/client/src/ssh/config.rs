@@ -6,7 +6,7 @@
 //! that home, `$HOME/.ssh/config` is passed with `-F`. `$GPUBOOK_SSH_CONFIG` names the config
 //! file explicitly (tests).
 
-use super::SshError;
+use super::{SshEnv, SshError};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -47,7 +47,13 @@ impl Target {
     /// Resolves a server name: an alias from ~/.ssh/config, `user@host[:port]` or
     /// `ssh://user@host[:port]`, with its jump hosts.
     pub fn resolve(spec: &str) -> Result<Target, SshError> {
-        resolve_chain(spec, &mut Vec::new())
+        Self::resolve_with(spec, &SshEnv::default())
+    }
+
+    /// [`Target::resolve`] with an explicit home and config file (tests, several people in
+    /// one process).
+    pub fn resolve_with(spec: &str, env: &SshEnv) -> Result<Target, SshError> {
+        resolve_chain(spec, env, &mut Vec::new())
     }
 
     /// The name as the person gave it.
@@ -108,9 +114,7 @@ pub(crate) fn parse_spec(spec: &str) -> Result<Spec, SshError> {
         None => (None, rest),
     };
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| bad("a [ without its ]"))?;
+        let (h, after) = v6.split_once(']').ok_or_else(|| bad("a [ without its ]"))?;
         match after.strip_prefix(':') {
             Some(p) => (h.to_string(), Some(p)),
             None if after.is_empty() => (h.to_string(), None),
@@ -140,14 +144,14 @@ pub(crate) fn parse_spec(spec: &str) -> Result<Spec, SshError> {
     Ok(Spec { user, host, port })
 }
 
-fn resolve_chain(spec: &str, stack: &mut Vec<String>) -> Result<Target, SshError> {
+fn resolve_chain(spec: &str, env: &SshEnv, stack: &mut Vec<String>) -> Result<Target, SshError> {
     let parsed = parse_spec(spec)?;
     let settings = if ssh_installed() {
-        ssh_g(spec, &parsed)?
+        ssh_g(spec, &parsed, env)?
     } else {
-        fallback(&parsed)?
+        fallback(&parsed, env)?
     };
-    let mut t = target_from(spec, &parsed, &settings)?;
+    let mut t = target_from(spec, &parsed, &settings, env)?;
     let key = t.key();
     if stack.contains(&key) || stack.len() >= MAX_HOPS {
         stack.push(key);
@@ -172,7 +176,7 @@ fn resolve_chain(spec: &str, stack: &mut Vec<String>) -> Result<Target, SshError
         })
         .unwrap_or_default();
     for (i, hop) in jumps.iter().enumerate() {
-        let mut h = resolve_chain(hop, stack)?;
+        let mut h = resolve_chain(hop, env, stack)?;
         // As with `ssh -J a,b`: a later hop is reached through the one before it, so its own
         // ProxyJump does not apply.
         if i > 0 {
@@ -209,18 +213,20 @@ fn ssh_installed() -> bool {
     if std::env::var_os("GPUBOOK_SSH_NO_OPENSSH").is_some() {
         return false;
     }
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| d.join("ssh").is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("ssh").is_file()))
 }
 
 /// The config file to pass with `-F`, if not OpenSSH's own choice.
-fn config_file() -> Option<PathBuf> {
+fn config_file(env: &SshEnv) -> Option<PathBuf> {
+    if let Some(f) = &env.config {
+        return Some(f.clone());
+    }
     if let Some(f) = std::env::var_os("GPUBOOK_SSH_CONFIG").filter(|f| !f.is_empty()) {
         return Some(PathBuf::from(f));
     }
-    let home = home();
-    if passwd_home().as_deref() == Some(home.as_path()) {
+    let home = env.home();
+    if env.home_is_own(&home) {
         return None;
     }
     let own = home.join(".ssh/config");
@@ -231,10 +237,10 @@ fn config_file() -> Option<PathBuf> {
     })
 }
 
-fn ssh_g(spec: &str, parsed: &Spec) -> Result<Settings, SshError> {
+fn ssh_g(spec: &str, parsed: &Spec, env: &SshEnv) -> Result<Settings, SshError> {
     let mut cmd = Command::new("ssh");
     cmd.arg("-G");
-    if let Some(f) = config_file() {
+    if let Some(f) = config_file(env) {
         cmd.arg("-F").arg(f);
     }
     if let Some(u) = &parsed.user {
@@ -276,7 +282,8 @@ fn ssh_g(spec: &str, parsed: &Spec) -> Result<Settings, SshError> {
     Ok(s)
 }
 
-fn target_from(spec: &str, parsed: &Spec, s: &Settings) -> Result<Target, SshError> {
+fn target_from(spec: &str, parsed: &Spec, s: &Settings, env: &SshEnv) -> Result<Target, SshError> {
+    let home = env.home();
     let host = s.get("hostname").unwrap_or(&parsed.host).to_string();
     let port = match parsed.port {
         Some(p) => p,
@@ -293,20 +300,19 @@ fn target_from(spec: &str, parsed: &Spec, s: &Settings) -> Result<Target, SshErr
         .clone()
         .or_else(|| s.get("user").map(str::to_string))
         .unwrap_or_else(local_user);
-    let tokens = |v: &str| expand(v, &host, &user, port);
+    let tokens = |v: &str| expand(v, &home, &host, &user, port);
     let mut identity_files: Vec<PathBuf> = s.all("identityfile").map(tokens).collect();
     if identity_files.is_empty() {
         identity_files = ["id_rsa", "id_ecdsa", "id_ed25519"]
             .iter()
-            .map(|f| home().join(".ssh").join(f))
+            .map(|f| home.join(".ssh").join(f))
             .collect();
     }
     let mut user_known_hosts: Vec<PathBuf> = s.all("userknownhostsfile").map(tokens).collect();
     if user_known_hosts.is_empty() {
-        user_known_hosts = vec![home().join(".ssh/known_hosts")];
+        user_known_hosts = vec![home.join(".ssh/known_hosts")];
     }
-    let mut global_known_hosts: Vec<PathBuf> =
-        s.all("globalknownhostsfile").map(tokens).collect();
+    let mut global_known_hosts: Vec<PathBuf> = s.all("globalknownhostsfile").map(tokens).collect();
     if global_known_hosts.is_empty() {
         global_known_hosts = vec![PathBuf::from("/etc/ssh/ssh_known_hosts")];
     }
@@ -340,8 +346,19 @@ fn is_yes(v: &str) -> bool {
 }
 
 /// Expands `~` and the tokens OpenSSH allows in file names (%d %u %h %r %p %%).
-fn expand(v: &str, host: &str, user: &str, port: u16) -> PathBuf {
-    let home = home();
+fn expand(v: &str, home: &Path, host: &str, user: &str, port: u16) -> PathBuf {
+    // `ssh -G` expands ~ with the passwd entry's home; with another $HOME, ~/.ssh is that.
+    let own = passwd_home().map(|h| h.join(".ssh"));
+    let v = match own
+        .as_deref()
+        .and_then(|o| Path::new(v).strip_prefix(o).ok())
+    {
+        Some(rest) if own.as_deref() != Some(home.join(".ssh").as_path()) => {
+            home.join(".ssh").join(rest).display().to_string()
+        }
+        _ => v.to_string(),
+    };
+    let v = v.as_str();
     let v = match v.strip_prefix("~/") {
         Some(rest) => format!("{}/{rest}", home.display()),
         None if v == "~" => home.display().to_string(),
@@ -372,7 +389,7 @@ fn expand(v: &str, host: &str, user: &str, port: u16) -> PathBuf {
 }
 
 /// `$HOME`, else the passwd entry's home.
-pub(crate) fn home() -> PathBuf {
+pub(crate) fn process_home() -> PathBuf {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
@@ -407,7 +424,7 @@ fn cstr(p: *const libc::c_char) -> String {
         .into_owned()
 }
 
-fn passwd_home() -> Option<PathBuf> {
+pub(crate) fn passwd_home() -> Option<PathBuf> {
     passwd_field(|pw| PathBuf::from(cstr(pw.pw_dir)))
 }
 
@@ -422,10 +439,10 @@ pub(crate) fn local_user() -> String {
 /// Reads ~/.ssh/config (and /etc/ssh/ssh_config) without OpenSSH: Host blocks with patterns,
 /// the first value of a keyword wins, IdentityFile adds up. Match blocks and Include are
 /// skipped.
-fn fallback(parsed: &Spec) -> Result<Settings, SshError> {
+fn fallback(parsed: &Spec, env: &SshEnv) -> Result<Settings, SshError> {
     let mut s = Settings::default();
     let files = [
-        config_file().unwrap_or_else(|| home().join(".ssh/config")),
+        config_file(env).unwrap_or_else(|| env.home().join(".ssh/config")),
         PathBuf::from("/etc/ssh/ssh_config"),
     ];
     for f in files {
@@ -447,7 +464,10 @@ fn read_config(text: &str, host: &str, s: &mut Settings) {
             continue;
         }
         let (k, v) = match line.split_once(|c: char| c == '=' || c.is_whitespace()) {
-            Some((k, v)) => (k.trim().to_ascii_lowercase(), v.trim_start_matches(['=', ' ', '\t']).trim()),
+            Some((k, v)) => (
+                k.trim().to_ascii_lowercase(),
+                v.trim_start_matches(['=', ' ', '\t']).trim(),
+            ),
             None => continue,
         };
         let v = v.trim_matches('"');
@@ -506,11 +526,6 @@ pub(crate) fn wildcard(pattern: &str, text: &str) -> bool {
     go(pattern.as_bytes(), text.as_bytes())
 }
 
-/// Whether `path` exists as a file.
-pub(crate) fn exists(path: &Path) -> bool {
-    path.is_file()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,7 +542,16 @@ mod tests {
         let s = parse_spec("[::1]:2200").unwrap();
         assert_eq!((s.host.as_str(), s.port), ("::1", Some(2200)));
         assert_eq!(parse_spec("lab1").unwrap().host, "lab1");
-        for bad in ["", "a@", "@h", "h:0", "h:x", "h:70000", "-oProxyCommand=x", "a b"] {
+        for bad in [
+            "",
+            "a@",
+            "@h",
+            "h:0",
+            "h:x",
+            "h:70000",
+            "-oProxyCommand=x",
+            "a b",
+        ] {
             assert!(parse_spec(bad).is_err(), "{bad}");
         }
     }

@@ -135,7 +135,7 @@ pub(crate) fn append(target: &Target, key: &HostKey) -> Result<PathBuf, SshError
         .user_known_hosts
         .first()
         .cloned()
-        .unwrap_or_else(|| super::config::home().join(".ssh/known_hosts"));
+        .unwrap_or_else(|| super::config::process_home().join(".ssh/known_hosts"));
     let fail = |e: std::io::Error| SshError::Config {
         server: target.spec.clone(),
         detail: format!(
@@ -148,10 +148,8 @@ pub(crate) fn append(target: &Target, key: &HostKey) -> Result<PathBuf, SshError
     if let Some(dir) = file.parent() {
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(fail)?;
-            let _ = std::fs::set_permissions(
-                dir,
-                std::os::unix::fs::PermissionsExt::from_mode(0o700),
-            );
+            let _ =
+                std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
         }
     }
     let mut f = std::fs::OpenOptions::new()
@@ -310,7 +308,10 @@ mod tests {
         append(&t, &k).unwrap();
         assert_eq!(check(&t, &k), Verdict::Known);
         let text = std::fs::read_to_string(&t.user_known_hosts[0]).unwrap();
-        assert!(text.starts_with("[lab1.example.org]:2222 ssh-ed25519 AAAA"), "{text}");
+        assert!(
+            text.starts_with("[lab1.example.org]:2222 ssh-ed25519 AAAA"),
+            "{text}"
+        );
         assert!(fingerprint(&k.blob).starts_with("SHA256:"));
         assert!(!fingerprint(&k.blob).ends_with('='));
     }
