@@ -1,0 +1,69 @@
+//! The app-only types that cross the IPC (see /work/notes/ipc.md): servers as the UI shows
+//! them and the payloads of the pushed events.
+
+use gpubook_core::Role;
+use gpubook_proto::{Event, Readings};
+use serde::{Deserialize, Serialize};
+
+/// Where the app stands with a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export, export_to = "../app/"))]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    /// Trying to connect.
+    Connecting,
+    /// Connected: requests work, events arrive.
+    Connected,
+    /// Not reachable now; the app keeps trying.
+    Unreachable,
+}
+
+/// A server as the UI shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export, export_to = "../app/"))]
+pub struct ServerView {
+    /// Its id in the app ("local" for This computer).
+    pub id: String,
+    /// Its name as people see it.
+    pub name: String,
+    /// Connected or not.
+    pub state: ServerState,
+    /// Why it is unreachable, in words.
+    pub detail: Option<String>,
+    /// Who the agent says the person is there.
+    pub user: Option<String>,
+    /// Their role there.
+    pub role: Option<Role>,
+    /// Whether its GPUs are simulated.
+    pub simulated: bool,
+}
+
+/// The payload of "gpubook://event".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export, export_to = "../app/"))]
+pub struct EventPayload {
+    /// The server's id.
+    pub server: String,
+    /// The agent's event.
+    pub event: Event,
+}
+
+/// The payload of "gpubook://readings".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export, export_to = "../app/"))]
+pub struct ReadingsPayload {
+    /// The server's id.
+    pub server: String,
+    /// The live readings.
+    pub readings: Readings,
+}
+
+/// Event names on the web view.
+pub mod events {
+    /// A server's state changed: [`super::ServerView`].
+    pub const SERVER: &str = "gpubook://server";
+    /// An agent event: [`super::EventPayload`].
+    pub const EVENT: &str = "gpubook://event";
+    /// Live readings: [`super::ReadingsPayload`].
+    pub const READINGS: &str = "gpubook://readings";
+}

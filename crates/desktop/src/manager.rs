@@ -1,0 +1,638 @@
+//! The servers the app shows, their connections, and the event pump: per server one task
+//! that connects (again and again, with a back-off), subscribes to the event stream after
+//! the last event it handled (remembered across restarts) with live readings, and hands
+//! every event to the web view, to the notifications and to the tray's list of the
+//! person's own bookings.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use gpubook_client::endpoint::{dial, DialError};
+use gpubook_client::{ssh, ClientError, Connection, Pushed};
+use gpubook_core::{Booking, BookingId};
+use gpubook_proto::{
+    ApproveRequest, BookRequest, BookingResponse, CancelRequest, DenyRequest, Event, ExtendRequest,
+    GpusRequest, GpusResponse, ListRequest, LogsRequest, LogsResponse, MoveRequest, PolicyRequest,
+    PolicyResponse, ReleaseRequest, Request, Response, Welcome,
+};
+use tokio::sync::Notify;
+
+use crate::error::AppError;
+use crate::ipc::{EventPayload, ReadingsPayload, ServerState, ServerView};
+use crate::memory::Memory;
+use crate::notify::{self, Notifier};
+use crate::settings::Settings;
+
+/// The name the app gives itself in the handshake.
+pub const CLIENT_NAME: &str = concat!("gpubook-app/", env!("CARGO_PKG_VERSION"));
+
+/// How long a server may be gone before "unreachable" is notified (an agent restart is not
+/// worth a notification).
+pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// Where the web view's pushed events go (the Tauri shell emits them).
+pub trait Sink: Send + Sync + std::fmt::Debug + 'static {
+    /// A server's state changed.
+    fn server(&self, view: &ServerView);
+    /// An agent event.
+    fn event(&self, payload: &EventPayload);
+    /// Live readings.
+    fn readings(&self, payload: &ReadingsPayload);
+}
+
+/// How to reach a server's agent: a socket or SSH.
+pub type Address = gpubook_client::Endpoint;
+
+async fn connect(address: &Address, ssh: &ssh::Options) -> Result<Connection, DialError> {
+    dial(address, ssh, CLIENT_NAME).await
+}
+
+#[derive(Debug)]
+struct Status {
+    state: ServerState,
+    detail: Option<String>,
+    welcome: Option<Welcome>,
+}
+
+/// One server and what the app knows of it.
+#[derive(Debug)]
+struct Server {
+    id: String,
+    name: Mutex<String>,
+    address: Address,
+    status: Mutex<Status>,
+    conn: Mutex<Option<Arc<Connection>>>,
+    /// The person's own bookings that have not ended, for the tray.
+    mine: Mutex<BTreeMap<BookingId, Booking>>,
+    stop: Notify,
+}
+
+impl Server {
+    fn view(&self) -> ServerView {
+        let s = self.status.lock().unwrap();
+        ServerView {
+            id: self.id.clone(),
+            name: self.name.lock().unwrap().clone(),
+            state: s.state,
+            detail: s.detail.clone(),
+            user: s.welcome.as_ref().map(|w| w.user.clone()),
+            role: s.welcome.as_ref().map(|w| w.role),
+            simulated: s.welcome.as_ref().is_some_and(|w| w.simulated),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.name.lock().unwrap().clone()
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    servers: Mutex<Vec<Arc<Server>>>,
+    sink: Arc<dyn Sink>,
+    notifier: Arc<dyn Notifier>,
+    memory: Memory,
+    settings: Mutex<Settings>,
+    settings_path: PathBuf,
+    rt: tokio::runtime::Handle,
+    ssh: ssh::Options,
+}
+
+/// The servers and their pumps. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+/// Where the manager keeps its files.
+#[derive(Debug, Clone)]
+pub struct Files {
+    /// The settings (JSON).
+    pub settings: PathBuf,
+    /// The last event per server (JSON).
+    pub memory: PathBuf,
+}
+
+impl Default for Files {
+    fn default() -> Self {
+        Self {
+            settings: Settings::path(),
+            memory: Memory::default_path(),
+        }
+    }
+}
+
+impl Manager {
+    /// A manager with no servers yet; its pumps run on `rt`, SSH servers are reached with `ssh`.
+    pub fn new(
+        files: Files,
+        sink: Arc<dyn Sink>,
+        notifier: Arc<dyn Notifier>,
+        rt: tokio::runtime::Handle,
+        ssh: ssh::Options,
+    ) -> Self {
+        let settings = Settings::load(&files.settings).unwrap_or_else(|e| {
+            eprintln!("gpubook: {e} Using the defaults.");
+            Settings::default()
+        });
+        Self {
+            inner: Arc::new(Inner {
+                servers: Mutex::new(Vec::new()),
+                sink,
+                notifier,
+                memory: Memory::open(&files.memory),
+                settings: Mutex::new(settings),
+                settings_path: files.settings,
+                rt,
+                ssh,
+            }),
+        }
+    }
+
+    /// Adds a server and starts its pump. Its view is emitted as it changes.
+    pub fn add(&self, id: &str, name: &str, address: Address) -> ServerView {
+        let server = Arc::new(Server {
+            id: id.to_string(),
+            name: Mutex::new(name.to_string()),
+            address,
+            status: Mutex::new(Status {
+                state: ServerState::Connecting,
+                detail: None,
+                welcome: None,
+            }),
+            conn: Mutex::new(None),
+            mine: Mutex::new(BTreeMap::new()),
+            stop: Notify::new(),
+        });
+        self.inner.servers.lock().unwrap().push(server.clone());
+        let inner = self.inner.clone();
+        let view = server.view();
+        self.inner.rt.spawn(async move {
+            let stop = server.clone();
+            tokio::select! {
+                _ = pump(inner, server) => {}
+                _ = stop.stop.notified() => {}
+            }
+        });
+        view
+    }
+
+    /// Removes a server and stops its pump.
+    pub fn remove(&self, id: &str) -> Result<(), AppError> {
+        let mut servers = self.inner.servers.lock().unwrap();
+        let i = servers
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or_else(|| AppError::no_server(id))?;
+        let s = servers.remove(i);
+        s.stop.notify_one();
+        s.conn.lock().unwrap().take();
+        Ok(())
+    }
+
+    /// Connects once to `address` to check it (SSH host key, login) before it is added;
+    /// `accept_new_host_key` trusts a host key not seen before.
+    pub async fn probe(
+        &self,
+        name: &str,
+        address: &Address,
+        accept_new_host_key: bool,
+    ) -> Result<(), AppError> {
+        let mut opts = self.inner.ssh.clone();
+        opts.accept_new_host_key = accept_new_host_key;
+        dial(address, &opts, CLIENT_NAME)
+            .await
+            .map(drop)
+            .map_err(|e| AppError::from_dial(e, name, name))
+    }
+
+    /// Every server as the UI shows it.
+    pub fn views(&self) -> Vec<ServerView> {
+        self.inner
+            .servers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.view())
+            .collect()
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> Settings {
+        self.inner.settings.lock().unwrap().clone()
+    }
+
+    /// Saves new settings.
+    pub fn set_settings(&self, s: Settings) -> Result<(), AppError> {
+        s.save(&self.inner.settings_path)
+            .map_err(AppError::internal)?;
+        *self.inner.settings.lock().unwrap() = s;
+        Ok(())
+    }
+
+    /// The live connection to `id`, and the server's name.
+    pub fn connection(&self, id: &str) -> Result<(Arc<Connection>, String), AppError> {
+        let s = self.server(id)?;
+        let conn = s.conn.lock().unwrap().clone();
+        match conn {
+            Some(c) => Ok((c, s.name())),
+            None => {
+                let detail = s.status.lock().unwrap().detail.clone();
+                Err(AppError::unreachable(id, &s.name(), detail.as_deref()))
+            }
+        }
+    }
+
+    fn server(&self, id: &str) -> Result<Arc<Server>, AppError> {
+        self.inner
+            .servers
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.id == id)
+            .cloned()
+            .ok_or_else(|| AppError::no_server(id))
+    }
+
+    /// Sends `req` to server `id`.
+    pub async fn request(&self, id: &str, req: Request) -> Result<Response, AppError> {
+        let (conn, name) = self.connection(id)?;
+        conn.request(req)
+            .await
+            .map_err(|e| AppError::from_client(e, id, &name))
+    }
+
+    async fn booking(&self, id: &str, req: Request) -> Result<BookingResponse, AppError> {
+        match self.request(id, req).await? {
+            Response::Booking(b) => Ok(b),
+            other => Err(unexpected(id, "a booking", &other)),
+        }
+    }
+
+    /// The GPUs of server `id`.
+    pub async fn gpus(&self, id: &str) -> Result<GpusResponse, AppError> {
+        match self.request(id, Request::Gpus(GpusRequest {})).await? {
+            Response::Gpus(g) => Ok(g),
+            other => Err(unexpected(id, "the GPUs", &other)),
+        }
+    }
+
+    /// The bookings of server `id` that overlap `from..to` (all pages).
+    pub async fn bookings(
+        &self,
+        id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Booking>, AppError> {
+        let range = gpubook_core::Interval::new(from, to).ok_or_else(|| {
+            AppError::internal("The calendar asked for a range that ends before it starts.")
+        })?;
+        let (conn, name) = self.connection(id)?;
+        let all = conn
+            .list_all(ListRequest {
+                range: Some(range),
+                mine: false,
+                include_past: true,
+                after: None,
+            })
+            .await
+            .map_err(|e| AppError::from_client(e, id, &name))?;
+        Ok(all.bookings)
+    }
+
+    /// The policy of server `id`.
+    pub async fn policy(&self, id: &str) -> Result<PolicyResponse, AppError> {
+        match self.request(id, Request::Policy(PolicyRequest {})).await? {
+            Response::Policy(p) => Ok(p),
+            other => Err(unexpected(id, "the policy", &other)),
+        }
+    }
+
+    /// Books on server `id`.
+    pub async fn book(&self, id: &str, req: BookRequest) -> Result<BookingResponse, AppError> {
+        self.booking(id, Request::Book(req)).await
+    }
+
+    /// Cancels booking `b` on server `id`.
+    pub async fn cancel(&self, id: &str, b: u64) -> Result<BookingResponse, AppError> {
+        self.booking(id, Request::Cancel(CancelRequest { id: BookingId(b) }))
+            .await
+    }
+
+    /// Extends booking `b` to `end`.
+    pub async fn extend(
+        &self,
+        id: &str,
+        b: u64,
+        end: DateTime<Utc>,
+    ) -> Result<BookingResponse, AppError> {
+        self.booking(
+            id,
+            Request::Extend(ExtendRequest {
+                id: BookingId(b),
+                end,
+            }),
+        )
+        .await
+    }
+
+    /// Moves booking `b` to `start..end`.
+    pub async fn move_booking(
+        &self,
+        id: &str,
+        b: u64,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<BookingResponse, AppError> {
+        self.booking(
+            id,
+            Request::Move(MoveRequest {
+                id: BookingId(b),
+                start,
+                end,
+                gpus: None,
+            }),
+        )
+        .await
+    }
+
+    /// Releases the rest of booking `b`'s slot.
+    pub async fn release(&self, id: &str, b: u64) -> Result<BookingResponse, AppError> {
+        self.booking(id, Request::Release(ReleaseRequest { id: BookingId(b) }))
+            .await
+    }
+
+    /// Approves booking `b` (admins).
+    pub async fn approve(&self, id: &str, b: u64) -> Result<BookingResponse, AppError> {
+        self.booking(id, Request::Approve(ApproveRequest { id: BookingId(b) }))
+            .await
+    }
+
+    /// Denies booking `b` (admins).
+    pub async fn deny(
+        &self,
+        id: &str,
+        b: u64,
+        reason: Option<String>,
+    ) -> Result<BookingResponse, AppError> {
+        self.booking(
+            id,
+            Request::Deny(DenyRequest {
+                id: BookingId(b),
+                reason,
+            }),
+        )
+        .await
+    }
+
+    /// The whole log of booking `b`'s job so far.
+    pub async fn job_logs(&self, id: &str, b: u64) -> Result<LogsResponse, AppError> {
+        let mut all = LogsResponse {
+            data: String::new(),
+            next: 0,
+            done: false,
+        };
+        loop {
+            let page = match self
+                .request(
+                    id,
+                    Request::Logs(LogsRequest {
+                        id: BookingId(b),
+                        offset: all.next,
+                    }),
+                )
+                .await?
+            {
+                Response::Logs(l) => l,
+                other => return Err(unexpected(id, "the job's log", &other)),
+            };
+            let empty = page.data.is_empty();
+            all.data.push_str(&page.data);
+            all.next = page.next;
+            all.done = page.done;
+            if empty || page.done || all.data.len() > 1 << 20 {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The person's own bookings that have not ended, on every server, with the server's
+    /// name: for the tray.
+    pub fn my_bookings(&self) -> Vec<(String, Booking)> {
+        let servers = self.inner.servers.lock().unwrap().clone();
+        let mut out = Vec::new();
+        for s in servers {
+            let name = s.name();
+            for b in s.mine.lock().unwrap().values() {
+                out.push((name.clone(), b.clone()));
+            }
+        }
+        out
+    }
+
+    /// The connections of every connected server, with their ids and names.
+    pub fn connections(&self) -> Vec<(String, String, Arc<Connection>)> {
+        let servers = self.inner.servers.lock().unwrap().clone();
+        servers
+            .iter()
+            .filter_map(|s| {
+                let c = s.conn.lock().unwrap().clone()?;
+                Some((s.id.clone(), s.name(), c))
+            })
+            .collect()
+    }
+}
+
+fn unexpected(id: &str, what: &str, got: &Response) -> AppError {
+    AppError::internal(format!(
+        "Server {id} answered something else than {what} ({got:?}); are the app and the agent compatible?"
+    ))
+}
+
+fn set_status(
+    inner: &Inner,
+    s: &Server,
+    state: ServerState,
+    detail: Option<String>,
+    welcome: Option<Welcome>,
+) {
+    {
+        let mut st = s.status.lock().unwrap();
+        let changed = st.state != state || st.detail != detail || welcome.is_some();
+        st.state = state;
+        st.detail = detail;
+        if let Some(w) = welcome {
+            st.welcome = Some(w);
+        }
+        if !changed {
+            return;
+        }
+    }
+    inner.sink.server(&s.view());
+}
+
+/// Keeps server `s` connected and its events flowing, until the task is dropped.
+async fn pump(inner: Arc<Inner>, s: Arc<Server>) {
+    let mut backoff = Duration::from_millis(250);
+    // When the server was last known to be up or the pump started, and whether
+    // "unreachable" has been notified for the current outage.
+    let mut down_since = Instant::now();
+    let mut notified_down = false;
+    let mut ever_up = false;
+    loop {
+        match session(&inner, &s, &mut notified_down, &mut ever_up).await {
+            Ok(()) => {
+                backoff = Duration::from_millis(250);
+                down_since = Instant::now();
+                set_status(
+                    &inner,
+                    &s,
+                    ServerState::Connecting,
+                    Some("The connection was lost; reconnecting.".into()),
+                    None,
+                );
+            }
+            Err(e) => {
+                let detail = e.to_string();
+                let state = if down_since.elapsed() >= UNREACHABLE_AFTER || !ever_up {
+                    ServerState::Unreachable
+                } else {
+                    ServerState::Connecting
+                };
+                set_status(&inner, &s, state, Some(detail.clone()), None);
+                if ever_up && !notified_down && down_since.elapsed() >= UNREACHABLE_AFTER {
+                    notified_down = true;
+                    let settings = inner.settings.lock().unwrap().clone();
+                    if let Some(n) =
+                        notify::server_notice(&s.name(), false, Some(&detail), &settings)
+                    {
+                        inner.notifier.show(n, None);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One connection's life: Ok when it ended after having been up.
+async fn session(
+    inner: &Arc<Inner>,
+    s: &Arc<Server>,
+    notified_down: &mut bool,
+    ever_up: &mut bool,
+) -> Result<(), DialError> {
+    let conn = Arc::new(connect(&s.address, &inner.ssh).await?);
+    let welcome = conn.welcome().clone();
+    let me = welcome.user.clone();
+    let key = format!("{}|{}|{}", s.address, welcome.server, s.id);
+    // The person's own bookings that have not ended, for the tray.
+    let mine = conn
+        .list_all(ListRequest {
+            range: None,
+            mine: true,
+            include_past: false,
+            after: None,
+        })
+        .await
+        .map_err(DialError::from)?;
+    let remembered = inner.memory.last_event(&key);
+    let (latest, mut rx) = conn
+        .subscribe(remembered, true)
+        .await
+        .map_err(DialError::from)?;
+    if remembered.is_some_and(|r| r > latest) {
+        // Another agent at the same address (its store was reset): start from now.
+        inner.memory.forget(&key);
+        return Err(ClientError::Protocol(
+            "the agent's event numbers went back; subscribing again from now".into(),
+        )
+        .into());
+    }
+    if remembered.is_none() {
+        inner.memory.set_last_event(&key, latest);
+    }
+    {
+        let mut m = s.mine.lock().unwrap();
+        m.clear();
+        for b in mine.bookings {
+            m.insert(b.id, b);
+        }
+    }
+    *s.conn.lock().unwrap() = Some(conn.clone());
+    *ever_up = true;
+    set_status(inner, s, ServerState::Connected, None, Some(welcome));
+    if *notified_down {
+        *notified_down = false;
+        let settings = inner.settings.lock().unwrap().clone();
+        if let Some(n) = notify::server_notice(&s.name(), true, None, &settings) {
+            inner.notifier.show(n, None);
+        }
+    }
+    while let Some(p) = rx.recv().await {
+        match p {
+            Pushed::Event(ev) => handle_event(inner, s, &me, &key, ev),
+            Pushed::Readings(r) => inner.sink.readings(&ReadingsPayload {
+                server: s.id.clone(),
+                readings: r,
+            }),
+            Pushed::Error(e) => eprintln!("gpubook: {}: {}", s.name(), e.message),
+        }
+    }
+    s.conn.lock().unwrap().take();
+    Ok(())
+}
+
+fn handle_event(inner: &Arc<Inner>, s: &Arc<Server>, me: &str, key: &str, ev: Event) {
+    if ev.booking.owner == me {
+        let mut m = s.mine.lock().unwrap();
+        if ev.booking.state.is_final() {
+            m.remove(&ev.booking.id);
+        } else {
+            m.insert(ev.booking.id, ev.booking.clone());
+        }
+    }
+    inner.sink.event(&EventPayload {
+        server: s.id.clone(),
+        event: ev.clone(),
+    });
+    let settings = inner.settings.lock().unwrap().clone();
+    if let Some(n) = notify::decide(&ev, &s.id, &s.name(), me, Utc::now(), &settings) {
+        let on_extend = n.extend.clone().map(|offer| {
+            let s = s.clone();
+            let inner = inner.clone();
+            Box::new(move || {
+                let rt = inner.rt.clone();
+                rt.spawn(async move {
+                    let conn = s.conn.lock().unwrap().clone();
+                    let Some(conn) = conn else { return };
+                    let r = conn
+                        .request(Request::Extend(ExtendRequest {
+                            id: offer.id,
+                            end: offer.to,
+                        }))
+                        .await;
+                    if let Err(e) = r {
+                        inner.notifier.show(
+                            notify::Notice {
+                                kind: "slot_ending",
+                                summary: "The booking could not be extended".into(),
+                                body: AppError::from_client(e, &s.id, &s.name()).message,
+                                extend: None,
+                            },
+                            None,
+                        );
+                    }
+                });
+            }) as Box<dyn FnOnce() + Send>
+        });
+        inner.notifier.show(n, on_extend);
+    }
+    // Remembered after the notification was handed over: a crash in between shows it
+    // again rather than never.
+    inner.memory.set_last_event(key, ev.seq);
+}

@@ -1,0 +1,294 @@
+//! Which agent events become desktop notifications, their words, and raising them with
+//! notify-rust on the session's D-Bus (never from the web view).
+//!
+//! Rules: only the person's own bookings (the booking's owner is the user the agent
+//! welcomed), except for a server going unreachable and coming back; each kind can be
+//! turned off in the settings; when catching up after a restart, events older than
+//! [`CATCH_UP_LIMIT`] are not notified (a "slot starts in 5 minutes" from last night helps
+//! nobody), while the UI still receives them.
+
+use chrono::{DateTime, Duration, Local, Utc};
+use gpubook_core::{Booking, BookingId, Note};
+use gpubook_proto::{Event, EventKind};
+
+use crate::settings::Settings;
+
+/// Events older than this when they arrive are not notified.
+pub const CATCH_UP_LIMIT: Duration = Duration::minutes(10);
+
+/// How much "Extend" adds.
+pub const EXTEND_BY: Duration = Duration::hours(1);
+
+/// A notification to show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    /// Its kind, as named in the settings.
+    pub kind: &'static str,
+    /// The title line.
+    pub summary: String,
+    /// The text.
+    pub body: String,
+    /// An "Extend 1 h" action, where it makes sense.
+    pub extend: Option<ExtendOffer>,
+}
+
+/// What "Extend 1 h" asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtendOffer {
+    /// The server's id in the app.
+    pub server: String,
+    /// The booking.
+    pub id: BookingId,
+    /// The new end.
+    pub to: DateTime<Utc>,
+}
+
+/// Shows notices. The real one talks to the notification server; tests record.
+pub trait Notifier: Send + Sync + std::fmt::Debug {
+    /// Shows `n`; `on_extend` runs if the person clicks its "Extend 1 h" action.
+    fn show(&self, n: Notice, on_extend: Option<Box<dyn FnOnce() + Send>>);
+}
+
+/// Local time, the way a person reads it: "14:00", or "Tue 14:00" on another day.
+fn local_time(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let l = t.with_timezone(&Local);
+    if l.date_naive() == now.with_timezone(&Local).date_naive() {
+        l.format("%H:%M").to_string()
+    } else {
+        l.format("%a %H:%M").to_string()
+    }
+}
+
+/// "1 h 5 min", "3 min", "42 s".
+pub fn human_duration(d: Duration) -> String {
+    let s = d.num_seconds().max(0);
+    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
+    match (h, m) {
+        (0, 0) => format!("{sec} s"),
+        (0, m) => format!("{m} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    }
+}
+
+fn gpus(b: &Booking) -> String {
+    match b.gpus.len() {
+        1 => "1 GPU".to_string(),
+        n => format!("{n} GPUs"),
+    }
+}
+
+fn title(b: &Booking) -> String {
+    if b.title.trim().is_empty() {
+        format!("booking {}", b.id.0)
+    } else {
+        format!("\u{201c}{}\u{201d}", b.title)
+    }
+}
+
+/// The notice for `ev` from server `server` (its id) shown as `name`, for the person `me`,
+/// at `now`; `None` when there is nothing to show.
+pub fn decide(
+    ev: &Event,
+    server: &str,
+    name: &str,
+    me: &str,
+    now: DateTime<Utc>,
+    settings: &Settings,
+) -> Option<Notice> {
+    if now - ev.at > CATCH_UP_LIMIT {
+        return None;
+    }
+    let b = &ev.booking;
+    if b.owner != me {
+        return None;
+    }
+    let (start, end) = (b.interval.start, b.interval.end);
+    let when = format!(
+        "{} on {name}, {}\u{2013}{}",
+        gpus(b),
+        local_time(start, now),
+        local_time(end, now)
+    );
+    let (kind, summary, body, extend) = match ev.kind {
+        EventKind::SlotStarting => (
+            "slot_starting",
+            if start > now {
+                format!("{} starts in {}", title(b), human_duration(start - now))
+            } else {
+                format!("{} starts now", title(b))
+            },
+            when,
+            None,
+        ),
+        EventKind::SlotStarted => (
+            "slot_started",
+            format!("{} has started", title(b)),
+            format!("{when}. The GPUs are yours until {}.", local_time(end, now)),
+            None,
+        ),
+        EventKind::SlotEnding => (
+            "slot_ending",
+            format!("{} ends in {}", title(b), human_duration(end - now)),
+            format!("{when}. Extend it by an hour if the GPUs are free then."),
+            Some(ExtendOffer {
+                server: server.to_string(),
+                id: b.id,
+                to: end + EXTEND_BY,
+            }),
+        ),
+        EventKind::JobFinished => {
+            let run = b.run.as_ref();
+            let how = match (run.and_then(|r| r.exit_code), run.and_then(|r| r.signal)) {
+                (Some(0), _) => "exited with code 0".to_string(),
+                (Some(c), _) => format!("failed with exit code {c}"),
+                (None, Some(s)) => format!("was ended by signal {s}"),
+                (None, None) => "ended".to_string(),
+            };
+            let ran = run
+                .and_then(|r| Some(r.ended_at? - r.started_at?))
+                .map(|d| format!(" after {}", human_duration(d)))
+                .unwrap_or_default();
+            let mut body = format!("It {how}{ran} ({when}).");
+            if let Some(u) = &b.usage {
+                body.push_str(&format!(
+                    " Mean GPU use {:.0} %, peak memory {:.1} GiB.",
+                    u.mean_util,
+                    u.peak_memory as f64 / (1u64 << 30) as f64
+                ));
+            }
+            (
+                "job_finished",
+                format!("Job of {} finished", title(b)),
+                body,
+                None,
+            )
+        }
+        EventKind::JobStopped => (
+            "job_stopped",
+            format!("Job of {} stopped at the slot's end", title(b)),
+            format!(
+                "The slot ended at {} and its job was still running ({when}).",
+                local_time(end, now)
+            ),
+            None,
+        ),
+        EventKind::BookingApproved => (
+            "booking_approved",
+            format!("{} was approved", title(b)),
+            when,
+            None,
+        ),
+        EventKind::BookingDenied => (
+            "booking_denied",
+            format!("{} was denied", title(b)),
+            match &ev.actor {
+                Some(a) => format!("{when}. Denied by {a}."),
+                None => format!("{when}."),
+            },
+            None,
+        ),
+        EventKind::BookingMovedEarlier => (
+            "booking_moved_earlier",
+            format!("{} moved earlier", title(b)),
+            format!("It now starts at {} ({when}).", local_time(start, now)),
+            None,
+        ),
+        EventKind::Intruder => {
+            let who = match &ev.note {
+                Some(Note::Intruder { user, pid, .. }) => format!(
+                    "{} (process {pid})",
+                    user.clone().unwrap_or_else(|| "another user".to_string())
+                ),
+                _ => "another user".to_string(),
+            };
+            (
+                "intruder",
+                format!("Someone else is on your GPU on {name}"),
+                format!("{who} is using a GPU of {} ({when}).", title(b)),
+                None,
+            )
+        }
+        _ => return None,
+    };
+    if !settings.wants(kind) {
+        return None;
+    }
+    Some(Notice {
+        kind,
+        summary,
+        body,
+        extend,
+    })
+}
+
+/// "Server unreachable" (`up == false`) or "back" (`up == true`).
+pub fn server_notice(
+    name: &str,
+    up: bool,
+    detail: Option<&str>,
+    settings: &Settings,
+) -> Option<Notice> {
+    let (kind, summary, body) = if up {
+        (
+            "server_back",
+            format!("{name} is back"),
+            "The calendar and notifications are live again.".to_string(),
+        )
+    } else {
+        (
+            "server_unreachable",
+            format!("{name} cannot be reached"),
+            match detail {
+                Some(d) => format!("{d}. The app keeps trying."),
+                None => "The app keeps trying.".to_string(),
+            },
+        )
+    };
+    settings.wants(kind).then_some(Notice {
+        kind,
+        summary,
+        body,
+        extend: None,
+    })
+}
+
+/// The real notifier: notify-rust on the session bus.
+#[derive(Debug, Default)]
+pub struct DesktopNotifier;
+
+impl Notifier for DesktopNotifier {
+    fn show(&self, n: Notice, on_extend: Option<Box<dyn FnOnce() + Send>>) {
+        // The D-Bus calls block; never on the async runtime's threads.
+        std::thread::spawn(move || {
+            let mut note = notify_rust::Notification::new();
+            note.appname("gpubook")
+                .summary(&n.summary)
+                .body(&n.body)
+                .icon("gpubook")
+                .hint(notify_rust::Hint::Category(format!("gpubook.{}", n.kind)));
+            let actions = on_extend.is_some()
+                && notify_rust::get_capabilities()
+                    .map(|c| c.iter().any(|c| c == "actions"))
+                    .unwrap_or(false);
+            if actions {
+                note.action("extend", "Extend 1 h");
+            }
+            match note.show() {
+                Ok(handle) => {
+                    if let (true, Some(cb)) = (actions, on_extend) {
+                        let mut cb = Some(cb);
+                        handle.wait_for_action(move |action| {
+                            if action == "extend" {
+                                if let Some(cb) = cb.take() {
+                                    cb();
+                                }
+                            }
+                        });
+                    }
+                }
+                Err(e) => eprintln!("gpubook: cannot show a notification: {e}"),
+            }
+        });
+    }
+}

@@ -1,0 +1,63 @@
+//! Calendar export: the .ics text, and the URL of the live feed for calendar apps.
+
+use std::sync::{Arc, Mutex};
+
+use gpubook_desktop::error::AppOnlyKind;
+use gpubook_desktop::{calendar, local, paths, AppError, Manager};
+use tauri::State;
+
+use super::Answer;
+
+/// The feed's URL once it serves, or why it does not.
+#[derive(Debug, Clone)]
+pub struct FeedState(Arc<Mutex<Option<Result<String, String>>>>);
+
+impl FeedState {
+    /// Starts serving the feed of This computer in the background.
+    pub fn start(m: Manager) -> Self {
+        let state = Self(Arc::new(Mutex::new(None)));
+        let slot = state.0.clone();
+        tauri::async_runtime::spawn(async move {
+            // The local agent may still be starting.
+            let mut last = Err(String::new());
+            for _ in 0..40 {
+                last = calendar::serve_feed(
+                    local::socket(),
+                    &paths::data_dir(),
+                    m.settings().show_own_command_in_calendar,
+                )
+                .await;
+                if last.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            *slot.lock().unwrap() = Some(last);
+        });
+        state
+    }
+}
+
+/// The .ics text of the person's bookings (`mine`) or of all, on every connected server.
+#[tauri::command]
+pub async fn export_ics(m: State<'_, Manager>, mine: bool) -> Answer<String> {
+    calendar::export_ics(&m, mine).await
+}
+
+/// The URL a calendar app can subscribe to (This computer's bookings of the person).
+#[tauri::command]
+pub fn feed_url(feed: State<'_, FeedState>) -> Answer<String> {
+    match feed.0.lock().unwrap().clone() {
+        Some(Ok(url)) => Ok(url),
+        Some(Err(e)) => Err(AppError::app(
+            AppOnlyKind::Unreachable,
+            format!("The calendar feed is not available: {e}"),
+            Some("local"),
+        )),
+        None => Err(AppError::app(
+            AppOnlyKind::Unreachable,
+            "The calendar feed is still starting; try again in a moment.",
+            Some("local"),
+        )),
+    }
+}

@@ -1,0 +1,13 @@
+//! Jobs: the log of a booking's job.
+
+use gpubook_desktop::Manager;
+use gpubook_proto::LogsResponse;
+use tauri::State;
+
+use super::Answer;
+
+/// The log of booking `id`'s job so far.
+#[tauri::command]
+pub async fn job_logs(m: State<'_, Manager>, server: String, id: u64) -> Answer<LogsResponse> {
+    m.job_logs(&server, id).await
+}

@@ -1,0 +1,4 @@
+//! The gpubook desktop app.
+fn main() {
+    gpubook_app_lib::run()
+}
