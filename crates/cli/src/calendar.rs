@@ -2,6 +2,7 @@
 //! (an exported file, a live subscription URL, CalDAV sync). The work is crates/client's;
 //! this file reads arguments, the terminal and the keyring, and prints.
 
+use crate::targets::Target as Server;
 use crate::{print_json, Failure};
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
@@ -9,13 +10,9 @@ use gpubook_client::caldav::{self, CaldavError, FollowOptions, SyncNote, Syncer,
 use gpubook_client::feed::{self, Feed, FeedServer};
 use gpubook_client::ical::{self, CalendarContext, Scope};
 use gpubook_client::secrets::{self, Secret, SecretError};
-use gpubook_client::{Connection, Endpoint};
 use gpubook_proto::ErrorKind;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
-
-/// The client name the agent logs for these commands.
-const CLIENT: &str = concat!("gpubook-cli ", env!("CARGO_PKG_VERSION"));
 
 /// Which bookings, and whether one's own commands show.
 #[derive(Debug, Args)]
@@ -126,8 +123,8 @@ struct Account {
 }
 
 /// `gpubook ics`: the calendar on stdout.
-pub async fn ics(a: &IcsArgs, endpoint: &Endpoint) -> Result<(), Failure> {
-    let conn = connect(endpoint).await?;
+pub async fn ics(a: &IcsArgs, target: &Server) -> Result<(), Failure> {
+    let conn = target.connect().await?;
     let text = ical::export(&conn, a.scope.scope(), a.scope.with_commands)
         .await
         .map_err(anyhow::Error::from)?;
@@ -139,8 +136,8 @@ pub async fn ics(a: &IcsArgs, endpoint: &Endpoint) -> Result<(), Failure> {
 }
 
 /// `gpubook feed`: serves the subscription until Ctrl-C.
-pub async fn feed(a: &FeedArgs, endpoint: &Endpoint, json: bool) -> Result<(), Failure> {
-    let conn = connect(endpoint).await?;
+pub async fn feed(a: &FeedArgs, target: &Server, json: bool) -> Result<(), Failure> {
+    let conn = target.connect().await?;
     let ctx = CalendarContext::load(&conn, a.scope.scope(), a.scope.with_commands)
         .await
         .map_err(anyhow::Error::from)?;
@@ -168,10 +165,10 @@ pub async fn feed(a: &FeedArgs, endpoint: &Endpoint, json: bool) -> Result<(), F
     let serving = tokio::spawn(server.run(feed.body(), async move {
         let _ = stop_server.changed().await;
     }));
-    let path = socket(endpoint);
+    let dial = target.dialer();
     let mut stop_feed = stop_rx;
     tokio::select! {
-        _ = feed::keep_current(|| Connection::unix(&path, CLIENT), &mut feed, async move {
+        _ = feed::keep_current(&dial, &mut feed, async move {
             let _ = stop_feed.changed().await;
         }) => {}
         _ = tokio::signal::ctrl_c() => {}
@@ -182,7 +179,7 @@ pub async fn feed(a: &FeedArgs, endpoint: &Endpoint, json: bool) -> Result<(), F
 }
 
 /// `gpubook caldav ...`.
-pub async fn caldav(a: &CaldavArgs, endpoint: &Endpoint, json: bool) -> Result<(), Failure> {
+pub async fn caldav(a: &CaldavArgs, target: &Server, json: bool) -> Result<(), Failure> {
     match &a.command {
         CaldavCommand::Login {
             account,
@@ -242,7 +239,7 @@ pub async fn caldav(a: &CaldavArgs, endpoint: &Endpoint, json: bool) -> Result<(
                     .map_err(|e| anyhow!(e))?
                     .map_err(|e| caldav_failure(e.into()))?
             };
-            let conn = connect(endpoint).await?;
+            let conn = target.connect().await?;
             let mut syncers = Vec::new();
             let dir = state_dir()?;
             for (url, scope) in std::iter::once((&account.url, Scope::Mine))
@@ -281,13 +278,13 @@ pub async fn caldav(a: &CaldavArgs, endpoint: &Endpoint, json: bool) -> Result<(
                 return Ok(());
             }
             drop(conn);
-            follow(endpoint, syncers, every, json).await
+            follow(target, syncers, every, json).await
         }
     }
 }
 
 async fn follow(
-    endpoint: &Endpoint,
+    target: &Server,
     mut syncers: Vec<Syncer>,
     every: std::time::Duration,
     json: bool,
@@ -298,12 +295,12 @@ async fn follow(
             print_note(&n, json);
         }
     });
-    let path = socket(endpoint);
+    let dial = target.dialer();
     if !json {
         eprintln!("Following the agent's events; Ctrl-C to stop.");
     }
     let r = caldav::follow(
-        || Connection::unix(&path, CLIENT),
+        &dial,
         &mut syncers,
         FollowOptions {
             reconcile_every: every,
@@ -477,18 +474,6 @@ fn ask(question: &str) -> Result<bool, Failure> {
         .read_line(&mut line)
         .context("cannot read the answer")?;
     Ok(matches!(line.trim(), "y" | "Y" | "yes" | "Yes"))
-}
-
-async fn connect(endpoint: &Endpoint) -> Result<Connection, Failure> {
-    Ok(Connection::unix(&socket(endpoint), CLIENT)
-        .await
-        .map_err(anyhow::Error::from)?)
-}
-
-fn socket(endpoint: &Endpoint) -> PathBuf {
-    match endpoint {
-        Endpoint::Unix(p) => p.clone(),
-    }
 }
 
 fn state_dir() -> Result<PathBuf, Failure> {

@@ -2,13 +2,19 @@
 
 mod calendar;
 mod jobs;
+mod multi;
 mod output;
+mod prompt;
+mod servers_cmd;
+mod targets;
+mod watch;
 mod when;
 
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use gpubook_client::{ClientError, Connection, Endpoint, Pushed};
+use gpubook_client::servers::asap::AsapAsk;
+use gpubook_client::{ClientError, Connection};
 use gpubook_core::{BookingId, Gpu};
 use gpubook_proto::{
     ApproveRequest, BookRequest, BookingResponse, CancelRequest, DenyRequest, ErrorKind,
@@ -24,21 +30,34 @@ Exit status:
   2  usage error, or a request the agent found invalid (bad times, unknown options)
   3  refused: conflict with another booking, not allowed, or over the lab's policy
   4  not found: no such booking or GPU
-  5  the agent is unreachable, unavailable, or the connection was lost
+  5  the agent or its server is unreachable (SSH included: refused, timed out), unavailable,
+     or the connection was lost; with several servers: none of them answered
   6  the agent speaks another protocol version
+  7  SSH login refused: no key, password or passphrase was accepted
+  8  SSH host key not trusted: unknown (not accepted) or CHANGED (refused)
+With several servers (--server a,b, --server any, --all) a command succeeds when at least one
+answers; each one that did not is reported on stderr (in --json as its \"error\").
 `gpubook wait` and `gpubook run` exit with the job's own status instead: its exit code,
 128 + the signal that ended it, 127 if it could not start, 1 if it was lost.
 
 Times are read in your time zone: 14:00, \"tomorrow 9:00\", +2h, now, 2026-11-27T14:00.
-Durations: 90m, 3h, 1d, 1h30m.";
+Durations: 90m, 3h, 1d, 1h30m.
+
+Servers: local, unix:PATH, a name from `gpubook servers`, an ssh alias, user@host[:port],
+ssh://user@host[:port], a comma list of these, or any (every server in the list).";
 
 /// Book lab GPUs on a calendar the servers enforce.
 #[derive(Debug, Parser)]
 #[command(name = "gpubook", version, about, after_help = EXIT_HELP)]
 struct Cli {
-    /// The agent to talk to: local (this computer's agent) or unix:PATH.
+    /// The server(s) to talk to: local, unix:PATH, a name from `gpubook servers`, an ssh
+    /// alias, user@host[:port], ssh://user@host[:port], a comma list, or any (all of them).
     #[arg(long, global = true, default_value = "local", env = "GPUBOOK_SERVER")]
     server: String,
+    /// Trust an SSH server's host key the first time it is seen (it is added to known_hosts);
+    /// a changed key is refused regardless.
+    #[arg(long, global = true)]
+    accept_new_host_key: bool,
     /// Print JSON for programs instead of tables for people.
     #[arg(long, global = true)]
     json: bool,
@@ -51,7 +70,11 @@ enum Command {
     /// Who you are on the server, as the agent sees you.
     Whoami,
     /// The server's GPUs with their latest readings.
-    Gpus,
+    Gpus {
+        /// On every server in your list (as --server any).
+        #[arg(long)]
+        all: bool,
+    },
     /// List bookings (current and future; --past adds ended and cancelled ones).
     Ls(LsArgs),
     /// Book GPUs: named ones (--gpu), or a count (--count), at a time or as soon as possible.
@@ -151,6 +174,8 @@ enum Command {
     Feed(calendar::FeedArgs),
     /// Sync your bookings to a CalDAV calendar: login, sync, logout.
     Caldav(calendar::CaldavArgs),
+    /// Your servers (shared with the desktop app): ls, add NAME SPEC, rm NAME.
+    Servers(servers_cmd::ServersArgs),
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +192,9 @@ struct LsArgs {
     /// ...to this time.
     #[arg(long)]
     to: Option<String>,
+    /// On every server in your list (as --server any), with a server column.
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -189,7 +217,8 @@ struct BookArgs {
     /// Length.
     #[arg(long = "for")]
     r#for: Option<String>,
-    /// As soon as the GPUs are free (needs --for); moved earlier if capacity frees.
+    /// As soon as the GPUs are free (needs --for); moved earlier if capacity frees. With
+    /// several servers (and --count): on the one where the start is soonest.
     #[arg(long, requires = "for")]
     asap: bool,
     /// What it is for; everyone sees it.
@@ -262,11 +291,11 @@ fn main() -> ExitCode {
             if json {
                 let (kind, conflicts) = match f.error.downcast_ref::<ClientError>() {
                     Some(ClientError::Agent(e)) => (Some(e.kind), e.conflicts.clone()),
-                    _ => (f.kind, Vec::new()),
+                    _ => (None, Vec::new()),
                 };
                 let v = serde_json::json!({
                     "error": {
-                        "kind": kind.map(|k| k.as_str()).unwrap_or("other"),
+                        "kind": kind.map(|k| k.as_str()).unwrap_or_else(|| targets::kind_name(&f)),
                         "message": format!("{:#}", f.error),
                         "conflicts": conflicts,
                     }
@@ -281,25 +310,37 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Servers(a) = &cli.command {
+        return servers_cmd::run(a, cli.json);
+    }
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
-    let endpoint = Endpoint::parse(&cli.server, uid).map_err(usage)?;
-    match &cli.command {
-        Command::Ics(a) => return calendar::ics(a, &endpoint).await,
-        Command::Feed(a) => return calendar::feed(a, &endpoint, cli.json).await,
-        Command::Caldav(a) => return calendar::caldav(a, &endpoint, cli.json).await,
-        _ => {}
-    }
+    let all = match &cli.command {
+        Command::Gpus { all } => *all,
+        Command::Ls(a) => a.all,
+        _ => false,
+    };
+    let opts = targets::ssh_options(cli.accept_new_host_key);
+    let targets = targets::resolve(&cli.server, all, uid, &opts)?;
     let now = Utc::now();
     // Read every argument before connecting: a typo is a usage error, never half a request.
     let request = build_request(&cli.command, now)?;
-    let conn = match &endpoint {
-        Endpoint::Unix(path) => {
-            Connection::unix(path, concat!("gpubook-cli ", env!("CARGO_PKG_VERSION")))
-                .await
-                .map_err(anyhow::Error::from)?
-        }
-    };
+    if targets.len() != 1 {
+        return several(&cli, &targets, request).await;
+    }
+    let target = &targets[0];
+    match &cli.command {
+        Command::Ics(a) => return calendar::ics(a, target).await,
+        Command::Feed(a) => return calendar::feed(a, target, cli.json).await,
+        Command::Caldav(a) => return calendar::caldav(a, target, cli.json).await,
+        Command::Watch {
+            after,
+            readings,
+            count,
+        } => return watch::watch(target, *after, *readings, *count, cli.json).await,
+        _ => {}
+    }
+    let conn = target.connect().await?;
     let json = cli.json;
     match (&cli.command, request) {
         (Command::Whoami, _) => {
@@ -316,16 +357,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     if w.simulated { " (simulated GPUs)" } else { "" }
                 );
             }
-        }
-        (
-            Command::Watch {
-                after,
-                readings,
-                count,
-            },
-            _,
-        ) => {
-            watch(&conn, *after, *readings, *count, json).await?;
         }
         (Command::Logs { id, follow }, _) => {
             jobs::logs(&conn, BookingId(*id), *follow).await?;
@@ -405,6 +436,7 @@ fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request>, F
     let d = |s: &str| when::parse_positive_duration(s).map_err(usage);
     Ok(Some(match cmd {
         Command::Whoami
+        | Command::Servers(_)
         | Command::Watch { .. }
         | Command::Logs { .. }
         | Command::Wait { .. }
@@ -418,7 +450,7 @@ fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request>, F
             }
             book_request(a, now)?
         }
-        Command::Gpus => Request::Gpus(GpusRequest {}),
+        Command::Gpus { .. } => Request::Gpus(GpusRequest {}),
         Command::Policy => Request::Policy(PolicyRequest {}),
         Command::Ls(a) => {
             let range = match (&a.from, &a.to) {
@@ -661,58 +693,55 @@ fn print_response(resp: &Response, known: &[Gpu], json: bool) {
     }
 }
 
-async fn watch(
-    conn: &Connection,
-    after: Option<u64>,
-    readings: bool,
-    count: Option<u64>,
-    json: bool,
+/// A command given several servers: `gpus`, `ls` and `book --asap --count` work across them;
+/// the others talk to one server.
+async fn several(
+    cli: &Cli,
+    targets: &[targets::Target],
+    request: Option<Request>,
 ) -> Result<(), Failure> {
-    let known = gpus(conn).await?;
-    let (latest, mut rx) = conn
-        .subscribe(after, readings)
-        .await
-        .map_err(anyhow::Error::from)?;
-    if !json {
-        eprintln!(
-            "Watching {} (latest event {latest}); Ctrl-C to stop.",
-            conn.welcome().server
-        );
-    }
-    let mut seen = 0u64;
-    while let Some(p) = rx.recv().await {
-        match p {
-            Pushed::Event(e) => {
-                if json {
-                    println!("{}", serde_json::to_string(&e).unwrap_or_default());
-                } else {
-                    println!("{}", output::event_line(&e, &known));
-                }
-                seen += 1;
-                if count.is_some_and(|c| seen >= c) {
-                    return Ok(());
-                }
-            }
-            Pushed::Readings(r) => {
-                if json {
-                    println!("{}", serde_json::to_string(&r).unwrap_or_default());
-                } else {
-                    for g in &r.gpus {
-                        println!(
-                            "        GPU {} {}% {:.1} GiB {}°C {} W",
-                            g.index,
-                            g.util_gpu,
-                            g.memory_used as f64 / (1u64 << 30) as f64,
-                            g.temperature_c,
-                            g.power_mw / 1000
-                        );
-                    }
-                }
-            }
-            Pushed::Error(e) => return Err(anyhow::Error::from(ClientError::Agent(e)).into()),
+    let json = cli.json;
+    match (&cli.command, request) {
+        (Command::Gpus { .. }, _) => multi::gpus(targets, json).await,
+        (Command::Ls(_), Some(Request::List(l))) => multi::ls(targets, l, json).await,
+        (Command::Book(a), Some(req)) if a.asap && a.count.is_some() => {
+            let Request::Book(b) = &req else {
+                unreachable!("book builds a booking request")
+            };
+            let (
+                gpubook_proto::GpuChoice::Count { count, min_memory },
+                gpubook_proto::WhenChoice::Asap { duration_secs },
+            ) = (&b.gpus, &b.when)
+            else {
+                unreachable!("--asap --count builds a count for a duration")
+            };
+            let ask = AsapAsk {
+                count: *count,
+                min_memory: *min_memory,
+                duration: chrono::Duration::seconds(*duration_secs),
+            };
+            multi::book_asap(targets, ask, req, json).await
         }
+        (Command::Book(_), _) => Err(usage(format!(
+            "with several servers ({}), book takes --asap --count N --for D and books where the \
+             start is soonest; name one server to book named GPUs or at a time",
+            names(targets)
+        ))),
+        _ => Err(usage(format!(
+            "this command talks to one server, and --server names {}: {}",
+            targets.len(),
+            names(targets)
+        ))),
     }
-    Err(anyhow::Error::from(ClientError::ConnectionLost)
-        .context("the agent closed the event stream")
-        .into())
+}
+
+fn names(targets: &[targets::Target]) -> String {
+    if targets.is_empty() {
+        return "none".into();
+    }
+    targets
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

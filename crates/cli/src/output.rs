@@ -79,43 +79,57 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// The bookings table of `gpubook ls`.
 pub fn bookings_table(bookings: &[Booking], known: &[Gpu]) -> String {
-    let rows: Vec<Vec<String>> = bookings
+    let rows: Vec<Vec<String>> = bookings.iter().map(|b| booking_row(b, known)).collect();
+    table(&BOOKING_COLUMNS, &rows)
+}
+
+/// The bookings table of `gpubook ls --all`: each row's server first, with that server's
+/// GPUs to name them by index.
+pub fn bookings_table_by_server(rows: &[(&str, &Booking, &[Gpu])]) -> String {
+    let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|b| {
-            let mut title = match (&b.asap, &b.pending_reason) {
-                (_, Some(r)) => format!("{} [{r}]", b.title),
-                (Some(_), None) => format!("{} [as soon as possible]", b.title),
-                _ => b.title.clone(),
-            };
-            if let Some(u) = &b.usage {
-                let used =
-                    u.gpu_seconds_used as f64 / b.interval.duration().num_seconds().max(1) as f64;
-                title.push_str(&format!(
-                    " [used {used:.1} of {} GPU{}, {:.0}%]",
-                    b.gpus.len(),
-                    if b.gpus.len() == 1 { "" } else { "s" },
-                    u.mean_util
-                ));
-            }
-            vec![
-                b.id.to_string(),
-                b.state.to_string(),
-                b.owner.clone(),
-                gpu_list(&b.gpus, known),
-                when(b.interval.start),
-                when(b.interval.end),
-                format_duration(b.interval.duration()),
-                job_cell(b),
-                title,
-            ]
+        .map(|(server, b, known)| {
+            let mut r = vec![server.to_string()];
+            r.extend(booking_row(b, known));
+            r
         })
         .collect();
-    table(
-        &[
-            "ID", "STATE", "OWNER", "GPUS", "START", "END", "LENGTH", "JOB", "TITLE",
-        ],
-        &rows,
-    )
+    let mut header = vec!["SERVER"];
+    header.extend(BOOKING_COLUMNS);
+    table(&header, &rows)
+}
+
+/// The columns of a bookings table.
+const BOOKING_COLUMNS: [&str; 9] = [
+    "ID", "STATE", "OWNER", "GPUS", "START", "END", "LENGTH", "JOB", "TITLE",
+];
+
+fn booking_row(b: &Booking, known: &[Gpu]) -> Vec<String> {
+    let mut title = match (&b.asap, &b.pending_reason) {
+        (_, Some(r)) => format!("{} [{r}]", b.title),
+        (Some(_), None) => format!("{} [as soon as possible]", b.title),
+        _ => b.title.clone(),
+    };
+    if let Some(u) = &b.usage {
+        let used = u.gpu_seconds_used as f64 / b.interval.duration().num_seconds().max(1) as f64;
+        title.push_str(&format!(
+            " [used {used:.1} of {} GPU{}, {:.0}%]",
+            b.gpus.len(),
+            if b.gpus.len() == 1 { "" } else { "s" },
+            u.mean_util
+        ));
+    }
+    vec![
+        b.id.to_string(),
+        b.state.to_string(),
+        b.owner.clone(),
+        gpu_list(&b.gpus, known),
+        when(b.interval.start),
+        when(b.interval.end),
+        format_duration(b.interval.duration()),
+        job_cell(b),
+        title,
+    ]
 }
 
 /// A booking's job in a few words: "-", "waiting", "running (pid 42)", "exit 0", ...
