@@ -1,8 +1,28 @@
-//! Reaching the agent on an SSH server: the system agent if it runs, else the person's own,
-//! uploaded and started when missing or older (being written).
+//! Reaching the agent on an SSH server.
+//!
+//! 1. A system agent (its socket at [`gpubook_proto::paths::SYSTEM_SOCKET`]) is used when it
+//!    runs: `gpubook-agent bridge` of the system's install runs over an exec channel as the
+//!    person who logged in, so the agent sees their uid. It is never replaced or overwritten; a
+//!    system agent of another protocol major is reported (the handshake refuses it).
+//! 2. Otherwise the person's own agent: `~/.local/share/gpubook/bin/gpubook-agent-VERSION`,
+//!    where VERSION is the client's crate version and the start of the binary's SHA-256, so
+//!    any other binary is another version. Missing or corrupt (its checksum differs): the
+//!    binary this client carries is uploaded to a temporary name, its checksum verified on the
+//!    server (`sha256sum`), and renamed into place — an interrupted upload leaves only the
+//!    temporary file, removed by a later connect, which uploads again.
+//! 3. It is started detached (`setsid`) as `serve --gpus nvml` in personal mode, with its
+//!    state in ~/.local/state/gpubook, its pid and version in `personal-agent.pid` there, and
+//!    waited for until its socket appears. `$GPUBOOK_REMOTE_GPUS` (e.g. `sim:2`) replaces
+//!    `nvml`: a server without NVML is reported, never silently simulated.
+//! 4. Upgrade: a running personal agent of another version gets SIGTERM; jobs keep running
+//!    when the agent stops and the next agent on the same state directory re-adopts them
+//!    (crates/agent/src/jobs.rs), so the new one takes them over without stopping them. The
+//!    state directory's lock guarantees the old one is gone before the new one opens it.
 
-use crate::ssh::{Options, SshError, SshErrorKind};
+use crate::ssh::{Options, Session, SshError, SshErrorKind, Target};
 use crate::{ClientError, Connection};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
 use thiserror::Error;
 
 /// Why the agent on a server could not be reached.
@@ -38,8 +58,8 @@ impl DeployError {
         }
     }
 
-    /// The protocol's error kind: SSH failures as unavailable (unreachable, auth, host key,
-    /// deploy) or invalid (a name that cannot be used).
+    /// The protocol's error kind: unreachable and deploy failures as unavailable, login and
+    /// host-key refusals as not allowed, a name that cannot be used as invalid.
     pub fn kind(&self) -> gpubook_proto::ErrorKind {
         match self {
             DeployError::Client { error, .. } => error.kind(),
@@ -55,6 +75,38 @@ impl DeployError {
     }
 }
 
+/// What to deploy; by default from the environment.
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    /// The agent binary to upload: else `$GPUBOOK_AGENT_BINARY`, else `gpubook-agent` next
+    /// to this program.
+    pub binary: Option<PathBuf>,
+    /// `--gpus` of a personal agent: else `$GPUBOOK_REMOTE_GPUS`, else `nvml`.
+    pub gpus: Option<String>,
+    /// The system agent's socket on the server [default: the documented system place].
+    pub system_socket: Option<String>,
+    /// The system agent's binary on the server [default: found there, in /usr/local/bin,
+    /// /usr/bin or on PATH].
+    pub system_binary: Option<String>,
+}
+
+/// Which agent a connection reached, and what was done to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reached {
+    /// The system agent.
+    System,
+    /// The person's own agent, already running.
+    Running,
+    /// The person's own agent, started now (`uploaded`: the binary was uploaded first;
+    /// `replaced`: the version of the agent it replaced).
+    Started {
+        /// Whether the binary was uploaded.
+        uploaded: bool,
+        /// The version of a running agent it replaced.
+        replaced: Option<String>,
+    },
+}
+
 /// Resolve, connect, find or deploy the agent, run `gpubook-agent bridge` over an exec
 /// channel, handshake.
 pub async fn connect_agent(
@@ -62,6 +114,420 @@ pub async fn connect_agent(
     opts: &Options,
     client: &str,
 ) -> Result<Connection, DeployError> {
-    let _ = (spec, opts, client);
-    todo!()
+    let (conn, _) = connect_agent_with(spec, opts, &DeployOptions::default(), client).await?;
+    Ok(conn)
+}
+
+/// [`connect_agent`] with explicit deployment options; also says which agent it reached.
+pub async fn connect_agent_with(
+    spec: &str,
+    opts: &Options,
+    deploy: &DeployOptions,
+    client: &str,
+) -> Result<(Connection, Reached), DeployError> {
+    let target = Target::resolve_with(spec, &opts.env)?;
+    let session = Session::connect(&target, opts).await?;
+    agent_over(&session, deploy, client).await
+}
+
+/// On a logged-in session: find or deploy the agent, bridge to it, handshake.
+pub async fn agent_over(
+    session: &Session,
+    deploy: &DeployOptions,
+    client: &str,
+) -> Result<(Connection, Reached), DeployError> {
+    let server = session.server().to_string();
+    let system_socket = deploy
+        .system_socket
+        .as_deref()
+        .unwrap_or(gpubook_proto::paths::SYSTEM_SOCKET);
+    let probe = Probe::run(session, system_socket).await?;
+    if let Some(found) = &probe.system {
+        let bin = deploy.system_binary.as_deref().unwrap_or(found);
+        let conn = bridge(session, bin, system_socket, client).await?;
+        return Ok((conn, Reached::System));
+    }
+    if let Some(why) = &probe.no_home {
+        return Err(SshError::NoWritableHome {
+            server,
+            detail: why.clone(),
+        }
+        .into());
+    }
+    let local = LocalAgent::find(&server, deploy)?;
+    let version = local.version();
+    let mut uploaded = false;
+    if probe.installed_sum(&version) != Some(local.sha256.as_str()) {
+        upload(session, &local, &version).await?;
+        uploaded = true;
+    }
+    let gpus = deploy
+        .gpus
+        .clone()
+        .or_else(|| std::env::var("GPUBOOK_REMOTE_GPUS").ok())
+        .filter(|g| !g.is_empty())
+        .unwrap_or_else(|| "nvml".into());
+    let started = start(session, &version, &gpus).await?;
+    let bin = format!("{}/gpubook-agent-{version}", probe.bin_dir);
+    let conn = bridge(session, &bin, &started.socket, client).await?;
+    let reached = if started.started {
+        Reached::Started {
+            uploaded,
+            replaced: started.replaced,
+        }
+    } else {
+        Reached::Running
+    };
+    Ok((conn, reached))
+}
+
+/// Quotes `s` for a POSIX shell.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// `sh -c SCRIPT sh ARGS...`, whatever the login shell is.
+fn sh(script: &str, args: &[&str]) -> String {
+    let mut cmd = format!("sh -c {} sh", quote(script));
+    for a in args {
+        cmd.push(' ');
+        cmd.push_str(&quote(a));
+    }
+    cmd
+}
+
+fn deploy_error(server: &str, message: impl Into<String>) -> DeployError {
+    SshError::Deploy {
+        server: server.to_string(),
+        message: message.into(),
+    }
+    .into()
+}
+
+/// What the server has: a system agent, a home, our binaries.
+#[derive(Debug)]
+struct Probe {
+    /// The system agent's binary, when its socket is there.
+    system: Option<String>,
+    /// Why the home cannot take the agent.
+    no_home: Option<String>,
+    /// ~/.local/share/gpubook/bin.
+    bin_dir: String,
+    /// (version, sha256) of each installed personal binary.
+    installed: Vec<(String, String)>,
+}
+
+const PROBE: &str = r#"
+sys="$1"
+if [ -S "$sys" ]; then
+  for b in /usr/local/bin/gpubook-agent /usr/bin/gpubook-agent "$(command -v gpubook-agent 2>/dev/null)"; do
+    if [ -n "$b" ] && [ -x "$b" ]; then echo "system=$b"; exit 0; fi
+  done
+  echo "system=gpubook-agent"; exit 0
+fi
+if [ -z "${HOME:-}" ] || [ ! -d "$HOME" ]; then echo "nohome=no home directory (HOME=${HOME:-unset})"; exit 0; fi
+dir="$HOME/.local/share/gpubook/bin"
+if ! mkdir -p "$dir" 2>/dev/null || [ ! -w "$dir" ]; then echo "nohome=cannot write $dir"; exit 0; fi
+echo "dir=$dir"
+for f in "$dir"/gpubook-agent-*; do
+  [ -e "$f" ] || continue
+  v="${f##*/gpubook-agent-}"
+  if [ -f "$f" ]; then s=$(sha256sum "$f" 2>/dev/null | cut -d' ' -f1); else s=notafile; fi
+  echo "have=$v ${s:-unreadable}"
+done
+"#;
+
+impl Probe {
+    async fn run(session: &Session, system_socket: &str) -> Result<Probe, DeployError> {
+        let out = session.run(&sh(PROBE, &[system_socket]), b"").await?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.success() {
+            return Err(deploy_error(
+                session.server(),
+                format!(
+                    "looking for the gpubook agent failed (status {}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
+        let mut p = Probe {
+            system: None,
+            no_home: None,
+            bin_dir: String::new(),
+            installed: Vec::new(),
+        };
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some(("system", b)) => p.system = Some(b.to_string()),
+                Some(("nohome", why)) => p.no_home = Some(why.to_string()),
+                Some(("dir", d)) => p.bin_dir = d.to_string(),
+                Some(("have", vs)) => {
+                    if let Some((v, s)) = vs.split_once(' ') {
+                        p.installed.push((v.to_string(), s.to_string()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if p.system.is_none() && p.no_home.is_none() && p.bin_dir.is_empty() {
+            return Err(deploy_error(
+                session.server(),
+                format!("the server's answer was not understood: {text:?}"),
+            ));
+        }
+        Ok(p)
+    }
+
+    fn installed_sum(&self, version: &str) -> Option<&str> {
+        self.installed
+            .iter()
+            .find(|(v, _)| v == version)
+            .map(|(_, s)| s.as_str())
+    }
+}
+
+/// The agent binary this client carries.
+#[derive(Debug)]
+struct LocalAgent {
+    /// Where it is.
+    path: PathBuf,
+    /// Its bytes.
+    bytes: Vec<u8>,
+    /// Their SHA-256, hex.
+    sha256: String,
+}
+
+impl LocalAgent {
+    fn find(server: &str, deploy: &DeployOptions) -> Result<Self, DeployError> {
+        let path = deploy
+            .binary
+            .clone()
+            .or_else(|| std::env::var_os("GPUBOOK_AGENT_BINARY").map(PathBuf::from))
+            .or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|e| e.parent().map(|d| d.join("gpubook-agent")))
+            })
+            .ok_or_else(|| {
+                deploy_error(
+                    server,
+                    "no agent binary to upload: set GPUBOOK_AGENT_BINARY",
+                )
+            })?;
+        let bytes = std::fs::read(&path).map_err(|e| {
+            deploy_error(
+                server,
+                format!(
+                    "no gpubook agent runs there and the agent binary to upload cannot be read at {}: {e}. Install gpubook-agent next to gpubook, or set GPUBOOK_AGENT_BINARY",
+                    path.display()
+                ),
+            )
+        })?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        Ok(Self {
+            path,
+            bytes,
+            sha256,
+        })
+    }
+
+    /// The crate version and the start of the checksum.
+    fn version(&self) -> String {
+        format!("{}-{}", env!("CARGO_PKG_VERSION"), &self.sha256[..16])
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+const UPLOAD: &str = r#"
+set -u
+dir="$HOME/.local/share/gpubook/bin"
+final="$dir/gpubook-agent-$1"
+# What an interrupted upload left behind.
+find "$dir" -maxdepth 1 -name '.upload-*' -mmin +10 -exec rm -f {} + 2>/dev/null
+tmp="$dir/.upload-$1-$$"
+umask 022
+if ! cat > "$tmp"; then rm -f "$tmp"; echo "writing $tmp failed (disk full?)" >&2; exit 3; fi
+sum=$(sha256sum "$tmp" | cut -d' ' -f1)
+if [ "$sum" != "$2" ]; then rm -f "$tmp"; echo "the uploaded agent's checksum is $sum, not $2 (the transfer was damaged)" >&2; exit 4; fi
+chmod 755 "$tmp"
+if [ -e "$final" ] && [ ! -f "$final" ]; then rm -f "$tmp"; echo "$final exists and is not a file gpubook made: remove it" >&2; exit 5; fi
+if ! mv -f "$tmp" "$final"; then rm -f "$tmp"; echo "cannot replace $final: remove it" >&2; exit 5; fi
+"#;
+
+async fn upload(session: &Session, local: &LocalAgent, version: &str) -> Result<(), DeployError> {
+    let out = session
+        .run(&sh(UPLOAD, &[version, &local.sha256]), &local.bytes)
+        .await?;
+    if !out.success() {
+        return Err(deploy_error(
+            session.server(),
+            format!(
+                "uploading the gpubook agent ({}) failed: {}. Connecting again retries",
+                local.path.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What the start script did.
+#[derive(Debug)]
+struct Started {
+    /// The agent's socket.
+    socket: String,
+    /// Whether it started one now.
+    started: bool,
+    /// The version it replaced.
+    replaced: Option<String>,
+}
+
+const START: &str = r#"
+set -u
+bin="$HOME/.local/share/gpubook/bin/gpubook-agent-$1"
+state="${XDG_STATE_HOME:-$HOME/.local/state}/gpubook"
+if [ -n "${XDG_RUNTIME_DIR:-}" ]; then sock="$XDG_RUNTIME_DIR/gpubook/agent.sock"; else sock="/tmp/gpubook-$(id -u)/agent.sock"; fi
+mkdir -p "$state" || exit 3
+pidf="$state/personal-agent.pid"
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+pid=""; ver=""
+[ -f "$pidf" ] && read -r pid ver < "$pidf"
+if alive "$pid"; then
+  if [ "$ver" = "$1" ] && [ -S "$sock" ]; then echo "socket=$sock"; exit 0; fi
+  # Another version: stop it; its jobs keep running and the new agent re-adopts them.
+  kill -TERM "$pid"
+  i=0
+  while alive "$pid"; do
+    i=$((i+1)); if [ $i -gt 150 ]; then echo "the running agent (pid $pid, version $ver) did not stop within 15 s" >&2; exit 6; fi
+    sleep 0.1
+  done
+  echo "replaced=$ver"
+fi
+# No agent of ours runs: a socket left behind is stale.
+[ -S "$sock" ] && rm -f "$sock"
+log="$state/agent.log"
+cd / || exit 3
+setsid "$bin" serve --gpus "$2" --state-dir "$state" --socket "$sock" </dev/null >>"$log" 2>&1 &
+pid=$!
+echo "$pid $1" > "$pidf"
+i=0
+while [ ! -S "$sock" ]; do
+  if ! alive "$pid"; then echo "the agent stopped at start:" >&2; tail -n 5 "$log" >&2; exit 7; fi
+  i=$((i+1)); if [ $i -gt 200 ]; then echo "the agent did not open $sock within 20 s:" >&2; tail -n 5 "$log" >&2; exit 8; fi
+  sleep 0.1
+done
+echo "started=$pid"
+echo "socket=$sock"
+"#;
+
+async fn start(session: &Session, version: &str, gpus: &str) -> Result<Started, DeployError> {
+    let out = session.run(&sh(START, &[version, gpus]), b"").await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lower = err.to_lowercase();
+        let hint = if gpus == "nvml" && (lower.contains("nvml") || lower.contains("nvidia")) {
+            ". The server has no NVIDIA driver (NVML) the agent can use; to try gpubook there with simulated GPUs, set GPUBOOK_REMOTE_GPUS=sim:2"
+        } else {
+            ""
+        };
+        return Err(deploy_error(
+            session.server(),
+            format!(
+                "starting the personal gpubook agent failed: {}{hint}",
+                err.trim()
+            ),
+        ));
+    }
+    let mut s = Started {
+        socket: String::new(),
+        started: false,
+        replaced: None,
+    };
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("socket", p)) => s.socket = p.to_string(),
+            Some(("started", _)) => s.started = true,
+            Some(("replaced", v)) => s.replaced = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    if s.socket.is_empty() {
+        return Err(deploy_error(
+            session.server(),
+            format!("the agent's start was not understood: {text:?}"),
+        ));
+    }
+    Ok(s)
+}
+
+/// Runs `BIN bridge --socket SOCKET` and says hello through it.
+async fn bridge(
+    session: &Session,
+    bin: &str,
+    socket: &str,
+    client: &str,
+) -> Result<Connection, DeployError> {
+    let (rd, wr) = session
+        .exec_stream(&format!(
+            "exec {} bridge --socket {}",
+            quote(bin),
+            quote(socket)
+        ))
+        .await?;
+    let stderr_of = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let reader = Watched {
+        inner: rd,
+        seen: stderr_of.clone(),
+    };
+    match Connection::over(reader, wr, client).await {
+        Ok(c) => Ok(c),
+        Err(error) => {
+            let said = stderr_of
+                .lock()
+                .unwrap()
+                .take()
+                .map(|e: String| e.trim().to_string())
+                .filter(|e| !e.is_empty());
+            match (error, said) {
+                (ClientError::ConnectionLost, Some(said)) => Err(deploy_error(
+                    session.server(),
+                    format!("the gpubook agent's bridge ({bin}) failed: {said}"),
+                )),
+                (error, _) => Err(DeployError::Client {
+                    server: session.server().to_string(),
+                    error,
+                }),
+            }
+        }
+    }
+}
+
+/// A channel reader that, at its end, keeps the command's standard error for the message.
+#[derive(Debug)]
+struct Watched {
+    /// The channel.
+    inner: crate::ssh::ChannelReader,
+    /// Standard error once the output ended.
+    seen: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, std::task::Poll::Ready(_)) && buf.filled().len() == before {
+            let e = String::from_utf8_lossy(&self.inner.stderr()).into_owned();
+            *self.seen.lock().unwrap() = Some(e);
+        }
+        r
+    }
 }

@@ -9,7 +9,7 @@
 
 use super::known_hosts::{self, HostKey, Verdict};
 use super::{auth, Options, Output, SshError, Target};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
@@ -543,8 +543,10 @@ struct Chan {
     out: Option<mpsc::Sender<Vec<u8>>>,
     /// A chunk the reader's queue had no room for yet.
     held: Option<Vec<u8>>,
-    /// Input not yet taken by libssh2.
-    input: Vec<u8>,
+    /// Input not yet taken by libssh2, in the chunks the writer gave.
+    input: VecDeque<Vec<u8>>,
+    /// How much of the first chunk libssh2 took already.
+    input_at: usize,
     /// The writer said it is done.
     eof_wanted: bool,
     /// EOF sent to the server.
@@ -717,7 +719,8 @@ impl Worker {
                             ch,
                             out: Some(tx),
                             held: None,
-                            input: Vec::new(),
+                            input: VecDeque::new(),
+                            input_at: 0,
                             eof_wanted: false,
                             eof_sent: false,
                             out_done: false,
@@ -738,7 +741,7 @@ impl Worker {
             },
             Cmd::Write(id, data) => {
                 if let Some(c) = self.chans.get_mut(&id) {
-                    c.input.extend_from_slice(&data);
+                    c.input.push_back(data);
                 }
             }
             Cmd::Eof(id) => {
@@ -836,17 +839,22 @@ impl Worker {
         let mut finished = Vec::new();
         for (id, c) in self.chans.iter_mut() {
             // Input.
-            while !c.input.is_empty() {
-                match c.ch.write(&c.input) {
+            while let Some(chunk) = c.input.front() {
+                match c.ch.write(&chunk[c.input_at..]) {
                     Ok(0) => break,
                     Ok(n) => {
-                        c.input.drain(..n);
+                        c.input_at += n;
+                        if c.input_at == chunk.len() {
+                            c.input.pop_front();
+                            c.input_at = 0;
+                        }
                         progress = true;
                     }
                     Err(e) if would_block(&e) => break,
                     Err(_) => {
                         // The channel is closed for writing (the command ended): drop input.
                         c.input.clear();
+                        c.input_at = 0;
                         break;
                     }
                 }

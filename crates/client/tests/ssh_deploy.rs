@@ -1,0 +1,316 @@
+//! The agent over SSH, against a real sshd and real Unix users: deployed into a fresh
+//! account on first connect, reused, upgraded when its binary changes (the old one stopped,
+//! the bookings kept), repaired after an interrupted upload or a corrupt binary; refused
+//! clearly without a writable home, over something that is not ours, and without NVML; and a
+//! system-style agent (run by root, shared socket) where two users see each other's bookings
+//! and are themselves.
+
+#[path = "sshd/mod.rs"]
+mod sshd;
+
+use gpubook_client::deploy::{self, DeployOptions, Reached};
+use gpubook_client::ssh::{Options, Session, SshError, Target};
+use gpubook_client::Connection;
+use gpubook_proto::{BookRequest, GpuChoice, ListRequest, Request, Response, WhenChoice};
+use sshd::{ClientHome, Sshd, User};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+async fn session(spec: &str, opts: &Options) -> Session {
+    let t = Target::resolve_with(spec, &opts.env).unwrap();
+    Session::connect(&t, opts).await.expect("log in")
+}
+
+fn sim(binary: &Path) -> DeployOptions {
+    DeployOptions {
+        binary: Some(binary.to_path_buf()),
+        gpus: Some("sim:2".into()),
+        ..DeployOptions::default()
+    }
+}
+
+async fn book(conn: &Connection, title: &str) -> u64 {
+    match conn
+        .request(Request::Book(BookRequest {
+            gpus: GpuChoice::Named {
+                gpus: vec!["0".into()],
+            },
+            when: WhenChoice::Asap {
+                duration_secs: 3600,
+            },
+            title: title.into(),
+            job: None,
+        }))
+        .await
+    {
+        Ok(Response::Booking(b)) => b.booking.id.0,
+        other => panic!("expected a booking, got {other:?}"),
+    }
+}
+
+async fn titles(conn: &Connection) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = conn
+        .list_all(ListRequest::default())
+        .await
+        .unwrap()
+        .bookings
+        .into_iter()
+        .map(|b| (b.owner, b.title))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The pid recorded by the start script, and the version beside it.
+fn recorded(user: &User) -> (u32, String) {
+    let text = sshd::read(&user.home.join(".local/state/gpubook/personal-agent.pid"));
+    let mut f = text.split_whitespace();
+    (
+        f.next().expect("a pid").parse().unwrap(),
+        f.next().expect("a version").to_string(),
+    )
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+fn bin_dir(user: &User) -> PathBuf {
+    user.home.join(".local/share/gpubook/bin")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployed_into_a_fresh_account_reused_upgraded_and_repaired() {
+    if !sshd::available("ssh deploy") {
+        return;
+    }
+    let server = Sshd::start("");
+    let user = User::fresh("gpb-ssh-deploy");
+    let home = ClientHome::new();
+    user.authorize(&home.key.with_extension("pub"));
+    home.host("lab1", &server, &user.name, "");
+    home.trust(&server);
+    let opts = home.options(None);
+    let work = tempfile::tempdir().unwrap();
+    let v1 = sshd::runnable_copy(&sshd::agent_binary(), work.path());
+
+    // First connect: uploaded, started, reached as the user who logged in.
+    let s = session("lab1", &opts).await;
+    let (conn, reached) = deploy::agent_over(&s, &sim(&v1), "test").await.unwrap();
+    assert_eq!(
+        reached,
+        Reached::Started {
+            uploaded: true,
+            replaced: None
+        }
+    );
+    assert_eq!(conn.welcome().user, user.name);
+    assert_eq!(conn.welcome().uid, user.uid);
+    assert!(conn.welcome().simulated);
+    let first = book(&conn, "before the upgrade").await;
+    let (pid1, version1) = recorded(&user);
+    assert!(alive(pid1));
+    let installed = bin_dir(&user).join(format!("gpubook-agent-{version1}"));
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(&v1).unwrap()
+    );
+    let meta = std::fs::metadata(&installed).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), user.uid);
+    drop(conn);
+
+    // Second connect (a new SSH session too): the running agent is used as it is.
+    let (conn, reached) = deploy::connect_agent_with("lab1", &opts, &sim(&v1), "test")
+        .await
+        .unwrap();
+    assert_eq!(reached, Reached::Running);
+    assert_eq!(recorded(&user).0, pid1);
+    drop(conn);
+
+    // Another binary is another version: uploaded, the old agent stopped, the new one
+    // started on the same state (the booking is still there).
+    let v2 = work.path().join("gpubook-agent-v2");
+    let mut bytes = std::fs::read(&v1).unwrap();
+    bytes.extend_from_slice(b"\0gpubook test upgrade");
+    std::fs::write(&v2, &bytes).unwrap();
+    std::fs::set_permissions(&v2, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (conn, reached) = deploy::agent_over(&s, &sim(&v2), "test").await.unwrap();
+    assert_eq!(
+        reached,
+        Reached::Started {
+            uploaded: true,
+            replaced: Some(version1.clone())
+        }
+    );
+    let (pid2, version2) = recorded(&user);
+    assert_ne!(version1, version2);
+    assert_ne!(pid1, pid2);
+    sshd::wait_until("the old agent to stop", || !alive(pid1));
+    assert_eq!(
+        titles(&conn).await,
+        vec![(user.name.clone(), "before the upgrade".to_string())]
+    );
+    let _ = first;
+    drop(conn);
+
+    // A corrupt binary (same name, other bytes) and what an interrupted upload leaves: the
+    // next connect uploads again, and works.
+    user.kill_all();
+    sshd::wait_until("the user's agent to stop", || !alive(pid2));
+    let installed2 = bin_dir(&user).join(format!("gpubook-agent-{version2}"));
+    std::fs::write(&installed2, b"#!/bin/sh\necho not an agent\n").unwrap();
+    let leftover = bin_dir(&user).join(format!(".upload-{version2}-12345"));
+    std::fs::write(&leftover, &bytes[..bytes.len() / 2]).unwrap();
+    std::process::Command::new("touch")
+        .args(["-d", "30 minutes ago"])
+        .arg(&leftover)
+        .status()
+        .unwrap();
+    let s = session("lab1", &opts).await;
+    let (conn, reached) = deploy::agent_over(&s, &sim(&v2), "test").await.unwrap();
+    assert!(
+        matches!(reached, Reached::Started { uploaded: true, .. }),
+        "{reached:?}"
+    );
+    assert_eq!(std::fs::read(&installed2).unwrap(), bytes);
+    assert!(!leftover.exists(), "the interrupted upload was cleaned up");
+    assert_eq!(titles(&conn).await.len(), 1);
+    drop(conn);
+
+    // Something at the agent's place that is not a file gpubook made: refused, clearly.
+    let (pid3, _) = recorded(&user);
+    // SAFETY: a pid the start script recorded for this test's user.
+    unsafe { libc::kill(pid3 as i32, libc::SIGKILL) };
+    sshd::wait_until("the agent to stop", || !alive(pid3));
+    std::fs::remove_file(&installed2).unwrap();
+    std::fs::create_dir(&installed2).unwrap();
+    let e = deploy::agent_over(&s, &sim(&v2), "test").await.unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("lab1") && msg.contains("remove it"), "{msg}");
+    std::fs::remove_dir(&installed2).unwrap();
+    user.kill_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_writable_home_and_no_nvml_are_reported() {
+    if !sshd::available("ssh deploy refusals") {
+        return;
+    }
+    let server = Sshd::start("");
+    let home = ClientHome::new();
+    home.trust(&server);
+    let work = tempfile::tempdir().unwrap();
+    let bin = sshd::runnable_copy(&sshd::agent_binary(), work.path());
+
+    // A home the user cannot write in.
+    let stuck = User::fresh("gpb-ssh-nohome");
+    stuck.authorize(&home.key.with_extension("pub"));
+    std::os::unix::fs::chown(&stuck.home, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&stuck.home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    home.host("stuck", &server, &stuck.name, "");
+    let e = deploy::connect_agent_with("stuck", &home.options(None), &sim(&bin), "test")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            deploy::DeployError::Ssh(SshError::NoWritableHome { .. })
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("stuck"), "{e}");
+
+    // No NVML on this machine: the personal agent cannot start with --gpus nvml; the message
+    // says so and how to try simulated GPUs.
+    let user = User::fresh("gpb-ssh-nonvml");
+    user.authorize(&home.key.with_extension("pub"));
+    home.host("plain", &server, &user.name, "");
+    let nvml = DeployOptions {
+        binary: Some(bin.clone()),
+        gpus: Some("nvml".into()),
+        ..DeployOptions::default()
+    };
+    match deploy::connect_agent_with("plain", &home.options(None), &nvml, "test").await {
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains("plain"), "{msg}");
+            assert!(msg.contains("GPUBOOK_REMOTE_GPUS=sim:2"), "{msg}");
+        }
+        // A machine with an NVIDIA driver: the agent reads the real GPUs.
+        Ok((conn, _)) => assert!(!conn.welcome().simulated),
+    }
+    user.kill_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_on_one_system_agent_see_each_other_and_are_themselves() {
+    if !sshd::available("ssh system agent") {
+        return;
+    }
+    // A system-style agent: run by root, socket every user may reach.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = sshd::runnable_copy(&sshd::agent_binary(), dir.path());
+    let socket = dir.path().join("run/agent.sock");
+    let config = gpubook_agent::AgentConfig {
+        state_dir: dir.path().join("state"),
+        socket: socket.clone(),
+        gpus: "sim:2".parse().unwrap(),
+        policy: None,
+        server_name: "lab-system".into(),
+        shared: true,
+        sample_interval: Duration::from_secs(1),
+    };
+    let agent = gpubook_agent::server::bind(
+        config,
+        std::sync::Arc::new(gpubook_agent::clock::SystemClock),
+    )
+    .await
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(agent.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let server = Sshd::start("");
+    let home = ClientHome::new();
+    home.trust(&server);
+    let alice = User::ensure("gpb-ssh-alice");
+    let bob = User::ensure("gpb-ssh-bob");
+    let system = DeployOptions {
+        system_socket: Some(socket.display().to_string()),
+        system_binary: Some(bin.display().to_string()),
+        // Nothing may be uploaded: a binary that does not exist proves it.
+        binary: Some(dir.path().join("no-such-binary")),
+        gpus: None,
+    };
+    let mut conns = Vec::new();
+    for u in [&alice, &bob] {
+        u.authorize(&home.key.with_extension("pub"));
+        home.host(&u.name, &server, &u.name, "");
+        let (conn, reached) =
+            deploy::connect_agent_with(&u.name, &home.options(None), &system, "test")
+                .await
+                .unwrap();
+        assert_eq!(reached, Reached::System);
+        assert_eq!(conn.welcome().user, u.name);
+        assert_eq!(conn.welcome().uid, u.uid);
+        assert_eq!(conn.welcome().server, "lab-system");
+        conns.push(conn);
+    }
+    book(&conns[0], "alice's run").await;
+    book(&conns[1], "bob's run").await;
+    let expected = vec![
+        (alice.name.clone(), "alice's run".to_string()),
+        (bob.name.clone(), "bob's run".to_string()),
+    ];
+    for c in &conns {
+        assert_eq!(titles(c).await, expected);
+    }
+    assert!(!alice.home.join(".local/share/gpubook").exists());
+    drop(conns);
+    let _ = stop.send(());
+    let _ = running.await;
+}
