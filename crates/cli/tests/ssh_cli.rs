@@ -1,0 +1,214 @@
+//! `gpubook --server ALIAS ...` against a real sshd (the client crate's fixture): an unknown
+//! host key is reported with its fingerprint (exit 8) and trusted with
+//! `--accept-new-host-key`; the agent is put on the server and answers; a name from the
+//! server list works; a refused login exits 7, a closed port 5; `watch` over SSH says
+//! "unreachable" then "back" when the SSH connection is cut, and shows every event once.
+
+#[path = "../../client/tests/sshd/mod.rs"]
+mod sshd;
+
+use sshd::{agent_binary, runnable_copy, ClientHome, SshAgent, Sshd, User};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The CLI as the person whose SSH setup is `home` (keys in `agent`).
+fn gpubook(home: &ClientHome, agent: &SshAgent, bin: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gpubook"));
+    c.args(args)
+        .env("HOME", home.home())
+        .env("GPUBOOK_SSH_CONFIG", home.ssh("config"))
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .env("GPUBOOK_AGENT_BINARY", bin)
+        .env("GPUBOOK_REMOTE_GPUS", "sim:2")
+        .env("GPUBOOK_SERVERS", home.home().join("servers.toml"))
+        .env_remove("GPUBOOK_SERVER")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .env("TZ", "UTC")
+        .stdin(Stdio::null());
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn gpubook_over_ssh_with_an_alias() {
+    if !sshd::available("gpubook_over_ssh_with_an_alias") {
+        return;
+    }
+    let sshd = Sshd::start("");
+    let user = User::fresh("gpb-ssh-cli");
+    let home = ClientHome::new();
+    user.authorize(&home.key.with_extension("pub"));
+    home.host("lab1", &sshd, &user.name, "");
+    // A user this key does not log in as.
+    let other = User::ensure("gpb-ssh-cli-other");
+    home.host("nokey", &sshd, &other.name, "");
+    home.config(&format!(
+        "Host closed\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  ConnectTimeout 5\n",
+        sshd::free_port(),
+        user.name
+    ));
+    let agent = SshAgent::start();
+    agent.add(&home.key);
+    let bin = runnable_copy(&agent_binary(), home.home());
+    let run = |args: &[&str]| gpubook(&home, &agent, &bin, args).output().unwrap();
+
+    // Unknown host key, nobody to ask: refused with its fingerprint, exit 8.
+    let o = run(&["--server", "lab1", "gpus"]);
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&sshd.fingerprint()), "{}", text(&o));
+    assert!(err.contains("--accept-new-host-key"), "{}", text(&o));
+
+    // Accepted: the agent is put there and answers; the key is remembered.
+    let o = run(&["--accept-new-host-key", "--server", "lab1", "gpus"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("SIMULATED"),
+        "{}",
+        text(&o)
+    );
+    assert!(sshd::read(&home.ssh("known_hosts")).contains(&format!("[127.0.0.1]:{}", sshd.port)));
+    let o = run(&["--server", "lab1", "whoami"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with(&format!("{} ", user.name)),
+        "{}",
+        text(&o)
+    );
+
+    // A name from the list, and `any` with "local" down: the SSH server still answers.
+    let o = run(&["servers", "add", "lab", "lab1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&[
+        "--server", "lab", "book", "--count", "1", "--for", "1h", "--asap",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = gpubook(&home, &agent, &bin, &["ls", "--all"])
+        .env("GPUBOOK_SOCKET", home.home().join("no-local.sock"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.lines().any(|l| l.starts_with("lab ")), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("local:"));
+
+    // Refused login: 7. Nothing listening: 5.
+    let o = run(&["--server", "nokey", "gpus"]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    let o = run(&["--server", "closed", "gpus"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+
+    watch_comes_back(&home, &agent, &bin, &user, &sshd);
+    user.kill_all();
+}
+
+/// `gpubook --server lab1 watch`: the SSH connection is cut (the user's sshd session
+/// processes killed), the watch says "unreachable", reconnects, says "back", and shows each
+/// event once.
+fn watch_comes_back(home: &ClientHome, agent: &SshAgent, bin: &Path, user: &User, sshd: &Sshd) {
+    let book = |title: &str, hours: u32| {
+        let o = gpubook(
+            home,
+            agent,
+            bin,
+            &[
+                "--server",
+                "lab1",
+                "book",
+                "--gpu",
+                "1",
+                "--start",
+                &format!("+{}h", 3 + hours),
+                "--for",
+                "1h",
+                "--title",
+                title,
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let mut w = gpubook(
+        home,
+        agent,
+        bin,
+        &["--json", "--server", "lab1", "watch", "--count", "2"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let (out_tx, out) = std::sync::mpsc::channel();
+    let stdout = w.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = out_tx.send(l);
+        }
+    });
+    let (err_tx, err) = std::sync::mpsc::channel();
+    let stderr = w.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = err_tx.send(l);
+        }
+    });
+    // Give the watch time to subscribe, then one event.
+    std::thread::sleep(Duration::from_secs(2));
+    book("w1", 0);
+    let first = out.recv_timeout(Duration::from_secs(20)).expect("an event");
+    assert!(first.contains("\"w1\""), "{first}");
+
+    // Cut the SSH connection: sshd's per-connection processes for this user go away (the
+    // agent, started detached by an earlier connection, keeps running).
+    let sessions = Command::new("pgrep")
+        .args(["-f", &format!("sshd.*{}", user.name)])
+        .output()
+        .unwrap();
+    let pids: Vec<String> = String::from_utf8_lossy(&sessions.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert!(
+        !pids.is_empty(),
+        "no sshd session of {}: {}",
+        user.name,
+        sshd.log()
+    );
+    for p in &pids {
+        let _ = Command::new("kill").args(["-KILL", p]).status();
+    }
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let mut wait_for = |what: &str| loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match err.recv_timeout(left) {
+            Ok(l) => {
+                seen.push(l.clone());
+                if l.contains(what) {
+                    return;
+                }
+            }
+            Err(_) => panic!("no {what:?} on stderr; saw {seen:#?}"),
+        }
+    };
+    wait_for("\"unreachable\"");
+    wait_for("\"back\"");
+    book("w2", 1);
+    let status = w.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let rest: Vec<String> = out.try_iter().collect();
+    assert_eq!(rest.len(), 1, "{rest:#?}");
+    assert!(rest[0].contains("\"w2\""), "{rest:#?}");
+}
