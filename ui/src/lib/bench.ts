@@ -1,1 +1,147 @@
-export function installBench(): void {}
+// window.__gpubookBench(): the frame time while dragging over a week × 32 GPUs × 2,000
+// bookings, measured in whatever web view runs it (WebKitGTK in the app through WebDriver's
+// execute script, or chromium against `npm run dev`). It loads a synthetic server into the
+// app's state (through the same path as real bookings), shows the week timeline, drags the
+// booking rectangle with pointer events (one move per animation frame, over time and across
+// GPUs), records the intervals between animation frames, cancels the drag and puts the real
+// state back.
+import { app } from './state.svelte';
+import type { Booking } from './wire/Booking';
+import type { Gpu } from './wire/Gpu';
+import type { ServerView } from './app-types';
+import { floorTo, toWire } from './time';
+
+/** What the bench can be asked. */
+export type BenchOptions = { gpus?: number; bookings?: number; frames?: number; view?: string; idle?: boolean };
+
+/** What it answers (milliseconds). */
+export type BenchResult = {
+  gpus: number;
+  bookings: number;
+  view: string;
+  frames: number;
+  load_ms: number;
+  median_ms: number;
+  p95_ms: number;
+  max_ms: number;
+  slowest_frame: number;
+  selection_gpus: number;
+  user_agent: string;
+};
+
+type Hooks = { setView: (v: string) => void; getView: () => string };
+
+const nextFrame = () => new Promise<number>((r) => requestAnimationFrame(r));
+
+function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
+}
+
+function synthetic(nGpus: number, nBookings: number, weekStart: number): { gpus: Gpu[]; bookings: Booking[] } {
+  const gpus: Gpu[] = Array.from({ length: nGpus }, (_, i) => ({
+    uuid: `GPU-bench-${i}`, index: i, name: 'NVIDIA H200', memory_total: 141 * 2 ** 30, server: 'bench', simulated: false,
+  }));
+  let seed = 12345;
+  const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const people = ['alice', 'bob', 'chen', 'dara', 'emil', 'fatima', 'gus', 'hana'];
+  const bookings: Booking[] = [];
+  const week = 7 * 86_400_000;
+  for (let id = 1; id <= nBookings; id++) {
+    const g = Math.floor(rnd() * nGpus);
+    const width = rnd() < 0.15 ? 2 : 1;
+    const start = floorTo(weekStart + rnd() * week, 900);
+    const end = start + (1 + Math.floor(rnd() * 8)) * 1_800_000;
+    bookings.push({
+      id, owner: people[id % people.length], gpus: gpus.slice(g, Math.min(nGpus, g + width)).map((x) => x.uuid),
+      interval: { start: toWire(start), end: toWire(end) }, title: `bench ${id}`, state: 'confirmed', job: null,
+      asap: null, pending_reason: null, created_at: toWire(weekStart), revision: 1, warned_start: false,
+      warned_end: false, run: null, usage: null,
+    });
+  }
+  return { gpus, bookings };
+}
+
+async function bench(hooks: Hooks, opts: BenchOptions = {}): Promise<BenchResult> {
+  const nGpus = opts.gpus ?? 32;
+  const nBookings = opts.bookings ?? 2000;
+  const frames = opts.frames ?? 180;
+  const view = opts.view ?? 'timeline';
+  const savedView = hooks.getView();
+  const monday = new Date();
+  monday.setHours(0, 0, 0, 0);
+  monday.setDate(monday.getDate() - ((monday.getDay() + 6) % 7));
+  const { gpus, bookings } = synthetic(nGpus, nBookings, monday.getTime());
+  const server: ServerView = { id: 'bench', name: 'bench', state: 'connected', detail: null, user: 'you', role: 'user', simulated: false };
+  const t0 = performance.now();
+  try {
+    app.servers.push(server);
+    app.only = 'bench';
+    app.gpus.bench = gpus;
+    app.book.load('bench', bookings);
+    app.version++;
+    hooks.setView(view);
+    // Until the blocks are on screen.
+    for (let i = 0; i < 600; i++) {
+      await nextFrame();
+      if (document.querySelectorAll('[data-testid="booking"][data-server="bench"]').length > 0) break;
+    }
+    await nextFrame();
+    const loadMs = performance.now() - t0;
+    // Let the calendar settle before measuring.
+    await new Promise((r) => setTimeout(r, 1000));
+    for (let i = 0; i < 10; i++) await nextFrame();
+    const g = (window as unknown as { __gpubook: { pointFor: (s: string, g: number, iso: string) => { x: number; y: number } | null } }).__gpubook;
+    // From Tuesday 08:00 on GPU 2 to Thursday 20:00 on GPU 9 (or the last shown GPU).
+    const from = monday.getTime() + 86_400_000 + 8 * 3_600_000;
+    const to = monday.getTime() + 3 * 86_400_000 + 20 * 3_600_000;
+    const p1 = g.pointFor('bench', Math.min(2, nGpus - 1), new Date(from).toISOString());
+    // The farthest GPU whose lane is on screen at the end time.
+    let p2: { x: number; y: number } | null = null;
+    for (let i = nGpus - 1; i > 2 && !p2; i--) {
+      const p = g.pointFor('bench', i, new Date(to).toISOString());
+      if (p && p.y > 0 && p.y < window.innerHeight - 20 && p.x < window.innerWidth - 20) p2 = p;
+    }
+    if (!p1 || !p2) throw new Error('The bench lanes are not on screen: make the window larger.');
+    const cal = document.querySelector('[data-testid="calendar"]') as HTMLElement;
+    // The element under the pointer, found once per move as the browser does for a real one.
+    const dayAt = (x: number, y: number) => (document.elementFromPoint(x, y) as HTMLElement | null) ?? cal;
+    const ev = (type: string, x: number, y: number) =>
+      new PointerEvent(type, { bubbles: true, cancelable: true, composed: true, clientX: x, clientY: y, pointerId: 1, pointerType: 'mouse', button: 0, buttons: type === 'pointerup' ? 0 : 1, isPrimary: true });
+    // Down on the lane itself (under any booking there), as a person would on free time.
+    const under = document.elementsFromPoint(p1.x, p1.y).find((e) => e.classList.contains('ec-day')) as HTMLElement | undefined;
+    (under ?? cal).dispatchEvent(ev('pointerdown', p1.x, p1.y));
+    const stamps: number[] = [];
+    let maxGpus = 0;
+    for (let i = 1; i <= frames; i++) {
+      // There and back again, so the rectangle keeps changing.
+      const f = i <= frames / 2 ? (2 * i) / frames : 2 - (2 * i) / frames;
+      const x = p1.x + (p2.x - p1.x) * f;
+      const y = p1.y + (p2.y - p1.y) * f;
+      if (!opts.idle) dayAt(x, y).dispatchEvent(ev('pointermove', x, y));
+      stamps.push(await nextFrame());
+      maxGpus = Math.max(maxGpus, new Set([...document.querySelectorAll<HTMLElement>('[data-testid="selection"]')].map((e) => e.style.transform.split(',')[1])).size);
+    }
+    cal.dispatchEvent(ev('pointercancel', p1.x, p1.y));
+    const deltas = stamps.slice(1).map((t, i) => t - stamps[i]);
+    const r = (x: number) => Math.round(x * 10) / 10;
+    return {
+      gpus: nGpus, bookings: nBookings, view, frames: deltas.length, load_ms: r(loadMs),
+      slowest_frame: deltas.indexOf(Math.max(...deltas)),
+      median_ms: r(quantile(deltas, 0.5)), p95_ms: r(quantile(deltas, 0.95)), max_ms: r(Math.max(...deltas)),
+      selection_gpus: maxGpus, user_agent: navigator.userAgent,
+    };
+  } finally {
+    app.servers = app.servers.filter((s) => s.id !== 'bench');
+    app.only = null;
+    app.book.drop('bench');
+    delete app.gpus.bench;
+    app.version++;
+    hooks.setView(savedView);
+  }
+}
+
+/** Installs window.__gpubookBench. */
+export function installBench(hooks: Hooks): void {
+  (window as unknown as { __gpubookBench: (o?: BenchOptions) => Promise<BenchResult> }).__gpubookBench = (o) => bench(hooks, o);
+}

@@ -28,6 +28,8 @@ export class AppState {
   /** A problem loading, shown in the sidebar. */
   loadError = $state<string | null>(null);
   settings = $state<Settings | null>(null);
+  /** When set, the calendar shows only this server (the bench's synthetic one). */
+  only = $state<string | null>(null);
   readonly book = new BookingBook();
   /** The window of time loaded: [from, to). */
   private from = Date.now() - 2 * DAY;
