@@ -325,7 +325,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let now = Utc::now();
     // Read every argument before connecting: a typo is a usage error, never half a request.
     let request = build_request(&cli.command, now)?;
-    if targets.len() != 1 {
+    // Several servers asked for (a list, any, --all) keep the many-server output even when the
+    // list holds one, so that scripts see one shape.
+    let many = all || cli.server.split(',').count() > 1 || cli.server.trim() == "any";
+    let across = match &cli.command {
+        Command::Gpus { .. } | Command::Ls(_) => true,
+        Command::Book(a) => a.asap && a.count.is_some(),
+        _ => false,
+    };
+    if targets.len() != 1 || (many && across) {
         return several(&cli, &targets, request).await;
     }
     let target = &targets[0];

@@ -71,6 +71,12 @@ fn the_server_list_is_kept_in_one_file() {
     let d = dir.path();
     let out = ok(run(d, None, &["servers"]));
     assert!(out.contains("local"), "{out}");
+    // --all with only "local" (down here) keeps the many-server shape: a list, one entry each.
+    let o = run(d, None, &["--json", "gpus", "--all"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json[0]["server"], "local", "{}", text(&o));
+    assert_eq!(json[0]["error"]["kind"], "unavailable");
     ok(run(
         d,
         None,
