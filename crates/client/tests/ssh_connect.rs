@@ -338,3 +338,40 @@ async fn bad_names_and_unreachable_hosts_fail_fast_and_clearly() {
     let e = Target::resolve_with("loop-a", &opts.env).unwrap_err();
     assert!(e.to_string().contains("loop"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_is_reported_not_a_hang() {
+    if !sshd::available("ssh lost connection") {
+        return;
+    }
+    let mut server = Sshd::start("");
+    let user = User::ensure("gpb-ssh-alice");
+    let home = ClientHome::new();
+    user.authorize(&home.key.with_extension("pub"));
+    home.host("lab1", &server, &user.name, "  ServerAliveInterval 1\n");
+    home.trust(&server);
+    let s = connect("lab1", &home.options(None)).await.unwrap();
+    let (mut rd, mut wr) = s.exec_stream("cat").await.unwrap();
+    wr.write_all(b"x").await.unwrap();
+    let mut one = [0u8; 1];
+    rd.read_exact(&mut one).await.unwrap();
+    // An idle session next to it, with no channel: it must notice too.
+    let idle = connect("lab1", &home.options(None)).await.unwrap();
+    server.stop();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut rest))
+        .await
+        .expect("the reader learns within seconds");
+    assert!(
+        r.is_err(),
+        "a lost connection is an error, not an end: {r:?}"
+    );
+    let e = s.run("true", b"").await.unwrap_err();
+    assert!(matches!(e, SshError::Lost { .. }), "{e:?}");
+    assert!(e.to_string().contains("lab1"), "{e}");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !idle.is_lost() {
+        assert!(Instant::now() < until, "the idle session did not notice");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

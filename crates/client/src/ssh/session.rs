@@ -429,6 +429,7 @@ fn login(
     match transport {
         Transport::Tcp(s) => {
             fd = s.as_raw_fd();
+            tcp_keepalive(fd, t.server_alive_interval.unwrap_or(DEFAULT_KEEPALIVE));
             let _ = s.set_read_timeout(Some(limit));
             keep = Box::new(s.try_clone().ok());
             sess.set_tcp_stream(s);
@@ -452,6 +453,29 @@ fn login(
     sess.set_keepalive(true, interval.as_secs().max(1) as u32);
     sess.set_blocking(false);
     Ok((sess, fd, keep))
+}
+
+/// TCP keepalives on the socket: SSH keepalives keep idle connections open, but libssh2 does
+/// not notice when their answers stop coming (a laptop asleep, Wi-Fi gone); the kernel does,
+/// after three unanswered probes, and the session then ends as lost.
+fn tcp_keepalive(fd: RawFd, interval: Duration) {
+    let secs = interval.as_secs().clamp(1, 3600) as libc::c_int;
+    let set = |level, name, value: libc::c_int| {
+        // SAFETY: a valid socket and a pointer to an int of the size given.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
 }
 
 /// Asks the server for the key types known_hosts holds for it first, as OpenSSH does, so a
@@ -700,7 +724,11 @@ impl Worker {
         if fds[0].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
             return Err(());
         }
-        // A hang-up with nothing left to read: the reads that follow report it.
+        // A hang-up: while a channel reads, its reads drain what is left and then fail;
+        // with nobody reading, the connection is simply gone.
+        if fds[0].revents & libc::POLLHUP != 0 && !reading {
+            return Err(());
+        }
         Ok(())
     }
 

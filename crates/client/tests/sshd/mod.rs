@@ -119,7 +119,7 @@ pub struct Sshd {
 }
 
 impl Sshd {
-    /// Starts one; `extra` is appended to its sshd_config.
+    /// Starts one; `extra` comes first in its sshd_config, so it wins over the defaults.
     pub fn start(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -130,13 +130,13 @@ impl Sshd {
         std::fs::write(
             dir.path().join("sshd_config"),
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\n\
+                "{extra}\nPort {port}\nListenAddress 127.0.0.1\n\
                  HostKey {key}\nPidFile {pid}\n\
                  UsePAM yes\nPubkeyAuthentication yes\nPasswordAuthentication yes\n\
                  KbdInteractiveAuthentication yes\n\
                  AuthorizedKeysFile .ssh/authorized_keys\nStrictModes no\n\
                  PermitRootLogin no\nAllowTcpForwarding yes\nMaxAuthTries 30\n\
-                 LogLevel VERBOSE\nPrintMotd no\nPerSourcePenalties no\n{extra}\n",
+                 LogLevel VERBOSE\nPrintMotd no\nPerSourcePenalties no\n",
                 key = dir.path().join("host_ed25519").display(),
                 pid = dir.path().join("sshd.pid").display(),
             ),
