@@ -31,6 +31,33 @@ fn gpubook(home: &ClientHome, agent: &SshAgent, bin: &Path, args: &[&str]) -> Co
     c
 }
 
+/// Runs `cmd` (the CLI with its environment) with `args` on a new pseudo-terminal (util-linux
+/// `script`), typing `input`; what the terminal showed comes back as stdout.
+fn on_a_terminal(cmd: Command, args: &str, input: &str) -> Output {
+    let mut c = Command::new("script");
+    c.args(["-q", "-e", "-c"])
+        .arg(format!("{} {args}", cmd.get_program().to_string_lossy()))
+        .arg("/dev/null")
+        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in cmd.get_envs() {
+        if v.is_none() {
+            c.env_remove(k);
+        }
+    }
+    let mut child = c.spawn().expect("run script(1)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout: {}\nstderr: {}",
@@ -70,7 +97,35 @@ fn gpubook_over_ssh_with_an_alias() {
     assert!(err.contains(&sshd.fingerprint()), "{}", text(&o));
     assert!(err.contains("--accept-new-host-key"), "{}", text(&o));
 
-    // Accepted: the agent is put there and answers; the key is remembered.
+    // On a terminal the question is asked, with the key's type and fingerprint: "n" refuses,
+    // "y" trusts it and appends it to known_hosts.
+    let o = on_a_terminal(
+        gpubook(&home, &agent, &bin, &[]),
+        "--server lab1 gpus",
+        "n\n",
+    );
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        shown.contains("[y/N]") && shown.contains(&sshd.fingerprint()),
+        "{}",
+        text(&o)
+    );
+    assert!(shown.contains("ssh-ed25519"), "{}", text(&o));
+    let o = on_a_terminal(
+        gpubook(&home, &agent, &bin, &[]),
+        "--server lab1 gpus",
+        "y\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("SIMULATED"),
+        "{}",
+        text(&o)
+    );
+    std::fs::remove_file(home.ssh("known_hosts")).unwrap();
+
+    // --accept-new-host-key: the agent is put there and answers; the key is remembered.
     let o = run(&["--accept-new-host-key", "--server", "lab1", "gpus"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
