@@ -64,7 +64,7 @@ export class MockBackend implements Backend {
   private settingsValue: Settings = {
     notify: {
       slot_starting: true, slot_started: true, slot_ending: true, job_finished: true, job_stopped: true,
-      booking_approved: true, booking_denied: true, booking_moved_earlier: true, intruder: true, server_unreachable: true,
+      booking_approved: true, booking_denied: true, booking_moved_earlier: true, intruder: true, server_unreachable: true, server_back: true,
     },
     show_own_command_in_calendar: false,
   };
@@ -372,6 +372,8 @@ export class MockBackend implements Backend {
       case 'set_settings':
         this.settingsValue = structuredClone(a.settings as Settings);
         return null;
+      case 'feed_url':
+        return 'http://127.0.0.1:47615/feed/3q9xk2mv7c/bookings.ics';
       case 'export_ics':
         return this.ics(Boolean(a.mine));
       default:
