@@ -287,6 +287,8 @@ export class MockBackend implements Backend {
       }
       case 'book':
         return this.book(this.server(a.server), a.request as BookRequest, now);
+      case 'asap_any':
+        return this.asapAny(a.request as BookRequest, now);
       case 'move_booking': {
         const s = this.server(a.server);
         const b = this.booking(s, a.id);
@@ -416,22 +418,10 @@ export class MockBackend implements Backend {
         throw err('conflict', `${s.view.name}: those GPUs are already booked then by ${who}.`, s.view.id, { conflicts: c });
       }
     } else {
-      const count = req.gpus.count;
-      const minMem = req.gpus.min_memory ?? 0;
-      const fit = s.gpus.filter((g) => g.memory_total >= minMem);
-      if (fit.length < count) throw err('invalid', `${s.view.name} has no ${count} GPUs with that much memory.`, s.view.id);
-      const dur = end - start;
-      let found: string[] | null = null;
-      for (let t = start; t < now + 14 * 86400_000 && !found; t += GRAN * 1000) {
-        const free = fit.filter((g) => this.conflicts(s, [g.uuid], t, t + dur).length === 0);
-        if (free.length >= count) {
-          found = free.slice(0, count).map((g) => g.uuid);
-          start = t;
-          end = t + dur;
-        }
-      }
-      if (!found) throw err('unavailable', `${s.view.name} has no free slot within two weeks.`, s.view.id);
-      gpus = found;
+      const q = this.quote(s, req, now);
+      gpus = q.gpus;
+      start = q.start;
+      end = q.end;
     }
     const b = this.put(s, ME, gpus, start, end, req.title.trim(), now, true);
     b.job = req.job;
@@ -445,6 +435,37 @@ export class MockBackend implements Backend {
     }
     this.event(s, 'booking_created', b);
     return this.answer(b, s);
+  }
+
+  /** Where an "as soon as possible" request would go on a server (what the agent would find). */
+  private quote(s: MockServer, req: BookRequest, now: number): { gpus: string[]; start: number; end: number } {
+    if (req.gpus.kind !== 'count' || req.when.kind !== 'asap') throw err('invalid', 'Not an "as soon as possible" request.', s.view.id);
+    const count = req.gpus.count;
+    const minMem = req.gpus.min_memory ?? 0;
+    const fit = s.gpus.filter((g) => g.memory_total >= minMem);
+    if (fit.length < count) throw err('invalid', `${s.view.name} has no ${count} GPUs with that much memory.`, s.view.id);
+    const dur = req.when.duration_secs * 1000;
+    for (let t = ceilTo(now, GRAN); t < now + 14 * 86400_000; t += GRAN * 1000) {
+      const free = fit.filter((g) => this.conflicts(s, [g.uuid], t, t + dur).length === 0);
+      if (free.length >= count) return { gpus: free.slice(0, count).map((g) => g.uuid), start: t, end: t + dur };
+    }
+    throw err('unavailable', `${s.view.name} has no free slot within two weeks.`, s.view.id);
+  }
+
+  private asapAny(req: BookRequest, now: number): { server: string; response: BookingResponse } {
+    let best: { s: MockServer; start: number } | null = null;
+    const reasons: string[] = [];
+    for (const s of this.servers.values()) {
+      if (s.view.state !== 'connected') continue;
+      try {
+        const q = this.quote(s, req, now);
+        if (!best || q.start < best.start) best = { s, start: q.start };
+      } catch (e) {
+        reasons.push((e as AppError).message);
+      }
+    }
+    if (!best) throw err('unavailable', reasons.join(' ') || 'No server is connected.');
+    return { server: best.s.view.id, response: this.book(best.s, req, now) };
   }
 
   private ics(mine: boolean): string {
