@@ -12,7 +12,16 @@ import type { ServerView } from './app-types';
 import { floorTo, toWire } from './time';
 
 /** What the bench can be asked. */
-export type BenchOptions = { gpus?: number; bookings?: number; frames?: number; view?: string; idle?: boolean };
+export type BenchOptions = {
+  gpus?: number;
+  bookings?: number;
+  frames?: number;
+  view?: string;
+  /** Measure without moving the pointer (the baseline). */
+  idle?: boolean;
+  /** Leave the synthetic server and the rectangle on screen (for a screenshot); reload after. */
+  keep?: boolean;
+};
 
 /** What it answers (milliseconds). */
 export type BenchResult = {
@@ -46,18 +55,23 @@ function synthetic(nGpus: number, nBookings: number, weekStart: number): { gpus:
   const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
   const people = ['alice', 'bob', 'chen', 'dara', 'emil', 'fatima', 'gus', 'hana'];
   const bookings: Booking[] = [];
-  const week = 7 * 86_400_000;
+  // As an agent would hold them: no two bookings of one GPU overlap. Round-robin over the
+  // GPUs, each filled from Monday on with 30 min to 2.5 h bookings and short gaps; every
+  // tenth booking takes the GPU and its neighbour over the same time (multi-GPU blocks).
+  const cursor = gpus.map(() => weekStart);
   for (let id = 1; id <= nBookings; id++) {
-    const g = Math.floor(rnd() * nGpus);
-    const width = rnd() < 0.15 ? 2 : 1;
-    const start = floorTo(weekStart + rnd() * week, 900);
-    const end = start + (1 + Math.floor(rnd() * 8)) * 1_800_000;
+    let g = (id - 1) % nGpus;
+    const width = id % 10 === 0 && g + 1 < nGpus ? 2 : 1;
+    const start = floorTo(Math.max(cursor[g], width === 2 ? cursor[g + 1] : 0) + Math.floor(rnd() * 4) * 900_000, 900);
+    const end = start + (1 + Math.floor(rnd() * 5)) * 1_800_000;
+    for (let k = 0; k < width; k++) cursor[g + k] = end;
     bookings.push({
-      id, owner: people[id % people.length], gpus: gpus.slice(g, Math.min(nGpus, g + width)).map((x) => x.uuid),
+      id, owner: people[id % people.length], gpus: gpus.slice(g, g + width).map((x) => x.uuid),
       interval: { start: toWire(start), end: toWire(end) }, title: `bench ${id}`, state: 'confirmed', job: null,
       asap: null, pending_reason: null, created_at: toWire(weekStart), revision: 1, warned_start: false,
       warned_end: false, run: null, usage: null,
     });
+    g = 0;
   }
   return { gpus, bookings };
 }
@@ -74,6 +88,7 @@ async function bench(hooks: Hooks, opts: BenchOptions = {}): Promise<BenchResult
   const { gpus, bookings } = synthetic(nGpus, nBookings, monday.getTime());
   const server: ServerView = { id: 'bench', name: 'bench', state: 'connected', detail: null, user: 'you', role: 'user', simulated: false };
   const t0 = performance.now();
+  let result: BenchResult | undefined;
   try {
     app.servers.push(server);
     app.only = 'bench';
@@ -115,23 +130,25 @@ async function bench(hooks: Hooks, opts: BenchOptions = {}): Promise<BenchResult
     let maxGpus = 0;
     for (let i = 1; i <= frames; i++) {
       // There and back again, so the rectangle keeps changing.
-      const f = i <= frames / 2 ? (2 * i) / frames : 2 - (2 * i) / frames;
+      const f = opts.keep ? i / frames : i <= frames / 2 ? (2 * i) / frames : 2 - (2 * i) / frames;
       const x = p1.x + (p2.x - p1.x) * f;
       const y = p1.y + (p2.y - p1.y) * f;
       if (!opts.idle) dayAt(x, y).dispatchEvent(ev('pointermove', x, y));
       stamps.push(await nextFrame());
       maxGpus = Math.max(maxGpus, new Set([...document.querySelectorAll<HTMLElement>('[data-testid="selection"]')].map((e) => e.style.transform.split(',')[1])).size);
     }
-    cal.dispatchEvent(ev('pointercancel', p1.x, p1.y));
+    if (!opts.keep) cal.dispatchEvent(ev('pointercancel', p1.x, p1.y));
     const deltas = stamps.slice(1).map((t, i) => t - stamps[i]);
     const r = (x: number) => Math.round(x * 10) / 10;
-    return {
+    result = {
       gpus: nGpus, bookings: nBookings, view, frames: deltas.length, load_ms: r(loadMs),
       slowest_frame: deltas.indexOf(Math.max(...deltas)),
       median_ms: r(quantile(deltas, 0.5)), p95_ms: r(quantile(deltas, 0.95)), max_ms: r(Math.max(...deltas)),
       selection_gpus: maxGpus, user_agent: navigator.userAgent,
     };
+    return result;
   } finally {
+    if (opts.keep) return result!;
     app.servers = app.servers.filter((s) => s.id !== 'bench');
     app.only = null;
     app.book.drop('bench');

@@ -23,19 +23,26 @@ export function boxesOver(
   end: number,
   vertical: boolean,
 ): { left: number; top: number; width: number; height: number }[] {
-  const out = [];
-  for (const c of cells) {
+  const out: { left: number; top: number; width: number; height: number }[] = [];
+  const last = new Map<number, { left: number; top: number; width: number; height: number }>();
+  for (const c of [...cells].sort((p, q) => p.lane - q.lane || p.start - q.start)) {
     if (!lanes.has(c.lane)) continue;
     const a = Math.max(c.start, start);
     const b = Math.min(c.end, end);
     if (a >= b) continue;
     const f0 = (a - c.start) / (c.end - c.start);
     const f1 = (b - c.start) / (c.end - c.start);
-    out.push(
-      vertical
-        ? { left: c.left, width: c.width, top: c.top + f0 * c.height, height: (f1 - f0) * c.height }
-        : { left: c.left + f0 * c.width, width: (f1 - f0) * c.width, top: c.top, height: c.height },
-    );
+    const box = vertical
+      ? { left: c.left, width: c.width, top: c.top + f0 * c.height, height: (f1 - f0) * c.height }
+      : { left: c.left + f0 * c.width, width: (f1 - f0) * c.width, top: c.top, height: c.height };
+    // One box per lane where its day cells touch (the timeline), so no seams at midnight.
+    const prev = last.get(c.lane);
+    if (!vertical && prev && Math.abs(prev.left + prev.width - box.left) < 1.5 && prev.top === box.top) {
+      prev.width = box.left + box.width - prev.left;
+      continue;
+    }
+    out.push(box);
+    last.set(c.lane, box);
   }
   return out;
 }
