@@ -1,0 +1,343 @@
+//! The event pump against a real agent (in this process, simulated GPUs): the person's own
+//! events become notifications, once, also across a restart of the app; other people's do
+//! not; a kind turned off in the settings is not shown; the web view gets every event.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{Duration as ChronoDuration, Utc};
+use gpubook_agent::clock::SystemClock;
+use gpubook_agent::gpu::Source;
+use gpubook_agent::server::{bind, AgentConfig};
+use gpubook_agent::state::State;
+use gpubook_client::Connection;
+use gpubook_core::time::floor_to;
+use gpubook_core::{Actor, BookingId, Op, Role};
+use gpubook_desktop::notify::{Notice, Notifier};
+use gpubook_desktop::{
+    Address, EventPayload, Files, Manager, ReadingsPayload, ServerState, ServerView, Settings, Sink,
+};
+use gpubook_proto::{BookRequest, GpuChoice, Request, Response, WhenChoice};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Default)]
+struct Recorder {
+    servers: Mutex<Vec<ServerView>>,
+    events: Mutex<Vec<EventPayload>>,
+    readings: Mutex<usize>,
+    notices: Mutex<Vec<Notice>>,
+}
+
+impl Sink for Recorder {
+    fn server(&self, view: &ServerView) {
+        self.servers.lock().unwrap().push(view.clone());
+    }
+    fn event(&self, payload: &EventPayload) {
+        self.events.lock().unwrap().push(payload.clone());
+    }
+    fn readings(&self, _: &ReadingsPayload) {
+        *self.readings.lock().unwrap() += 1;
+    }
+}
+
+impl Notifier for Recorder {
+    fn show(&self, n: Notice, _on_extend: Option<Box<dyn FnOnce() + Send>>) {
+        self.notices.lock().unwrap().push(n);
+    }
+}
+
+struct Agent {
+    dir: TempDir,
+    state: Arc<State>,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn agent() -> Agent {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "max_booking = \"2h\"\nover_policy = \"approval\"\n",
+    )
+    .unwrap();
+    let a = bind(
+        AgentConfig {
+            state_dir: dir.path().join("state"),
+            socket: dir.path().join("agent.sock"),
+            gpus: Source::Sim(4),
+            policy: Some(policy),
+            server_name: "lab-test".into(),
+            shared: false,
+            sample_interval: Duration::from_millis(200),
+        },
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let state = a.state();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(a.run(async move {
+        let _ = rx.await;
+    }));
+    Agent {
+        dir,
+        state,
+        _stop: tx,
+    }
+}
+
+impl Agent {
+    fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("agent.sock")
+    }
+
+    /// A 3-hour booking (over the 2-hour policy: waits for approval) by the test's user.
+    async fn book_pending(&self, n: i64) -> BookingId {
+        let conn = Connection::unix(&self.socket(), "test").await.unwrap();
+        let start = floor_to(Utc::now(), ChronoDuration::minutes(15)) + ChronoDuration::days(1 + n);
+        match conn
+            .request(Request::Book(BookRequest {
+                gpus: GpuChoice::Named {
+                    gpus: vec!["0".into()],
+                },
+                when: WhenChoice::At {
+                    start,
+                    end: start + ChronoDuration::hours(3),
+                },
+                title: format!("long run {n}"),
+                job: None,
+            }))
+            .await
+            .unwrap()
+        {
+            Response::Booking(b) => b.booking.id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn approve(&self, id: BookingId) {
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || {
+            state.change(
+                &Actor {
+                    user: "boss".into(),
+                    role: Role::Admin,
+                },
+                Op::Approve { id },
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    }
+}
+
+async fn until(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn manager(files: &Files, rec: &Arc<Recorder>, agent: &Agent) -> Manager {
+    let m = Manager::new(
+        files.clone(),
+        rec.clone(),
+        rec.clone(),
+        tokio::runtime::Handle::current(),
+        Default::default(),
+    );
+    m.add("lab", "Lab test", Address::Unix(agent.socket()));
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_events_are_notified_once_also_across_a_restart() {
+    let agent = agent().await;
+    let app = tempfile::tempdir().unwrap();
+    let files = Files {
+        settings: app.path().join("settings.json"),
+        memory: app.path().join("memory.json"),
+    };
+    let id = agent.book_pending(0).await;
+
+    let rec = Arc::new(Recorder::default());
+    let m = manager(&files, &rec, &agent);
+    until("connected", || m.views()[0].state == ServerState::Connected).await;
+    let v = &m.views()[0];
+    assert!(v.simulated && v.user.is_some(), "{v:?}");
+    until("readings", || *rec.readings.lock().unwrap() > 0).await;
+    // The pending booking is the person's next one, for the tray.
+    assert_eq!(m.my_bookings().len(), 1);
+
+    agent.approve(id).await;
+    until("the approval notice", || {
+        rec.notices.lock().unwrap().len() == 1
+    })
+    .await;
+    let n = rec.notices.lock().unwrap()[0].clone();
+    assert_eq!(n.kind, "booking_approved");
+    assert!(n.summary.contains("long run 0"), "{n:?}");
+    assert!(rec
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.server == "lab" && e.event.booking.id == id));
+    m.remove("lab").unwrap();
+
+    // The app restarts: the approval is not shown again; a new one is shown once.
+    let id2 = agent.book_pending(1).await;
+    let rec2 = Arc::new(Recorder::default());
+    let m2 = manager(&files, &rec2, &agent);
+    until("connected again", || {
+        m2.views()[0].state == ServerState::Connected
+    })
+    .await;
+    // The booking made while the app was away arrives as an event (no notice: not approved yet).
+    until("the missed event", || {
+        rec2.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.event.booking.id == id2)
+    })
+    .await;
+    assert!(
+        !rec2
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.event.booking.id == id
+                && e.event.kind == gpubook_proto::EventKind::BookingApproved),
+        "an event handled before the restart came again"
+    );
+    agent.approve(id2).await;
+    until("the second approval", || {
+        !rec2.notices.lock().unwrap().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let notices = rec2.notices.lock().unwrap().clone();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].summary.contains("long run 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_peoples_events_and_kinds_turned_off_are_not_notified() {
+    let agent = agent().await;
+    let app = tempfile::tempdir().unwrap();
+    let files = Files {
+        settings: app.path().join("settings.json"),
+        memory: app.path().join("memory.json"),
+    };
+    let mut s = Settings::default();
+    s.notify.insert("booking_denied".into(), false);
+    s.save(&files.settings).unwrap();
+    let rec = Arc::new(Recorder::default());
+    let m = manager(&files, &rec, &agent);
+    until("connected", || m.views()[0].state == ServerState::Connected).await;
+    // Someone else's booking, approved: an event for the web view, no notice.
+    let state = agent.state.clone();
+    let start = floor_to(Utc::now(), ChronoDuration::minutes(15)) + ChronoDuration::days(3);
+    let other = tokio::task::spawn_blocking(move || {
+        let actor = Actor {
+            user: "carol".into(),
+            role: Role::User,
+        };
+        state
+            .change(
+                &actor,
+                Op::Book {
+                    gpus: gpubook_core::GpuSelection::Count {
+                        count: 1,
+                        min_memory: None,
+                    },
+                    when: gpubook_core::When::At(
+                        gpubook_core::Interval::new(start, start + ChronoDuration::hours(3))
+                            .unwrap(),
+                    ),
+                    title: "carol's".into(),
+                    job: None,
+                },
+            )
+            .unwrap()[0]
+            .booking
+            .id
+    })
+    .await
+    .unwrap();
+    agent.approve(other).await;
+    // Mine, denied, with denials turned off.
+    let mine = agent.book_pending(4).await;
+    let state = agent.state.clone();
+    tokio::task::spawn_blocking(move || {
+        state.change(
+            &Actor {
+                user: "boss".into(),
+                role: Role::Admin,
+            },
+            Op::Deny {
+                id: mine,
+                reason: None,
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    until("the events", || {
+        let ev = rec.events.lock().unwrap();
+        ev.iter().any(|e| {
+            e.event.booking.id == other && e.event.kind == gpubook_proto::EventKind::BookingApproved
+        }) && ev.iter().any(|e| {
+            e.event.booking.id == mine && e.event.kind == gpubook_proto::EventKind::BookingDenied
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        rec.notices.lock().unwrap().is_empty(),
+        "{:?}",
+        rec.notices.lock().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_not_there_is_unreachable_with_a_sentence() {
+    let app = tempfile::tempdir().unwrap();
+    let files = Files {
+        settings: app.path().join("settings.json"),
+        memory: app.path().join("memory.json"),
+    };
+    let rec = Arc::new(Recorder::default());
+    let m = Manager::new(
+        files,
+        rec.clone(),
+        rec.clone(),
+        tokio::runtime::Handle::current(),
+        Default::default(),
+    );
+    m.add(
+        "gone",
+        "Gone",
+        Address::Unix(app.path().join("nothing.sock")),
+    );
+    until("unreachable", || {
+        m.views()[0].state == ServerState::Unreachable
+    })
+    .await;
+    let e = m.gpus("gone").await.unwrap_err();
+    let v = serde_json::to_value(&e).unwrap();
+    assert_eq!(v["kind"], "unreachable");
+    assert!(
+        e.message.starts_with("Gone cannot be reached"),
+        "{}",
+        e.message
+    );
+    let e = m.gpus("nope").await.unwrap_err();
+    assert!(e.message.contains("no server \"nope\""), "{}", e.message);
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The desktop app's end-to-end test: builds the UI and the app (scripts/app-build.sh), then
+# drives it with tauri-driver + WebKitWebDriver under Xvfb against real agents with simulated
+# GPUs, a real D-Bus session bus and dunst (tests/e2e/tests/app.rs starts them all).
+# Screenshots go to $GPUBOOK_SCREENSHOTS (default target/screenshots).
+# With GPUBOOK_REQUIRE_SERVICES=1 a missing tool fails the run instead of skipping it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+export PATH="$HOME/.cargo/bin:$PATH"
+missing=()
+for t in Xvfb dbus-daemon dbus-send dbus-monitor dunst WebKitWebDriver tauri-driver runuser; do
+  command -v "$t" >/dev/null || missing+=("$t")
+done
+if ((${#missing[@]})); then
+  msg="app-e2e: missing ${missing[*]} (scripts/setup-debian.sh; cargo install tauri-driver --locked)"
+  if [[ "${GPUBOOK_REQUIRE_SERVICES:-}" == 1 ]]; then echo "$msg" >&2; exit 1; fi
+  echo "SKIPPED $msg"; exit 0
+fi
+scripts/app-build.sh
+export GPUBOOK_E2E=1
+export GPUBOOK_APP_BINARY="$target/debug/gpubook-app"
+export GPUBOOK_AGENT_BINARY="$target/debug/gpubook-agent"
+export GPUBOOK_CLI_BINARY="$target/debug/gpubook"
+export GPUBOOK_SCREENSHOTS="${GPUBOOK_SCREENSHOTS:-$PWD/target/screenshots}"
+cargo test -p gpubook-e2e --test app -- --nocapture
+echo "app-e2e: screenshots in $GPUBOOK_SCREENSHOTS"

@@ -1,0 +1,364 @@
+//! What the desktop app's end-to-end test needs: the services it starts (Xvfb, a D-Bus
+//! session bus with dunst, a D-Bus monitor, agents, tauri-driver) and a small W3C WebDriver
+//! client over HTTP.
+//!
+//! The test runs when `GPUBOOK_E2E=1` (scripts/app-e2e.sh sets it after building the UI and
+//! the app). A missing service fails it when `GPUBOOK_REQUIRE_SERVICES=1`, else skips it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+/// Whether a missing service fails the test rather than skipping it.
+pub fn required() -> bool {
+    std::env::var("GPUBOOK_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Says why the test cannot run: a failure when services are required, else a skip.
+pub fn missing(what: &str) -> bool {
+    assert!(!required(), "GPUBOOK_REQUIRE_SERVICES=1 but {what}");
+    eprintln!("SKIPPED: {what}");
+    false
+}
+
+/// The program `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The build's binaries: `$GPUBOOK_APP_BINARY` etc., else next to this test's target dir.
+pub fn binary(env: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let exe = std::env::current_exe().expect("the test's path");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join(name))
+        .expect("a target directory")
+}
+
+/// A child process killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct Proc {
+    /// What it is, for messages.
+    pub what: String,
+    /// The process.
+    pub child: Child,
+}
+
+impl Proc {
+    /// Starts `cmd`.
+    pub fn spawn(what: &str, cmd: &mut Command) -> Self {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Self {
+            what: what.into(),
+            child,
+        }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `f` holds, or panics after `secs` seconds naming `what`.
+pub fn until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An X server on a free display number.
+pub fn xvfb() -> (Proc, String) {
+    let n = 50 + std::process::id() % 400;
+    let display = format!(":{n}");
+    let p = Proc::spawn(
+        "Xvfb",
+        Command::new("Xvfb")
+            .args([&display, "-screen", "0", "1600x1000x24", "-nolisten", "tcp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let sock = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
+    until("Xvfb's socket", 15, || sock.exists().then_some(()));
+    (p, display)
+}
+
+/// A D-Bus session bus of its own; returns it and its address.
+pub fn session_bus() -> (Proc, String) {
+    let mut p = Proc::spawn(
+        "dbus-daemon",
+        Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let mut line = String::new();
+    BufReader::new(p.child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("read the bus address");
+    (p, line.trim().to_string())
+}
+
+/// Whether `name` has an owner on the bus at `addr`.
+pub fn bus_has(addr: &str, name: &str) -> bool {
+    Command::new("dbus-send")
+        .env("DBUS_SESSION_BUS_ADDRESS", addr)
+        .args([
+            "--session",
+            "--print-reply",
+            "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus.NameHasOwner",
+            &format!("string:{name}"),
+        ])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
+}
+
+/// A WebDriver session.
+#[derive(Debug)]
+pub struct Driver {
+    http: reqwest::blocking::Client,
+    base: String,
+}
+
+/// A found element's id.
+pub type Element = String;
+
+pub const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Driver {
+    /// Opens a session on the WebDriver at `url` for the Tauri app `application`.
+    pub fn new(url: &str, application: &Path) -> Result<Self, String> {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let v: Value = http
+            .post(format!("{url}/session"))
+            .json(&json!({"capabilities": {"alwaysMatch": {
+                "tauri:options": {"application": application}
+            }}}))
+            .send()
+            .map_err(|e| e.to_string())?
+            .json()
+            .map_err(|e| e.to_string())?;
+        let id = v["value"]["sessionId"]
+            .as_str()
+            .ok_or_else(|| format!("no session: {v}"))?;
+        Ok(Self {
+            http,
+            base: format!("{url}/session/{id}"),
+        })
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: Value = req
+            .send()
+            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
+            .json()
+            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"));
+        if v["value"].get("error").is_some() {
+            panic!("WebDriver {path}: {}", v["value"]);
+        }
+        v["value"].clone()
+    }
+
+    /// Runs `script` (a function body) with `args` in the page.
+    pub fn exec(&self, script: &str, args: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+    }
+
+    /// Every element matching the CSS `selector`.
+    pub fn find_all(&self, selector: &str) -> Vec<Element> {
+        let v = self.call(
+            reqwest::Method::POST,
+            "/elements",
+            Some(json!({"using": "css selector", "value": selector})),
+        );
+        if std::env::var_os("GPUBOOK_E2E_DEBUG").is_some() {
+            eprintln!("find_all {selector}: {v}");
+        }
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e[ELEMENT].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The first element matching `selector`, waiting up to `secs`.
+    pub fn wait_for(&self, selector: &str, secs: u64) -> Element {
+        until(selector, secs, || {
+            self.find_all(selector).into_iter().next()
+        })
+    }
+
+    /// Clicks an element.
+    pub fn click(&self, el: &Element) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{el}/click"),
+            Some(json!({})),
+        );
+    }
+
+    /// Types into an element.
+    pub fn type_into(&self, el: &Element, text: &str) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{el}/value"),
+            Some(json!({"text": text})),
+        );
+    }
+
+    /// W3C pointer actions: press at `from`, move through `via` to `to`, release.
+    pub fn drag(&self, from: (f64, f64), to: (f64, f64)) {
+        let mid = ((from.0 + to.0) / 2.0, (from.1 + to.1) / 2.0);
+        let actions = json!({"actions": [{
+            "type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+            "actions": [
+                {"type": "pointerMove", "duration": 0, "origin": "viewport", "x": from.0.round() as i64, "y": from.1.round() as i64},
+                {"type": "pointerDown", "button": 0},
+                {"type": "pause", "duration": 100},
+                {"type": "pointerMove", "duration": 250, "origin": "viewport", "x": mid.0.round() as i64, "y": mid.1.round() as i64},
+                {"type": "pointerMove", "duration": 250, "origin": "viewport", "x": to.0.round() as i64, "y": to.1.round() as i64},
+                {"type": "pause", "duration": 100},
+                {"type": "pointerUp", "button": 0}
+            ]
+        }]});
+        self.call(reqwest::Method::POST, "/actions", Some(actions));
+        let _ = self.http.delete(format!("{}/actions", self.base)).send();
+    }
+
+    /// A PNG of the window, written to `path`.
+    pub fn screenshot(&self, path: &Path) {
+        let b64 = self.call(reqwest::Method::GET, "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().expect("base64"))
+            .expect("a PNG");
+        std::fs::write(path, png).expect("write the screenshot");
+    }
+
+    /// Ends the session (the app quits).
+    pub fn quit(&self) {
+        let _ = self.http.delete(&self.base).send();
+    }
+}
+
+/// The resident memory of `pid` and all its descendants, in bytes (from /proc).
+pub fn tree_rss(pid: u32) -> u64 {
+    descendants(pid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .sum::<u64>()
+        * 1024
+}
+
+/// The resident memory of `pid` alone, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// `pid` and every process below it.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+                if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                    if let Some(pp) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+                        parents.push((p, pp));
+                    }
+                }
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let cur = tree[i];
+        tree.extend(parents.iter().filter(|(_, pp)| *pp == cur).map(|(p, _)| *p));
+        i += 1;
+    }
+    tree
+}
+
+/// The proportional set size (shared pages split among their users) of `pid` and all its
+/// descendants, in bytes (from /proc/PID/smaps_rollup): a fairer total than RSS, which
+/// counts the shared WebKit libraries once per process.
+pub fn tree_pss(pid: u32) -> u64 {
+    descendants(pid)
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .sum::<u64>()
+        * 1024
+}
+
+/// The pid of the running process whose executable is `exe`.
+pub fn pid_of(exe: &Path) -> Option<u32> {
+    let exe = std::fs::canonicalize(exe).ok()?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let p: u32 = e.file_name().to_string_lossy().parse().ok()?;
+        (std::fs::read_link(format!("/proc/{p}/exe")).ok()? == exe).then_some(p)
+    })
+}

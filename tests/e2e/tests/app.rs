@@ -1,0 +1,431 @@
+//! The built desktop app, driven by tauri-driver and WebKitWebDriver under Xvfb, against a
+//! real agent with simulated GPUs (shared mode, run as root) on a temporary socket, with a
+//! real D-Bus session bus and dunst:
+//! - a W3C pointer drag over two GPUs for two hours books them: the booking is then in the
+//!   agent (read back with the gpubook CLI) and on the calendar;
+//! - another person's booking (made by a real second Unix user) cannot be dragged: it stays;
+//! - a job that finishes raises a notification, read on the bus with dbus-monitor;
+//! - screenshots of the calendar with bookings, the booking dialog and the GPU panel go to
+//!   $GPUBOOK_SCREENSHOTS (default target/screenshots);
+//! - figures: cold start to an interactive calendar, the app's memory with 3 servers.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
+use gpubook_e2e::*;
+use serde_json::{json, Value};
+
+const OTHER: &str = "gpb-e2e-other";
+
+fn screenshots() -> PathBuf {
+    let dir = std::env::var_os("GPUBOOK_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots")
+        });
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn ensure_user(name: &str) {
+    let exists = Command::new("id")
+        .arg(name)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !exists {
+        let out = Command::new("useradd")
+            .args(["-m", "-s", "/bin/bash", name])
+            .output()
+            .expect("run useradd");
+        assert!(
+            out.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The CLI as `user` (None: root), JSON out.
+fn cli(cli: &Path, socket: &Path, user: Option<&str>, args: &[&str]) -> Value {
+    let mut cmd = match user {
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", u, "--"]).arg(cli);
+            c
+        }
+        None => Command::new(cli),
+    };
+    let out = cmd
+        .arg("--server")
+        .arg(format!("unix:{}", socket.display()))
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run the CLI");
+    assert!(
+        out.status.success(),
+        "gpubook {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn bookings(v: &Value) -> Vec<Value> {
+    v.get("bookings")
+        .and_then(Value::as_array)
+        .or_else(|| v.as_array())
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn start_agent(bin: &Path, dir: &Path, name: &str, shared: bool) -> (Proc, PathBuf) {
+    let socket = dir.join(format!("{name}.sock"));
+    let policy = dir.join("policy.toml");
+    // No admins: root is an ordinary user here, so other people's bookings are theirs.
+    std::fs::write(&policy, "admins = [\"nobody-admin\"]\n").unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .arg("--state-dir")
+        .arg(dir.join(format!("{name}-state")))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--gpus", "sim:4", "--name", name, "--sample-secs", "1"])
+        .arg("--policy")
+        .arg(&policy)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(screenshots().join(format!("{name}.log"))).unwrap());
+    if shared {
+        cmd.arg("--shared");
+    }
+    let p = Proc::spawn(name, &mut cmd);
+    until("the agent's socket", 20, || {
+        std::os::unix::net::UnixStream::connect(&socket)
+            .ok()
+            .map(drop)
+    });
+    (p, socket)
+}
+
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[test]
+fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
+    if std::env::var("GPUBOOK_E2E").ok().as_deref() != Some("1") {
+        eprintln!("SKIPPED: the app's E2E test runs with GPUBOOK_E2E=1 (scripts/app-e2e.sh builds and runs it)");
+        return;
+    }
+    let app = binary("GPUBOOK_APP_BINARY", "gpubook-app");
+    let agent_bin = binary("GPUBOOK_AGENT_BINARY", "gpubook-agent");
+    let cli_bin = binary("GPUBOOK_CLI_BINARY", "gpubook");
+    for (what, p) in [
+        ("the app", &app),
+        ("gpubook-agent", &agent_bin),
+        ("gpubook", &cli_bin),
+    ] {
+        if !p.is_file() {
+            missing(&format!("{what} is not built at {}", p.display()));
+            return;
+        }
+    }
+    for tool in [
+        "Xvfb",
+        "dbus-daemon",
+        "dbus-send",
+        "dbus-monitor",
+        "dunst",
+        "tauri-driver",
+        "WebKitWebDriver",
+        "runuser",
+        "useradd",
+    ] {
+        if which(tool).is_none() {
+            missing(&format!("{tool} is not installed (scripts/setup-debian.sh; tauri-driver: cargo install tauri-driver --locked)"));
+            return;
+        }
+    }
+    let shots = screenshots();
+
+    // A directory every user may traverse: sockets and the CLI for the other user.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cli_copy = dir.join("gpubook");
+    std::fs::copy(&cli_bin, &cli_copy).unwrap();
+    std::fs::set_permissions(&cli_copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ensure_user(OTHER);
+
+    let (_x, display) = xvfb();
+    let (_bus, bus) = session_bus();
+    let _dunst = Proc::spawn(
+        "dunst",
+        Command::new("dunst")
+            .env("DISPLAY", &display)
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    until("dunst on the bus", 15, || {
+        bus_has(&bus, "org.freedesktop.Notifications").then_some(())
+    });
+    let monitor_log = shots.join("notifications.log");
+    let _monitor = Proc::spawn(
+        "dbus-monitor",
+        Command::new("dbus-monitor")
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+            .args([
+                "--session",
+                "interface='org.freedesktop.Notifications',member='Notify'",
+            ])
+            .stdout(std::fs::File::create(&monitor_log).unwrap())
+            .stderr(Stdio::null()),
+    );
+
+    // This computer (shared, so the other user can book) and two more servers: 3 in all.
+    let (_agent, socket) = start_agent(&agent_bin, dir, "e2e-local", true);
+    let (_a2, s2) = start_agent(&agent_bin, dir, "e2e-lab2", false);
+    let (_a3, s3) = start_agent(&agent_bin, dir, "e2e-lab3", false);
+    let config = dir.join("config");
+    std::fs::create_dir_all(config.join("gpubook")).unwrap();
+    std::fs::write(
+        config.join("gpubook/servers.toml"),
+        format!(
+            "[[server]]\nname = \"lab2\"\nspec = \"unix:{}\"\n\n[[server]]\nname = \"lab3\"\nspec = \"unix:{}\"\n",
+            s2.display(),
+            s3.display()
+        ),
+    )
+    .unwrap();
+
+    // Someone else's booking, tomorrow at 03:00 UTC for 2 hours on GPU 2.
+    let tomorrow =
+        Utc::now().duration_trunc(ChronoDuration::days(1)).unwrap() + ChronoDuration::days(1);
+    let other_start =
+        Utc::now().duration_trunc(ChronoDuration::hours(1)).unwrap() + ChronoDuration::hours(5);
+    let _ = tomorrow;
+    let other = cli(
+        &cli_copy,
+        &socket,
+        Some(OTHER),
+        &[
+            "book",
+            "--gpu",
+            "2",
+            "--start",
+            &iso(other_start),
+            "--for",
+            "2h",
+            "--title",
+            "other's run",
+        ],
+    );
+    let other_id = other["booking"]["id"]
+        .as_u64()
+        .or_else(|| other["id"].as_u64())
+        .unwrap_or_else(|| panic!("{other}"));
+
+    // tauri-driver, with the app's environment.
+    let port = 4444 + (std::process::id() % 1000) as u16;
+    let _driver = Proc::spawn(
+        "tauri-driver",
+        Command::new("tauri-driver")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--native-port",
+                &(port + 1000).to_string(),
+            ])
+            .env("DISPLAY", &display)
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+            .env("GPUBOOK_SOCKET", &socket)
+            .env("GPUBOOK_AGENT_BINARY", &agent_bin)
+            .env("XDG_CONFIG_HOME", &config)
+            .env("XDG_DATA_HOME", dir.join("data"))
+            .env("XDG_RUNTIME_DIR", dir.join("runtime"))
+            .env_remove("WAYLAND_DISPLAY")
+            .stdout(std::fs::File::create(shots.join("app-stdout.log")).unwrap())
+            .stderr(std::fs::File::create(shots.join("app-stderr.log")).unwrap()),
+    );
+    std::fs::create_dir_all(dir.join("runtime")).unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    until("tauri-driver", 20, || {
+        reqwest::blocking::get(format!("{url}/status"))
+            .ok()
+            .map(drop)
+    });
+
+    // Cold start: from asking for the session to the calendar being interactive.
+    let t0 = Instant::now();
+    let d = Driver::new(&url, &app).unwrap_or_else(|e| {
+        panic!(
+            "no WebDriver session: {e}; driver log: {}",
+            std::fs::read_to_string(shots.join("app-stderr.log")).unwrap_or_default()
+        )
+    });
+    until("body[data-ready=true]", 60, || {
+        (d.exec("return document.body.dataset.ready === 'true'", json!([])) == json!(true))
+            .then_some(())
+    });
+    let cold = t0.elapsed();
+    println!(
+        "FIGURE cold start to interactive calendar: {:.2} s",
+        cold.as_secs_f64()
+    );
+    d.screenshot(&shots.join("startup.png"));
+    let lanes = d.exec(
+        "return Array.from(document.querySelectorAll('[data-testid=gpu-lane]')).slice(0, 8).map(e => e.dataset.server + '/' + e.dataset.gpu).join(' ') + ' | servers: ' + Array.from(document.querySelectorAll('[data-testid=server-status]')).map(e => e.dataset.server + '=' + e.dataset.state).join(' ')",
+        json!([]),
+    );
+    println!("lanes: {lanes}");
+    d.wait_for(
+        "[data-testid=\"gpu-lane\"][data-server=\"local\"][data-gpu=\"1\"]",
+        30,
+    );
+    until("3 servers connected", 30, || {
+        let n = d
+            .find_all("[data-testid=\"server-status\"][data-state=\"connected\"]")
+            .len();
+        (n >= 3).then_some(())
+    });
+    d.wait_for(
+        &format!("[data-testid=\"booking\"][data-booking-id=\"{other_id}\"]"),
+        20,
+    );
+
+    // Drag over GPUs 0 and 1 for two hours, starting on the next full hour + 1.
+    let start =
+        Utc::now().duration_trunc(ChronoDuration::hours(1)).unwrap() + ChronoDuration::hours(2);
+    let end = start + ChronoDuration::hours(2);
+    let point = |gpu: u32, t: DateTime<Utc>| -> (f64, f64) {
+        let p = d.exec(
+            "return window.__gpubook && window.__gpubook.pointFor(arguments[0], arguments[1], arguments[2]);",
+            json!(["local", gpu, iso(t)]),
+        );
+        (
+            p["x"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no point for GPU {gpu} at {t}: {p}")),
+            p["y"].as_f64().unwrap(),
+        )
+    };
+    let from = point(0, start + ChronoDuration::minutes(5));
+    let to = point(1, end - ChronoDuration::minutes(5));
+    d.drag(from, to);
+    let dialog = d.wait_for("[data-testid=\"book-dialog\"]", 10);
+    let _ = dialog;
+    let title = d.wait_for("[data-testid=\"book-dialog\"] [name=\"title\"]", 5);
+    d.type_into(&title, "e2e training");
+    d.screenshot(&shots.join("booking-dialog.png"));
+    d.click(&d.wait_for("[data-testid=\"book-submit\"]", 5));
+
+    // In the agent, read back with the CLI, and on the calendar.
+    let mine = until("the booking in the agent", 20, || {
+        bookings(&cli(&cli_copy, &socket, None, &["ls"]))
+            .into_iter()
+            .find(|b| b["title"] == "e2e training")
+    });
+    assert_eq!(mine["owner"], "root", "{mine}");
+    assert_eq!(mine["gpus"].as_array().map(Vec::len), Some(2), "{mine}");
+    let (s, e) = (
+        mine["interval"]["start"].as_str().unwrap(),
+        mine["interval"]["end"].as_str().unwrap(),
+    );
+    let (s, e) = (
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc),
+        DateTime::parse_from_rfc3339(e).unwrap().with_timezone(&Utc),
+    );
+    assert_eq!((s, e), (start, end), "the booking's interval");
+    let my_id = mine["id"].as_u64().unwrap();
+    d.wait_for(
+        &format!("[data-testid=\"booking\"][data-booking-id=\"{my_id}\"][data-owner=\"root\"]"),
+        10,
+    );
+
+    // Another person's booking cannot be dragged: it stays where it was.
+    let other_el = d.wait_for(
+        &format!("[data-testid=\"booking\"][data-booking-id=\"{other_id}\"]"),
+        5,
+    );
+    let r = d.exec(
+        "const r = arguments[0].getBoundingClientRect(); return {x: r.left + r.width / 2, y: r.top + r.height / 2, w: r.width};",
+        json!([{ "element-6066-11e4-a52e-4f735466cecf": other_el }]),
+    );
+    let (x, y) = (r["x"].as_f64().unwrap(), r["y"].as_f64().unwrap());
+    let shift = point(2, other_start + ChronoDuration::hours(3)).0 - point(2, other_start).0;
+    d.drag((x, y), (x + shift, y));
+    std::thread::sleep(Duration::from_secs(2));
+    let still = bookings(&cli(&cli_copy, &socket, None, &["ls"]))
+        .into_iter()
+        .find(|b| b["id"].as_u64() == Some(other_id))
+        .expect("the other booking is still there");
+    assert_eq!(
+        still["interval"]["start"]
+            .as_str()
+            .map(|s| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)),
+        Some(other_start),
+        "another person's booking moved: {still}"
+    );
+    assert_eq!(still["revision"], other["booking"]["revision"], "{still}");
+    d.screenshot(&shots.join("calendar.png"));
+
+    // Memory with 3 servers connected.
+    if let Some(pid) = pid_of(&app) {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        let procs: Vec<String> = descendants(pid)
+            .iter()
+            .filter_map(|p| {
+                let name = std::fs::read_to_string(format!("/proc/{p}/comm")).ok()?;
+                Some(format!("{} {:.0} MiB", name.trim(), mib(rss(*p))))
+            })
+            .collect();
+        println!(
+            "FIGURE app memory with 3 servers: RSS {:.0} MiB, PSS {:.0} MiB (gpubook-app and its WebKit processes: {})",
+            mib(tree_rss(pid)),
+            mib(tree_pss(pid)),
+            procs.join(", ")
+        );
+    }
+
+    // A job that finishes: a notification on the bus.
+    let job = cli(
+        &cli_copy,
+        &socket,
+        None,
+        &[
+            "book",
+            "--gpu",
+            "3",
+            "--asap",
+            "--for",
+            "15m",
+            "--title",
+            "quick job",
+            "--",
+            "echo done; sleep 1",
+        ],
+    );
+    let job_id = job["booking"]["id"]
+        .as_u64()
+        .or_else(|| job["id"].as_u64())
+        .unwrap_or_else(|| panic!("{job}"));
+    until("the job-finished notification", 40, || {
+        let log = std::fs::read_to_string(&monitor_log).unwrap_or_default();
+        (log.contains("Job of") && log.contains("quick job") && log.contains("finished"))
+            .then_some(())
+    });
+    let log = std::fs::read_to_string(&monitor_log).unwrap();
+    assert!(log.contains("exited with code 0"), "{log}");
+    println!("notification for booking {job_id} seen on the bus");
+
+    // The GPU panel.
+    d.click(&d.wait_for("[data-testid=\"nav-gpus\"]", 5));
+    d.wait_for("[data-testid=\"gpu-panel\"]", 10);
+    std::thread::sleep(Duration::from_millis(1500));
+    d.screenshot(&shots.join("gpu-panel.png"));
+    d.quit();
+}
