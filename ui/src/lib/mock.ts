@@ -358,6 +358,9 @@ export class MockBackend implements Backend {
       case 'add_server': {
         const spec = String(a.spec ?? '').trim();
         if (!/^([\w.-]+@)?[\w.-]+$/.test(spec)) throw err('invalid', `"${spec}" is not a Host from ~/.ssh/config nor user@host.`);
+        if (spec.includes('secure') && !a.secret) {
+          throw err('auth', `${spec} asks for a password: the SSH agent has no key it accepts.`, spec);
+        }
         if (!this.knownHosts.has(spec)) {
           throw err('host_key_unknown', `${spec} is new: check its key's fingerprint before you trust it.`, spec, { fingerprint: 'SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8' });
         }
