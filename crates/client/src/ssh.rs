@@ -180,7 +180,7 @@ pub enum SshError {
         /// SHA256:base64, as OpenSSH prints it.
         fingerprint: String,
         /// The key, to append to known_hosts once accepted.
-        key: HostKey,
+        key: Box<HostKey>,
     },
     /// known_hosts has another key for this host: refused.
     #[error("the host key of {server} has CHANGED (now {key_type} {fingerprint}); known_hosts says otherwise at {}:{line}. Someone may be intercepting the connection. If the admin changed the key, remove that line (ssh-keygen -R {host}) and connect again", file.display())]
@@ -188,7 +188,7 @@ pub enum SshError {
         /// The server.
         server: String,
         /// The host name as known_hosts writes it.
-        host: String,
+        host: Box<str>,
         /// The presented key's type.
         key_type: String,
         /// The presented key's fingerprint.

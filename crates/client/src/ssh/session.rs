@@ -529,7 +529,7 @@ fn check_host_key(sess: &ssh2::Session, t: &Target, opts: &Options) -> Result<()
         Verdict::Known => Ok(()),
         Verdict::Changed(file, line) => Err(SshError::ChangedHostKey {
             server: t.spec.clone(),
-            host: t.known_hosts_name(),
+            host: t.known_hosts_name().into(),
             key_type: key.key_type.clone(),
             fingerprint: key.fingerprint(),
             file,
@@ -550,7 +550,7 @@ fn check_host_key(sess: &ssh2::Session, t: &Target, opts: &Options) -> Result<()
                     server: t.spec.clone(),
                     key_type: key.key_type.clone(),
                     fingerprint: key.fingerprint(),
-                    key,
+                    key: Box::new(key),
                 });
             }
             known_hosts::append(t, &key)?;
@@ -627,7 +627,7 @@ impl Worker {
                     Err(std_mpsc::TryRecvError::Empty) => break,
                     Err(std_mpsc::TryRecvError::Disconnected) => {
                         if self.chans.is_empty() {
-                            let _ = self.sess.set_blocking(true);
+                            self.sess.set_blocking(true);
                             self.sess.set_timeout(2000);
                             let _ = self.sess.disconnect(None, "bye", None);
                             return;
