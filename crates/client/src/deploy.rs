@@ -131,6 +131,10 @@ pub async fn connect_agent_with(
 }
 
 /// On a logged-in session: find or deploy the agent, bridge to it, handshake.
+///
+/// The usual case costs one exec channel: a script that runs the bridge at once when the
+/// system agent's socket is there, or when the person's agent of this version runs, and
+/// otherwise reports what the account holds (then the agent is uploaded and started).
 pub async fn agent_over(
     session: &Session,
     deploy: &DeployOptions,
@@ -141,12 +145,35 @@ pub async fn agent_over(
         .system_socket
         .as_deref()
         .unwrap_or(gpubook_proto::paths::SYSTEM_SOCKET);
-    let probe = Probe::run(session, system_socket).await?;
-    if let Some(found) = &probe.system {
-        let bin = deploy.system_binary.as_deref().unwrap_or(found);
-        let conn = bridge(session, bin, system_socket, client).await?;
-        return Ok((conn, Reached::System));
+    // Without a binary to upload the system agent may still be there: fail only when needed.
+    let local = LocalAgent::find(&server, deploy);
+    let version = local.as_ref().map(|l| l.version()).unwrap_or_default();
+    let (mut rd, wr) = session
+        .exec_stream(&sh(
+            BRIDGE_OR_PROBE,
+            &[
+                system_socket,
+                &version,
+                deploy.system_binary.as_deref().unwrap_or(""),
+            ],
+        ))
+        .await?;
+    let first = read_line(&mut rd).await;
+    if let Some(how) = first.strip_prefix("GPUBOOK-BRIDGE ") {
+        let bin = how
+            .split_once(' ')
+            .map(|(_, b)| b)
+            .unwrap_or("gpubook-agent");
+        let reached = if how.starts_with("system") {
+            Reached::System
+        } else {
+            Reached::Running
+        };
+        let conn = handshake(session, rd, wr, bin, client).await?;
+        return Ok((conn, reached));
     }
+    drop(wr);
+    let probe = Probe::read(session, first, rd).await?;
     if let Some(why) = &probe.no_home {
         return Err(SshError::NoWritableHome {
             server,
@@ -154,8 +181,7 @@ pub async fn agent_over(
         }
         .into());
     }
-    let local = LocalAgent::find(&server, deploy)?;
-    let version = local.version();
+    let local = local?;
     let mut uploaded = false;
     if probe.installed_sum(&version) != Some(local.sha256.as_str()) {
         upload(session, &local, &version).await?;
@@ -204,62 +230,93 @@ fn deploy_error(server: &str, message: impl Into<String>) -> DeployError {
     .into()
 }
 
-/// What the server has: a system agent, a home, our binaries.
+/// What the account holds when no agent could be bridged to at once.
 #[derive(Debug)]
 struct Probe {
-    /// The system agent's binary, when its socket is there.
-    system: Option<String>,
     /// Why the home cannot take the agent.
     no_home: Option<String>,
     /// ~/.local/share/gpubook/bin.
     bin_dir: String,
-    /// (version, sha256) of each installed personal binary.
+    /// (version, sha256) of the installed personal binary of this version.
     installed: Vec<(String, String)>,
 }
 
-const PROBE: &str = r#"
+const BRIDGE_OR_PROBE: &str = r#"
 sys="$1"
 if [ -S "$sys" ]; then
-  for b in /usr/local/bin/gpubook-agent /usr/bin/gpubook-agent "$(command -v gpubook-agent 2>/dev/null)"; do
-    if [ -n "$b" ] && [ -x "$b" ]; then echo "system=$b"; exit 0; fi
-  done
-  echo "system=gpubook-agent"; exit 0
+  bin="$3"
+  if [ -z "$bin" ]; then
+    for b in /usr/local/bin/gpubook-agent /usr/bin/gpubook-agent "$(command -v gpubook-agent 2>/dev/null)"; do
+      if [ -n "$b" ] && [ -x "$b" ]; then bin="$b"; break; fi
+    done
+  fi
+  [ -n "$bin" ] || bin=gpubook-agent
+  echo "GPUBOOK-BRIDGE system $bin"
+  exec "$bin" bridge --socket "$sys"
 fi
-if [ -z "${HOME:-}" ] || [ ! -d "$HOME" ]; then echo "nohome=no home directory (HOME=${HOME:-unset})"; exit 0; fi
+if [ -z "${HOME:-}" ] || [ ! -d "$HOME" ]; then echo "nohome=no home directory (HOME=${HOME:-unset})"; echo GPUBOOK-PROBE-END; exit 0; fi
 dir="$HOME/.local/share/gpubook/bin"
-if ! mkdir -p "$dir" 2>/dev/null || [ ! -w "$dir" ]; then echo "nohome=cannot write $dir"; exit 0; fi
+state="${XDG_STATE_HOME:-$HOME/.local/state}/gpubook"
+if [ -n "${XDG_RUNTIME_DIR:-}" ]; then sock="$XDG_RUNTIME_DIR/gpubook/agent.sock"; else sock="/tmp/gpubook-$(id -u)/agent.sock"; fi
+pid=""; ver=""
+[ -f "$state/personal-agent.pid" ] && read -r pid ver < "$state/personal-agent.pid"
+if [ -n "$2" ] && [ "$ver" = "$2" ] && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ -S "$sock" ] && [ -x "$dir/gpubook-agent-$2" ]; then
+  echo "GPUBOOK-BRIDGE personal $dir/gpubook-agent-$2"
+  exec "$dir/gpubook-agent-$2" bridge --socket "$sock"
+fi
+if ! mkdir -p "$dir" 2>/dev/null || [ ! -w "$dir" ]; then echo "nohome=cannot write $dir"; echo GPUBOOK-PROBE-END; exit 0; fi
 echo "dir=$dir"
-for f in "$dir"/gpubook-agent-*; do
-  [ -e "$f" ] || continue
-  v="${f##*/gpubook-agent-}"
+f="$dir/gpubook-agent-$2"
+if [ -n "$2" ] && [ -e "$f" ]; then
   if [ -f "$f" ]; then s=$(sha256sum "$f" 2>/dev/null | cut -d' ' -f1); else s=notafile; fi
-  echo "have=$v ${s:-unreadable}"
-done
+  echo "have=$2 ${s:-unreadable}"
+fi
+echo GPUBOOK-PROBE-END
 "#;
 
+/// Reads one line (without its newline) from the start of a channel, byte by byte so that
+/// nothing after it is taken from the agent's stream.
+async fn read_line(rd: &mut crate::ssh::ChannelReader) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut line = Vec::new();
+    while line.len() < 4096 {
+        match rd.read_u8().await {
+            Ok(b'\n') | Err(_) => break,
+            Ok(b) => line.push(b),
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
 impl Probe {
-    async fn run(session: &Session, system_socket: &str) -> Result<Probe, DeployError> {
-        let out = session.run(&sh(PROBE, &[system_socket]), b"").await?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if !out.success() {
+    /// Reads the probe's report (`first` is its first line, already read).
+    async fn read(
+        session: &Session,
+        first: String,
+        mut rd: crate::ssh::ChannelReader,
+    ) -> Result<Probe, DeployError> {
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        let _ = rd.read_to_end(&mut rest).await;
+        let text = format!("{first}\n{}", String::from_utf8_lossy(&rest));
+        if !text.contains("GPUBOOK-PROBE-END") {
             return Err(deploy_error(
                 session.server(),
                 format!(
-                    "looking for the gpubook agent failed (status {}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    "looking for the gpubook agent failed (status {}): {}{}",
+                    rd.exit_status().unwrap_or(-1),
+                    text.trim(),
+                    String::from_utf8_lossy(&rd.stderr()).trim()
                 ),
             ));
         }
         let mut p = Probe {
-            system: None,
             no_home: None,
             bin_dir: String::new(),
             installed: Vec::new(),
         };
         for line in text.lines() {
             match line.split_once('=') {
-                Some(("system", b)) => p.system = Some(b.to_string()),
                 Some(("nohome", why)) => p.no_home = Some(why.to_string()),
                 Some(("dir", d)) => p.bin_dir = d.to_string(),
                 Some(("have", vs)) => {
@@ -269,12 +326,6 @@ impl Probe {
                 }
                 _ => {}
             }
-        }
-        if p.system.is_none() && p.no_home.is_none() && p.bin_dir.is_empty() {
-            return Err(deploy_error(
-                session.server(),
-                format!("the server's answer was not understood: {text:?}"),
-            ));
         }
         Ok(p)
     }
@@ -287,13 +338,21 @@ impl Probe {
     }
 }
 
+/// A file's size and modification time: when both are unchanged, so is its checksum.
+type Stamp = (u64, Option<std::time::SystemTime>);
+
+/// Checksums of agent binaries this process read already, so a connect hashes a binary of
+/// tens of megabytes once, not every time. A plain mutex: never held across an await.
+static CHECKSUMS: std::sync::Mutex<Vec<(PathBuf, Stamp, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
 /// The agent binary this client carries.
 #[derive(Debug)]
 struct LocalAgent {
     /// Where it is.
     path: PathBuf,
-    /// Its bytes.
-    bytes: Vec<u8>,
+    /// Its bytes, when they were read now (not when the checksum came from the cache).
+    bytes: Option<Vec<u8>>,
     /// Their SHA-256, hex.
     sha256: String,
 }
@@ -315,7 +374,7 @@ impl LocalAgent {
                     "no agent binary to upload: set GPUBOOK_AGENT_BINARY",
                 )
             })?;
-        let bytes = std::fs::read(&path).map_err(|e| {
+        let unreadable = |e: std::io::Error| {
             deploy_error(
                 server,
                 format!(
@@ -323,13 +382,57 @@ impl LocalAgent {
                     path.display()
                 ),
             )
-        })?;
+        };
+        let meta = std::fs::metadata(&path).map_err(unreadable)?;
+        let stamp = (meta.len(), meta.modified().ok());
+        let known = CHECKSUMS
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(p, s, _)| *p == path && *s == stamp)
+            .map(|(_, _, sum)| sum.clone());
+        if let Some(sha256) = known {
+            return Ok(Self {
+                path,
+                bytes: None,
+                sha256,
+            });
+        }
+        let bytes = std::fs::read(&path).map_err(unreadable)?;
         let sha256 = hex(&Sha256::digest(&bytes));
+        let mut cache = CHECKSUMS.lock().unwrap();
+        cache.retain(|(p, _, _)| *p != path);
+        cache.push((path.clone(), stamp, sha256.clone()));
         Ok(Self {
             path,
-            bytes,
+            bytes: Some(bytes),
             sha256,
         })
+    }
+
+    /// Its bytes, read again when the checksum came from the cache.
+    fn bytes(&self, server: &str) -> Result<std::borrow::Cow<'_, [u8]>, DeployError> {
+        match &self.bytes {
+            Some(b) => Ok(std::borrow::Cow::Borrowed(b)),
+            None => {
+                let b = std::fs::read(&self.path).map_err(|e| {
+                    deploy_error(
+                        server,
+                        format!("cannot read the agent binary {}: {e}", self.path.display()),
+                    )
+                })?;
+                if hex(&Sha256::digest(&b)) != self.sha256 {
+                    return Err(deploy_error(
+                        server,
+                        format!(
+                            "the agent binary {} changed while connecting; connect again",
+                            self.path.display()
+                        ),
+                    ));
+                }
+                Ok(std::borrow::Cow::Owned(b))
+            }
+        }
     }
 
     /// The crate version and the start of the checksum.
@@ -360,7 +463,10 @@ if ! mv -f "$tmp" "$final"; then rm -f "$tmp"; echo "cannot replace $final: remo
 
 async fn upload(session: &Session, local: &LocalAgent, version: &str) -> Result<(), DeployError> {
     let out = session
-        .run(&sh(UPLOAD, &[version, &local.sha256]), &local.bytes)
+        .run(
+            &sh(UPLOAD, &[version, &local.sha256]),
+            &local.bytes(session.server())?,
+        )
         .await?;
     if !out.success() {
         return Err(deploy_error(
@@ -479,6 +585,17 @@ async fn bridge(
             quote(socket)
         ))
         .await?;
+    handshake(session, rd, wr, bin, client).await
+}
+
+/// Says hello over a bridge's channel; a bridge that failed is reported with what it said.
+async fn handshake(
+    session: &Session,
+    rd: crate::ssh::ChannelReader,
+    wr: crate::ssh::ChannelWriter,
+    bin: &str,
+    client: &str,
+) -> Result<Connection, DeployError> {
     let stderr_of = std::sync::Arc::new(std::sync::Mutex::new(None));
     let reader = Watched {
         inner: rd,
