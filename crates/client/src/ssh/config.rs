@@ -53,7 +53,7 @@ impl Target {
     /// [`Target::resolve`] with an explicit home and config file (tests, several people in
     /// one process).
     pub fn resolve_with(spec: &str, env: &SshEnv) -> Result<Target, SshError> {
-        resolve_chain(spec, env, &mut Vec::new())
+        resolve_chain(spec, env, ssh_installed(), &mut Vec::new())
     }
 
     /// The name as the person gave it.
@@ -144,9 +144,14 @@ pub(crate) fn parse_spec(spec: &str) -> Result<Spec, SshError> {
     Ok(Spec { user, host, port })
 }
 
-fn resolve_chain(spec: &str, env: &SshEnv, stack: &mut Vec<String>) -> Result<Target, SshError> {
+fn resolve_chain(
+    spec: &str,
+    env: &SshEnv,
+    openssh: bool,
+    stack: &mut Vec<String>,
+) -> Result<Target, SshError> {
     let parsed = parse_spec(spec)?;
-    let settings = if ssh_installed() {
+    let settings = if openssh {
         ssh_g(spec, &parsed, env)?
     } else {
         fallback(&parsed, env)?
@@ -176,7 +181,7 @@ fn resolve_chain(spec: &str, env: &SshEnv, stack: &mut Vec<String>) -> Result<Ta
         })
         .unwrap_or_default();
     for (i, hop) in jumps.iter().enumerate() {
-        let mut h = resolve_chain(hop, env, stack)?;
+        let mut h = resolve_chain(hop, env, openssh, stack)?;
         // As with `ssh -J a,b`: a later hop is reached through the one before it, so its own
         // ProxyJump does not apply.
         if i > 0 {
@@ -303,18 +308,33 @@ fn target_from(spec: &str, parsed: &Spec, s: &Settings, env: &SshEnv) -> Result<
     let tokens = |v: &str| expand(v, &home, &host, &user, port);
     let mut identity_files: Vec<PathBuf> = s.all("identityfile").map(tokens).collect();
     if identity_files.is_empty() {
-        identity_files = ["id_rsa", "id_ecdsa", "id_ed25519"]
-            .iter()
-            .map(|f| home.join(".ssh").join(f))
-            .collect();
+        identity_files = [
+            "id_rsa",
+            "id_ecdsa",
+            "id_ecdsa_sk",
+            "id_ed25519",
+            "id_ed25519_sk",
+            "id_xmss",
+            "id_dsa",
+        ]
+        .iter()
+        .map(|f| home.join(".ssh").join(f))
+        .collect();
     }
     let mut user_known_hosts: Vec<PathBuf> = s.all("userknownhostsfile").map(tokens).collect();
     if user_known_hosts.is_empty() {
-        user_known_hosts = vec![home.join(".ssh/known_hosts")];
+        // OpenSSH's defaults.
+        user_known_hosts = vec![
+            home.join(".ssh/known_hosts"),
+            home.join(".ssh/known_hosts2"),
+        ];
     }
     let mut global_known_hosts: Vec<PathBuf> = s.all("globalknownhostsfile").map(tokens).collect();
     if global_known_hosts.is_empty() {
-        global_known_hosts = vec![PathBuf::from("/etc/ssh/ssh_known_hosts")];
+        global_known_hosts = vec![
+            PathBuf::from("/etc/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts2"),
+        ];
     }
     let secs = |k: &str| {
         s.get(k)
@@ -553,6 +573,53 @@ mod tests {
             "a b",
         ] {
             assert!(parse_spec(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn openssh_and_the_fallback_reader_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path();
+        let config = home.join("config");
+        std::fs::write(
+            &config,
+            "Host lab1\n  HostName 10.9.8.7\n  User alice\n  Port 2222\n\
+             \x20 IdentityFile ~/.ssh/lab_key\n  IdentityFile %d/.ssh/other\n  IdentitiesOnly yes\n\
+             \x20 UserKnownHostsFile ~/.ssh/lab_hosts\n  ConnectTimeout 7\n  ServerAliveInterval 9\n\
+             \x20 ProxyJump gw1,bob@gw2:2200\n\
+             Host gw1\n  HostName 10.0.0.1\n  User carol\n\
+             Host gw2\n  HostName 10.0.0.2\n",
+        )
+        .unwrap();
+        let env = SshEnv {
+            home: Some(home.to_path_buf()),
+            config: Some(config),
+            agent_socket: None,
+        };
+        let mut both = vec![resolve_chain("lab1", &env, false, &mut Vec::new()).unwrap()];
+        if ssh_installed() {
+            both.push(resolve_chain("lab1", &env, true, &mut Vec::new()).unwrap());
+        }
+        for t in &both {
+            assert_eq!(
+                (t.host.as_str(), t.port, t.user.as_str()),
+                ("10.9.8.7", 2222, "alice")
+            );
+            assert_eq!(
+                t.identity_files,
+                vec![home.join(".ssh/lab_key"), home.join(".ssh/other")]
+            );
+            assert!(t.identities_only);
+            assert_eq!(t.user_known_hosts, vec![home.join(".ssh/lab_hosts")]);
+            assert_eq!(t.connect_timeout, Some(Duration::from_secs(7)));
+            assert_eq!(t.server_alive_interval, Some(Duration::from_secs(9)));
+            let hops: Vec<String> = t.proxy_jump.iter().map(Target::key).collect();
+            assert_eq!(hops[0], "carol@10.0.0.1:22");
+            assert!(hops[1].starts_with("bob@10.0.0.2:2200"), "{hops:?}");
+            assert_eq!(t.known_hosts_name(), "[10.9.8.7]:2222");
+        }
+        if let [fallback, openssh] = &both[..] {
+            assert_eq!(fallback, openssh);
         }
     }
 
