@@ -220,7 +220,7 @@ async fn host_keys_unknown_accepted_and_changed() {
         return;
     }
     let mut server = Sshd::start("");
-    let user = User::ensure("gpb-ssh-alice");
+    let user = User::ensure("gpb-ssh-hostkey");
     let home = ClientHome::new();
     user.authorize(&home.key.with_extension("pub"));
     home.host("lab1", &server, &user.name, "");
@@ -345,7 +345,7 @@ async fn a_dropped_connection_is_reported_not_a_hang() {
         return;
     }
     let mut server = Sshd::start("");
-    let user = User::ensure("gpb-ssh-alice");
+    let user = User::ensure("gpb-ssh-lost");
     let home = ClientHome::new();
     user.authorize(&home.key.with_extension("pub"));
     home.host("lab1", &server, &user.name, "  ServerAliveInterval 1\n");

@@ -18,7 +18,7 @@ async fn through_one_hop_and_a_chain_of_two() {
     let jump1 = Sshd::start("LogLevel DEBUG1\n");
     let jump2 = Sshd::start("LogLevel DEBUG1\n");
     let lab = Sshd::start("");
-    let user = User::ensure("gpb-ssh-alice");
+    let user = User::ensure("gpb-ssh-jump");
     let home = ClientHome::new();
     user.authorize(&home.key.with_extension("pub"));
     for s in [&jump1, &jump2, &lab] {

@@ -113,6 +113,8 @@ struct Shared {
     stderr: Mutex<Vec<u8>>,
     /// The exit status, once the command ended.
     status: Mutex<Option<i32>>,
+    /// Why the channel failed, when it did (the session may live on).
+    failed: Mutex<Option<String>>,
 }
 
 impl Session {
@@ -865,6 +867,8 @@ impl Worker {
         let mut progress = false;
         let mut reading = false;
         let mut finished = Vec::new();
+        let mut failed = Vec::new();
+        let mut broken = false;
         for (id, c) in self.chans.iter_mut() {
             // Input.
             while let Some(chunk) = c.input.front() {
@@ -927,8 +931,16 @@ impl Worker {
                         }
                     }
                     Err(e) if would_block(&e) => break,
-                    Err(_) => return Err(()),
+                    Err(e) => {
+                        broken = true;
+                        *c.shared.failed.lock().unwrap() = Some(e.to_string());
+                        failed.push(*id);
+                        break;
+                    }
                 }
+            }
+            if failed.last() == Some(id) {
+                continue;
             }
             while !c.err_done {
                 match c.ch.stderr().read(buf) {
@@ -946,7 +958,11 @@ impl Worker {
                         e.extend_from_slice(&buf[..n.min(room)]);
                     }
                     Err(e) if would_block(&e) => break,
-                    Err(_) => return Err(()),
+                    Err(_) => {
+                        // Standard error is only for messages: its end is not worth a failure.
+                        c.err_done = true;
+                        break;
+                    }
                 }
             }
             // Ended: close, learn the exit status, let the reader see the end.
@@ -967,10 +983,26 @@ impl Worker {
                 progress = true;
             }
         }
-        for id in finished {
+        for id in finished.into_iter().chain(failed) {
             self.chans.remove(&id);
         }
+        // A channel failed: the transport under it may be gone.
+        if broken && self.socket_gone() {
+            return Err(());
+        }
         Ok((progress, reading))
+    }
+
+    /// Whether the SSH socket reports a hang-up or an error.
+    fn socket_gone(&self) -> bool {
+        let mut fd = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        let n = unsafe { libc::poll(&mut fd, 1, 0) };
+        n > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
     }
 }
 
@@ -1023,6 +1055,12 @@ impl AsyncRead for ChannelReader {
                     self.at = 0;
                 }
                 Poll::Ready(None) => {
+                    if let Some(why) = self.shared.failed.lock().unwrap().clone() {
+                        return Poll::Ready(Err(std::io::Error::new(
+                            ErrorKind::ConnectionAborted,
+                            format!("the SSH channel to {} failed: {why}", self.handle.server),
+                        )));
+                    }
                     return if self.handle.lost.load(Ordering::Acquire)
                         && self.shared.status.lock().unwrap().is_none()
                     {

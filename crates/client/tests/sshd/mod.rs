@@ -378,12 +378,22 @@ impl User {
         assert!(c.wait().unwrap().success(), "chpasswd {}", self.name);
     }
 
-    /// Lets the key whose public file is `pub_file` log in (replacing other keys).
+    /// Lets the key whose public file is `pub_file` log in (added to the others: tests in
+    /// other processes may use the same user at the same time).
     pub fn authorize(&self, pub_file: &Path) {
         let ssh = self.home.join(".ssh");
         std::fs::create_dir_all(&ssh).unwrap();
-        std::fs::copy(pub_file, ssh.join("authorized_keys")).unwrap();
-        for p in [&ssh, &ssh.join("authorized_keys")] {
+        let line = std::fs::read_to_string(pub_file).unwrap();
+        let keys = ssh.join("authorized_keys");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&keys)
+            .unwrap();
+        // One write with O_APPEND: lines from several writers do not interleave.
+        f.write_all(format!("{}\n", line.trim()).as_bytes())
+            .unwrap();
+        for p in [&ssh, &keys] {
             std::os::unix::fs::chown(p, Some(self.uid), Some(self.gid)).unwrap();
         }
         std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).unwrap();
