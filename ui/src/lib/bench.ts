@@ -30,6 +30,8 @@ export type BenchResult = {
   view: string;
   frames: number;
   load_ms: number;
+  /** One pushed change to a booking, from its arrival to the frame after it is drawn. */
+  update_ms: number;
   median_ms: number;
   p95_ms: number;
   max_ms: number;
@@ -138,10 +140,20 @@ async function bench(hooks: Hooks, opts: BenchOptions = {}): Promise<BenchResult
       maxGpus = Math.max(maxGpus, new Set([...document.querySelectorAll<HTMLElement>('[data-testid="selection"]')].map((e) => e.style.transform.split(',')[1])).size);
     }
     if (!opts.keep) cal.dispatchEvent(ev('pointercancel', p1.x, p1.y));
+    // One pushed change (a booking moved by 30 min) until it is on screen.
+    const u0 = performance.now();
+    const moved = structuredClone(bookings[nBookings - 1]);
+    moved.revision += 1;
+    moved.interval = { start: toWire(Date.parse(moved.interval.start) + 1_800_000), end: toWire(Date.parse(moved.interval.end) + 1_800_000) };
+    app.book.upsert('bench', moved);
+    app.version++;
+    await nextFrame();
+    await nextFrame();
+    const updateMs = performance.now() - u0;
     const deltas = stamps.slice(1).map((t, i) => t - stamps[i]);
     const r = (x: number) => Math.round(x * 10) / 10;
     result = {
-      gpus: nGpus, bookings: nBookings, view, frames: deltas.length, load_ms: r(loadMs),
+      gpus: nGpus, bookings: nBookings, view, frames: deltas.length, load_ms: r(loadMs), update_ms: r(updateMs),
       slowest_frame: deltas.indexOf(Math.max(...deltas)),
       median_ms: r(quantile(deltas, 0.5)), p95_ms: r(quantile(deltas, 0.95)), max_ms: r(Math.max(...deltas)),
       selection_gpus: maxGpus, user_agent: navigator.userAgent,
