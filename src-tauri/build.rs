@@ -13,6 +13,7 @@ const COMMANDS: &[&str] = &[
     "bookings",
     "policy",
     "book",
+    "asap_any",
     "cancel",
     "extend",
     "move_booking",
@@ -29,7 +30,24 @@ const COMMANDS: &[&str] = &[
     "feed_url",
 ];
 
+/// The app embeds ../ui/dist at compile time. Where the UI has not been built (a fresh clone
+/// running clippy or the unit tests), a placeholder page stands in so the Rust side still
+/// compiles; scripts/app-build.sh builds the real UI first.
+fn ensure_frontend() {
+    let dist = std::path::Path::new("../ui/dist");
+    if !dist.join("index.html").exists() {
+        std::fs::create_dir_all(dist).expect("create ../ui/dist");
+        std::fs::write(
+            dist.join("index.html"),
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>gpubook</title></head>\
+             <body><p>The gpubook UI was not built: run scripts/app-build.sh.</p></body></html>\n",
+        )
+        .expect("write the placeholder page");
+    }
+}
+
 fn main() {
+    ensure_frontend();
     tauri_build::try_build(
         tauri_build::Attributes::new()
             .app_manifest(tauri_build::AppManifest::new().commands(COMMANDS)),

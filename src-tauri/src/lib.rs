@@ -72,6 +72,7 @@ pub fn run() {
             commands::bookings::bookings,
             commands::bookings::policy,
             commands::bookings::book,
+            commands::bookings::asap_any,
             commands::bookings::cancel,
             commands::bookings::extend,
             commands::bookings::move_booking,

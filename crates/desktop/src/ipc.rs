@@ -2,7 +2,7 @@
 //! them and the payloads of the pushed events.
 
 use gpubook_core::Role;
-use gpubook_proto::{Event, Readings};
+use gpubook_proto::{BookingResponse, Event, Readings};
 use serde::{Deserialize, Serialize};
 
 /// Where the app stands with a server.
@@ -56,6 +56,16 @@ pub struct ReadingsPayload {
     pub server: String,
     /// The live readings.
     pub readings: Readings,
+}
+
+/// What `asap_any` answers: the server chosen and the agent's answer there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export, export_to = "../app/"))]
+pub struct AsapAnyResponse {
+    /// The chosen server's id.
+    pub server: String,
+    /// The booking as that agent made it.
+    pub response: BookingResponse,
 }
 
 /// Event names on the web view.

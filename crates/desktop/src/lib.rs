@@ -14,6 +14,6 @@ pub mod settings;
 pub mod tray;
 
 pub use error::AppError;
-pub use ipc::{EventPayload, ReadingsPayload, ServerState, ServerView};
+pub use ipc::{AsapAnyResponse, EventPayload, ReadingsPayload, ServerState, ServerView};
 pub use manager::{Address, Files, Manager, Sink};
 pub use settings::Settings;

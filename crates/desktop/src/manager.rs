@@ -21,10 +21,13 @@ use gpubook_proto::{
 use tokio::sync::Notify;
 
 use crate::error::AppError;
+use crate::ipc::AsapAnyResponse;
 use crate::ipc::{EventPayload, ReadingsPayload, ServerState, ServerView};
 use crate::memory::Memory;
 use crate::notify::{self, Notifier};
 use crate::settings::Settings;
+use gpubook_client::servers::asap::{self, AsapAsk};
+use gpubook_proto::{GpuChoice, WhenChoice};
 
 /// The name the app gives itself in the handshake.
 pub const CLIENT_NAME: &str = concat!("gpubook-app/", env!("CARGO_PKG_VERSION"));
@@ -314,6 +317,65 @@ impl Manager {
     /// Books on server `id`.
     pub async fn book(&self, id: &str, req: BookRequest) -> Result<BookingResponse, AppError> {
         self.booking(id, Request::Book(req)).await
+    }
+
+    /// Books "as soon as possible" on whichever connected server would start it soonest:
+    /// each is quoted from its own plan (gpubook_client::servers::asap), then the request
+    /// goes to the chosen one, whose agent decides. `req` must ask for a count of GPUs
+    /// "as soon as possible".
+    pub async fn asap_any(&self, req: BookRequest) -> Result<AsapAnyResponse, AppError> {
+        let (count, min_memory) =
+            match &req.gpus {
+                GpuChoice::Count { count, min_memory } => (*count, *min_memory),
+                GpuChoice::Named { .. } => return Err(AppError::internal(
+                    "\"As soon as possible\" on any server needs a number of GPUs, not named ones.",
+                )
+                .with_kind_invalid()),
+            };
+        let duration_secs = match &req.when {
+            WhenChoice::Asap { duration_secs } => *duration_secs,
+            WhenChoice::At { .. } => {
+                return Err(AppError::internal(
+                    "\"As soon as possible\" on any server needs a duration, not a time.",
+                )
+                .with_kind_invalid())
+            }
+        };
+        let ask = AsapAsk {
+            count,
+            min_memory,
+            duration: chrono::Duration::seconds(duration_secs),
+        };
+        let conns = self.connections();
+        if conns.is_empty() {
+            return Err(AppError::app(
+                crate::error::AppOnlyKind::Unreachable,
+                "No server is connected right now, so none can be asked.",
+                None,
+            ));
+        }
+        let now = Utc::now();
+        let mut quotes = Vec::new();
+        for (_, _, c) in &conns {
+            quotes.push(asap::quote(c, &ask, now).await);
+        }
+        let Some(i) = asap::choose(&quotes) else {
+            let why: Vec<String> = conns
+                .iter()
+                .zip(&quotes)
+                .filter_map(|((_, name, _), q)| q.as_ref().err().map(|e| format!("{name}: {e}")))
+                .collect();
+            return Err(AppError::internal(format!(
+                "No server can take {count} GPU{} for {}: {}.",
+                if count == 1 { "" } else { "s" },
+                crate::notify::human_duration(ask.duration),
+                why.join("; ")
+            ))
+            .with_kind_invalid());
+        };
+        let server = conns[i].0.clone();
+        let response = self.book(&server, req).await?;
+        Ok(AsapAnyResponse { server, response })
     }
 
     /// Cancels booking `b` on server `id`.

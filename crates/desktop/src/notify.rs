@@ -292,3 +292,124 @@ impl Notifier for DesktopNotifier {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpubook_core::{BookingState, GpuUuid, Interval, JobRun, JobState};
+
+    fn booking(owner: &str, start: DateTime<Utc>, hours: i64) -> Booking {
+        Booking {
+            id: BookingId(7),
+            owner: owner.into(),
+            gpus: vec![GpuUuid("a".into()), GpuUuid("b".into())],
+            interval: Interval::new(start, start + Duration::hours(hours)).unwrap(),
+            title: "train".into(),
+            state: BookingState::Confirmed,
+            job: None,
+            asap: None,
+            pending_reason: None,
+            created_at: start,
+            revision: 1,
+            warned_start: false,
+            warned_end: false,
+            run: None,
+            usage: None,
+        }
+    }
+
+    fn event(kind: EventKind, b: Booking, at: DateTime<Utc>) -> Event {
+        Event {
+            seq: 1,
+            at,
+            kind,
+            booking: b,
+            before: None,
+            actor: None,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn own_slot_ending_offers_an_hour_more() {
+        let now = Utc::now();
+        let b = booking("ann", now - Duration::minutes(50), 1);
+        let n = decide(
+            &event(EventKind::SlotEnding, b.clone(), now),
+            "lab",
+            "Lab 1",
+            "ann",
+            now,
+            &Settings::default(),
+        )
+        .unwrap();
+        assert_eq!(n.kind, "slot_ending");
+        assert!(n.summary.contains("ends in 10 min"), "{}", n.summary);
+        assert_eq!(
+            n.extend,
+            Some(ExtendOffer {
+                server: "lab".into(),
+                id: BookingId(7),
+                to: b.interval.end + Duration::hours(1)
+            })
+        );
+    }
+
+    #[test]
+    fn finished_job_says_exit_code_and_duration() {
+        let now = Utc::now();
+        let mut b = booking("ann", now - Duration::hours(1), 2);
+        b.run = Some(JobRun {
+            state: JobState::Finished,
+            pid: Some(1),
+            start_ticks: None,
+            started_at: Some(now - Duration::minutes(62)),
+            ended_at: Some(now),
+            exit_code: Some(3),
+            signal: None,
+            message: None,
+            log: None,
+        });
+        let n = decide(
+            &event(EventKind::JobFinished, b, now),
+            "lab",
+            "Lab 1",
+            "ann",
+            now,
+            &Settings::default(),
+        )
+        .unwrap();
+        assert!(
+            n.body.contains("failed with exit code 3 after 1 h 2 min"),
+            "{}",
+            n.body
+        );
+    }
+
+    #[test]
+    fn others_old_and_unwanted_events_are_not_shown() {
+        let now = Utc::now();
+        let b = booking("ann", now + Duration::minutes(5), 1);
+        let s = Settings::default();
+        let ev = event(EventKind::SlotStarting, b.clone(), now);
+        assert!(decide(&ev, "lab", "Lab", "bob", now, &s).is_none());
+        assert!(decide(&ev, "lab", "Lab", "ann", now, &s).is_some());
+        // Caught up after a restart: older than the limit.
+        let old = event(
+            EventKind::SlotStarting,
+            b,
+            now - CATCH_UP_LIMIT - Duration::seconds(1),
+        );
+        assert!(decide(&old, "lab", "Lab", "ann", now, &s).is_none());
+        let mut off = Settings::default();
+        off.notify.insert("slot_starting".into(), false);
+        assert!(decide(&ev, "lab", "Lab", "ann", now, &off).is_none());
+        // Bookkeeping events are never shown.
+        let created = event(EventKind::BookingCreated, ev.booking.clone(), now);
+        assert!(decide(&created, "lab", "Lab", "ann", now, &s).is_none());
+        assert!(server_notice("Lab", false, Some("refused"), &s)
+            .unwrap()
+            .summary
+            .contains("cannot be reached"));
+    }
+}

@@ -40,3 +40,59 @@ pub fn next_booking_line(bookings: &[(String, Booking)], now: DateTime<Utc>) -> 
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+    use gpubook_core::{BookingId, Interval};
+
+    fn b(id: u64, start: DateTime<Utc>, state: BookingState) -> Booking {
+        Booking {
+            id: BookingId(id),
+            owner: "ann".into(),
+            gpus: vec![],
+            interval: Interval::new(start, start + Duration::hours(2)).unwrap(),
+            title: format!("t{id}"),
+            state,
+            job: None,
+            asap: None,
+            pending_reason: None,
+            created_at: start,
+            revision: 1,
+            warned_start: false,
+            warned_end: false,
+            run: None,
+            usage: None,
+        }
+    }
+
+    #[test]
+    fn the_line_names_the_current_or_next_booking() {
+        let now = Utc::now();
+        assert_eq!(next_booking_line(&[], now), "No upcoming bookings");
+        let list = vec![
+            (
+                "lab".to_string(),
+                b(1, now + Duration::minutes(95), BookingState::Confirmed),
+            ),
+            (
+                "lab".to_string(),
+                b(2, now + Duration::minutes(30), BookingState::Cancelled),
+            ),
+        ];
+        let l = next_booking_line(&list, now);
+        assert!(
+            l.starts_with("Next: \u{201c}t1\u{201d} on lab in 1 h 35 min"),
+            "{l}"
+        );
+        let list = vec![(
+            "lab".to_string(),
+            b(3, now - Duration::minutes(30), BookingState::Active),
+        )];
+        assert_eq!(
+            next_booking_line(&list, now),
+            "Now: \u{201c}t3\u{201d} on lab, 1 h 30 min left"
+        );
+    }
+}

@@ -17,7 +17,6 @@ use gpubook_desktop::notify::{Notice, Notifier};
 use gpubook_desktop::{
     Address, EventPayload, Files, Manager, ReadingsPayload, ServerState, ServerView, Settings, Sink,
 };
-use gpubook_proto::{BookRequest, GpuChoice, Request, Response, WhenChoice};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -92,28 +91,42 @@ impl Agent {
         self.dir.path().join("agent.sock")
     }
 
-    /// A 3-hour booking (over the 2-hour policy: waits for approval) by the test's user.
+    /// A 3-hour booking (over the 2-hour policy: waits for approval) of the test's user, made
+    /// as an ordinary user (the test may run as root, whom the agent makes admin).
     async fn book_pending(&self, n: i64) -> BookingId {
         let conn = Connection::unix(&self.socket(), "test").await.unwrap();
+        let me = conn.welcome().user.clone();
         let start = floor_to(Utc::now(), ChronoDuration::minutes(15)) + ChronoDuration::days(1 + n);
-        match conn
-            .request(Request::Book(BookRequest {
-                gpus: GpuChoice::Named {
-                    gpus: vec!["0".into()],
-                },
-                when: WhenChoice::At {
-                    start,
-                    end: start + ChronoDuration::hours(3),
-                },
-                title: format!("long run {n}"),
-                job: None,
-            }))
-            .await
-            .unwrap()
-        {
-            Response::Booking(b) => b.booking.id,
-            other => panic!("{other:?}"),
-        }
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || {
+            let committed = state
+                .change(
+                    &Actor {
+                        user: me,
+                        role: Role::User,
+                    },
+                    Op::Book {
+                        gpus: gpubook_core::GpuSelection::Count {
+                            count: 1,
+                            min_memory: None,
+                        },
+                        when: gpubook_core::When::At(
+                            gpubook_core::Interval::new(start, start + ChronoDuration::hours(3))
+                                .unwrap(),
+                        ),
+                        title: format!("long run {n}"),
+                        job: None,
+                    },
+                )
+                .unwrap();
+            assert_eq!(
+                committed[0].booking.state,
+                gpubook_core::BookingState::PendingApproval
+            );
+            committed[0].booking.id
+        })
+        .await
+        .unwrap()
     }
 
     async fn approve(&self, id: BookingId) {

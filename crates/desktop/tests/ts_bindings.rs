@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use gpubook_desktop::{AppError, EventPayload, ReadingsPayload, ServerView, Settings};
+use gpubook_desktop::{
+    AppError, AsapAnyResponse, EventPayload, ReadingsPayload, ServerView, Settings,
+};
 use ts_rs::{Config, TS};
 
 fn ts_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -37,6 +39,7 @@ fn committed_app_types_match_the_rust_types() {
     Settings::export_all(&cfg).unwrap();
     EventPayload::export_all(&cfg).unwrap();
     ReadingsPayload::export_all(&cfg).unwrap();
+    AsapAnyResponse::export_all(&cfg).unwrap();
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let generated = ts_files(&tmp.path().join("app"));

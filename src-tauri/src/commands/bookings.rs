@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use gpubook_core::Booking;
-use gpubook_desktop::Manager;
+use gpubook_desktop::{AsapAnyResponse, Manager};
 use gpubook_proto::{BookRequest, BookingResponse, GpusResponse, PolicyResponse};
 use tauri::State;
 
@@ -39,6 +39,12 @@ pub async fn book(
     request: BookRequest,
 ) -> Answer<BookingResponse> {
     m.book(&server, request).await
+}
+
+/// Books "as soon as possible" on the connected server where it would start soonest.
+#[tauri::command]
+pub async fn asap_any(m: State<'_, Manager>, request: BookRequest) -> Answer<AsapAnyResponse> {
+    m.asap_any(request).await
 }
 
 /// Cancels booking `id`.

@@ -354,6 +354,22 @@ pub fn tree_pss(pid: u32) -> u64 {
         * 1024
 }
 
+/// Every running process whose executable is `exe`.
+pub fn pids_of(exe: &Path) -> Vec<u32> {
+    let Ok(exe) = std::fs::canonicalize(exe) else {
+        return Vec::new();
+    };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let p: u32 = e.file_name().to_string_lossy().parse().ok()?;
+            (std::fs::read_link(format!("/proc/{p}/exe")).ok()? == exe).then_some(p)
+        })
+        .collect()
+}
+
 /// The pid of the running process whose executable is `exe`.
 pub fn pid_of(exe: &Path) -> Option<u32> {
     let exe = std::fs::canonicalize(exe).ok()?;

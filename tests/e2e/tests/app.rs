@@ -427,5 +427,25 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     d.wait_for("[data-testid=\"gpu-panel\"]", 10);
     std::thread::sleep(Duration::from_millis(1500));
     d.screenshot(&shots.join("gpu-panel.png"));
+
+    // A second launch hands over to the first (single instance) and exits.
+    let before = pids_of(&app);
+    assert_eq!(before.len(), 1, "one app process: {before:?}");
+    let mut second = Command::new(&app)
+        .env("DISPLAY", &display)
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+        .env("GPUBOOK_SOCKET", &socket)
+        .env("XDG_CONFIG_HOME", &config)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("XDG_RUNTIME_DIR", dir.join("runtime"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = until("the second launch to exit", 20, || {
+        second.try_wait().unwrap()
+    });
+    assert!(status.success(), "second launch: {status}");
+    assert_eq!(pids_of(&app), before, "the first instance goes on, alone");
     d.quit();
 }
