@@ -375,3 +375,23 @@ async fn a_dropped_connection_is_reported_not_a_hang() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalives_are_sent_on_a_timer() {
+    if !sshd::available("ssh keepalives") {
+        return;
+    }
+    let server = Sshd::start("LogLevel DEBUG1\n");
+    let user = User::ensure("gpb-ssh-lost");
+    let home = ClientHome::new();
+    user.authorize(&home.key.with_extension("pub"));
+    home.host("lab1", &server, &user.name, "  ServerAliveInterval 1\n");
+    home.trust(&server);
+    let s = connect("lab1", &home.options(None)).await.unwrap();
+    // An idle session: nothing but keepalives goes over it.
+    sshd::wait_until("three keepalives in sshd's log", || {
+        server.log().matches("keepalive@libssh2.org").count() >= 3
+    });
+    assert!(!s.is_lost());
+    assert!(s.run("true", b"").await.unwrap().success());
+}

@@ -314,3 +314,76 @@ async fn two_users_on_one_system_agent_see_each_other_and_are_themselves() {
     let _ = stop.send(());
     let _ = running.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_halfway_is_repaired_by_the_next_connect() {
+    if !sshd::available("ssh interrupted upload") {
+        return;
+    }
+    let mut server = Sshd::start("");
+    let user = User::fresh("gpb-ssh-cut");
+    let home = ClientHome::new();
+    user.authorize(&home.key.with_extension("pub"));
+    home.host("lab1", &server, &user.name, "");
+    home.trust(&server);
+    let opts = home.options(None);
+    let work = tempfile::tempdir().unwrap();
+    let bin = sshd::runnable_copy(&sshd::agent_binary(), work.path());
+    let full = std::fs::metadata(&bin).unwrap().len();
+    let dir = bin_dir(&user);
+    let deploy = sim(&bin);
+    let first = {
+        let (opts, deploy) = (opts.clone(), deploy.clone());
+        tokio::spawn(
+            async move { deploy::connect_agent_with("lab1", &opts, &deploy, "test").await },
+        )
+    };
+    // Cut the connection once part of the binary arrived.
+    let partial = |d: &Path| {
+        std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().starts_with(".upload-")
+                    && e.metadata().is_ok_and(|m| m.len() > 0 && m.len() < full)
+            })
+    };
+    sshd::wait_until("part of the upload", || partial(&dir));
+    server.stop();
+    let e = first.await.unwrap().unwrap_err();
+    assert_eq!(
+        e.ssh_kind(),
+        Some(gpubook_client::ssh::SshErrorKind::Unreachable),
+        "{e}"
+    );
+    assert!(e.to_string().contains("lab1"), "{e}");
+    // Nothing half-written carries the agent's name.
+    let named: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("gpubook-agent-")
+        })
+        .collect();
+    assert!(named.is_empty(), "{named:?}");
+
+    server.restart();
+    let (conn, reached) = deploy::connect_agent_with("lab1", &opts, &deploy, "test")
+        .await
+        .expect("the next connect repairs");
+    assert!(
+        matches!(reached, Reached::Started { uploaded: true, .. }),
+        "{reached:?}"
+    );
+    assert_eq!(conn.welcome().user, user.name);
+    let (_, version) = recorded(&user);
+    assert_eq!(
+        std::fs::read(dir.join(format!("gpubook-agent-{version}"))).unwrap(),
+        std::fs::read(&bin).unwrap()
+    );
+    drop(conn);
+    user.kill_all();
+}

@@ -359,7 +359,10 @@ impl User {
 
     /// A fresh user: made anew, with an empty home (for deployment tests).
     pub fn fresh(name: &str) -> Self {
-        let _ = Command::new("pkill").args(["-KILL", "-u", name]).status();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-u", name])
+            .stderr(Stdio::null())
+            .status();
         let _ = Command::new("userdel").args(["-r", name]).output();
         Self::ensure(name)
     }
