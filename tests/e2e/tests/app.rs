@@ -428,6 +428,56 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     std::thread::sleep(Duration::from_millis(1500));
     d.screenshot(&shots.join("gpu-panel.png"));
 
+    // The commands behind the settings page and the export button, through the real IPC.
+    let invoke = |cmd: &str, args: Value| -> Value {
+        d.exec(
+            "return window.__TAURI_INTERNALS__.invoke(arguments[0], arguments[1]).then(v => ({ok: v}), e => ({err: e}));",
+            json!([cmd, args]),
+        )
+    };
+    let ics = invoke("export_ics", json!({"mine": true}));
+    let ics = ics["ok"]
+        .as_str()
+        .unwrap_or_else(|| panic!("export_ics: {ics}"));
+    assert!(
+        ics.contains("BEGIN:VCALENDAR") && ics.contains("e2e training"),
+        "{ics}"
+    );
+    assert!(
+        !ics.contains("other's run"),
+        "another person's booking in my export"
+    );
+    let feed = until("the feed's URL", 20, || {
+        invoke("feed_url", json!({}))["ok"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert!(feed.starts_with("http://127.0.0.1:"), "{feed}");
+    let body = reqwest::blocking::get(&feed).unwrap().text().unwrap();
+    assert!(body.contains("e2e training"), "the feed: {body}");
+    let mut settings = invoke("settings", json!({}))["ok"].clone();
+    assert_eq!(settings["notify"]["job_finished"], true, "{settings}");
+    settings["notify"]["intruder"] = json!(false);
+    assert_eq!(
+        invoke("set_settings", json!({"settings": settings})),
+        json!({"ok": null})
+    );
+    let saved = std::fs::read_to_string(config.join("gpubook/app-settings.json")).unwrap();
+    assert!(saved.contains("\"intruder\": false"), "{saved}");
+    // Errors arrive typed, with a sentence.
+    let e = invoke("gpus", json!({"server": "nope"}));
+    assert_eq!(e["err"]["kind"], "internal", "{e}");
+    assert!(
+        e["err"]["message"].as_str().unwrap().contains("no server"),
+        "{e}"
+    );
+    // Capabilities: only the declared commands; a core window command is refused.
+    let e = invoke("plugin:window|close", json!({}));
+    assert!(
+        e.get("err").is_some(),
+        "a command outside the capability ran: {e}"
+    );
+
     // A second launch hands over to the first (single instance) and exits.
     let before = pids_of(&app);
     assert_eq!(before.len(), 1, "one app process: {before:?}");
