@@ -94,7 +94,7 @@ async fn run() {
             .await
             .unwrap();
         full.push(t.elapsed());
-        assert_eq!(reached, Reached::System);
+        assert_eq!(reached, Reached::System { streamlocal: true });
         drop(conn);
     }
     ssh_only.sort();
@@ -115,12 +115,16 @@ async fn run() {
         .await
         .unwrap();
     for _ in 0..50 {
-        conn.request(Request::Whoami(WhoamiRequest {})).await.unwrap();
+        conn.request(Request::Whoami(WhoamiRequest {}))
+            .await
+            .unwrap();
     }
     let mut rtt = Vec::with_capacity(REQUESTS);
     for _ in 0..REQUESTS {
         let t = Instant::now();
-        conn.request(Request::Whoami(WhoamiRequest {})).await.unwrap();
+        conn.request(Request::Whoami(WhoamiRequest {}))
+            .await
+            .unwrap();
         rtt.push(t.elapsed());
     }
     rtt.sort();
@@ -141,6 +145,7 @@ async fn run() {
         let personal = DeployOptions {
             binary: Some(built.clone()),
             gpus: Some("sim:4".into()),
+            system_socket: Some("/nonexistent/gpubook-bench/agent.sock".into()),
             ..DeployOptions::default()
         };
         let t = Instant::now();

@@ -1,8 +1,9 @@
 //! Reaching the agent on an SSH server.
 //!
 //! 1. A system agent (its socket at [`gpubook_proto::paths::SYSTEM_SOCKET`]) is used when it
-//!    runs: `gpubook-agent bridge` of the system's install runs over an exec channel as the
-//!    person who logged in, so the agent sees their uid. It is never replaced or overwritten; a
+//!    runs: through a direct-streamlocal channel to its socket where sshd allows it (sshd
+//!    connects as the person who logged in), else `gpubook-agent bridge` of the system's
+//!    install runs over an exec channel as that person; either way the agent sees their uid. It is never replaced or overwritten; a
 //!    system agent of another protocol major is reported (the handshake refuses it).
 //! 2. Otherwise the person's own agent: `~/.local/share/gpubook/bin/gpubook-agent-VERSION`,
 //!    where VERSION is the client's crate version and the start of the binary's SHA-256, so
@@ -88,13 +89,20 @@ pub struct DeployOptions {
     /// The system agent's binary on the server [default: found there, in /usr/local/bin,
     /// /usr/bin or on PATH].
     pub system_binary: Option<String>,
+    /// Do not try a direct-streamlocal channel to the system agent first (always run the
+    /// bridge on an exec channel).
+    pub exec_only: bool,
 }
 
 /// Which agent a connection reached, and what was done to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reached {
-    /// The system agent.
-    System,
+    /// The system agent: through a direct-streamlocal channel to its socket
+    /// (`streamlocal`), else through `gpubook-agent bridge` on an exec channel.
+    System {
+        /// Whether a direct-streamlocal channel reached it.
+        streamlocal: bool,
+    },
     /// The person's own agent, already running.
     Running,
     /// The person's own agent, started now (`uploaded`: the binary was uploaded first;
@@ -145,6 +153,20 @@ pub async fn agent_over(
         .system_socket
         .as_deref()
         .unwrap_or(gpubook_proto::paths::SYSTEM_SOCKET);
+    // The system agent through a direct-streamlocal channel, where sshd allows it: no
+    // process started on the server. Refused (not allowed, no socket): on to the exec way.
+    if !deploy.exec_only {
+        if let Ok((rd, wr)) = session.direct_streamlocal(system_socket).await {
+            match Connection::over(rd, wr, client).await {
+                Ok(conn) => return Ok((conn, Reached::System { streamlocal: true })),
+                // The system agent answered and refused (another major): reported as is.
+                Err(error @ ClientError::Agent(_)) => {
+                    return Err(DeployError::Client { server, error })
+                }
+                Err(_) => {}
+            }
+        }
+    }
     // Without a binary to upload the system agent may still be there: fail only when needed.
     let local = LocalAgent::find(&server, deploy);
     let version = local.as_ref().map(|l| l.version()).unwrap_or_default();
@@ -165,7 +187,7 @@ pub async fn agent_over(
             .map(|(_, b)| b)
             .unwrap_or("gpubook-agent");
         let reached = if how.starts_with("system") {
-            Reached::System
+            Reached::System { streamlocal: false }
         } else {
             Reached::Running
         };

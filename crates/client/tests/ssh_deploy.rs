@@ -2,7 +2,8 @@
 //! account on first connect, reused, upgraded when its binary changes (the old one stopped,
 //! the bookings kept), repaired after an interrupted upload or a corrupt binary; refused
 //! clearly without a writable home, over something that is not ours, and without NVML; and a
-//! system-style agent (run by root, shared socket) where two users see each other's bookings
+//! system-style agent (run by root, shared socket; reached through a direct-streamlocal
+//! channel, or the bridge where sshd forbids that) where two users see each other's bookings
 //! and are themselves.
 
 #[path = "sshd/mod.rs"]
@@ -22,10 +23,15 @@ async fn session(spec: &str, opts: &Options) -> Session {
     Session::connect(&t, opts).await.expect("log in")
 }
 
+/// A system agent's socket that is never there: a system agent on the machine running the
+/// tests (another test's, an admin's) must not be taken for the personal one.
+const NO_SYSTEM: &str = "/nonexistent/gpubook-test/agent.sock";
+
 fn sim(binary: &Path) -> DeployOptions {
     DeployOptions {
         binary: Some(binary.to_path_buf()),
         gpus: Some("sim:2".into()),
+        system_socket: Some(NO_SYSTEM.into()),
         ..DeployOptions::default()
     }
 }
@@ -228,9 +234,8 @@ async fn no_writable_home_and_no_nvml_are_reported() {
     user.authorize(&home.key.with_extension("pub"));
     home.host("plain", &server, &user.name, "");
     let nvml = DeployOptions {
-        binary: Some(bin.clone()),
         gpus: Some("nvml".into()),
-        ..DeployOptions::default()
+        ..sim(&bin)
     };
     match deploy::connect_agent_with("plain", &home.options(None), &nvml, "test").await {
         Err(e) => {
@@ -274,9 +279,13 @@ async fn two_users_on_one_system_agent_see_each_other_and_are_themselves() {
         let _ = stopped.await;
     }));
 
-    let server = Sshd::start("");
+    // Alice's sshd lets a direct-streamlocal channel reach the socket; Bob's does not, so
+    // his client runs the system's `gpubook-agent bridge` on an exec channel instead.
+    let open = Sshd::start("");
+    let closed = Sshd::start("AllowStreamLocalForwarding no\n");
     let home = ClientHome::new();
-    home.trust(&server);
+    home.trust(&open);
+    home.trust(&closed);
     let alice = User::ensure("gpb-ssh-alice");
     let bob = User::ensure("gpb-ssh-bob");
     let system = DeployOptions {
@@ -284,17 +293,17 @@ async fn two_users_on_one_system_agent_see_each_other_and_are_themselves() {
         system_binary: Some(bin.display().to_string()),
         // Nothing may be uploaded: a binary that does not exist proves it.
         binary: Some(dir.path().join("no-such-binary")),
-        gpus: None,
+        ..DeployOptions::default()
     };
     let mut conns = Vec::new();
-    for u in [&alice, &bob] {
+    for (u, server, streamlocal) in [(&alice, &open, true), (&bob, &closed, false)] {
         u.authorize(&home.key.with_extension("pub"));
-        home.host(&u.name, &server, &u.name, "");
+        home.host(&u.name, server, &u.name, "");
         let (conn, reached) =
             deploy::connect_agent_with(&u.name, &home.options(None), &system, "test")
                 .await
                 .unwrap();
-        assert_eq!(reached, Reached::System);
+        assert_eq!(reached, Reached::System { streamlocal });
         assert_eq!(conn.welcome().user, u.name);
         assert_eq!(conn.welcome().uid, u.uid);
         assert_eq!(conn.welcome().server, "lab-system");

@@ -82,6 +82,8 @@ enum Open {
     Exec(String),
     /// A direct-tcpip channel to host:port, for a jump.
     Tcp(String, u16),
+    /// A direct-streamlocal channel to a Unix socket on the server.
+    Unix(String),
 }
 
 /// A message to the session thread.
@@ -178,6 +180,16 @@ impl Session {
             stdout,
             stderr: rd.stderr(),
         })
+    }
+
+    /// A direct-streamlocal channel to the Unix socket `path` on the server (sshd connects to
+    /// it as the logged-in user). Refused where the server does not allow it
+    /// (AllowStreamLocalForwarding) or nothing listens there.
+    pub async fn direct_streamlocal(
+        &self,
+        path: &str,
+    ) -> Result<(ChannelReader, ChannelWriter), SshError> {
+        self.open(Open::Unix(path.to_string())).await
     }
 
     /// A direct-tcpip channel from the server to `host:port`.
@@ -858,6 +870,9 @@ impl Worker {
                 .retry(&format!("opening a tunnel to {host}:{port}"), |s| {
                     s.channel_direct_tcpip(host, *port, None)
                 }),
+            Open::Unix(path) => self.retry(&format!("opening a channel to {path}"), |s| {
+                s.channel_direct_streamlocal(path, None)
+            }),
         }
     }
 
