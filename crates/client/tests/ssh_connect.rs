@@ -101,6 +101,12 @@ async fn key_auth_through_a_real_ssh_agent_and_commands_on_channels() {
         assert!(rest.is_empty());
         assert_eq!(rd.exit_status(), Some(0));
     }
+    // A command that never ends is closed when its reader and writer are dropped.
+    let (rd, wr) = s.exec_stream("sleep 600").await.unwrap();
+    drop((rd, wr));
+    let out = s.run("true", b"").await.unwrap();
+    assert!(out.success());
+
     // IdentitiesOnly without a matching IdentityFile: the agent's key is not offered.
     let only = ClientHome::new();
     only.host(

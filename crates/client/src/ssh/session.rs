@@ -916,6 +916,12 @@ impl Worker {
                     Err(_) => c.eof_sent = true,
                 }
             }
+            // Nobody reads and nobody writes any more: close it rather than wait for the
+            // command to end by itself.
+            if c.out.is_none() && c.eof_sent && !c.out_done {
+                c.out_done = true;
+                c.err_done = true;
+            }
             // A chunk held for a full reader queue.
             if let Some(chunk) = c.held.take() {
                 match c.out.as_ref().map(|o| o.try_send(chunk)) {
