@@ -7,6 +7,9 @@
 //! - a job that finishes raises a notification, read on the bus with dbus-monitor;
 //! - screenshots of the calendar with bookings, the booking dialog and the GPU panel go to
 //!   $GPUBOOK_SCREENSHOTS (default target/screenshots);
+//! - a second launch hands over to the first; closing the window (WM_DELETE_WINDOW, as a
+//!   window manager sends it) hides it and the app keeps running;
+//! - the export, the feed, the settings and typed errors through the real IPC;
 //! - figures: cold start to an interactive calendar, the app's memory with 3 servers.
 
 use std::os::unix::fs::PermissionsExt;
@@ -497,5 +500,28 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     });
     assert!(status.success(), "second launch: {status}");
     assert_eq!(pids_of(&app), before, "the first instance goes on, alone");
+
+    // Closing the window keeps the app running (in the tray).
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/src/wm_close.py"))
+        .arg("gpubook")
+        .env("DISPLAY", &display)
+        .output()
+        .expect("run wm_close.py");
+    let n = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && n != "0",
+        "no gpubook window to close: {n} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    until("the window to be hidden", 10, || {
+        (d.exec("return document.visibilityState", json!([])) == json!("hidden")).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(pids_of(&app), before, "closing the window ended the app");
     d.quit();
+    for pid in before {
+        // SAFETY: a plain kill(2) of the app this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
 }
