@@ -519,6 +519,29 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     });
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(pids_of(&app), before, "closing the window ended the app");
+    // ... and its notifications keep coming.
+    cli(
+        &cli_copy,
+        &socket,
+        None,
+        &[
+            "book",
+            "--gpu",
+            "2",
+            "--asap",
+            "--for",
+            "15m",
+            "--title",
+            "after close",
+            "--",
+            "true",
+        ],
+    );
+    until("a notification with the window closed", 40, || {
+        let log = std::fs::read_to_string(&monitor_log).unwrap_or_default();
+        log.contains("Job of \u{201c}after close\u{201d} finished")
+            .then_some(())
+    });
     d.quit();
     for pid in before {
         // SAFETY: a plain kill(2) of the app this test started.
