@@ -3,6 +3,7 @@
 use gpubook_client::servers::ServerList;
 use gpubook_client::Endpoint;
 use gpubook_desktop::error::AppOnlyKind;
+use gpubook_desktop::manager::name_for;
 use gpubook_desktop::{AppError, Manager, ServerView};
 use tauri::State;
 
@@ -43,21 +44,24 @@ fn parse(spec: &str) -> Answer<Endpoint> {
 async fn add(m: &Manager, spec: &str, accept: bool) -> Answer<ServerView> {
     let spec = spec.trim();
     let ep = parse(spec)?;
-    if m.views().iter().any(|v| v.id == spec) {
+    let mut list = ServerList::load_default()
+        .map_err(|e| AppError::internal(format!("The server list cannot be read: {e}")))?;
+    if let Some(e) = list.entries().iter().find(|e| e.spec == spec) {
         return Err(AppError::app(
             AppOnlyKind::Internal,
-            format!("{spec} is already in the list."),
-            Some(spec),
+            format!("{spec} is already in the list, as {}.", e.name),
+            Some(&e.name),
         )
         .with_kind_invalid());
     }
-    m.probe(spec, &ep, accept).await?;
-    let mut list = ServerList::load_default()
-        .map_err(|e| AppError::internal(format!("The server list cannot be read: {e}")))?;
-    list.add(spec, spec)
+    let mut taken: Vec<String> = list.entries().iter().map(|e| e.name.clone()).collect();
+    taken.extend(m.views().into_iter().map(|v| v.id));
+    let name = name_for(spec, &taken);
+    m.probe(&name, &ep, accept).await?;
+    list.add(&name, spec)
         .and_then(|()| list.save())
         .map_err(|e| AppError::internal(format!("The server cannot be saved: {e}")))?;
-    Ok(m.add(spec, spec, ep))
+    Ok(m.add(&name, &name, ep))
 }
 
 /// Every server with its state.

@@ -467,6 +467,30 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     );
     let saved = std::fs::read_to_string(config.join("gpubook/app-settings.json")).unwrap();
     assert!(saved.contains("\"intruder\": false"), "{saved}");
+    // Adding a server (here a socket; SSH servers go the same way) and removing it.
+    let (_a4, s4) = start_agent(&agent_bin, dir, "e2e-lab4", false);
+    let added = invoke(
+        "add_server",
+        json!({"spec": format!("unix:{}", s4.display())}),
+    );
+    assert_eq!(added["ok"]["id"], "e2e-lab4", "{added}");
+    d.wait_for(
+        "[data-testid=\"server-status\"][data-server=\"e2e-lab4\"][data-state=\"connected\"]",
+        20,
+    );
+    let list = std::fs::read_to_string(config.join("gpubook/servers.toml")).unwrap();
+    assert!(list.contains("e2e-lab4"), "{list}");
+    let again = invoke(
+        "add_server",
+        json!({"spec": format!("unix:{}", s4.display())}),
+    );
+    assert_eq!(again["err"]["kind"], "invalid", "{again}");
+    assert_eq!(
+        invoke("remove_server", json!({"id": "e2e-lab4"})),
+        json!({"ok": null})
+    );
+    let list = std::fs::read_to_string(config.join("gpubook/servers.toml")).unwrap();
+    assert!(!list.contains("e2e-lab4"), "{list}");
     // Errors arrive typed, with a sentence.
     let e = invoke("gpus", json!({"server": "nope"}));
     assert_eq!(e["err"]["kind"], "internal", "{e}");
