@@ -1,17 +1,42 @@
 #!/usr/bin/env bash
 # Sets up and runs every test of gpubook, as CI does: formatting, clippy on all targets with
-# warnings denied, and all tests, including the ones that need real Unix users (run as root).
+# warnings denied, the front end's tests, every Rust test (real Unix users, a real sshd, Radicale,
+# gnome-keyring), the generated TypeScript types, and the desktop app driven end to end under
+# Xvfb (tauri-driver + WebKitWebDriver, dunst on a D-Bus session). Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-debian.sh
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+export PATH="$HOME/.cargo/bin:$PATH"
 # Tests that need root (real Unix users) fail rather than skip when this is set.
 if [ "$(id -u)" -eq 0 ]; then export GPUBOOK_REQUIRE_ROOT_TESTS=1; fi
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+
+echo "== ui: install, type-check, unit tests, build"
+(cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run --silent check && npm run --silent test && npm run --silent build)
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
 . ./scripts/calendar-services.sh # Radicale, icalendar, D-Bus, gnome-keyring; sets GPUBOOK_PYTHON, GPUBOOK_REQUIRE_SERVICES=1
+. ./scripts/ssh-services.sh      # sshd and the OpenSSH client tools
 echo "== cargo test"
 cargo test --workspace 2>&1
+
+echo "== generated TypeScript types are current"
 cargo test -p gpubook-proto --features ts --test ts_bindings
+cargo test -p gpubook-desktop --features ts --test ts_bindings
+
+echo "== the desktop app, end to end"
+need=()
+for t in Xvfb:xvfb WebKitWebDriver:webkit2gtk-driver dunst:dunst dbus-monitor:dbus-bin dbus-launch:dbus-x11 import:imagemagick xwininfo:x11-utils; do
+  command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+command -v tauri-driver >/dev/null 2>&1 || cargo install tauri-driver --locked --quiet
+./scripts/app-e2e.sh
