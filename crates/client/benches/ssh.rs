@@ -63,7 +63,7 @@ async fn run() {
     .await
     .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(agent.run(async move {
+    let agent_task = tokio::spawn(agent.run(async move {
         let _ = stopped.await;
     }));
     let server = Sshd::start("");
@@ -80,7 +80,18 @@ async fn run() {
     };
     println!("gpubook SSH transport on loopback (release build, ed25519 key file, OpenSSH sshd)");
 
-    // SSH alone, then SSH + bridge + handshake.
+    // Resolving the name (`ssh -G`), SSH alone, then SSH + agent + handshake.
+    let mut resolve = Vec::new();
+    for _ in 0..CONNECTS {
+        let t = Instant::now();
+        Target::resolve_with("lab", &opts.env).unwrap();
+        resolve.push(t.elapsed());
+    }
+    resolve.sort();
+    println!(
+        "resolve the name with `ssh -G`: median {} ({CONNECTS} runs)",
+        ms(pct(&resolve, 0.5))
+    );
     let target = Target::resolve_with("lab", &opts.env).unwrap();
     let mut ssh_only = Vec::new();
     let mut full = Vec::new();
@@ -105,9 +116,36 @@ async fn run() {
         ms(*ssh_only.last().unwrap())
     );
     println!(
-        "connect + authenticate + find agent + bridge + handshake: median {}, max {} ({CONNECTS} runs; includes `ssh -G`)",
+        "connect + authenticate + system agent (direct-streamlocal) + handshake: median {}, max {} ({CONNECTS} runs; includes `ssh -G`)",
         ms(pct(&full, 0.5)),
         ms(*full.last().unwrap())
+    );
+
+    // OpenSSH's own client for reference: connect, authenticate, run `true`.
+    let mut openssh = Vec::new();
+    for _ in 0..CONNECTS {
+        let t = Instant::now();
+        let ok = std::process::Command::new("ssh")
+            .arg("-F")
+            .arg(home.ssh("config"))
+            .arg("-i")
+            .arg(&home.key)
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                home.ssh("known_hosts").display()
+            ))
+            .args(["-o", "BatchMode=yes", "lab", "true"])
+            .stdin(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        openssh.push(t.elapsed());
+        assert!(ok.success(), "OpenSSH's ssh failed");
+    }
+    openssh.sort();
+    println!(
+        "for reference, OpenSSH's `ssh lab true` (connect, authenticate, exec): median {} ({CONNECTS} runs)",
+        ms(pct(&openssh, 0.5))
     );
 
     // Round trips on one connection.
@@ -138,6 +176,7 @@ async fn run() {
     // First connect into a fresh account: upload, verify, start, wait, bridge, handshake.
     let size = std::fs::metadata(&built).unwrap().len();
     let mut firsts = Vec::new();
+    let mut running = Vec::new();
     for _ in 0..DEPLOYS {
         let fresh = User::fresh("gpb-ssh-benchnew");
         fresh.authorize(&home.key.with_extension("pub"));
@@ -155,8 +194,26 @@ async fn run() {
         firsts.push(t.elapsed());
         assert!(matches!(reached, Reached::Started { uploaded: true, .. }));
         drop(conn);
+        if running.is_empty() {
+            // Later connects find the personal agent running: one exec channel.
+            for _ in 0..CONNECTS {
+                let t = Instant::now();
+                let (conn, reached) = deploy::connect_agent_with(&spec, &opts, &personal, "bench")
+                    .await
+                    .unwrap();
+                running.push(t.elapsed());
+                assert_eq!(reached, Reached::Running);
+                drop(conn);
+            }
+        }
         fresh.kill_all();
     }
+    running.sort();
+    println!(
+        "connect + authenticate + running personal agent (bridge on an exec channel) + handshake: median {}, max {} ({CONNECTS} runs)",
+        ms(pct(&running, 0.5)),
+        ms(*running.last().unwrap())
+    );
     firsts.sort();
     println!(
         "first connect into a fresh account (upload {:.1} MB, sha256 check, start, socket, handshake): median {}, max {} ({DEPLOYS} runs)",
@@ -165,5 +222,5 @@ async fn run() {
         ms(*firsts.last().unwrap())
     );
     let _ = stop.send(());
-    let _ = running.await;
+    let _ = agent_task.await;
 }

@@ -455,9 +455,11 @@ fn login(
         }
     }
     prefer_known_host_keys(&sess, t);
+    quick_ack(fd);
     sess.handshake()
         .map_err(|e| phase_error(t, "the SSH handshake", e))?;
     check_host_key(&sess, t, opts)?;
+    quick_ack(fd);
     auth::authenticate(&sess, t, opts)?;
     // No read timeout on the socket from now on: the loop polls it.
     if let Some(Some(s)) = keep.downcast_ref::<Option<TcpStream>>() {
@@ -490,6 +492,25 @@ fn tcp_keepalive(fd: RawFd, interval: Duration) {
     set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs);
     set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs);
     set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
+}
+
+/// Acknowledges what arrives at once instead of after Linux's delayed-ACK timer: sshd does not
+/// set TCP_NODELAY on sessions without a terminal, so its second small packet in a row (a
+/// channel's confirmation, then its data) waits for our ACK of the first. The kernel drops
+/// back to delayed ACKs on its own, so this is set again before each wait. A no-op on the
+/// socket pair of a jump.
+fn quick_ack(fd: RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket and a pointer to an int of the size given.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// Asks the server for the key types known_hosts holds for it first, as OpenSSH does, so a
@@ -690,6 +711,7 @@ impl Worker {
 
     /// Sleeps until the socket or the wake socket has something, or a timer is due.
     fn wait(&mut self, reading: bool) -> Result<(), ()> {
+        quick_ack(self.fd);
         let held = self.chans.values().any(|c| c.held.is_some());
         let mut timeout = self
             .keepalive_at
