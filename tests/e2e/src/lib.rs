@@ -76,6 +76,16 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // SIGTERM first, so that it can stop what it started (tauri-driver its WebDriver).
+        // SAFETY: a plain kill(2) of our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -96,20 +106,29 @@ pub fn until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// An X server on a free display number.
+/// An X server on a display number it picks itself (free, whoever else runs one).
 pub fn xvfb() -> (Proc, String) {
-    let n = 50 + std::process::id() % 400;
-    let display = format!(":{n}");
-    let p = Proc::spawn(
+    let mut p = Proc::spawn(
         "Xvfb",
         Command::new("Xvfb")
-            .args([&display, "-screen", "0", "1600x1000x24", "-nolisten", "tcp"])
-            .stdout(Stdio::null())
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                "1600x1000x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::piped())
             .stderr(Stdio::null()),
     );
-    let sock = PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
-    until("Xvfb's socket", 15, || sock.exists().then_some(()));
-    (p, display)
+    let mut line = String::new();
+    BufReader::new(p.child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("read Xvfb's display number");
+    let n: u32 = line.trim().parse().expect("a display number");
+    (p, format!(":{n}"))
 }
 
 /// A D-Bus session bus of its own; returns it and its address.
@@ -149,6 +168,13 @@ pub fn bus_has(addr: &str, name: &str) -> bool {
 pub struct Driver {
     http: reqwest::blocking::Client,
     base: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Ends the session (and so the app) also when the test fails half-way.
+        self.quit();
+    }
 }
 
 /// A found element's id.

@@ -5,6 +5,8 @@
 //!   agent (read back with the gpubook CLI) and on the calendar;
 //! - another person's booking (made by a real second Unix user) cannot be dragged: it stays;
 //! - a job that finishes raises a notification, read on the bus with dbus-monitor;
+//! - 10 minutes before a slot's end the notification offers "Extend 1 h"; chosen in dunst's
+//!   menu, it extends the booking;
 //! - screenshots of the calendar with bookings, the booking dialog and the GPU panel go to
 //!   $GPUBOOK_SCREENSHOTS (default target/screenshots);
 //! - a second launch hands over to the first; closing the window (WM_DELETE_WINDOW, as a
@@ -88,8 +90,13 @@ fn bookings(v: &Value) -> Vec<Value> {
 fn start_agent(bin: &Path, dir: &Path, name: &str, shared: bool) -> (Proc, PathBuf) {
     let socket = dir.join(format!("{name}.sock"));
     let policy = dir.join("policy.toml");
-    // No admins: root is an ordinary user here, so other people's bookings are theirs.
-    std::fs::write(&policy, "admins = [\"nobody-admin\"]\n").unwrap();
+    // Root is admin whatever the policy says (the agent makes uid 0 admin). Owners hear of a
+    // slot's end 15 minutes before it, so a 15-minute slot is warned at once.
+    std::fs::write(
+        &policy,
+        "admins = [\"nobody-admin\"]\nend_warning = \"15m\"\n",
+    )
+    .unwrap();
     let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .arg("--state-dir")
@@ -165,9 +172,21 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
 
     let (_x, display) = xvfb();
     let (_bus, bus) = session_bus();
+    // dunst's context menu goes through "dmenu": here a script that picks "Extend 1 h".
+    let dmenu = dir.join("dmenu.sh");
+    std::fs::write(&dmenu, "#!/bin/sh\ngrep -m1 'Extend'\n").unwrap();
+    std::fs::set_permissions(&dmenu, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dunstrc = dir.join("dunstrc");
+    std::fs::write(
+        &dunstrc,
+        format!("[global]\n    dmenu = {}\n", dmenu.display()),
+    )
+    .unwrap();
     let _dunst = Proc::spawn(
         "dunst",
         Command::new("dunst")
+            .arg("-config")
+            .arg(&dunstrc)
             .env("DISPLAY", &display)
             .env("DBUS_SESSION_BUS_ADDRESS", &bus)
             .stdout(Stdio::null())
@@ -424,6 +443,54 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     let log = std::fs::read_to_string(&monitor_log).unwrap();
     assert!(log.contains("exited with code 0"), "{log}");
     println!("notification for booking {job_id} seen on the bus");
+
+    // 10 minutes before a slot's end: "Extend 1 h", clicked in dunst's menu, extends it.
+    let ending = cli(
+        &cli_copy,
+        &socket,
+        None,
+        &[
+            "book",
+            "--gpu",
+            "3",
+            "--asap",
+            "--for",
+            "10m",
+            "--title",
+            "ending soon",
+        ],
+    );
+    let ending_id = ending["booking"]["id"].as_u64().unwrap();
+    let ending_end = ending["booking"]["interval"]["end"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    until("the slot-ending notification with its action", 60, || {
+        let log = std::fs::read_to_string(&monitor_log).unwrap_or_default();
+        let at = log.find("\u{201c}ending soon\u{201d} ends in")?;
+        log[at..].contains("string \"Extend 1 h\"").then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let ctx = Command::new("dunstctl")
+        .arg("context")
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+        .env("DISPLAY", &display)
+        .output()
+        .unwrap();
+    assert!(ctx.status.success(), "dunstctl context: {ctx:?}");
+    let extended = until("the booking extended by the action", 20, || {
+        let b = bookings(&cli(&cli_copy, &socket, None, &["ls"]))
+            .into_iter()
+            .find(|b| b["id"].as_u64() == Some(ending_id))?;
+        (b["interval"]["end"].as_str()? != ending_end).then_some(b)
+    });
+    let end = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    // An hour more, snapped by the agent to the policy's 15-minute grid.
+    let more = end(extended["interval"]["end"].as_str().unwrap()) - end(&ending_end);
+    assert!(
+        (ChronoDuration::minutes(52)..=ChronoDuration::minutes(68)).contains(&more),
+        "extended by {more}: {extended}"
+    );
 
     // The GPU panel.
     d.click(&d.wait_for("[data-testid=\"nav-gpus\"]", 5));
