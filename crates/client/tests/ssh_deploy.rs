@@ -396,3 +396,61 @@ async fn an_upload_cut_halfway_is_repaired_by_the_next_connect() {
     drop(conn);
     user.kill_all();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_agent_of_another_major_is_reported_not_replaced() {
+    if !sshd::available("ssh system agent of another major") {
+        return;
+    }
+    // A "system agent" that refuses every hello as a future major would.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("agent.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = gpubook_proto::read_frame(&mut s).await;
+                let refusal = gpubook_proto::AgentFrame::Error {
+                    id: None,
+                    error: gpubook_proto::ErrorBody::new(
+                        gpubook_proto::ErrorKind::Incompatible,
+                        "this agent speaks protocol 99; upgrade gpubook",
+                    ),
+                };
+                let _ = gpubook_proto::write_frame(&mut s, &refusal).await;
+            });
+        }
+    });
+    let server = Sshd::start("");
+    let home = ClientHome::new();
+    home.trust(&server);
+    let user = User::ensure("gpb-ssh-alice");
+    user.authorize(&home.key.with_extension("pub"));
+    home.host("lab1", &server, &user.name, "");
+    let system = DeployOptions {
+        system_socket: Some(socket.display().to_string()),
+        binary: Some(dir.path().join("no-such-binary")),
+        ..DeployOptions::default()
+    };
+    for exec_only in [false, true] {
+        let opts = DeployOptions {
+            exec_only,
+            system_binary: Some(
+                sshd::runnable_copy(&sshd::agent_binary(), dir.path())
+                    .display()
+                    .to_string(),
+            ),
+            ..system.clone()
+        };
+        let e = deploy::connect_agent_with("lab1", &home.options(None), &opts, "test")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), gpubook_proto::ErrorKind::Incompatible, "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("lab1") && msg.contains("protocol 99"), "{msg}");
+    }
+    // Nothing of the person's own was put there.
+    assert!(!user.home.join(".local/share/gpubook").exists());
+}
