@@ -282,9 +282,10 @@ state="${XDG_STATE_HOME:-$HOME/.local/state}/gpubook"
 if [ -n "${XDG_RUNTIME_DIR:-}" ]; then sock="$XDG_RUNTIME_DIR/gpubook/agent.sock"; else sock="/tmp/gpubook-$(id -u)/agent.sock"; fi
 pid=""; ver=""
 [ -f "$state/personal-agent.pid" ] && read -r pid ver < "$state/personal-agent.pid"
-if [ -n "$2" ] && [ "$ver" = "$2" ] && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ -S "$sock" ] && [ -x "$dir/gpubook-agent-$2" ]; then
-  echo "GPUBOOK-BRIDGE personal $dir/gpubook-agent-$2"
-  exec "$dir/gpubook-agent-$2" bridge --socket "$sock"
+# Our agent of this version runs (or of any version, when this client carries none).
+if [ -n "$ver" ] && { [ "$ver" = "$2" ] || [ -z "$2" ]; } && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ -S "$sock" ] && [ -x "$dir/gpubook-agent-$ver" ]; then
+  echo "GPUBOOK-BRIDGE personal $dir/gpubook-agent-$ver"
+  exec "$dir/gpubook-agent-$ver" bridge --socket "$sock"
 fi
 if ! mkdir -p "$dir" 2>/dev/null || [ ! -w "$dir" ]; then echo "nohome=cannot write $dir"; echo GPUBOOK-PROBE-END; exit 0; fi
 echo "dir=$dir"

@@ -134,6 +134,16 @@ async fn deployed_into_a_fresh_account_reused_upgraded_and_repaired() {
     assert_eq!(reached, Reached::Running);
     assert_eq!(recorded(&user).0, pid1);
     drop(conn);
+    // A client that carries no agent binary still uses the running one.
+    let none = DeployOptions {
+        binary: Some(work.path().join("no-such-binary")),
+        ..sim(&v1)
+    };
+    let (conn, reached) = deploy::connect_agent_with("lab1", &opts, &none, "test")
+        .await
+        .unwrap();
+    assert_eq!(reached, Reached::Running);
+    drop(conn);
 
     // Another binary is another version: uploaded, the old agent stopped, the new one
     // started on the same state (the booking is still there).
