@@ -33,9 +33,10 @@ pub fn run() {
         .setup(|app| {
             let handle = app.handle().clone();
             let rt = tauri::async_runtime::handle().inner().clone();
+            let changed = Arc::new(tokio::sync::Notify::new());
             let manager = Manager::new(
                 Files::default(),
-                Arc::new(sink::WebviewSink::new(handle.clone())),
+                Arc::new(sink::WebviewSink::new(handle.clone(), changed.clone())),
                 Arc::new(DesktopNotifier),
                 rt,
                 Default::default(),
@@ -51,7 +52,7 @@ pub fn run() {
             commands::servers::add_saved(&manager);
             app.manage(manager.clone());
             app.manage(commands::calendar::FeedState::start(manager));
-            tray::build(app)?;
+            tray::build(app, changed)?;
             Ok(())
         })
         .on_window_event(|window, event| {

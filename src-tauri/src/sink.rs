@@ -2,18 +2,22 @@
 
 use gpubook_desktop::ipc::events;
 use gpubook_desktop::{EventPayload, ReadingsPayload, ServerView, Sink};
-use tauri::{AppHandle, Emitter};
+use std::sync::Arc;
 
-/// Emits to every web view of the app.
+use tauri::{AppHandle, Emitter};
+use tokio::sync::Notify;
+
+/// Emits to every web view of the app, and wakes the tray when a booking changed.
 #[derive(Debug)]
 pub struct WebviewSink {
     app: AppHandle,
+    changed: Arc<Notify>,
 }
 
 impl WebviewSink {
-    /// A sink for `app`.
-    pub fn new(app: AppHandle) -> Self {
-        Self { app }
+    /// A sink for `app`; `changed` is notified on every agent event.
+    pub fn new(app: AppHandle, changed: Arc<Notify>) -> Self {
+        Self { app, changed }
     }
 }
 
@@ -24,6 +28,7 @@ impl Sink for WebviewSink {
 
     fn event(&self, payload: &EventPayload) {
         let _ = self.app.emit(events::EVENT, payload);
+        self.changed.notify_one();
     }
 
     fn readings(&self, payload: &ReadingsPayload) {

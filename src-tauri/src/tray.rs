@@ -1,6 +1,9 @@
 //! The tray icon: the next booking with a countdown (refreshed every minute), Show, Quit.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use gpubook_desktop::tray::next_booking_line;
 use gpubook_desktop::Manager;
@@ -8,8 +11,9 @@ use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::{MouseButton, TrayIconBuilder, TrayIconEvent};
 use tauri::Manager as _;
 
-/// Builds the tray icon and starts its minute timer.
-pub fn build(app: &tauri::App) -> tauri::Result<()> {
+/// Builds the tray icon and keeps its line current: on the minute, and whenever `changed`
+/// says a booking changed.
+pub fn build(app: &tauri::App, changed: Arc<Notify>) -> tauri::Result<()> {
     let manager = app.state::<Manager>().inner().clone();
     let line = next_booking_line(&manager.my_bookings(), chrono::Utc::now());
     let next = MenuItem::with_id(app, "next", &line, false, None::<&str>)?;
@@ -44,7 +48,13 @@ pub fn build(app: &tauri::App) -> tauri::Result<()> {
         loop {
             // On the minute, so the countdown reads right.
             let secs = 60 - chrono::Utc::now().timestamp() % 60;
-            tokio::time::sleep(Duration::from_secs(secs as u64)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(secs as u64)) => {}
+                _ = changed.notified() => {
+                    // The pump updates its list right before it emits; let a burst settle.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
             let line = next_booking_line(&manager.my_bookings(), chrono::Utc::now());
             let _ = next.set_text(&line);
             let _ = tray.set_tooltip(Some(format!("gpubook — {line}")));
