@@ -1,0 +1,491 @@
+//! The session thread's loop: commands from the async side, every channel pumped without
+//! blocking, `poll` on the SSH socket and the wake socket, keepalives on a timer.
+
+use super::login::quick_ack;
+use super::{Cmd, Open, Opened, Shared, DEFAULT_TIMEOUT, EAGAIN, READ_QUEUE, STDERR_LIMIT};
+use crate::ssh::SshError;
+use std::collections::{HashMap, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+/// A channel as the thread holds it.
+struct Chan {
+    /// The libssh2 channel.
+    ch: ssh2::Channel,
+    /// Output to the reader; `None` once the reader is gone (output is then discarded).
+    out: Option<mpsc::Sender<Vec<u8>>>,
+    /// A chunk the reader's queue had no room for yet.
+    held: Option<Vec<u8>>,
+    /// Input not yet taken by libssh2, in the chunks the writer gave.
+    input: VecDeque<Vec<u8>>,
+    /// How much of the first chunk libssh2 took already.
+    input_at: usize,
+    /// The writer said it is done.
+    eof_wanted: bool,
+    /// EOF sent to the server.
+    eof_sent: bool,
+    /// Standard output ended.
+    out_done: bool,
+    /// Standard error ended.
+    err_done: bool,
+    /// close() went out.
+    close_sent: bool,
+    /// Exit status and standard error for the reader.
+    shared: Arc<Shared>,
+}
+
+/// The thread's state.
+pub(super) struct Worker {
+    /// The server's name.
+    server: String,
+    /// The session, non-blocking.
+    sess: ssh2::Session,
+    /// Its socket.
+    fd: RawFd,
+    /// Bytes here mean "look at the command queue".
+    wake: UnixStream,
+    /// Commands from the async side.
+    cmds: std_mpsc::Receiver<Cmd>,
+    /// Open channels.
+    chans: HashMap<u64, Chan>,
+    /// The next channel id.
+    next_id: u64,
+    /// Told to the async side when the connection drops.
+    lost: Arc<AtomicBool>,
+    /// When the next keepalive is due.
+    keepalive_at: Instant,
+}
+
+/// Whether an io error is libssh2's "try again".
+fn would_block(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::WouldBlock
+}
+
+impl Worker {
+    /// The loop's state for a logged-in session.
+    pub(super) fn new(
+        server: String,
+        sess: ssh2::Session,
+        fd: RawFd,
+        wake: UnixStream,
+        cmds: std_mpsc::Receiver<Cmd>,
+        lost: Arc<AtomicBool>,
+        keepalive_at: Instant,
+    ) -> Self {
+        Self {
+            server,
+            sess,
+            fd,
+            wake,
+            cmds,
+            chans: HashMap::new(),
+            next_id: 1,
+            lost,
+            keepalive_at,
+        }
+    }
+
+    pub(super) fn serve(mut self) {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            // Commands first: the queue ends when every handle is gone.
+            loop {
+                match self.cmds.try_recv() {
+                    Ok(cmd) => {
+                        if let Err(()) = self.command(cmd) {
+                            return self.die();
+                        }
+                    }
+                    Err(std_mpsc::TryRecvError::Empty) => break,
+                    Err(std_mpsc::TryRecvError::Disconnected) => {
+                        if self.chans.is_empty() {
+                            self.sess.set_blocking(true);
+                            self.sess.set_timeout(2000);
+                            let _ = self.sess.disconnect(None, "bye", None);
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            let (progress, reading) = match self.pump(&mut buf) {
+                Ok(p) => p,
+                Err(()) => return self.die(),
+            };
+            if Instant::now() >= self.keepalive_at {
+                match self.sess.keepalive_send() {
+                    Ok(next) => {
+                        self.keepalive_at = Instant::now() + Duration::from_secs(next.max(1) as u64)
+                    }
+                    Err(e) if e.code() == ssh2::ErrorCode::Session(EAGAIN) => {
+                        self.keepalive_at = Instant::now() + Duration::from_millis(100)
+                    }
+                    Err(_) => return self.die(),
+                }
+            }
+            if progress {
+                continue;
+            }
+            if self.wait(reading).is_err() {
+                return self.die();
+            }
+        }
+    }
+
+    /// The connection is gone: every channel's reader sees the end, every later call "lost".
+    fn die(self) {
+        self.lost.store(true, Ordering::Release);
+        // Dropping the channels' senders ends the readers; commands still queued fail.
+        drop(self.chans);
+        while let Ok(cmd) = self.cmds.try_recv() {
+            if let Cmd::Open(_, reply) = cmd {
+                let _ = reply.send(Err(SshError::Lost {
+                    server: self.server.clone(),
+                }));
+            }
+        }
+    }
+
+    /// Sleeps until the socket or the wake socket has something, or a timer is due.
+    fn wait(&mut self, reading: bool) -> Result<(), ()> {
+        quick_ack(self.fd);
+        let held = self.chans.values().any(|c| c.held.is_some());
+        let mut timeout = self
+            .keepalive_at
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(1));
+        if held {
+            timeout = timeout.min(Duration::from_millis(10));
+        }
+        let dirs = self.sess.block_directions();
+        let mut events = 0;
+        if reading
+            || matches!(
+                dirs,
+                ssh2::BlockDirections::Inbound | ssh2::BlockDirections::Both
+            )
+        {
+            events |= libc::POLLIN;
+        }
+        if matches!(
+            dirs,
+            ssh2::BlockDirections::Outbound | ssh2::BlockDirections::Both
+        ) {
+            events |= libc::POLLOUT;
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: self.fd,
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of two pollfd for the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.as_millis() as libc::c_int) };
+        if n < 0 {
+            return Ok(());
+        }
+        if fds[1].revents & libc::POLLIN != 0 {
+            let mut sink = [0u8; 256];
+            while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
+        }
+        if fds[0].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+            return Err(());
+        }
+        // A hang-up: while a channel reads, its reads drain what is left and then fail;
+        // with nobody reading, the connection is simply gone.
+        if fds[0].revents & libc::POLLHUP != 0 && !reading {
+            return Err(());
+        }
+        Ok(())
+    }
+
+    /// Handles one command; `Err` when the connection is gone.
+    fn command(&mut self, cmd: Cmd) -> Result<(), ()> {
+        match cmd {
+            Cmd::Open(what, reply) => match self.open(&what) {
+                Ok(ch) => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    let (tx, rx) = mpsc::channel(READ_QUEUE);
+                    let shared = Arc::new(Shared::default());
+                    self.chans.insert(
+                        id,
+                        Chan {
+                            ch,
+                            out: Some(tx),
+                            held: None,
+                            input: VecDeque::new(),
+                            input_at: 0,
+                            eof_wanted: false,
+                            eof_sent: false,
+                            out_done: false,
+                            err_done: false,
+                            close_sent: false,
+                            shared: shared.clone(),
+                        },
+                    );
+                    let _ = reply.send(Ok(Opened { id, rx, shared }));
+                }
+                Err(e) => {
+                    let fatal = matches!(e, SshError::Lost { .. });
+                    let _ = reply.send(Err(e));
+                    if fatal {
+                        return Err(());
+                    }
+                }
+            },
+            Cmd::Write(id, data) => {
+                if let Some(c) = self.chans.get_mut(&id) {
+                    c.input.push_back(data);
+                }
+            }
+            Cmd::Eof(id) => {
+                if let Some(c) = self.chans.get_mut(&id) {
+                    c.eof_wanted = true;
+                }
+            }
+            Cmd::DropReader(id) => {
+                if let Some(c) = self.chans.get_mut(&id) {
+                    c.out = None;
+                    c.held = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a libssh2 call until it stops saying "would block", waiting on the socket.
+    fn retry<T>(
+        &mut self,
+        what: &str,
+        mut f: impl FnMut(&ssh2::Session) -> Result<T, ssh2::Error>,
+    ) -> Result<T, SshError> {
+        let until = Instant::now() + DEFAULT_TIMEOUT;
+        loop {
+            match f(&self.sess) {
+                Err(e) if e.code() == ssh2::ErrorCode::Session(EAGAIN) => {
+                    if Instant::now() > until {
+                        return Err(SshError::Timeout {
+                            server: self.server.clone(),
+                            what: what.to_string(),
+                            secs: DEFAULT_TIMEOUT.as_secs(),
+                        });
+                    }
+                    let _ = self.wait(true);
+                }
+                Err(e) => {
+                    use ssh2::ErrorCode::Session as S;
+                    return Err(match e.code() {
+                        S(-7) | S(-13) | S(-43) => SshError::Lost {
+                            server: self.server.clone(),
+                        },
+                        _ => SshError::Protocol {
+                            server: self.server.clone(),
+                            what: what.to_string(),
+                            detail: e.message().to_string(),
+                        },
+                    });
+                }
+                Ok(v) => return Ok(v),
+            }
+        }
+    }
+
+    fn open(&mut self, what: &Open) -> Result<ssh2::Channel, SshError> {
+        match what {
+            Open::Exec(command) => {
+                let mut ch = self.retry("opening a channel", |s| s.channel_session())?;
+                let until = Instant::now() + DEFAULT_TIMEOUT;
+                loop {
+                    match ch.exec(command) {
+                        Err(e) if e.code() == ssh2::ErrorCode::Session(EAGAIN) => {
+                            if Instant::now() > until {
+                                return Err(SshError::Timeout {
+                                    server: self.server.clone(),
+                                    what: "starting a command".into(),
+                                    secs: DEFAULT_TIMEOUT.as_secs(),
+                                });
+                            }
+                            let _ = self.wait(true);
+                        }
+                        Err(e) => {
+                            return Err(SshError::Protocol {
+                                server: self.server.clone(),
+                                what: format!("starting `{command}`"),
+                                detail: e.message().to_string(),
+                            })
+                        }
+                        Ok(()) => return Ok(ch),
+                    }
+                }
+            }
+            Open::Tcp(host, port) => self
+                .retry(&format!("opening a tunnel to {host}:{port}"), |s| {
+                    s.channel_direct_tcpip(host, *port, None)
+                }),
+            Open::Unix(path) => self.retry(&format!("opening a channel to {path}"), |s| {
+                s.channel_direct_streamlocal(path, None)
+            }),
+        }
+    }
+
+    /// Moves bytes on every channel. Returns (whether anything moved, whether any channel
+    /// wants to read), or `Err` when the connection is gone.
+    fn pump(&mut self, buf: &mut [u8]) -> Result<(bool, bool), ()> {
+        let mut progress = false;
+        let mut reading = false;
+        let mut finished = Vec::new();
+        let mut failed = Vec::new();
+        let mut broken = false;
+        for (id, c) in self.chans.iter_mut() {
+            // Input.
+            while let Some(chunk) = c.input.front() {
+                match c.ch.write(&chunk[c.input_at..]) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        c.input_at += n;
+                        if c.input_at == chunk.len() {
+                            c.input.pop_front();
+                            c.input_at = 0;
+                        }
+                        progress = true;
+                    }
+                    Err(e) if would_block(&e) => break,
+                    Err(_) => {
+                        // The channel is closed for writing (the command ended): drop input.
+                        c.input.clear();
+                        c.input_at = 0;
+                        break;
+                    }
+                }
+            }
+            if c.input.is_empty() && c.eof_wanted && !c.eof_sent {
+                match c.ch.send_eof() {
+                    Ok(()) => {
+                        c.eof_sent = true;
+                        progress = true;
+                    }
+                    Err(e) if e.code() == ssh2::ErrorCode::Session(EAGAIN) => {}
+                    Err(_) => c.eof_sent = true,
+                }
+            }
+            // Nobody reads and nobody writes any more: close it rather than wait for the
+            // command to end by itself.
+            if c.out.is_none() && c.eof_sent && !c.out_done {
+                c.out_done = true;
+                c.err_done = true;
+            }
+            // A chunk held for a full reader queue.
+            if let Some(chunk) = c.held.take() {
+                match c.out.as_ref().map(|o| o.try_send(chunk)) {
+                    Some(Err(mpsc::error::TrySendError::Full(chunk))) => c.held = Some(chunk),
+                    Some(Err(mpsc::error::TrySendError::Closed(_))) => c.out = None,
+                    _ => progress = true,
+                }
+            }
+            // Output, while the reader has room.
+            while !c.out_done && c.held.is_none() {
+                reading = true;
+                match c.ch.read(buf) {
+                    Ok(0) => {
+                        if c.ch.eof() {
+                            c.out_done = true;
+                            progress = true;
+                        }
+                        break;
+                    }
+                    Ok(n) => {
+                        progress = true;
+                        if let Some(o) = &c.out {
+                            match o.try_send(buf[..n].to_vec()) {
+                                Ok(()) => {}
+                                Err(mpsc::error::TrySendError::Full(chunk)) => c.held = Some(chunk),
+                                Err(mpsc::error::TrySendError::Closed(_)) => c.out = None,
+                            }
+                        }
+                    }
+                    Err(e) if would_block(&e) => break,
+                    Err(e) => {
+                        broken = true;
+                        *c.shared.failed.lock().unwrap() = Some(e.to_string());
+                        failed.push(*id);
+                        break;
+                    }
+                }
+            }
+            if failed.last() == Some(id) {
+                continue;
+            }
+            while !c.err_done {
+                match c.ch.stderr().read(buf) {
+                    Ok(0) => {
+                        if c.ch.eof() {
+                            c.err_done = true;
+                            progress = true;
+                        }
+                        break;
+                    }
+                    Ok(n) => {
+                        progress = true;
+                        let mut e = c.shared.stderr.lock().unwrap();
+                        let room = STDERR_LIMIT.saturating_sub(e.len());
+                        e.extend_from_slice(&buf[..n.min(room)]);
+                    }
+                    Err(e) if would_block(&e) => break,
+                    Err(_) => {
+                        // Standard error is only for messages: its end is not worth a failure.
+                        c.err_done = true;
+                        break;
+                    }
+                }
+            }
+            // Ended: close, learn the exit status, let the reader see the end.
+            if c.out_done && c.err_done && c.held.is_none() {
+                if !c.close_sent {
+                    match c.ch.close() {
+                        Ok(()) => c.close_sent = true,
+                        Err(e) if e.code() == ssh2::ErrorCode::Session(EAGAIN) => continue,
+                        Err(_) => c.close_sent = true,
+                    }
+                }
+                match c.ch.wait_close() {
+                    Err(e) if e.code() == ssh2::ErrorCode::Session(EAGAIN) => continue,
+                    _ => {}
+                }
+                *c.shared.status.lock().unwrap() = c.ch.exit_status().ok();
+                finished.push(*id);
+                progress = true;
+            }
+        }
+        for id in finished.into_iter().chain(failed) {
+            self.chans.remove(&id);
+        }
+        // A channel failed: the transport under it may be gone.
+        if broken && self.socket_gone() {
+            return Err(());
+        }
+        Ok((progress, reading))
+    }
+
+    /// Whether the SSH socket reports a hang-up or an error.
+    fn socket_gone(&self) -> bool {
+        let mut fd = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        let n = unsafe { libc::poll(&mut fd, 1, 0) };
+        n > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+    }
+}
