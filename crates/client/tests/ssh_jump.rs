@@ -1,13 +1,15 @@
 //! ProxyJump through real sshds: one hop and a chain of two, each hop resolved from the SSH
 //! config again and reached through a direct-tcpip channel on the hop before it (the hops'
 //! logs show the tunnels); a target behind the hop that nobody serves is reported as
-//! unreachable through that hop.
+//! unreachable through that hop; the agent deployed and reached behind a jump host with a
+//! key that only the ssh-agent holds.
 
 #[path = "sshd/mod.rs"]
 mod sshd;
 
+use gpubook_client::deploy::{self, DeployOptions, Reached};
 use gpubook_client::ssh::{Session, SshErrorKind, Target};
-use sshd::{ClientHome, Sshd, User};
+use sshd::{ClientHome, SshAgent, Sshd, User};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,4 +80,52 @@ async fn through_one_hop_and_a_chain_of_two() {
     assert_eq!(e.kind(), SshErrorKind::Unreachable, "{e}");
     let msg = e.to_string();
     assert!(msg.contains("nowhere") && msg.contains("via gw1"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_is_deployed_and_reached_behind_a_jump_host_with_an_ssh_agent_key() {
+    if !sshd::available("ssh deploy behind a jump host") {
+        return;
+    }
+    let gw = Sshd::start("");
+    let lab = Sshd::start("");
+    let user = User::fresh("gpb-ssh-behind");
+    let home = ClientHome::new();
+    // The key lives only in the ssh-agent, as a person's usually does.
+    let agent = SshAgent::start();
+    agent.add(&home.key);
+    user.authorize(&home.key.with_extension("pub"));
+    std::fs::remove_file(&home.key).unwrap();
+    home.trust(&gw);
+    home.trust(&lab);
+    home.host("gw", &gw, &user.name, "");
+    home.host("lab1", &lab, &user.name, "  ProxyJump gw\n");
+    let opts = home.options(Some(&agent));
+    let work = tempfile::tempdir().unwrap();
+    let deploy = DeployOptions {
+        binary: Some(sshd::runnable_copy(&sshd::agent_binary(), work.path())),
+        gpus: Some("sim:2".into()),
+        system_socket: Some("/nonexistent/gpubook-test/agent.sock".into()),
+        ..DeployOptions::default()
+    };
+    let (conn, reached) = deploy::connect_agent_with("lab1", &opts, &deploy, "test")
+        .await
+        .expect("deployed through the jump host");
+    assert!(
+        matches!(reached, Reached::Started { uploaded: true, .. }),
+        "{reached:?}"
+    );
+    assert_eq!(conn.welcome().user, user.name);
+    drop(conn);
+    let (conn, reached) = deploy::connect_agent_with("lab1", &opts, &deploy, "test")
+        .await
+        .unwrap();
+    assert_eq!(reached, Reached::Running);
+    assert!(matches!(
+        conn.request(gpubook_proto::Request::Gpus(gpubook_proto::GpusRequest {}))
+            .await,
+        Ok(gpubook_proto::Response::Gpus(g)) if g.gpus.len() == 2
+    ));
+    drop(conn);
+    user.kill_all();
 }
