@@ -380,7 +380,16 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     let (x, y) = (r["x"].as_f64().unwrap(), r["y"].as_f64().unwrap());
     let shift = point(2, other_start + ChronoDuration::hours(3)).0 - point(2, other_start).0;
     d.drag((x, y), (x + shift, y));
-    std::thread::sleep(Duration::from_secs(2));
+    // The refusal says why, inline.
+    let why = until("the refusal shown inline", 10, || {
+        let t = d.exec(
+            "const e = document.querySelector('[data-testid=error]'); return e ? e.textContent : null;",
+            json!([]),
+        );
+        t.as_str().filter(|t| t.contains(OTHER)).map(str::to_string)
+    });
+    println!("refusal shown: {why}");
+    std::thread::sleep(Duration::from_secs(1));
     let still = bookings(&cli(&cli_copy, &socket, None, &["ls"]))
         .into_iter()
         .find(|b| b["id"].as_u64() == Some(other_id))
