@@ -521,6 +521,9 @@ bin="$HOME/.local/share/gpubook/bin/gpubook-agent-$1"
 state="${XDG_STATE_HOME:-$HOME/.local/state}/gpubook"
 if [ -n "${XDG_RUNTIME_DIR:-}" ]; then sock="$XDG_RUNTIME_DIR/gpubook/agent.sock"; else sock="/tmp/gpubook-$(id -u)/agent.sock"; fi
 mkdir -p "$state" || exit 3
+# One start at a time (the app and the CLI may connect at once): the second waits, then
+# finds the first one's agent running.
+if command -v flock >/dev/null 2>&1; then exec 9>"$state/start.lock" && flock -w 30 9; fi
 pidf="$state/personal-agent.pid"
 alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 pid=""; ver=""
@@ -540,7 +543,9 @@ fi
 [ -S "$sock" ] && rm -f "$sock"
 log="$state/agent.log"
 cd / || exit 3
-setsid "$bin" serve --gpus "$2" --state-dir "$state" --socket "$sock" </dev/null >>"$log" 2>&1 &
+# Its own session, so it outlives this SSH session; the lock's descriptor is not passed on.
+if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=nohup; fi
+$detach "$bin" serve --gpus "$2" --state-dir "$state" --socket "$sock" </dev/null >>"$log" 2>&1 9>&- &
 pid=$!
 echo "$pid $1" > "$pidf"
 i=0

@@ -253,6 +253,20 @@ async fn host_keys_unknown_accepted_and_changed() {
         connect("lab1", &opts).await,
         Err(SshError::UnknownHostKey { .. })
     ));
+    // Accepted at the prompt, which was shown the fingerprint.
+    let asking = ClientHome::new();
+    user.authorize(&asking.key.with_extension("pub"));
+    asking.host("lab1", &server, &user.name, "");
+    let mut yes = asking.options(None);
+    let prompt = scripted(&[], true);
+    yes.prompt = Some(prompt.clone());
+    connect("lab1", &yes).await.expect("accepted at the prompt");
+    assert!(prompt.asked.lock().unwrap()[0].contains(&server.fingerprint()));
+    assert_eq!(
+        sshd::read(&asking.ssh("known_hosts")),
+        server.known_hosts_line()
+    );
+
     // Accepted: appended in OpenSSH's format, which OpenSSH itself then accepts.
     opts.accept_new_host_key = true;
     connect("lab1", &opts).await.expect("accepted");

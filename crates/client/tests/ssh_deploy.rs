@@ -102,16 +102,25 @@ async fn deployed_into_a_fresh_account_reused_upgraded_and_repaired() {
     let work = tempfile::tempdir().unwrap();
     let v1 = sshd::runnable_copy(&sshd::agent_binary(), work.path());
 
-    // First connect: uploaded, started, reached as the user who logged in.
+    // First connect, twice at once (the app and the CLI): one agent is started, uploaded,
+    // reached as the user who logged in; the other connect finds it.
     let s = session("lab1", &opts).await;
-    let (conn, reached) = deploy::agent_over(&s, &sim(&v1), "test").await.unwrap();
-    assert_eq!(
-        reached,
-        Reached::Started {
-            uploaded: true,
-            replaced: None
-        }
+    let deploy = sim(&v1);
+    let (a, b) = tokio::join!(
+        deploy::agent_over(&s, &deploy, "test"),
+        deploy::connect_agent_with("lab1", &opts, &deploy, "test")
     );
+    let ((conn, reached), (other, other_reached)) = (a.unwrap(), b.unwrap());
+    // Exactly one of them started the agent; the other found it running.
+    let both = [reached, other_reached];
+    let started: Vec<_> = both
+        .iter()
+        .filter(|r| matches!(r, Reached::Started { replaced: None, .. }))
+        .collect();
+    assert_eq!(started.len(), 1, "{both:?}");
+    assert!(both.contains(&Reached::Running), "{both:?}");
+    assert_eq!(other.welcome().uid, conn.welcome().uid);
+    drop(other);
     assert_eq!(conn.welcome().user, user.name);
     assert_eq!(conn.welcome().uid, user.uid);
     assert!(conn.welcome().simulated);
