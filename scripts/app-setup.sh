@@ -4,7 +4,8 @@
 set -euo pipefail
 sudo=""
 [[ "$(id -u)" -ne 0 ]] && sudo=sudo
-pkgs=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev nodejs npm)
+pkgs=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev)
+command -v npm >/dev/null || pkgs+=(nodejs npm)
 [[ "${1:-}" == "--e2e" ]] && pkgs+=(xvfb webkit2gtk-driver dunst dbus-x11 x11-utils imagemagick)
 missing=()
 for p in "${pkgs[@]}"; do
