@@ -134,7 +134,10 @@ fn pub_file(key: &Path) -> PathBuf {
 
 /// Tries the ssh-agent's keys.
 fn agent(sess: &ssh2::Session, t: &Target, opts: &Options, tried: &mut Vec<String>) -> bool {
-    let Some(socket) = opts.env.agent_socket() else {
+    if !t.use_agent {
+        return false;
+    }
+    let Some(socket) = t.identity_agent.clone().or_else(|| opts.env.agent_socket()) else {
         return false;
     };
     let Ok(mut agent) = sess.agent() else {

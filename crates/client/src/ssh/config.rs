@@ -41,6 +41,10 @@ pub struct Target {
     pub connect_timeout: Option<Duration>,
     /// How often to send a keepalive (ServerAliveInterval); `None`: gpubook's own default.
     pub server_alive_interval: Option<Duration>,
+    /// The ssh-agent's socket named by IdentityAgent; `None`: the environment's.
+    pub identity_agent: Option<PathBuf>,
+    /// False when IdentityAgent is `none`: no ssh-agent at all.
+    pub use_agent: bool,
 }
 
 impl Target {
@@ -342,6 +346,14 @@ fn target_from(spec: &str, parsed: &Spec, s: &Settings, env: &SshEnv) -> Result<
             .filter(|n| *n > 0)
             .map(Duration::from_secs)
     };
+    let identity_agent = match s.get("identityagent") {
+        None => None,
+        Some(v) if v == "SSH_AUTH_SOCK" || v.eq_ignore_ascii_case("none") => None,
+        Some(v) => match v.strip_prefix('$') {
+            Some(var) => std::env::var_os(var).map(PathBuf::from),
+            None => Some(tokens(v)),
+        },
+    };
     Ok(Target {
         spec: spec.to_string(),
         host,
@@ -358,6 +370,10 @@ fn target_from(spec: &str, parsed: &Spec, s: &Settings, env: &SshEnv) -> Result<
             .map(str::to_string),
         connect_timeout: secs("connecttimeout"),
         server_alive_interval: secs("serveraliveinterval"),
+        identity_agent,
+        use_agent: !s
+            .get("identityagent")
+            .is_some_and(|v| v.eq_ignore_ascii_case("none")),
     })
 }
 
@@ -586,7 +602,7 @@ mod tests {
             "Host lab1\n  HostName 10.9.8.7\n  User alice\n  Port 2222\n\
              \x20 IdentityFile ~/.ssh/lab_key\n  IdentityFile %d/.ssh/other\n  IdentitiesOnly yes\n\
              \x20 UserKnownHostsFile ~/.ssh/lab_hosts\n  ConnectTimeout 7\n  ServerAliveInterval 9\n\
-             \x20 ProxyJump gw1,bob@gw2:2200\n\
+             \x20 ProxyJump gw1,bob@gw2:2200\n  IdentityAgent ~/.ssh/agent.sock\n\
              Host gw1\n  HostName 10.0.0.1\n  User carol\n\
              Host gw2\n  HostName 10.0.0.2\n",
         )
@@ -617,6 +633,8 @@ mod tests {
             assert_eq!(hops[0], "carol@10.0.0.1:22");
             assert!(hops[1].starts_with("bob@10.0.0.2:2200"), "{hops:?}");
             assert_eq!(t.known_hosts_name(), "[10.9.8.7]:2222");
+            assert_eq!(t.identity_agent, Some(home.join(".ssh/agent.sock")));
+            assert!(t.use_agent);
         }
         if let [fallback, openssh] = &both[..] {
             assert_eq!(fallback, openssh);

@@ -259,6 +259,8 @@ mod tests {
             host_key_alias: None,
             connect_timeout: None,
             server_alive_interval: None,
+            identity_agent: None,
+            use_agent: true,
         }
     }
 
