@@ -21,6 +21,9 @@ export type BenchOptions = {
   idle?: boolean;
   /** Leave the synthetic server and the rectangle on screen (for a screenshot); reload after. */
   keep?: boolean;
+  /** false: send the moves to the calendar's root without finding the element under the
+   * pointer (tells the browser's hit testing apart from the app's work). */
+  hit?: boolean;
 };
 
 /** What it answers (milliseconds). */
@@ -135,7 +138,7 @@ async function bench(hooks: Hooks, opts: BenchOptions = {}): Promise<BenchResult
       const f = opts.keep ? i / frames : i <= frames / 2 ? (2 * i) / frames : 2 - (2 * i) / frames;
       const x = p1.x + (p2.x - p1.x) * f;
       const y = p1.y + (p2.y - p1.y) * f;
-      if (!opts.idle) dayAt(x, y).dispatchEvent(ev('pointermove', x, y));
+      if (!opts.idle) (opts.hit === false ? cal : dayAt(x, y)).dispatchEvent(ev('pointermove', x, y));
       stamps.push(await nextFrame());
       maxGpus = Math.max(maxGpus, new Set([...document.querySelectorAll<HTMLElement>('[data-testid="selection"]')].map((e) => e.style.transform.split(',')[1])).size);
     }
