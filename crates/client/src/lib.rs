@@ -1,8 +1,9 @@
 //! What the gpubook desktop app and CLI share: connecting to an agent, the handshake,
 //! requests matched to answers by id, and the event stream.
 //!
-//! Transports: a local Unix socket now; SSH (an exec channel running `gpubook-agent bridge`)
-//! joins with its issue, behind the same [`Connection`].
+//! Transports: a local Unix socket, or SSH ([`ssh`]): `gpubook-agent bridge` on an exec
+//! channel, or a direct-streamlocal channel to the system agent; [`deploy`] puts the person's
+//! own agent on a server that has none. [`link`] keeps a connection to one server alive.
 
 pub mod caldav;
 pub mod connection;
