@@ -53,7 +53,10 @@ struct Agent {
 }
 
 async fn agent() -> Agent {
-    let dir = tempfile::tempdir().unwrap();
+    agent_in(tempfile::tempdir().unwrap()).await
+}
+
+async fn agent_in(dir: TempDir) -> Agent {
     let policy = dir.path().join("policy.toml");
     std::fs::write(
         &policy,
@@ -353,4 +356,51 @@ async fn a_server_that_is_not_there_is_unreachable_with_a_sentence() {
     );
     let e = m.gpus("nope").await.unwrap_err();
     assert!(e.message.contains("no server \"nope\""), "{}", e.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_goes_away_is_notified_unreachable_then_back() {
+    let agent = agent().await;
+    let app = tempfile::tempdir().unwrap();
+    let files = Files {
+        settings: app.path().join("settings.json"),
+        memory: app.path().join("memory.json"),
+    };
+    let rec = Arc::new(Recorder::default());
+    let m = manager(&files, &rec, &agent);
+    until("connected", || m.views()[0].state == ServerState::Connected).await;
+    // The agent stops; its socket file stays, but nobody answers.
+    let Agent { dir, _stop, .. } = agent;
+    drop(_stop);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rec
+        .notices
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|n| n.kind == "server_unreachable")
+    {
+        assert!(Instant::now() < deadline, "no unreachable notice");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(m.views()[0].state, ServerState::Unreachable);
+    let n = rec.notices.lock().unwrap().last().unwrap().clone();
+    assert_eq!(n.summary, "Lab test cannot be reached");
+    // It comes back: "back", once.
+    let _ = std::fs::remove_file(dir.path().join("agent.sock"));
+    let _agent = agent_in(dir).await;
+    until("back", || {
+        rec.notices
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n.kind == "server_back")
+    })
+    .await;
+    until("connected again", || {
+        m.views()[0].state == ServerState::Connected
+    })
+    .await;
+    let kinds: Vec<&str> = rec.notices.lock().unwrap().iter().map(|n| n.kind).collect();
+    assert_eq!(kinds, ["server_unreachable", "server_back"]);
 }
