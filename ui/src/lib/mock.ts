@@ -112,6 +112,18 @@ export class MockBackend implements Backend {
         t += len + Math.floor(r() * 6) * HOUR;
       }
     }
+    if (s.view.id === 'lab1') {
+      // One's own running job, with someone else's process turning up on its GPU.
+      const t = floorTo(now, 900);
+      const mine = this.put(s, ME, [s.gpus[4].uuid], t - 2 * HOUR, t + 3 * HOUR, 'resnet sweep', now, true);
+      mine.state = 'active';
+      mine.run = { state: 'running', pid: 7100, start_ticks: null, started_at: toWire(t - 2 * HOUR), ended_at: null, exit_code: null, signal: null, message: null, log: '/tmp/job.log' };
+      if (typeof window !== 'undefined') {
+        this.timers.push(window.setTimeout(() => {
+          this.event(s, 'intruder', mine, null, { kind: 'intruder', gpu: s.gpus[4].uuid, pid: 31337, user: 'mallory', used_bytes: 9 * 2 ** 30, stopped: false });
+        }, 2500));
+      }
+    }
     if (s.view.id === 'local') {
       const a = this.put(s, ME, [s.gpus[2].uuid, s.gpus[3].uuid], floorTo(now, 3600) + HOUR * 30, floorTo(now, 3600) + HOUR * 34, 'my long run', now, true);
       a.state = 'pending_approval';
@@ -186,7 +198,12 @@ export class MockBackend implements Backend {
             uuid: g.uuid, index: g.index, name: g.name, memory_used: Math.round(mem), memory_total: g.memory_total,
             util_gpu: util, util_mem: Math.round(util * 0.6), temperature_c: busy ? 68 + (g.index % 5) : 34,
             power_mw: busy ? 450_000 + g.index * 3000 : 70_000, power_limit_mw: 700_000,
-            processes: busy ? [{ pid: 4242 + busy.id, user: busy.owner, used_bytes: Math.round(mem) }] : [],
+            processes: busy
+              ? [
+                  { pid: busy.run?.pid ?? 4242 + busy.id, user: busy.owner, used_bytes: Math.round(mem) },
+                  ...(busy.title === 'resnet sweep' && now - this.started > 2500 ? [{ pid: 31337, user: 'mallory', used_bytes: 9 * 2 ** 30 }] : []),
+                ]
+              : [],
           };
         }),
       };
