@@ -27,6 +27,7 @@ const COMMANDS: &[&str] = &[
     "set_settings",
     // calendar export
     "export_ics",
+    "save_ics",
     "feed_url",
 ];
 

@@ -39,7 +39,8 @@ pub fn run() {
                 Arc::new(sink::WebviewSink::new(handle.clone(), changed.clone())),
                 Arc::new(DesktopNotifier),
                 rt,
-                Default::default(),
+                // SSH servers of the list: the keyring's secrets (stored with consent).
+                gpubook_desktop::prompt::options(None, false),
             );
             // This computer: the pump keeps trying while the agent starts.
             let socket = local::socket();
@@ -84,6 +85,7 @@ pub fn run() {
             commands::settings::settings,
             commands::settings::set_settings,
             commands::calendar::export_ics,
+            commands::calendar::save_ics,
             commands::calendar::feed_url,
         ])
         .run(tauri::generate_context!())

@@ -44,6 +44,41 @@ pub async fn export_ics(m: &Manager, mine: bool) -> Result<String, AppError> {
     Ok(ical::calendar(name, &events, Utc::now()))
 }
 
+/// Where downloads go: `$XDG_DOWNLOAD_DIR`, else ~/Downloads.
+pub fn download_dir() -> PathBuf {
+    std::env::var_os("XDG_DOWNLOAD_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp"))
+                .join("Downloads")
+        })
+}
+
+/// Writes [`export_ics`]'s calendar to `dir` as gpubook-bookings-DATE.ics (or -2, -3...
+/// beside an existing file) and returns the path.
+pub async fn save_ics(m: &Manager, mine: bool, dir: &Path) -> Result<PathBuf, AppError> {
+    let text = export_ics(m, mine).await?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| AppError::internal(format!("Cannot create {}: {e}", dir.display())))?;
+    let stem = format!(
+        "gpubook-{}-{}",
+        if mine { "my-bookings" } else { "bookings" },
+        chrono::Local::now().format("%Y-%m-%d")
+    );
+    let mut path = dir.join(format!("{stem}.ics"));
+    let mut n = 2;
+    while path.exists() {
+        path = dir.join(format!("{stem}-{n}.ics"));
+        n += 1;
+    }
+    std::fs::write(&path, text)
+        .map_err(|e| AppError::internal(format!("Cannot write {}: {e}", path.display())))?;
+    Ok(path)
+}
+
 /// Serves a live feed of the person's bookings on This computer's agent at `socket`, on
 /// 127.0.0.1 and a free port, with the token kept in `dir`. Returns its URL. Runs until the
 /// runtime stops.

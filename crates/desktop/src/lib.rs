@@ -10,6 +10,7 @@ pub mod manager;
 pub mod memory;
 pub mod notify;
 pub mod paths;
+pub mod prompt;
 pub mod settings;
 pub mod tray;
 

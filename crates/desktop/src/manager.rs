@@ -66,6 +66,8 @@ struct Server {
     id: String,
     name: Mutex<String>,
     address: Address,
+    /// How SSH logs in (the app's prompt with what the person typed, the keyring).
+    ssh: ssh::Options,
     status: Mutex<Status>,
     conn: Mutex<Option<Arc<Connection>>>,
     /// The person's own bookings that have not ended, for the tray.
@@ -157,10 +159,23 @@ impl Manager {
 
     /// Adds a server and starts its pump. Its view is emitted as it changes.
     pub fn add(&self, id: &str, name: &str, address: Address) -> ServerView {
+        let ssh = self.inner.ssh.clone();
+        self.add_with(id, name, address, ssh)
+    }
+
+    /// [`Manager::add`] with its own SSH options (a password typed in the app).
+    pub fn add_with(
+        &self,
+        id: &str,
+        name: &str,
+        address: Address,
+        ssh: ssh::Options,
+    ) -> ServerView {
         let server = Arc::new(Server {
             id: id.to_string(),
             name: Mutex::new(name.to_string()),
             address,
+            ssh,
             status: Mutex::new(Status {
                 state: ServerState::Connecting,
                 detail: None,
@@ -203,8 +218,9 @@ impl Manager {
         name: &str,
         address: &Address,
         accept_new_host_key: bool,
+        ssh: &ssh::Options,
     ) -> Result<(), AppError> {
-        let mut opts = self.inner.ssh.clone();
+        let mut opts = ssh.clone();
         opts.accept_new_host_key = accept_new_host_key;
         dial(address, &opts, CLIENT_NAME)
             .await
@@ -234,6 +250,11 @@ impl Manager {
             .map_err(AppError::internal)?;
         *self.inner.settings.lock().unwrap() = s;
         Ok(())
+    }
+
+    /// The SSH options servers get by default.
+    pub fn ssh_options(&self) -> ssh::Options {
+        self.inner.ssh.clone()
     }
 
     /// The live connection to `id`, and the server's name.
@@ -588,7 +609,7 @@ async fn session(
     notified_down: &mut bool,
     ever_up: &mut bool,
 ) -> Result<(), DialError> {
-    let conn = Arc::new(connect(&s.address, &inner.ssh).await?);
+    let conn = Arc::new(connect(&s.address, &s.ssh).await?);
     let welcome = conn.welcome().clone();
     let me = welcome.user.clone();
     let key = format!("{}|{}|{}", s.address, welcome.server, s.id);

@@ -44,6 +44,15 @@ pub async fn export_ics(m: State<'_, Manager>, mine: bool) -> Answer<String> {
     calendar::export_ics(&m, mine).await
 }
 
+/// Saves the .ics into the Downloads folder and returns its path (WebKitGTK offers no
+/// download of a blob URL by itself).
+#[tauri::command]
+pub async fn save_ics(m: State<'_, Manager>, mine: bool) -> Answer<String> {
+    calendar::save_ics(&m, mine, &calendar::download_dir())
+        .await
+        .map(|p| p.display().to_string())
+}
+
 /// The URL a calendar app can subscribe to (This computer's bookings of the person).
 #[tauri::command]
 pub fn feed_url(feed: State<'_, FeedState>) -> Answer<String> {

@@ -4,6 +4,7 @@ use gpubook_client::servers::ServerList;
 use gpubook_client::Endpoint;
 use gpubook_desktop::error::AppOnlyKind;
 use gpubook_desktop::manager::name_for;
+use gpubook_desktop::prompt;
 use gpubook_desktop::{AppError, Manager, ServerView};
 use tauri::State;
 
@@ -41,7 +42,13 @@ fn parse(spec: &str) -> Answer<Endpoint> {
         .map_err(|e| AppError::app(AppOnlyKind::Internal, e.to_string(), None).with_kind_invalid())
 }
 
-async fn add(m: &Manager, spec: &str, accept: bool) -> Answer<ServerView> {
+async fn add(
+    m: &Manager,
+    spec: &str,
+    accept: bool,
+    secret: Option<String>,
+    remember: bool,
+) -> Answer<ServerView> {
     let spec = spec.trim();
     let ep = parse(spec)?;
     let mut list = ServerList::load_default()
@@ -57,11 +64,12 @@ async fn add(m: &Manager, spec: &str, accept: bool) -> Answer<ServerView> {
     let mut taken: Vec<String> = list.entries().iter().map(|e| e.name.clone()).collect();
     taken.extend(m.views().into_iter().map(|v| v.id));
     let name = name_for(spec, &taken);
-    m.probe(&name, &ep, accept).await?;
+    let ssh = prompt::options(secret, remember);
+    m.probe(&name, &ep, accept, &ssh).await?;
     list.add(&name, spec)
         .and_then(|()| list.save())
         .map_err(|e| AppError::internal(format!("The server cannot be saved: {e}")))?;
-    Ok(m.add(&name, &name, ep))
+    Ok(m.add_with(&name, &name, ep, ssh))
 }
 
 /// Every server with its state.
@@ -71,10 +79,17 @@ pub fn servers(m: State<'_, Manager>) -> Vec<ServerView> {
 }
 
 /// Adds a server: an alias from ~/.ssh/config, user@host[:port], or unix:PATH. An unknown
-/// host key rejects with `host_key_unknown` and its fingerprint.
+/// host key rejects with `host_key_unknown` and its fingerprint; a login that needs a
+/// password or passphrase rejects with `auth`, and the UI asks again with `secret` (kept in
+/// memory for this run, in the OS keyring only if `remember`).
 #[tauri::command]
-pub async fn add_server(m: State<'_, Manager>, spec: String) -> Answer<ServerView> {
-    add(&m, &spec, false).await
+pub async fn add_server(
+    m: State<'_, Manager>,
+    spec: String,
+    secret: Option<String>,
+    remember: Option<bool>,
+) -> Answer<ServerView> {
+    add(&m, &spec, false, secret, remember.unwrap_or(false)).await
 }
 
 /// Adds a server after the person accepted its host key `fingerprint`.
@@ -83,11 +98,15 @@ pub async fn accept_host_key(
     m: State<'_, Manager>,
     spec: String,
     fingerprint: String,
+    secret: Option<String>,
+    remember: Option<bool>,
 ) -> Answer<ServerView> {
+    let remember = remember.unwrap_or(false);
     // The key must still be the one the person saw.
-    match m.probe(spec.trim(), &parse(&spec)?, false).await {
+    let ssh = prompt::options(secret.clone(), false);
+    match m.probe(spec.trim(), &parse(&spec)?, false, &ssh).await {
         Err(e) if e.fingerprint.as_deref() == Some(fingerprint.as_str()) => {
-            add(&m, &spec, true).await
+            add(&m, &spec, true, secret, remember).await
         }
         Err(e) if e.fingerprint.is_some() => Err(AppError::app(
             AppOnlyKind::HostKeyChanged,
@@ -98,7 +117,7 @@ pub async fn accept_host_key(
             Some(spec.trim()),
         )),
         Err(e) => Err(e),
-        Ok(()) => add(&m, &spec, false).await,
+        Ok(()) => add(&m, &spec, false, secret, remember).await,
     }
 }
 
