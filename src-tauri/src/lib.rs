@@ -40,7 +40,7 @@ pub fn run() {
                 Arc::new(DesktopNotifier),
                 rt,
                 // SSH servers of the list: the keyring's secrets (stored with consent).
-                gpubook_desktop::prompt::options(None, false),
+                gpubook_desktop::prompt::options(),
             );
             // This computer: the pump keeps trying while the agent starts.
             let socket = local::socket();

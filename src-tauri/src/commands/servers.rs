@@ -64,7 +64,7 @@ async fn add(
     let mut taken: Vec<String> = list.entries().iter().map(|e| e.name.clone()).collect();
     taken.extend(m.views().into_iter().map(|v| v.id));
     let name = name_for(spec, &taken);
-    let ssh = prompt::options(secret, remember);
+    let ssh = prompt::options_for(spec, secret, remember);
     m.probe(&name, &ep, accept, &ssh).await?;
     list.add(&name, spec)
         .and_then(|()| list.save())
@@ -103,7 +103,7 @@ pub async fn accept_host_key(
 ) -> Answer<ServerView> {
     let remember = remember.unwrap_or(false);
     // The key must still be the one the person saw.
-    let ssh = prompt::options(secret.clone(), false);
+    let ssh = prompt::options_for(&spec, secret.clone(), false);
     match m.probe(spec.trim(), &parse(&spec)?, false, &ssh).await {
         Err(e) if e.fingerprint.as_deref() == Some(fingerprint.as_str()) => {
             add(&m, &spec, true, secret, remember).await
