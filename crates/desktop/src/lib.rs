@@ -2,6 +2,7 @@
 //! connections, the event pump, native notifications, settings and what it remembers.
 //! The Tauri shell (src-tauri) only wires these to the web view.
 
+pub mod caldav;
 pub mod calendar;
 pub mod error;
 pub mod ipc;
@@ -14,6 +15,7 @@ pub mod prompt;
 pub mod settings;
 pub mod tray;
 
+pub use caldav::{CaldavAccount, CaldavState, CaldavStatus};
 pub use error::AppError;
 pub use ipc::{AsapAnyResponse, EventPayload, ReadingsPayload, ServerState, ServerView};
 pub use manager::{Address, Files, Manager, Sink};

@@ -104,6 +104,7 @@ struct Inner {
     settings_path: PathBuf,
     rt: tokio::runtime::Handle,
     ssh: ssh::Options,
+    caldav: crate::caldav::Caldav,
 }
 
 /// The servers and their pumps. Cheap to clone.
@@ -143,8 +144,15 @@ impl Manager {
             eprintln!("gpubook: {e} Using the defaults.");
             Settings::default()
         });
+        let caldav = crate::caldav::Caldav::new(
+            rt.clone(),
+            settings.caldav.clone(),
+            settings.show_own_command_in_calendar,
+        );
+        caldav.resume();
         Self {
             inner: Arc::new(Inner {
+                caldav,
                 servers: Mutex::new(Vec::new()),
                 sink,
                 notifier,
@@ -186,6 +194,9 @@ impl Manager {
             stop: Notify::new(),
         });
         self.inner.servers.lock().unwrap().push(server.clone());
+        self.inner
+            .caldav
+            .server_added(id, server.address.clone(), server.ssh.clone());
         let inner = self.inner.clone();
         let view = server.view();
         self.inner.rt.spawn(async move {
@@ -207,6 +218,7 @@ impl Manager {
             .ok_or_else(|| AppError::no_server(id))?;
         let s = servers.remove(i);
         s.stop.notify_one();
+        self.inner.caldav.server_removed(id);
         s.conn.lock().unwrap().take();
         Ok(())
     }
@@ -245,10 +257,34 @@ impl Manager {
     }
 
     /// Saves new settings.
-    pub fn set_settings(&self, s: Settings) -> Result<(), AppError> {
+    pub fn set_settings(&self, mut s: Settings) -> Result<(), AppError> {
+        // The CalDAV account changes only by signing in or out.
+        s.caldav = self.inner.settings.lock().unwrap().caldav.clone();
         s.save(&self.inner.settings_path)
             .map_err(AppError::internal)?;
+        self.inner
+            .caldav
+            .set_with_commands(s.show_own_command_in_calendar);
         *self.inner.settings.lock().unwrap() = s;
+        Ok(())
+    }
+
+    /// The CalDAV sync.
+    pub(crate) fn caldav(&self) -> &crate::caldav::Caldav {
+        &self.inner.caldav
+    }
+
+    /// Saves the CalDAV account (or its absence) in the settings file.
+    pub(crate) fn save_caldav_account(
+        &self,
+        account: Option<crate::caldav::CaldavAccount>,
+    ) -> Result<(), AppError> {
+        let mut s = self.inner.settings.lock().unwrap();
+        let mut next = s.clone();
+        next.caldav = account;
+        next.save(&self.inner.settings_path)
+            .map_err(AppError::internal)?;
+        *s = next;
         Ok(())
     }
 

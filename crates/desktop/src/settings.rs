@@ -29,6 +29,11 @@ pub struct Settings {
     pub notify: BTreeMap<String, bool>,
     /// Whether the person's own job command appears in exported and subscribed calendars.
     pub show_own_command_in_calendar: bool,
+    /// The CalDAV account (never its password). Changed only by signing in and out
+    /// (`Manager::caldav_login`, `caldav_logout`); `set_settings` keeps it as it is.
+    #[cfg_attr(feature = "ts", ts(skip))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caldav: Option<crate::caldav::CaldavAccount>,
 }
 
 impl Default for Settings {
@@ -36,6 +41,7 @@ impl Default for Settings {
         Self {
             notify: NOTIFY_KINDS.iter().map(|k| (k.to_string(), true)).collect(),
             show_own_command_in_calendar: false,
+            caldav: None,
         }
     }
 }
