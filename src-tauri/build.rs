@@ -29,6 +29,9 @@ const COMMANDS: &[&str] = &[
     "export_ics",
     "save_ics",
     "feed_url",
+    "caldav_status",
+    "caldav_login",
+    "caldav_logout",
 ];
 
 /// The app embeds ../ui/dist at compile time. Where the UI has not been built (a fresh clone

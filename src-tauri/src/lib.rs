@@ -87,6 +87,9 @@ pub fn run() {
             commands::calendar::export_ics,
             commands::calendar::save_ics,
             commands::calendar::feed_url,
+            commands::calendar::caldav_status,
+            commands::calendar::caldav_login,
+            commands::calendar::caldav_logout,
         ])
         .run(tauri::generate_context!())
         .expect("error while running the gpubook app");

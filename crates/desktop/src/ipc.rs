@@ -76,4 +76,6 @@ pub mod events {
     pub const EVENT: &str = "gpubook://event";
     /// Live readings: [`super::ReadingsPayload`].
     pub const READINGS: &str = "gpubook://readings";
+    /// The CalDAV sync's status changed (payload `CaldavStatus`).
+    pub const CALDAV: &str = "gpubook://caldav";
 }

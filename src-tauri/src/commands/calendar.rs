@@ -1,10 +1,13 @@
-//! Calendar export: the .ics text, and the URL of the live feed for calendar apps.
+//! Calendar export: the .ics text, the URL of the live feed for calendar apps, and the
+//! CalDAV account synced in the background.
 
 use std::sync::{Arc, Mutex};
 
+use gpubook_client::secrets::Secret;
 use gpubook_desktop::error::AppOnlyKind;
-use gpubook_desktop::{calendar, local, paths, AppError, Manager};
-use tauri::State;
+use gpubook_desktop::ipc::events;
+use gpubook_desktop::{calendar, local, paths, AppError, CaldavStatus, Manager};
+use tauri::{AppHandle, Emitter, State};
 
 use super::Answer;
 
@@ -69,4 +72,48 @@ pub fn feed_url(feed: State<'_, FeedState>) -> Answer<String> {
             Some("local"),
         )),
     }
+}
+
+/// Pushes every change of the CalDAV status to the web view as "gpubook://caldav".
+fn emit_caldav(app: &AppHandle, m: &Manager) {
+    let app = app.clone();
+    m.on_caldav(Arc::new(move |s: &CaldavStatus| {
+        let _ = app.emit(events::CALDAV, s);
+    }));
+}
+
+/// The CalDAV sync's status; from now on its changes are pushed as "gpubook://caldav".
+#[tauri::command]
+pub fn caldav_status(app: AppHandle, m: State<'_, Manager>) -> CaldavStatus {
+    emit_caldav(&app, &m);
+    m.caldav_status()
+}
+
+/// Signs in to a CalDAV account: checks it, keeps the password in the OS keyring only if
+/// `remember`, saves the account (never the password) and syncs in the background.
+#[tauri::command]
+pub async fn caldav_login(
+    app: AppHandle,
+    m: State<'_, Manager>,
+    url: String,
+    user: String,
+    all_url: Option<String>,
+    password: String,
+    remember: bool,
+) -> Answer<CaldavStatus> {
+    emit_caldav(&app, &m);
+    m.caldav_login(
+        &url,
+        &user,
+        all_url.as_deref(),
+        Secret::new(password),
+        remember,
+    )
+    .await
+}
+
+/// Signs out: the sync stops, the account and its keyring entry are removed.
+#[tauri::command]
+pub async fn caldav_logout(m: State<'_, Manager>) -> Answer<()> {
+    m.caldav_logout().await
 }

@@ -2,7 +2,7 @@
 // (`npm run dev`, a plain browser, screenshots). It plays a few agents: GPUs, other people's
 // bookings, conflicts, approval, "as soon as possible", jobs with logs, pushed events and
 // readings. It holds no booking rules beyond what makes the screens realistic.
-import type { AppError, ServerView, Settings } from './app-types';
+import type { AppError, CaldavStatus, ServerView, Settings } from './app-types';
 import type { Backend } from './backend';
 import type { Booking } from './wire/Booking';
 import type { BookingResponse } from './wire/BookingResponse';
@@ -68,6 +68,7 @@ export class MockBackend implements Backend {
     },
     show_own_command_in_calendar: false,
   };
+  private caldav: CaldavStatus = { account: null, state: 'off', last_sync: null, pending: 0, error: null, needs_password: false };
   private knownHosts = new Set<string>();
   private timers: number[] = [];
   private started = Date.now();
@@ -396,6 +397,28 @@ export class MockBackend implements Backend {
         return null;
       case 'feed_url':
         return 'http://127.0.0.1:47615/feed/3q9xk2mv7c/bookings.ics';
+      case 'caldav_status':
+        return structuredClone(this.caldav);
+      case 'caldav_login': {
+        // The mock's CalDAV server takes any password but "wrong".
+        if (String(a.password) === 'wrong') {
+          throw err('auth', `The CalDAV server at ${String(a.url)} refused the password of ${String(a.user)} (401 Unauthorized); nothing was stored. Check the user and the password.`);
+        }
+        this.caldav = {
+          account: { url: String(a.url), user: String(a.user), all_url: (a.allUrl as string | null) ?? null },
+          state: 'ok',
+          last_sync: new Date(now).toISOString(),
+          pending: 0,
+          error: null,
+          needs_password: false,
+        };
+        setTimeout(() => this.emit('gpubook://caldav', structuredClone(this.caldav)), 0);
+        return structuredClone(this.caldav);
+      }
+      case 'caldav_logout':
+        this.caldav = { account: null, state: 'off', last_sync: null, pending: 0, error: null, needs_password: false };
+        this.emit('gpubook://caldav', structuredClone(this.caldav));
+        return null;
       case 'export_ics':
         return this.ics(Boolean(a.mine));
       default:

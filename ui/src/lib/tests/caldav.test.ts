@@ -1,0 +1,47 @@
+import { describe as group, expect, it } from 'vitest';
+import { ago, caldavLogin, describe } from '../caldav';
+import type { CaldavStatus } from '../app-types';
+import type { Backend } from '../backend';
+
+const now = Date.parse('2026-11-26T14:00:00Z');
+const base: CaldavStatus = {
+  account: { url: 'https://dav.example.org/alice/gpu/', user: 'alice', all_url: null },
+  state: 'ok',
+  last_sync: '2026-11-26T13:57:00Z',
+  pending: 0,
+  error: null,
+  needs_password: false,
+};
+
+group('caldav status words', () => {
+  it('says when it last synced', () => {
+    expect(ago('2026-11-26T13:59:50Z', now)).toBe('just now');
+    expect(ago('2026-11-26T13:57:00Z', now)).toBe('3 min ago');
+    expect(ago('2026-11-26T11:00:00Z', now)).toBe('3 h ago');
+    expect(describe(base, now)).toBe('In sync (last sync 3 min ago).');
+  });
+  it('shows the error sentence and what waits', () => {
+    const s: CaldavStatus = { ...base, state: 'error', pending: 2, error: 'Cannot reach the CalDAV server.' };
+    expect(describe(s, now)).toBe('Cannot reach the CalDAV server. (last sync 3 min ago; 2 changes waiting)');
+    expect(describe({ ...base, state: 'off', account: null }, now)).toBe('Not signed in.');
+    expect(describe({ ...base, state: 'syncing', last_sync: null }, now)).toBe('Syncing… (not synced yet)');
+  });
+});
+
+group('caldav_login arguments', () => {
+  it('sends camelCase args, trimmed, with no all-URL when empty', async () => {
+    const calls: [string, Record<string, unknown> | undefined][] = [];
+    const b: Backend = {
+      mock: true,
+      invoke: async <T>(cmd: string, args?: Record<string, unknown>) => {
+        calls.push([cmd, args]);
+        return base as T;
+      },
+      listen: async () => () => {},
+    };
+    await caldavLogin(b, { url: ' https://x/ ', user: 'alice ', allUrl: '  ', password: ' p ', remember: false });
+    expect(calls).toEqual([
+      ['caldav_login', { url: 'https://x/', user: 'alice', allUrl: null, password: ' p ', remember: false }],
+    ]);
+  });
+});
