@@ -533,3 +533,210 @@ async fn a_password_changed_on_the_server_asks_for_it_again() {
     })
     .await;
 }
+
+/// Kills the session's daemons on drop.
+struct Session {
+    children: Vec<Child>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn have_tool(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The password kept with consent goes to the real keyring (gnome-keyring on a private D-Bus
+/// session bus, as crates/client/tests/keyring.rs sets it up), under the entry the CLI reads;
+/// an app started later resumes the sync from it; signing out removes it. The app's side
+/// runs in a child process of this test binary whose session bus is that one.
+#[test]
+fn the_password_kept_with_consent_is_the_clis_keyring_entry() {
+    let missing: Vec<&str> = ["dbus-daemon", "dbus-send", "gnome-keyring-daemon"]
+        .into_iter()
+        .filter(|t| !have_tool(t))
+        .collect();
+    if !missing.is_empty() {
+        let msg = format!(
+            "{} missing; run scripts/calendar-services.sh",
+            missing.join(", ")
+        );
+        assert!(
+            std::env::var("GPUBOOK_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "GPUBOOK_REQUIRE_SERVICES=1 but {msg}"
+        );
+        eprintln!("SKIPPED caldav_app keyring: {msg}");
+        return;
+    }
+    if !have_services() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let runtime = home.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let env = [
+        ("HOME", home.path().to_path_buf()),
+        ("XDG_DATA_HOME", home.path().join("data")),
+        ("XDG_CONFIG_HOME", home.path().join("config")),
+        ("XDG_STATE_HOME", home.path().join("state")),
+        ("XDG_RUNTIME_DIR", runtime.clone()),
+    ];
+    let mut session = Session {
+        children: Vec::new(),
+    };
+    let mut bus = Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--print-address=1"])
+        .arg(format!(
+            "--address=unix:path={}",
+            runtime.join("bus").display()
+        ))
+        .envs(env.iter().cloned())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dbus-daemon");
+    let mut address = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(bus.stdout.take().unwrap()),
+        &mut address,
+    )
+    .unwrap();
+    session.children.push(bus);
+    let address = address.trim().to_string();
+    assert!(address.starts_with("unix:"), "dbus-daemon said {address:?}");
+    let mut keyring = Command::new("gnome-keyring-daemon")
+        .args(["--foreground", "--unlock", "--components=secrets"])
+        .envs(env.iter().cloned())
+        .env("DBUS_SESSION_BUS_ADDRESS", &address)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start gnome-keyring-daemon");
+    std::io::Write::write_all(&mut keyring.stdin.take().unwrap(), b"keyring password").unwrap();
+    session.children.push(keyring);
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let owned = Command::new("dbus-send")
+            .args([
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+                "string:org.freedesktop.secrets",
+            ])
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&owned.stdout).contains("boolean true") {
+            break;
+        }
+        assert!(Instant::now() < until, "gnome-keyring-daemon did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["keyring_app_child", "--exact", "--ignored", "--nocapture"])
+        .envs(env.iter().cloned())
+        .env("DBUS_SESSION_BUS_ADDRESS", &address)
+        .env("GPUBOOK_KEYRING_CHILD", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the keyring child failed:\n{text}");
+    assert!(text.contains("app keyring ok"), "{text}");
+}
+
+/// Runs inside the private session of the test above (ignored on its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the_password_kept_with_consent_is_the_clis_keyring_entry in its own D-Bus session"]
+async fn keyring_app_child() {
+    use gpubook_client::secrets::{self, SecretError};
+    if std::env::var_os("GPUBOOK_KEYRING_CHILD").is_none() {
+        return;
+    }
+    let radicale = Radicale::start();
+    let url = radicale.mkcalendar("gpu");
+    let agent = agent().await;
+    let conn = Connection::unix(&agent.socket(), "test").await.unwrap();
+    let b = book(&conn, 0, 0, "kept in the keyring").await;
+    let app = tempfile::tempdir().unwrap();
+    let files = Files {
+        settings: app.path().join("settings.json"),
+        memory: app.path().join("memory.json"),
+    };
+    let start = |state: &str| {
+        let m = Manager::new(
+            files.clone(),
+            Arc::new(Quiet),
+            Arc::new(Quiet),
+            tokio::runtime::Handle::current(),
+            Default::default(),
+        );
+        m.set_caldav_state_dir(app.path().join(state));
+        m
+    };
+    let first = start("state-1");
+    first.add("local", "This computer", Address::Unix(agent.socket()));
+    // A refused password is not kept, even with consent.
+    first
+        .caldav_login(&url, USER, None, Secret::new("wrong"), true)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        secrets::caldav_password(&url, USER),
+        Err(SecretError::Missing { .. })
+    ));
+    first
+        .caldav_login(&url, USER, None, Secret::new(PASSWORD), true)
+        .await
+        .unwrap();
+    // The entry `gpubook caldav sync --url URL --user alice` reads.
+    assert_eq!(
+        secrets::caldav_password(&url, USER).unwrap().expose(),
+        PASSWORD
+    );
+    until("the first app's sync", || {
+        first.caldav_status().state == CaldavState::Ok
+    })
+    .await;
+    // An app started later on the same settings syncs with the keyring's password (its own
+    // state file: the first one still holds its lock).
+    let second = start("state-2");
+    second.add("local", "This computer", Address::Unix(agent.socket()));
+    until("the second app's sync from the keyring", || {
+        let s = second.caldav_status();
+        s.state == CaldavState::Ok && !s.needs_password
+    })
+    .await;
+    assert_eq!(uids(&url), vec![(uid(&b), "CONFIRMED".to_string())]);
+    // Signing out removes the keyring entry; an app started then is signed out.
+    second.caldav_logout().await.unwrap();
+    assert!(matches!(
+        secrets::caldav_password(&url, USER),
+        Err(SecretError::Missing { .. })
+    ));
+    first.caldav_logout().await.unwrap();
+    let third = start("state-3");
+    assert_eq!(third.caldav_status().state, CaldavState::Off);
+    println!("app keyring ok");
+}
