@@ -134,7 +134,9 @@ impl St {
         let error = self.fatal.clone().or(waiting);
         let state = if error.is_some() {
             CaldavState::Error
-        } else if self.per.is_empty() || self.per.values().any(|p| !p.reconciled) {
+        } else if !self.per.values().any(|p| p.reconciled) {
+            // A server that cannot be reached shows in the server list; the calendar is in
+            // sync once one server's bookings are.
             CaldavState::Syncing
         } else {
             CaldavState::Ok
