@@ -6,19 +6,41 @@
 //!    install runs over an exec channel as that person; either way the agent sees their uid. It is never replaced or overwritten; a
 //!    system agent of another protocol major is reported (the handshake refuses it).
 //! 2. Otherwise the person's own agent: `~/.local/share/gpubook/bin/gpubook-agent-VERSION`,
-//!    where VERSION is the client's crate version and the start of the binary's SHA-256, so
-//!    any other binary is another version. Missing or corrupt (its checksum differs): the
-//!    binary this client carries is uploaded to a temporary name, its checksum verified on the
-//!    server (`sha256sum`), and renamed into place — an interrupted upload leaves only the
-//!    temporary file, removed by a later connect, which uploads again.
+//!    where VERSION is the client's crate version and the start of the binary's SHA-256
+//!    (`0.1.0-0123456789abcdef`). When one is needed and missing or corrupt (its checksum
+//!    differs): the binary this client carries is uploaded to a temporary name, its checksum
+//!    verified on the server (`sha256sum`), and renamed into place — an interrupted upload
+//!    leaves only the temporary file, removed by a later connect, which uploads again.
 //! 3. It is started detached (`setsid`) as `serve --gpus nvml` in personal mode, with its
-//!    state in ~/.local/state/gpubook, its pid and version in `personal-agent.pid` there, and
-//!    waited for until its socket appears. `$GPUBOOK_REMOTE_GPUS` (e.g. `sim:2`) replaces
-//!    `nvml`: a server without NVML is reported, never silently simulated.
-//! 4. Upgrade: a running personal agent of another version gets SIGTERM; jobs keep running
-//!    when the agent stops and the next agent on the same state directory re-adopts them
-//!    (crates/agent/src/jobs.rs), so the new one takes them over without stopping them. The
-//!    state directory's lock guarantees the old one is gone before the new one opens it.
+//!    state in ~/.local/state/gpubook, and waited for until its socket appears. Its pid, its
+//!    VERSION and the protocol major of the client that started it are recorded in
+//!    `personal-agent.pid` there. `$GPUBOOK_REMOTE_GPUS` (e.g. `sim:2`) replaces `nvml`: a
+//!    server without NVML is reported, never silently simulated.
+//! 4. Which agent is used: the version recorded in `personal-agent.pid` decides (the
+//!    Welcome's `agent_version` carries only the crate version, which the handshake gives
+//!    after the choice is made; the recorded one also names the binary to bridge with).
+//!    A running personal agent
+//!    - of exactly this VERSION is bridged to at once (one exec channel);
+//!    - of a newer or the same crate version (semver order; the same crate version with
+//!      another checksum counts as the same, so the app and the CLI of two builds, or two
+//!      laptops, take turns on one agent instead of replacing each other) is used as it is:
+//!      nothing is uploaded, nothing stopped;
+//!    - of a newer protocol major (recorded, or named in its handshake's refusal) is left
+//!      running and reported: "update gpubook";
+//!    - older, of an older protocol major, with an unreadable version, or that does not
+//!      answer the handshake (a corrupt binary) is replaced: this client's binary is
+//!      uploaded if needed, the old agent gets SIGTERM, and the new one is started on the
+//!      same state directory. Its running jobs are handed over, not waited for: jobs keep
+//!      running when the agent stops (their processes are their own session's) and the next
+//!      agent re-adopts them from the state directory (crates/agent/src/jobs.rs); the state
+//!      directory's lock guarantees the old agent is gone before the new one opens it.
+//!      Handing over rather than waiting means an upgrade never waits hours for a training
+//!      run to end, and the new agent's reports of those jobs are exact.
+//!
+//!    The crate version this client claims is its own, or [`DeployOptions::version`] /
+//!    `$GPUBOOK_AGENT_VERSION` (for tests and packagers). Starts are serialised by a lock
+//!    on the server; the start script stops only the agent the client decided to replace,
+//!    so two clients connecting at once never stop each other's fresh agent.
 
 use crate::ssh::{Options, Session, SshError, SshErrorKind, Target};
 use crate::{ClientError, Connection};
@@ -92,6 +114,10 @@ pub struct DeployOptions {
     /// Do not try a direct-streamlocal channel to the system agent first (always run the
     /// bridge on an exec channel).
     pub exec_only: bool,
+    /// The crate version this client claims for the agent it carries, which decides
+    /// whether a running personal agent is older: else `$GPUBOOK_AGENT_VERSION`, else this
+    /// crate's version. For tests and packagers; must be a semantic version.
+    pub version: Option<String>,
 }
 
 /// Which agent a connection reached, and what was done to reach it.
@@ -141,8 +167,9 @@ pub async fn connect_agent_with(
 /// On a logged-in session: find or deploy the agent, bridge to it, handshake.
 ///
 /// The usual case costs one exec channel: a script that runs the bridge at once when the
-/// system agent's socket is there, or when the person's agent of this version runs, and
-/// otherwise reports what the account holds (then the agent is uploaded and started).
+/// system agent's socket is there, or when the person's agent of exactly this version runs,
+/// and otherwise reports what the account holds. Then the running agent's version decides
+/// (see the module's docs): used as it is when it is not older, else replaced.
 pub async fn agent_over(
     session: &Session,
     deploy: &DeployOptions,
@@ -169,64 +196,145 @@ pub async fn agent_over(
     }
     // Without a binary to upload the system agent may still be there: fail only when needed.
     let local = LocalAgent::find(&server, deploy);
-    let version = local.as_ref().map(|l| l.version()).unwrap_or_default();
-    let (mut rd, wr) = session
-        .exec_stream(&sh(
-            BRIDGE_OR_PROBE,
-            &[
-                system_socket,
-                &version,
-                deploy.system_binary.as_deref().unwrap_or(""),
-            ],
-        ))
-        .await?;
-    let first = read_line(&mut rd).await;
-    if let Some(how) = first.strip_prefix("GPUBOOK-BRIDGE ") {
-        let bin = how
-            .split_once(' ')
-            .map(|(_, b)| b)
-            .unwrap_or("gpubook-agent");
-        let reached = if how.starts_with("system") {
-            Reached::System { streamlocal: false }
+    let claimed = claimed_version(deploy);
+    let version = local
+        .as_ref()
+        .map(|l| l.version(&claimed))
+        .unwrap_or_default();
+    // A running agent that did not answer its handshake: replaced on the next round.
+    let mut broken: Option<String> = None;
+    for round in 0..4 {
+        let (mut rd, wr) = session
+            .exec_stream(&sh(
+                BRIDGE_OR_PROBE,
+                &[
+                    system_socket,
+                    &version,
+                    deploy.system_binary.as_deref().unwrap_or(""),
+                    broken.as_deref().unwrap_or(""),
+                ],
+            ))
+            .await?;
+        let first = read_line(&mut rd).await;
+        if let Some(how) = first.strip_prefix("GPUBOOK-BRIDGE ") {
+            let (what, bin) = how.split_once(' ').unwrap_or((how, "gpubook-agent"));
+            if what == "system" {
+                let conn = handshake(session, rd, wr, bin, client).await?;
+                return Ok((conn, Reached::System { streamlocal: false }));
+            }
+            let version = bin
+                .rsplit_once("gpubook-agent-")
+                .map(|(_, v)| v.to_string());
+            match handshake(session, rd, wr, bin, client).await {
+                Ok(conn) => return Ok((conn, Reached::Running)),
+                Err(e) => {
+                    if let Some(major) = refused_major(&e) {
+                        if major > gpubook_proto::PROTOCOL_MAJOR {
+                            let v = version.unwrap_or_default();
+                            return Err(too_new(&server, &v, major));
+                        }
+                    } else if !matches!(&e, DeployError::Ssh(s) if s.kind() == SshErrorKind::Deploy)
+                    {
+                        return Err(e);
+                    }
+                    // Our own agent that does not answer, or speaks an older major: the
+                    // next round replaces it.
+                    match version {
+                        Some(v) => broken = Some(v),
+                        None => return Err(e),
+                    }
+                    continue;
+                }
+            }
+        }
+        drop(wr);
+        let probe = Probe::read(session, first, rd).await?;
+        if let Some(why) = &probe.no_home {
+            return Err(SshError::NoWritableHome {
+                server,
+                detail: why.clone(),
+            }
+            .into());
+        }
+        // What runs now, and whether to use it or replace it.
+        let mut replace = String::new();
+        if let Some(running) = &probe.running {
+            let verdict = if broken.as_deref() == Some(running.version.as_str()) {
+                Verdict::Replace
+            } else {
+                verdict(&claimed, running)
+            };
+            match verdict {
+                Verdict::TooNew(major) => {
+                    return Err(too_new(&server, &running.version, major));
+                }
+                Verdict::Use if running.usable => {
+                    let bin = format!("{}/gpubook-agent-{}", probe.bin_dir, running.version);
+                    match bridge(session, &bin, &probe.socket, client).await {
+                        Ok(conn) => return Ok((conn, Reached::Running)),
+                        Err(e) => match refused_major(&e) {
+                            Some(major) if major > gpubook_proto::PROTOCOL_MAJOR => {
+                                return Err(too_new(&server, &running.version, major))
+                            }
+                            // An older major, or a bridge that failed: replaced.
+                            Some(_) => broken = Some(running.version.clone()),
+                            None => match &e {
+                                DeployError::Ssh(s) if s.kind() != SshErrorKind::Deploy => {
+                                    return Err(e)
+                                }
+                                DeployError::Client {
+                                    error: ClientError::Agent(_),
+                                    ..
+                                } => return Err(e),
+                                _ => broken = Some(running.version.clone()),
+                            },
+                        },
+                    }
+                    continue;
+                }
+                // Not older, but without its socket or binary: perhaps another client is
+                // starting it right now. The start script waits for that start, then says
+                // what runs; still unusable on a later round: replaced.
+                Verdict::Use if round == 0 => {}
+                Verdict::Use | Verdict::Replace => replace = running.version.clone(),
+            }
+        }
+        let local = match local {
+            Ok(ref l) => l,
+            Err(e) => return Err(e),
+        };
+        let mut uploaded = false;
+        if probe.installed_sum(&version) != Some(local.sha256.as_str()) {
+            upload(session, local, &version).await?;
+            uploaded = true;
+        }
+        let gpus = deploy
+            .gpus
+            .clone()
+            .or_else(|| std::env::var("GPUBOOK_REMOTE_GPUS").ok())
+            .filter(|g| !g.is_empty())
+            .unwrap_or_else(|| "nvml".into());
+        let Some(started) = start(session, &version, &gpus, &replace).await? else {
+            // Another client started another agent meanwhile: look again.
+            continue;
+        };
+        let bin = format!("{}/gpubook-agent-{version}", probe.bin_dir);
+        let conn = bridge(session, &bin, &started.socket, client).await?;
+        let reached = if started.started {
+            Reached::Started {
+                uploaded,
+                replaced: started.replaced,
+            }
         } else {
             Reached::Running
         };
-        let conn = handshake(session, rd, wr, bin, client).await?;
         return Ok((conn, reached));
     }
-    drop(wr);
-    let probe = Probe::read(session, first, rd).await?;
-    if let Some(why) = &probe.no_home {
-        return Err(SshError::NoWritableHome {
-            server,
-            detail: why.clone(),
-        }
-        .into());
-    }
-    let local = local?;
-    let mut uploaded = false;
-    if probe.installed_sum(&version) != Some(local.sha256.as_str()) {
-        upload(session, &local, &version).await?;
-        uploaded = true;
-    }
-    let gpus = deploy
-        .gpus
-        .clone()
-        .or_else(|| std::env::var("GPUBOOK_REMOTE_GPUS").ok())
-        .filter(|g| !g.is_empty())
-        .unwrap_or_else(|| "nvml".into());
-    let started = start(session, &version, &gpus).await?;
-    let bin = format!("{}/gpubook-agent-{version}", probe.bin_dir);
-    let conn = bridge(session, &bin, &started.socket, client).await?;
-    let reached = if started.started {
-        Reached::Started {
-            uploaded,
-            replaced: started.replaced,
-        }
-    } else {
-        Reached::Running
-    };
-    Ok((conn, reached))
+    Err(deploy_error(
+        &server,
+        "the personal gpubook agent kept changing while connecting (other clients starting \
+         other versions at once?); connect again",
+    ))
 }
 
 /// Quotes `s` for a POSIX shell.
@@ -261,6 +369,21 @@ struct Probe {
     bin_dir: String,
     /// (version, sha256) of the installed personal binary of this version.
     installed: Vec<(String, String)>,
+    /// The personal agent's socket.
+    socket: String,
+    /// The personal agent that runs, when it was not bridged to at once.
+    running: Option<Running>,
+}
+
+/// A running personal agent, as its `personal-agent.pid` records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Running {
+    /// Its version: crate version and the start of its binary's SHA-256.
+    version: String,
+    /// The protocol major recorded when it was started (none in files of older clients).
+    major: Option<u32>,
+    /// Whether its socket and binary are there.
+    usable: bool,
 }
 
 const BRIDGE_OR_PROBE: &str = r#"
@@ -280,15 +403,25 @@ if [ -z "${HOME:-}" ] || [ ! -d "$HOME" ]; then echo "nohome=no home directory (
 dir="$HOME/.local/share/gpubook/bin"
 state="${XDG_STATE_HOME:-$HOME/.local/state}/gpubook"
 if [ -n "${XDG_RUNTIME_DIR:-}" ]; then sock="$XDG_RUNTIME_DIR/gpubook/agent.sock"; else sock="/tmp/gpubook-$(id -u)/agent.sock"; fi
-pid=""; ver=""
-[ -f "$state/personal-agent.pid" ] && read -r pid ver < "$state/personal-agent.pid"
-# Our agent of this version runs (or of any version, when this client carries none).
-if [ -n "$ver" ] && { [ "$ver" = "$2" ] || [ -z "$2" ]; } && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ -S "$sock" ] && [ -x "$dir/gpubook-agent-$ver" ]; then
-  echo "GPUBOOK-BRIDGE personal $dir/gpubook-agent-$ver"
-  exec "$dir/gpubook-agent-$ver" bridge --socket "$sock"
+pid=""; ver=""; major=""; running=""
+[ -f "$state/personal-agent.pid" ] && read -r pid ver major < "$state/personal-agent.pid"
+if [ -n "$ver" ] && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  if [ -S "$sock" ] && [ -x "$dir/gpubook-agent-$ver" ]; then
+    # Our agent of exactly this version runs (or of any version, when this client carries
+    # none): bridged to at once.
+    if { [ "$ver" = "$2" ] || [ -z "$2" ]; } && [ "$ver" != "$4" ]; then
+      echo "GPUBOOK-BRIDGE personal $dir/gpubook-agent-$ver"
+      exec "$dir/gpubook-agent-$ver" bridge --socket "$sock"
+    fi
+    running="$pid $ver ${major:--} 1"
+  else
+    running="$pid $ver ${major:--} 0"
+  fi
 fi
 if ! mkdir -p "$dir" 2>/dev/null || [ ! -w "$dir" ]; then echo "nohome=cannot write $dir"; echo GPUBOOK-PROBE-END; exit 0; fi
 echo "dir=$dir"
+echo "sock=$sock"
+[ -n "$running" ] && echo "running=$running"
 f="$dir/gpubook-agent-$2"
 if [ -n "$2" ] && [ -e "$f" ]; then
   if [ -f "$f" ]; then s=$(sha256sum "$f" 2>/dev/null | cut -d' ' -f1); else s=notafile; fi
@@ -337,11 +470,24 @@ impl Probe {
             no_home: None,
             bin_dir: String::new(),
             installed: Vec::new(),
+            socket: String::new(),
+            running: None,
         };
         for line in text.lines() {
             match line.split_once('=') {
                 Some(("nohome", why)) => p.no_home = Some(why.to_string()),
                 Some(("dir", d)) => p.bin_dir = d.to_string(),
+                Some(("sock", d)) => p.socket = d.to_string(),
+                Some(("running", r)) => {
+                    let f: Vec<&str> = r.split(' ').collect();
+                    if let [_pid, version, major, usable] = f[..] {
+                        p.running = Some(Running {
+                            version: version.to_string(),
+                            major: major.parse().ok(),
+                            usable: usable == "1",
+                        });
+                    }
+                }
                 Some(("have", vs)) => {
                     if let Some((v, s)) = vs.split_once(' ') {
                         p.installed.push((v.to_string(), s.to_string()));
@@ -458,9 +604,158 @@ impl LocalAgent {
         }
     }
 
-    /// The crate version and the start of the checksum.
-    fn version(&self) -> String {
-        format!("{}-{}", env!("CARGO_PKG_VERSION"), &self.sha256[..16])
+    /// The crate version this client claims and the start of the checksum.
+    fn version(&self, claimed: &str) -> String {
+        format!("{claimed}-{}", &self.sha256[..16])
+    }
+}
+
+/// The crate version this client claims for the agent it carries: [`DeployOptions::version`],
+/// else `$GPUBOOK_AGENT_VERSION`, else this crate's version. One that is not a semantic
+/// version is ignored (this crate's version is used), so a stray variable cannot make an
+/// agent name that no later client can compare.
+fn claimed_version(deploy: &DeployOptions) -> String {
+    deploy
+        .version
+        .clone()
+        .or_else(|| std::env::var("GPUBOOK_AGENT_VERSION").ok())
+        .filter(|v| Semver::parse(v).is_some())
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string())
+}
+
+/// What to do with a running personal agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Not older than this client: use it as it is.
+    Use,
+    /// Older, of an older protocol major, or its version unreadable: replace it.
+    Replace,
+    /// Of a newer protocol major (this one): this client must be updated.
+    TooNew(u32),
+}
+
+/// Compares a running agent with the crate version this client claims.
+fn verdict(claimed: &str, running: &Running) -> Verdict {
+    match running.major {
+        Some(m) if m > gpubook_proto::PROTOCOL_MAJOR => return Verdict::TooNew(m),
+        Some(m) if m < gpubook_proto::PROTOCOL_MAJOR => return Verdict::Replace,
+        _ => {}
+    }
+    let theirs = crate_version(&running.version).and_then(Semver::parse);
+    match (theirs, Semver::parse(claimed)) {
+        (Some(theirs), Some(ours)) if theirs >= ours => Verdict::Use,
+        _ => Verdict::Replace,
+    }
+}
+
+/// The crate-version part of an agent's version (`CRATE-CHECKSUM16`).
+fn crate_version(version: &str) -> Option<&str> {
+    let (v, sum) = version.rsplit_once('-')?;
+    (sum.len() == 16 && sum.bytes().all(|b| b.is_ascii_hexdigit())).then_some(v)
+}
+
+/// A semantic version (build metadata ignored), ordered as semver orders them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Semver {
+    /// Major, minor, patch.
+    core: [u64; 3],
+    /// Pre-release identifiers (empty: a release, above all its pre-releases).
+    pre: Vec<String>,
+}
+
+impl Semver {
+    fn parse(v: &str) -> Option<Self> {
+        let v = v.split_once('+').map_or(v, |(v, _)| v);
+        let (core, pre) = match v.split_once('-') {
+            Some((c, p)) => (c, Some(p)),
+            None => (v, None),
+        };
+        let nums: Vec<u64> = core
+            .split('.')
+            .map(|n| {
+                (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| n.parse().ok())
+                    .flatten()
+            })
+            .collect::<Option<_>>()?;
+        let core: [u64; 3] = nums.try_into().ok()?;
+        let pre = match pre {
+            None => Vec::new(),
+            Some(p) => {
+                let ids: Vec<String> = p.split('.').map(str::to_string).collect();
+                let ok = |i: &String| {
+                    !i.is_empty() && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                };
+                if !ids.iter().all(ok) {
+                    return None;
+                }
+                ids
+            }
+        };
+        Some(Self { core, pre })
+    }
+}
+
+impl PartialOrd for Semver {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Semver {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        self.core
+            .cmp(&other.core)
+            .then_with(|| match (self.pre.is_empty(), other.pre.is_empty()) {
+                (true, true) => Ordering::Equal,
+                (true, false) => Ordering::Greater,
+                (false, true) => Ordering::Less,
+                (false, false) => {
+                    for (a, b) in self.pre.iter().zip(&other.pre) {
+                        let o = match (a.parse::<u64>(), b.parse::<u64>()) {
+                            (Ok(x), Ok(y)) => x.cmp(&y),
+                            (Ok(_), Err(_)) => Ordering::Less,
+                            (Err(_), Ok(_)) => Ordering::Greater,
+                            (Err(_), Err(_)) => a.cmp(b),
+                        };
+                        if o != Ordering::Equal {
+                            return o;
+                        }
+                    }
+                    self.pre.len().cmp(&other.pre.len())
+                }
+            })
+    }
+}
+
+/// The protocol major of an agent that refused the handshake as incompatible, from its
+/// message ("this agent speaks protocol N.M ...").
+fn refused_major(e: &DeployError) -> Option<u32> {
+    let Some(ClientError::Agent(body)) = e.client() else {
+        return None;
+    };
+    if body.kind != gpubook_proto::ErrorKind::Incompatible {
+        return None;
+    }
+    let rest = &body.message[body.message.find("speaks protocol ")? + "speaks protocol ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// A personal agent of a newer protocol major: left running, and this client must be
+/// updated.
+fn too_new(server: &str, version: &str, major: u32) -> DeployError {
+    DeployError::Client {
+        server: server.to_string(),
+        error: ClientError::Agent(gpubook_proto::ErrorBody::new(
+            gpubook_proto::ErrorKind::Incompatible,
+            format!(
+                "your gpubook agent there (version {version}) speaks protocol {major}, newer than \
+                 this gpubook's protocol {}: update gpubook (the running agent was left as it is)",
+                gpubook_proto::PROTOCOL_MAJOR
+            ),
+        )),
     }
 }
 
@@ -527,10 +822,13 @@ if command -v flock >/dev/null 2>&1; then exec 9>"$state/start.lock" && flock -w
 pidf="$state/personal-agent.pid"
 alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 pid=""; ver=""
-[ -f "$pidf" ] && read -r pid ver < "$pidf"
+[ -f "$pidf" ] && read -r pid ver _major < "$pidf"
 if alive "$pid"; then
   if [ "$ver" = "$1" ] && [ -S "$sock" ]; then echo "socket=$sock"; exit 0; fi
-  # Another version: stop it; its jobs keep running and the new agent re-adopts them.
+  # Only the agent the client decided to replace ($3) is stopped; any other one (another
+  # client started it meanwhile) is reported, and the client looks again.
+  if [ -z "$3" ] || [ "$ver" != "$3" ]; then echo "other=$ver"; exit 0; fi
+  # Older: stop it; its jobs keep running and the new agent re-adopts them.
   kill -TERM "$pid"
   i=0
   while alive "$pid"; do
@@ -547,7 +845,7 @@ cd / || exit 3
 if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=nohup; fi
 $detach "$bin" serve --gpus "$2" --state-dir "$state" --socket "$sock" </dev/null >>"$log" 2>&1 9>&- &
 pid=$!
-echo "$pid $1" > "$pidf"
+echo "$pid $1 $4" > "$pidf"
 i=0
 while [ ! -S "$sock" ]; do
   if ! alive "$pid"; then echo "the agent stopped at start:" >&2; tail -n 5 "$log" >&2; exit 7; fi
@@ -558,8 +856,18 @@ echo "started=$pid"
 echo "socket=$sock"
 "#;
 
-async fn start(session: &Session, version: &str, gpus: &str) -> Result<Started, DeployError> {
-    let out = session.run(&sh(START, &[version, gpus]), b"").await?;
+/// Starts this version's agent, stopping the running one only when it is `replace`; `None`
+/// when another agent than expected runs (nothing was done).
+async fn start(
+    session: &Session,
+    version: &str,
+    gpus: &str,
+    replace: &str,
+) -> Result<Option<Started>, DeployError> {
+    let major = gpubook_proto::PROTOCOL_MAJOR.to_string();
+    let out = session
+        .run(&sh(START, &[version, gpus, replace, &major]), b"")
+        .await?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -587,6 +895,7 @@ async fn start(session: &Session, version: &str, gpus: &str) -> Result<Started, 
             Some(("socket", p)) => s.socket = p.to_string(),
             Some(("started", _)) => s.started = true,
             Some(("replaced", v)) => s.replaced = Some(v.to_string()),
+            Some(("other", _)) => return Ok(None),
             _ => {}
         }
     }
@@ -596,7 +905,7 @@ async fn start(session: &Session, version: &str, gpus: &str) -> Result<Started, 
             format!("the agent's start was not understood: {text:?}"),
         ));
     }
-    Ok(s)
+    Ok(Some(s))
 }
 
 /// Runs `BIN bridge --socket SOCKET` and says hello through it.
@@ -674,5 +983,97 @@ impl tokio::io::AsyncRead for Watched {
             *self.seen.lock().unwrap() = Some(e);
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(version: &str, major: Option<u32>) -> Running {
+        Running {
+            version: version.into(),
+            major,
+            usable: true,
+        }
+    }
+
+    #[test]
+    fn semver_orders_as_semver_does() {
+        let order = [
+            "0.9.9",
+            "0.10.0-alpha",
+            "0.10.0-alpha.1",
+            "0.10.0-alpha.beta",
+            "0.10.0-beta.2",
+            "0.10.0-beta.11",
+            "0.10.0-rc.1",
+            "0.10.0",
+            "0.10.1",
+            "1.0.0",
+        ];
+        for w in order.windows(2) {
+            let (a, b) = (Semver::parse(w[0]).unwrap(), Semver::parse(w[1]).unwrap());
+            assert!(a < b, "{} < {}", w[0], w[1]);
+        }
+        assert_eq!(Semver::parse("1.2.3+build"), Semver::parse("1.2.3"));
+        for bad in ["", "1", "1.2", "1.2.x", "1.2.3-", "1.2.3-a..b", "v1.2.3"] {
+            assert_eq!(Semver::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_an_older_agent_is_replaced() {
+        let sum = "0123456789abcdef";
+        let major = Some(gpubook_proto::PROTOCOL_MAJOR);
+        let v = |c: &str| format!("{c}-{sum}");
+        // Newer or the same crate version (another checksum too): used as it is.
+        assert_eq!(verdict("0.1.0", &running(&v("0.1.0"), major)), Verdict::Use);
+        assert_eq!(verdict("0.1.0", &running(&v("0.2.0"), None)), Verdict::Use);
+        assert_eq!(
+            verdict("0.1.0", &running(&v("0.1.0-rc.1-x"), major)),
+            Verdict::Replace
+        );
+        // Older: replaced; so is an unreadable version.
+        assert_eq!(
+            verdict("0.2.0", &running(&v("0.1.9"), major)),
+            Verdict::Replace
+        );
+        assert_eq!(verdict("0.2.0", &running("0.3.0", major)), Verdict::Replace);
+        assert_eq!(
+            verdict("0.2.0", &running(&v("junk"), major)),
+            Verdict::Replace
+        );
+        // The protocol major first.
+        let newer = gpubook_proto::PROTOCOL_MAJOR + 1;
+        assert_eq!(
+            verdict("0.2.0", &running(&v("0.1.0"), Some(newer))),
+            Verdict::TooNew(newer)
+        );
+        assert_eq!(
+            verdict("0.2.0", &running(&v("9.0.0"), Some(0))),
+            Verdict::Replace
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_agents_major() {
+        let refusal = |m: &str| DeployError::Client {
+            server: "lab1".into(),
+            error: ClientError::Agent(gpubook_proto::ErrorBody::new(
+                gpubook_proto::ErrorKind::Incompatible,
+                m,
+            )),
+        };
+        let e = gpubook_proto::negotiate(gpubook_proto::PROTOCOL_MAJOR + 1, 0).unwrap_err();
+        assert_eq!(
+            refused_major(&refusal(&e.message)),
+            Some(gpubook_proto::PROTOCOL_MAJOR)
+        );
+        assert_eq!(
+            refused_major(&refusal("this agent speaks protocol 99; x")),
+            Some(99)
+        );
+        assert_eq!(refused_major(&refusal("no idea")), None);
     }
 }

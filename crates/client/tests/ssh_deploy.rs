@@ -36,6 +36,45 @@ fn sim(binary: &Path) -> DeployOptions {
     }
 }
 
+/// [`sim`] for a client that claims crate version `version` for the binary it carries.
+fn sim_as(binary: &Path, version: &str) -> DeployOptions {
+    DeployOptions {
+        version: Some(version.into()),
+        ..sim(binary)
+    }
+}
+
+/// This build's crate version with its patch raised by `by`: a newer client's.
+fn newer(by: u64) -> String {
+    let v = env!("CARGO_PKG_VERSION");
+    let core = v.split(['-', '+']).next().unwrap();
+    let mut n: Vec<u64> = core.split('.').map(|x| x.parse().unwrap()).collect();
+    n[2] += by;
+    format!("{}.{}.{}", n[0], n[1], n[2])
+}
+
+/// A copy of `binary` with `tag` appended: another build (another checksum) that still runs.
+fn other_build(binary: &Path, dir: &Path, tag: &str) -> PathBuf {
+    let path = dir.join(format!("gpubook-agent-{tag}"));
+    let mut bytes = std::fs::read(binary).unwrap();
+    bytes.extend_from_slice(format!("\0gpubook test build {tag}").as_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The agent binaries installed in the user's account, by file name.
+fn installed(user: &User) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(bin_dir(user))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("gpubook-agent-"))
+        .collect();
+    v.sort();
+    v
+}
+
 async fn book(conn: &Connection, title: &str) -> u64 {
     match conn
         .request(Request::Book(BookRequest {
@@ -154,14 +193,13 @@ async fn deployed_into_a_fresh_account_reused_upgraded_and_repaired() {
     assert_eq!(reached, Reached::Running);
     drop(conn);
 
-    // Another binary is another version: uploaded, the old agent stopped, the new one
-    // started on the same state (the booking is still there).
-    let v2 = work.path().join("gpubook-agent-v2");
-    let mut bytes = std::fs::read(&v1).unwrap();
-    bytes.extend_from_slice(b"\0gpubook test upgrade");
-    std::fs::write(&v2, &bytes).unwrap();
-    std::fs::set_permissions(&v2, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (conn, reached) = deploy::agent_over(&s, &sim(&v2), "test").await.unwrap();
+    // A newer client (a newer crate version, another binary): uploaded, the old agent
+    // stopped, the new one started on the same state (the booking is still there).
+    let v2 = other_build(&v1, work.path(), "v2");
+    let bytes = std::fs::read(&v2).unwrap();
+    let (conn, reached) = deploy::agent_over(&s, &sim_as(&v2, &newer(1)), "test")
+        .await
+        .unwrap();
     assert_eq!(
         reached,
         Reached::Started {
@@ -171,6 +209,10 @@ async fn deployed_into_a_fresh_account_reused_upgraded_and_repaired() {
     );
     let (pid2, version2) = recorded(&user);
     assert_ne!(version1, version2);
+    assert!(
+        version2.starts_with(&format!("{}-", newer(1))),
+        "{version2}"
+    );
     assert_ne!(pid1, pid2);
     sshd::wait_until("the old agent to stop", || !alive(pid1));
     assert_eq!(
@@ -194,7 +236,9 @@ async fn deployed_into_a_fresh_account_reused_upgraded_and_repaired() {
         .status()
         .unwrap();
     let s = session("lab1", &opts).await;
-    let (conn, reached) = deploy::agent_over(&s, &sim(&v2), "test").await.unwrap();
+    let (conn, reached) = deploy::agent_over(&s, &sim_as(&v2, &newer(1)), "test")
+        .await
+        .unwrap();
     assert!(
         matches!(reached, Reached::Started { uploaded: true, .. }),
         "{reached:?}"
@@ -211,10 +255,179 @@ async fn deployed_into_a_fresh_account_reused_upgraded_and_repaired() {
     sshd::wait_until("the agent to stop", || !alive(pid3));
     std::fs::remove_file(&installed2).unwrap();
     std::fs::create_dir(&installed2).unwrap();
-    let e = deploy::agent_over(&s, &sim(&v2), "test").await.unwrap_err();
+    let e = deploy::agent_over(&s, &sim_as(&v2, &newer(1)), "test")
+        .await
+        .unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("lab1") && msg.contains("remove it"), "{msg}");
     std::fs::remove_dir(&installed2).unwrap();
+    user.kill_all();
+}
+
+/// The running agent's bookings with a job that has started: (pid of the job, its state).
+async fn job_run(conn: &Connection, id: u64) -> Option<(Option<u32>, gpubook_core::JobState)> {
+    conn.list_all(ListRequest::default())
+        .await
+        .unwrap()
+        .bookings
+        .into_iter()
+        .find(|b| b.id.0 == id)
+        .and_then(|b| b.run)
+        .map(|r| (r.pid, r.state))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_older_agent_is_replaced_and_its_running_job_is_handed_over() {
+    if !sshd::available("ssh deploy versions") {
+        return;
+    }
+    let server = Sshd::start("");
+    let user = User::fresh("gpb-ssh-versions");
+    // userdel keeps the home while the last run's processes are still dying.
+    let _ = std::fs::remove_dir_all(user.home.join(".local"));
+    let home = ClientHome::new();
+    user.authorize(&home.key.with_extension("pub"));
+    home.host("lab1", &server, &user.name, "");
+    home.trust(&server);
+    let opts = home.options(None);
+    let work = tempfile::tempdir().unwrap();
+    let current = sshd::runnable_copy(&sshd::agent_binary(), work.path());
+
+    // A newer client deploys first.
+    let new_a = other_build(&current, work.path(), "new-a");
+    let (conn, reached) =
+        deploy::connect_agent_with("lab1", &opts, &sim_as(&new_a, &newer(1)), "test")
+            .await
+            .unwrap();
+    assert_eq!(
+        reached,
+        Reached::Started {
+            uploaded: true,
+            replaced: None
+        }
+    );
+    book(&conn, "kept").await;
+    drop(conn);
+    let (pid, version) = recorded(&user);
+    let only = vec![format!("gpubook-agent-{version}")];
+    assert_eq!(installed(&user), only);
+
+    // An older client (this build's own crate version, another binary): uses the newer
+    // agent as it is; nothing uploaded, nothing stopped.
+    let s = session("lab1", &opts).await;
+    let (conn, reached) = deploy::agent_over(&s, &sim(&current), "test")
+        .await
+        .unwrap();
+    assert_eq!(reached, Reached::Running);
+    assert_eq!(conn.welcome().user, user.name);
+    assert_eq!(
+        titles(&conn).await,
+        vec![(user.name.clone(), "kept".into())]
+    );
+    drop(conn);
+    assert_eq!(recorded(&user), (pid, version.clone()));
+    assert_eq!(installed(&user), only);
+
+    // Two builds of the same crate version (the app and the CLI, two laptops) take turns on
+    // the one agent, neither replacing the other.
+    let new_b = other_build(&current, work.path(), "new-b");
+    for (round, bin) in [&new_b, &new_a, &new_b, &new_a].into_iter().enumerate() {
+        let (conn, reached) = deploy::agent_over(&s, &sim_as(bin, &newer(1)), "test")
+            .await
+            .unwrap();
+        assert_eq!(reached, Reached::Running, "round {round}");
+        assert_eq!(titles(&conn).await.len(), 1);
+        drop(conn);
+        assert_eq!(recorded(&user), (pid, version.clone()), "round {round}");
+        assert_eq!(installed(&user), only, "round {round}");
+    }
+
+    // An agent of a newer protocol major: reported ("update gpubook"), left running.
+    let pidf = user.home.join(".local/state/gpubook/personal-agent.pid");
+    let record = sshd::read(&pidf);
+    std::fs::write(
+        &pidf,
+        format!("{pid} {version} {}\n", gpubook_proto::PROTOCOL_MAJOR + 1),
+    )
+    .unwrap();
+    let e = deploy::agent_over(&s, &sim_as(&new_b, &newer(2)), "test")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), gpubook_proto::ErrorKind::Incompatible, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("lab1") && msg.contains("update gpubook"),
+        "{msg}"
+    );
+    assert!(alive(pid));
+    assert_eq!(installed(&user), only);
+    std::fs::write(&pidf, record).unwrap();
+
+    // A job that runs (`sleep 30`, started now) while an even newer client replaces the
+    // agent: the job's process lives on and the new agent reports it running.
+    let (conn, _) = deploy::agent_over(&s, &sim_as(&new_a, &newer(1)), "test")
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let job = match conn
+        .request(Request::Book(BookRequest {
+            gpus: GpuChoice::Named {
+                gpus: vec!["1".into()],
+            },
+            when: WhenChoice::At {
+                start: now,
+                end: now + chrono::Duration::hours(1),
+            },
+            title: "a running job".into(),
+            job: Some(gpubook_core::JobSpec {
+                command: "sleep 30".into(),
+                cwd: None,
+                env: Default::default(),
+                end_signal: None,
+                grace_secs: None,
+                keep_slot: false,
+            }),
+        }))
+        .await
+    {
+        Ok(Response::Booking(b)) => b.booking.id.0,
+        other => panic!("expected a booking, got {other:?}"),
+    };
+    let mut job_pid = None;
+    for _ in 0..200 {
+        if let Some((Some(p), gpubook_core::JobState::Running)) = job_run(&conn, job).await {
+            job_pid = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let job_pid = job_pid.expect("the job to start");
+    assert!(alive(job_pid));
+    drop(conn);
+    let newest = other_build(&current, work.path(), "newest");
+    let (conn, reached) = deploy::agent_over(&s, &sim_as(&newest, &newer(2)), "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        reached,
+        Reached::Started {
+            uploaded: true,
+            replaced: Some(version.clone())
+        }
+    );
+    sshd::wait_until("the old agent to stop", || !alive(pid));
+    assert!(alive(job_pid), "the job outlived its old agent");
+    let mut seen = None;
+    for _ in 0..200 {
+        seen = job_run(&conn, job).await;
+        if seen == Some((Some(job_pid), gpubook_core::JobState::Running)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, Some((Some(job_pid), gpubook_core::JobState::Running)));
+    assert_eq!(titles(&conn).await.len(), 2);
+    drop(conn);
     user.kill_all();
 }
 
