@@ -2,7 +2,9 @@
 //! host key is reported with its fingerprint (exit 8) and trusted with
 //! `--accept-new-host-key`; the agent is put on the server and answers; a name from the
 //! server list works; a refused login exits 7, a closed port 5; `watch` over SSH says
-//! "unreachable" then "back" when the SSH connection is cut, and shows every event once.
+//! "unreachable" then "back" when the SSH connection is cut and when sshd itself is stopped
+//! and restarted, and shows every event once, in order, bookings made during the outage
+//! included.
 
 #[path = "../../client/tests/sshd/mod.rs"]
 mod sshd;
@@ -72,7 +74,7 @@ fn gpubook_over_ssh_with_an_alias() {
     if !sshd::available("gpubook_over_ssh_with_an_alias") {
         return;
     }
-    let sshd = Sshd::start("");
+    let mut sshd = Sshd::start("");
     let user = User::fresh("gpb-ssh-cli");
     let home = ClientHome::new();
     user.authorize(&home.key.with_extension("pub"));
@@ -164,42 +166,83 @@ fn gpubook_over_ssh_with_an_alias() {
     let o = run(&["--server", "closed", "gpus"]);
     assert_eq!(o.status.code(), Some(5), "{}", text(&o));
 
-    watch_comes_back(&home, &agent, &bin, &user, &sshd);
+    watch_comes_back(&home, &agent, &bin, &user, &mut sshd);
     user.kill_all();
 }
 
-/// `gpubook --server lab1 watch`: the SSH connection is cut (the user's sshd session
-/// processes killed), the watch says "unreachable", reconnects, says "back", and shows each
-/// event once.
-fn watch_comes_back(home: &ClientHome, agent: &SshAgent, bin: &Path, user: &User, sshd: &Sshd) {
+/// The CLI as `user` on the server itself, talking to their personal agent's socket directly
+/// (no SSH): how bookings are made while sshd is down.
+fn gpubook_on_the_server(user: &User) -> Command {
+    let state = user.home.join(".local/state/gpubook");
+    let pid = sshd::read(&state.join("personal-agent.pid"));
+    let pid = pid.split_whitespace().next().expect("the agent's pid");
+    // Its socket, from its command line (`serve ... --socket PATH`).
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the agent runs");
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let socket = args
+        .iter()
+        .position(|a| a == "--socket")
+        .and_then(|i| args.get(i + 1))
+        .expect("the agent's --socket")
+        .clone();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gpubook"));
+    std::os::unix::process::CommandExt::uid(&mut c, user.uid);
+    std::os::unix::process::CommandExt::gid(&mut c, user.gid);
+    c.env_clear()
+        .env("HOME", &user.home)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("GPUBOOK_SOCKET", socket)
+        .env("GPUBOOK_SERVERS", user.home.join("no-servers.toml"))
+        .env("TZ", "UTC")
+        .current_dir("/")
+        .stdin(Stdio::null());
+    c
+}
+
+/// `gpubook --server lab1 watch`: first the SSH connection is cut (the user's sshd session
+/// processes killed), then sshd itself is stopped, bookings are made on the agent while it is
+/// down (as the same user, through the agent's socket on the server), and sshd is started
+/// again. Each time the watch says "unreachable", reconnects, says "back"; it shows every
+/// event exactly once, in order, those made during the outage included.
+fn watch_comes_back(home: &ClientHome, agent: &SshAgent, bin: &Path, user: &User, sshd: &mut Sshd) {
+    let booking = |title: &str, hours: u32| -> Vec<String> {
+        [
+            "book",
+            "--gpu",
+            "1",
+            "--start",
+            &format!("+{}h", 3 + hours),
+            "--for",
+            "1h",
+            "--title",
+            title,
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
     let book = |title: &str, hours: u32| {
-        let o = gpubook(
-            home,
-            agent,
-            bin,
-            &[
-                "--server",
-                "lab1",
-                "book",
-                "--gpu",
-                "1",
-                "--start",
-                &format!("+{}h", 3 + hours),
-                "--for",
-                "1h",
-                "--title",
-                title,
-            ],
-        )
-        .output()
-        .unwrap();
+        let mut args = vec!["--server".to_string(), "lab1".to_string()];
+        args.extend(booking(title, hours));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = gpubook(home, agent, bin, &args).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let book_on_the_server = |title: &str, hours: u32| {
+        let o = gpubook_on_the_server(user)
+            .args(booking(title, hours))
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", text(&o));
     };
     let mut w = gpubook(
         home,
         agent,
         bin,
-        &["--json", "--server", "lab1", "watch", "--count", "2"],
+        &["--json", "--server", "lab1", "watch", "--count", "5"],
     )
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
@@ -219,6 +262,20 @@ fn watch_comes_back(home: &ClientHome, agent: &SshAgent, bin: &Path, user: &User
             let _ = err_tx.send(l);
         }
     });
+    let until = Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    let mut wait_for = |what: &str| loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match err.recv_timeout(left) {
+            Ok(l) => {
+                seen.push(l.clone());
+                if l.contains(what) {
+                    return;
+                }
+            }
+            Err(_) => panic!("no {what:?} on stderr; saw {seen:#?}"),
+        }
+    };
     // Give the watch time to subscribe, then one event.
     std::thread::sleep(Duration::from_secs(2));
     book("w1", 0);
@@ -244,26 +301,27 @@ fn watch_comes_back(home: &ClientHome, agent: &SshAgent, bin: &Path, user: &User
     for p in &pids {
         let _ = Command::new("kill").args(["-KILL", p]).status();
     }
-    let until = Instant::now() + Duration::from_secs(60);
-    let mut seen = Vec::new();
-    let mut wait_for = |what: &str| loop {
-        let left = until.saturating_duration_since(Instant::now());
-        match err.recv_timeout(left) {
-            Ok(l) => {
-                seen.push(l.clone());
-                if l.contains(what) {
-                    return;
-                }
-            }
-            Err(_) => panic!("no {what:?} on stderr; saw {seen:#?}"),
-        }
-    };
     wait_for("\"unreachable\"");
     wait_for("\"back\"");
     book("w2", 1);
+
+    // sshd itself goes away (and every session it served); while it is down two bookings
+    // are made on the agent directly; then it comes back on the same port and host key.
+    sshd.stop();
+    wait_for("\"unreachable\"");
+    book_on_the_server("during 1", 2);
+    book_on_the_server("during 2", 3);
+    sshd.restart();
+    wait_for("\"back\"");
+    book("w3", 4);
+
     let status = w.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    let rest: Vec<String> = out.try_iter().collect();
-    assert_eq!(rest.len(), 1, "{rest:#?}");
-    assert!(rest[0].contains("\"w2\""), "{rest:#?}");
+    let mut events = vec![first];
+    events.extend(out.try_iter());
+    let titles: Vec<&str> = ["w1", "w2", "during 1", "during 2", "w3"].to_vec();
+    assert_eq!(events.len(), titles.len(), "{events:#?}");
+    for (e, t) in events.iter().zip(&titles) {
+        assert!(e.contains(&format!("\"{t}\"")), "{t} expected: {events:#?}");
+    }
 }
