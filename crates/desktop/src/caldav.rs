@@ -32,6 +32,7 @@ use crate::error::{AppError, AppOnlyKind};
 use crate::manager::{Address, Manager, CLIENT_NAME};
 
 /// A CalDAV account as the settings file keeps it (never with its password).
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export, export_to = "../app/"))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaldavAccount {
     /// The calendar collection the person's bookings go to.
@@ -43,6 +44,7 @@ pub struct CaldavAccount {
 }
 
 /// Where the sync stands, in one word.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export, export_to = "../app/"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CaldavState {
@@ -57,6 +59,7 @@ pub enum CaldavState {
 }
 
 /// The sync's state as the settings page shows it.
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export, export_to = "../app/"))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaldavStatus {
     /// The account, when there is one.

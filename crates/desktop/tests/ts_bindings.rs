@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use gpubook_desktop::{
-    AppError, AsapAnyResponse, EventPayload, ReadingsPayload, ServerView, Settings,
+    AppError, AsapAnyResponse, CaldavStatus, EventPayload, ReadingsPayload, ServerView, Settings,
 };
 use ts_rs::{Config, TS};
 
@@ -40,6 +40,7 @@ fn committed_app_types_match_the_rust_types() {
     EventPayload::export_all(&cfg).unwrap();
     ReadingsPayload::export_all(&cfg).unwrap();
     AsapAnyResponse::export_all(&cfg).unwrap();
+    CaldavStatus::export_all(&cfg).unwrap();
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let generated = ts_files(&tmp.path().join("app"));
