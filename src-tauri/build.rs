@@ -8,6 +8,7 @@ const COMMANDS: &[&str] = &[
     "add_server",
     "accept_host_key",
     "remove_server",
+    "ssh_hosts",
     // bookings
     "gpus",
     "bookings",

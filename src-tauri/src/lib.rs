@@ -70,6 +70,7 @@ pub fn run() {
             commands::servers::add_server,
             commands::servers::accept_host_key,
             commands::servers::remove_server,
+            commands::servers::ssh_hosts,
             commands::bookings::gpus,
             commands::bookings::bookings,
             commands::bookings::policy,

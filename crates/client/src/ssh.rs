@@ -17,7 +17,7 @@ mod config;
 mod known_hosts;
 mod session;
 
-pub use config::Target;
+pub use config::{config_hosts, Target};
 pub use known_hosts::{fingerprint, HostKey};
 pub use session::{ChannelReader, ChannelWriter, Session};
 

@@ -37,6 +37,12 @@ pub fn add_saved(m: &Manager) {
     }
 }
 
+/// The Hosts of the person's ~/.ssh/config (and its Includes) that "Add server" offers.
+#[tauri::command]
+pub fn ssh_hosts() -> Vec<String> {
+    gpubook_client::ssh::config_hosts(&Default::default())
+}
+
 fn parse(spec: &str) -> Answer<Endpoint> {
     Endpoint::parse(spec.trim(), uid())
         .map_err(|e| AppError::app(AppOnlyKind::Internal, e.to_string(), None).with_kind_invalid())

@@ -395,6 +395,8 @@ export class MockBackend implements Backend {
       case 'set_settings':
         this.settingsValue = structuredClone(a.settings as Settings);
         return null;
+      case 'ssh_hosts':
+        return ['lab1', 'lab2', 'gpu-box'];
       case 'feed_url':
         return 'http://127.0.0.1:47615/feed/3q9xk2mv7c/bookings.ics';
       case 'caldav_status':

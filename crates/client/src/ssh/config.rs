@@ -246,6 +246,85 @@ fn config_file(env: &SshEnv) -> Option<PathBuf> {
     })
 }
 
+/// The hosts a person can pick from their SSH config: every name on a `Host` line that is not
+/// a pattern (no `*`, `?` or `!`), in the file's order, without repeats, following `Include`
+/// (relative to ~/.ssh, with `*` in the file name). A missing or unreadable file gives none.
+pub fn config_hosts(env: &SshEnv) -> Vec<String> {
+    let home = env.home();
+    let file = env
+        .config
+        .clone()
+        .or_else(|| {
+            std::env::var_os("GPUBOOK_SSH_CONFIG")
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| home.join(".ssh/config"));
+    let mut hosts = Vec::new();
+    collect_hosts(&file, &home.join(".ssh"), &mut hosts, 0);
+    hosts
+}
+
+fn collect_hosts(file: &Path, ssh_dir: &Path, hosts: &mut Vec<String>, depth: usize) {
+    // OpenSSH allows 16 levels of Include; a loop stops here too.
+    if depth > 16 {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return;
+    };
+    for line in text.lines() {
+        let line = line.trim();
+        let Some((k, v)) = line.split_once(|c: char| c == '=' || c.is_whitespace()) else {
+            continue;
+        };
+        let v = v.trim_start_matches(['=', ' ', '\t']).trim();
+        match k.to_ascii_lowercase().as_str() {
+            "host" => {
+                for name in v.split_whitespace().map(|n| n.trim_matches('"')) {
+                    if !name.contains(['*', '?', '!']) && !hosts.iter().any(|h| h == name) {
+                        hosts.push(name.to_string());
+                    }
+                }
+            }
+            "include" => {
+                for pattern in v.split_whitespace() {
+                    let path = if let Some(rest) = pattern.strip_prefix("~/") {
+                        ssh_dir.parent().unwrap_or(ssh_dir).join(rest)
+                    } else if Path::new(pattern).is_absolute() {
+                        PathBuf::from(pattern)
+                    } else {
+                        ssh_dir.join(pattern)
+                    };
+                    for f in expand_glob(&path) {
+                        collect_hosts(&f, ssh_dir, hosts, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `path` itself, or the files its last component's `*`/`?` pattern matches, sorted.
+fn expand_glob(path: &Path) -> Vec<PathBuf> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    match (name, path.parent()) {
+        (Some(name), Some(dir)) if name.contains(['*', '?']) => {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
+                .map(|e| e.path())
+                .collect();
+            found.sort();
+            found
+        }
+        _ => vec![path.to_path_buf()],
+    }
+}
+
 fn ssh_g(spec: &str, parsed: &Spec, env: &SshEnv) -> Result<Settings, SshError> {
     let mut cmd = Command::new("ssh");
     cmd.arg("-G");
@@ -663,5 +742,33 @@ mod tests {
         assert_eq!(s.get("port"), Some("2222"));
         assert_eq!(s.get("proxyjump"), Some("gw"));
         assert_eq!(s.all("identityfile").count(), 2);
+    }
+
+    #[test]
+    fn hosts_to_pick_from_the_config_and_its_includes() {
+        let home = tempfile::tempdir().unwrap();
+        let ssh = home.path().join(".ssh");
+        std::fs::create_dir_all(ssh.join("config.d")).unwrap();
+        std::fs::write(
+            ssh.join("config"),
+            "Host lab1 lab2\n  HostName 10.0.0.1\nHost *.internal !bad\n  User x\n\
+             Include config.d/*.conf\nHost=gpu-box\nHost lab1\n",
+        )
+        .unwrap();
+        std::fs::write(ssh.join("config.d/a.conf"), "Host jump\n").unwrap();
+        std::fs::write(ssh.join("config.d/b.conf"), "Host \"quoted\" ?x\n").unwrap();
+        let env = SshEnv {
+            home: Some(home.path().to_path_buf()),
+            ..Default::default()
+        };
+        assert_eq!(
+            config_hosts(&env),
+            ["lab1", "lab2", "jump", "quoted", "gpu-box"]
+        );
+        let none = SshEnv {
+            home: Some(home.path().join("nobody")),
+            ..Default::default()
+        };
+        assert!(config_hosts(&none).is_empty());
     }
 }
