@@ -225,26 +225,16 @@ pub async fn agent_over(
             let version = bin
                 .rsplit_once("gpubook-agent-")
                 .map(|(_, v)| v.to_string());
-            match handshake(session, rd, wr, bin, client).await {
-                Ok(conn) => return Ok((conn, Reached::Running)),
-                Err(e) => {
-                    if let Some(major) = refused_major(&e) {
-                        if major > gpubook_proto::PROTOCOL_MAJOR {
-                            let v = version.unwrap_or_default();
-                            return Err(too_new(&server, &v, major));
-                        }
-                    } else if !matches!(&e, DeployError::Ssh(s) if s.kind() == SshErrorKind::Deploy)
-                    {
-                        return Err(e);
-                    }
-                    // Our own agent that does not answer, or speaks an older major: the
-                    // next round replaces it.
-                    match version {
-                        Some(v) => broken = Some(v),
-                        None => return Err(e),
-                    }
+            match (handshake(session, rd, wr, bin, client).await, version) {
+                (Ok(conn), _) => return Ok((conn, Reached::Running)),
+                // Our own agent that does not answer, or speaks an older major: the next
+                // round replaces it.
+                (Err(e), Some(v)) => {
+                    replaceable(e, &server, &v)?;
+                    broken = Some(v);
                     continue;
                 }
+                (Err(e), None) => return Err(e),
             }
         }
         drop(wr);
@@ -272,23 +262,10 @@ pub async fn agent_over(
                     let bin = format!("{}/gpubook-agent-{}", probe.bin_dir, running.version);
                     match bridge(session, &bin, &probe.socket, client).await {
                         Ok(conn) => return Ok((conn, Reached::Running)),
-                        Err(e) => match refused_major(&e) {
-                            Some(major) if major > gpubook_proto::PROTOCOL_MAJOR => {
-                                return Err(too_new(&server, &running.version, major))
-                            }
-                            // An older major, or a bridge that failed: replaced.
-                            Some(_) => broken = Some(running.version.clone()),
-                            None => match &e {
-                                DeployError::Ssh(s) if s.kind() != SshErrorKind::Deploy => {
-                                    return Err(e)
-                                }
-                                DeployError::Client {
-                                    error: ClientError::Agent(_),
-                                    ..
-                                } => return Err(e),
-                                _ => broken = Some(running.version.clone()),
-                            },
-                        },
+                        Err(e) => {
+                            replaceable(e, &server, &running.version)?;
+                            broken = Some(running.version.clone());
+                        }
                     }
                     continue;
                 }
@@ -743,6 +720,25 @@ fn refused_major(e: &DeployError) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// What a failed handshake with the person's own agent of `version` means: `Ok` when it is
+/// to be replaced (it does not answer, its bridge fails, it speaks an older major), else the
+/// error to report (a newer major: update gpubook; SSH failures and refusals as they are).
+fn replaceable(e: DeployError, server: &str, version: &str) -> Result<(), DeployError> {
+    match refused_major(&e) {
+        Some(m) if m > gpubook_proto::PROTOCOL_MAJOR => return Err(too_new(server, version, m)),
+        Some(_) => return Ok(()),
+        None => {}
+    }
+    match &e {
+        DeployError::Ssh(s) if s.kind() == SshErrorKind::Deploy => Ok(()),
+        DeployError::Client {
+            error: ClientError::ConnectionLost | ClientError::Protocol(_),
+            ..
+        } => Ok(()),
+        _ => Err(e),
+    }
+}
+
 /// A personal agent of a newer protocol major: left running, and this client must be
 /// updated.
 fn too_new(server: &str, version: &str, major: u32) -> DeployError {
@@ -824,7 +820,9 @@ alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 pid=""; ver=""
 [ -f "$pidf" ] && read -r pid ver _major < "$pidf"
 if alive "$pid"; then
-  if [ "$ver" = "$1" ] && [ -S "$sock" ]; then echo "socket=$sock"; exit 0; fi
+  # This version runs (another client started it meanwhile): used, unless it is the one to
+  # replace (it did not answer).
+  if [ "$ver" = "$1" ] && [ "$ver" != "$3" ] && [ -S "$sock" ]; then echo "socket=$sock"; exit 0; fi
   # Only the agent the client decided to replace ($3) is stopped; any other one (another
   # client started it meanwhile) is reported, and the client looks again.
   if [ -z "$3" ] || [ "$ver" != "$3" ]; then echo "other=$ver"; exit 0; fi

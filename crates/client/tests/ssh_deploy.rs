@@ -277,12 +277,12 @@ async fn job_run(conn: &Connection, id: u64) -> Option<(Option<u32>, gpubook_cor
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_an_older_agent_is_replaced_and_its_running_job_is_handed_over() {
+async fn only_an_older_or_silent_agent_is_replaced_and_its_running_job_is_handed_over() {
     if !sshd::available("ssh deploy versions") {
         return;
     }
     let server = Sshd::start("");
-    let user = User::fresh("gpb-ssh-versions");
+    let user = User::fresh("gpb-ssh-agentver");
     // userdel keeps the home while the last run's processes are still dying.
     let _ = std::fs::remove_dir_all(user.home.join(".local"));
     let home = ClientHome::new();
@@ -368,15 +368,14 @@ async fn only_an_older_agent_is_replaced_and_its_running_job_is_handed_over() {
     let (conn, _) = deploy::agent_over(&s, &sim_as(&new_a, &newer(1)), "test")
         .await
         .unwrap();
-    let now = chrono::Utc::now();
     let job = match conn
         .request(Request::Book(BookRequest {
             gpus: GpuChoice::Named {
                 gpus: vec!["1".into()],
             },
-            when: WhenChoice::At {
-                start: now,
-                end: now + chrono::Duration::hours(1),
+            // As soon as possible: now (a start given by time is put on the slot grid).
+            when: WhenChoice::Asap {
+                duration_secs: 3600,
             },
             title: "a running job".into(),
             job: Some(gpubook_core::JobSpec {
@@ -394,14 +393,21 @@ async fn only_an_older_agent_is_replaced_and_its_running_job_is_handed_over() {
         other => panic!("expected a booking, got {other:?}"),
     };
     let mut job_pid = None;
-    for _ in 0..200 {
-        if let Some((Some(p), gpubook_core::JobState::Running)) = job_run(&conn, job).await {
+    let mut last = None;
+    for _ in 0..600 {
+        last = job_run(&conn, job).await;
+        if let Some((Some(p), gpubook_core::JobState::Running)) = last {
             job_pid = Some(p);
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let job_pid = job_pid.expect("the job to start");
+    let job_pid = job_pid.unwrap_or_else(|| {
+        panic!(
+            "the job did not start: {last:?}; agent log:\n{}",
+            sshd::read(&user.home.join(".local/state/gpubook/agent.log"))
+        )
+    });
     assert!(alive(job_pid));
     drop(conn);
     let newest = other_build(&current, work.path(), "newest");
@@ -426,6 +432,28 @@ async fn only_an_older_agent_is_replaced_and_its_running_job_is_handed_over() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(seen, Some((Some(job_pid), gpubook_core::JobState::Running)));
+    assert_eq!(titles(&conn).await.len(), 2);
+    drop(conn);
+
+    // An agent that does not answer (its binary now something else; the process runs on):
+    // replaced even by a client of its own version, and the bookings are still there.
+    let (pid, version) = recorded(&user);
+    let running_bin = bin_dir(&user).join(format!("gpubook-agent-{version}"));
+    std::fs::remove_file(&running_bin).unwrap();
+    std::fs::write(&running_bin, b"#!/bin/sh\necho not an agent\n").unwrap();
+    std::fs::set_permissions(&running_bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (conn, reached) = deploy::agent_over(&s, &sim_as(&newest, &newer(2)), "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        reached,
+        Reached::Started {
+            uploaded: true,
+            replaced: Some(version.clone())
+        }
+    );
+    sshd::wait_until("the silent agent to stop", || !alive(pid));
+    assert_eq!(recorded(&user).1, version);
     assert_eq!(titles(&conn).await.len(), 2);
     drop(conn);
     user.kill_all();
