@@ -1,10 +1,12 @@
 //! The agent over SSH, against a real sshd and real Unix users: deployed into a fresh
-//! account on first connect, reused, upgraded when its binary changes (the old one stopped,
-//! the bookings kept), repaired after an interrupted upload or a corrupt binary; refused
-//! clearly without a writable home, over something that is not ours, and without NVML; and a
-//! system-style agent (run by root, shared socket; reached through a direct-streamlocal
-//! channel, or the bridge where sshd forbids that) where two users see each other's bookings
-//! and are themselves.
+//! account on first connect, reused, upgraded by a newer client (the old one stopped, the
+//! bookings kept, a running job handed over alive), but used as it is by an older client or
+//! another build of the same version, reported when it speaks a newer protocol major,
+//! replaced when it does not answer; repaired after an interrupted upload or a corrupt
+//! binary; refused clearly without a writable home, over something that is not ours, and
+//! without NVML; and a system-style agent (run by root, shared socket; reached through a
+//! direct-streamlocal channel, or the bridge where sshd forbids that) where two users see
+//! each other's bookings and are themselves.
 
 #[path = "sshd/mod.rs"]
 mod sshd;
