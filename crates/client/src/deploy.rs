@@ -116,7 +116,8 @@ pub struct DeployOptions {
     pub exec_only: bool,
     /// The crate version this client claims for the agent it carries, which decides
     /// whether a running personal agent is older: else `$GPUBOOK_AGENT_VERSION`, else this
-    /// crate's version. For tests and packagers; must be a semantic version.
+    /// crate's version. For tests and packagers; one that is not a semantic version is
+    /// refused.
     pub version: Option<String>,
 }
 
@@ -196,7 +197,7 @@ pub async fn agent_over(
     }
     // Without a binary to upload the system agent may still be there: fail only when needed.
     let local = LocalAgent::find(&server, deploy);
-    let claimed = claimed_version(deploy);
+    let claimed = claimed_version(&server, deploy)?;
     let version = local
         .as_ref()
         .map(|l| l.version(&claimed))
@@ -589,15 +590,24 @@ impl LocalAgent {
 
 /// The crate version this client claims for the agent it carries: [`DeployOptions::version`],
 /// else `$GPUBOOK_AGENT_VERSION`, else this crate's version. One that is not a semantic
-/// version is ignored (this crate's version is used), so a stray variable cannot make an
-/// agent name that no later client can compare.
-fn claimed_version(deploy: &DeployOptions) -> String {
-    deploy
+/// version is refused, so no agent is named with a version no client can compare.
+fn claimed_version(server: &str, deploy: &DeployOptions) -> Result<String, DeployError> {
+    let claimed = deploy
         .version
         .clone()
         .or_else(|| std::env::var("GPUBOOK_AGENT_VERSION").ok())
-        .filter(|v| Semver::parse(v).is_some())
-        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
+    if Semver::parse(&claimed).is_none() {
+        return Err(deploy_error(
+            server,
+            format!(
+                "the agent version {claimed:?} (GPUBOOK_AGENT_VERSION) is not a semantic version \
+                 like 0.2.0; unset it"
+            ),
+        ));
+    }
+    Ok(claimed)
 }
 
 /// What to do with a running personal agent.
@@ -1052,6 +1062,19 @@ mod tests {
             verdict("0.2.0", &running(&v("9.0.0"), Some(0))),
             Verdict::Replace
         );
+    }
+
+    #[test]
+    fn a_claimed_version_must_be_semver() {
+        let with = |v: &str| DeployOptions {
+            version: Some(v.into()),
+            ..DeployOptions::default()
+        };
+        assert_eq!(claimed_version("lab1", &with("0.3.1")).unwrap(), "0.3.1");
+        let e = claimed_version("lab1", &with("new"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lab1") && e.contains("semantic version"), "{e}");
     }
 
     #[test]
