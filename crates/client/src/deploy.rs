@@ -3,8 +3,9 @@
 //! 1. A system agent (its socket at [`gpubook_proto::paths::SYSTEM_SOCKET`]) is used when it
 //!    runs: through a direct-streamlocal channel to its socket where sshd allows it (sshd
 //!    connects as the person who logged in), else `gpubook-agent bridge` of the system's
-//!    install runs over an exec channel as that person; either way the agent sees their uid. It is never replaced or overwritten; a
-//!    system agent of another protocol major is reported (the handshake refuses it).
+//!    install runs over an exec channel as that person; either way the agent sees their
+//!    uid. It is never replaced or overwritten; a system agent of another protocol major is
+//!    reported (the handshake refuses it).
 //! 2. Otherwise the person's own agent: `~/.local/share/gpubook/bin/gpubook-agent-VERSION`,
 //!    where VERSION is the client's crate version and the start of the binary's SHA-256
 //!    (`0.1.0-0123456789abcdef`). When one is needed and missing or corrupt (its checksum
@@ -35,7 +36,8 @@
 //!      agent re-adopts them from the state directory (crates/agent/src/jobs.rs); the state
 //!      directory's lock guarantees the old agent is gone before the new one opens it.
 //!      Handing over rather than waiting means an upgrade never waits hours for a training
-//!      run to end, and the new agent's reports of those jobs are exact.
+//!      run to end (tests/ssh_deploy.rs checks that a running job's process lives on and
+//!      the new agent reports it running).
 //!
 //!    The crate version this client claims is its own, or [`DeployOptions::version`] /
 //!    `$GPUBOOK_AGENT_VERSION` (for tests and packagers). Starts are serialised by a lock
