@@ -215,10 +215,12 @@ pub enum SshError {
         message: String,
     },
     /// The connection dropped.
-    #[error("the SSH connection to {server} was lost; it may come back: try again")]
+    #[error("the SSH connection to {server} was lost ({reason}); it may come back: try again")]
     Lost {
         /// The server.
         server: String,
+        /// What failed: libssh2's error, a hang-up.
+        reason: String,
     },
     /// libssh2 failed in a way not covered above.
     #[error("SSH to {server} failed while {what}: {detail}")]
@@ -305,7 +307,7 @@ impl SshError {
             | Self::ChangedHostKey { server, .. }
             | Self::NoWritableHome { server, .. }
             | Self::Deploy { server, .. }
-            | Self::Lost { server }
+            | Self::Lost { server, .. }
             | Self::Protocol { server, .. } => server,
         }
     }

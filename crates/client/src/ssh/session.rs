@@ -58,12 +58,48 @@ struct Handle {
     /// Writing a byte wakes the thread from `poll`.
     wake: Arc<UnixStream>,
     /// Set by the thread when the connection dropped.
-    lost: Arc<AtomicBool>,
+    lost: Arc<LostFlag>,
+}
+
+/// Set by the session thread when the connection dropped, with why.
+#[derive(Debug, Default)]
+struct LostFlag {
+    /// Whether it dropped.
+    flag: AtomicBool,
+    /// Why, for the error message.
+    why: Mutex<String>,
+}
+
+impl LostFlag {
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    fn set(&self, why: String) {
+        *self.why.lock().unwrap() = why;
+        self.flag.store(true, Ordering::Release);
+    }
+}
+
+/// libssh2's error with its code, for messages (the socket errors in words: libssh2's own
+/// message for them is often just "Unexpected error").
+fn describe(e: &ssh2::Error) -> String {
+    match e.code() {
+        ssh2::ErrorCode::Session(-7) => "sending on the socket failed (libssh2 error -7)".into(),
+        ssh2::ErrorCode::Session(-13) => {
+            "the server closed the connection (libssh2 error -13)".into()
+        }
+        ssh2::ErrorCode::Session(-43) => {
+            "the connection was reset or broke: receiving failed (libssh2 error -43)".into()
+        }
+        ssh2::ErrorCode::Session(c) => format!("{} (libssh2 error {c})", e.message()),
+        ssh2::ErrorCode::SFTP(c) => format!("{} (SFTP error {c})", e.message()),
+    }
 }
 
 impl Handle {
     fn send(&self, cmd: Cmd) -> Result<(), SshError> {
-        if self.lost.load(Ordering::Acquire) {
+        if self.lost.is_set() {
             return Err(self.lost_error());
         }
         self.tx.send(cmd).map_err(|_| self.lost_error())?;
@@ -73,8 +109,27 @@ impl Handle {
     }
 
     fn lost_error(&self) -> SshError {
+        let why = self.lost.why.lock().unwrap().clone();
         SshError::Lost {
             server: self.server.to_string(),
+            reason: if why.is_empty() {
+                "the session ended".into()
+            } else {
+                why
+            },
+        }
+    }
+
+    /// The error for a failed read or write on a channel: the session's loss when it is
+    /// lost, else what the channel said.
+    fn io_error(&self, e: std::io::Error) -> SshError {
+        if self.lost.is_set() {
+            self.lost_error()
+        } else {
+            SshError::Lost {
+                server: self.server.to_string(),
+                reason: e.to_string(),
+            }
         }
     }
 }
@@ -136,7 +191,7 @@ impl Session {
 
     /// Whether the connection dropped.
     pub fn is_lost(&self) -> bool {
-        self.handle.lost.load(Ordering::Acquire)
+        self.handle.lost.is_set()
     }
 
     async fn open(&self, what: Open) -> Result<(ChannelReader, ChannelWriter), SshError> {
@@ -158,7 +213,7 @@ impl Session {
     /// Runs `command`, feeding it `stdin`; waits for it to end.
     pub async fn run(&self, command: &str, stdin: &[u8]) -> Result<Output, SshError> {
         let (mut rd, mut wr) = self.exec_stream(command).await?;
-        let lost = |_| self.handle.lost_error();
+        let lost = |e| self.handle.io_error(e);
         if !stdin.is_empty() {
             wr.write_all(stdin).await.map_err(lost)?;
         }
@@ -346,7 +401,7 @@ async fn start(
     wake_a.set_nonblocking(true).ok();
     wake_b.set_nonblocking(true).ok();
     let (tx, cmds) = std_mpsc::channel();
-    let lost = Arc::new(AtomicBool::new(false));
+    let lost = Arc::new(LostFlag::default());
     let (ready_tx, ready_rx) = oneshot::channel();
     let server: Arc<str> = Arc::from(target.spec.as_str());
     let thread_lost = lost.clone();
@@ -380,6 +435,7 @@ async fn start(
         })?;
     ready_rx.await.map_err(|_| SshError::Lost {
         server: server.to_string(),
+        reason: "the session thread ended while logging in".into(),
     })??;
     Ok(Session {
         handle: Handle {
@@ -390,4 +446,48 @@ async fn start(
         },
         _hops: Arc::new(hops),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_says_why() {
+        let (wake, _other) = UnixStream::pair().unwrap();
+        let (tx, _rx) = std_mpsc::channel();
+        let handle = Handle {
+            server: Arc::from("lab1"),
+            tx,
+            wake: Arc::new(wake),
+            lost: Arc::new(LostFlag::default()),
+        };
+        let reset = ssh2::Error::from_errno(ssh2::ErrorCode::Session(-43));
+        handle
+            .lost
+            .set(format!("opening a channel: {}", describe(&reset)));
+        let e = handle.send(Cmd::Eof(1)).unwrap_err();
+        assert!(
+            matches!(&e, SshError::Lost { server, .. } if server == "lab1"),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("lab1") && msg.contains("opening a channel") && msg.contains("reset"),
+            "{msg}"
+        );
+        // A channel's own failure on a live session is said as it is.
+        let io = std::io::Error::new(ErrorKind::ConnectionAborted, "the channel failed: x");
+        let fresh = Handle {
+            lost: Arc::new(LostFlag::default()),
+            ..handle.clone()
+        };
+        assert!(fresh
+            .io_error(io)
+            .to_string()
+            .contains("the channel failed: x"));
+        // Once lost, the session's reason wins.
+        let io = std::io::Error::new(ErrorKind::ConnectionAborted, "x");
+        assert!(handle.io_error(io).to_string().contains("reset"));
+    }
 }

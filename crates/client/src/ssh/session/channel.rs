@@ -4,7 +4,6 @@
 use super::{Cmd, Handle, Opened, Shared};
 use std::io::ErrorKind;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -84,7 +83,7 @@ impl AsyncRead for ChannelReader {
                             format!("the SSH channel to {} failed: {why}", self.handle.server),
                         )));
                     }
-                    return if self.handle.lost.load(Ordering::Acquire)
+                    return if self.handle.lost.is_set()
                         && self.shared.status.lock().unwrap().is_none()
                     {
                         Poll::Ready(Err(std::io::Error::new(

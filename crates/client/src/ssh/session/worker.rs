@@ -2,13 +2,15 @@
 //! blocking, `poll` on the SSH socket and the wake socket, keepalives on a timer.
 
 use super::login::quick_ack;
-use super::{Cmd, Open, Opened, Shared, DEFAULT_TIMEOUT, EAGAIN, READ_QUEUE, STDERR_LIMIT};
+use super::{
+    describe, Cmd, LostFlag, Open, Opened, Shared, DEFAULT_TIMEOUT, EAGAIN, READ_QUEUE,
+    STDERR_LIMIT,
+};
 use crate::ssh::SshError;
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -55,7 +57,7 @@ pub(super) struct Worker {
     /// The next channel id.
     next_id: u64,
     /// Told to the async side when the connection drops.
-    lost: Arc<AtomicBool>,
+    lost: Arc<LostFlag>,
     /// When the next keepalive is due.
     keepalive_at: Instant,
 }
@@ -73,7 +75,7 @@ impl Worker {
         fd: RawFd,
         wake: UnixStream,
         cmds: std_mpsc::Receiver<Cmd>,
-        lost: Arc<AtomicBool>,
+        lost: Arc<LostFlag>,
         keepalive_at: Instant,
     ) -> Self {
         Self {
@@ -96,8 +98,8 @@ impl Worker {
             loop {
                 match self.cmds.try_recv() {
                     Ok(cmd) => {
-                        if let Err(()) = self.command(cmd) {
-                            return self.die();
+                        if let Err(why) = self.command(cmd) {
+                            return self.die(why);
                         }
                     }
                     Err(std_mpsc::TryRecvError::Empty) => break,
@@ -114,7 +116,7 @@ impl Worker {
             }
             let (progress, reading) = match self.pump(&mut buf) {
                 Ok(p) => p,
-                Err(()) => return self.die(),
+                Err(why) => return self.die(why),
             };
             if Instant::now() >= self.keepalive_at {
                 match self.sess.keepalive_send() {
@@ -124,34 +126,35 @@ impl Worker {
                     Err(e) if e.code() == ssh2::ErrorCode::Session(EAGAIN) => {
                         self.keepalive_at = Instant::now() + Duration::from_millis(100)
                     }
-                    Err(_) => return self.die(),
+                    Err(e) => return self.die(format!("keepalive: {}", describe(&e))),
                 }
             }
             if progress {
                 continue;
             }
-            if self.wait(reading).is_err() {
-                return self.die();
+            if let Err(why) = self.wait(reading) {
+                return self.die(why);
             }
         }
     }
 
     /// The connection is gone: every channel's reader sees the end, every later call "lost".
-    fn die(self) {
-        self.lost.store(true, Ordering::Release);
+    fn die(self, why: String) {
+        self.lost.set(why.clone());
         // Dropping the channels' senders ends the readers; commands still queued fail.
         drop(self.chans);
         while let Ok(cmd) = self.cmds.try_recv() {
             if let Cmd::Open(_, reply) = cmd {
                 let _ = reply.send(Err(SshError::Lost {
                     server: self.server.clone(),
+                    reason: why.clone(),
                 }));
             }
         }
     }
 
     /// Sleeps until the socket or the wake socket has something, or a timer is due.
-    fn wait(&mut self, reading: bool) -> Result<(), ()> {
+    fn wait(&mut self, reading: bool) -> Result<(), String> {
         quick_ack(self.fd);
         let held = self.chans.values().any(|c| c.held.is_some());
         let mut timeout = self
@@ -199,18 +202,18 @@ impl Worker {
             while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
         }
         if fds[0].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
-            return Err(());
+            return Err("the socket reports an error".into());
         }
         // A hang-up: while a channel reads, its reads drain what is left and then fail;
         // with nobody reading, the connection is simply gone.
         if fds[0].revents & libc::POLLHUP != 0 && !reading {
-            return Err(());
+            return Err("the server hung up".into());
         }
         Ok(())
     }
 
     /// Handles one command; `Err` when the connection is gone.
-    fn command(&mut self, cmd: Cmd) -> Result<(), ()> {
+    fn command(&mut self, cmd: Cmd) -> Result<(), String> {
         match cmd {
             Cmd::Open(what, reply) => match self.open(&what) {
                 Ok(ch) => {
@@ -237,10 +240,13 @@ impl Worker {
                     let _ = reply.send(Ok(Opened { id, rx, shared }));
                 }
                 Err(e) => {
-                    let fatal = matches!(e, SshError::Lost { .. });
+                    let fatal = match &e {
+                        SshError::Lost { reason, .. } => Some(reason.clone()),
+                        _ => None,
+                    };
                     let _ = reply.send(Err(e));
-                    if fatal {
-                        return Err(());
+                    if let Some(why) = fatal {
+                        return Err(why);
                     }
                 }
             },
@@ -288,6 +294,7 @@ impl Worker {
                     return Err(match e.code() {
                         S(-7) | S(-13) | S(-43) => SshError::Lost {
                             server: self.server.clone(),
+                            reason: format!("{what}: {}", describe(&e)),
                         },
                         _ => SshError::Protocol {
                             server: self.server.clone(),
@@ -341,12 +348,12 @@ impl Worker {
 
     /// Moves bytes on every channel. Returns (whether anything moved, whether any channel
     /// wants to read), or `Err` when the connection is gone.
-    fn pump(&mut self, buf: &mut [u8]) -> Result<(bool, bool), ()> {
+    fn pump(&mut self, buf: &mut [u8]) -> Result<(bool, bool), String> {
         let mut progress = false;
         let mut reading = false;
         let mut finished = Vec::new();
         let mut failed = Vec::new();
-        let mut broken = false;
+        let mut broken = None;
         for (id, c) in self.chans.iter_mut() {
             // Input.
             while let Some(chunk) = c.input.front() {
@@ -416,7 +423,7 @@ impl Worker {
                     }
                     Err(e) if would_block(&e) => break,
                     Err(e) => {
-                        broken = true;
+                        broken = Some(format!("reading a channel: {e}"));
                         *c.shared.failed.lock().unwrap() = Some(e.to_string());
                         failed.push(*id);
                         break;
@@ -471,8 +478,10 @@ impl Worker {
             self.chans.remove(&id);
         }
         // A channel failed: the transport under it may be gone.
-        if broken && self.socket_gone() {
-            return Err(());
+        if let Some(why) = broken {
+            if self.socket_gone() {
+                return Err(why);
+            }
         }
         Ok((progress, reading))
     }
