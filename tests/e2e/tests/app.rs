@@ -252,6 +252,13 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
         .unwrap_or_else(|| panic!("{other}"));
 
     // tauri-driver, with the app's environment.
+    // The person's SSH config, whose Hosts "Add server" offers.
+    let ssh_config = dir.join("ssh_config");
+    std::fs::write(
+        &ssh_config,
+        "Host e2e-ssh-lab e2e-gpu-box\n  HostName 127.0.0.1\nHost *.lab\n  User x\n",
+    )
+    .unwrap();
     let port = 4444 + (std::process::id() % 1000) as u16;
     let _driver = Proc::spawn(
         "tauri-driver",
@@ -267,6 +274,7 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
             .env("GPUBOOK_SOCKET", &socket)
             .env("GPUBOOK_AGENT_BINARY", &agent_bin)
             .env("XDG_CONFIG_HOME", &config)
+            .env("GPUBOOK_SSH_CONFIG", &ssh_config)
             .env("XDG_DATA_HOME", dir.join("data"))
             .env("XDG_RUNTIME_DIR", dir.join("runtime"))
             .env("XDG_DOWNLOAD_DIR", dir.join("downloads"))
@@ -598,6 +606,19 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     );
     let list = std::fs::read_to_string(config.join("gpubook/servers.toml")).unwrap();
     assert!(!list.contains("e2e-lab4"), "{list}");
+    // "Add server" offers the Hosts of the SSH config (not its patterns) once it has focus.
+    d.exec(
+        "document.getElementById('add-spec').dispatchEvent(new FocusEvent('focus'))",
+        json!([]),
+    );
+    let offered = until("the SSH config's Hosts offered", 10, || {
+        let v = d.exec(
+            "return [...document.querySelectorAll('#ssh-hosts option')].map(o => o.value)",
+            json!([]),
+        );
+        (v != json!([])).then_some(v)
+    });
+    assert_eq!(offered, json!(["e2e-ssh-lab", "e2e-gpu-box"]), "{offered}");
     // Errors arrive typed, with a sentence.
     let e = invoke("gpus", json!({"server": "nope"}));
     assert_eq!(e["err"]["kind"], "internal", "{e}");
