@@ -104,11 +104,123 @@ impl Feed {
             .values()
             .map(|b| EventData::from_booking(b, &self.ctx))
             .collect();
-        let ics = ical::calendar(&ical::calendar_name(&self.ctx), &events, Utc::now());
-        // The ETag covers what the events say, not the DTSTAMP of this rendering.
-        let key = serde_json::to_vec(&events).unwrap_or_default();
-        let etag = format!("\"{:016x}\"", fnv1a(&key));
-        self.tx.send_replace(Arc::new(FeedBody { ics, etag }));
+        self.tx
+            .send_replace(Arc::new(render(&ical::calendar_name(&self.ctx), &events)));
+    }
+}
+
+/// The calendar named `name` of `events`, with its ETag.
+fn render(name: &str, events: &[EventData]) -> FeedBody {
+    let ics = ical::calendar(name, events, Utc::now());
+    // The ETag covers what the events say, not the DTSTAMP of this rendering.
+    let key = serde_json::to_vec(events).unwrap_or_default();
+    let etag = format!("\"{:016x}\"", fnv1a(&key));
+    FeedBody { ics, etag }
+}
+
+/// Several servers' bookings as one calendar: one part per server (its context and
+/// bookings, each event's UID `<id>@<server>`), rendered into one VCALENDAR whose ETag
+/// covers the events of every part. Cheap to clone; the clones share the parts, so one
+/// follower per server can keep its own part current.
+#[derive(Debug, Clone)]
+pub struct FeedSet {
+    inner: Arc<std::sync::Mutex<SetInner>>,
+}
+
+#[derive(Debug)]
+struct SetInner {
+    /// The calendar's name.
+    name: String,
+    /// Per server (by the caller's key): its context and the bookings shown.
+    parts: BTreeMap<String, (CalendarContext, BTreeMap<BookingId, Booking>)>,
+    /// The current calendar.
+    tx: watch::Sender<Arc<FeedBody>>,
+}
+
+impl SetInner {
+    /// Renders the parts; publishes only when the events changed (the same ETag).
+    fn render(&mut self) {
+        let events: Vec<EventData> = self
+            .parts
+            .values()
+            .flat_map(|(ctx, bookings)| {
+                bookings
+                    .values()
+                    .map(move |b| EventData::from_booking(b, ctx))
+            })
+            .collect();
+        let body = render(&self.name, &events);
+        self.tx.send_if_modified(|old| {
+            if old.etag == body.etag {
+                return false;
+            }
+            *old = Arc::new(body);
+            true
+        });
+    }
+}
+
+impl FeedSet {
+    /// An empty calendar named `name` (no server yet).
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        let (tx, _) = watch::channel(Arc::new(render(&name, &[])));
+        Self {
+            inner: Arc::new(std::sync::Mutex::new(SetInner {
+                name,
+                parts: BTreeMap::new(),
+                tx,
+            })),
+        }
+    }
+
+    /// The current calendar, updated as any part changes.
+    pub fn body(&self) -> watch::Receiver<Arc<FeedBody>> {
+        self.inner.lock().unwrap().tx.subscribe()
+    }
+
+    /// Server `key`'s part shows exactly `bookings` (those `ctx` holds), after a fresh
+    /// listing; a new key adds a part.
+    pub fn replace(&self, key: &str, ctx: CalendarContext, bookings: Vec<Booking>) {
+        let bookings = bookings
+            .into_iter()
+            .filter(|b| ctx.holds(b))
+            .map(|b| (b.id, b))
+            .collect();
+        let mut inner = self.inner.lock().unwrap();
+        inner.parts.insert(key.to_string(), (ctx, bookings));
+        inner.render();
+    }
+
+    /// Shows `b` as it is now in server `key`'s part (from an event); ignored without such a
+    /// part, or when older than the revision shown.
+    pub fn apply(&self, key: &str, b: &Booking) {
+        let mut inner = self.inner.lock().unwrap();
+        let Some((ctx, bookings)) = inner.parts.get_mut(key) else {
+            return;
+        };
+        if !ctx.holds(b)
+            || bookings
+                .get(&b.id)
+                .is_some_and(|old| old.revision > b.revision)
+        {
+            return;
+        }
+        bookings.insert(b.id, b.clone());
+        inner.render();
+    }
+
+    /// Drops server `key`'s part (the server was removed): its events leave the calendar.
+    pub fn remove(&self, key: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.parts.remove(key).is_some() {
+            inner.render();
+        }
+    }
+
+    /// The keys of the parts.
+    pub fn servers(&self) -> Vec<String> {
+        self.inner.lock().unwrap().parts.keys().cloned().collect()
     }
 }
 
@@ -370,4 +482,112 @@ pub fn stored_token(dir: &std::path::Path, renew: bool) -> std::io::Result<Strin
     f.sync_all()?;
     std::fs::rename(&tmp, &path)?;
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ical::Scope;
+    use gpubook_core::{BookingState, Gpu, GpuUuid, Interval};
+
+    fn ctx(server: &str) -> CalendarContext {
+        CalendarContext {
+            server: server.into(),
+            gpus: vec![Gpu {
+                uuid: GpuUuid(format!("{server}-GPU-0")),
+                index: 0,
+                name: "NVIDIA H200".into(),
+                memory_total: 1 << 37,
+                server: server.into(),
+                simulated: true,
+            }],
+            viewer: "alice".into(),
+            with_commands: false,
+            scope: Scope::Mine,
+        }
+    }
+
+    fn booking(server: &str, id: u64, owner: &str, revision: u32) -> Booking {
+        let t = chrono::DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        Booking {
+            id: BookingId(id),
+            owner: owner.into(),
+            gpus: vec![GpuUuid(format!("{server}-GPU-0"))],
+            interval: Interval::new(t, t + chrono::Duration::hours(1)).unwrap(),
+            title: format!("run {id}"),
+            state: BookingState::Confirmed,
+            job: None,
+            asap: None,
+            pending_reason: None,
+            created_at: t,
+            revision,
+            warned_start: false,
+            warned_end: false,
+            run: None,
+            usage: None,
+        }
+    }
+
+    fn vevents(ics: &str) -> usize {
+        ics.matches("BEGIN:VEVENT").count()
+    }
+
+    #[test]
+    fn a_set_renders_every_server_in_one_calendar() {
+        let set = FeedSet::new("My GPU bookings");
+        let body = set.body();
+        let empty = body.borrow().clone();
+        assert_eq!(empty.ics.matches("BEGIN:VCALENDAR").count(), 1);
+        assert_eq!(vevents(&empty.ics), 0);
+
+        set.replace(
+            "a",
+            ctx("lab-a"),
+            vec![
+                booking("lab-a", 1, "alice", 1),
+                booking("lab-a", 2, "bob", 1),
+            ],
+        );
+        set.replace("b", ctx("lab-b"), vec![booking("lab-b", 1, "alice", 1)]);
+        let both = body.borrow().clone();
+        assert_eq!(both.ics.matches("BEGIN:VCALENDAR").count(), 1);
+        assert_eq!(vevents(&both.ics), 2, "bob's booking is not alice's");
+        assert!(both.ics.contains("UID:1@lab-a"));
+        assert!(both.ics.contains("UID:1@lab-b"));
+        assert!(both.ics.contains("X-WR-CALNAME:My GPU bookings"));
+        assert_ne!(both.etag, empty.etag);
+        assert_eq!(set.servers(), ["a", "b"]);
+
+        // The same listing again: nothing changes, not even the ETag.
+        set.replace("b", ctx("lab-b"), vec![booking("lab-b", 1, "alice", 1)]);
+        assert_eq!(body.borrow().etag, both.etag);
+
+        // A change on either server changes the ETag.
+        let mut moved = booking("lab-b", 1, "alice", 2);
+        moved.title = "moved".into();
+        set.apply("b", &moved);
+        let after_b = body.borrow().clone();
+        assert_ne!(after_b.etag, both.etag);
+        assert!(after_b.ics.contains("moved"));
+        // An older revision is ignored.
+        set.apply("b", &booking("lab-b", 1, "alice", 1));
+        assert_eq!(body.borrow().etag, after_b.etag);
+
+        set.apply("a", &booking("lab-a", 3, "alice", 1));
+        let after_a = body.borrow().clone();
+        assert_ne!(after_a.etag, after_b.etag);
+        assert!(after_a.ics.contains("UID:3@lab-a"));
+        assert_eq!(vevents(&after_a.ics), 3);
+        // An event for a server without a part is ignored.
+        set.apply("c", &booking("lab-c", 9, "alice", 1));
+        assert_eq!(body.borrow().etag, after_a.etag);
+
+        // A removed server's events leave the calendar.
+        set.remove("a");
+        let without_a = body.borrow().clone();
+        assert_eq!(vevents(&without_a.ics), 1);
+        assert!(!without_a.ics.contains("@lab-a"));
+        assert_ne!(without_a.etag, after_a.etag);
+        assert_eq!(set.servers(), ["b"]);
+    }
 }

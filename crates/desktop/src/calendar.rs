@@ -1,16 +1,20 @@
 //! The person's bookings in their own calendar: an .ics export over every connected server,
 //! and a read-only feed on 127.0.0.1 at a path with a random token (kept across restarts).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use chrono::Utc;
-use gpubook_client::feed::{self, Feed, FeedServer};
+use gpubook_client::feed::{self, FeedServer, FeedSet};
 use gpubook_client::ical::{self, CalendarContext, EventData, Scope};
 use gpubook_client::Connection;
 
 use crate::error::AppError;
-use crate::manager::{Manager, CLIENT_NAME};
+use crate::manager::Manager;
+use tokio::sync::Notify;
 
 /// The .ics text of the person's bookings (`mine`) or of every booking, on every server the
 /// app is connected to now.
@@ -79,38 +83,92 @@ pub async fn save_ics(m: &Manager, mine: bool, dir: &Path) -> Result<PathBuf, Ap
     Ok(path)
 }
 
-/// Serves a live feed of the person's bookings on This computer's agent at `socket`, on
-/// 127.0.0.1 and a free port, with the token kept in `dir`. Returns its URL. Runs until the
-/// runtime stops.
-pub async fn serve_feed(
-    socket: PathBuf,
-    dir: &Path,
-    with_commands: bool,
-) -> Result<String, String> {
+/// How often each server's bookings are listed again for the feed.
+pub const FEED_POLL: Duration = Duration::from_secs(1);
+
+/// Serves a live feed of the person's bookings on every server the app has (This computer
+/// and each server of `m`, those added later included; a removed server's events leave it),
+/// as one calendar, on 127.0.0.1 and a free port, with the token kept in `dir`. Returns its
+/// URL at once: a server shows in the feed once it is connected, and keeps what it showed
+/// while it is away. Runs until the runtime stops.
+///
+/// Each server has a follower of its own, started and stopped as the server list changes
+/// (checked every [`FEED_POLL`]), that lists the person's bookings over the app's own
+/// connection to it every [`FEED_POLL`]: the manager holds that connection's event stream
+/// and keeps no address a second connection could be dialled with, so a change shows
+/// within about a second rather than at once.
+pub async fn serve_feed(m: Manager, dir: &Path) -> Result<String, String> {
     let token = feed::stored_token(dir, false)
         .map_err(|e| format!("Cannot keep the feed's token in {}: {e}", dir.display()))?;
-    let connect = {
-        let socket = socket.clone();
-        move || {
-            let socket = socket.clone();
-            async move { Connection::unix(&socket, CLIENT_NAME).await }
-        }
-    };
-    let conn = connect().await.map_err(|e| e.to_string())?;
-    let ctx = CalendarContext::load(&conn, Scope::Mine, with_commands)
-        .await
-        .map_err(|e| e.to_string())?;
-    let bookings = ctx.bookings(&conn).await.map_err(|e| e.to_string())?;
-    drop(conn);
-    let mut feed = Feed::new(ctx, bookings);
+    let set = FeedSet::new("My GPU bookings");
     let server = FeedServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), token)
         .await
         .map_err(|e| format!("Cannot open the calendar feed on 127.0.0.1: {e}"))?;
     let url = server.url().map_err(|e| e.to_string())?;
-    let body = feed.body();
-    tokio::spawn(server.run(body, std::future::pending()));
-    tokio::spawn(async move {
-        feed::keep_current(connect, &mut feed, std::future::pending()).await;
-    });
+    tokio::spawn(server.run(set.body(), std::future::pending()));
+    tokio::spawn(follow_servers(m, set));
     Ok(url)
+}
+
+/// Keeps one follower per server of `m`, as servers come and go.
+async fn follow_servers(m: Manager, set: FeedSet) {
+    let mut followers: HashMap<String, Arc<Notify>> = HashMap::new();
+    loop {
+        let ids: Vec<String> = m.views().into_iter().map(|v| v.id).collect();
+        followers.retain(|id, stop| {
+            let keep = ids.contains(id);
+            if !keep {
+                stop.notify_one();
+            }
+            keep
+        });
+        // Also a part a stopped follower wrote just before it stopped.
+        for key in set.servers() {
+            if !ids.contains(&key) {
+                set.remove(&key);
+            }
+        }
+        for id in ids {
+            if !followers.contains_key(&id) {
+                let stop = Arc::new(Notify::new());
+                followers.insert(id.clone(), stop.clone());
+                tokio::spawn(follow_server(m.clone(), set.clone(), id, stop));
+            }
+        }
+        tokio::time::sleep(FEED_POLL).await;
+    }
+}
+
+/// Keeps server `id`'s part of the feed current until `stop`.
+async fn follow_server(m: Manager, set: FeedSet, id: String, stop: Arc<Notify>) {
+    tokio::select! {
+        biased;
+        _ = stop.notified() => {}
+        _ = async {
+            // The calendar context of the connection it was loaded on.
+            let mut ctx: Option<(Weak<Connection>, CalendarContext)> = None;
+            loop {
+                if let Ok((conn, _)) = m.connection(&id) {
+                    let with_commands = m.settings().show_own_command_in_calendar;
+                    let fresh = ctx.as_ref().is_some_and(|(on, c)| {
+                        on.upgrade().is_some_and(|on| Arc::ptr_eq(&on, &conn))
+                            && c.with_commands == with_commands
+                    });
+                    if !fresh {
+                        ctx = CalendarContext::load(&conn, Scope::Mine, with_commands)
+                            .await
+                            .ok()
+                            .map(|c| (Arc::downgrade(&conn), c));
+                    }
+                    if let Some((_, c)) = &ctx {
+                        // A failed listing keeps what the feed showed.
+                        if let Ok(bookings) = c.bookings(&conn).await {
+                            set.replace(&id, c.clone(), bookings);
+                        }
+                    }
+                }
+                tokio::time::sleep(FEED_POLL).await;
+            }
+        } => {}
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use gpubook_client::secrets::Secret;
 use gpubook_desktop::error::AppOnlyKind;
 use gpubook_desktop::ipc::events;
-use gpubook_desktop::{calendar, local, paths, AppError, CaldavStatus, Manager};
+use gpubook_desktop::{calendar, paths, AppError, CaldavStatus, Manager};
 use tauri::{AppHandle, Emitter, State};
 
 use super::Answer;
@@ -16,26 +16,14 @@ use super::Answer;
 pub struct FeedState(Arc<Mutex<Option<Result<String, String>>>>);
 
 impl FeedState {
-    /// Starts serving the feed of This computer in the background.
+    /// Starts serving the feed of every server of `m` in the background.
     pub fn start(m: Manager) -> Self {
         let state = Self(Arc::new(Mutex::new(None)));
         let slot = state.0.clone();
         tauri::async_runtime::spawn(async move {
-            // The local agent may still be starting.
-            let mut last = Err(String::new());
-            for _ in 0..40 {
-                last = calendar::serve_feed(
-                    local::socket(),
-                    &paths::data_dir(),
-                    m.settings().show_own_command_in_calendar,
-                )
-                .await;
-                if last.is_ok() {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            *slot.lock().unwrap() = Some(last);
+            // Servers show in it as they connect (the local agent may still be starting).
+            let served = calendar::serve_feed(m, &paths::data_dir()).await;
+            *slot.lock().unwrap() = Some(served);
         });
         state
     }
@@ -56,7 +44,7 @@ pub async fn save_ics(m: State<'_, Manager>, mine: bool) -> Answer<String> {
         .map(|p| p.display().to_string())
 }
 
-/// The URL a calendar app can subscribe to (This computer's bookings of the person).
+/// The URL a calendar app can subscribe to (the person's bookings on every server).
 #[tauri::command]
 pub fn feed_url(feed: State<'_, FeedState>) -> Answer<String> {
     match feed.0.lock().unwrap().clone() {
