@@ -304,6 +304,27 @@ pub struct User {
     pub gid: u32,
     /// Home directory.
     pub home: PathBuf,
+    /// Held from [`User::fresh`] until the last clone is gone: another test process that wants
+    /// this account afresh waits instead of killing this one's sessions.
+    _lock: Option<std::sync::Arc<std::fs::File>>,
+}
+
+/// An exclusive lock on the test account `name`, across processes (waits while another test
+/// process holds it).
+fn account_lock(name: &str) -> std::sync::Arc<std::fs::File> {
+    let dir = Path::new("/run/gpubook-test-users");
+    std::fs::create_dir_all(dir).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(name))
+        .unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this function owns; it is released when the file closes.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock {name}: {}", std::io::Error::last_os_error());
+    std::sync::Arc::new(f)
 }
 
 fn passwd(name: &str) -> Option<Vec<String>> {
@@ -348,6 +369,7 @@ impl User {
             uid: f[2].parse().unwrap(),
             gid: f[3].parse().unwrap(),
             home: PathBuf::from(&f[5]),
+            _lock: None,
         };
         if !u.home.is_dir() {
             std::fs::create_dir_all(&u.home).unwrap();
@@ -359,12 +381,16 @@ impl User {
 
     /// A fresh user: made anew, with an empty home (for deployment tests).
     pub fn fresh(name: &str) -> Self {
+        let lock = account_lock(name);
         let _ = Command::new("pkill")
             .args(["-KILL", "-u", name])
             .stderr(Stdio::null())
             .status();
         let _ = Command::new("userdel").args(["-r", name]).output();
-        Self::ensure(name)
+        Self {
+            _lock: Some(lock),
+            ..Self::ensure(name)
+        }
     }
 
     /// Sets the password.
