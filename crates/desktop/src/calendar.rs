@@ -83,8 +83,13 @@ pub async fn save_ics(m: &Manager, mine: bool, dir: &Path) -> Result<PathBuf, Ap
     Ok(path)
 }
 
-/// How often each server's bookings are listed again for the feed.
+/// How often the feed checks for servers added or removed, and retries a server it could
+/// not read yet.
 pub const FEED_POLL: Duration = Duration::from_secs(1);
+
+/// How often a server's bookings are read for the feed again when no change was heard (a
+/// safety net: changes arrive as the server's events).
+pub const FEED_REFRESH: Duration = Duration::from_secs(60);
 
 /// Serves a live feed of the person's bookings on every server the app has (This computer
 /// and each server of `m`, those added later included; a removed server's events leave it),
@@ -93,10 +98,10 @@ pub const FEED_POLL: Duration = Duration::from_secs(1);
 /// while it is away. Runs until the runtime stops.
 ///
 /// Each server has a follower of its own, started and stopped as the server list changes
-/// (checked every [`FEED_POLL`]), that lists the person's bookings over the app's own
-/// connection to it every [`FEED_POLL`]: the manager holds that connection's event stream
-/// and keeps no address a second connection could be dialled with, so a change shows
-/// within about a second rather than at once.
+/// (checked every [`FEED_POLL`]). It lists the person's bookings over the app's own
+/// connection when the server connects and again whenever the manager hears one of that
+/// server's events ([`Manager::changes`]), so the feed changes as the bookings do; and at
+/// least every [`FEED_REFRESH`].
 pub async fn serve_feed(m: Manager, dir: &Path) -> Result<String, String> {
     let token = feed::stored_token(dir, false)
         .map_err(|e| format!("Cannot keep the feed's token in {}: {e}", dir.display()))?;
@@ -141,6 +146,8 @@ async fn follow_servers(m: Manager, set: FeedSet) {
 
 /// Keeps server `id`'s part of the feed current until `stop`.
 async fn follow_server(m: Manager, set: FeedSet, id: String, stop: Arc<Notify>) {
+    // Subscribed before the first listing: a change during a listing is read again after it.
+    let mut changes = m.changes();
     tokio::select! {
         biased;
         _ = stop.notified() => {}
@@ -148,6 +155,7 @@ async fn follow_server(m: Manager, set: FeedSet, id: String, stop: Arc<Notify>) 
             // The calendar context of the connection it was loaded on.
             let mut ctx: Option<(Weak<Connection>, CalendarContext)> = None;
             loop {
+                let mut listed = false;
                 if let Ok((conn, _)) = m.connection(&id) {
                     let with_commands = m.settings().show_own_command_in_calendar;
                     let fresh = ctx.as_ref().is_some_and(|(on, c)| {
@@ -164,11 +172,44 @@ async fn follow_server(m: Manager, set: FeedSet, id: String, stop: Arc<Notify>) 
                         // A failed listing keeps what the feed showed.
                         if let Ok(bookings) = c.bookings(&conn).await {
                             set.replace(&id, c.clone(), bookings);
+                            listed = true;
                         }
                     }
                 }
-                tokio::time::sleep(FEED_POLL).await;
+                if listed {
+                    wait_for_change(&mut changes, &id, FEED_REFRESH).await;
+                } else {
+                    // Not connected yet, or the listing failed: try again soon.
+                    tokio::time::sleep(FEED_POLL).await;
+                }
             }
         } => {}
+    }
+}
+
+/// Waits until `changes` says server `id` (or every server) changed, or `at_most` passed.
+/// Changes already queued count; a burst of them is one change.
+async fn wait_for_change(
+    changes: &mut tokio::sync::broadcast::Receiver<String>,
+    id: &str,
+    at_most: Duration,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let _ = tokio::time::timeout(at_most, async {
+        loop {
+            match changes.recv().await {
+                Ok(c) if c == id || c == crate::manager::ALL_SERVERS => break,
+                Ok(_) => {}
+                // Missed some: one of them may have been ours.
+                Err(RecvError::Lagged(_)) => break,
+                // The manager is gone; the timeout ends the wait.
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    })
+    .await;
+    // The rest of a burst (a move sends several events) is covered by the listing to come.
+    while let Ok(c) = changes.try_recv() {
+        let _ = c;
     }
 }
