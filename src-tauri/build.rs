@@ -9,6 +9,7 @@ const COMMANDS: &[&str] = &[
     "accept_host_key",
     "remove_server",
     "ssh_hosts",
+    "sign_in",
     // bookings
     "gpus",
     "bookings",

@@ -71,6 +71,7 @@ pub fn run() {
             commands::servers::accept_host_key,
             commands::servers::remove_server,
             commands::servers::ssh_hosts,
+            commands::servers::sign_in,
             commands::bookings::gpus,
             commands::bookings::bookings,
             commands::bookings::policy,

@@ -131,7 +131,10 @@ pub enum SshError {
         detail: String,
     },
     /// No TCP connection (refused, no route) or the SSH handshake failed.
-    #[error("cannot reach {server} ({addr}): {detail}. Check that the host is up and that `ssh {server}` works")]
+    #[error(
+        "cannot reach {server} ({addr}): {detail}. Check that the host is up and that `{}` works",
+        ssh_command(server)
+    )]
     Unreachable {
         /// The server.
         server: String,
@@ -151,7 +154,7 @@ pub enum SshError {
         secs: u64,
     },
     /// Every authentication method failed.
-    #[error("cannot log in to {server} as {user}: tried {}. Check that `ssh {server}` works, or load your key with `ssh-add`", tried.join(", "))]
+    #[error("cannot log in to {server} as {user}: tried {}. Check that `{}` works, or load your key with `ssh-add`", tried.join(", "), ssh_command(server))]
     Auth {
         /// The server.
         server: String,
@@ -171,7 +174,7 @@ pub enum SshError {
         missing: bool,
     },
     /// known_hosts has no key for this host.
-    #[error("the host key of {server} is not known: {key_type} {fingerprint}. If that is the server's key (ask its admin), accept it (gpubook: --accept-new-host-key; or `ssh {server}` once)")]
+    #[error("the host key of {server} is not known: {key_type} {fingerprint}. If that is the server's key (ask its admin), accept it (gpubook: --accept-new-host-key; or `{}` once)", ssh_command(server))]
     UnknownHostKey {
         /// The server.
         server: String,
@@ -310,5 +313,43 @@ impl SshError {
             | Self::Lost { server, .. }
             | Self::Protocol { server, .. } => server,
         }
+    }
+}
+
+/// The OpenSSH command that reaches `server` as gpubook names it: an alias or `user@host` as
+/// it is, `user@host:port` as `ssh -p port user@host` (OpenSSH reads no port after a colon;
+/// an `ssh://` URL it reads itself).
+pub fn ssh_command(server: &str) -> String {
+    if !server.starts_with("ssh://") {
+        if let Some((host, port)) = server.rsplit_once(':') {
+            let bracketed = host.contains('[');
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (bracketed || !host.contains(':'))
+            {
+                let host = host.replace(['[', ']'], "");
+                return format!("ssh -p {port} {host}");
+            }
+        }
+    }
+    format!("ssh {server}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ssh_command;
+
+    #[test]
+    fn the_ssh_command_a_person_can_paste() {
+        assert_eq!(ssh_command("lab1"), "ssh lab1");
+        assert_eq!(ssh_command("ana@lab1"), "ssh ana@lab1");
+        assert_eq!(ssh_command("ana@10.0.0.5:2222"), "ssh -p 2222 ana@10.0.0.5");
+        assert_eq!(ssh_command("ana@[fe80::1]:2222"), "ssh -p 2222 ana@fe80::1");
+        assert_eq!(
+            ssh_command("ssh://ana@lab1:2222"),
+            "ssh ssh://ana@lab1:2222"
+        );
+        // A bare IPv6 address has colons but no port.
+        assert_eq!(ssh_command("fe80::1"), "ssh fe80::1");
     }
 }

@@ -218,6 +218,13 @@ async fn key_files_passwords_and_keyboard_interactive() {
     // No prompt and nothing else: a clear refusal naming what was tried.
     let e = connect(&spec_pw, &nokeys.options(None)).await.unwrap_err();
     assert_eq!(e.kind(), SshErrorKind::Auth, "{e}");
+    assert!(e.to_string().contains("nobody to type one"), "{e}");
+    // The command it suggests is one OpenSSH runs (no port after a colon).
+    assert!(
+        e.to_string()
+            .contains(&format!("`ssh -p {} {}@127.0.0.1`", server.port, user.name)),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ pub mod memory;
 pub mod notify;
 pub mod paths;
 pub mod prompt;
+pub mod servers;
 pub mod settings;
 pub mod tray;
 

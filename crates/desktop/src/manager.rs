@@ -18,7 +18,7 @@ use gpubook_proto::{
     GpusRequest, GpusResponse, ListRequest, LogsRequest, LogsResponse, MoveRequest, PolicyRequest,
     PolicyResponse, ReleaseRequest, Request, Response, Welcome,
 };
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
 
 use crate::error::AppError;
 use crate::ipc::AsapAnyResponse;
@@ -35,6 +35,27 @@ pub const CLIENT_NAME: &str = concat!("gpubook-app/", env!("CARGO_PKG_VERSION"))
 /// How long a server may be gone before "unreachable" is notified (an agent restart is not
 /// worth a notification).
 pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(10);
+
+fn new_server(id: &str, name: &str, address: Address, ssh: ssh::Options) -> Arc<Server> {
+    Arc::new(Server {
+        id: id.to_string(),
+        name: Mutex::new(name.to_string()),
+        address,
+        ssh,
+        status: Mutex::new(Status {
+            state: ServerState::Connecting,
+            detail: None,
+            welcome: None,
+            needs_login: false,
+        }),
+        conn: Mutex::new(None),
+        mine: Mutex::new(BTreeMap::new()),
+        stop: Notify::new(),
+    })
+}
+
+/// How long after a refused login the app tries again by itself.
+pub const LOGIN_RETRY: Duration = Duration::from_secs(300);
 
 /// Where the web view's pushed events go (the Tauri shell emits them).
 pub trait Sink: Send + Sync + std::fmt::Debug + 'static {
@@ -58,6 +79,8 @@ struct Status {
     state: ServerState,
     detail: Option<String>,
     welcome: Option<Welcome>,
+    /// The last try failed to log in.
+    needs_login: bool,
 }
 
 /// One server and what the app knows of it.
@@ -86,6 +109,7 @@ impl Server {
             user: s.welcome.as_ref().map(|w| w.user.clone()),
             role: s.welcome.as_ref().map(|w| w.role),
             simulated: s.welcome.as_ref().is_some_and(|w| w.simulated),
+            needs_login: s.needs_login,
         }
     }
 
@@ -105,7 +129,13 @@ struct Inner {
     rt: tokio::runtime::Handle,
     ssh: ssh::Options,
     caldav: crate::caldav::Caldav,
+    /// The id of a server whose bookings just changed ([`ALL_SERVERS`]: every server's view
+    /// changed, e.g. a setting), for followers such as the calendar feed.
+    changes: broadcast::Sender<String>,
 }
+
+/// Sent on [`Manager::changes`] when every server's bookings should be read again.
+pub const ALL_SERVERS: &str = "*";
 
 /// The servers and their pumps. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -161,8 +191,16 @@ impl Manager {
                 settings_path: files.settings,
                 rt,
                 ssh,
+                changes: broadcast::channel(256).0,
             }),
         }
+    }
+
+    /// Ids of servers whose bookings changed (an event arrived, the server came back), from
+    /// now on; [`ALL_SERVERS`] stands for all of them. A receiver that lags should treat it
+    /// as a change of every server.
+    pub fn changes(&self) -> broadcast::Receiver<String> {
+        self.inner.changes.subscribe()
     }
 
     /// Adds a server and starts its pump. Its view is emitted as it changes.
@@ -179,24 +217,43 @@ impl Manager {
         address: Address,
         ssh: ssh::Options,
     ) -> ServerView {
-        let server = Arc::new(Server {
-            id: id.to_string(),
-            name: Mutex::new(name.to_string()),
-            address,
-            ssh,
-            status: Mutex::new(Status {
-                state: ServerState::Connecting,
-                detail: None,
-                welcome: None,
-            }),
-            conn: Mutex::new(None),
-            mine: Mutex::new(BTreeMap::new()),
-            stop: Notify::new(),
-        });
+        let server = new_server(id, name, address, ssh);
         self.inner.servers.lock().unwrap().push(server.clone());
+        self.start(server)
+    }
+
+    /// Logs in to server `id` again with `ssh` (what the person just typed, for a server
+    /// whose login was refused): one connection checks it first, then the server's
+    /// connection starts over with these options, in its place in the list. A refusal
+    /// leaves the server as it was.
+    pub async fn sign_in(&self, id: &str, ssh: ssh::Options) -> Result<ServerView, AppError> {
+        let old = self.server(id)?;
+        self.probe(&old.name(), &old.address, false, &ssh)
+            .await
+            .map_err(|mut e| {
+                e.server = Some(id.to_string());
+                e
+            })?;
+        let server = new_server(id, &old.name(), old.address.clone(), ssh);
+        {
+            let mut servers = self.inner.servers.lock().unwrap();
+            let i = servers
+                .iter()
+                .position(|s| Arc::ptr_eq(s, &old))
+                .ok_or_else(|| AppError::no_server(id))?;
+            servers[i] = server.clone();
+        }
+        old.stop.notify_one();
+        old.conn.lock().unwrap().take();
+        self.inner.caldav.server_removed(id);
+        Ok(self.start(server))
+    }
+
+    /// Starts the pump (and the CalDAV follower) of a server in the list.
+    fn start(&self, server: Arc<Server>) -> ServerView {
         self.inner
             .caldav
-            .server_added(id, server.address.clone(), server.ssh.clone());
+            .server_added(&server.id, server.address.clone(), server.ssh.clone());
         let inner = self.inner.clone();
         let view = server.view();
         self.inner.rt.spawn(async move {
@@ -266,6 +323,7 @@ impl Manager {
             .caldav
             .set_with_commands(s.show_own_command_in_calendar);
         *self.inner.settings.lock().unwrap() = s;
+        let _ = self.inner.changes.send(ALL_SERVERS.to_string());
         Ok(())
     }
 
@@ -578,11 +636,27 @@ fn set_status(
     detail: Option<String>,
     welcome: Option<Welcome>,
 ) {
+    set_status_login(inner, s, state, detail, welcome, false);
+}
+
+/// [`set_status`], saying whether the try failed to log in.
+fn set_status_login(
+    inner: &Inner,
+    s: &Server,
+    state: ServerState,
+    detail: Option<String>,
+    welcome: Option<Welcome>,
+    login_failed: bool,
+) {
     {
         let mut st = s.status.lock().unwrap();
-        let changed = st.state != state || st.detail != detail || welcome.is_some();
+        let changed = st.state != state
+            || st.detail != detail
+            || welcome.is_some()
+            || st.needs_login != login_failed;
         st.state = state;
         st.detail = detail;
+        st.needs_login = login_failed;
         if let Some(w) = welcome {
             st.welcome = Some(w);
         }
@@ -591,6 +665,10 @@ fn set_status(
         }
     }
     inner.sink.server(&s.view());
+    // A server that comes up (again) may hold bookings its followers have not read.
+    if state == ServerState::Connected {
+        let _ = inner.changes.send(s.id.clone());
+    }
 }
 
 /// Keeps server `s` connected and its events flowing, until the task is dropped.
@@ -615,13 +693,18 @@ async fn pump(inner: Arc<Inner>, s: Arc<Server>) {
                 );
             }
             Err(e) => {
+                let login_failed = matches!(
+                    &e,
+                    DialError::Deploy(d) if d.ssh_kind() == Some(ssh::SshErrorKind::Auth)
+                );
                 let detail = e.to_string();
-                let state = if down_since.elapsed() >= UNREACHABLE_AFTER || !ever_up {
+                let state = if down_since.elapsed() >= UNREACHABLE_AFTER || !ever_up || login_failed
+                {
                     ServerState::Unreachable
                 } else {
                     ServerState::Connecting
                 };
-                set_status(&inner, &s, state, Some(detail.clone()), None);
+                set_status_login(&inner, &s, state, Some(detail.clone()), None, login_failed);
                 if ever_up && !notified_down && down_since.elapsed() >= UNREACHABLE_AFTER {
                     notified_down = true;
                     let settings = inner.settings.lock().unwrap().clone();
@@ -633,7 +716,10 @@ async fn pump(inner: Arc<Inner>, s: Arc<Server>) {
                 }
             }
         }
-        tokio::time::sleep(backoff).await;
+        let login_failed = s.status.lock().unwrap().needs_login;
+        // A refused login is not retried every few seconds: sshd (and fail2ban) count the
+        // failures against the account; the person signs in (Manager::sign_in) instead.
+        tokio::time::sleep(if login_failed { LOGIN_RETRY } else { backoff }).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
@@ -719,6 +805,8 @@ fn handle_event(inner: &Arc<Inner>, s: &Arc<Server>, me: &str, key: &str, ev: Ev
         server: s.id.clone(),
         event: ev.clone(),
     });
+    // No receiver (no feed) is fine.
+    let _ = inner.changes.send(s.id.clone());
     let settings = inner.settings.lock().unwrap().clone();
     if let Some(n) = notify::decide(&ev, &s.id, &s.name(), me, Utc::now(), &settings) {
         let on_extend = n.extend.clone().map(|offer| {

@@ -77,6 +77,14 @@ export class MockBackend implements Backend {
     this.addServer('local', 'This computer', makeGpus('This computer', 4, '', 24, true), 'admin', true, 'connected', now);
     this.addServer('lab1', 'lab1', makeGpus('lab1', 8, 'NVIDIA H200', 141, false), 'user', false, 'connecting', now);
     this.addServer('lab2', 'lab2', makeGpus('lab2', 4, 'NVIDIA A100-SXM4-80GB', 80, false), 'user', false, 'connecting', now);
+    // A server whose login was refused: it waits for the person to sign in.
+    this.addServer('lab3', 'lab3', makeGpus('lab3', 2, 'NVIDIA L40S', 48, false), 'user', false, 'unreachable', now);
+    const lab3 = this.servers.get('lab3')!;
+    lab3.view = {
+      ...lab3.view,
+      needs_login: true,
+      detail: `Cannot log in to lab3 as ${ME}: tried ssh-agent (1 key), no password (none in the keyring, and nobody to type one). Check that \`ssh lab3\` works, or load your key with \`ssh-add\``,
+    };
     if (typeof window !== 'undefined') {
       this.timers.push(window.setTimeout(() => this.setState('lab1', 'connected'), 600));
       this.timers.push(window.setTimeout(() => this.setState('lab2', 'unreachable', 'lab2 did not answer on port 22 (connection timed out).'), 1500));
@@ -87,7 +95,7 @@ export class MockBackend implements Backend {
 
   private addServer(id: string, name: string, gpus: Gpu[], role: Role, simulated: boolean, state: ServerView['state'], now: number) {
     const s: MockServer = {
-      view: { id, name, state, detail: simulated ? 'Simulated GPUs: no NVIDIA GPU found here.' : null, user: ME, role, simulated },
+      view: { id, name, state, detail: simulated ? 'Simulated GPUs: no NVIDIA GPU found here.' : null, user: ME, role, simulated, needs_login: false },
       gpus,
       bookings: new Map(),
       seq: 0,
@@ -387,6 +395,14 @@ export class MockBackend implements Backend {
       case 'accept_host_key':
         this.knownHosts.add(String(a.spec));
         return this.accept(String(a.spec), now);
+      case 'sign_in': {
+        const s = this.servers.get(String(a.id));
+        if (!s) throw err('internal', `There is no server "${String(a.id)}" in the app; it may have been removed.`, String(a.id));
+        if (!a.secret) throw err('auth', s.view.detail ?? `Cannot log in to ${s.view.name}.`, s.view.id);
+        s.view = { ...s.view, needs_login: false, state: 'connecting', detail: null };
+        setTimeout(() => this.setState(s.view.id, 'connected'), 500);
+        return s.view;
+      }
       case 'remove_server':
         this.servers.delete(String(a.id));
         return null;

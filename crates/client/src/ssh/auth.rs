@@ -307,6 +307,8 @@ fn password(sess: &ssh2::Session, t: &Target, opts: &Options, tried: &mut Vec<St
     }
     if any {
         tried.push("password".into());
+    } else {
+        tried.push("no password (none in the keyring, and nobody to type one)".into());
     }
     false
 }

@@ -33,4 +33,9 @@ role: Role | null,
 /**
  * Whether its GPUs are simulated.
  */
-simulated: boolean, };
+simulated: boolean, 
+/**
+ * Logging in failed (no key it accepts, no password kept): the app tries again only
+ * every few minutes (so as not to lock the account) until the person signs in.
+ */
+needs_login: boolean, };
