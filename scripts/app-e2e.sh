@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 export PATH="$HOME/.cargo/bin:$PATH"
 missing=()
-for t in Xvfb dbus-daemon dbus-send dbus-monitor dunst WebKitWebDriver tauri-driver runuser; do
+for t in Xvfb dbus-daemon dbus-send dbus-monitor gdbus dunst WebKitWebDriver tauri-driver runuser; do
   command -v "$t" >/dev/null || missing+=("$t")
 done
 if ((${#missing[@]})); then

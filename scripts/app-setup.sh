@@ -6,7 +6,7 @@ sudo=""
 [[ "$(id -u)" -ne 0 ]] && sudo=sudo
 pkgs=(libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev libssl-dev)
 command -v npm >/dev/null || pkgs+=(nodejs npm)
-[[ "${1:-}" == "--e2e" ]] && pkgs+=(xvfb webkit2gtk-driver dunst dbus-x11 x11-utils imagemagick)
+[[ "${1:-}" == "--e2e" ]] && pkgs+=(xvfb webkit2gtk-driver dunst dbus-x11 x11-utils imagemagick libglib2.0-bin python3-gi)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

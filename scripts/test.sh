@@ -30,9 +30,11 @@ cargo test -p gpubook-desktop --features ts --test ts_bindings
 
 echo "== the desktop app, end to end"
 need=()
-for t in Xvfb:xvfb WebKitWebDriver:webkit2gtk-driver dunst:dunst dbus-monitor:dbus-bin dbus-launch:dbus-x11 import:imagemagick xwininfo:x11-utils; do
+for t in Xvfb:xvfb WebKitWebDriver:webkit2gtk-driver dunst:dunst dbus-monitor:dbus-bin dbus-launch:dbus-x11 import:imagemagick xwininfo:x11-utils gdbus:libglib2.0-bin; do
   command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t##*:}")
 done
+# The tray test's StatusNotifierWatcher (tests/e2e/sni_watcher.py) runs on the system's Python.
+/usr/bin/python3 -c 'from gi.repository import Gio' 2>/dev/null || need+=(python3-gi)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq

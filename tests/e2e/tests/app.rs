@@ -9,6 +9,8 @@
 //!   menu, it extends the booking;
 //! - screenshots of the calendar with bookings, the booking dialog and the GPU panel go to
 //!   $GPUBOOK_SCREENSHOTS (default target/screenshots);
+//! - the tray icon, registered with a StatusNotifierWatcher of the test's (as a panel runs
+//!   one), shows the next booking with its countdown in its menu, read over D-Bus;
 //! - a second launch hands over to the first; closing the window (WM_DELETE_WINDOW, as a
 //!   window manager sends it) hides it and the app keeps running;
 //! - the export, the feed, the settings and typed errors through the real IPC;
@@ -120,6 +122,46 @@ fn start_agent(bin: &Path, dir: &Path, name: &str, shared: bool) -> (Proc, PathB
     (p, socket)
 }
 
+/// The app's tray menu as text (gdbus's rendering of com.canonical.dbusmenu.GetLayout), read
+/// from the item the app registered with the test's StatusNotifierWatcher; `None` until it
+/// registered.
+fn tray_menu(bus: &str, items: &Path) -> Option<String> {
+    let log = std::fs::read_to_string(items).ok()?;
+    let (service, path) = log.lines().rev().find_map(|l| l.split_once(' '))?;
+    let gdbus = |args: &[&str]| -> Option<String> {
+        let out = Command::new("gdbus")
+            .args(["call", "--session", "--dest", service])
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", bus)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let menu = gdbus(&[
+        "--object-path",
+        path,
+        "--method",
+        "org.freedesktop.DBus.Properties.Get",
+        "org.kde.StatusNotifierItem",
+        "Menu",
+    ])?;
+    // "(<objectpath '/org/ayatana/NotificationItem/.../Menu'>,)"
+    let menu = menu.split('\'').nth(1)?;
+    gdbus(&[
+        "--object-path",
+        menu,
+        "--method",
+        "com.canonical.dbusmenu.GetLayout",
+        // The arguments: the root item, all levels, every property.
+        "--",
+        "0",
+        "-1",
+        "@as []",
+    ])
+}
+
 fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -148,6 +190,7 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
         "dbus-daemon",
         "dbus-send",
         "dbus-monitor",
+        "gdbus",
         "dunst",
         "tauri-driver",
         "WebKitWebDriver",
@@ -194,6 +237,20 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     );
     until("dunst on the bus", 15, || {
         bus_has(&bus, "org.freedesktop.Notifications").then_some(())
+    });
+    // A panel's StatusNotifierWatcher, so the app's tray icon registers on the bus (Xvfb has
+    // no panel); the test reads the icon's menu as a panel would.
+    let tray_log = dir.join("tray-items.log");
+    let _watcher = Proc::spawn(
+        "the StatusNotifierWatcher",
+        Command::new("/usr/bin/python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("sni_watcher.py"))
+            .arg(&tray_log)
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+            .stdout(Stdio::null()),
+    );
+    until("the StatusNotifierWatcher on the bus", 15, || {
+        bus_has(&bus, "org.kde.StatusNotifierWatcher").then_some(())
     });
     let monitor_log = shots.join("notifications.log");
     let _monitor = Proc::spawn(
@@ -376,6 +433,24 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
         &format!("[data-testid=\"booking\"][data-booking-id=\"{my_id}\"][data-owner=\"root\"]"),
         10,
     );
+
+    // The tray, read over D-Bus as a panel reads it: the next booking and its countdown.
+    let line = until("the tray's next-booking line", 20, || {
+        let layout = tray_menu(&bus, &tray_log)?;
+        layout.contains("e2e training").then_some(layout)
+    });
+    assert!(
+        line.contains("Next: \u{201c}e2e training\u{201d} on This computer in "),
+        "{line}"
+    );
+    for item in ["Show gpubook", "Quit"] {
+        assert!(line.contains(item), "no {item} in the tray menu: {line}");
+    }
+    let next = line[line.find("Next:").unwrap()..]
+        .split('\'')
+        .next()
+        .unwrap();
+    println!("tray menu: {next}");
 
     // Another person's booking cannot be dragged: it stays where it was.
     let other_el = d.wait_for(
