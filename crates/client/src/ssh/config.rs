@@ -721,6 +721,36 @@ mod tests {
     }
 
     #[test]
+    fn a_proxyjump_loop_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        std::fs::write(
+            &config,
+            "Host lab1\n  HostName 10.0.0.5\n  User a\n  ProxyJump gw\n\
+             Host gw\n  HostName 10.0.0.1\n  User a\n  ProxyJump lab1\n",
+        )
+        .unwrap();
+        let env = SshEnv {
+            home: Some(dir.path().to_path_buf()),
+            config: Some(config),
+            agent_socket: None,
+        };
+        let mut ways = vec![false];
+        if ssh_installed() {
+            ways.push(true);
+        }
+        for openssh in ways {
+            let e = resolve_chain("lab1", &env, openssh, &mut Vec::new()).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains("ProxyJump loops")
+                    && text.contains("a@10.0.0.5:22 -> a@10.0.0.1:22 -> a@10.0.0.5:22"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn host_patterns() {
         assert!(host_matches("lab*", "lab1"));
         assert!(host_matches("a, lab?", "lab1"));
