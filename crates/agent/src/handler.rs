@@ -188,7 +188,7 @@ impl Context {
             ));
         }
         let path = self.jobs.log_path(id);
-        let read = tokio::task::spawn_blocking(move || read_from(&path, offset))
+        let read = tokio::task::spawn_blocking(move || read_from(&path, offset, done))
             .await
             .map_err(|e| ErrorBody::new(ErrorKind::Internal, e.to_string()))?;
         let (data, next) = read.map_err(|e| {
@@ -272,7 +272,11 @@ impl Context {
 const LOG_CHUNK: u64 = 256 * 1024;
 
 /// Up to [`LOG_CHUNK`] bytes of `path` from `offset`; a log not yet written reads as empty.
-fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<(String, u64)> {
+/// A UTF-8 character cut at the end of the piece (by the chunk size, or because the job is
+/// writing it right now) is left for the next piece, so a client following the log never
+/// shows a character broken in two; only once the job is over (`done`) and the end of the
+/// file is reached is everything sent as it is.
+fn read_from(path: &std::path::Path, offset: u64, done: bool) -> std::io::Result<(String, u64)> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -282,8 +286,33 @@ fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<(String, u6
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
     f.take(LOG_CHUNK).read_to_end(&mut buf)?;
+    let at_end = (buf.len() as u64) < LOG_CHUNK;
+    if !(done && at_end) {
+        buf.truncate(whole_chars(&buf));
+    }
     let next = offset + buf.len() as u64;
     Ok((String::from_utf8_lossy(&buf).into_owned(), next))
+}
+
+/// The length of `buf` without an incomplete UTF-8 character at its end (bytes that are not
+/// UTF-8 at all are left in, to be shown replaced).
+fn whole_chars(buf: &[u8]) -> usize {
+    let n = buf.len();
+    for back in 1..=n.min(4) {
+        let b = buf[n - back];
+        if b & 0xC0 == 0x80 {
+            // A continuation byte: look further back for the character's first byte.
+            continue;
+        }
+        let need = match b {
+            0xF0..=0xF7 => 4,
+            0xE0..=0xEF => 3,
+            0xC0..=0xDF => 2,
+            _ => 1,
+        };
+        return if need > back { n - back } else { n };
+    }
+    n
 }
 
 fn resolve_one(plan: &Plan, r: &str) -> Result<GpuUuid, ErrorBody> {
@@ -321,4 +350,41 @@ pub fn visible(viewer: &Actor, b: Booking) -> Booking {
 
 fn end_after_start() -> ErrorBody {
     ErrorBody::new(ErrorKind::Invalid, "the end must be after the start")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_character_cut_at_the_end_waits_for_the_next_piece() {
+        let e_acute = "é".as_bytes(); // 2 bytes
+        let gpu = "🚀".as_bytes(); // 4 bytes
+        assert_eq!(whole_chars(b"loss 0.1\n"), 9);
+        assert_eq!(whole_chars(&[b'a', e_acute[0]]), 1);
+        assert_eq!(whole_chars(&[b'a', e_acute[0], e_acute[1]]), 3);
+        assert_eq!(whole_chars(&[b'a', gpu[0], gpu[1], gpu[2]]), 1);
+        assert_eq!(whole_chars(gpu), 4);
+        assert_eq!(whole_chars(b""), 0);
+        // Not UTF-8 at all: left in, shown replaced.
+        assert_eq!(whole_chars(&[b'a', 0x80, 0x80, 0x80, 0x80]), 5);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, [b"epoch 1 ".as_slice(), &gpu[..2]].concat()).unwrap();
+        // The job is writing: the half rocket waits.
+        let (data, next) = read_from(&path, 0, false).unwrap();
+        assert_eq!((data.as_str(), next), ("epoch 1 ", 8));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, &gpu[2..]).unwrap();
+        let (data, next) = read_from(&path, next, false).unwrap();
+        assert_eq!((data.as_str(), next), ("🚀", 12));
+        // The job is over: the rest as it is, even a broken end.
+        std::io::Write::write_all(&mut f, &e_acute[..1]).unwrap();
+        let (data, next) = read_from(&path, next, true).unwrap();
+        assert_eq!((data.as_str(), next), ("\u{fffd}", 13));
+    }
 }

@@ -565,11 +565,12 @@ impl Manager {
         .await
     }
 
-    /// The whole log of booking `b`'s job so far.
-    pub async fn job_logs(&self, id: &str, b: u64) -> Result<LogsResponse, AppError> {
+    /// The log of booking `b`'s job from byte `offset` on (0: from the start), as far as it
+    /// goes now (at most about 1 MiB at a time); `next` is where the following call goes on.
+    pub async fn job_logs(&self, id: &str, b: u64, offset: u64) -> Result<LogsResponse, AppError> {
         let mut all = LogsResponse {
             data: String::new(),
-            next: 0,
+            next: offset,
             done: false,
         };
         loop {

@@ -6,8 +6,14 @@ use tauri::State;
 
 use super::Answer;
 
-/// The log of booking `id`'s job so far.
+/// The log of booking `id`'s job so far, from byte `offset` on (the start when absent), so
+/// that an open panel fetches only what was added since.
 #[tauri::command]
-pub async fn job_logs(m: State<'_, Manager>, server: String, id: u64) -> Answer<LogsResponse> {
-    m.job_logs(&server, id).await
+pub async fn job_logs(
+    m: State<'_, Manager>,
+    server: String,
+    id: u64,
+    offset: Option<u64>,
+) -> Answer<LogsResponse> {
+    m.job_logs(&server, id, offset.unwrap_or(0)).await
 }

@@ -7,6 +7,7 @@
 //! - a job that finishes raises a notification, read on the bus with dbus-monitor;
 //! - 10 minutes before a slot's end the notification offers "Extend 1 h"; chosen in dunst's
 //!   menu, it extends the booking;
+//! - a finished job's panel shows its state with the exit status and the tail of its log;
 //! - screenshots of the calendar with bookings, the booking dialog and the GPU panel go to
 //!   $GPUBOOK_SCREENSHOTS (default target/screenshots);
 //! - the tray icon, registered with a StatusNotifierWatcher of the test's (as a panel runs
@@ -552,6 +553,37 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     let log = std::fs::read_to_string(&monitor_log).unwrap();
     assert!(log.contains("exited with code 0"), "{log}");
     println!("notification for booking {job_id} seen on the bus");
+
+    // Its panel: the job's state and the tail of its log, through the real IPC.
+    let el = d.wait_for(
+        &format!("[data-testid=\"booking\"][data-booking-id=\"{job_id}\"]"),
+        10,
+    );
+    // A 15-minute block is a few pixels wide in the 72-hour view; the click goes to it
+    // directly (the pointer path of opening a booking is not what this checks).
+    d.exec(
+        "arguments[0].click(); return true",
+        json!([{ "element-6066-11e4-a52e-4f735466cecf": el }]),
+    );
+    let shown = until("the job's log in its panel", 20, || {
+        let t = d.exec(
+            "const e = document.querySelector('[data-testid=job-log]'); return e ? e.textContent : null;",
+            json!([]),
+        );
+        t.as_str()
+            .filter(|t| t.contains("done"))
+            .map(str::to_string)
+    });
+    let state = d.exec(
+        "const e = document.querySelector('[data-testid=job-state]'); return e ? e.textContent : null;",
+        json!([]),
+    );
+    assert!(
+        state.as_str().is_some_and(|s| s.contains("exit 0")),
+        "job state in the panel: {state}"
+    );
+    println!("the panel shows the job's log: {shown:?}, state {state}");
+    d.screenshot(&shots.join("booking-panel.png"));
 
     // 10 minutes before a slot's end: "Extend 1 h", clicked in dunst's menu, extends it.
     let ending = cli(

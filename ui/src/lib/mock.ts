@@ -377,8 +377,10 @@ export class MockBackend implements Backend {
         const s = this.server(a.server);
         const b = this.booking(s, a.id);
         const lines = Math.max(1, Math.floor((now - this.started) / 3000) + 5);
-        const data = Array.from({ length: Math.min(lines, 200) }, (_, i) => `epoch ${i + 1}: loss ${(2 / (i + 2)).toFixed(4)} acc ${(0.5 + i / (2 * lines + 4)).toFixed(3)}`).join('\n');
-        const r: LogsResponse = { data: data + '\n', next: data.length + 1, done: b.run?.state !== 'running' };
+        const data = Array.from({ length: Math.min(lines, 200) }, (_, i) => `epoch ${i + 1}: loss ${(2 / (i + 2)).toFixed(4)} acc ${(0.5 + i / 404).toFixed(3)}`).join('\n');
+        const all = data + '\n';
+        const from = Math.min(Number(a.offset ?? 0), all.length);
+        const r: LogsResponse = { data: all.slice(from), next: all.length, done: b.run?.state !== 'running' };
         return r;
       }
       case 'add_server': {
