@@ -1,7 +1,7 @@
 //! Pushes the manager's news to the web view as Tauri events.
 
 use gpubook_desktop::ipc::events;
-use gpubook_desktop::{EventPayload, ReadingsPayload, ServerView, Sink};
+use gpubook_desktop::{EventPayload, LogPayload, ReadingsPayload, ServerView, Sink};
 use std::sync::Arc;
 
 use tauri::{AppHandle, Emitter};
@@ -33,5 +33,9 @@ impl Sink for WebviewSink {
 
     fn readings(&self, payload: &ReadingsPayload) {
         let _ = self.app.emit(events::READINGS, payload);
+    }
+
+    fn log(&self, payload: &LogPayload) {
+        let _ = self.app.emit(events::LOG, payload);
     }
 }

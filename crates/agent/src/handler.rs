@@ -157,30 +157,34 @@ impl Context {
         }))
     }
 
+    /// Whose booking `id`'s job log is, and whether the job is over (nothing more will be
+    /// written); an error when there is no such booking or it has no job.
+    pub fn log_state(&self, id: BookingId) -> Result<(String, bool), ErrorBody> {
+        let inner = self.state.lock();
+        let b = inner.plan.get(id).ok_or_else(|| {
+            ErrorBody::new(
+                ErrorKind::NotFound,
+                format!("there is no booking {id} on this server"),
+            )
+        })?;
+        if b.job.is_none() {
+            return Err(ErrorBody::new(
+                ErrorKind::NotFound,
+                format!("booking {id} has no job, so it has no log"),
+            ));
+        }
+        let done = b.run.as_ref().is_some_and(|r| r.state.is_over())
+            || (b.run.is_none() && b.state.is_final());
+        Ok((b.owner.clone(), done))
+    }
+
     async fn logs(
         &self,
         caller: &Caller,
         id: BookingId,
         offset: u64,
     ) -> Result<Response, ErrorBody> {
-        let (owner, done) = {
-            let inner = self.state.lock();
-            let b = inner.plan.get(id).ok_or_else(|| {
-                ErrorBody::new(
-                    ErrorKind::NotFound,
-                    format!("there is no booking {id} on this server"),
-                )
-            })?;
-            if b.job.is_none() {
-                return Err(ErrorBody::new(
-                    ErrorKind::NotFound,
-                    format!("booking {id} has no job, so it has no log"),
-                ));
-            }
-            let done = b.run.as_ref().is_some_and(|r| r.state.is_over())
-                || (b.run.is_none() && b.state.is_final());
-            (b.owner.clone(), done)
-        };
+        let (owner, done) = self.log_state(id)?;
         if caller.actor.user != owner && caller.actor.role != Role::Admin {
             return Err(ErrorBody::new(
                 ErrorKind::NotAllowed,
@@ -191,7 +195,7 @@ impl Context {
         let read = tokio::task::spawn_blocking(move || read_from(&path, offset, done))
             .await
             .map_err(|e| ErrorBody::new(ErrorKind::Internal, e.to_string()))?;
-        let (data, next) = read.map_err(|e| {
+        let (data, next, _) = read.map_err(|e| {
             ErrorBody::new(ErrorKind::Unavailable, format!("cannot read the log: {e}"))
         })?;
         Ok(Response::Logs(LogsResponse { data, next, done }))
@@ -275,12 +279,19 @@ const LOG_CHUNK: u64 = 256 * 1024;
 /// A UTF-8 character cut at the end of the piece (by the chunk size, or because the job is
 /// writing it right now) is left for the next piece, so a client following the log never
 /// shows a character broken in two; only once the job is over (`done`) and the end of the
-/// file is reached is everything sent as it is.
-fn read_from(path: &std::path::Path, offset: u64, done: bool) -> std::io::Result<(String, u64)> {
+/// file is reached is everything sent as it is. Also says whether the piece reaches the end
+/// of the file as it is now.
+pub fn read_from(
+    path: &std::path::Path,
+    offset: u64,
+    done: bool,
+) -> std::io::Result<(String, u64, bool)> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((String::new(), offset)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((String::new(), offset, true))
+        }
         Err(e) => return Err(e),
     };
     f.seek(SeekFrom::Start(offset))?;
@@ -291,7 +302,7 @@ fn read_from(path: &std::path::Path, offset: u64, done: bool) -> std::io::Result
         buf.truncate(whole_chars(&buf));
     }
     let next = offset + buf.len() as u64;
-    Ok((String::from_utf8_lossy(&buf).into_owned(), next))
+    Ok((String::from_utf8_lossy(&buf).into_owned(), next, at_end))
 }
 
 /// The length of `buf` without an incomplete UTF-8 character at its end (bytes that are not
@@ -373,18 +384,18 @@ mod tests {
         let path = dir.path().join("log");
         std::fs::write(&path, [b"epoch 1 ".as_slice(), &gpu[..2]].concat()).unwrap();
         // The job is writing: the half rocket waits.
-        let (data, next) = read_from(&path, 0, false).unwrap();
-        assert_eq!((data.as_str(), next), ("epoch 1 ", 8));
+        let (data, next, at_end) = read_from(&path, 0, false).unwrap();
+        assert_eq!((data.as_str(), next, at_end), ("epoch 1 ", 8, true));
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap();
         std::io::Write::write_all(&mut f, &gpu[2..]).unwrap();
-        let (data, next) = read_from(&path, next, false).unwrap();
+        let (data, next, _) = read_from(&path, next, false).unwrap();
         assert_eq!((data.as_str(), next), ("🚀", 12));
         // The job is over: the rest as it is, even a broken end.
         std::io::Write::write_all(&mut f, &e_acute[..1]).unwrap();
-        let (data, next) = read_from(&path, next, true).unwrap();
+        let (data, next, _) = read_from(&path, next, true).unwrap();
         assert_eq!((data.as_str(), next), ("\u{fffd}", 13));
     }
 }

@@ -9,11 +9,12 @@ use crate::identity::{self, Identity};
 use crate::state::State;
 use crate::store::Store;
 use anyhow::Context as _;
-use gpubook_core::{Actor, Policy, Role};
+use gpubook_core::{Actor, BookingId, Policy, Role};
 use gpubook_proto::{
-    read_frame, write_frame, AgentFrame, ClientFrame, ErrorBody, ErrorKind, FrameError, Readings,
-    Request, Response, SubscribeRequest, SubscribedResponse, Welcome, PROTOCOL_MAJOR,
+    read_frame, write_frame, AgentFrame, ClientFrame, ErrorBody, ErrorKind, FrameError, LogPiece,
+    Readings, Request, Response, SubscribeRequest, SubscribedResponse, Welcome, PROTOCOL_MAJOR,
 };
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
@@ -375,6 +376,8 @@ async fn connection(ctx: Arc<Context>, roles: Arc<Roles>, stream: UnixStream) {
     }
 
     let mut subscription: Option<tokio::task::JoinHandle<()>> = None;
+    // The job logs this connection follows: one task per booking.
+    let mut followers: HashMap<BookingId, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         let body = match read_frame(&mut rd).await {
             Ok(Some(body)) => body,
@@ -410,6 +413,21 @@ async fn connection(ctx: Arc<Context>, roles: Arc<Roles>, stream: UnixStream) {
                 )));
                 continue;
             }
+            Request::Logs(l) if l.follow.is_some() => {
+                let (booking, follow) = (l.id, l.follow == Some(true));
+                if let Some(old) = followers.remove(&booking) {
+                    old.abort();
+                }
+                let answer = ctx.handle(&caller, Request::Logs(l)).await;
+                if let (true, Ok(Response::Logs(piece))) = (follow, &answer) {
+                    followers.retain(|_, f| !f.is_finished());
+                    followers.insert(
+                        booking,
+                        tokio::spawn(follow_log(ctx.clone(), booking, piece.next, tx.clone())),
+                    );
+                }
+                answer
+            }
             other => ctx.handle(&caller, other).await,
         };
         let frame = match answer {
@@ -425,6 +443,9 @@ async fn connection(ctx: Arc<Context>, roles: Arc<Roles>, stream: UnixStream) {
     }
     if let Some(s) = subscription {
         s.abort();
+    }
+    for f in followers.into_values() {
+        f.abort();
     }
     drop(tx);
     let _ = writer.await;
@@ -497,6 +518,57 @@ fn parse_request(body: &[u8]) -> Result<(u64, Request), (Option<u64>, ErrorBody)
             Some(id),
             ErrorBody::new(ErrorKind::Invalid, format!("bad {kind} request: {e}")),
         )),
+    }
+}
+
+/// How often a followed log is looked at for more, besides on every event.
+const LOG_POLL: Duration = Duration::from_millis(250);
+
+/// Pushes booking `id`'s job log from byte `next` on to `tx` as it is written, until the job
+/// is over and its log read to the end (the last piece says `done`), the booking is gone, or
+/// the client. The caller was allowed to read the log when the follow began.
+async fn follow_log(ctx: Arc<Context>, id: BookingId, mut next: u64, tx: mpsc::Sender<AgentFrame>) {
+    let mut events = ctx.state.events.subscribe();
+    let path = ctx.jobs.log_path(id);
+    loop {
+        let Ok((_, done)) = ctx.log_state(id) else {
+            return;
+        };
+        let p = path.clone();
+        let read =
+            tokio::task::spawn_blocking(move || crate::handler::read_from(&p, next, done)).await;
+        let Ok(Ok((data, to, at_end))) = read else {
+            return;
+        };
+        let finished = done && at_end;
+        if !data.is_empty() || finished {
+            let piece = LogPiece {
+                id,
+                offset: next,
+                data,
+                next: to,
+                done: finished,
+            };
+            if tx.send(AgentFrame::Log(piece)).await.is_err() {
+                return;
+            }
+        }
+        next = to;
+        if finished {
+            return;
+        }
+        if !at_end {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LOG_POLL) => {}
+            // Any event: look again now (a job's end comes as one).
+            r = events.recv() => {
+                if matches!(r, Err(broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -124,7 +124,7 @@ async fn watcher(conn: Connection, after: u64, mut killed: watch::Receiver<bool>
     while let Some(p) = rx.recv().await {
         match p {
             Pushed::Event(e) => seen.push(e),
-            Pushed::Readings(_) => {}
+            Pushed::Readings(_) | Pushed::Log(_) => {}
             Pushed::Error(e) => panic!("the agent pushed an error: {e:?}"),
         }
     }

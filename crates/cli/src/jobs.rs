@@ -133,7 +133,11 @@ async fn print_log(
     let mut offset = offset;
     loop {
         match conn
-            .request(Request::Logs(LogsRequest { id, offset }))
+            .request(Request::Logs(LogsRequest {
+                id,
+                offset,
+                follow: None,
+            }))
             .await?
         {
             Response::Logs(l) => {

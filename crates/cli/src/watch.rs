@@ -57,6 +57,8 @@ pub async fn watch(
                         }
                     }
                     Pushed::Readings(r) => print_readings(&r, json),
+                    // Not asked for by watch.
+                    Pushed::Log(_) => {}
                     Pushed::Error(e) => {
                         return Err(anyhow::Error::from(ClientError::Agent(e)).into())
                     }

@@ -404,7 +404,7 @@ where
                             }
                         }
                     }
-                    Some(Pushed::Readings(_)) => {}
+                    Some(Pushed::Readings(_) | Pushed::Log(_)) => {}
                     Some(Pushed::Error(e)) => {
                         let _ = notes.send(SyncNote::AgentLost { error: e.message.clone() });
                         break;

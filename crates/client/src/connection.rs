@@ -2,8 +2,8 @@
 
 use gpubook_proto::{
     read_frame, write_frame, AgentFrame, BookingsResponse, ClientFrame, ErrorBody, ErrorKind,
-    Event, FrameError, Hello, ListRequest, Readings, Request, Response, SubscribeRequest, Welcome,
-    PROTOCOL_MAJOR, PROTOCOL_MINOR,
+    Event, FrameError, Hello, ListRequest, LogPiece, Readings, Request, Response, SubscribeRequest,
+    Welcome, PROTOCOL_MAJOR, PROTOCOL_MINOR,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,6 +59,8 @@ pub enum Pushed {
     Readings(Readings),
     /// The agent reported a problem with the connection.
     Error(ErrorBody),
+    /// More of a job's log this connection follows (protocol 1.1).
+    Log(LogPiece),
 }
 
 /// Requests waiting for their answer; `None` once the connection is gone, so a request made
@@ -247,6 +249,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             AgentFrame::Readings(r) => {
                 let _ = pushed.send(Pushed::Readings(r));
+            }
+            AgentFrame::Log(l) => {
+                let _ = pushed.send(Pushed::Log(l));
             }
             AgentFrame::Welcome(_) => {}
         }

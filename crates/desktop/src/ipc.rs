@@ -2,7 +2,7 @@
 //! them and the payloads of the pushed events.
 
 use gpubook_core::Role;
-use gpubook_proto::{BookingResponse, Event, Readings};
+use gpubook_proto::{BookingResponse, Event, LogPiece, Readings};
 use serde::{Deserialize, Serialize};
 
 /// Where the app stands with a server.
@@ -39,6 +39,9 @@ pub struct ServerView {
     /// Logging in failed (no key it accepts, no password kept): the app tries again only
     /// every few minutes (so as not to lock the account) until the person signs in.
     pub needs_login: bool,
+    /// The agent pushes a job's log as it grows (protocol 1.1): the app follows a log rather
+    /// than asking for it again.
+    pub follows_logs: bool,
 }
 
 /// The payload of "gpubook://event".
@@ -61,6 +64,16 @@ pub struct ReadingsPayload {
     pub readings: Readings,
 }
 
+/// The payload of "gpubook://log": more of a job's log the app follows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export, export_to = "../app/"))]
+pub struct LogPayload {
+    /// The server's id.
+    pub server: String,
+    /// The piece, as the agent pushed it.
+    pub piece: LogPiece,
+}
+
 /// What `asap_any` answers: the server chosen and the agent's answer there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export, export_to = "../app/"))]
@@ -79,6 +92,8 @@ pub mod events {
     pub const EVENT: &str = "gpubook://event";
     /// Live readings: [`super::ReadingsPayload`].
     pub const READINGS: &str = "gpubook://readings";
+    /// More of a followed job's log: [`super::LogPayload`].
+    pub const LOG: &str = "gpubook://log";
     /// The CalDAV sync's status changed (payload `CaldavStatus`).
     pub const CALDAV: &str = "gpubook://caldav";
 }

@@ -18,6 +18,8 @@ pub mod tray;
 
 pub use caldav::{CaldavAccount, CaldavState, CaldavStatus};
 pub use error::AppError;
-pub use ipc::{AsapAnyResponse, EventPayload, ReadingsPayload, ServerState, ServerView};
+pub use ipc::{
+    AsapAnyResponse, EventPayload, LogPayload, ReadingsPayload, ServerState, ServerView,
+};
 pub use manager::{Address, Files, Manager, Sink};
 pub use settings::Settings;

@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, Notify};
 
 use crate::error::AppError;
 use crate::ipc::AsapAnyResponse;
-use crate::ipc::{EventPayload, ReadingsPayload, ServerState, ServerView};
+use crate::ipc::{EventPayload, LogPayload, ReadingsPayload, ServerState, ServerView};
 use crate::memory::Memory;
 use crate::notify::{self, Notifier};
 use crate::settings::Settings;
@@ -65,6 +65,8 @@ pub trait Sink: Send + Sync + std::fmt::Debug + 'static {
     fn event(&self, payload: &EventPayload);
     /// Live readings.
     fn readings(&self, payload: &ReadingsPayload);
+    /// More of a job's log the app follows ([`Manager::job_logs`] with `follow`).
+    fn log(&self, _payload: &LogPayload) {}
 }
 
 /// How to reach a server's agent: a socket or SSH.
@@ -110,6 +112,7 @@ impl Server {
             role: s.welcome.as_ref().map(|w| w.role),
             simulated: s.welcome.as_ref().is_some_and(|w| w.simulated),
             needs_login: s.needs_login,
+            follows_logs: s.welcome.as_ref().is_some_and(|w| w.minor >= 1),
         }
     }
 
@@ -567,7 +570,16 @@ impl Manager {
 
     /// The log of booking `b`'s job from byte `offset` on (0: from the start), as far as it
     /// goes now (at most about 1 MiB at a time); `next` is where the following call goes on.
-    pub async fn job_logs(&self, id: &str, b: u64, offset: u64) -> Result<LogsResponse, AppError> {
+    /// `follow`: `Some(true)` has the agent push the rest as it is written (to [`Sink::log`],
+    /// from the answer's `next` on; where the server's view says `follows_logs`),
+    /// `Some(false)` stops that, `None` leaves it as it is.
+    pub async fn job_logs(
+        &self,
+        id: &str,
+        b: u64,
+        offset: u64,
+        follow: Option<bool>,
+    ) -> Result<LogsResponse, AppError> {
         let mut all = LogsResponse {
             data: String::new(),
             next: offset,
@@ -580,6 +592,7 @@ impl Manager {
                     Request::Logs(LogsRequest {
                         id: BookingId(b),
                         offset: all.next,
+                        follow: None,
                     }),
                 )
                 .await?
@@ -592,9 +605,30 @@ impl Manager {
             all.next = page.next;
             all.done = page.done;
             if empty || page.done || all.data.len() > 1 << 20 {
-                return Ok(all);
+                break;
             }
         }
+        if let Some(follow) = follow {
+            // Followed from where this answer ends, with whatever came in meanwhile.
+            let last = match self
+                .request(
+                    id,
+                    Request::Logs(LogsRequest {
+                        id: BookingId(b),
+                        offset: all.next,
+                        follow: Some(follow),
+                    }),
+                )
+                .await?
+            {
+                Response::Logs(l) => l,
+                other => return Err(unexpected(id, "the job's log", &other)),
+            };
+            all.data.push_str(&last.data);
+            all.next = last.next;
+            all.done = last.done;
+        }
+        Ok(all)
     }
 
     /// The person's own bookings that have not ended, on every server, with the server's
@@ -785,6 +819,10 @@ async fn session(
             Pushed::Readings(r) => inner.sink.readings(&ReadingsPayload {
                 server: s.id.clone(),
                 readings: r,
+            }),
+            Pushed::Log(piece) => inner.sink.log(&LogPayload {
+                server: s.id.clone(),
+                piece,
             }),
             Pushed::Error(e) => eprintln!("gpubook: {}: {}", s.name(), e.message),
         }

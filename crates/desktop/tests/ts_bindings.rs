@@ -9,7 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use gpubook_desktop::{
-    AppError, AsapAnyResponse, CaldavStatus, EventPayload, ReadingsPayload, ServerView, Settings,
+    AppError, AsapAnyResponse, CaldavStatus, EventPayload, LogPayload, ReadingsPayload, ServerView,
+    Settings,
 };
 use ts_rs::{Config, TS};
 
@@ -39,6 +40,7 @@ fn committed_app_types_match_the_rust_types() {
     Settings::export_all(&cfg).unwrap();
     EventPayload::export_all(&cfg).unwrap();
     ReadingsPayload::export_all(&cfg).unwrap();
+    LogPayload::export_all(&cfg).unwrap();
     AsapAnyResponse::export_all(&cfg).unwrap();
     CaldavStatus::export_all(&cfg).unwrap();
 

@@ -46,7 +46,12 @@ pub use reading::{GpuProcess, GpuReading, Readings};
 /// The protocol's major version: peers with different majors do not talk.
 pub const PROTOCOL_MAJOR: u32 = 1;
 /// The protocol's minor version: the lower of the two peers' is spoken.
-pub const PROTOCOL_MINOR: u32 = 0;
+///
+/// - 1.0: the first.
+/// - 1.1: a job's log can be followed: [`LogsRequest::follow`] makes the agent push
+///   [`AgentFrame::Log`] pieces as the log grows. A 1.0 agent ignores the field and answers
+///   one piece; a client checks the welcome's minor before it waits for pushes.
+pub const PROTOCOL_MINOR: u32 = 1;
 
 /// The minor version both sides speak when the client offers `major.minor`, or the error that
 /// refuses the connection when the majors differ.
@@ -61,8 +66,6 @@ pub fn negotiate(major: u32, minor: u32) -> Result<u32, ErrorBody> {
             ),
         ));
     }
-    // While PROTOCOL_MINOR is 0 the lower of the two is always 0; the rule stands.
-    #[allow(clippy::unnecessary_min_or_max)]
     Ok(minor.min(PROTOCOL_MINOR))
 }
 
@@ -76,6 +79,8 @@ mod tests {
             negotiate(PROTOCOL_MAJOR, PROTOCOL_MINOR + 5).unwrap(),
             PROTOCOL_MINOR
         );
+        // A 1.0 peer is spoken to in 1.0.
+        assert_eq!(negotiate(PROTOCOL_MAJOR, 0).unwrap(), 0);
         let e = negotiate(PROTOCOL_MAJOR + 1, 0).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Incompatible);
         assert!(e.message.contains("protocol"), "{}", e.message);

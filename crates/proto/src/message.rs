@@ -53,6 +53,8 @@ pub enum AgentFrame {
     Event(Event),
     /// Live GPU readings (after [`Request::Subscribe`] with `readings`).
     Readings(Readings),
+    /// More of a followed job's log (after [`Request::Logs`] with `follow`; protocol 1.1).
+    Log(LogPiece),
 }
 
 /// The client's first frame.
@@ -319,6 +321,28 @@ pub struct LogsRequest {
     /// From this byte on (0: the beginning; a previous answer's `next` to follow it).
     #[serde(default)]
     pub offset: u64,
+    /// Protocol 1.1: `Some(true)` keeps pushing [`AgentFrame::Log`] pieces of this log to
+    /// this connection as it grows, from where the answer ends, until the job is over;
+    /// `Some(false)` stops that; absent (what 1.0 clients send) changes nothing. One follower
+    /// per booking and connection: following again starts over from the new answer's end.
+    #[serde(default)]
+    pub follow: Option<bool>,
+}
+
+/// A piece of a followed job's log, pushed as the job writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct LogPiece {
+    /// Which booking's job.
+    pub id: BookingId,
+    /// Where this piece starts (the previous piece's `next`).
+    pub offset: u64,
+    /// The bytes from `offset`, as text (a character cut at the end waits for the next piece).
+    pub data: String,
+    /// Where the next piece starts.
+    pub next: u64,
+    /// The job is over and this is the end of its log: no more pieces come.
+    pub done: bool,
 }
 
 /// A piece of a job's log.
@@ -542,6 +566,7 @@ mod tests {
             Request::Logs(LogsRequest {
                 id: BookingId(1),
                 offset: 0,
+                follow: None,
             }),
         ]) {
             let v = serde_json::to_value(&req).unwrap();

@@ -7,13 +7,16 @@ use tauri::State;
 use super::Answer;
 
 /// The log of booking `id`'s job so far, from byte `offset` on (the start when absent), so
-/// that an open panel fetches only what was added since.
+/// that an open panel fetches only what was added since. `follow`: true has the rest pushed
+/// as "gpubook://log" events as the job writes it (where the server's `follows_logs`), false
+/// stops that.
 #[tauri::command]
 pub async fn job_logs(
     m: State<'_, Manager>,
     server: String,
     id: u64,
     offset: Option<u64>,
+    follow: Option<bool>,
 ) -> Answer<LogsResponse> {
-    m.job_logs(&server, id, offset.unwrap_or(0)).await
+    m.job_logs(&server, id, offset.unwrap_or(0), follow).await
 }

@@ -7,7 +7,8 @@
 //! - a job that finishes raises a notification, read on the bus with dbus-monitor;
 //! - 10 minutes before a slot's end the notification offers "Extend 1 h"; chosen in dunst's
 //!   menu, it extends the booking;
-//! - a finished job's panel shows its state with the exit status and the tail of its log;
+//! - a finished job's panel shows its state with the exit status and the tail of its log; a
+//!   running job's log grows in its open panel as the agent pushes it;
 //! - screenshots of the calendar with bookings, the booking dialog and the GPU panel go to
 //!   $GPUBOOK_SCREENSHOTS (default target/screenshots);
 //! - the tray icon, registered with a StatusNotifierWatcher of the test's (as a panel runs
@@ -161,6 +162,23 @@ fn tray_menu(bus: &str, items: &Path) -> Option<String> {
         "-1",
         "@as []",
     ])
+}
+
+/// Clicks booking `id`'s block on the calendar, found and clicked in one script: the
+/// calendar redraws blocks as events arrive, and a WebDriver handle to one can go stale.
+fn click_booking(d: &Driver, id: u64) {
+    until(
+        &format!("booking {id} on the calendar, clicked"),
+        10,
+        || {
+            d.exec(
+            "const e = document.querySelector(arguments[0]); if (e) { e.click(); return true; } return false;",
+            json!([format!("[data-testid=\"booking\"][data-booking-id=\"{id}\"]")]),
+        )
+        .as_bool()
+        .filter(|clicked| *clicked)
+        },
+    );
 }
 
 fn iso(t: DateTime<Utc>) -> String {
@@ -555,16 +573,9 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     println!("notification for booking {job_id} seen on the bus");
 
     // Its panel: the job's state and the tail of its log, through the real IPC.
-    let el = d.wait_for(
-        &format!("[data-testid=\"booking\"][data-booking-id=\"{job_id}\"]"),
-        10,
-    );
     // A 15-minute block is a few pixels wide in the 72-hour view; the click goes to it
     // directly (the pointer path of opening a booking is not what this checks).
-    d.exec(
-        "arguments[0].click(); return true",
-        json!([{ "element-6066-11e4-a52e-4f735466cecf": el }]),
-    );
+    click_booking(&d, job_id);
     let shown = until("the job's log in its panel", 20, || {
         let t = d.exec(
             "const e = document.querySelector('[data-testid=job-log]'); return e ? e.textContent : null;",
@@ -584,6 +595,62 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     );
     println!("the panel shows the job's log: {shown:?}, state {state}");
     d.screenshot(&shots.join("booking-panel.png"));
+
+    // A running job's log in its open panel grows as the job writes it: pushed by the agent
+    // (a line every 0.5 s shows within the second, where asking every 5 s could not).
+    let ticker = cli(
+        &cli_copy,
+        &socket,
+        None,
+        &[
+            "book",
+            "--gpu",
+            "1",
+            "--asap",
+            "--for",
+            "15m",
+            "--title",
+            "ticker",
+            "--",
+            "for i in $(seq 1 60); do echo tick $i; sleep 0.5; done",
+        ],
+    );
+    let ticker_id = ticker["booking"]["id"]
+        .as_u64()
+        .or_else(|| ticker["id"].as_u64())
+        .unwrap_or_else(|| panic!("{ticker}"));
+    click_booking(&d, ticker_id);
+    let log_text = || {
+        d.exec(
+            "const e = document.querySelector('[data-testid=job-log]'); return e ? e.textContent : '';",
+            json!([]),
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    };
+    // The number of the last "tick N" line shown.
+    let last_tick = || -> Option<u32> {
+        log_text()
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("tick ")?.trim().parse().ok())
+    };
+    let first = until("the ticker's first lines in its panel", 20, last_tick);
+    let seen_at = Instant::now();
+    assert!(
+        first < 50,
+        "the panel opened late: the job is at tick {first}"
+    );
+    let later = until("the ticker's log growing in the open panel", 20, || {
+        last_tick().filter(|n| *n >= first + 4)
+    });
+    let grew_in = seen_at.elapsed();
+    println!("the open panel's log grew from tick {first} to tick {later} in {grew_in:?}");
+    assert!(
+        grew_in < Duration::from_secs(4),
+        "the log took {grew_in:?} to show 4 more lines: it is not pushed"
+    );
 
     // 10 minutes before a slot's end: "Extend 1 h", clicked in dunst's menu, extends it.
     let ending = cli(

@@ -4,6 +4,7 @@ export type { ServerView } from './app/ServerView';
 export type { Settings } from './app/Settings';
 export type { EventPayload } from './app/EventPayload';
 export type { ReadingsPayload } from './app/ReadingsPayload';
+export type { LogPayload } from './app/LogPayload';
 export type { AsapAnyResponse } from './app/AsapAnyResponse';
 
 export type { CaldavAccount } from './app/CaldavAccount';

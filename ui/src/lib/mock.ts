@@ -90,12 +90,13 @@ export class MockBackend implements Backend {
       this.timers.push(window.setTimeout(() => this.setState('lab2', 'unreachable', 'lab2 did not answer on port 22 (connection timed out).'), 1500));
       this.timers.push(window.setInterval(() => this.pushReadings(), 2000));
       this.timers.push(window.setInterval(() => this.tickJobs(), 5000));
+      this.timers.push(window.setInterval(() => this.pushLogs(), 1000));
     }
   }
 
   private addServer(id: string, name: string, gpus: Gpu[], role: Role, simulated: boolean, state: ServerView['state'], now: number) {
     const s: MockServer = {
-      view: { id, name, state, detail: simulated ? 'Simulated GPUs: no NVIDIA GPU found here.' : null, user: ME, role, simulated, needs_login: false },
+      view: { id, name, state, detail: simulated ? 'Simulated GPUs: no NVIDIA GPU found here.' : null, user: ME, role, simulated, needs_login: false, follows_logs: true },
       gpus,
       bookings: new Map(),
       seq: 0,
@@ -188,6 +189,25 @@ export class MockBackend implements Backend {
     if (!s) return;
     s.view = { ...s.view, state, detail: detail ?? (s.view.simulated ? s.view.detail : null) };
     this.emit('gpubook://server', s.view);
+  }
+
+  /** The fake job log as it is at `now` (a line every 3 s). */
+  private logText(now: number): string {
+    const lines = Math.max(1, Math.floor((now - this.started) / 3000) + 5);
+    return Array.from({ length: Math.min(lines, 200) }, (_, i) => `epoch ${i + 1}: loss ${(2 / (i + 2)).toFixed(4)} acc ${(0.5 + i / 404).toFixed(3)}`).join('\n') + '\n';
+  }
+
+  /** What is followed: key server/id → where the next piece starts. */
+  private followed = new Map<string, { server: string; id: number; next: number }>();
+
+  private pushLogs() {
+    const all = this.logText(Date.now());
+    for (const f of this.followed.values()) {
+      if (all.length <= f.next) continue;
+      const piece = { id: f.id, offset: f.next, data: all.slice(f.next), next: all.length, done: false };
+      f.next = all.length;
+      this.emit('gpubook://log', { server: f.server, piece });
+    }
   }
 
   private pushReadings() {
@@ -376,11 +396,13 @@ export class MockBackend implements Backend {
       case 'job_logs': {
         const s = this.server(a.server);
         const b = this.booking(s, a.id);
-        const lines = Math.max(1, Math.floor((now - this.started) / 3000) + 5);
-        const data = Array.from({ length: Math.min(lines, 200) }, (_, i) => `epoch ${i + 1}: loss ${(2 / (i + 2)).toFixed(4)} acc ${(0.5 + i / 404).toFixed(3)}`).join('\n');
-        const all = data + '\n';
+        const all = this.logText(now);
         const from = Math.min(Number(a.offset ?? 0), all.length);
         const r: LogsResponse = { data: all.slice(from), next: all.length, done: b.run?.state !== 'running' };
+        // Following: the rest is pushed as "gpubook://log" (see pushLogs).
+        const key = `${s.view.id}/${b.id}`;
+        if (a.follow === true && !r.done) this.followed.set(key, { server: s.view.id, id: b.id, next: r.next });
+        if (a.follow === false) this.followed.delete(key);
         return r;
       }
       case 'add_server': {

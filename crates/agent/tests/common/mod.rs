@@ -275,7 +275,7 @@ pub async fn next_event_within(rx: &mut mpsc::UnboundedReceiver<Pushed>, limit: 
             Err(_) => panic!("no event within {limit:?}"),
             Ok(None) => panic!("the subscription ended"),
             Ok(Some(Pushed::Event(e))) => return e,
-            Ok(Some(Pushed::Readings(_))) => {}
+            Ok(Some(Pushed::Readings(_) | Pushed::Log(_))) => {}
             Ok(Some(Pushed::Error(e))) => panic!("the agent pushed an error: {e:?}"),
         }
     }

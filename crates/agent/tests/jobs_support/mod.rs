@@ -477,7 +477,7 @@ impl Events {
                     self.describe()
                 ),
                 Ok(Some(Pushed::Event(e))) => self.seen.push(e),
-                Ok(Some(Pushed::Readings(_))) => {}
+                Ok(Some(Pushed::Readings(_) | Pushed::Log(_))) => {}
                 Ok(Some(Pushed::Error(e))) => panic!("the agent pushed an error: {e:?}"),
             }
         }
@@ -494,7 +494,7 @@ impl Events {
                     self.seen.push(e.clone());
                     return e;
                 }
-                Ok(Some(Pushed::Readings(_))) => {}
+                Ok(Some(Pushed::Readings(_) | Pushed::Log(_))) => {}
                 Ok(Some(Pushed::Error(e))) => panic!("the agent pushed an error: {e:?}"),
             }
         }

@@ -213,6 +213,7 @@ impl Seen {
                 Ok(None) => panic!("the subscription ended waiting for {what}"),
                 Ok(Some(Pushed::Event(e))) => self.events.push(e),
                 Ok(Some(Pushed::Readings(r))) => self.readings.push(r),
+                Ok(Some(Pushed::Log(_))) => {}
                 Ok(Some(Pushed::Error(e))) => panic!("the agent pushed an error: {e:?}"),
             }
         }

@@ -38,4 +38,9 @@ simulated: boolean,
  * Logging in failed (no key it accepts, no password kept): the app tries again only
  * every few minutes (so as not to lock the account) until the person signs in.
  */
-needs_login: boolean, };
+needs_login: boolean, 
+/**
+ * The agent pushes a job's log as it grows (protocol 1.1): the app follows a log rather
+ * than asking for it again.
+ */
+follows_logs: boolean, };

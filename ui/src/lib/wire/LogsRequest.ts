@@ -12,4 +12,11 @@ id: BookingId,
 /**
  * From this byte on (0: the beginning; a previous answer's `next` to follow it).
  */
-offset: number, };
+offset: number, 
+/**
+ * Protocol 1.1: `Some(true)` keeps pushing [`AgentFrame::Log`] pieces of this log to
+ * this connection as it grows, from where the answer ends, until the job is over;
+ * `Some(false)` stops that; absent (what 1.0 clients send) changes nothing. One follower
+ * per booking and connection: following again starts over from the new answer's end.
+ */
+follow: boolean | null, };
