@@ -1265,6 +1265,11 @@ fn earlier_fit(
         if !broken_rules(&moved, bs, now).is_empty() {
             return Ok(());
         }
+        // Past a fit the policy refused, the queue tries the policy's grid: a booking held
+        // back by its owner's limits may sit on the grid point after `t`.
+        if b.interval.start <= gpubook_core::time::ceil_to(t, Duration::seconds(GRID)) {
+            return Ok(());
+        }
     }
     Err(format!(
         "asap booking {} ({count} of {eligible:?} for {}s) starts at {} but fits at {t}",
@@ -1549,4 +1554,54 @@ fn show(i: &Interval) -> String {
         i.start.format("%a %d %H:%M:%S"),
         i.end.format("%a %d %H:%M:%S")
     )
+}
+
+/// Found by `the_asap_queue_is_always_settled` in CI (2026-11-27): after a cancel and the
+/// timer, a waiting "as soon as possible" booking of three GPUs stayed 5 minutes later than
+/// the moment its GPUs were free.
+#[test]
+fn regression_the_queue_settles_after_a_cancel_off_the_grid() {
+    let steps = vec![
+        Step::Book {
+            who: 0,
+            sel: Sel::Named(vec![0]),
+            when: WhenSpec::Asap { len: 0 },
+        },
+        Step::Book {
+            who: 1,
+            sel: Sel::Named(vec![3]),
+            when: WhenSpec::Asap { len: 3600 },
+        },
+        Step::Book {
+            who: 1,
+            sel: Sel::Named(vec![0, 1]),
+            when: WhenSpec::Asap { len: 900 },
+        },
+        Step::Tick { advance: 450 },
+        Step::Book {
+            who: 0,
+            sel: Sel::Named(vec![2]),
+            when: WhenSpec::At {
+                start: 10800,
+                len: 30600,
+            },
+        },
+        Step::Book {
+            who: 1,
+            sel: Sel::Named(vec![0, 1, 2]),
+            when: WhenSpec::Asap { len: 13500 },
+        },
+        Step::Tick { advance: 3150 },
+        Step::Cancel {
+            who: 0,
+            target: Target {
+                pool: Pool::Any,
+                pick: 230,
+            },
+        },
+        Step::TickToDue,
+    ];
+    if let Err(e) = run(true, &steps, QUEUE_SETTLED) {
+        panic!("{e}");
+    }
 }

@@ -2,6 +2,11 @@
 //! earlier when capacity frees.
 
 use super::*;
+use crate::time::ceil_to;
+
+/// How many later starts on the grid the queue tries for a booking whose earliest fit breaks
+/// its owner's policy (two days of 15-minute slots, and then some).
+const MAX_POLICY_STEPS: usize = 256;
 
 impl Plan {
     /// Where an "as soon as possible" request goes: the earliest start at or after `from`
@@ -86,20 +91,32 @@ impl Plan {
             user: b.owner.clone(),
             role: if asap.exempt { Role::Admin } else { Role::User },
         };
-        let moved = self
-            .place(&candidates, count, asap.duration(), now)
-            .filter(|(start, _)| *start < b.interval.start)
-            .map(|(start, gpus)| {
-                let interval = Interval {
-                    start,
-                    end: start + asap.duration(),
-                };
-                (interval, gpus)
-            })
-            .filter(|(interval, gpus)| {
-                self.over_policy(&owner, &b.owner, gpus.len(), interval, now, Some(id), true)
-                    .is_empty()
-            });
+        // The earliest start where the GPUs are free and the owner stays within the policy.
+        // Where the first fit breaks a limit (a weekly quota the move would overrun, say),
+        // later starts on the policy's grid are tried, up to where the booking is now: a
+        // quota that a later start keeps is met there.
+        let mut from = now;
+        let mut moved = None;
+        for _ in 0..MAX_POLICY_STEPS {
+            let Some((start, gpus)) = self.place(&candidates, count, asap.duration(), from) else {
+                break;
+            };
+            if start >= b.interval.start {
+                break;
+            }
+            let interval = Interval {
+                start,
+                end: start + asap.duration(),
+            };
+            if self
+                .over_policy(&owner, &b.owner, gpus.len(), &interval, now, Some(id), true)
+                .is_empty()
+            {
+                moved = Some((interval, gpus));
+                break;
+            }
+            from = ceil_to(start + Duration::seconds(1), self.policy.granularity());
+        }
         let Some((interval, gpus)) = moved else {
             self.hold(&b);
             return None;
