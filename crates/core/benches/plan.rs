@@ -413,4 +413,101 @@ fn main() {
     for r in rows {
         println!("{r}");
     }
+    quota_held_queue();
+}
+
+/// The worst case of the queue's search past the policy: a cancel frees every GPU, and each
+/// of a user's queued "as soon as possible" bookings would overrun their weekly quota at every
+/// start the queue tries (256 grid steps each), so none moves.
+fn quota_held_queue() {
+    const HELD: u64 = 20;
+    let wednesday: DateTime<Utc> = "2026-03-04T09:00:00Z".parse().expect("RFC 3339");
+    let policy = Policy {
+        weekly_quota_gpu_hours: Some(10),
+        over_policy: OverPolicy::Approval,
+        ..Policy::default()
+    };
+    let gpus: Vec<Gpu> = gpus().into_iter().take(8).collect();
+    let all: Vec<GpuUuid> = gpus.iter().map(|g| g.uuid.clone()).collect();
+    let admin = Actor {
+        user: "root".into(),
+        role: Role::Admin,
+    };
+    let mut plan = Plan::new(gpus, policy, Vec::new());
+    let user = |i: u64| Actor {
+        user: format!("user{i:02}"),
+        role: Role::User,
+    };
+    // Each user has used 9 of their 10 GPU-hours this week (booked on Monday and Tuesday).
+    let monday = wednesday - Duration::days(2) - Duration::hours(9);
+    for i in 0..HELD {
+        let from = monday + Duration::hours(9 * (i / 8) as i64);
+        plan.apply(
+            &user(i),
+            Op::Book {
+                gpus: GpuSelection::Named(vec![all[(i % 8) as usize].clone()]),
+                when: When::At(Interval {
+                    start: from,
+                    end: from + Duration::hours(9),
+                }),
+                title: "used".into(),
+                job: None,
+            },
+            monday - Duration::hours(1),
+        )
+        .expect("the used hours");
+    }
+    // The admin holds every GPU to Monday; each user queues 2 hours as soon as possible.
+    let blocker = plan
+        .apply(
+            &admin,
+            Op::Book {
+                gpus: GpuSelection::Named(all.clone()),
+                when: When::At(Interval {
+                    start: wednesday,
+                    end: wednesday + Duration::days(5),
+                }),
+                title: "maintenance".into(),
+                job: None,
+            },
+            wednesday,
+        )
+        .expect("the blocker");
+    let blocker = blocker[0].booking.id;
+    for i in 0..HELD {
+        plan.apply(
+            &user(i),
+            Op::Book {
+                gpus: GpuSelection::Count {
+                    count: 1,
+                    min_memory: None,
+                },
+                when: When::Asap(Duration::hours(2)),
+                title: "held".into(),
+                job: None,
+            },
+            wednesday,
+        )
+        .expect("a queued booking");
+    }
+    let queued = plan
+        .bookings()
+        .filter(|b| b.title == "held" && b.state == BookingState::Confirmed)
+        .count();
+    assert_eq!(queued as u64, HELD, "every queued booking is confirmed");
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let mut p = plan.clone();
+        let t = Instant::now();
+        let r = black_box(p.apply(&admin, Op::Cancel { id: blocker }, wednesday));
+        times.push(t.elapsed());
+        r.expect("the cancel");
+    }
+    times.sort();
+    println!();
+    println!(
+        "cancel freeing every GPU for {HELD} queued bookings the quota holds back (256 tries each): median {:.1} ms, max {:.1} ms",
+        times[times.len() / 2].as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3
+    );
 }
