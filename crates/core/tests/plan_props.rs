@@ -1605,3 +1605,31 @@ fn regression_the_queue_settles_after_a_cancel_off_the_grid() {
         panic!("{e}");
     }
 }
+
+/// Found by `a_backwards_request_is_refused` with 30,000 histories: a started booking moved
+/// to an end one second before its start was accepted, the end rounded up to the grid.
+#[test]
+fn regression_a_started_booking_moved_backwards_is_refused() {
+    let steps = vec![
+        Step::Tick { advance: 2474 },
+        Step::Book {
+            who: 2,
+            sel: Sel::Named(vec![2]),
+            when: WhenSpec::Asap { len: 900 },
+        },
+        Step::TickToDue,
+        Step::Move {
+            who: 2,
+            target: Target {
+                pool: Pool::Any,
+                pick: 0,
+            },
+            shift: 0,
+            len: Some(-1),
+            gpus: None,
+        },
+    ];
+    if let Err(e) = run(false, &steps, BACKWARDS) {
+        panic!("{e}");
+    }
+}

@@ -170,6 +170,10 @@ impl Plan {
         let interval = match old.state {
             BookingState::Confirmed | BookingState::PendingApproval => self.snap(requested, now)?,
             BookingState::Active => {
+                // Asked backwards is refused as asked, before the grid could round it right.
+                if requested.end <= requested.start {
+                    return Err(PlanError::Invalid("the end must be after the start".into()));
+                }
                 let end = round_to(requested.end, self.policy.granularity());
                 if requested.start != old.interval.start || new_gpus.is_some() {
                     return Err(PlanError::Invalid(format!(
