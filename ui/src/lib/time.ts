@@ -87,6 +87,8 @@ export function formatRange(start: number, end: number, now: number = Date.now()
 
 /** "4 h", "1 h 30 min", "45 min", "2 d 3 h". */
 export function formatDuration(ms: number): string {
+  // Under a minute (a job that ended at once, its slot given back): seconds, not "0 min".
+  if (ms < MINUTE - 500) return `${Math.max(0, Math.round(ms / 1000))} s`;
   const mins = Math.round(ms / MINUTE);
   if (mins < 60) return `${mins} min`;
   const days = Math.floor(mins / (24 * 60));

@@ -62,6 +62,9 @@ describe('snapping', () => {
   });
   it('says durations in words', () => {
     expect(formatDuration(45 * 60_000)).toBe('45 min');
+    expect(formatDuration(1_200)).toBe('1 s');
+    expect(formatDuration(0)).toBe('0 s');
+    expect(formatDuration(59_800)).toBe('1 min');
     expect(formatDuration(90 * 60_000)).toBe('1 h 30 min');
     expect(formatDuration(27 * 3_600_000)).toBe('1 d 3 h');
   });
