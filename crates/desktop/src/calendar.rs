@@ -209,7 +209,5 @@ async fn wait_for_change(
     })
     .await;
     // The rest of a burst (a move sends several events) is covered by the listing to come.
-    while let Ok(c) = changes.try_recv() {
-        let _ = c;
-    }
+    while changes.try_recv().is_ok() {}
 }

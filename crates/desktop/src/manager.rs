@@ -36,24 +36,6 @@ pub const CLIENT_NAME: &str = concat!("gpubook-app/", env!("CARGO_PKG_VERSION"))
 /// worth a notification).
 pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(10);
 
-fn new_server(id: &str, name: &str, address: Address, ssh: ssh::Options) -> Arc<Server> {
-    Arc::new(Server {
-        id: id.to_string(),
-        name: Mutex::new(name.to_string()),
-        address,
-        ssh,
-        status: Mutex::new(Status {
-            state: ServerState::Connecting,
-            detail: None,
-            welcome: None,
-            needs_login: false,
-        }),
-        conn: Mutex::new(None),
-        mine: Mutex::new(BTreeMap::new()),
-        stop: Notify::new(),
-    })
-}
-
 /// How long after a refused login the app tries again by itself.
 pub const LOGIN_RETRY: Duration = Duration::from_secs(300);
 
@@ -101,6 +83,25 @@ struct Server {
 }
 
 impl Server {
+    /// A server not connected yet.
+    fn new(id: &str, name: &str, address: Address, ssh: ssh::Options) -> Arc<Self> {
+        Arc::new(Self {
+            id: id.to_string(),
+            name: Mutex::new(name.to_string()),
+            address,
+            ssh,
+            status: Mutex::new(Status {
+                state: ServerState::Connecting,
+                detail: None,
+                welcome: None,
+                needs_login: false,
+            }),
+            conn: Mutex::new(None),
+            mine: Mutex::new(BTreeMap::new()),
+            stop: Notify::new(),
+        })
+    }
+
     fn view(&self) -> ServerView {
         let s = self.status.lock().unwrap();
         ServerView {
@@ -220,7 +221,7 @@ impl Manager {
         address: Address,
         ssh: ssh::Options,
     ) -> ServerView {
-        let server = new_server(id, name, address, ssh);
+        let server = Server::new(id, name, address, ssh);
         self.inner.servers.lock().unwrap().push(server.clone());
         self.start(server)
     }
@@ -237,7 +238,7 @@ impl Manager {
                 e.server = Some(id.to_string());
                 e
             })?;
-        let server = new_server(id, &old.name(), old.address.clone(), ssh);
+        let server = Server::new(id, &old.name(), old.address.clone(), ssh);
         {
             let mut servers = self.inner.servers.lock().unwrap();
             let i = servers
@@ -246,9 +247,7 @@ impl Manager {
                 .ok_or_else(|| AppError::no_server(id))?;
             servers[i] = server.clone();
         }
-        old.stop.notify_one();
-        old.conn.lock().unwrap().take();
-        self.inner.caldav.server_removed(id);
+        self.stop(&old);
         Ok(self.start(server))
     }
 
@@ -277,10 +276,16 @@ impl Manager {
             .position(|s| s.id == id)
             .ok_or_else(|| AppError::no_server(id))?;
         let s = servers.remove(i);
-        s.stop.notify_one();
-        self.inner.caldav.server_removed(id);
-        s.conn.lock().unwrap().take();
+        self.stop(&s);
         Ok(())
+    }
+
+    /// Stops the pump and the CalDAV follower of a server taken out of the list, and drops its
+    /// connection.
+    fn stop(&self, s: &Server) {
+        s.stop.notify_one();
+        self.inner.caldav.server_removed(&s.id);
+        s.conn.lock().unwrap().take();
     }
 
     /// Connects once to `address` to check it (SSH host key, login) before it is added;
@@ -586,20 +591,7 @@ impl Manager {
             done: false,
         };
         loop {
-            let page = match self
-                .request(
-                    id,
-                    Request::Logs(LogsRequest {
-                        id: BookingId(b),
-                        offset: all.next,
-                        follow: None,
-                    }),
-                )
-                .await?
-            {
-                Response::Logs(l) => l,
-                other => return Err(unexpected(id, "the job's log", &other)),
-            };
+            let page = self.log_page(id, b, all.next, None).await?;
             let empty = page.data.is_empty();
             all.data.push_str(&page.data);
             all.next = page.next;
@@ -608,27 +600,33 @@ impl Manager {
                 break;
             }
         }
-        if let Some(follow) = follow {
+        if follow.is_some() {
             // Followed from where this answer ends, with whatever came in meanwhile.
-            let last = match self
-                .request(
-                    id,
-                    Request::Logs(LogsRequest {
-                        id: BookingId(b),
-                        offset: all.next,
-                        follow: Some(follow),
-                    }),
-                )
-                .await?
-            {
-                Response::Logs(l) => l,
-                other => return Err(unexpected(id, "the job's log", &other)),
-            };
+            let last = self.log_page(id, b, all.next, follow).await?;
             all.data.push_str(&last.data);
             all.next = last.next;
             all.done = last.done;
         }
         Ok(all)
+    }
+
+    /// One piece of booking `b`'s job log from `offset` (see [`Manager::job_logs`]).
+    async fn log_page(
+        &self,
+        id: &str,
+        b: u64,
+        offset: u64,
+        follow: Option<bool>,
+    ) -> Result<LogsResponse, AppError> {
+        let req = Request::Logs(LogsRequest {
+            id: BookingId(b),
+            offset,
+            follow,
+        });
+        match self.request(id, req).await? {
+            Response::Logs(l) => Ok(l),
+            other => Err(unexpected(id, "the job's log", &other)),
+        }
     }
 
     /// The person's own bookings that have not ended, on every server, with the server's
@@ -715,7 +713,7 @@ async fn pump(inner: Arc<Inner>, s: Arc<Server>) {
     let mut notified_down = false;
     let mut ever_up = false;
     loop {
-        match session(&inner, &s, &mut notified_down, &mut ever_up).await {
+        let login_failed = match session(&inner, &s, &mut notified_down, &mut ever_up).await {
             Ok(()) => {
                 backoff = Duration::from_millis(250);
                 down_since = Instant::now();
@@ -726,6 +724,7 @@ async fn pump(inner: Arc<Inner>, s: Arc<Server>) {
                     Some("The connection was lost; reconnecting.".into()),
                     None,
                 );
+                false
             }
             Err(e) => {
                 let login_failed = matches!(
@@ -749,9 +748,9 @@ async fn pump(inner: Arc<Inner>, s: Arc<Server>) {
                         inner.notifier.show(n, None);
                     }
                 }
+                login_failed
             }
-        }
-        let login_failed = s.status.lock().unwrap().needs_login;
+        };
         // A refused login is not retried every few seconds: sshd (and fail2ban) count the
         // failures against the account; the person signs in (Manager::sign_in) instead.
         tokio::time::sleep(if login_failed { LOGIN_RETRY } else { backoff }).await;

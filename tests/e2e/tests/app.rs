@@ -83,6 +83,22 @@ fn cli(cli: &Path, socket: &Path, user: Option<&str>, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
+/// The id of the booking `gpubook book --json` printed.
+fn booked_id(v: &Value) -> u64 {
+    v["booking"]["id"]
+        .as_u64()
+        .or_else(|| v["id"].as_u64())
+        .unwrap_or_else(|| panic!("no booking id in {v}"))
+}
+
+/// Books GPU `gpu` as root for 15 minutes as soon as possible, running `command`; its id.
+fn book_job(cli_bin: &Path, socket: &Path, gpu: &str, title: &str, command: &str) -> u64 {
+    let args = [
+        "book", "--gpu", gpu, "--asap", "--for", "15m", "--title", title, "--", command,
+    ];
+    booked_id(&cli(cli_bin, socket, None, &args))
+}
+
 fn bookings(v: &Value) -> Vec<Value> {
     v.get("bookings")
         .and_then(Value::as_array)
@@ -322,10 +338,7 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
             "other's run",
         ],
     );
-    let other_id = other["booking"]["id"]
-        .as_u64()
-        .or_else(|| other["id"].as_u64())
-        .unwrap_or_else(|| panic!("{other}"));
+    let other_id = booked_id(&other);
 
     // tauri-driver, with the app's environment.
     // The person's SSH config, whose Hosts "Add server" offers.
@@ -542,27 +555,7 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     );
 
     // A job that finishes: a notification on the bus.
-    let job = cli(
-        &cli_copy,
-        &socket,
-        None,
-        &[
-            "book",
-            "--gpu",
-            "3",
-            "--asap",
-            "--for",
-            "15m",
-            "--title",
-            "quick job",
-            "--",
-            "echo done; sleep 1",
-        ],
-    );
-    let job_id = job["booking"]["id"]
-        .as_u64()
-        .or_else(|| job["id"].as_u64())
-        .unwrap_or_else(|| panic!("{job}"));
+    let job_id = book_job(&cli_copy, &socket, "3", "quick job", "echo done; sleep 1");
     until("the job-finished notification", 40, || {
         let log = std::fs::read_to_string(&monitor_log).unwrap_or_default();
         (log.contains("Job of") && log.contains("quick job") && log.contains("finished"))
@@ -598,27 +591,13 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
 
     // A running job's log in its open panel grows as the job writes it: pushed by the agent
     // (a line every 0.5 s shows within the second, where asking every 5 s could not).
-    let ticker = cli(
+    let ticker_id = book_job(
         &cli_copy,
         &socket,
-        None,
-        &[
-            "book",
-            "--gpu",
-            "1",
-            "--asap",
-            "--for",
-            "15m",
-            "--title",
-            "ticker",
-            "--",
-            "for i in $(seq 1 60); do echo tick $i; sleep 0.5; done",
-        ],
+        "1",
+        "ticker",
+        "for i in $(seq 1 60); do echo tick $i; sleep 0.5; done",
     );
-    let ticker_id = ticker["booking"]["id"]
-        .as_u64()
-        .or_else(|| ticker["id"].as_u64())
-        .unwrap_or_else(|| panic!("{ticker}"));
     click_booking(&d, ticker_id);
     let log_text = || {
         d.exec(

@@ -82,9 +82,7 @@ impl Plan {
         requested: Interval,
         now: DateTime<Utc>,
     ) -> Result<Interval, PlanError> {
-        if requested.end <= requested.start {
-            return Err(PlanError::Invalid("the end must be after the start".into()));
-        }
+        forwards(&requested)?;
         let g = self.policy.granularity();
         let start = round_to(requested.start, g);
         let end = round_to(requested.end, g).max(start + g);
@@ -271,6 +269,15 @@ pub(super) fn check_title(title: &str) -> Result<(), PlanError> {
         return Err(PlanError::Invalid(
             "the title contains control characters".into(),
         ));
+    }
+    Ok(())
+}
+
+/// Refuses an interval asked backwards (its end not after its start), as it was asked: before
+/// the grid could round it into a valid one.
+pub(super) fn forwards(requested: &Interval) -> Result<(), PlanError> {
+    if requested.end <= requested.start {
+        return Err(PlanError::Invalid("the end must be after the start".into()));
     }
     Ok(())
 }

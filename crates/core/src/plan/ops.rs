@@ -1,7 +1,7 @@
 //! The changes people ask for: book, move and resize, extend, release, cancel, approve, deny, and
 //! what the agent observes.
 
-use super::limits::{check_job, check_title};
+use super::limits::{check_job, check_title, forwards};
 use super::*;
 
 impl Plan {
@@ -170,10 +170,7 @@ impl Plan {
         let interval = match old.state {
             BookingState::Confirmed | BookingState::PendingApproval => self.snap(requested, now)?,
             BookingState::Active => {
-                // Asked backwards is refused as asked, before the grid could round it right.
-                if requested.end <= requested.start {
-                    return Err(PlanError::Invalid("the end must be after the start".into()));
-                }
+                forwards(&requested)?;
                 let end = round_to(requested.end, self.policy.granularity());
                 if requested.start != old.interval.start || new_gpus.is_some() {
                     return Err(PlanError::Invalid(format!(
