@@ -107,10 +107,14 @@ impl Context {
                 }
             }
             Request::Release(r) => Op::Release { id: r.id },
-            Request::Approve(r) => Op::Approve { id: r.id },
+            Request::Approve(r) => Op::Approve {
+                id: r.id,
+                rev: r.rev,
+            },
             Request::Deny(r) => Op::Deny {
                 id: r.id,
                 reason: r.reason,
+                rev: r.rev,
             },
         };
         let target = match &op {
@@ -119,7 +123,7 @@ impl Context {
             | Op::Extend { id, .. }
             | Op::Release { id }
             | Op::Cancel { id }
-            | Op::Approve { id }
+            | Op::Approve { id, .. }
             | Op::Deny { id, .. } => Some(*id),
         };
         let state = self.state.clone();
@@ -355,7 +359,13 @@ pub fn visible(viewer: &Actor, b: Booking) -> Booking {
     if viewer.role == Role::Admin || viewer.user == b.owner {
         b
     } else {
-        b.redacted()
+        let mut b = b.redacted();
+        // The job's state shows; its words do not: they may hold paths and the log's last
+        // line (a failed start says which directory and what the shell said).
+        if let Some(run) = b.run.as_mut() {
+            run.message = None;
+        }
+        b
     }
 }
 

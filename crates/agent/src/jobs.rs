@@ -3,9 +3,16 @@
 //! SIGKILL after the grace period, to everything it started); re-adopts running jobs after a
 //! restart; and never starts a job twice.
 //!
-//! Every job carries `GPUBOOK_JOB_KEY=<agent instance>-<booking>` in its environment, which
-//! its descendants inherit: the runner finds them through /proc even after they left the job's
-//! process group with setsid, and after a crash it finds a job it started but had not recorded.
+//! Every job carries `GPUBOOK_JOB_KEY=<agent instance>-<booking>-<tag>` in its environment,
+//! which its descendants inherit: the runner finds them through /proc even after they left the
+//! job's process group with setsid, and after a crash it finds a job it started but had not
+//! recorded. The tag is a keyed hash of the booking's number under a secret only the agent
+//! knows, so no job can name another booking's key; and a process is taken for a booking's
+//! only if it also runs as the booking's owner.
+//!
+//! The job is started as its owner before anything it names is touched: the working directory
+//! is entered after the switch to the owner's uid, so a directory the owner may not enter is
+//! refused as it would be in their own shell.
 //!
 //! The runner acts on the state's committed events, so the plan and the store stay the single
 //! source of truth: a slot that started is a job to start, a slot that ended is a job to stop.
@@ -29,6 +36,24 @@ pub const DEFAULT_GRACE_SECS: u32 = 30;
 const EXEC_FAILURE_WINDOW: Duration = Duration::from_secs(5);
 /// How often an adopted job (not our child) is checked for life.
 const ADOPTED_POLL: Duration = Duration::from_millis(250);
+/// How often running jobs are looked over: an end due (enforced from memory even when the
+/// store cannot be written), an end signal due early because another booking follows on the
+/// GPUs, a log over its limit.
+const PATROL: Duration = Duration::from_secs(1);
+/// How long after a stop that could not be confirmed (the agent could not look at /proc) it
+/// is tried again.
+const STOP_RETRY: Duration = Duration::from_secs(5);
+/// The errno the job's pre-exec step reports when it cannot enter the working directory as the
+/// owner: one no other step of the spawn returns, so the two are told apart.
+const CWD_ERRNO: i32 = libc::EBADE;
+/// Environment variables the agent sets for every job; a booking's own `env` never overrides
+/// them (the plan refuses them when booking; older stored bookings have them skipped).
+pub fn reserved_var(name: &str) -> bool {
+    name == "CUDA_VISIBLE_DEVICES" || name == "CUDA_DEVICE_ORDER" || name.starts_with("GPUBOOK_")
+}
+/// The line put at the cut of a log that reached the policy's `max_log`.
+const LOG_CUT: &str =
+    "\n[gpubook-agent: this log reached the lab's size limit (max_log); later output is dropped]\n";
 
 /// The environment variable that marks a job and its descendants.
 pub const JOB_KEY_VAR: &str = "GPUBOOK_JOB_KEY";
@@ -58,8 +83,13 @@ struct Watched {
 pub struct Jobs {
     /// The shared state.
     state: Arc<State>,
-    /// This agent's instance id, the first half of every job key.
+    /// This agent's instance id, the first part of every job key.
     instance: String,
+    /// The secret that makes each job's key unguessable (kept in the root-only store).
+    secret: String,
+    /// The system's default resource limits (those of pid 1), given to every job instead of
+    /// the agent's own (its unit may raise some, e.g. open files).
+    limits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
     /// Where job logs go.
     log_dir: PathBuf,
     /// The agent runs as root: jobs run as their owners.
@@ -72,21 +102,32 @@ pub struct Jobs {
     stopping: Mutex<HashSet<BookingId>>,
     /// Jobs that are over whose leftovers are being swept, so a sweep is not started twice.
     sweeping: Mutex<HashSet<BookingId>>,
+    /// Job states the store could not take yet (a full disk), newest per booking, with the
+    /// event they carry: written again by every patrol until they are in.
+    unrecorded: Mutex<HashMap<BookingId, (ChangeKind, JobRun)>>,
 }
 
 impl Jobs {
     /// A runner over `state`, keeping logs under `state_dir/logs`.
-    pub fn new(state: Arc<State>, instance: String, state_dir: &std::path::Path) -> Self {
+    pub fn new(
+        state: Arc<State>,
+        instance: String,
+        secret: String,
+        state_dir: &std::path::Path,
+    ) -> Self {
         let own_uid = identity::current_uid();
         Self {
             state,
             instance,
+            secret,
+            limits: system_limits(),
             log_dir: state_dir.join("logs"),
             system: own_uid == 0,
             own_uid,
             watched: Mutex::new(HashMap::new()),
             stopping: Mutex::new(HashSet::new()),
             sweeping: Mutex::new(HashSet::new()),
+            unrecorded: Mutex::new(HashMap::new()),
         }
     }
 
@@ -100,8 +141,22 @@ impl Jobs {
         self.own_uid
     }
 
-    fn key(&self, id: BookingId) -> String {
-        format!("{}-{}", self.instance, id)
+    /// Booking `id`'s job key: the instance, the booking, and a tag only this agent can make.
+    pub fn key(&self, id: BookingId) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new()
+            .chain_update(self.secret.as_bytes())
+            .chain_update(b"\0job-key\0")
+            .chain_update(id.to_string().as_bytes())
+            .finalize();
+        let tag: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}-{}-{tag}", self.instance, id)
+    }
+
+    /// The uid of booking `id`'s owner, where the system knows them: only their processes are
+    /// taken for the job.
+    fn owner_uid(&self, b: &Booking) -> Option<u32> {
+        identity::account(&b.owner).map(|a| a.uid)
     }
 
     /// Where booking `id`'s log is.
@@ -115,8 +170,11 @@ impl Jobs {
         tokio::pin!(shutdown);
         let mut events = self.state.events.subscribe();
         self.reconcile_all();
+        let mut patrol = tokio::time::interval(PATROL);
+        patrol.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = patrol.tick() => self.patrol(),
                 ev = events.recv() => match ev {
                     Ok(e) => {
                         if e.booking.job.is_some() {
@@ -157,7 +215,8 @@ impl Jobs {
         let Some(b) = self.state.lock().plan.get(id).cloned() else {
             return;
         };
-        if b.job.is_none() {
+        if b.job.is_none() || self.unrecorded.lock().unwrap().contains_key(&id) {
+            // Nothing to run, or what happened to it waits to be written: the store lags.
             return;
         }
         let run_state = b.run.as_ref().map(|r| r.state);
@@ -171,7 +230,7 @@ impl Jobs {
                 if !watched {
                     self.adopt(b.clone());
                 }
-                self.stop(b);
+                self.stop(b, None);
             }
             // A job that ended early but kept its slot: what it left running goes at the slot's end
             // (without keep_slot that happened when it ended, in `ended`).
@@ -194,25 +253,51 @@ impl Jobs {
         }
     }
 
-    /// Writes the job's new run state and its event.
+    /// Writes the job's new run state and its event. Where the store cannot take it (a full
+    /// disk) it is kept here and written by a later patrol: what the job did is never lost,
+    /// and a job stopped meanwhile is not taken for lost.
     fn record(&self, id: BookingId, kind: ChangeKind, update: impl FnOnce(&mut JobRun)) {
-        let result = self.state.observe(id, kind, None, |b| {
-            let mut run = b.run.clone().unwrap_or(JobRun {
-                state: JobState::Starting,
-                pid: None,
-                start_ticks: None,
-                started_at: None,
-                ended_at: None,
-                exit_code: None,
-                signal: None,
-                message: None,
-                log: None,
-            });
-            update(&mut run);
-            b.run = Some(run);
+        // One lock at a time: the patrol takes the state's lock before this map's.
+        let kept = self.unrecorded.lock().unwrap().get(&id).map(|(_, run)| run.clone());
+        let current = match kept {
+            Some(run) => Some(run),
+            None => self.state.lock().plan.get(id).and_then(|b| b.run.clone()),
+        };
+        let mut run = current.unwrap_or(JobRun {
+            state: JobState::Starting,
+            pid: None,
+            start_ticks: None,
+            started_at: None,
+            ended_at: None,
+            exit_code: None,
+            signal: None,
+            message: None,
+            log: None,
         });
-        if let Err(e) = result {
-            eprintln!("gpubook-agent: cannot record job state of booking {id}: {e}");
+        update(&mut run);
+        self.write_run(id, kind, run);
+    }
+
+    /// Stores `run` as booking `id`'s with a `kind` event, or keeps it for a later try.
+    fn write_run(&self, id: BookingId, kind: ChangeKind, run: JobRun) {
+        let kept = run.clone();
+        match self
+            .state
+            .observe(id, kind, None, move |b| b.run = Some(run))
+        {
+            Ok(_) => {
+                self.unrecorded.lock().unwrap().remove(&id);
+            }
+            Err(e) => {
+                let mut unrecorded = self.unrecorded.lock().unwrap();
+                if !unrecorded.contains_key(&id) {
+                    eprintln!(
+                        "gpubook-agent: cannot record the job of booking {id} ({e}); kept in \
+                         memory and written when the store can take it"
+                    );
+                }
+                unrecorded.insert(id, (kind, kept));
+            }
         }
     }
 
@@ -221,8 +306,12 @@ impl Jobs {
         let key = self.key(id);
         // Started before a crash but not recorded? Then it runs: adopt it, never start twice.
         let mut found: Vec<(u64, u32)> = if recovering {
-            procs::with_env(JOB_KEY_VAR, &key)
-                .into_iter()
+            let Ok(pids) = procs::with_env(JOB_KEY_VAR, &key, self.owner_uid(&b)) else {
+                // Whether it runs cannot be told now: never start it twice; look again later.
+                eprintln!("gpubook-agent: cannot look for booking {id}'s job in /proc; trying again");
+                return;
+            };
+            pids.into_iter()
                 .filter_map(|pid| procs::start_ticks(pid).map(|t| (t, pid)))
                 .collect()
         } else {
@@ -299,17 +388,25 @@ impl Jobs {
             ));
         }
         let cwd = job.cwd.clone().unwrap_or_else(|| account.home.clone());
-        if !std::path::Path::new(&cwd).is_dir() {
-            return Err(format!("the working directory {cwd} does not exist"));
+        // Never resolved against the agent's own directory: the client sends absolute paths.
+        if !cwd.starts_with('/') {
+            return Err(format!(
+                "the working directory {cwd:?} is not an absolute path; give the full path on \
+                 the server"
+            ));
         }
+        let cwd_c = std::ffi::CString::new(cwd.as_bytes())
+            .map_err(|_| "the working directory holds a NUL byte".to_string())?;
         let log = self.open_log(b.id, &account)?;
         let shell = login_shell(&account);
         let gpus: Vec<&str> = b.gpus.iter().map(|g| g.0.as_str()).collect();
         let mut cmd = tokio::process::Command::new(&shell);
+        // The booking's own variables first, so the agent's below always win; the plan refuses
+        // these names when booking, and an older stored booking has them skipped here.
         cmd.arg("-lc")
             .arg(&job.command)
-            .current_dir(&cwd)
             .env_clear()
+            .envs(job.env.iter().filter(|(k, _)| !reserved_var(k)))
             .env("HOME", &account.home)
             .env("USER", &b.owner)
             .env("LOGNAME", &b.owner)
@@ -321,7 +418,6 @@ impl Jobs {
             .env("GPUBOOK_SLOT_END", b.interval.end.to_rfc3339())
             .env("GPUBOOK_GPUS", gpus.join(","))
             .env(JOB_KEY_VAR, key)
-            .envs(&job.env)
             .stdin(std::process::Stdio::null())
             .stdout(
                 log.try_clone()
@@ -330,7 +426,9 @@ impl Jobs {
             .stderr(log)
             .kill_on_drop(false);
         if let Ok(lang) = std::env::var("LANG") {
-            cmd.env("LANG", lang);
+            if !job.env.contains_key("LANG") {
+                cmd.env("LANG", lang);
+            }
         }
         let switch = self.system && account.uid != self.own_uid;
         // Its own cgroup where the host delegates one: opened here, joined in the child.
@@ -347,6 +445,7 @@ impl Jobs {
         let Account {
             uid, gid, groups, ..
         } = account;
+        let limits = self.limits.clone();
         // SAFETY: the closure runs in the child between fork and exec and only makes
         // async-signal-safe system calls on values prepared before the fork.
         unsafe {
@@ -359,7 +458,37 @@ impl Jobs {
                 if let Some(fd) = cgroup_fd {
                     libc::write(fd, b"0".as_ptr().cast(), 1);
                 }
-                // Groups, then gid, then uid: after setuid nothing else may be changed.
+                // What the agent's unit gave the agent is not the job's: the system's default
+                // limits, the default file mode mask, no shield from the OOM killer. Best
+                // effort: an agent that is not root may not raise a hard limit back.
+                for (resource, limit) in &limits {
+                    if libc::setrlimit(*resource, limit) != 0 {
+                        // Not allowed to raise the hard limit (no CAP_SYS_RESOURCE): as close
+                        // as the agent's own hard limit lets it.
+                        let mut own = libc::rlimit {
+                            rlim_cur: 0,
+                            rlim_max: 0,
+                        };
+                        if libc::getrlimit(*resource, &mut own) == 0 {
+                            let capped = libc::rlimit {
+                                rlim_cur: limit.rlim_cur.min(own.rlim_max),
+                                rlim_max: limit.rlim_max.min(own.rlim_max),
+                            };
+                            libc::setrlimit(*resource, &capped);
+                        }
+                    }
+                }
+                libc::umask(0o022);
+                let adj = libc::open(
+                    c"/proc/self/oom_score_adj".as_ptr(),
+                    libc::O_WRONLY | libc::O_CLOEXEC,
+                );
+                if adj >= 0 {
+                    libc::write(adj, b"0".as_ptr().cast(), 1);
+                    libc::close(adj);
+                }
+                // Groups (the owner's supplementary ones), then gid, then uid: after setuid
+                // nothing else may be changed.
                 if switch
                     && (libc::setgroups(groups.len() as _, groups.as_ptr()) != 0
                         || libc::setgid(gid) != 0
@@ -367,12 +496,25 @@ impl Jobs {
                 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // Only now, as the owner: a directory they may not enter is refused, whether
+                // or not it exists for root.
+                if libc::chdir(cwd_c.as_ptr()) != 0 {
+                    return Err(std::io::Error::from_raw_os_error(CWD_ERRNO));
+                }
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {shell} -lc: {e}"))?;
+        let child = cmd.spawn().map_err(|e| {
+            if e.raw_os_error() == Some(CWD_ERRNO) {
+                format!(
+                    "cannot enter the working directory {cwd} as {}: it does not exist or {} \
+                     may not enter it",
+                    b.owner, b.owner
+                )
+            } else {
+                format!("cannot start {shell} -lc: {e}")
+            }
+        })?;
         drop(cgroup_procs);
         let pid = child
             .id()
@@ -417,7 +559,9 @@ impl Jobs {
         };
         if procs::is_alive(pid, ticks) {
             self.watch_adopted(b.id, pid, ticks);
-        } else if !procs::with_env(JOB_KEY_VAR, &self.key(b.id)).is_empty() {
+        } else if procs::with_env(JOB_KEY_VAR, &self.key(b.id), self.owner_uid(&b))
+            .map_or(true, |found| !found.is_empty())
+        {
             // The main process ended while no agent watched, but something it started still
             // runs: the job is over (status unknown), and what it left behind is swept away.
             self.ended(b.id, None, Duration::ZERO);
@@ -496,6 +640,7 @@ impl Jobs {
                 r.message = Some(message);
             });
         }
+        self.last_cut(id);
         let keep = b.job.as_ref().is_some_and(|j| j.keep_slot);
         if !keep {
             // The job is its command: what it left running goes with it, as in a batch system.
@@ -504,11 +649,20 @@ impl Jobs {
         self.give_back(&b);
     }
 
+    /// The last look at a finished job's log: what it wrote since the previous patrol is cut
+    /// to the policy's `max_log` too.
+    fn last_cut(&self, id: BookingId) {
+        let max = self.state.lock().plan.policy().max_log_bytes;
+        cut_log(&self.log_path(id), max);
+    }
+
     /// Stops whatever still carries the key of a job that is over (its main process ended):
     /// its end signal, then SIGKILL after the grace period. No event: the job's end was told.
     fn sweep(self: &Arc<Self>, b: &Booking) {
         let key = self.key(b.id);
-        if procs::with_env(JOB_KEY_VAR, &key).is_empty() && cgroup::members(&key).is_empty() {
+        let owner = self.owner_uid(b);
+        let none_left = procs::with_env(JOB_KEY_VAR, &key, owner).is_ok_and(|f| f.is_empty());
+        if none_left && cgroup::members(&key).is_empty() {
             cgroup::remove(&key);
             return;
         }
@@ -518,7 +672,8 @@ impl Jobs {
         let (signal, _, grace) = end_signal(b);
         let (me, id) = (self.clone(), b.id);
         tokio::spawn(async move {
-            terminate(&key, None, signal, grace).await;
+            let kill_at = tokio::time::Instant::now() + grace;
+            terminate(&key, owner, None, signal, kill_at).await;
             cgroup::remove(&key);
             me.sweeping.lock().unwrap().remove(&id);
         });
@@ -543,27 +698,60 @@ impl Jobs {
     }
 
     /// Stops the job at its slot's end: its signal to everything it started, then SIGKILL.
-    fn stop(self: &Arc<Self>, b: Booking) {
+    /// `follower`: another booking starts on one of its GPUs at the end, so the signal goes
+    /// out `grace` before the end and the GPUs are free at the next start.
+    fn stop(self: &Arc<Self>, b: Booking, follower: Option<BookingId>) {
         let id = b.id;
         if !self.stopping.lock().unwrap().insert(id) {
             return;
         }
         let (signal, signal_name, grace) = end_signal(&b);
         let key = self.key(id);
+        let owner = self.owner_uid(&b);
         let watched = self.watched.lock().unwrap().get(&id).cloned();
+        // SIGKILL after the grace; when someone follows, at the end itself, however late the
+        // end signal went out.
+        let kill_at = tokio::time::Instant::now()
+            + match follower {
+                Some(_) => (b.interval.end - self.state.clock.now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(grace),
+                None => grace,
+            };
         let me = self.clone();
         tokio::spawn(async move {
-            let killed = terminate(&key, watched.as_ref(), signal, grace).await;
+            let outcome = terminate(&key, owner, watched.as_ref(), signal, kill_at).await;
+            let Some(killed) = outcome else {
+                // Not confirmed gone (the agent could not look at /proc): never recorded as
+                // stopped while it may run; tried again shortly.
+                eprintln!(
+                    "gpubook-agent: cannot confirm that booking {id}'s job ended; trying again \
+                     in {} s",
+                    STOP_RETRY.as_secs()
+                );
+                me.stopping.lock().unwrap().remove(&id);
+                tokio::time::sleep(STOP_RETRY).await;
+                me.stop(b, follower);
+                return;
+            };
             let exit = watched.and_then(|w| *w.done.borrow()).flatten();
             let now = me.state.clock.now();
+            let when = match follower {
+                Some(next) => format!(
+                    "stopped {} s before the slot's end, so its GPUs are free for booking {next}",
+                    grace.as_secs()
+                ),
+                None => "stopped at the slot's end".to_string(),
+            };
             let message = if killed {
                 format!(
-                    "stopped at the slot's end: it did not end within {} s of {signal_name} and \
-                     was killed with SIGKILL",
+                    "{when}: it did not end within {} s of {signal_name} and was killed with \
+                     SIGKILL",
                     grace.as_secs()
                 )
             } else {
-                format!("stopped at the slot's end with {signal_name}")
+                format!("{when} with {signal_name}")
             };
             me.record(id, ChangeKind::JobStopped, |r| {
                 r.state = JobState::Stopped;
@@ -577,10 +765,161 @@ impl Jobs {
                 r.message = Some(message);
             });
             cgroup::remove(&key);
+            me.last_cut(id);
             me.watched.lock().unwrap().remove(&id);
             me.stopping.lock().unwrap().remove(&id);
         });
     }
+
+    /// Looks over the running jobs once: a slot whose end has passed in the plan held in memory
+    /// is stopped even if the store could not record its end (a full disk); a job whose
+    /// GPUs another booking takes at its end gets its end signal `grace` early; a log over the
+    /// policy's `max_log` is cut. Also starts what a failed look at /proc left unstarted.
+    fn patrol(self: &Arc<Self>) {
+        let waiting: Vec<(BookingId, (ChangeKind, JobRun))> = self
+            .unrecorded
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, v)| (*id, v.clone()))
+            .collect();
+        for (id, (kind, run)) in waiting {
+            self.write_run(id, kind, run);
+        }
+        let now = self.state.clock.now();
+        let ids: Vec<BookingId> = self.watched.lock().unwrap().keys().copied().collect();
+        let kept: HashSet<BookingId> = self.unrecorded.lock().unwrap().keys().copied().collect();
+        let (due, max_log, unstarted) = {
+            let inner = self.state.lock();
+            let mut due = Vec::new();
+            for id in &ids {
+                let Some(b) = inner.plan.get(*id) else {
+                    continue;
+                };
+                if b.interval.end <= now {
+                    due.push((b.clone(), None));
+                    continue;
+                }
+                let (_, _, grace) = end_signal(b);
+                let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::zero());
+                if b.state == BookingState::Active && b.interval.end - grace <= now {
+                    let after = gpubook_core::Interval {
+                        start: b.interval.end,
+                        end: b.interval.end + chrono::Duration::seconds(1),
+                    };
+                    let next = inner.plan.conflicts(&b.gpus, &after, Some(b.id));
+                    if let Some(c) = next.first() {
+                        due.push((b.clone(), Some(c.booking)));
+                    }
+                }
+            }
+            let unstarted: Vec<BookingId> = inner
+                .plan
+                .bookings()
+                .filter(|b| b.state == BookingState::Active && b.job.is_some())
+                .filter(|b| b.run.as_ref().is_none_or(|r| r.state == JobState::Starting))
+                .map(|b| b.id)
+                .filter(|id| !ids.contains(id))
+                .filter(|id| !kept.contains(id))
+                .collect();
+            (due, inner.plan.policy().max_log_bytes, unstarted)
+        };
+        for (b, follower) in due {
+            self.stop(b, follower);
+        }
+        for id in ids {
+            cut_log(&self.log_path(id), max_log);
+        }
+        for id in unstarted {
+            self.reconcile(id, true);
+        }
+    }
+}
+
+/// Cuts the log at `path` back to `max` bytes and a line saying so, once it is longer. The job
+/// appends to it: what it writes after the cut is dropped at the next look, so the file holds
+/// at most `max`, the line, and what the job wrote in one patrol's time.
+fn cut_log(path: &std::path::Path, max: u64) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.len() <= max + LOG_CUT.len() as u64 {
+        return;
+    }
+    let Ok(file) = std::fs::OpenOptions::new().append(true).open(path) else {
+        return;
+    };
+    use std::io::Write;
+    if file.set_len(max).is_ok() {
+        let _ = (&file).write_all(LOG_CUT.as_bytes());
+    }
+}
+
+/// The system's default resource limits: those of pid 1, which every login inherits, except
+/// open files: systemd raises its own to the kernel's maximum but gives every service and login
+/// 1024 (soft; `select()` breaks above it) and 524288 (hard). Read once; empty where
+/// /proc/1/limits cannot be read (then jobs keep the agent's).
+fn system_limits() -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
+    std::fs::read_to_string("/proc/1/limits")
+        .map(|t| parse_limits(&t))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(resource, limit)| match resource {
+            libc::RLIMIT_NOFILE => (resource, login_files(limit)),
+            _ => (resource, limit),
+        })
+        .collect()
+}
+
+/// What a login gets for open files, given pid 1's limit.
+fn login_files(pid1: libc::rlimit) -> libc::rlimit {
+    libc::rlimit {
+        rlim_cur: pid1.rlim_cur.min(1024),
+        rlim_max: pid1.rlim_max.min(524_288),
+    }
+}
+
+/// The limits in a /proc/PID/limits text.
+fn parse_limits(text: &str) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
+    const NAMES: &[(&str, libc::__rlimit_resource_t)] = &[
+        ("Max cpu time", libc::RLIMIT_CPU),
+        ("Max file size", libc::RLIMIT_FSIZE),
+        ("Max data size", libc::RLIMIT_DATA),
+        ("Max stack size", libc::RLIMIT_STACK),
+        ("Max core file size", libc::RLIMIT_CORE),
+        ("Max resident set", libc::RLIMIT_RSS),
+        ("Max processes", libc::RLIMIT_NPROC),
+        ("Max open files", libc::RLIMIT_NOFILE),
+        ("Max locked memory", libc::RLIMIT_MEMLOCK),
+        ("Max address space", libc::RLIMIT_AS),
+        ("Max file locks", libc::RLIMIT_LOCKS),
+        ("Max pending signals", libc::RLIMIT_SIGPENDING),
+        ("Max msgqueue size", libc::RLIMIT_MSGQUEUE),
+        ("Max nice priority", libc::RLIMIT_NICE),
+        ("Max realtime priority", libc::RLIMIT_RTPRIO),
+        ("Max realtime timeout", libc::RLIMIT_RTTIME),
+    ];
+    let value = |v: &str| {
+        if v == "unlimited" {
+            Some(libc::RLIM_INFINITY)
+        } else {
+            v.parse().ok()
+        }
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (name, resource) = NAMES.iter().find(|(n, _)| line.starts_with(n))?;
+            let mut rest = line[name.len()..].split_whitespace();
+            let (soft, hard) = (value(rest.next()?)?, value(rest.next()?)?);
+            Some((
+                *resource,
+                libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// The booking's end signal (number and name) and grace period.
@@ -596,9 +935,17 @@ fn end_signal(b: &Booking) -> (i32, String, Duration) {
 }
 
 /// Sends `signal` to everything of the job with `key` (its main process while it is still the
-/// same live process, everything carrying the key, its cgroup), waits up to `grace` for all of
-/// it to end, then SIGKILLs what is left. True if SIGKILL was needed.
-async fn terminate(key: &str, main: Option<&Watched>, signal: i32, grace: Duration) -> bool {
+/// same live process, everything carrying the key and running as `owner`, its cgroup), waits
+/// until `kill_at` for all of it to end, then SIGKILLs what is left. `Some(true)` if SIGKILL was
+/// needed; `None` if the end could not be confirmed because /proc could not be read (no file
+/// descriptors left): then the job is not taken for stopped.
+async fn terminate(
+    key: &str,
+    owner: Option<u32>,
+    main: Option<&Watched>,
+    signal: i32,
+    kill_at: tokio::time::Instant,
+) -> Option<bool> {
     // The main process counts only while it is the process the job started and not a
     // zombie: a re-adopted job's zombie cannot be reaped here, and its pid may be reused.
     let main_alive = || {
@@ -606,31 +953,32 @@ async fn terminate(key: &str, main: Option<&Watched>, signal: i32, grace: Durati
             .filter(|(pid, ticks)| procs::is_alive(*pid, *ticks))
             .map(|(pid, _)| pid)
     };
+    // None: /proc could not be listed.
     let members = || {
-        let mut all = procs::with_env(JOB_KEY_VAR, key);
+        let mut all = procs::with_env(JOB_KEY_VAR, key, owner).ok()?;
         all.extend(cgroup::members(key));
         all.extend(main_alive());
         all.sort_unstable();
         all.dedup();
-        all
+        Some(all)
     };
-    signal_all(main_alive(), &members(), signal);
-    let deadline = tokio::time::Instant::now() + grace;
+    signal_all(main_alive(), &members().unwrap_or_default(), signal);
+    let deadline = kill_at;
     let mut killed = false;
     loop {
         let left = members();
         let main_done = main.is_none_or(|w| w.done.borrow().is_some() || main_alive().is_none());
-        if left.is_empty() && main_done {
-            return killed;
+        if left.as_ref().is_some_and(|l| l.is_empty()) && main_done {
+            return Some(killed);
         }
         if tokio::time::Instant::now() >= deadline && !killed {
             cgroup::kill(key);
-            signal_all(main_alive(), &left, libc::SIGKILL);
+            signal_all(main_alive(), left.as_deref().unwrap_or_default(), libc::SIGKILL);
             killed = true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         if killed && tokio::time::Instant::now() >= deadline + Duration::from_secs(10) {
-            return killed;
+            return left.is_some().then_some(killed);
         }
     }
 }
@@ -738,11 +1086,16 @@ fn describe_exit(exit: Option<Exit>, started: Option<DateTime<Utc>>, now: DateTi
     }
 }
 
-/// The last non-empty line of a file (the shell's complaint, for a command that did not run).
+/// The last non-empty line of a file (the shell's complaint, for a command that did not run),
+/// read from its last 4 KiB with a seek, whatever the file's size.
 fn last_line(path: &std::path::Path) -> Option<String> {
-    let text = std::fs::read(path).ok()?;
-    let start = text.len().saturating_sub(4096);
-    String::from_utf8_lossy(&text[start..])
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut text = Vec::with_capacity(4096);
+    file.take(4096).read_to_end(&mut text).ok()?;
+    String::from_utf8_lossy(&text)
         .lines()
         .rev()
         .find(|l| !l.trim().is_empty())
@@ -760,5 +1113,44 @@ mod tests {
         assert_eq!(signal_number("SIGINT"), Some(libc::SIGINT));
         assert_eq!(signal_number("SIGBOGUS"), None);
         assert_eq!(signal_number("SIGSEGV"), None);
+    }
+
+    #[test]
+    fn the_system_limits_are_read_from_proc() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units\n\
+                    Max cpu time              unlimited            unlimited            seconds\n\
+                    Max open files            1024                 524288               files\n\
+                    Max realtime timeout      unlimited            unlimited            us\n";
+        let limits = parse_limits(text);
+        assert_eq!(limits.len(), 3);
+        let files = limits.iter().find(|(r, _)| *r == libc::RLIMIT_NOFILE).unwrap().1;
+        assert_eq!((files.rlim_cur, files.rlim_max), (1024, 524288));
+        assert!(!system_limits().is_empty(), "pid 1's limits are readable here");
+    }
+
+    #[test]
+    fn a_log_over_its_limit_is_cut_with_a_line_saying_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("booking-1.log");
+        std::fs::write(&path, vec![b'x'; 10_000]).unwrap();
+        cut_log(&path, 4096);
+        let text = std::fs::read(&path).unwrap();
+        assert_eq!(text.len(), 4096 + LOG_CUT.len());
+        assert!(text.ends_with(LOG_CUT.as_bytes()));
+        // Under the limit: left alone.
+        cut_log(&path, 1 << 20);
+        assert_eq!(std::fs::read(&path).unwrap().len(), 4096 + LOG_CUT.len());
+        // The tail of a large log is read without reading it all.
+        std::fs::write(&path, [vec![b'y'; 1 << 20], b"\nsh: 1: nope: not found\n".to_vec()].concat())
+            .unwrap();
+        assert_eq!(last_line(&path).as_deref(), Some("sh: 1: nope: not found"));
+    }
+
+    #[test]
+    fn the_agent_s_variables_cannot_be_overridden() {
+        for name in ["CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "GPUBOOK_JOB_KEY", "GPUBOOK_X"] {
+            assert!(reserved_var(name), "{name}");
+        }
+        assert!(!reserved_var("WANDB_API_KEY"));
     }
 }

@@ -3,10 +3,10 @@
 //! reads the GPUs, fires slot events on a timer and pushes events to subscribers.
 //!
 //! Layers, one per file: [`store`] (SQLite), [`state`] (the plan and the store behind one
-//! lock; every change is one transaction), [`handler`] (typed request → state), [`server`]
-//! (socket, handshake, framing, subscriptions), [`timer`] (slot events), [`sampler`] (GPU
-//! readings), [`watch`] (history, usage, intruders, idleness), [`bridge`] (stdio ↔ socket,
-//! for SSH).
+//! lock; every change is one transaction), [`request`] (a frame's body → typed request),
+//! [`handler`] (typed request → state), [`server`] (socket, handshake, framing,
+//! subscriptions), [`timer`] (slot events), [`sampler`] (GPU readings), [`watch`] (history,
+//! usage, intruders, idleness), [`bridge`] (stdio ↔ socket, for SSH).
 
 pub mod bridge;
 pub mod clock;
@@ -16,6 +16,7 @@ pub mod identity;
 pub mod install;
 pub mod jobs;
 pub mod procs;
+pub mod request;
 pub mod sampler;
 pub mod server;
 pub mod state;

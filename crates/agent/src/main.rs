@@ -51,6 +51,12 @@ enum Command {
         /// [default: STATE_DIR/sim-processes.json]. Format: see the README.
         #[arg(long)]
         sim_processes: Option<PathBuf>,
+        /// Seconds a connection that follows nothing may stay silent (tests).
+        #[arg(long, hide = true, default_value_t = gpubook_agent::server::IDLE_TIMEOUT.as_secs())]
+        idle_timeout_secs: u64,
+        /// Most connections of one uid at once (tests).
+        #[arg(long, hide = true, default_value_t = gpubook_agent::server::MAX_CONNECTIONS_PER_UID)]
+        max_connections_per_uid: usize,
     },
     /// Install the agent as the server's system service (an admin, with sudo): the binary
     /// in /usr/local/bin, a systemd unit, the state in /var/lib/gpubook, the socket in
@@ -108,6 +114,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sample_secs,
             replay_speed,
             sim_processes,
+            idle_timeout_secs,
+            max_connections_per_uid,
         } => {
             let state_dir = match state_dir {
                 Some(d) => d,
@@ -135,7 +143,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 replay_speed,
                 sim_processes,
             };
-            gpubook_agent::server::serve_with(config, reader, Arc::new(SystemClock)).await
+            let limits = gpubook_agent::server::Limits {
+                idle: std::time::Duration::from_secs(idle_timeout_secs.max(1)),
+                per_uid: max_connections_per_uid.max(1),
+                ..Default::default()
+            };
+            gpubook_agent::server::serve_limited(config, reader, limits, Arc::new(SystemClock))
+                .await
         }
         Command::Install {
             system: _,

@@ -34,10 +34,13 @@ pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Whether `pid` still runs as the process that started at `ticks` (not a zombie).
+/// Whether `pid` still runs as the process that started at `ticks` (not a zombie). A /proc
+/// that cannot be read for another reason than the process being gone (no file descriptors
+/// left, say) counts as alive: a job is never taken for ended because the agent could not look.
 pub fn is_alive(pid: u32, ticks: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat,
+        Err(e) => return !gone(&e),
     };
     let state = stat
         .rfind(')')
@@ -46,14 +49,30 @@ pub fn is_alive(pid: u32, ticks: u64) -> bool {
     state != 'Z' && state != 'X' && parse_start_ticks(&stat) == Some(ticks)
 }
 
-/// Every live process whose environment holds `key=value`.
-pub fn with_env(key: &str, value: &str) -> Vec<u32> {
+/// Whether an error reading /proc/PID means the process is gone (and not that the agent could
+/// not look).
+fn gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+}
+
+/// The real uid `pid` runs as (the first figure of `Uid:` in /proc/PID/status).
+pub fn uid_of(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Every live process whose environment holds `key=value` and that runs as `uid` (when given):
+/// a process of another user that copied a job's key is never taken for the job. An error
+/// when /proc itself cannot be listed (no file descriptors left) is an error, not "none".
+pub fn with_env(key: &str, value: &str, uid: Option<u32>) -> std::io::Result<Vec<u32>> {
     let needle = format!("{key}={value}");
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
+    let dir = std::fs::read_dir("/proc")?;
     let mut out = Vec::new();
-    for entry in dir.flatten() {
+    for entry in dir {
+        let entry = entry?;
         let Some(pid) = entry
             .file_name()
             .to_str()
@@ -61,17 +80,82 @@ pub fn with_env(key: &str, value: &str) -> Vec<u32> {
         else {
             continue;
         };
-        if environ_has(&entry.path(), &needle) {
+        if environ_has(&entry.path(), &needle)? && uid.is_none_or(|u| uid_of(pid) == Some(u)) {
             out.push(pid);
         }
     }
-    out
+    Ok(out)
 }
 
-fn environ_has(proc_dir: &Path, needle: &str) -> bool {
-    std::fs::read(proc_dir.join("environ"))
-        .map(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
-        .unwrap_or(false)
+/// Whether the process in `proc_dir` carries `needle`; a process that is gone or whose
+/// environment this agent may not read (another user's, in personal mode) does not.
+fn environ_has(proc_dir: &Path, needle: &str) -> std::io::Result<bool> {
+    match std::fs::read(proc_dir.join("environ")) {
+        Ok(env) => Ok(env.split(|b| *b == 0).any(|var| var == needle.as_bytes())),
+        Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
+            Err(e)
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+/// When `pid` started, on the wall clock, to about a second (the kernel gives the boot time in
+/// whole seconds).
+pub fn started_at(pid: u32) -> Option<std::time::SystemTime> {
+    let ticks = start_ticks(pid)?;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?.max(1);
+    let since_boot = std::time::Duration::from_millis(ticks.checked_mul(1000)? / hz);
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(btime) + since_boot)
+}
+
+/// Sends `signal` to `pid` only while it is still the process that started at `ticks`. Whether
+/// it was sent.
+pub fn signal_checked(pid: u32, ticks: u64, signal: i32) -> bool {
+    signal_if(pid, || is_alive(pid, ticks), signal)
+}
+
+/// Sends `signal` to `pid` if `still_meant()` says, just before, that it is the process meant:
+/// through a pidfd where the kernel has one (Linux 5.3+), opened before the check, so a pid
+/// reused between the check and the signal is never hit; elsewhere `kill` right after the
+/// check. Never to pid 0 or 1, the agent itself, or a number `kill` would read as a group.
+pub fn signal_if(pid: u32, still_meant: impl FnOnce() -> bool, signal: i32) -> bool {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if raw <= 1 || pid == std::process::id() {
+        return false;
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+    if fd >= 0 {
+        let fd = fd as libc::c_int;
+        // The descriptor names this process for good: check it is the one meant, then signal
+        // through it.
+        let sent = still_meant()
+            // SAFETY: a descriptor we own, a valid signal, no siginfo, no flags.
+            && unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd,
+                    signal,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            } == 0;
+        // SAFETY: closing the descriptor opened above.
+        unsafe { libc::close(fd) };
+        return sent;
+    }
+    // SAFETY: kill with a positive pid has no memory effects.
+    still_meant() && unsafe { libc::kill(raw, signal) } == 0
 }
 
 #[cfg(test)]
@@ -86,6 +170,24 @@ mod tests {
         let ticks = start_ticks(me).unwrap();
         assert!(is_alive(me, ticks));
         assert!(!is_alive(me, ticks + 1));
+        assert!(!is_alive(u32::MAX - 1, ticks));
+        let started = started_at(me).unwrap();
+        let now = std::time::SystemTime::now();
+        assert!(started <= now + std::time::Duration::from_secs(1));
+        assert!(now.duration_since(started).unwrap() < std::time::Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_signal_reaches_only_the_process_that_was_meant() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let ticks = start_ticks(child.id()).unwrap();
+        // Another start time: a reused pid. Nothing is sent.
+        assert!(!signal_checked(child.id(), ticks + 1, libc::SIGKILL));
+        assert!(child.try_wait().unwrap().is_none());
+        assert!(signal_checked(child.id(), ticks, libc::SIGKILL));
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
     }
 
     #[test]
@@ -106,14 +208,20 @@ mod tests {
             .unwrap();
         // The environment is the new program's once exec is done; allow it a moment.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let mut found = with_env("GPUBOOK_TEST_MARK", "procs-test-7");
+        let me = uid_of(std::process::id());
+        let find = || with_env("GPUBOOK_TEST_MARK", "procs-test-7", me).unwrap();
+        let mut found = find();
         while found.is_empty() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
-            found = with_env("GPUBOOK_TEST_MARK", "procs-test-7");
+            found = find();
         }
+        // Another uid's processes are not the job's, even with its key.
+        let other = me.map(|u| u + 1);
+        let as_other = with_env("GPUBOOK_TEST_MARK", "procs-test-7", other).unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(found, vec![child.id()]);
-        assert!(with_env("GPUBOOK_TEST_MARK", "procs-test-7").is_empty());
+        assert!(as_other.is_empty());
+        assert!(find().is_empty());
     }
 }

@@ -6,6 +6,7 @@ use crate::clock::Clock;
 use crate::gpu::{self, GpuReader, Source};
 use crate::handler::{visible, Caller, Context};
 use crate::identity::{self, Identity};
+use crate::request::parse_request;
 use crate::state::State;
 use crate::store::Store;
 use anyhow::Context as _;
@@ -15,7 +16,7 @@ use gpubook_proto::{
     Readings, Request, Response, SubscribeRequest, SubscribedResponse, Welcome, PROTOCOL_MAJOR,
 };
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,18 @@ use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 
 /// Most connections at once; more wait for a free place.
 const MAX_CONNECTIONS: usize = 1024;
+/// Most connections of one uid at once (root's are not counted): no one user can hold every
+/// place of [`MAX_CONNECTIONS`].
+pub const MAX_CONNECTIONS_PER_UID: usize = 64;
+/// How long a connection that follows nothing (no subscription, no log) may stay silent after
+/// the handshake before it is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Most bytes waiting to be written to one client: room for the largest frame and then some.
+/// A client that lets more pile up (it does not read) is disconnected; a subscriber catching
+/// up from the store waits for room instead.
+pub const OUTBOX_BYTES: usize = 2 * gpubook_proto::MAX_FRAME + 64 * 1024;
+/// How long a closing connection waits for its last frames to be written.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new connection has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events read from the store per batch when a subscriber catches up.
@@ -66,10 +79,33 @@ pub struct Agent {
     readings_tx: watch::Sender<Option<Readings>>,
     /// The sampling interval.
     sample_interval: Duration,
+    /// Bounds on what clients may hold.
+    limits: Limits,
     /// Watches the readings: history, usage, intruders, idleness.
     watcher: Arc<crate::watch::Watch>,
     /// Held for the agent's life: one agent per state directory.
     _lock: std::fs::File,
+}
+
+/// Bounds on what connections may hold, so no user can stall or starve the agent.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most connections of one uid at once (root exempt).
+    pub per_uid: usize,
+    /// Silence allowed after the handshake from a connection that follows nothing.
+    pub idle: Duration,
+    /// Most bytes queued for one client before it counts as fallen behind.
+    pub outbox_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            per_uid: MAX_CONNECTIONS_PER_UID,
+            idle: IDLE_TIMEOUT,
+            outbox_bytes: OUTBOX_BYTES,
+        }
+    }
 }
 
 /// How roles are given.
@@ -104,6 +140,10 @@ pub async fn bind_with(
     reader: gpu::ReaderOptions,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Agent> {
+    // Everything the agent writes from here on is its own alone (bookings hold commands and
+    // their environment); jobs get the usual mask back when they start.
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o077) };
     std::fs::create_dir_all(&config.state_dir).with_context(|| {
         format!(
             "cannot create state directory {}",
@@ -111,6 +151,7 @@ pub async fn bind_with(
         )
     })?;
     let lock = lock_state_dir(&config.state_dir)?;
+    tighten_state_dir(&config.state_dir)?;
     let policy = match &config.policy {
         Some(p) => Policy::from_toml(
             &std::fs::read_to_string(p)
@@ -130,6 +171,7 @@ pub async fn bind_with(
     let source = reader.source();
     let store = Store::open(&config.state_dir.join("agent.db"))?;
     let instance = store.instance_id()?;
+    let secret = store.job_secret()?;
     let state = Arc::new(State::load(store, gpus, policy.clone(), clock)?);
     let watcher = Arc::new(crate::watch::Watch::new(
         state.clone(),
@@ -139,6 +181,7 @@ pub async fn bind_with(
     let jobs = Arc::new(crate::jobs::Jobs::new(
         state.clone(),
         instance,
+        secret,
         &config.state_dir,
     ));
     let listener = bind_socket(&config.socket, config.shared).await?;
@@ -161,12 +204,18 @@ pub async fn bind_with(
         reader: Arc::new(Mutex::new(reader)),
         readings_tx,
         sample_interval: config.sample_interval,
+        limits: Limits::default(),
         watcher,
         _lock: lock,
     })
 }
 
 impl Agent {
+    /// Sets the bounds on connections (tests and the benchmark use smaller ones).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// The shared state (for tests and the benchmark).
     pub fn state(&self) -> Arc<State> {
         self.ctx.state.clone()
@@ -197,6 +246,7 @@ impl Agent {
         ));
         let watcher = tokio::spawn(crate::watch::run(self.watcher.clone(), stopped(&stop_tx)));
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let per_uid = Arc::new(PerUid::default());
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -217,9 +267,10 @@ impl Agent {
             let ctx = self.ctx.clone();
             let roles = self.roles.clone();
             let stop = stopped(&stop_tx);
+            let (limits, per_uid) = (self.limits, per_uid.clone());
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = connection(ctx, roles, stream) => {}
+                    _ = connection(ctx, roles, limits, per_uid, stream) => {}
                     _ = stop => {}
                 }
                 drop(permit);
@@ -231,12 +282,54 @@ impl Agent {
     }
 }
 
+/// Makes the state directory 0700 and the files in it 0600 (the job logs' directory keeps
+/// 0711 and each log its owner's 0600), saying so in the log where they were looser: bookings
+/// hold other people's commands and environment.
+fn tighten_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let tighten = |path: &std::path::Path, mode: u32| -> anyhow::Result<()> {
+        let meta = std::fs::symlink_metadata(path)
+            .with_context(|| format!("cannot look at {}", path.display()))?;
+        if meta.file_type().is_symlink() {
+            anyhow::bail!(
+                "{} is a symbolic link; the agent's state must be plain files",
+                path.display()
+            );
+        }
+        let old = meta.permissions().mode() & 0o7777;
+        if old & !mode != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(old & mode))
+                .with_context(|| format!("cannot make {} private", path.display()))?;
+            eprintln!(
+                "gpubook-agent: {} was mode {old:04o}; made it {:04o} (only the agent may read \
+                 its state)",
+                path.display(),
+                old & mode
+            );
+        }
+        Ok(())
+    };
+    tighten(dir, 0o700)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            if entry.file_name() == "logs" {
+                tighten(&path, 0o711)?;
+            }
+            continue;
+        }
+        tighten(&path, 0o600)?;
+    }
+    Ok(())
+}
+
 fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join("agent.lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: flock on a descriptor we own.
@@ -276,14 +369,167 @@ async fn bind_socket(path: &std::path::Path, shared: bool) -> anyhow::Result<Uni
     Ok(listener)
 }
 
+/// Connections per uid, for [`Limits::per_uid`].
+#[derive(Debug, Default)]
+struct PerUid {
+    /// Open connections by uid. A plain mutex: never held across an await.
+    open: Mutex<HashMap<u32, usize>>,
+}
+
+impl PerUid {
+    /// Takes a place for `uid`, or `None` where it holds `max` already (root is not counted).
+    fn enter(self: &Arc<Self>, uid: u32, max: usize) -> Option<UidPlace> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(uid).or_default();
+        if uid != 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(UidPlace {
+            table: self.clone(),
+            uid,
+        })
+    }
+}
+
+/// A connection's place in [`PerUid`], given back when dropped.
+#[derive(Debug)]
+struct UidPlace {
+    /// The table it is counted in.
+    table: Arc<PerUid>,
+    /// Whose.
+    uid: u32,
+}
+
+impl Drop for UidPlace {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// The frames waiting to be written to one client, bounded in bytes: each queued frame holds
+/// permits of a semaphore of [`Limits::outbox_bytes`] until it is written.
+#[derive(Debug, Clone)]
+struct Outbox {
+    /// To the writer task: the encoded frame and the room it takes.
+    tx: mpsc::UnboundedSender<(Vec<u8>, tokio::sync::OwnedSemaphorePermit)>,
+    /// The room left, in bytes.
+    room: Arc<Semaphore>,
+    /// The whole room, in bytes.
+    size: usize,
+    /// Told when a push found no room: the client fell behind and is disconnected.
+    behind: Arc<tokio::sync::Notify>,
+}
+
+/// Why a frame was not queued: the client is gone or fell behind; either way, stop.
+#[derive(Debug)]
+struct Gone;
+
+impl Outbox {
+    /// An outbox of `size` bytes and the receiving end for the writer.
+    fn new(
+        size: usize,
+    ) -> (
+        Self,
+        mpsc::UnboundedReceiver<(Vec<u8>, tokio::sync::OwnedSemaphorePermit)>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let room = Arc::new(Semaphore::new(size));
+        let behind = Arc::new(tokio::sync::Notify::new());
+        (
+            Self {
+                tx,
+                room,
+                size,
+                behind,
+            },
+            rx,
+        )
+    }
+
+    /// `frame` as bytes; an answer too large for one frame becomes a typed error saying so.
+    fn encode(frame: &AgentFrame) -> Vec<u8> {
+        match gpubook_proto::frame::encode(frame) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let id = match frame {
+                    AgentFrame::Response { id, .. } => Some(*id),
+                    _ => None,
+                };
+                let msg = match e {
+                    FrameError::TooLarge(n) => format!(
+                        "the answer ({n} bytes) is over the frame limit; ask for less \
+                         (a narrower range, or page through with the cursor)"
+                    ),
+                    other => format!("cannot send the answer: {other}"),
+                };
+                let kind = ErrorKind::TooLarge;
+                gpubook_proto::frame::encode(&error(id, kind, msg)).unwrap_or_default()
+            }
+        }
+    }
+
+    /// Queues an answer or a live push. No room: the client fell behind (it does not read);
+    /// it is disconnected rather than let its queue grow.
+    fn push(&self, frame: &AgentFrame) -> Result<(), Gone> {
+        let bytes = Self::encode(frame);
+        let need = bytes.len().clamp(1, self.size) as u32;
+        let Ok(permit) = self.room.clone().try_acquire_many_owned(need) else {
+            self.behind.notify_one();
+            return Err(Gone);
+        };
+        self.tx.send((bytes, permit)).map_err(|_| Gone)
+    }
+
+    /// Queues a frame read from the store (catching up), waiting for room: the store holds
+    /// them meanwhile, not the agent's memory.
+    async fn send(&self, frame: &AgentFrame) -> Result<(), Gone> {
+        let bytes = Self::encode(frame);
+        let need = bytes.len().clamp(1, self.size) as u32;
+        let permit = self
+            .room
+            .clone()
+            .acquire_many_owned(need)
+            .await
+            .map_err(|_| Gone)?;
+        self.tx.send((bytes, permit)).map_err(|_| Gone)
+    }
+}
+
 /// One client connection, from handshake to close.
-async fn connection(ctx: Arc<Context>, roles: Arc<Roles>, stream: UnixStream) {
+async fn connection(
+    ctx: Arc<Context>,
+    roles: Arc<Roles>,
+    limits: Limits,
+    per_uid: Arc<PerUid>,
+    stream: UnixStream,
+) {
     let uid = match stream.peer_cred() {
         Ok(c) => c.uid(),
         Err(e) => {
             eprintln!("gpubook-agent: cannot read peer credentials: {e}");
             return;
         }
+    };
+    let Some(_place) = per_uid.enter(uid, limits.per_uid) else {
+        let mut stream = stream;
+        let refusal = error(
+            None,
+            ErrorKind::Unavailable,
+            format!(
+                "too many connections from uid {uid}: at most {} at once; close some and try \
+                 again",
+                limits.per_uid
+            ),
+        );
+        let _ = tokio::time::timeout(HELLO_TIMEOUT, write_frame(&mut stream, &refusal)).await;
+        return;
     };
     let id = tokio::task::spawn_blocking(move || identity::lookup(uid))
         .await
@@ -300,32 +546,24 @@ async fn connection(ctx: Arc<Context>, roles: Arc<Roles>, stream: UnixStream) {
         uid,
     };
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<AgentFrame>(1024);
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            let result = match write_frame(&mut wr, &frame).await {
-                // An answer too large for one frame: say so, typed, and keep the connection.
-                Err(FrameError::TooLarge(n)) => {
-                    let id = match &frame {
-                        AgentFrame::Response { id, .. } => Some(*id),
-                        _ => None,
-                    };
-                    let msg = format!(
-                        "the answer ({n} bytes) is over the frame limit; ask for less \
-                         (a narrower range, or page through with the cursor)"
-                    );
-                    write_frame(&mut wr, &error(id, ErrorKind::TooLarge, msg)).await
-                }
-                other => other,
-            };
-            if let Err(e) = result {
-                if !matches!(e, FrameError::Io(_)) {
-                    eprintln!("gpubook-agent: cannot send a frame: {e}");
-                }
+    let (out, mut rx) = Outbox::new(limits.outbox_bytes);
+    let mut writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Some((bytes, room)) = rx.recv().await {
+            if wr.write_all(&bytes).await.is_err() {
                 return;
             }
+            drop(room);
         }
     });
+    // Waits for what is queued to be written, but not for a client that does not read.
+    let close = |writer: tokio::task::JoinHandle<()>, out: Outbox| async move {
+        drop(out);
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(FLUSH_TIMEOUT, writer).await.is_err() {
+            abort.abort();
+        }
+    };
 
     // The handshake.
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut rd)).await {
@@ -357,42 +595,79 @@ async fn connection(ctx: Arc<Context>, roles: Arc<Roles>, stream: UnixStream) {
             simulated: ctx.source == "simulated",
         }),
         Ok((Err(error), _)) => {
-            let _ = tx.send(AgentFrame::Error { id: None, error }).await;
+            let _ = out.push(&AgentFrame::Error { id: None, error });
             None
         }
         Err(Some(frame)) => {
-            let _ = tx.send(frame).await;
+            let _ = out.push(&frame);
             None
         }
         Err(None) => None,
     };
     let Some(welcome) = welcome else {
-        drop(tx);
-        let _ = writer.await;
-        return;
+        return close(writer, out).await;
     };
-    if tx.send(AgentFrame::Welcome(welcome.clone())).await.is_err() {
-        return;
+    if out.push(&AgentFrame::Welcome(welcome.clone())).is_err() {
+        return close(writer, out).await;
     }
 
     let mut subscription: Option<tokio::task::JoinHandle<()>> = None;
     // The job logs this connection follows: one task per booking.
     let mut followers: HashMap<BookingId, tokio::task::JoinHandle<()>> = HashMap::new();
+    let behind = out.behind.clone();
+    let mut writer_ended = false;
     loop {
-        let body = match read_frame(&mut rd).await {
+        followers.retain(|_, f| !f.is_finished());
+        let follows_nothing =
+            subscription.as_ref().is_none_or(|s| s.is_finished()) && followers.is_empty();
+        let idle = async {
+            if follows_nothing {
+                tokio::time::sleep(limits.idle).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        let read = tokio::select! {
+            r = read_frame(&mut rd) => r,
+            _ = behind.notified() => {
+                eprintln!(
+                    "gpubook-agent: {} (uid {uid}) let more than {} bytes of answers pile up \
+                     unread; disconnected",
+                    caller.actor.user, limits.outbox_bytes
+                );
+                writer.abort();
+                break;
+            }
+            _ = idle => {
+                let _ = out.push(&error(
+                    None,
+                    ErrorKind::Unavailable,
+                    format!(
+                        "closed: no request for {} s and nothing followed",
+                        limits.idle.as_secs()
+                    ),
+                ));
+                break;
+            }
+            _ = &mut writer => {
+                writer_ended = true;
+                break;
+            }
+        };
+        let body = match read {
             Ok(Some(body)) => body,
             Ok(None) => break,
             Err(FrameError::Truncated) | Err(FrameError::Io(_)) => break,
             Err(e) => {
                 // The stream cannot be trusted past a bad length: say why, then close.
-                let _ = tx.send(frame_error(&e)).await;
+                let _ = out.push(&frame_error(&e));
                 break;
             }
         };
         let (id, req) = match parse_request(&body) {
             Ok(x) => x,
             Err((id, e)) => {
-                if tx.send(AgentFrame::Error { id, error: e }).await.is_err() {
+                if out.push(&AgentFrame::Error { id, error: e }).is_err() {
                     break;
                 }
                 continue;
@@ -409,7 +684,7 @@ async fn connection(ctx: Arc<Context>, roles: Arc<Roles>, stream: UnixStream) {
                     caller.clone(),
                     id,
                     s,
-                    tx.clone(),
+                    out.clone(),
                 )));
                 continue;
             }
@@ -420,10 +695,9 @@ async fn connection(ctx: Arc<Context>, roles: Arc<Roles>, stream: UnixStream) {
                 }
                 let answer = ctx.handle(&caller, Request::Logs(l)).await;
                 if let (true, Ok(Response::Logs(piece))) = (follow, &answer) {
-                    followers.retain(|_, f| !f.is_finished());
                     followers.insert(
                         booking,
-                        tokio::spawn(follow_log(ctx.clone(), booking, piece.next, tx.clone())),
+                        tokio::spawn(follow_log(ctx.clone(), booking, piece.next, out.clone())),
                     );
                 }
                 answer
@@ -437,8 +711,8 @@ async fn connection(ctx: Arc<Context>, roles: Arc<Roles>, stream: UnixStream) {
                 error,
             },
         };
-        if tx.send(frame).await.is_err() {
-            break;
+        if out.push(&frame).is_err() {
+            continue;
         }
     }
     if let Some(s) = subscription {
@@ -447,77 +721,8 @@ async fn connection(ctx: Arc<Context>, roles: Arc<Roles>, stream: UnixStream) {
     for f in followers.into_values() {
         f.abort();
     }
-    drop(tx);
-    let _ = writer.await;
-}
-
-/// A frame's body → (request id, request), or the error to answer with.
-fn parse_request(body: &[u8]) -> Result<(u64, Request), (Option<u64>, ErrorBody)> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        (
-            None,
-            ErrorBody::new(ErrorKind::Malformed, format!("the frame is not JSON: {e}")),
-        )
-    })?;
-    let id = v.get("id").and_then(|i| i.as_u64());
-    match v.get("type").and_then(|t| t.as_str()) {
-        Some("request") => {}
-        Some("hello") => {
-            return Err((
-                id,
-                ErrorBody::new(
-                    ErrorKind::Invalid,
-                    "hello was already said on this connection",
-                ),
-            ))
-        }
-        Some(t) => {
-            return Err((
-                id,
-                ErrorBody::new(
-                    ErrorKind::UnknownRequest,
-                    format!("unknown frame type {t:?}"),
-                ),
-            ))
-        }
-        None => {
-            return Err((
-                id,
-                ErrorBody::new(ErrorKind::Malformed, "the frame has no \"type\""),
-            ))
-        }
-    }
-    let Some(id) = id else {
-        return Err((
-            None,
-            ErrorBody::new(ErrorKind::Malformed, "a request needs a numeric \"id\""),
-        ));
-    };
-    let kind = v
-        .get("body")
-        .and_then(|b| b.get("type"))
-        .and_then(|t| t.as_str())
-        .unwrap_or("")
-        .to_string();
-    if !Request::TYPES.contains(&kind.as_str()) {
-        return Err((
-            Some(id),
-            ErrorBody::new(
-                ErrorKind::UnknownRequest,
-                format!(
-                    "this agent does not know the request {kind:?}; it knows: {}",
-                    Request::TYPES.join(", ")
-                ),
-            ),
-        ));
-    }
-    match serde_json::from_value::<ClientFrame>(v) {
-        Ok(ClientFrame::Request { id, body }) => Ok((id, body)),
-        Ok(ClientFrame::Hello(_)) => unreachable!("type was checked to be request"),
-        Err(e) => Err((
-            Some(id),
-            ErrorBody::new(ErrorKind::Invalid, format!("bad {kind} request: {e}")),
-        )),
+    if !writer_ended {
+        close(writer, out).await;
     }
 }
 
@@ -527,7 +732,7 @@ const LOG_POLL: Duration = Duration::from_millis(250);
 /// Pushes booking `id`'s job log from byte `next` on to `tx` as it is written, until the job
 /// is over and its log read to the end (the last piece says `done`), the booking is gone, or
 /// the client. The caller was allowed to read the log when the follow began.
-async fn follow_log(ctx: Arc<Context>, id: BookingId, mut next: u64, tx: mpsc::Sender<AgentFrame>) {
+async fn follow_log(ctx: Arc<Context>, id: BookingId, mut next: u64, out: Outbox) {
     let mut events = ctx.state.events.subscribe();
     let path = ctx.jobs.log_path(id);
     loop {
@@ -549,7 +754,7 @@ async fn follow_log(ctx: Arc<Context>, id: BookingId, mut next: u64, tx: mpsc::S
                 next: to,
                 done: finished,
             };
-            if tx.send(AgentFrame::Log(piece)).await.is_err() {
+            if out.push(&AgentFrame::Log(piece)).is_err() {
                 return;
             }
         }
@@ -578,7 +783,7 @@ async fn subscribe(
     caller: Caller,
     id: u64,
     s: SubscribeRequest,
-    tx: mpsc::Sender<AgentFrame>,
+    out: Outbox,
 ) {
     // Listen before reading the backlog, so nothing committed in between is missed.
     let mut live = ctx.state.events.subscribe();
@@ -590,13 +795,13 @@ async fn subscribe(
         id,
         body: Response::Subscribed(SubscribedResponse { latest }),
     };
-    if tx.send(answer).await.is_err() {
+    if out.push(&answer).is_err() {
         return;
     }
     let mut last = s.after.unwrap_or(latest);
     let mut readings = ctx.readings.clone();
     loop {
-        if !catch_up(&ctx, &caller, &tx, &mut last).await {
+        if !catch_up(&ctx, &caller, &out, &mut last).await {
             return;
         }
         loop {
@@ -615,7 +820,7 @@ async fn subscribe(
                             booking: visible(&caller.actor, e.booking.clone()),
                             ..(*e).clone()
                         });
-                        if tx.send(frame).await.is_err() {
+                        if out.push(&frame).is_err() {
                             return;
                         }
                     }
@@ -628,7 +833,7 @@ async fn subscribe(
                     }
                     let r = readings.borrow_and_update().clone();
                     if let Some(r) = r {
-                        if tx.send(AgentFrame::Readings(r)).await.is_err() {
+                        if out.push(&AgentFrame::Readings(r)).is_err() {
                             return;
                         }
                     }
@@ -642,7 +847,7 @@ async fn subscribe(
 async fn catch_up(
     ctx: &Arc<Context>,
     caller: &Caller,
-    tx: &mpsc::Sender<AgentFrame>,
+    out: &Outbox,
     last: &mut u64,
 ) -> bool {
     loop {
@@ -653,13 +858,11 @@ async fn catch_up(
         let batch = match batch {
             Ok(b) => b,
             Err(e) => {
-                let _ = tx
-                    .send(error(
-                        None,
-                        ErrorKind::Unavailable,
-                        format!("cannot read events: {e}"),
-                    ))
-                    .await;
+                let _ = out.push(&error(
+                    None,
+                    ErrorKind::Unavailable,
+                    format!("cannot read events: {e}"),
+                ));
                 return false;
             }
         };
@@ -669,7 +872,7 @@ async fn catch_up(
         for mut e in batch {
             *last = e.seq;
             e.booking = visible(&caller.actor, e.booking);
-            if tx.send(AgentFrame::Event(e)).await.is_err() {
+            if out.send(&AgentFrame::Event(e)).await.is_err() {
                 return false;
             }
         }
@@ -702,7 +905,18 @@ pub async fn serve_with(
     reader: gpu::ReaderOptions,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<()> {
-    let agent = bind_with(config.clone(), reader, clock).await?;
+    serve_limited(config, reader, Limits::default(), clock).await
+}
+
+/// [`serve_with`], with bounds on connections other than the defaults.
+pub async fn serve_limited(
+    config: AgentConfig,
+    reader: gpu::ReaderOptions,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<()> {
+    let mut agent = bind_with(config.clone(), reader, clock).await?;
+    agent.set_limits(limits);
     eprintln!(
         "gpubook-agent {}: serving {} ({}) on {}",
         env!("CARGO_PKG_VERSION"),

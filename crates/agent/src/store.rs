@@ -25,6 +25,9 @@ pub enum StoreError {
     /// A stored row could not be read back.
     #[error("state database holds a row this agent cannot read: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// The system's random source could not be read.
+    #[error("cannot read /dev/urandom: {0}")]
+    Random(std::io::Error),
     /// The database was written by a newer agent.
     #[error("state database has schema {0}; this agent knows up to {SCHEMA_VERSION}: upgrade gpubook-agent")]
     TooNew(i64),
@@ -89,26 +92,37 @@ impl Store {
     /// This agent's identity, made once and kept: it marks the agent's jobs (in their
     /// environment) so they are told apart from another agent's on the same machine.
     pub fn instance_id(&self) -> Result<String, StoreError> {
+        self.random_meta("instance", 8)
+    }
+
+    /// The secret behind each job's key (see `jobs`), made once and kept. Jobs see their own
+    /// key, never this, so none can make another booking's.
+    pub fn job_secret(&self) -> Result<String, StoreError> {
+        self.random_meta("job_secret", 32)
+    }
+
+    /// The meta value `key`, made of `n` random bytes (hex) the first time it is asked for.
+    fn random_meta(&self, key: &str, n: usize) -> Result<String, StoreError> {
         let existing: Option<String> = self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()?;
-        if let Some(id) = existing {
-            return Ok(id);
+        if let Some(v) = existing {
+            return Ok(v);
         }
-        let mut bytes = [0u8; 8];
-        if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-            use std::io::Read;
-            let _ = f.read_exact(&mut bytes);
-        }
-        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut bytes = vec![0u8; n];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| {
+                use std::io::Read;
+                f.read_exact(&mut bytes)
+            })
+            .map_err(StoreError::Random)?;
+        let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('instance', ?1)",
-            [&id],
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+            [key, value.as_str()],
         )?;
-        Ok(id)
+        Ok(value)
     }
 
     /// Every booking stored.

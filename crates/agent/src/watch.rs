@@ -215,6 +215,8 @@ impl Watch {
     /// found (one transaction each) and returns those events. Blocks on the store: call it
     /// from a blocking thread.
     pub fn observe(&self, r: &Readings) -> Vec<Event> {
+        // The reading was taken just before: a process that started after this is not one it saw.
+        let seen = std::time::SystemTime::now();
         let (found, ended, rules) = {
             let mut inner = self.lock();
             let step = self.step(&mut inner, r.at);
@@ -241,7 +243,7 @@ impl Watch {
                 Finding::Intruder { id, gpu, process } => {
                     let stopped = rules.intruders == IntruderPolicy::Stop
                         && self.may_stop
-                        && terminate(process.pid);
+                        && terminate(process.pid, seen);
                     eprintln!(
                         "gpubook-agent: intruder on booking {id}: pid {} of {} on {}{}",
                         process.pid,
@@ -446,17 +448,18 @@ fn account(
     }
 }
 
-/// Sends SIGTERM to `pid`; whether it was sent. Never to pid 0 or 1, the agent itself, or a
-/// number that `kill` would read as a process group.
-fn terminate(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    if pid <= 1 || pid == std::process::id() as i32 {
-        return false;
-    }
-    // SAFETY: kill with a positive pid and a valid signal has no memory effects.
-    unsafe { libc::kill(pid, libc::SIGTERM) == 0 }
+/// Sends SIGTERM to the intruder `pid` if it is still the process the reading saw: one that
+/// started before `seen` (when the reading was taken, give or take the kernel's one-second
+/// boot time), so a pid that ended and was reused since is left alone. Whether it was sent.
+fn terminate(pid: u32, seen: std::time::SystemTime) -> bool {
+    crate::procs::signal_if(
+        pid,
+        || {
+            crate::procs::started_at(pid)
+                .is_some_and(|t| t <= seen + std::time::Duration::from_secs(1))
+        },
+        libc::SIGTERM,
+    )
 }
 
 /// Records the usage of bookings as they end, until `shutdown` resolves: listens to the

@@ -242,6 +242,7 @@ async fn another_persons_job_is_hidden_in_events_and_listings() {
         jobs: std::sync::Arc::new(gpubook_agent::jobs::Jobs::new(
             state.clone(),
             "events-test".into(),
+            "events-secret".into(),
             dir.path(),
         )),
     };

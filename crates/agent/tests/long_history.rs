@@ -30,6 +30,7 @@ fn seed_history(state_dir: &std::path::Path, n: u64) -> Vec<Booking> {
                 pending_reason: None,
                 created_at: start - Duration::days(1),
                 revision: 3,
+                pending_since: None,
                 warned_start: true,
                 warned_end: true,
                 run: None,

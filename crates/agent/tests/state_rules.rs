@@ -148,12 +148,13 @@ fn a_user_cannot_change_someone_elses_booking() {
         );
     }
     // Approving and denying are an admin's, even for a booking that waits.
-    lab.refused(&bob, Op::Approve { id }, ErrorKind::NotAllowed);
+    lab.refused(&bob, Op::Approve { id, rev: None }, ErrorKind::NotAllowed);
     lab.refused(
         &bob,
         Op::Deny {
             id,
             reason: Some("mine now".into()),
+            rev: None,
         },
         ErrorKind::NotAllowed,
     );
@@ -248,7 +249,10 @@ over_policy = "approval"
     assert_eq!(hers.state, BookingState::Confirmed);
     // Now it cannot be approved: alice holds the GPUs.
     let root = actor("root", Role::Admin);
-    lab.refused(&root, Op::Approve { id: second.id }, ErrorKind::Conflict);
+    lab.refused(&root, Op::Approve {
+            id: second.id,
+            rev: None,
+        }, ErrorKind::Conflict);
 }
 
 #[test]

@@ -2,18 +2,22 @@
 //! `wait`, `run` and `usage`.
 
 use crate::output;
+use crate::targets::Target;
 use clap::Args;
-use gpubook_client::{ClientError, Connection, Pushed};
+use gpubook_client::{ClientError, Connection, Endpoint, Pushed};
 use gpubook_core::{Booking, BookingId, JobSpec, JobState};
 use gpubook_proto::{EventKind, ListRequest, LogsRequest, Request, Response};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// What a booking's job is; the command comes after `--`.
 #[derive(Debug, Args, Default)]
 pub struct JobArgs {
-    /// The job's working directory on the server [default: the owner's home].
+    /// The job's working directory [default: the owner's home]. With the local agent a
+    /// relative path (and ~/) is read from where you are; on a server over SSH give an
+    /// absolute path there.
     #[arg(long)]
     pub cwd: Option<String>,
     /// Extra environment for the job, NAME=VALUE (repeat).
@@ -59,6 +63,69 @@ impl JobArgs {
             keep_slot: self.keep_slot,
         }))
     }
+}
+
+/// Makes a job's working directory absolute before it is sent. The agent runs the job where
+/// it is told and takes only absolute paths: for the local agent (a socket on this computer) a
+/// relative path is read from `here` and `~` or `~/...` from `home`, as a shell would; on a
+/// server over SSH neither means anything this side, so they are refused with what to give
+/// instead. `targets` are the servers the request may go to (several for `book --asap`).
+pub fn place_cwd(
+    job: &mut JobSpec,
+    targets: &[Target],
+    here: impl FnOnce() -> std::io::Result<PathBuf>,
+    home: Option<PathBuf>,
+) -> Result<(), String> {
+    let Some(cwd) = job.cwd.as_deref() else {
+        return Ok(());
+    };
+    if cwd.is_empty() {
+        return Err("--cwd is empty: give a directory, or leave it out for your home".into());
+    }
+    if cwd.starts_with('/') {
+        return Ok(());
+    }
+    if let Some(remote) = targets
+        .iter()
+        .find(|t| !matches!(t.endpoint, Endpoint::Unix(_)))
+    {
+        return Err(format!(
+            "--cwd must be an absolute path on {}: {cwd:?} is read on this computer only, \
+             so give an absolute path on the server (starting with /)",
+            remote.name
+        ));
+    }
+    let placed = match cwd.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+            let home = home.ok_or_else(|| {
+                format!("--cwd {cwd:?}: HOME is not set, so ~ means nothing; give an absolute path")
+            })?;
+            match rest.trim_start_matches('/') {
+                "" => home,
+                rest => home.join(rest),
+            }
+        }
+        Some(_) => {
+            return Err(format!(
+                "--cwd {cwd:?}: ~user is not read here; give an absolute path"
+            ))
+        }
+        None => {
+            let here = here().map_err(|e| {
+                format!("--cwd {cwd:?} is relative, but the current directory is unknown ({e})")
+            })?;
+            here.join(cwd)
+        }
+    };
+    // Lexically: "." goes, ".." stays (it may cross a symbolic link, as it does for the shell).
+    let placed = std::path::absolute(&placed).unwrap_or(placed);
+    job.cwd = Some(
+        placed
+            .to_str()
+            .ok_or_else(|| format!("--cwd {cwd:?} leads to a path that is not UTF-8"))?
+            .to_string(),
+    );
+    Ok(())
 }
 
 /// One argument: a command line as written. Several: each quoted for the shell, so an
@@ -282,5 +349,59 @@ mod tests {
             "python train.py --name 'my run' 'it'\\''s'"
         );
         assert_eq!(command_line(&args(&["echo", ""])), "echo ''");
+    }
+
+    fn target(name: &str, spec: &str) -> Target {
+        Target {
+            name: name.into(),
+            endpoint: Endpoint::parse(spec, 0).unwrap(),
+            opts: gpubook_client::ssh::Options::default(),
+        }
+    }
+
+    fn placed(cwd: &str, targets: &[Target]) -> Result<Option<String>, String> {
+        let mut job = JobSpec {
+            command: "true".into(),
+            cwd: Some(cwd.into()),
+            env: BTreeMap::new(),
+            end_signal: None,
+            grace_secs: None,
+            keep_slot: false,
+        };
+        place_cwd(
+            &mut job,
+            targets,
+            || Ok(PathBuf::from("/work/here")),
+            Some(PathBuf::from("/home/ada")),
+        )?;
+        Ok(job.cwd)
+    }
+
+    #[test]
+    fn a_relative_cwd_is_read_from_here_for_the_local_agent_only() {
+        let local = [target("local", "unix:/tmp/a.sock")];
+        let ok = |cwd: &str, t: &[Target]| placed(cwd, t).unwrap().unwrap();
+        assert_eq!(ok("runs/7", &local), "/work/here/runs/7");
+        assert_eq!(ok("./runs/../x", &local), "/work/here/runs/../x");
+        assert_eq!(ok(".", &local), "/work/here");
+        assert_eq!(ok("~", &local), "/home/ada");
+        assert_eq!(ok("~/data", &local), "/home/ada/data");
+        assert_eq!(ok("/abs/path", &local), "/abs/path");
+        assert!(placed("~bob/x", &local).is_err());
+        assert!(placed("", &local).is_err());
+
+        let remote = [
+            target("local", "unix:/tmp/a.sock"),
+            target("lab1", "alice@lab1.example.org"),
+        ];
+        assert_eq!(ok("/data/run7", &remote), "/data/run7");
+        for rel in ["runs/7", "~/data", "~"] {
+            let e = placed(rel, &remote).unwrap_err();
+            assert!(
+                e.contains("--cwd must be an absolute path on lab1")
+                    && e.contains("give an absolute path on the server"),
+                "{e}"
+            );
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! `gpubook`: book lab GPUs from a shell or a CI pipeline.
 
 mod calendar;
+mod decide;
 mod jobs;
 mod multi;
 mod output;
@@ -35,6 +36,8 @@ Exit status:
   6  the agent speaks another protocol version
   7  SSH login refused: no key, password or passphrase was accepted
   8  SSH host key not trusted: unknown (not accepted) or CHANGED (refused)
+  9  approve/deny: the booking changed since you looked (--rev, or what was shown); nothing
+     was decided: look at it again
 With several servers (--server a,b, --server any, --all) a command succeeds when at least one
 answers; each one that did not is reported on stderr (in --json as its \"error\").
 `gpubook wait` and `gpubook run` exit with the job's own status instead: its exit code,
@@ -117,18 +120,26 @@ enum Command {
         /// The booking's number.
         id: u64,
     },
-    /// Approve a booking that waits for approval (admins).
+    /// Approve a booking that waits for approval (admins). On a terminal, without --rev, the
+    /// booking is shown and you are asked first.
     Approve {
         /// The booking's number.
         id: u64,
+        /// The revision you looked at (`gpubook ls`, REV): refused (exit 9) if it changed since.
+        #[arg(long)]
+        rev: Option<u32>,
     },
-    /// Deny a booking that waits for approval (admins).
+    /// Deny a booking that waits for approval (admins). On a terminal, without --rev, the
+    /// booking is shown and you are asked first.
     Deny {
         /// The booking's number.
         id: u64,
         /// Why, for its owner.
         #[arg(long)]
         reason: Option<String>,
+        /// The revision you looked at (`gpubook ls`, REV): refused (exit 9) if it changed since.
+        #[arg(long)]
+        rev: Option<u32>,
     },
     /// Print events as they happen: bookings made, changed, slots starting and ending.
     Watch {
@@ -259,6 +270,9 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// Exit status: an approval or denial named a revision the booking no longer has.
+const EXIT_CHANGED: u8 = 9;
+
 fn exit_code(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::Invalid | ErrorKind::UnknownRequest | ErrorKind::Malformed => 2,
@@ -266,6 +280,7 @@ fn exit_code(kind: ErrorKind) -> u8 {
         ErrorKind::NotFound => 4,
         ErrorKind::Unavailable | ErrorKind::ConnectionLost => 5,
         ErrorKind::Incompatible => 6,
+        ErrorKind::Changed => EXIT_CHANGED,
         _ => 1,
     }
 }
@@ -289,17 +304,21 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             if json {
-                let (kind, conflicts) = match f.error.downcast_ref::<ClientError>() {
-                    Some(ClientError::Agent(e)) => (Some(e.kind), e.conflicts.clone()),
-                    _ => (None, Vec::new()),
+                let (kind, conflicts, revision) = match f.error.downcast_ref::<ClientError>() {
+                    Some(ClientError::Agent(e)) => (Some(e.kind), e.conflicts.clone(), e.revision),
+                    _ => (None, Vec::new(), None),
                 };
-                let v = serde_json::json!({
+                let mut v = serde_json::json!({
                     "error": {
                         "kind": kind.map(|k| k.as_str()).unwrap_or_else(|| targets::kind_name(&f)),
                         "message": format!("{:#}", f.error),
                         "conflicts": conflicts,
                     }
                 });
+                // For `changed`: the booking's revision now.
+                if let Some(r) = revision {
+                    v["error"]["revision"] = r.into();
+                }
                 eprintln!("{v}");
             } else {
                 eprintln!("gpubook: {:#}", f.error);
@@ -324,7 +343,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let targets = targets::resolve(&cli.server, all, uid, &opts)?;
     let now = Utc::now();
     // Read every argument before connecting: a typo is a usage error, never half a request.
-    let request = build_request(&cli.command, now)?;
+    let mut request = build_request(&cli.command, now)?;
+    if let Some(Request::Book(BookRequest { job: Some(job), .. })) = &mut request {
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+        jobs::place_cwd(job, &targets, std::env::current_dir, home).map_err(usage)?;
+    }
     // Several servers asked for (a list, any, --all) keep the many-server output even when the
     // list holds one, so that scripts see one shape.
     let many = all || cli.server.split(',').count() > 1 || cli.server.trim() == "any";
@@ -420,6 +443,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let by = x.end - DateTime::<Utc>::UNIX_EPOCH;
                 x.end = current_end(&conn, x.id).await? + by;
             }
+            decide::confirm(&conn, &mut req).await?;
             let show = |known: &[Gpu], resp: &Response| print_response(resp, known, json);
             let resp = match req {
                 // A listing may come in pages: read them all.
@@ -485,10 +509,14 @@ fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request>, F
         Command::Book(a) => book_request(a, now)?,
         Command::Cancel { id } => Request::Cancel(CancelRequest { id: BookingId(*id) }),
         Command::Release { id } => Request::Release(ReleaseRequest { id: BookingId(*id) }),
-        Command::Approve { id } => Request::Approve(ApproveRequest { id: BookingId(*id) }),
-        Command::Deny { id, reason } => Request::Deny(DenyRequest {
+        Command::Approve { id, rev } => Request::Approve(ApproveRequest {
+            id: BookingId(*id),
+            rev: *rev,
+        }),
+        Command::Deny { id, reason, rev } => Request::Deny(DenyRequest {
             id: BookingId(*id),
             reason: reason.clone(),
+            rev: *rev,
         }),
         Command::Extend { id, to, by } => Request::Extend(ExtendRequest {
             id: BookingId(*id),

@@ -47,6 +47,43 @@ pub fn booking_line(b: &Booking, known: &[Gpu]) -> String {
     s
 }
 
+/// A booking as an admin sees it before deciding on it: who, which GPUs, when (local time),
+/// its state, its revision and why it waits; one field a line.
+pub fn booking_shape(b: &Booking, known: &[Gpu], server: &str) -> String {
+    let mut s = format!("Booking {} on {server}, revision {}:", b.id, b.revision);
+    let mut field = |name: &str, value: String| s.push_str(&format!("\n  {name:<7} {value}"));
+    field("owner", b.owner.clone());
+    field(
+        if b.gpus.len() == 1 { "GPU" } else { "GPUs" },
+        gpu_list(&b.gpus, known),
+    );
+    field(
+        "when",
+        format!(
+            "{} → {} ({}, your time)",
+            when(b.interval.start),
+            when(b.interval.end),
+            format_duration(b.interval.duration())
+        ),
+    );
+    field("state", b.state.to_string());
+    if let Some(r) = &b.pending_reason {
+        field("waits", r.clone());
+    }
+    if !b.title.is_empty() {
+        field("title", format!("\"{}\"", b.title));
+    }
+    if let Some(j) = &b.job {
+        let cwd = j
+            .cwd
+            .as_deref()
+            .map(|c| format!(" (in {c})"))
+            .unwrap_or_default();
+        field("job", format!("{}{cwd}", j.command));
+    }
+    s
+}
+
 /// Rows as an aligned table with a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -100,8 +137,8 @@ pub fn bookings_table_by_server(rows: &[(&str, &Booking, &[Gpu])]) -> String {
 }
 
 /// The columns of a bookings table.
-const BOOKING_COLUMNS: [&str; 9] = [
-    "ID", "STATE", "OWNER", "GPUS", "START", "END", "LENGTH", "JOB", "TITLE",
+const BOOKING_COLUMNS: [&str; 10] = [
+    "ID", "REV", "STATE", "OWNER", "GPUS", "START", "END", "LENGTH", "JOB", "TITLE",
 ];
 
 fn booking_row(b: &Booking, known: &[Gpu]) -> Vec<String> {
@@ -121,6 +158,7 @@ fn booking_row(b: &Booking, known: &[Gpu]) -> Vec<String> {
     }
     vec![
         b.id.to_string(),
+        b.revision.to_string(),
         b.state.to_string(),
         b.owner.clone(),
         gpu_list(&b.gpus, known),

@@ -229,3 +229,62 @@ fn gpubook_book_refuses_an_end_signal_that_is_not_a_signal() {
     assert_eq!(v["bookings"].as_array().map(Vec::len), Some(0), "{v:#}");
     drop(lab);
 }
+
+#[test]
+fn a_relative_cwd_is_read_from_where_you_are_for_the_local_agent() {
+    if !root_or_skip("a_relative_cwd_is_read_from_where_you_are_for_the_local_agent") {
+        return;
+    }
+    let lab = Lab::start(ONE_SECOND_GRID, "sim:2");
+    let here = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(here.path().join("runs/7")).unwrap();
+    let mut cmd = lab.command(
+        None,
+        &[
+            "--json",
+            "book",
+            "--gpu",
+            "0",
+            "--start",
+            "+1h",
+            "--for",
+            "1h",
+            "--cwd",
+            "runs/7",
+            "--",
+            "./train.sh",
+        ],
+    );
+    let o = cmd.current_dir(here.path()).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let id = json(&o.stdout, &o)["booking"]["id"].as_u64().unwrap();
+    // Stored absolute: the agent never sees the CLI's directory.
+    let want = std::fs::canonicalize(here.path()).unwrap().join("runs/7");
+    let b = listed(&lab, None, id);
+    assert_eq!(b["job"]["cwd"], want.to_str().unwrap(), "{b:#}");
+}
+
+#[test]
+fn a_relative_cwd_is_refused_for_a_server_over_ssh() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = "gpb@127.0.0.1:1";
+    for cwd in ["runs/7", "~/runs/7"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_gpubook"))
+            .args(["--server", server, "book", "--gpu", "0", "--start", "+1h"])
+            .args(["--for", "1h", "--cwd", cwd, "--", "./train.sh"])
+            .env("GPUBOOK_SERVERS", dir.path().join("servers.toml"))
+            .env_remove("GPUBOOK_SERVER")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        // Refused before anything is dialled: a usage error, not "unreachable".
+        assert_eq!(o.status.code(), Some(2), "{cwd}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("--cwd must be an absolute path on {server}"))
+                && err.contains("give an absolute path on the server"),
+            "{cwd}: {}",
+            text(&o)
+        );
+    }
+}

@@ -3,7 +3,9 @@
 //! agent's event stream.
 //!
 //! The URL's path holds a random token (128 bits); any other path is 404, so another local
-//! user who finds the port learns nothing. One request per connection, GET or HEAD, with an
+//! user who finds the port learns nothing. A feed whose token is kept in a file
+//! ([`FeedServer::bind_stored`]) reads that file for every request, so a token renewed by
+//! another process (`gpubook feed --new-token`, [`stored_token`]) stops the old URL at once. One request per connection, GET or HEAD, with an
 //! ETag so a polling app downloads the calendar only when it changed. Requests are bounded:
 //! a head of at most [`MAX_HEAD`] bytes, read within [`READ_TIMEOUT`], at most
 //! [`MAX_CONNECTIONS`] at a time.
@@ -264,21 +266,73 @@ pub fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Where a feed's token comes from.
+#[derive(Clone)]
+enum Token {
+    /// Given once, for the feed's life.
+    Fixed(Arc<str>),
+    /// The `feed-token` file [`stored_token`] keeps, read for every request so a renewal
+    /// elsewhere takes effect at once; a missing or damaged file lets no one in.
+    Stored(Arc<std::path::Path>),
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // The token is the feed's only key.
+            Token::Fixed(_) => f.write_str("Fixed(hidden)"),
+            Token::Stored(p) => f.debug_tuple("Stored").field(p).finish(),
+        }
+    }
+}
+
+impl Token {
+    /// The token now.
+    fn current(&self) -> std::io::Result<String> {
+        match self {
+            Token::Fixed(t) => Ok(t.to_string()),
+            Token::Stored(path) => read_token(path)?.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{} holds no feed token", path.display()),
+                )
+            }),
+        }
+    }
+}
+
 /// The feed's listening socket.
 #[derive(Debug)]
 pub struct FeedServer {
     /// Where it listens.
     listener: TcpListener,
-    /// The path's secret.
-    token: String,
+    /// The path's secret, or where to read it.
+    token: Token,
 }
 
 impl FeedServer {
-    /// Listens on `addr` (127.0.0.1 and a port; port 0 picks a free one).
+    /// Listens on `addr` (127.0.0.1 and a port; port 0 picks a free one), with `token` for
+    /// the feed's life.
     pub async fn bind(addr: SocketAddr, token: String) -> std::io::Result<Self> {
         Ok(Self {
             listener: TcpListener::bind(addr).await?,
-            token,
+            token: Token::Fixed(token.into()),
+        })
+    }
+
+    /// Listens on `addr` with the token kept in `dir` ([`stored_token`]: made on first use, or
+    /// anew when `renew`), and reads that token again for every request: a renewal by
+    /// another process (`gpubook feed --new-token`) stops the old URL here at once, and a
+    /// removed token file stops the feed's URL altogether.
+    pub async fn bind_stored(
+        addr: SocketAddr,
+        dir: &std::path::Path,
+        renew: bool,
+    ) -> std::io::Result<Self> {
+        stored_token(dir, renew)?;
+        Ok(Self {
+            listener: TcpListener::bind(addr).await?,
+            token: Token::Stored(dir.join(TOKEN_FILE).into()),
         })
     }
 
@@ -287,12 +341,12 @@ impl FeedServer {
         self.listener.local_addr()
     }
 
-    /// The URL to subscribe to.
+    /// The URL to subscribe to, with the token as it is now.
     pub fn url(&self) -> std::io::Result<String> {
         Ok(format!(
             "http://{}/{}/{FILE_NAME}",
             self.local_addr()?,
-            self.token
+            self.token.current()?
         ))
     }
 
@@ -304,7 +358,6 @@ impl FeedServer {
     ) {
         tokio::pin!(shutdown);
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let path: Arc<str> = format!("/{}/{FILE_NAME}", self.token).into();
         loop {
             let permit = tokio::select! {
                 _ = &mut shutdown => return,
@@ -322,9 +375,9 @@ impl FeedServer {
                 },
             };
             let body = body.borrow().clone();
-            let path = path.clone();
+            let token = self.token.clone();
             tokio::spawn(async move {
-                let _ = serve(stream, &path, &body).await;
+                let _ = serve(stream, &token, &body).await;
                 drop(permit);
             });
         }
@@ -332,7 +385,7 @@ impl FeedServer {
 }
 
 /// Answers one request.
-async fn serve(mut stream: TcpStream, path: &str, body: &FeedBody) -> std::io::Result<()> {
+async fn serve(mut stream: TcpStream, token: &Token, body: &FeedBody) -> std::io::Result<()> {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) => {
@@ -354,7 +407,10 @@ async fn serve(mut stream: TcpStream, path: &str, body: &FeedBody) -> std::io::R
         request.next().unwrap_or_default(),
     );
     let target = target.split('?').next().unwrap_or_default();
-    if !same(target.as_bytes(), path.as_bytes()) {
+    // Read after the request, so a token renewed while it was on its way already counts.
+    // No token (the file gone or damaged) lets no one in.
+    let path = token.current().ok().map(|t| format!("/{t}/{FILE_NAME}"));
+    if !path.is_some_and(|p| same(target.as_bytes(), p.as_bytes())) {
         return respond(
             &mut stream,
             "404 Not Found",
@@ -451,19 +507,31 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// The file in the state directory that keeps the feed's token.
+pub const TOKEN_FILE: &str = "feed-token";
+
+/// The token in `path`; `None` when there is no file or it holds no token.
+fn read_token(path: &std::path::Path) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if t.trim().len() == 32 && t.trim().bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(Some(t.trim().to_string()))
+        }
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The feed's token kept in `dir` (so a subscribed URL keeps working across restarts), made
-/// on first use or when `renew`; the file is readable by its owner only.
+/// on first use or when `renew`; the file is readable by its owner only. It is replaced by a
+/// rename, so a feed reading it ([`FeedServer::bind_stored`]) sees the old token or the new
+/// one, never half of either.
 pub fn stored_token(dir: &std::path::Path, renew: bool) -> std::io::Result<String> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let path = dir.join("feed-token");
+    let path = dir.join(TOKEN_FILE);
     if !renew {
-        match std::fs::read_to_string(&path) {
-            Ok(t) if t.trim().len() == 32 && t.trim().bytes().all(|b| b.is_ascii_hexdigit()) => {
-                return Ok(t.trim().to_string())
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        if let Some(t) = read_token(&path)? {
+            return Ok(t);
         }
     }
     std::fs::DirBuilder::new()
@@ -471,7 +539,8 @@ pub fn stored_token(dir: &std::path::Path, renew: bool) -> std::io::Result<Strin
         .mode(0o700)
         .create(dir)?;
     let token = new_token();
-    let tmp = dir.join("feed-token.tmp");
+    // One name per process, so two renewing at once do not write into each other's file.
+    let tmp = dir.join(format!("{TOKEN_FILE}.{}.tmp", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -521,6 +590,7 @@ mod tests {
             pending_reason: None,
             created_at: t,
             revision,
+            pending_since: None,
             warned_start: false,
             warned_end: false,
             run: None,

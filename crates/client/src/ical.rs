@@ -441,6 +441,7 @@ mod tests {
             pending_reason: None,
             created_at: t,
             revision: 3,
+            pending_since: None,
             warned_start: false,
             warned_end: false,
             run: None,

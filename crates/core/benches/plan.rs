@@ -134,6 +134,7 @@ fn year(rng: &mut Rng, start: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Booking>
             job: None,
             asap: None,
             pending_reason: None,
+            pending_since: None,
             created_at: begin - Duration::days(3),
             revision: 1,
             warned_start: state != BookingState::Confirmed,
@@ -212,6 +213,7 @@ fn outcome<T>(r: &Result<T, gpubook_core::PlanError>) -> &'static str {
         Err(E::Invalid(_)) => "invalid",
         Err(E::NotFound(_)) => "not found",
         Err(E::NotAllowed(_)) => "not allowed",
+        Err(E::Changed { .. }) => "changed",
     }
 }
 

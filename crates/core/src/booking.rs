@@ -91,6 +91,23 @@ pub struct JobSpec {
     pub keep_slot: bool,
 }
 
+/// The environment variables the agent sets for every job itself; a job may not set them.
+/// Every name starting with [`AGENT_ENV_PREFIX`] is the agent's too.
+pub const AGENT_ENV: &[&str] = &["CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"];
+
+/// The prefix of the environment variables the agent sets for a job (`GPUBOOK_BOOKING`, ...).
+pub const AGENT_ENV_PREFIX: &str = "GPUBOOK_";
+
+/// Whether the agent sets the environment variable `name` for a job itself, so a booking's
+/// job may not set it (CUDA_VISIBLE_DEVICES must name exactly the booked GPUs).
+pub fn set_by_agent(name: &str) -> bool {
+    AGENT_ENV.contains(&name) || name.starts_with(AGENT_ENV_PREFIX)
+}
+
+/// The most bytes a booking's title and job may take in JSON, so that a booking always fits a
+/// listing page (the wire's frame is at most 1 MiB). Checked when the booking is made.
+pub const MAX_BOOKING_BYTES: usize = 64 * 1024;
+
 /// The signals a job may be sent at its slot's end, by canonical name. Anything else is
 /// refused when the booking is made.
 pub const JOB_SIGNALS: &[&str] = &[
@@ -126,9 +143,14 @@ pub struct AsapRequest {
 }
 
 impl AsapRequest {
-    /// The requested length.
+    /// The requested length (a stored length beyond what a duration can hold reads as the
+    /// longest one, which the plan then refuses to place).
     pub fn duration(&self) -> Duration {
-        Duration::seconds(self.duration_secs)
+        Duration::try_seconds(self.duration_secs).unwrap_or(if self.duration_secs < 0 {
+            Duration::MIN
+        } else {
+            Duration::MAX
+        })
     }
 }
 
@@ -157,6 +179,13 @@ pub struct Booking {
     /// Why it waits for approval (the rules it goes beyond), when it does.
     #[serde(default)]
     pub pending_reason: Option<String>,
+    /// The `revision` at which it last began to wait for approval; `None` if it never waited.
+    /// An approval that names no revision (from an older client) is taken only while the
+    /// booking is still at this one. Bookings stored by older agents carry `None`; those
+    /// agents made a booking wait only when it was created, so a waiting one of theirs began
+    /// to wait at revision 1.
+    #[serde(default)]
+    pub pending_since: Option<u32>,
     /// When it was made.
     pub created_at: DateTime<Utc>,
     /// Raised by one on every change: the iCal SEQUENCE, and a guard against lost updates.
@@ -250,6 +279,18 @@ pub struct Usage {
     pub samples: u64,
 }
 
+/// A time to the minute, or to the second when it is not on a minute (a booking that
+/// started "now").
+fn minutes_or_seconds(t: DateTime<Utc>) -> String {
+    use chrono::Timelike;
+    let f = if t.second() == 0 {
+        "%Y-%m-%d %H:%M"
+    } else {
+        "%Y-%m-%d %H:%M:%S"
+    };
+    t.format(f).to_string()
+}
+
 /// What the agent saw, attached to an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
@@ -282,8 +323,32 @@ impl Booking {
     pub fn gpu_seconds_within(&self, window: &Interval) -> i64 {
         self.interval
             .intersection(window)
-            .map(|i| i.duration().num_seconds() * self.gpus.len() as i64)
+            .map(|i| {
+                i.duration()
+                    .num_seconds()
+                    .saturating_mul(self.gpus.len() as i64)
+            })
             .unwrap_or(0)
+    }
+
+    /// What it asks for, in words: "2 GPUs (GPU-0, GPU-1) from 2026-03-02 10:00 to
+    /// 2026-03-02 14:00 UTC, pending_approval, revision 3". What an admin is told when the
+    /// booking changed since they looked.
+    pub fn shape(&self) -> String {
+        let n = self.gpus.len();
+        format!(
+            "{n} GPU{} ({}) from {} to {} UTC, {}, revision {}",
+            if n == 1 { "" } else { "s" },
+            self.gpus
+                .iter()
+                .map(|g| g.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            minutes_or_seconds(self.interval.start),
+            minutes_or_seconds(self.interval.end),
+            self.state,
+            self.revision
+        )
     }
 
     /// The booking as someone other than its owner or an admin may see it: no job.

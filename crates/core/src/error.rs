@@ -47,6 +47,17 @@ pub enum PlanError {
         /// In words, with the limit.
         message: String,
     },
+    /// An admin's approval or denial named a revision the booking no longer has: it changed
+    /// since the admin looked. Nothing was decided.
+    #[error("booking {id} changed since you looked: {shape}")]
+    Changed {
+        /// Which booking.
+        id: BookingId,
+        /// Its revision now.
+        revision: u32,
+        /// What it asks for now, in words (GPUs, times, state).
+        shape: String,
+    },
 }
 
 fn conflict_message(c: &[Conflict]) -> String {

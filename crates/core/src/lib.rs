@@ -11,11 +11,13 @@ pub mod error;
 pub mod gpu;
 pub mod plan;
 pub mod policy;
+pub mod size;
 pub mod time;
 pub mod timeline;
 
 pub use booking::{
     AsapRequest, Booking, BookingId, BookingState, JobRun, JobSpec, JobState, Note, Usage,
+    MAX_BOOKING_BYTES,
 };
 pub use error::{Conflict, PlanError};
 pub use gpu::{Gpu, GpuUuid};

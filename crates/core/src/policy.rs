@@ -19,9 +19,17 @@
 //!                                  # long is announced (absent: never)
 //! release_idle = false             # and then released, so the queue moves up
 //! end_warning = "10m"              # owners are warned this long before a slot ends
+//! max_grace = "5m"                 # longest grace a job may ask between its end signal
+//!                                  # and SIGKILL (everyone, admins included)
+//! max_log = "1G"                   # a job's log is cut at this size (K, M, G, T: binary)
+//! max_pending = 20                 # requests one user may have waiting for approval
 //! ```
+//!
+//! Every duration is more than zero and at most [`MAX_POLICY_DAYS`] days (the grid divides a
+//! day, `max_grace` is at most a day), so no later arithmetic on them can overflow.
 
-use crate::duration::parse_duration;
+use crate::duration::{format_duration, parse_duration};
+use crate::size::{format_size, parse_size};
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -108,7 +116,8 @@ pub enum IntruderPolicy {
     Stop,
 }
 
-/// The lab's policy. Every limit is optional: absent means no limit.
+/// The lab's policy. Every limit on bookings is optional (absent means no limit); the bounds on
+/// jobs and on waiting requests (`max_grace`, `max_log`, `max_pending`) have defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct Policy {
@@ -146,10 +155,44 @@ pub struct Policy {
     /// do not send it: 600.
     #[serde(default = "default_end_warning")]
     pub end_warning_secs: i64,
+    /// Longest grace period a job may ask for between its end signal and SIGKILL (seconds).
+    /// It holds for everyone, admins included: a job in its grace period still runs on GPUs
+    /// that the next booking holds. Older agents do not send it: 300.
+    #[serde(default = "default_max_grace")]
+    pub max_grace_secs: i64,
+    /// Largest a job's log may grow, in bytes; the agent cuts it there. Older agents do not
+    /// send it: 1 GiB.
+    #[serde(default = "default_max_log")]
+    pub max_log_bytes: u64,
+    /// Bookings one user may have waiting for approval at once; a request that would wait
+    /// beyond it is refused, not queued. Admins' requests never wait, so they are not held
+    /// to it. Older agents do not send it: 20.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: u32,
 }
+
+/// The longest any duration in a policy file may be, in days (`granularity` and `max_grace`
+/// are held to a day).
+pub const MAX_POLICY_DAYS: i64 = 366;
+const MAX_POLICY_SECS: i64 = MAX_POLICY_DAYS * DAY;
+const DAY: i64 = 86_400;
+/// The smallest `max_log` a policy may set: below it a log says nothing useful.
+pub const MIN_LOG_BYTES: u64 = 64 << 10;
 
 fn default_end_warning() -> i64 {
     crate::plan::END_WARNING.num_seconds()
+}
+
+fn default_max_grace() -> i64 {
+    300
+}
+
+fn default_max_log() -> u64 {
+    1 << 30
+}
+
+fn default_max_pending() -> u32 {
+    20
 }
 
 impl Default for Policy {
@@ -170,6 +213,9 @@ impl Default for Policy {
             idle_after_secs: None,
             release_idle: false,
             end_warning_secs: default_end_warning(),
+            max_grace_secs: default_max_grace(),
+            max_log_bytes: default_max_log(),
+            max_pending: default_max_pending(),
         }
     }
 }
@@ -201,10 +247,21 @@ struct PolicyFile {
     #[serde(default)]
     release_idle: bool,
     end_warning: Option<String>,
+    max_grace: Option<String>,
+    max_log: Option<SizeText>,
+    max_pending: Option<u32>,
+}
+
+/// `max_log` as written: "1G", or a plain number of bytes (with or without quotes).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeText {
+    Bytes(u64),
+    Text(String),
 }
 
 impl Policy {
-    /// Reads a policy from the text of its TOML file.
+    /// Reads a policy from the text of its TOML file, and checks it ([`Policy::validate`]).
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
         let f: PolicyFile = toml::from_str(text).map_err(|e| PolicyError(e.to_string()))?;
         let dur = |name: &str, v: Option<String>| -> Result<Option<i64>, PolicyError> {
@@ -212,26 +269,24 @@ impl Policy {
                 None => Ok(None),
                 Some(s) => {
                     let d = parse_duration(&s).map_err(|e| PolicyError(format!("{name}: {e}")))?;
-                    if d <= Duration::zero() {
-                        return Err(PolicyError(format!("{name}: must be more than zero")));
-                    }
                     Ok(Some(d.num_seconds()))
                 }
             }
         };
         let d = Policy::default();
-        let granularity_secs = dur("granularity", f.granularity)?.unwrap_or(d.granularity_secs);
-        if 86_400 % granularity_secs != 0 {
-            return Err(PolicyError(
-                "granularity: must divide a day evenly (e.g. 5m, 15m, 30m, 1h)".into(),
-            ));
-        }
-        Ok(Self {
+        let max_log_bytes = match f.max_log {
+            None => d.max_log_bytes,
+            Some(SizeText::Bytes(n)) => n,
+            Some(SizeText::Text(s)) => {
+                parse_size(&s).map_err(|e| PolicyError(format!("max_log: {e}")))?
+            }
+        };
+        let policy = Self {
             default_role: f.default_role.unwrap_or(d.default_role),
             admins: f.admins,
             guests: f.guests,
             users: f.users,
-            granularity_secs,
+            granularity_secs: dur("granularity", f.granularity)?.unwrap_or(d.granularity_secs),
             max_booking_secs: dur("max_booking", f.max_booking)?,
             max_ahead_secs: dur("max_ahead", f.max_ahead)?,
             weekly_quota_gpu_hours: f.weekly_quota_gpu_hours,
@@ -241,22 +296,91 @@ impl Policy {
             idle_after_secs: dur("idle_after", f.idle_after)?,
             release_idle: f.release_idle,
             end_warning_secs: dur("end_warning", f.end_warning)?.unwrap_or(d.end_warning_secs),
-        })
+            max_grace_secs: dur("max_grace", f.max_grace)?.unwrap_or(d.max_grace_secs),
+            max_log_bytes,
+            max_pending: f.max_pending.unwrap_or(d.max_pending),
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// Checks every duration and size against its sane range, naming the field (as the file
+    /// names it) that is out of it. [`Policy::from_toml`] runs this; the accessors below also
+    /// clamp a value a policy built another way carries, so nothing panics on one.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let within = |name: &str, secs: i64, max: i64| {
+            if secs <= 0 {
+                return Err(PolicyError(format!("{name}: must be more than zero")));
+            }
+            if secs > max {
+                return Err(PolicyError(format!(
+                    "{name}: {} is more than the most it may be, {}",
+                    Duration::try_seconds(secs)
+                        .map(format_duration)
+                        .unwrap_or_else(|| format!("{secs}s")),
+                    format_duration(Duration::seconds(max))
+                )));
+            }
+            Ok(())
+        };
+        within("granularity", self.granularity_secs, DAY)?;
+        if DAY % self.granularity_secs != 0 {
+            return Err(PolicyError(
+                "granularity: must divide a day evenly (e.g. 5m, 15m, 30m, 1h)".into(),
+            ));
+        }
+        for (name, v) in [
+            ("max_booking", self.max_booking_secs),
+            ("max_ahead", self.max_ahead_secs),
+            ("idle_after", self.idle_after_secs),
+            ("end_warning", Some(self.end_warning_secs)),
+        ] {
+            if let Some(secs) = v {
+                within(name, secs, MAX_POLICY_SECS)?;
+            }
+        }
+        within("max_grace", self.max_grace_secs, DAY)?;
+        if self.max_log_bytes < MIN_LOG_BYTES {
+            return Err(PolicyError(format!(
+                "max_log: {} is less than the least it may be, {}",
+                format_size(self.max_log_bytes),
+                format_size(MIN_LOG_BYTES)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The longest grace period a job may ask for between its end signal and SIGKILL. Holds
+    /// for everyone, admins included (the grace runs on the next booking's GPUs).
+    pub fn max_grace(&self) -> Duration {
+        Duration::seconds(self.max_grace_secs.clamp(0, DAY))
+    }
+
+    /// The size in bytes at which the agent cuts a job's log.
+    pub fn max_log(&self) -> u64 {
+        self.max_log_bytes
+    }
+
+    /// How many requests one user may have waiting for approval at once (admins are not held
+    /// to it: their requests never wait).
+    pub fn max_pending(&self) -> u32 {
+        self.max_pending
     }
 
     /// How long before a slot's end its owner is warned.
     pub fn end_warning(&self) -> Duration {
-        Duration::seconds(self.end_warning_secs)
+        Duration::seconds(self.end_warning_secs.clamp(0, MAX_POLICY_SECS))
     }
 
     /// How long a started booking's GPUs may go without a process before it is idle.
     pub fn idle_after(&self) -> Option<Duration> {
-        self.idle_after_secs.map(Duration::seconds)
+        self.idle_after_secs
+            .map(|s| Duration::seconds(s.clamp(1, MAX_POLICY_SECS)))
     }
 
-    /// The grid bookings snap to.
+    /// The grid bookings snap to (between a second and a day, whatever the field says).
     pub fn granularity(&self) -> Duration {
-        Duration::seconds(self.granularity_secs)
+        Duration::seconds(self.granularity_secs.clamp(1, DAY))
     }
 
     /// The role of `user`, a member of `groups`. Admin wins over user, user over guest, so a
@@ -348,10 +472,93 @@ release_idle = false
     fn a_policy_from_an_older_agent_reads_with_the_defaults() {
         // What an agent before the watch fields sent in a PolicyResponse.
         let mut v = serde_json::to_value(Policy::default()).unwrap();
-        for field in ["intruders", "idle_after_secs", "release_idle"] {
+        for field in [
+            "intruders",
+            "idle_after_secs",
+            "release_idle",
+            "end_warning_secs",
+            "max_grace_secs",
+            "max_log_bytes",
+            "max_pending",
+        ] {
             v.as_object_mut().unwrap().remove(field);
         }
         let p: Policy = serde_json::from_value(v).unwrap();
         assert_eq!(p, Policy::default());
+    }
+
+    #[test]
+    fn reads_the_bounds_on_jobs_and_waiting_requests() {
+        let p = Policy::from_toml("").unwrap();
+        assert_eq!(p.max_grace(), Duration::minutes(5));
+        assert_eq!(p.max_log(), 1 << 30);
+        assert_eq!(p.max_pending(), 20);
+        let p =
+            Policy::from_toml("max_grace = \"90s\"\nmax_log = \"512M\"\nmax_pending = 3").unwrap();
+        assert_eq!(p.max_grace_secs, 90);
+        assert_eq!(p.max_log_bytes, 512 << 20);
+        assert_eq!(p.max_pending, 3);
+        let p = Policy::from_toml("max_log = 1048576").unwrap();
+        assert_eq!(p.max_log(), 1 << 20);
+        let p = Policy::from_toml("max_log = \"2t\"").unwrap();
+        assert_eq!(p.max_log(), 2 << 40);
+    }
+
+    #[test]
+    fn every_duration_and_size_is_bounded_and_named_when_out_of_range() {
+        for (text, field) in [
+            ("granularity = \"2d\"", "granularity"),
+            ("max_booking = \"367d\"", "max_booking"),
+            ("max_ahead = \"9999999w\"", "max_ahead"),
+            ("idle_after = \"400d\"", "idle_after"),
+            ("end_warning = \"53w\"", "end_warning"),
+            ("end_warning = \"0s\"", "end_warning"),
+            ("max_grace = \"25h\"", "max_grace"),
+            ("max_grace = \"0s\"", "max_grace"),
+            ("max_grace = \"soon\"", "max_grace"),
+            ("max_log = \"1K\"", "max_log"),
+            ("max_log = \"1P\"", "max_log"),
+            ("max_log = \"99999999999T\"", "max_log"),
+            ("max_log = -1", "max_log"),
+            ("max_pending = -1", "max_pending"),
+        ] {
+            let e = Policy::from_toml(text).unwrap_err();
+            assert!(e.to_string().contains(field), "{text}: {e}");
+        }
+        // The most each may be is accepted.
+        let p = Policy::from_toml(
+            "granularity = \"1d\"\nmax_booking = \"366d\"\nmax_ahead = \"366d\"\n\
+             idle_after = \"366d\"\nend_warning = \"366d\"\nmax_grace = \"1d\"\nmax_log = \"64K\"",
+        )
+        .unwrap();
+        assert_eq!(p.max_booking_secs, Some(366 * 86_400));
+    }
+
+    #[test]
+    fn a_policy_built_by_hand_is_checked_and_its_accessors_never_panic() {
+        let p = Policy {
+            granularity_secs: 0,
+            max_ahead_secs: Some(i64::MAX),
+            idle_after_secs: Some(i64::MIN),
+            end_warning_secs: i64::MAX,
+            max_grace_secs: i64::MAX,
+            ..Policy::default()
+        };
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("granularity"));
+        let p2 = Policy {
+            granularity_secs: 900,
+            ..p.clone()
+        };
+        let e = p2.validate().unwrap_err();
+        assert!(e.to_string().contains("max_ahead"), "{e}");
+        assert_eq!(p.granularity(), Duration::seconds(1));
+        assert_eq!(p.end_warning(), Duration::days(MAX_POLICY_DAYS));
+        assert_eq!(p.idle_after(), Some(Duration::seconds(1)));
+        assert_eq!(p.max_grace(), Duration::days(1));
+        assert!(Policy::default().validate().is_ok());
     }
 }

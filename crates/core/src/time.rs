@@ -50,20 +50,29 @@ pub fn floor_to(t: DateTime<Utc>, granularity: Duration) -> DateTime<Utc> {
         .unwrap_or(t)
 }
 
-/// `t` rounded up to a multiple of `granularity` since the Unix epoch.
+/// `t` rounded up to a multiple of `granularity` since the Unix epoch; the last instant
+/// there is when no multiple lies between `t` and it.
 pub fn ceil_to(t: DateTime<Utc>, granularity: Duration) -> DateTime<Utc> {
     let floored = floor_to(t, granularity);
     if floored == t {
-        t
-    } else {
-        floored + Duration::seconds(granularity.num_seconds().max(1))
+        return t;
     }
+    let g = granularity.num_seconds().max(1);
+    floored
+        .timestamp()
+        .checked_add(g)
+        .and_then(|s| Utc.timestamp_opt(s, 0).single())
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// `t` rounded to the nearest multiple of `granularity` (halfway rounds up).
+/// `t` rounded to the nearest multiple of `granularity` (halfway rounds up); rounded down
+/// when the multiple above is past the last instant there is.
 pub fn round_to(t: DateTime<Utc>, granularity: Duration) -> DateTime<Utc> {
-    let half = Duration::seconds(granularity.num_seconds().max(1) / 2);
-    floor_to(t + half, granularity)
+    let half = granularity.num_seconds().max(1) / 2;
+    match t.checked_add_signed(Duration::seconds(half)) {
+        Some(shifted) => floor_to(shifted, granularity),
+        None => floor_to(t, granularity),
+    }
 }
 
 /// `t` truncated to whole seconds: the plan works in seconds, so that sums are exact.

@@ -1,14 +1,17 @@
 //! One test per thing a person can get wrong when asking the plan for a change, each asserting
 //! the exact `PlanError` variant and that the plan did not change; then the happy paths that
-//! people rely on: cancel pulls the queue forward, release, approvals, and the slot timer.
+//! people rely on: cancel pulls the queue forward, release, approvals, and the slot timer;
+//! then approvals that name a revision, the policy's bounds on jobs and waiting requests, the
+//! decisions on a change, and times at the edges of what a clock can say.
 
 use chrono::{DateTime, Duration, Utc};
 use gpubook_core::plan::{END_WARNING, START_WARNING};
 use gpubook_core::policy::OverPolicy;
 use gpubook_core::{
     Actor, Booking, BookingId, BookingState, ChangeKind, Conflict, Gpu, GpuSelection, GpuUuid,
-    Interval, Op, Plan, PlanError, Policy, Role, Rule, When,
+    Interval, JobSpec, Op, Plan, PlanError, Policy, Role, Rule, When, MAX_BOOKING_BYTES,
 };
+use std::collections::BTreeMap;
 
 const GIB: u64 = 1 << 30;
 
@@ -450,7 +453,10 @@ fn unknown_booking_is_not_found() {
             id: BookingId(42),
             end: today("12:00"),
         },
-        Op::Approve { id: BookingId(42) },
+        Op::Approve {
+            id: BookingId(42),
+            rev: None,
+        },
     ] {
         let e = refused(&mut p, &admin(), op, now());
         assert!(matches!(e, PlanError::NotFound(_)), "{e:?}");
@@ -1034,7 +1040,15 @@ fn an_admin_approves_and_denies_and_nobody_else_can() {
         now(),
     );
     for who in [user("bob"), user("carol")] {
-        let e = refused(&mut p, &who, Op::Approve { id: long.id }, now());
+        let e = refused(
+            &mut p,
+            &who,
+            Op::Approve {
+                id: long.id,
+                rev: None,
+            },
+            now(),
+        );
         assert_not_allowed(e);
         let e = refused(
             &mut p,
@@ -1042,6 +1056,7 @@ fn an_admin_approves_and_denies_and_nobody_else_can() {
             Op::Deny {
                 id: long.id,
                 reason: None,
+                rev: None,
             },
             now(),
         );
@@ -1050,12 +1065,22 @@ fn an_admin_approves_and_denies_and_nobody_else_can() {
     assert_not_allowed(refused(
         &mut p,
         &guest(),
-        Op::Approve { id: long.id },
+        Op::Approve {
+            id: long.id,
+            rev: None,
+        },
         now(),
     ));
 
     let changes = p
-        .apply(&admin(), Op::Approve { id: long.id }, now())
+        .apply(
+            &admin(),
+            Op::Approve {
+                id: long.id,
+                rev: None,
+            },
+            now(),
+        )
         .expect("alice approves");
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].kind, ChangeKind::Approved);
@@ -1066,7 +1091,10 @@ fn an_admin_approves_and_denies_and_nobody_else_can() {
     assert_invalid(refused(
         &mut p,
         &admin(),
-        Op::Approve { id: long.id },
+        Op::Approve {
+            id: long.id,
+            rev: None,
+        },
         now(),
     ));
     assert_invalid(refused(
@@ -1075,6 +1103,7 @@ fn an_admin_approves_and_denies_and_nobody_else_can() {
         Op::Deny {
             id: long.id,
             reason: None,
+            rev: None,
         },
         now(),
     ));
@@ -1085,6 +1114,7 @@ fn an_admin_approves_and_denies_and_nobody_else_can() {
             Op::Deny {
                 id: other.id,
                 reason: Some("use two shorter slots".into()),
+                rev: None,
             },
             now(),
         )
@@ -1098,7 +1128,10 @@ fn an_admin_approves_and_denies_and_nobody_else_can() {
     assert_invalid(refused(
         &mut p,
         &admin(),
-        Op::Approve { id: other.id },
+        Op::Approve {
+            id: other.id,
+            rev: None,
+        },
         now(),
     ));
 }
@@ -1119,7 +1152,15 @@ fn approving_into_a_taken_slot_is_a_conflict() {
         book_at(named(&[0]), today("12:00"), today("13:00")),
         now(),
     );
-    let e = refused(&mut p, &admin(), Op::Approve { id: long.id }, now());
+    let e = refused(
+        &mut p,
+        &admin(),
+        Op::Approve {
+            id: long.id,
+            rev: None,
+        },
+        now(),
+    );
     let PlanError::Conflict(c) = e else {
         panic!("expected Conflict, got {e:?}")
     };
@@ -1144,7 +1185,14 @@ fn an_approved_asap_request_is_placed_at_the_earliest_free_time() {
     );
     assert_eq!(long.state, BookingState::PendingApproval);
     let changes = p
-        .apply(&admin(), Op::Approve { id: long.id }, today("09:30"))
+        .apply(
+            &admin(),
+            Op::Approve {
+                id: long.id,
+                rev: None,
+            },
+            today("09:30"),
+        )
         .expect("alice approves");
     assert_eq!(
         changes[0].booking.interval,
@@ -1257,4 +1305,832 @@ fn the_end_warning_follows_the_policy() {
     let c = p.tick(today("11:30"));
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].kind, ChangeKind::SlotEnding);
+}
+// ---------------------------------------------------------------------------------------------
+// Approvals name the revision the admin saw
+
+fn approve(p: &mut Plan, id: BookingId) {
+    p.apply(&admin(), Op::Approve { id, rev: None }, now())
+        .expect("alice approves");
+}
+
+fn move_to(id: BookingId, start: DateTime<Utc>, end: DateTime<Utc>, gpus: &[usize]) -> Op {
+    Op::Move {
+        id,
+        interval: span(start, end),
+        gpus: Some(gpus.iter().map(|i| uuid(*i)).collect()),
+    }
+}
+
+/// Bob asks for 2 GPUs for 4 hours; the admin looks at it (revision 1); bob moves it to 4
+/// GPUs. The admin's approval of revision 1 must not grant the 4-GPU request: it is refused
+/// as Changed, saying what the request asks for now. So is a denial of revision 1.
+#[test]
+fn an_approval_of_a_revision_the_request_no_longer_has_is_refused_as_changed() {
+    let mut p = plan(approval_policy());
+    let asked = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0, 1]), today("10:00"), today("14:00")),
+        now(),
+    );
+    assert_eq!(asked.state, BookingState::PendingApproval);
+    assert_eq!(asked.revision, 1);
+    assert_eq!(asked.pending_since, Some(1));
+    p.apply(
+        &user("bob"),
+        move_to(asked.id, today("10:00"), today("14:00"), &[0, 1, 2, 3]),
+        now(),
+    )
+    .expect("bob moves his request to 4 GPUs");
+    let e = refused(
+        &mut p,
+        &admin(),
+        Op::Approve {
+            id: asked.id,
+            rev: Some(1),
+        },
+        now(),
+    );
+    let PlanError::Changed {
+        id,
+        revision,
+        ref shape,
+    } = e
+    else {
+        panic!("expected Changed, got {e:?}")
+    };
+    assert_eq!((id, revision), (asked.id, 2));
+    for part in [
+        "4 GPUs",
+        "GPU-0, GPU-1, GPU-2, GPU-3",
+        "2026-03-02 10:00",
+        "2026-03-02 14:00 UTC",
+        "pending_approval",
+    ] {
+        assert!(shape.contains(part), "{shape:?} lacks {part:?}");
+    }
+    assert!(
+        e.to_string()
+            .starts_with(&format!("booking {} changed since you looked: ", asked.id)),
+        "{e}"
+    );
+    let e = refused(
+        &mut p,
+        &admin(),
+        Op::Deny {
+            id: asked.id,
+            reason: None,
+            rev: Some(1),
+        },
+        now(),
+    );
+    assert!(matches!(e, PlanError::Changed { revision: 2, .. }), "{e:?}");
+    // Looking again, the admin approves what it is now.
+    let changes = p
+        .apply(
+            &admin(),
+            Op::Approve {
+                id: asked.id,
+                rev: Some(2),
+            },
+            now(),
+        )
+        .expect("alice approves revision 2");
+    assert_eq!(changes[0].booking.gpus.len(), 4);
+    assert_eq!(changes[0].booking.state, BookingState::Confirmed);
+}
+
+/// An older client names no revision: its approval is taken only while the request is as it
+/// was when it began to wait.
+#[test]
+fn an_approval_naming_no_revision_is_taken_only_while_the_request_is_unchanged() {
+    let mut p = plan(approval_policy());
+    let same = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("14:00")),
+        now(),
+    );
+    let moved = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[1]), today("10:00"), today("14:00")),
+        now(),
+    );
+    p.apply(
+        &user("bob"),
+        move_to(moved.id, today("10:00"), today("15:00"), &[1, 2]),
+        now(),
+    )
+    .expect("bob moves one request");
+    approve(&mut p, same.id);
+    for op in [
+        Op::Approve {
+            id: moved.id,
+            rev: None,
+        },
+        Op::Deny {
+            id: moved.id,
+            reason: None,
+            rev: None,
+        },
+    ] {
+        let e = refused(&mut p, &admin(), op, now());
+        assert!(matches!(e, PlanError::Changed { revision: 2, .. }), "{e:?}");
+    }
+    // A revision that is not the booking's is Changed even when it is no longer waiting.
+    let e = refused(
+        &mut p,
+        &admin(),
+        Op::Approve {
+            id: same.id,
+            rev: Some(1),
+        },
+        now(),
+    );
+    assert!(
+        matches!(&e, PlanError::Changed { shape, .. } if shape.contains("confirmed")),
+        "{e:?}"
+    );
+}
+
+/// A waiting request stored by an older agent has no `pending_since`; it loads, and it began
+/// to wait when it was made (revision 1).
+#[test]
+fn a_waiting_request_stored_by_an_older_agent_is_decided_as_it_began_to_wait() {
+    let mut src = plan(approval_policy());
+    let stored = create(
+        &mut src,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("14:00")),
+        now(),
+    );
+    let mut json = serde_json::to_value(&stored).unwrap();
+    json.as_object_mut().unwrap().remove("pending_since");
+    let old: Booking = serde_json::from_value(json).expect("an older agent's booking loads");
+    assert_eq!(old.pending_since, None);
+    let mut changed = old.clone();
+    changed.id = BookingId(old.id.0 + 1);
+    changed.revision = 3;
+    let mut p = Plan::new(
+        server(),
+        approval_policy(),
+        vec![old.clone(), changed.clone()],
+    );
+    let e = refused(
+        &mut p,
+        &admin(),
+        Op::Approve {
+            id: changed.id,
+            rev: None,
+        },
+        now(),
+    );
+    assert!(matches!(e, PlanError::Changed { revision: 3, .. }), "{e:?}");
+    approve(&mut p, old.id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The policy's bounds on a job, and on requests waiting
+
+fn job(command: &str) -> JobSpec {
+    JobSpec {
+        command: command.into(),
+        cwd: None,
+        env: BTreeMap::new(),
+        end_signal: None,
+        grace_secs: None,
+        keep_slot: false,
+    }
+}
+
+fn book_job(gpu: usize, job: JobSpec) -> Op {
+    Op::Book {
+        gpus: named(&[gpu]),
+        when: When::At(span(today("10:00"), today("11:00"))),
+        title: "training".into(),
+        job: Some(job),
+    }
+}
+
+/// A grace period runs on the next booking's GPUs, so `max_grace` holds for admins too.
+#[test]
+fn a_grace_period_beyond_max_grace_is_invalid_for_everyone() {
+    let policy = Policy {
+        max_grace_secs: 120,
+        ..Policy::default()
+    };
+    assert_eq!(policy.max_grace(), Duration::minutes(2));
+    let mut p = plan(policy);
+    for who in [user("bob"), admin()] {
+        let e = refused(
+            &mut p,
+            &who,
+            book_job(
+                0,
+                JobSpec {
+                    grace_secs: Some(121),
+                    ..job("python train.py")
+                },
+            ),
+            now(),
+        );
+        assert!(e.to_string().contains("max_grace of 2m"), "{e}");
+        assert_invalid(e);
+    }
+    create(
+        &mut p,
+        &user("bob"),
+        book_job(
+            0,
+            JobSpec {
+                grace_secs: Some(120),
+                ..job("python train.py")
+            },
+        ),
+        now(),
+    );
+}
+
+/// A user with `max_pending` requests waiting is refused the next one that would wait,
+/// naming the limit; it is not queued. One within the policy is still booked, and an admin
+/// is not held to it.
+#[test]
+fn a_request_beyond_max_pending_is_refused_not_queued() {
+    let policy = Policy {
+        max_pending: 2,
+        ..approval_policy()
+    };
+    assert_eq!(policy.max_pending(), 2);
+    let mut p = plan(policy);
+    let long = |gpu| book_at(named(&[gpu]), today("10:00"), today("14:00"));
+    let first = create(&mut p, &user("bob"), long(0), now());
+    create(&mut p, &user("bob"), long(1), now());
+    assert_eq!(p.waiting("bob"), 2);
+    let e = refused(&mut p, &user("bob"), long(2), now());
+    assert!(e.to_string().contains("max_pending"), "{e}");
+    assert!(e.to_string().contains("2 requests waiting"), "{e}");
+    assert_not_allowed(e);
+    // Others are not held to bob's count; bob may still book within the policy.
+    create(&mut p, &user("carol"), long(2), now());
+    create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[3]), today("10:00"), today("11:00")),
+        now(),
+    );
+    // A decision frees a place.
+    approve(&mut p, first.id);
+    assert_eq!(p.waiting("bob"), 1);
+    let third = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[3]), today("15:00"), today("19:00")),
+        now(),
+    );
+    assert_eq!(third.state, BookingState::PendingApproval);
+    // An admin's request never waits.
+    create(
+        &mut p,
+        &admin(),
+        book_at(named(&[2]), today("15:00"), today("19:00")),
+        now(),
+    );
+}
+
+/// The agent sets CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER and the GPUBOOK_ variables: a job
+/// that sets one is refused, naming it.
+#[test]
+fn a_job_may_not_set_the_variables_the_agent_sets() {
+    let mut p = plan(Policy::default());
+    for name in [
+        "CUDA_VISIBLE_DEVICES",
+        "CUDA_DEVICE_ORDER",
+        "GPUBOOK_BOOKING",
+        "GPUBOOK_",
+    ] {
+        let mut j = job("python train.py");
+        j.env.insert(name.into(), "0".into());
+        let e = refused(&mut p, &admin(), book_job(0, j), now());
+        assert!(e.to_string().contains(name), "{e}");
+        assert_invalid(e);
+    }
+    // Names that only look alike are the job's.
+    let mut j = job("python train.py");
+    for name in [
+        "CUDA_VISIBLE_DEVICES_X",
+        "cuda_visible_devices",
+        "MY_GPUBOOK_X",
+        "HOME",
+    ] {
+        j.env.insert(name.into(), "x".into());
+    }
+    create(&mut p, &user("bob"), book_job(0, j), now());
+}
+
+/// NUL characters cannot pass to exec; '=' cannot be in a name; a working directory is a
+/// path on the server, so a relative one is the client's to resolve.
+#[test]
+fn a_job_with_a_nul_a_bad_name_or_a_relative_working_directory_is_invalid() {
+    let mut p = plan(Policy::default());
+    let with_env = |k: &str, v: &str| {
+        let mut j = job("python train.py");
+        j.env.insert(k.into(), v.into());
+        j
+    };
+    let cwd = |c: &str| JobSpec {
+        cwd: Some(c.into()),
+        ..job("python train.py")
+    };
+    let cases = [
+        (job("python\0 train.py"), "command contains a NUL"),
+        (with_env("", "x"), "empty name"),
+        (with_env("A=B", "x"), "\"A=B\""),
+        (with_env("A\0B", "x"), "NUL"),
+        (
+            with_env("DATA", "x\0y"),
+            "\"DATA\" has a NUL character in its value",
+        ),
+        (
+            cwd("runs/today"),
+            "the working directory must be an absolute path on the server; the client \
+             resolves a relative one",
+        ),
+        (cwd(""), "absolute path"),
+        (cwd("~/runs"), "absolute path"),
+        (cwd("/home/bob/\0runs"), "working directory contains a NUL"),
+    ];
+    for (j, says) in cases {
+        let e = refused(&mut p, &user("bob"), book_job(0, j), now());
+        assert!(e.to_string().contains(says), "{e} does not say {says:?}");
+        assert_invalid(e);
+    }
+    create(
+        &mut p,
+        &user("bob"),
+        book_job(0, cwd("/home/bob/runs")),
+        now(),
+    );
+}
+
+/// A booking's title and job are bounded so it always fits a listing page: one over
+/// `MAX_BOOKING_BYTES` (in JSON) is refused with its size; one just within is booked.
+#[test]
+fn a_booking_too_large_for_a_listing_page_is_refused_with_its_size() {
+    let mut p = plan(Policy::default());
+    // 20 variables of 4000 bytes: each within the per-variable bound, 80 kB together.
+    let mut big = job("python train.py");
+    for i in 0..20 {
+        big.env.insert(format!("V{i:02}"), "x".repeat(4000));
+    }
+    let e = refused(&mut p, &user("bob"), book_job(0, big.clone()), now());
+    assert!(
+        e.to_string().contains(&MAX_BOOKING_BYTES.to_string()),
+        "{e}"
+    );
+    assert!(e.to_string().contains("environment"), "{e}");
+    assert_invalid(e);
+    // Escapes count: 12 variables of 1000 control characters are 72 kB in JSON.
+    let mut escaped = job("python train.py");
+    for i in 0..12 {
+        escaped.env.insert(format!("V{i:02}"), "\u{1}".repeat(1000));
+    }
+    assert!(serde_json::to_vec(&escaped).unwrap().len() > MAX_BOOKING_BYTES);
+    assert_invalid(refused(&mut p, &user("bob"), book_job(0, escaped), now()));
+    big.env.retain(|k, _| k.as_str() < "V15");
+    let b = create(&mut p, &user("bob"), book_job(0, big), now());
+    let listed =
+        serde_json::to_vec(&b.job).unwrap().len() + serde_json::to_vec(&b.title).unwrap().len();
+    assert!(listed <= MAX_BOOKING_BYTES, "{listed}");
+}
+// ---------------------------------------------------------------------------------------------
+// Decisions on a change: a waiting request judged afresh, limits counting what a change adds,
+// a booking for now
+
+/// A request waiting for approval that its owner moves back within the policy is judged
+/// again: it is confirmed (and holds its GPUs), not left waiting for a reason that no longer
+/// holds.
+#[test]
+fn a_waiting_request_moved_back_within_the_policy_is_confirmed() {
+    let mut p = plan(approval_policy());
+    let long = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("14:00")),
+        now(),
+    );
+    assert_eq!(long.state, BookingState::PendingApproval);
+    let changes = p
+        .apply(
+            &user("bob"),
+            Op::Move {
+                id: long.id,
+                interval: span(today("10:00"), today("12:00")),
+                gpus: None,
+            },
+            now(),
+        )
+        .expect("bob shortens his request");
+    assert_eq!(changes[0].kind, ChangeKind::Changed);
+    let b = &changes[0].booking;
+    assert_eq!(b.state, BookingState::Confirmed);
+    assert_eq!(b.pending_reason, None);
+    assert_eq!(p.get(long.id), Some(b));
+    // It holds GPU 0 now.
+    let e = refused(
+        &mut p,
+        &user("carol"),
+        book_at(named(&[0]), today("11:00"), today("12:00")),
+        now(),
+    );
+    assert!(matches!(e, PlanError::Conflict(_)), "{e:?}");
+}
+
+/// A waiting request moved to another shape that is still beyond the policy keeps waiting,
+/// with the reason that holds for the new shape.
+#[test]
+fn a_waiting_request_moved_still_beyond_the_policy_waits_for_the_reason_that_holds_now() {
+    let policy = Policy {
+        max_gpus_at_once: Some(2),
+        ..approval_policy()
+    };
+    let mut p = plan(policy);
+    let long = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("14:00")),
+        now(),
+    );
+    assert!(long
+        .pending_reason
+        .as_deref()
+        .unwrap()
+        .contains("at most 2h"));
+    let changes = p
+        .apply(
+            &user("bob"),
+            Op::Move {
+                id: long.id,
+                interval: span(today("10:00"), today("11:00")),
+                gpus: Some(vec![uuid(0), uuid(1), uuid(2)]),
+            },
+            now(),
+        )
+        .expect("bob reshapes his request");
+    let b = &changes[0].booking;
+    assert_eq!(b.state, BookingState::PendingApproval);
+    let reason = b.pending_reason.as_deref().expect("a reason");
+    assert!(reason.contains("3 GPUs at once"), "{reason}");
+    assert!(!reason.contains("at most 2h"), "{reason}");
+}
+
+/// A waiting request moved within the policy onto GPUs someone holds then is refused as a
+/// conflict, like a new booking there would be; it keeps waiting where it was.
+#[test]
+fn a_waiting_request_moved_within_the_policy_onto_a_taken_slot_is_a_conflict() {
+    let mut p = plan(approval_policy());
+    let carol = create(
+        &mut p,
+        &user("carol"),
+        book_at(named(&[0]), today("10:00"), today("11:00")),
+        now(),
+    );
+    let long = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("12:00"), today("16:00")),
+        now(),
+    );
+    assert_eq!(long.state, BookingState::PendingApproval);
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        Op::Move {
+            id: long.id,
+            interval: span(today("10:00"), today("11:00")),
+            gpus: None,
+        },
+        now(),
+    );
+    let PlanError::Conflict(c) = e else {
+        panic!("expected Conflict, got {e:?}")
+    };
+    assert_eq!(c[0].booking, carol.id);
+}
+
+/// An admin approved bob 3 GPUs at 10:00–10:30 beside the 1 GPU he holds 09:00–10:30: 4 at
+/// once, beyond the limit of 3. Extending the 1-GPU booking to 11:30 adds only 10:30–11:30,
+/// where he holds nothing else: it is within the limit. Extending the 3-GPU one does add GPUs
+/// at once beyond it.
+#[test]
+fn an_extension_is_held_only_to_the_gpus_it_adds_at_once() {
+    let policy = Policy {
+        max_gpus_at_once: Some(3),
+        over_policy: OverPolicy::Approval,
+        ..Policy::default()
+    };
+    let mut p = plan(policy);
+    let small = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[3]), today("09:00"), today("10:30")),
+        now(),
+    );
+    assert_eq!(small.state, BookingState::Confirmed);
+    let big = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0, 1, 2]), today("10:00"), today("10:30")),
+        now(),
+    );
+    assert_eq!(big.state, BookingState::PendingApproval);
+    approve(&mut p, big.id);
+    let changes = p
+        .apply(
+            &user("bob"),
+            Op::Extend {
+                id: small.id,
+                end: today("11:30"),
+            },
+            now(),
+        )
+        .expect("the extension adds one GPU where bob holds no other");
+    assert_eq!(changes[0].booking.interval.end, today("11:30"));
+    assert_eq!(changes[0].booking.state, BookingState::Confirmed);
+    // 10:30–11:00 is new for the big one, and bob holds 1 + 3 GPUs then.
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        Op::Extend {
+            id: big.id,
+            end: today("11:00"),
+        },
+        now(),
+    );
+    assert!(
+        matches!(
+            e,
+            PlanError::OverPolicy {
+                rule: Rule::MaxGpusAtOnce,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+/// Bob is over his weekly quota of 10 GPU-hours this week (an admin approved it). Extending
+/// his Sunday-night booking past midnight adds GPU-hours only to next week, which is within
+/// the quota: it is taken. Moving its start earlier adds to this week: refused.
+#[test]
+fn an_extension_is_held_only_to_the_gpu_hours_it_adds_to_a_week() {
+    let mut p = plan(quota_policy(OverPolicy::Approval));
+    create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0, 1]), today("10:00"), today("14:00")),
+        now(),
+    );
+    // 8 + 2 = 10 GPU-hours: exactly the quota.
+    let sunday = create(
+        &mut p,
+        &user("bob"),
+        book_at(
+            named(&[0]),
+            at("2026-03-08T22:00:00Z"),
+            at("2026-03-09T00:00:00Z"),
+        ),
+        now(),
+    );
+    assert_eq!(sunday.state, BookingState::Confirmed);
+    let over = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[2, 3]), today("15:00"), today("17:00")),
+        now(),
+    );
+    assert_eq!(over.state, BookingState::PendingApproval);
+    approve(&mut p, over.id);
+    let changes = p
+        .apply(
+            &user("bob"),
+            Op::Extend {
+                id: sunday.id,
+                end: at("2026-03-09T02:00:00Z"),
+            },
+            now(),
+        )
+        .expect("the extension adds GPU-hours to next week only");
+    assert_eq!(changes[0].booking.state, BookingState::Confirmed);
+    let e = refused(
+        &mut p,
+        &user("bob"),
+        Op::Move {
+            id: sunday.id,
+            interval: span(at("2026-03-08T21:00:00Z"), at("2026-03-09T02:00:00Z")),
+            gpus: None,
+        },
+        now(),
+    );
+    assert!(
+        matches!(
+            e,
+            PlanError::OverPolicy {
+                rule: Rule::WeeklyQuota,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+/// `--start now` at 16:23 on a 15-minute grid books from 16:23 (to the second), not from
+/// 16:30; only the end lands on the grid. A start up to a minute ahead (a client's clock
+/// behind the server's) is now too; two minutes ahead snaps to the grid.
+#[test]
+fn a_booking_for_now_starts_now_and_only_its_end_is_on_the_grid() {
+    let mut p = plan(Policy::default());
+    let bob = user("bob");
+    let t = today("16:23");
+    let b = create(&mut p, &bob, book_at(named(&[0]), t, today("17:00")), t);
+    assert_eq!(b.interval, span(t, today("17:00")));
+    let b = create(
+        &mut p,
+        &bob,
+        book_at(named(&[1]), today("16:23:45"), today("17:10")),
+        t,
+    );
+    assert_eq!(b.interval, span(t, today("17:15")));
+    // Asked at 16:23, arriving 20.5 s later: it starts when it arrives, in whole seconds.
+    let arrived = t + Duration::milliseconds(20_500);
+    let b = create(
+        &mut p,
+        &bob,
+        book_at(named(&[2]), t, today("16:24")),
+        arrived,
+    );
+    assert_eq!(b.interval, span(today("16:23:20"), today("16:30")));
+    let b = create(
+        &mut p,
+        &bob,
+        book_at(named(&[3]), today("16:25"), today("17:00")),
+        t,
+    );
+    assert_eq!(b.interval, span(today("16:30"), today("17:00")));
+}
+
+/// A start on the grid is not "now", even a few seconds ahead: a booking about to start
+/// whose end is moved keeps its start (and does not run into the booking before it).
+#[test]
+fn a_booking_about_to_start_keeps_its_start_on_the_grid_when_moved() {
+    let mut p = plan(Policy::default());
+    create(
+        &mut p,
+        &user("carol"),
+        book_at(named(&[0]), today("16:00"), today("16:30")),
+        today("16:00"),
+    );
+    let bob = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("16:30"), today("17:00")),
+        today("16:00"),
+    );
+    let changes = p
+        .apply(
+            &user("bob"),
+            Op::Move {
+                id: bob.id,
+                interval: span(today("16:30"), today("17:30")),
+                gpus: None,
+            },
+            today("16:29:30"),
+        )
+        .expect("bob moves his end");
+    assert_eq!(
+        changes[0].booking.interval,
+        span(today("16:30"), today("17:30"))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Times at the edges of what a clock can say
+
+/// Far times and huge durations are refused as invalid; nothing panics, nothing changes.
+#[test]
+fn far_times_and_huge_durations_are_invalid_not_a_panic() {
+    let max = DateTime::<Utc>::MAX_UTC;
+    let min = DateTime::<Utc>::MIN_UTC;
+    let y9999 = at("9999-12-31T00:00:00Z");
+    let mut p = plan(Policy::default());
+    let b = create(
+        &mut p,
+        &admin(),
+        book_at(named(&[0]), today("10:00"), today("11:00")),
+        now(),
+    );
+    let ops = [
+        book_at(named(&[1]), y9999, y9999 + Duration::hours(1)),
+        book_at(named(&[1]), today("10:00"), max),
+        book_at(named(&[1]), max - Duration::hours(1), max),
+        book_at(named(&[1]), min, max),
+        book_asap(named(&[1]), Duration::MAX),
+        book_asap(named(&[1]), Duration::days(365 * 100)),
+        Op::Extend { id: b.id, end: max },
+        Op::Extend {
+            id: b.id,
+            end: y9999,
+        },
+        Op::Move {
+            id: b.id,
+            interval: span(min, max),
+            gpus: None,
+        },
+        Op::Move {
+            id: b.id,
+            interval: span(y9999, max),
+            gpus: None,
+        },
+    ];
+    for op in ops {
+        assert_invalid(refused(&mut p, &admin(), op, now()));
+    }
+    // A clock at the end of time books nothing, and the timer copes.
+    assert_invalid(refused(
+        &mut p,
+        &admin(),
+        book_at(named(&[1]), max - Duration::hours(1), max),
+        max,
+    ));
+    assert_invalid(refused(
+        &mut p,
+        &admin(),
+        book_asap(named(&[1]), Duration::hours(1)),
+        max,
+    ));
+    p.tick(min);
+    p.next_due();
+    p.tick(max);
+    assert_eq!(p.next_due(), None);
+}
+
+/// Bookings stored at the edges of time (by a bug, or by hand) do not stop the slot timer.
+#[test]
+fn bookings_stored_at_the_edges_of_time_do_not_stop_the_timer() {
+    // The last whole second: the plan works in seconds.
+    let max = DateTime::from_timestamp(DateTime::<Utc>::MAX_UTC.timestamp(), 0).unwrap();
+    let min = DateTime::<Utc>::MIN_UTC;
+    let mut src = plan(Policy::default());
+    let mut first = create(
+        &mut src,
+        &admin(),
+        book_at(named(&[0]), today("10:00"), today("11:00")),
+        now(),
+    );
+    let mut last = create(
+        &mut src,
+        &admin(),
+        book_asap(named(&[1]), Duration::hours(1)),
+        now(),
+    );
+    first.interval = span(min, min + Duration::hours(1));
+    last.interval = span(max - Duration::minutes(1), max);
+    last.asap.as_mut().unwrap().duration_secs = i64::MAX;
+    let policy = Policy {
+        end_warning_secs: i64::MAX,
+        ..Policy::default()
+    };
+    let mut p = Plan::new(server(), policy, vec![first.clone(), last.clone()]);
+    assert_eq!(p.next_due(), Some(min));
+    p.tick(now());
+    p.next_due();
+    p.tick(max);
+    assert_eq!(p.next_due(), None);
+    // The queue looks at a booking whose stored request is longer than time.
+    let mut p = Plan::new(server(), Policy::default(), vec![first, last]);
+    p.apply(&admin(), book_asap(named(&[1]), Duration::hours(1)), now())
+        .expect("the queue still places a request");
+}
+
+/// Found by `extreme_times_and_durations_never_panic_and_a_refusal_changes_nothing`: asking
+/// how many GPU-seconds someone holds in a window given backwards panicked (a backwards range
+/// over the owner's bookings). It holds none.
+#[test]
+fn gpu_seconds_in_a_window_given_backwards_are_none_not_a_panic() {
+    let mut p = plan(Policy::default());
+    create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("11:00")),
+        now(),
+    );
+    assert_eq!(
+        p.gpu_seconds("bob", &span(today("12:00"), today("09:00")), None),
+        0
+    );
+    assert_eq!(
+        p.gpu_seconds("bob", &span(today("09:00"), today("12:00")), None),
+        3600
+    );
 }

@@ -123,6 +123,25 @@ enum Pool {
     Own,
 }
 
+/// The revision an admin's decision names.
+#[derive(Debug, Clone, Copy)]
+enum Rev {
+    /// None: an older client.
+    Unnamed,
+    /// The booking's revision now.
+    Current,
+    /// This many revisions before it (or after, for a negative number).
+    Stale(i32),
+}
+
+fn rev() -> impl Strategy<Value = Rev> {
+    prop_oneof![
+        2 => Just(Rev::Unnamed),
+        3 => Just(Rev::Current),
+        1 => (-2i32..=3).prop_map(Rev::Stale),
+    ]
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Target {
     pool: Pool,
@@ -159,10 +178,12 @@ enum Step {
     Approve {
         who: usize,
         target: Target,
+        rev: Rev,
     },
     Deny {
         who: usize,
         target: Target,
+        rev: Rev,
     },
     /// The timer runs after `advance` seconds.
     Tick {
@@ -312,8 +333,10 @@ fn step(busy: bool) -> impl Strategy<Value = Step> {
         2 => (who(), target(), by).prop_map(|(who, target, by)| Step::Extend { who, target, by }),
         undo => (who(), target()).prop_map(|(who, target)| Step::Release { who, target }),
         undo => (who(), target()).prop_map(|(who, target)| Step::Cancel { who, target }),
-        2 => (approver(), target()).prop_map(|(who, target)| Step::Approve { who, target }),
-        1 => (approver(), target()).prop_map(|(who, target)| Step::Deny { who, target }),
+        2 => (approver(), target(), rev())
+            .prop_map(|(who, target, rev)| Step::Approve { who, target, rev }),
+        1 => (approver(), target(), rev())
+            .prop_map(|(who, target, rev)| Step::Deny { who, target, rev }),
         3 => advance.prop_map(|advance| Step::Tick { advance }),
         1 => Just(Step::TickToDue),
         1 => (1i64..=3600).prop_map(|advance| Step::Wait { advance }),
@@ -561,6 +584,16 @@ impl World {
         pool[t.pick % pool.len()]
     }
 
+    /// The revision an admin's decision on booking `id` names.
+    fn revision(&self, id: BookingId, rev: Rev) -> Option<u32> {
+        let now = self.plan.get(id).map_or(1, |b| b.revision);
+        match rev {
+            Rev::Unnamed => None,
+            Rev::Current => Some(now),
+            Rev::Stale(k) => Some(now.saturating_add_signed(-k)),
+        }
+    }
+
     fn resolve(&self, step: &Step) -> Request {
         let actors = actors();
         let simple = |who: &usize, target: &Target, make: &dyn Fn(BookingId) -> Op| {
@@ -644,8 +677,15 @@ impl World {
             }),
             Step::Release { who, target } => simple(who, target, &|id| Op::Release { id }),
             Step::Cancel { who, target } => simple(who, target, &|id| Op::Cancel { id }),
-            Step::Approve { who, target } => simple(who, target, &|id| Op::Approve { id }),
-            Step::Deny { who, target } => simple(who, target, &|id| Op::Deny { id, reason: None }),
+            Step::Approve { who, target, rev } => simple(who, target, &|id| Op::Approve {
+                id,
+                rev: self.revision(id, *rev),
+            }),
+            Step::Deny { who, target, rev } => simple(who, target, &|id| Op::Deny {
+                id,
+                reason: None,
+                rev: self.revision(id, *rev),
+            }),
             Step::Tick { .. } | Step::TickToDue | Step::Wait { .. } => {
                 unreachable!("the clock is not an op")
             }
@@ -685,7 +725,7 @@ impl World {
                     }
                 }
                 if self.on(OPS_AS_SAID) {
-                    self.check_refusal_consistent(&req, &before)?;
+                    self.check_refusal_consistent(&req, &e, &before)?;
                 }
                 Ok(())
             }
@@ -710,7 +750,7 @@ impl World {
                     check_nobody_later(req.target, &changes, &before, &after)?;
                 }
                 if self.on(QUOTA) {
-                    self.check_quota(&req, &changes, &after)?;
+                    self.check_quota(&req, &changes, &before, &after)?;
                 }
                 if self.on(QUEUE_WITHIN_POLICY) {
                     check_queue_within_policy(&changes, &before, &after, self.now)?;
@@ -861,24 +901,26 @@ impl World {
         &self,
         req: &Request,
         changes: &[Change],
+        before: &BTreeMap<BookingId, Booking>,
         after: &BTreeMap<BookingId, Booking>,
     ) -> Result<(), String> {
         self.check_sums(after)?;
         let by_user = req.actor.role != Role::Admin;
         for c in changes {
             let b = &after[&c.booking.id];
-            let decided = match c.kind {
-                ChangeKind::Created => true,
-                // A person's move of a booking that holds GPUs is checked like a new one.
-                ChangeKind::Changed => b.state.holds_gpus(),
-                _ => false,
+            let old = before.get(&b.id);
+            // A person's change is held to what it adds to what was granted; a new booking,
+            // or a waiting one, to all of it.
+            let broken = match old {
+                Some(old) if c.kind == ChangeKind::Changed => {
+                    broken_by_change(old, b, after, self.now)
+                }
+                _ => broken_rules(b, after, self.now),
             };
-            if !decided {
-                continue;
-            }
-            let broken = broken_rules(b, after, self.now);
-            match b.state {
-                BookingState::Confirmed | BookingState::Active if by_user && !broken.is_empty() => {
+            match (c.kind, b.state) {
+                (ChangeKind::Created | ChangeKind::Changed, s)
+                    if s.holds_gpus() && by_user && !broken.is_empty() =>
+                {
                     return Err(format!(
                         "{} {:?} booking {} ({} GPUs, {}) for {} though it breaks {broken:?}",
                         req.actor.user,
@@ -889,7 +931,7 @@ impl World {
                         b.owner
                     ));
                 }
-                BookingState::PendingApproval if c.kind == ChangeKind::Created => {
+                (ChangeKind::Created, BookingState::PendingApproval) => {
                     if !by_user || self.over == OverPolicy::Refuse {
                         return Err(format!(
                             "booking {} waits for approval (by {}, over_policy {:?})",
@@ -906,6 +948,17 @@ impl World {
                             b.pending_reason
                         ));
                     }
+                }
+                // A waiting request that was moved is judged afresh against its owner's
+                // limits, whoever moved it: it keeps waiting only while it breaks one.
+                (ChangeKind::Changed, BookingState::PendingApproval) if broken.is_empty() => {
+                    return Err(format!(
+                        "booking {} was moved to {} within its owner's limits, yet still waits \
+                         ({:?})",
+                        b.id,
+                        show(&b.interval),
+                        b.pending_reason
+                    ));
                 }
                 _ => {}
             }
@@ -1083,7 +1136,7 @@ impl World {
         match (&req.op, old) {
             (Op::Book { when, gpus, .. }, None) => {
                 if let (When::At(asked), true) = (when, asked.is_some_and(|a| a.end > a.start)) {
-                    if new.interval != snapped(asked) {
+                    if new.interval != placed(asked, self.now) {
                         return Err(format!(
                             "asked {}, booked {}",
                             show(asked),
@@ -1106,7 +1159,7 @@ impl World {
                         end: nearest(interval.end),
                     }
                 } else {
-                    snapped(interval)
+                    placed(interval, self.now)
                 };
                 let want_gpus: BTreeSet<&GpuUuid> =
                     gpus.as_ref().unwrap_or(&old.gpus).iter().collect();
@@ -1168,6 +1221,16 @@ impl World {
                         req.op, old.state, new.state
                     ));
                 }
+                let (Op::Approve { rev, .. } | Op::Deny { rev, .. }) = req.op else {
+                    unreachable!("matched above")
+                };
+                let seen = rev.unwrap_or(old.pending_since.unwrap_or(1));
+                if seen != old.revision {
+                    return Err(format!(
+                        "{:?} was taken on booking {id} at revision {} (waiting since {:?})",
+                        req.op, old.revision, old.pending_since
+                    ));
+                }
             }
             (op, old) => {
                 return Err(format!("{op:?} succeeded on {old:?}"));
@@ -1180,8 +1243,32 @@ impl World {
     fn check_refusal_consistent(
         &self,
         req: &Request,
+        e: &PlanError,
         before: &BTreeMap<BookingId, Booking>,
     ) -> Result<(), String> {
+        // An admin's decision on a booking that changed since the revision it names (or,
+        // naming none, since it began to wait) is refused as Changed, with the revision now.
+        if let (Op::Approve { id, rev } | Op::Deny { id, rev, .. }, Role::Admin) =
+            (&req.op, req.actor.role)
+        {
+            if let Some(b) = before.get(id) {
+                let stale = match rev {
+                    Some(r) => *r != b.revision,
+                    None => {
+                        b.state == BookingState::PendingApproval
+                            && b.revision != b.pending_since.unwrap_or(1)
+                    }
+                };
+                let told = matches!(e, PlanError::Changed { id: i, revision, shape }
+                    if i == id && *revision == b.revision && shape.contains(b.state.as_str()));
+                if stale != told {
+                    return Err(format!(
+                        "{:?} on booking {id} at revision {} (waiting since {:?}) got {e:?}",
+                        req.op, b.revision, b.pending_since
+                    ));
+                }
+            }
+        }
         // A cancel of a booking that has not started, by its owner, always succeeds.
         if let Op::Cancel { id } = req.op {
             if let Some(b) = before.get(&id) {
@@ -1475,7 +1562,35 @@ fn nearest(t: DateTime<Utc>) -> DateTime<Utc> {
     floor(t + secs(GRID / 2))
 }
 
-/// An interval as the plan books it: each end at its nearest grid point, at least one slot.
+/// The grid point at or after `t`.
+fn ceil(t: DateTime<Utc>) -> DateTime<Utc> {
+    let f = floor(t);
+    if f == t {
+        t
+    } else {
+        f + secs(GRID)
+    }
+}
+
+/// An interval as the plan books it at `now`: a start at or before now, nearest to a grid
+/// point not after it, or off the grid within a minute after it is now itself; a later one
+/// and the end are at their nearest grid points; the end is at least the first grid point
+/// after the start.
+fn placed(i: &Interval, now: DateTime<Utc>) -> Interval {
+    let rounded = nearest(i.start);
+    let off_grid_soon = i.start <= now + secs(60) && floor(i.start) != i.start;
+    let start = if i.start <= now || rounded <= now || off_grid_soon {
+        now
+    } else {
+        rounded
+    };
+    Interval {
+        start,
+        end: nearest(i.end).max(ceil(start + secs(1))),
+    }
+}
+
+/// An interval snapped to the grid: each end at its nearest grid point, at least one slot.
 fn snapped(i: &Interval) -> Interval {
     let start = nearest(i.start);
     Interval {
@@ -1529,6 +1644,72 @@ fn broken_rules(b: &Booking, bs: &BTreeMap<BookingId, Booking>, now: DateTime<Ut
             .map(|o| o.interval.start)
             .filter(|t| b.interval.contains(*t)),
     );
+    for t in instants {
+        let at_once: usize = b.gpus.len()
+            + holding
+                .iter()
+                .filter(|o| o.interval.contains(t))
+                .map(|o| o.gpus.len())
+                .sum::<usize>();
+        if at_once > MAX_AT_ONCE {
+            broken.push(format!("max_gpus_at_once: {at_once} at {t}"));
+            break;
+        }
+    }
+    broken
+}
+
+/// The limits a user's change of `old` into `b` breaks, counting only what it adds to what
+/// was granted: GPU-seconds added to a week, GPUs added at an instant (a new part of the
+/// interval, or more GPUs), a longer length, a later start beyond `max_ahead`. A booking that
+/// did not hold its GPUs was granted nothing: all of it counts.
+fn broken_by_change(
+    old: &Booking,
+    b: &Booking,
+    bs: &BTreeMap<BookingId, Booking>,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    if !old.state.holds_gpus() {
+        return broken_rules(b, bs, now);
+    }
+    let mut broken = Vec::new();
+    let d = b.interval.duration();
+    if d.num_seconds() > MAX_BOOKING && d > old.interval.duration() {
+        broken.push(format!("max_booking: {}s", d.num_seconds()));
+    }
+    let ahead = b.interval.start > now + secs(MAX_AHEAD);
+    if b.asap.is_none() && ahead && b.interval.start > old.interval.start {
+        broken.push(format!("max_ahead: starts {}", b.interval.start));
+    }
+    let others: Vec<&Booking> = bs
+        .values()
+        .filter(|o| o.owner == b.owner && o.id != b.id)
+        .collect();
+    for w in &weeks() {
+        let new = gpu_secs(b, w);
+        if new <= gpu_secs(old, w) {
+            continue;
+        }
+        let used: i64 = others
+            .iter()
+            .filter(|o| counts(o.state))
+            .map(|o| gpu_secs(o, w))
+            .sum();
+        if used + new > QUOTA_HOURS * 3600 {
+            broken.push(format!(
+                "weekly quota: {used} + {new} GPU-seconds in the week of {}",
+                w.start
+            ));
+        }
+    }
+    let more_gpus = b.gpus.len() > old.gpus.len();
+    let adds =
+        |t: DateTime<Utc>| b.interval.contains(t) && (more_gpus || !old.interval.contains(t));
+    let holding: Vec<&&Booking> = others.iter().filter(|o| o.state.holds_gpus()).collect();
+    let instants = [b.interval.start, old.interval.end]
+        .into_iter()
+        .chain(holding.iter().map(|o| o.interval.start))
+        .filter(|t| adds(*t));
     for t in instants {
         let at_once: usize = b.gpus.len()
             + holding
@@ -1631,5 +1812,380 @@ fn regression_a_started_booking_moved_backwards_is_refused() {
     ];
     if let Err(e) = run(false, &steps, BACKWARDS) {
         panic!("{e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Times and durations at the edges of what chrono can hold
+
+/// The last whole second chrono can hold.
+fn last_second() -> DateTime<Utc> {
+    DateTime::from_timestamp(DateTime::<Utc>::MAX_UTC.timestamp(), 0).expect("in range")
+}
+
+/// A time anywhere: the ends of chrono's range, year 9999, any second it can hold, years or
+/// hours around T0.
+fn wild_time() -> BoxedStrategy<DateTime<Utc>> {
+    let (lo, hi) = (
+        DateTime::<Utc>::MIN_UTC.timestamp(),
+        DateTime::<Utc>::MAX_UTC.timestamp(),
+    );
+    prop_oneof![
+        Just(DateTime::<Utc>::MIN_UTC),
+        Just(DateTime::<Utc>::MAX_UTC),
+        Just(last_second()),
+        Just("9999-12-31T23:59:59Z".parse().expect("RFC 3339")),
+        (lo..=hi).prop_map(|s| DateTime::from_timestamp(s, 0).expect("in range")),
+        (-20 * 366 * 86_400i64..=20 * 366 * 86_400).prop_map(|s| t0() + secs(s)),
+        (-86_400i64..=86_400).prop_map(|s| t0() + secs(s)),
+    ]
+    .boxed()
+}
+
+/// A duration anywhere: chrono's extremes, any number of milliseconds it can hold, centuries,
+/// or hours.
+fn wild_duration() -> BoxedStrategy<Duration> {
+    prop_oneof![
+        Just(Duration::MAX),
+        Just(Duration::MIN),
+        Just(Duration::zero()),
+        any::<i64>().prop_filter_map("a duration", Duration::try_milliseconds),
+        (1i64..=100_000).prop_map(|d| Duration::days(d * 365)),
+        (-3600i64..=10 * 3600).prop_map(secs),
+    ]
+    .boxed()
+}
+
+/// A policy whose fields may hold anything the struct can (one not read from a file).
+fn wild_policy() -> BoxedStrategy<Policy> {
+    let secs = || {
+        prop_oneof![
+            Just(i64::MAX),
+            Just(i64::MIN),
+            Just(0i64),
+            Just(-1i64),
+            1i64..=400 * 86_400
+        ]
+    };
+    let limit = || {
+        prop_oneof![
+            Just(None),
+            Just(Some(0u32)),
+            Just(Some(u32::MAX)),
+            (1u32..=8).prop_map(Some)
+        ]
+    };
+    prop_oneof![
+        Just(policy(OverPolicy::Approval)),
+        Just(policy(OverPolicy::Refuse)),
+        (
+            (
+                secs(),
+                proptest::option::of(secs()),
+                proptest::option::of(secs())
+            ),
+            (limit(), limit(), any::<bool>()),
+            (secs(), secs(), any::<u32>()),
+        )
+            .prop_map(
+                |((grid, booking, ahead), (quota, at_once, refuse), (warning, grace, pending))| {
+                    Policy {
+                        granularity_secs: grid,
+                        max_booking_secs: booking,
+                        max_ahead_secs: ahead,
+                        weekly_quota_gpu_hours: quota,
+                        max_gpus_at_once: at_once,
+                        over_policy: if refuse {
+                            OverPolicy::Refuse
+                        } else {
+                            OverPolicy::Approval
+                        },
+                        idle_after_secs: Some(warning),
+                        end_warning_secs: warning,
+                        max_grace_secs: grace,
+                        max_pending: pending,
+                        ..Policy::default()
+                    }
+                }
+            ),
+    ]
+    .boxed()
+}
+
+/// A booking as storage could hand it over: any times (start before end), any state, an
+/// "as soon as possible" request of any length.
+fn wild_booking() -> impl Strategy<Value = Booking> {
+    let state = proptest::sample::select(vec![
+        BookingState::PendingApproval,
+        BookingState::Confirmed,
+        BookingState::Active,
+        BookingState::Ended,
+    ]);
+    (
+        (wild_time(), wild_time()),
+        proptest::sample::subsequence(vec![0usize, 1, 2, 3], 1..=4),
+        state,
+        1usize..=2,
+        proptest::option::of(any::<i64>()),
+        any::<u32>(),
+    )
+        .prop_filter_map(
+            "an interval forwards",
+            |((a, b), gpus, state, who, asap, revision)| {
+                let interval = Interval::new(a.min(b), a.max(b))?;
+                Some(Booking {
+                    id: BookingId(0),
+                    owner: actors()[who].user.clone(),
+                    gpus: gpus.into_iter().map(uuid).collect(),
+                    interval,
+                    title: "stored".into(),
+                    state,
+                    job: None,
+                    asap: asap.map(|duration_secs| gpubook_core::AsapRequest {
+                        count: 1,
+                        min_memory: None,
+                        duration_secs,
+                        asked_at: t0(),
+                        named: Vec::new(),
+                        exempt: false,
+                    }),
+                    pending_reason: None,
+                    pending_since: None,
+                    created_at: t0(),
+                    revision,
+                    warned_start: false,
+                    warned_end: false,
+                    run: None,
+                    usage: None,
+                })
+            },
+        )
+}
+
+/// One thing done to the plan at a wild time.
+#[derive(Debug, Clone)]
+enum Wild {
+    BookAt {
+        who: usize,
+        gpus: Vec<usize>,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
+    BookAsap {
+        who: usize,
+        gpus: Vec<usize>,
+        d: Duration,
+    },
+    Move {
+        who: usize,
+        pick: usize,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
+    Extend {
+        who: usize,
+        pick: usize,
+        end: DateTime<Utc>,
+    },
+    Release {
+        who: usize,
+        pick: usize,
+    },
+    Cancel {
+        who: usize,
+        pick: usize,
+    },
+    Approve {
+        pick: usize,
+        rev: Option<u32>,
+    },
+    Deny {
+        pick: usize,
+        rev: Option<u32>,
+    },
+    Tick,
+    Place {
+        count: usize,
+        d: Duration,
+    },
+    Probe {
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
+}
+
+fn wild_step() -> impl Strategy<Value = (DateTime<Utc>, Wild)> {
+    let gpus = || proptest::sample::subsequence(vec![0usize, 1, 2, 3], 1..=4);
+    let who = || 0usize..=2;
+    let pick = || 0usize..100;
+    let rev = || proptest::option::of(prop_oneof![Just(u32::MAX), 0u32..=4]);
+    let step = prop_oneof![
+        (who(), gpus(), wild_time(), wild_time()).prop_map(|(who, gpus, start, end)| {
+            Wild::BookAt {
+                who,
+                gpus,
+                start,
+                end,
+            }
+        }),
+        (who(), gpus(), wild_duration()).prop_map(|(who, gpus, d)| Wild::BookAsap { who, gpus, d }),
+        (who(), pick(), wild_time(), wild_time()).prop_map(|(who, pick, start, end)| Wild::Move {
+            who,
+            pick,
+            start,
+            end
+        }),
+        (who(), pick(), wild_time()).prop_map(|(who, pick, end)| Wild::Extend { who, pick, end }),
+        (who(), pick()).prop_map(|(who, pick)| Wild::Release { who, pick }),
+        (who(), pick()).prop_map(|(who, pick)| Wild::Cancel { who, pick }),
+        (pick(), rev()).prop_map(|(pick, rev)| Wild::Approve { pick, rev }),
+        (pick(), rev()).prop_map(|(pick, rev)| Wild::Deny { pick, rev }),
+        Just(Wild::Tick),
+        (0usize..=5, wild_duration()).prop_map(|(count, d)| Wild::Place { count, d }),
+        (wild_time(), wild_time()).prop_map(|(start, end)| Wild::Probe { start, end }),
+    ];
+    (wild_time(), step)
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Extreme times (chrono's ends, year 9999), huge and negative durations, a policy with
+    /// any values and bookings stored at any times: no op, no tick, no `next_due` panics, and
+    /// a refused op leaves the plan exactly as it was.
+    #[test]
+    fn extreme_times_and_durations_never_panic_and_a_refusal_changes_nothing(
+        policy in wild_policy(),
+        stored in proptest::collection::vec(wild_booking(), 0..=6),
+        steps in proptest::collection::vec(wild_step(), 1..=24),
+    ) {
+        let stored = stored
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| Booking { id: BookingId(i as u64 + 1), ..b })
+            .collect();
+        let mut plan = Plan::new(server(), policy, stored);
+        let actors = actors();
+        for (n, (now, step)) in steps.into_iter().enumerate() {
+            plan.next_due();
+            let ids: Vec<BookingId> = all(&plan).keys().copied().collect();
+            let id = |pick: usize| ids.get(pick % ids.len().max(1)).copied().unwrap_or(BookingId(1));
+            let named = |g: &[usize]| GpuSelection::Named(g.iter().map(|i| uuid(*i)).collect());
+            let admin = actors[0].clone();
+            let (actor, op) = match &step {
+                Wild::BookAt { who, gpus, start, end } => (who, Op::Book {
+                    gpus: named(gpus),
+                    when: When::At(Interval { start: *start, end: *end }),
+                    title: "wild".into(),
+                    job: None,
+                }),
+                Wild::BookAsap { who, gpus, d } => (who, Op::Book {
+                    gpus: named(gpus),
+                    when: When::Asap(*d),
+                    title: "wild".into(),
+                    job: None,
+                }),
+                Wild::Move { who, pick, start, end } => (who, Op::Move {
+                    id: id(*pick),
+                    interval: Interval { start: *start, end: *end },
+                    gpus: None,
+                }),
+                Wild::Extend { who, pick, end } => (who, Op::Extend { id: id(*pick), end: *end }),
+                Wild::Release { who, pick } => (who, Op::Release { id: id(*pick) }),
+                Wild::Cancel { who, pick } => (who, Op::Cancel { id: id(*pick) }),
+                Wild::Approve { pick, rev } => (&0, Op::Approve { id: id(*pick), rev: *rev }),
+                Wild::Deny { pick, rev } => (&0, Op::Deny { id: id(*pick), reason: None, rev: *rev }),
+                Wild::Tick => {
+                    plan.tick(now);
+                    continue;
+                }
+                Wild::Place { count, d } => {
+                    let all: Vec<GpuUuid> = (0..MEMORY.len()).map(uuid).collect();
+                    plan.place(&all, *count, *d, now);
+                    continue;
+                }
+                Wild::Probe { start, end } => {
+                    let window = Interval { start: *start, end: *end };
+                    plan.conflicts(&[uuid(0), uuid(1)], &window, None);
+                    for a in &actors {
+                        plan.gpu_seconds(&a.user, &window, None);
+                    }
+                    continue;
+                }
+            };
+            let actor = if matches!(op, Op::Approve { .. } | Op::Deny { .. }) {
+                admin
+            } else {
+                actors[*actor].clone()
+            };
+            let before = (all(&plan), plan.next_id());
+            if let Err(e) = plan.apply(&actor, op.clone(), now) {
+                prop_assert_eq!(
+                    &(all(&plan), plan.next_id()),
+                    &before,
+                    "step {}: {:?} at {} was refused ({}) but changed the plan",
+                    n,
+                    op,
+                    now,
+                    e
+                );
+            }
+        }
+        plan.next_due();
+        plan.tick(DateTime::<Utc>::MAX_UTC);
+        plan.tick(DateTime::<Utc>::MIN_UTC);
+    }
+
+    /// A booking the plan accepts fits a listing page: its title and job take at most
+    /// `MAX_BOOKING_BYTES` in JSON, however their bytes are escaped; one clearly over it is
+    /// refused.
+    #[test]
+    fn an_accepted_booking_fits_a_listing_page(
+        title in "[a-z \"\\\\]{0,200}",
+        command in proptest::collection::vec((0usize..6, 1usize..=1_300), 1..=6),
+        vars in proptest::collection::vec((0usize..=4000, 0usize..3), 0..=40),
+    ) {
+        // Runs of plain, escaped and two-byte characters: at most 16 KiB, the command's own
+        // bound, however they mix.
+        let chars = ['a', '"', '\\', '\n', '\u{1}', 'é'];
+        let command: String = command.iter().map(|(c, n)| chars[*c].to_string().repeat(*n)).collect();
+        let fill = ["x", "\u{1}", "\""];
+        let env = vars
+            .iter()
+            .enumerate()
+            .map(|(i, (len, kind))| (format!("V{i:03}"), fill[*kind].repeat(*len)))
+            .collect();
+        let job = gpubook_core::JobSpec {
+            command: format!("run {command}"),
+            cwd: Some("/home/bob/runs".into()),
+            env,
+            end_signal: Some("SIGUSR1".into()),
+            grace_secs: Some(60),
+            keep_slot: true,
+        };
+        let json = serde_json::to_vec(&job).expect("json").len()
+            + serde_json::to_vec(&title).expect("json").len();
+        let mut plan = Plan::new(server(), Policy::default(), Vec::new());
+        let op = Op::Book {
+            gpus: GpuSelection::Named(vec![uuid(0)]),
+            when: When::Asap(secs(3600)),
+            title: title.clone(),
+            job: Some(job),
+        };
+        let bob = actors()[1].clone();
+        match plan.apply(&bob, op, t0()) {
+            Ok(_) => prop_assert!(
+                json <= gpubook_core::MAX_BOOKING_BYTES,
+                "accepted a booking of {} bytes",
+                json
+            ),
+            Err(e) => {
+                let too_big = e.to_string().contains("fit");
+                prop_assert!(too_big, "refused for another reason: {}", e);
+                // The allowance for names and punctuation is small: a booking well within
+                // the bound is never refused for its size.
+                prop_assert!(json > gpubook_core::MAX_BOOKING_BYTES - 200, "{} bytes: {}", json, e);
+            }
+        }
     }
 }

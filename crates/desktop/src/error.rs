@@ -50,6 +50,9 @@ pub struct AppError {
     pub conflicts: Vec<Conflict>,
     /// For host-key errors: the key's fingerprint.
     pub fingerprint: Option<String>,
+    /// For `changed` (an approval or denial of a booking that changed since it was looked
+    /// at): the booking's revision now, so the UI knows whether it shows the current shape.
+    pub revision: Option<u32>,
 }
 
 impl AppError {
@@ -61,6 +64,7 @@ impl AppError {
             server: server.map(str::to_string),
             conflicts: Vec::new(),
             fingerprint: None,
+            revision: None,
         }
     }
 
@@ -104,6 +108,7 @@ impl AppError {
                 server: Some(id.to_string()),
                 conflicts: body.conflicts,
                 fingerprint: None,
+                revision: body.revision,
             },
             ClientError::Unreachable { error, .. } => {
                 Self::unreachable(id, name, Some(&error.to_string()))
@@ -116,6 +121,7 @@ impl AppError {
                 server: Some(id.to_string()),
                 conflicts: Vec::new(),
                 fingerprint: None,
+                revision: None,
             },
             ClientError::Protocol(p) => Self {
                 kind: AppErrorKind::Agent(ErrorKind::Malformed),
@@ -123,6 +129,7 @@ impl AppError {
                 server: Some(id.to_string()),
                 conflicts: Vec::new(),
                 fingerprint: None,
+                revision: None,
             },
         }
     }
@@ -162,6 +169,7 @@ impl AppError {
                     server: Some(id.to_string()),
                     conflicts: Vec::new(),
                     fingerprint,
+                    revision: None,
                 }
             }
         }
@@ -196,6 +204,7 @@ mod tests {
         assert_eq!(v["server"], "lab1");
         assert!(v["conflicts"].as_array().unwrap().is_empty());
         assert!(v["fingerprint"].is_null());
+        assert!(v["revision"].is_null());
         let a = AppError::from_client(
             ClientError::Agent(gpubook_proto::ErrorBody::new(
                 ErrorKind::Conflict,
@@ -207,5 +216,27 @@ mod tests {
         let v = serde_json::to_value(&a).unwrap();
         assert_eq!(v["kind"], "conflict");
         assert_eq!(v["message"], "This computer: GPU 0 is taken");
+    }
+
+    #[test]
+    fn a_changed_booking_carries_its_revision_now() {
+        let a = AppError::from_client(
+            ClientError::Agent(gpubook_proto::ErrorBody {
+                revision: Some(4),
+                ..gpubook_proto::ErrorBody::new(
+                    ErrorKind::Changed,
+                    "booking 7 changed since you looked: GPU 0, 14:00 → 22:00, pending_approval",
+                )
+            }),
+            "lab1",
+            "lab1",
+        );
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["kind"], "changed");
+        assert_eq!(v["revision"], 4);
+        assert_eq!(
+            v["message"],
+            "lab1: booking 7 changed since you looked: GPU 0, 14:00 → 22:00, pending_approval"
+        );
     }
 }

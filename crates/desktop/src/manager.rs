@@ -550,24 +550,37 @@ impl Manager {
             .await
     }
 
-    /// Approves booking `b` (admins).
-    pub async fn approve(&self, id: &str, b: u64) -> Result<BookingResponse, AppError> {
-        self.booking(id, Request::Approve(ApproveRequest { id: BookingId(b) }))
-            .await
+    /// Approves booking `b` (admins) as it was at revision `rev`, the one the admin saw.
+    pub async fn approve(
+        &self,
+        id: &str,
+        b: u64,
+        rev: Option<u32>,
+    ) -> Result<BookingResponse, AppError> {
+        self.booking(
+            id,
+            Request::Approve(ApproveRequest {
+                id: BookingId(b),
+                rev,
+            }),
+        )
+        .await
     }
 
-    /// Denies booking `b` (admins).
+    /// Denies booking `b` (admins) as it was at revision `rev`.
     pub async fn deny(
         &self,
         id: &str,
         b: u64,
         reason: Option<String>,
+        rev: Option<u32>,
     ) -> Result<BookingResponse, AppError> {
         self.booking(
             id,
             Request::Deny(DenyRequest {
                 id: BookingId(b),
                 reason,
+                rev,
             }),
         )
         .await

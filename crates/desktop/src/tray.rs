@@ -58,6 +58,7 @@ mod tests {
             job: None,
             asap: None,
             pending_reason: None,
+            pending_since: None,
             created_at: start,
             revision: 1,
             warned_start: false,

@@ -1,6 +1,7 @@
 //! The event pump against a real agent (in this process, simulated GPUs): the person's own
 //! events become notifications, once, also across a restart of the app; other people's do
-//! not; a kind turned off in the settings is not shown; the web view gets every event.
+//! not; a kind turned off in the settings is not shown; the web view gets every event; an
+//! approval of a booking that changed since it was shown comes back as `changed`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -140,7 +141,7 @@ impl Agent {
                     user: "boss".into(),
                     role: Role::Admin,
                 },
-                Op::Approve { id },
+                Op::Approve { id, rev: None },
             )
         })
         .await
@@ -242,6 +243,83 @@ async fn own_events_are_notified_once_also_across_a_restart() {
     assert!(notices[0].summary.contains("long run 1"));
 }
 
+/// The panel decides on a booking as it showed it: an approval or denial naming an older
+/// revision comes back typed as `changed`, with the revision now, and decides nothing; the
+/// revision now is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_on_an_older_revision_comes_back_as_changed_with_the_revision_now() {
+    let agent = agent().await;
+    let app = tempfile::tempdir().unwrap();
+    let files = Files {
+        settings: app.path().join("settings.json"),
+        memory: app.path().join("memory.json"),
+    };
+    let id = agent.book_pending(2).await;
+    let rec = Arc::new(Recorder::default());
+    let m = manager(&files, &rec, &agent);
+    until("connected", || m.views()[0].state == ServerState::Connected).await;
+    if m.views()[0].role != Some(Role::Admin) {
+        eprintln!("SKIPPED: the agent makes the test's user admin only when it runs as root");
+        return;
+    }
+    until("the pending booking", || {
+        m.my_bookings().iter().any(|(_, b)| b.id == id)
+    })
+    .await;
+    let seen = m
+        .my_bookings()
+        .into_iter()
+        .find(|(_, b)| b.id == id)
+        .unwrap()
+        .1;
+
+    // Its owner, as an ordinary user, gives it half an hour more while the admin looks at it:
+    // still pending, a new revision. (An admin's own change would not wait.)
+    let (state, owner, end) = (
+        agent.state.clone(),
+        seen.owner.clone(),
+        seen.interval.end + ChronoDuration::minutes(30),
+    );
+    let now = tokio::task::spawn_blocking(move || {
+        state.change(
+            &Actor {
+                user: owner,
+                role: Role::User,
+            },
+            Op::Extend { id, end },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap()[0]
+        .booking
+        .clone();
+    assert_eq!(now.state, gpubook_core::BookingState::PendingApproval);
+    assert!(now.revision > seen.revision, "{now:?}");
+
+    let approve = m.approve("lab", id.0, Some(seen.revision)).await;
+    let deny = m.deny("lab", id.0, None, Some(seen.revision)).await;
+    for e in [approve.unwrap_err(), deny.unwrap_err()] {
+        assert_eq!(
+            e.kind,
+            gpubook_desktop::error::AppErrorKind::Agent(gpubook_proto::ErrorKind::Changed),
+            "{e:?}"
+        );
+        assert_eq!(e.revision, Some(now.revision), "{e:?}");
+        assert!(
+            e.message
+                .contains(&format!("booking {id} changed since you looked")),
+            "{e:?}"
+        );
+    }
+    let ok = m
+        .approve("lab", id.0, Some(now.revision))
+        .await
+        .unwrap()
+        .booking;
+    assert_eq!(ok.state, gpubook_core::BookingState::Confirmed);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_peoples_events_and_kinds_turned_off_are_not_notified() {
     let agent = agent().await;
@@ -299,6 +377,7 @@ async fn other_peoples_events_and_kinds_turned_off_are_not_notified() {
             Op::Deny {
                 id: mine,
                 reason: None,
+                rev: None,
             },
         )
     })

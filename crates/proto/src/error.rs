@@ -34,6 +34,9 @@ pub enum ErrorKind {
     ConnectionLost,
     /// A bug in the agent.
     Internal,
+    /// The booking changed since the client looked (an approval or denial named an older
+    /// revision); `revision` is the current one. Added in 1.2.
+    Changed,
     /// A kind this client does not know (from a newer agent).
     #[serde(other)]
     Other,
@@ -55,6 +58,7 @@ impl ErrorKind {
             Self::TooLarge => "too_large",
             Self::ConnectionLost => "connection_lost",
             Self::Internal => "internal",
+            Self::Changed => "changed",
             Self::Other => "other",
         }
     }
@@ -81,6 +85,9 @@ pub struct ErrorBody {
     /// For `over_policy`: the rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<Rule>,
+    /// For `changed`: the booking's current revision. Added in 1.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u32>,
 }
 
 impl ErrorBody {
@@ -91,6 +98,7 @@ impl ErrorBody {
             message: message.into(),
             conflicts: Vec::new(),
             rule: None,
+            revision: None,
         }
     }
 }
@@ -104,6 +112,7 @@ impl From<PlanError> for ErrorBody {
                 message,
                 conflicts,
                 rule: None,
+                revision: None,
             },
             PlanError::NotAllowed(_) => Self::new(ErrorKind::NotAllowed, message),
             PlanError::NotFound(_) => Self::new(ErrorKind::NotFound, message),
@@ -113,6 +122,11 @@ impl From<PlanError> for ErrorBody {
                 message,
                 conflicts: Vec::new(),
                 rule: Some(rule),
+                revision: None,
+            },
+            PlanError::Changed { revision, .. } => Self {
+                revision: Some(revision),
+                ..Self::new(ErrorKind::Changed, message)
             },
         }
     }

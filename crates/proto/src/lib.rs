@@ -51,7 +51,10 @@ pub const PROTOCOL_MAJOR: u32 = 1;
 /// - 1.1: a job's log can be followed: [`LogsRequest::follow`] makes the agent push
 ///   [`AgentFrame::Log`] pieces as the log grows. A 1.0 agent ignores the field and answers
 ///   one piece; a client checks the welcome's minor before it waits for pushes.
-pub const PROTOCOL_MINOR: u32 = 1;
+/// - 1.2: approvals and denials carry the revision the admin saw ([`ApproveRequest::rev`],
+///   [`DenyRequest::rev`]); a booking changed since is refused with the error kind `changed`.
+///   A 1.1 agent ignores the field.
+pub const PROTOCOL_MINOR: u32 = 2;
 
 /// The minor version both sides speak when the client offers `major.minor`, or the error that
 /// refuses the connection when the majors differ.

@@ -286,6 +286,12 @@ pub struct ReleaseRequest {
 pub struct ApproveRequest {
     /// Which.
     pub id: BookingId,
+    /// The booking's revision the admin saw. A booking changed since then is refused
+    /// ("it changed since you looked", with its current shape). Added in 1.2; an older client
+    /// sends none, and then the approval is taken only if the booking has not changed since it
+    /// became pending.
+    #[serde(default)]
+    pub rev: Option<u32>,
 }
 
 /// Denies a booking.
@@ -297,6 +303,9 @@ pub struct DenyRequest {
     /// Why, for its owner.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The booking's revision the admin saw, as for [`ApproveRequest::rev`]. Added in 1.2.
+    #[serde(default)]
+    pub rev: Option<u32>,
 }
 
 /// Subscribes to events.
@@ -556,10 +565,14 @@ mod tests {
                 gpus: None,
             }),
             Request::Release(ReleaseRequest { id: BookingId(1) }),
-            Request::Approve(ApproveRequest { id: BookingId(1) }),
+            Request::Approve(ApproveRequest {
+                id: BookingId(1),
+                rev: Some(2),
+            }),
             Request::Deny(DenyRequest {
                 id: BookingId(1),
                 reason: None,
+                rev: None,
             }),
             Request::Subscribe(SubscribeRequest::default()),
             Request::Policy(PolicyRequest {}),

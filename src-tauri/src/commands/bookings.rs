@@ -82,19 +82,25 @@ pub async fn release(m: State<'_, Manager>, server: String, id: u64) -> Answer<B
     m.release(&server, id).await
 }
 
-/// Approves booking `id` (admins).
+/// Approves booking `id` (admins) as it was at revision `rev`, the one the panel showed.
 #[tauri::command]
-pub async fn approve(m: State<'_, Manager>, server: String, id: u64) -> Answer<BookingResponse> {
-    m.approve(&server, id).await
+pub async fn approve(
+    m: State<'_, Manager>,
+    server: String,
+    id: u64,
+    rev: Option<u32>,
+) -> Answer<BookingResponse> {
+    m.approve(&server, id, rev).await
 }
 
-/// Denies booking `id` (admins).
+/// Denies booking `id` (admins) as it was at revision `rev`.
 #[tauri::command]
 pub async fn deny(
     m: State<'_, Manager>,
     server: String,
     id: u64,
     reason: Option<String>,
+    rev: Option<u32>,
 ) -> Answer<BookingResponse> {
-    m.deny(&server, id, reason).await
+    m.deny(&server, id, reason, rev).await
 }

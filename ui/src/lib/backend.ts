@@ -47,8 +47,9 @@ export function toAppError(e: unknown): AppError {
       server: o.server ?? null,
       conflicts: o.conflicts ?? [],
       fingerprint: o.fingerprint ?? null,
+      revision: o.revision ?? null,
     };
   }
   const message = e instanceof Error ? e.message : typeof e === 'string' ? e : 'Something went wrong.';
-  return { kind: 'internal', message, server: null, conflicts: [], fingerprint: null };
+  return { kind: 'internal', message, server: null, conflicts: [], fingerprint: null, revision: null };
 }

@@ -73,7 +73,7 @@ function synthetic(nGpus: number, nBookings: number, weekStart: number): { gpus:
     bookings.push({
       id, owner: people[id % people.length], gpus: gpus.slice(g, g + width).map((x) => x.uuid),
       interval: { start: toWire(start), end: toWire(end) }, title: `bench ${id}`, state: 'confirmed', job: null,
-      asap: null, pending_reason: null, created_at: toWire(weekStart), revision: 1, warned_start: false,
+      asap: null, pending_reason: null, pending_since: null, created_at: toWire(weekStart), revision: 1, warned_start: false,
       warned_end: false, run: null, usage: null,
     });
     g = 0;

@@ -39,7 +39,7 @@ function rng(seed: number): () => number {
 }
 
 function err(kind: AppError['kind'], message: string, server: string | null = null, extra: Partial<AppError> = {}): AppError {
-  return { kind, message, server, conflicts: [], fingerprint: null, ...extra };
+  return { kind, message, server, conflicts: [], fingerprint: null, revision: null, ...extra };
 }
 
 function makeGpus(server: string, n: number, model: string, memGiB: number, simulated: boolean): Gpu[] {
@@ -138,6 +138,7 @@ export class MockBackend implements Backend {
       const a = this.put(s, ME, [s.gpus[2].uuid, s.gpus[3].uuid], floorTo(now, 3600) + HOUR * 30, floorTo(now, 3600) + HOUR * 34, 'my long run', now, true);
       a.state = 'pending_approval';
       a.pending_reason = 'It is longer than the 4 h a booking may last here.';
+      a.pending_since = a.revision;
     }
   }
 
@@ -150,7 +151,7 @@ export class MockBackend implements Backend {
       interval: { start: toWire(start), end: toWire(end) },
       state: end <= now ? 'ended' : started ? 'active' : 'confirmed',
       job: owner === ME ? { command: 'python train.py', cwd: null, env: {}, end_signal: null, grace_secs: null, keep_slot: false } : null,
-      asap: null, pending_reason: null, created_at: toWire(now - 86_400_000), revision: 1,
+      asap: null, pending_reason: null, pending_since: null, created_at: toWire(now - 86_400_000), revision: 1,
       warned_start: false, warned_end: false,
       run: started && end > now ? { state: 'running', pid: 4242 + id, start_ticks: null, started_at: toWire(start), ended_at: null, exit_code: null, signal: null, message: null, log: '/tmp/job.log' } : null,
       usage: null,
@@ -179,6 +180,7 @@ export class MockBackend implements Backend {
 
   private event(s: MockServer, kind: EventKind, b: Booking, before: Booking['interval'] | null = null, note: Event['note'] = null) {
     b.revision += 1;
+    if (b.state === 'pending_approval' && b.pending_since === null) b.pending_since = b.revision;
     const ev: Event = { seq: ++s.seq, at: toWire(Date.now()), kind, booking: structuredClone(b), before, actor: ME, note };
     // Delivered like the real thing: after the command's answer.
     setTimeout(() => this.emit('gpubook://event', { server: s.view.id, event: ev }), 0);
@@ -325,6 +327,7 @@ export class MockBackend implements Backend {
             max_booking_secs: s.view.id === 'local' ? 4 * 3600 : 48 * 3600, max_ahead_secs: 14 * 86400,
             weekly_quota_gpu_hours: 200, max_gpus_at_once: 4, over_policy: 'approval', intruders: 'warn',
             idle_after_secs: 3600, release_idle: false, end_warning_secs: 600,
+            max_grace_secs: 300, max_log_bytes: 2 ** 30, max_pending: 20,
           },
           role: s.role,
           week_gpu_hours: 12.5,
@@ -388,6 +391,14 @@ export class MockBackend implements Backend {
         if (s.role !== 'admin') throw err('not_allowed', `Only an admin of ${s.view.name} can ${cmd} bookings.`, s.view.id);
         const b = this.booking(s, a.id);
         if (b.state !== 'pending_approval') throw err('invalid', `Booking ${b.id} is not waiting for approval.`, s.view.id);
+        // As the agent (protocol 1.2): a decision on an older revision than the booking's is
+        // refused, with the revision it has now; one that names none (an older client) is
+        // taken only if the booking is unchanged since it began to wait.
+        const rev = a.rev ?? b.pending_since;
+        if (rev !== undefined && rev !== null && Number(rev) !== b.revision) {
+          const shape = `GPU ${b.gpus.map((g) => this.indexOf(s, g)).join(',')}, ${b.interval.start} → ${b.interval.end}, ${b.state}`;
+          throw err('changed', `${s.view.name}: booking ${b.id} changed since you looked: ${shape}`, s.view.id, { revision: b.revision });
+        }
         b.state = cmd === 'approve' ? 'confirmed' : 'denied';
         b.pending_reason = null;
         this.event(s, cmd === 'approve' ? 'booking_approved' : 'booking_denied', b);
@@ -483,6 +494,9 @@ export class MockBackend implements Backend {
 
   private book(s: MockServer, req: BookRequest, now: number): BookingResponse {
     if (!req.title.trim()) throw err('invalid', 'A booking needs a title: say what the GPUs are for.', s.view.id);
+    if (req.job?.cwd && !req.job.cwd.startsWith('/')) {
+      throw err('invalid', `The working directory ${req.job.cwd} is not an absolute path; give an absolute path on the server.`, s.view.id);
+    }
     let gpus: string[];
     let start: number;
     let end: number;

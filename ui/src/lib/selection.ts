@@ -66,6 +66,17 @@ export type BookForm = {
   keepSlot: boolean;
 };
 
+/**
+ * Why the dialog's working directory cannot be sent, or null when it can (empty: the owner's
+ * home). The job runs on the server, where only an absolute path means one place: the app has
+ * no "current directory" to read a relative one from, and `~` is the server's to expand.
+ */
+export function cwdProblem(cwd: string): string | null {
+  const c = cwd.trim();
+  if (c === '' || c.startsWith('/')) return null;
+  return `The working directory must be an absolute path on the server (starting with /), not "${c}".`;
+}
+
 /** The booking request for a selection and the dialog's fields; times go out in UTC. */
 export function toBookRequest(sel: Selection, form: BookForm): BookRequest {
   const command = form.command.trim();

@@ -110,6 +110,16 @@ export class AppState {
     );
   }
 
+  /**
+   * Reads a server's bookings in the loaded window again: for when an answer says the app's
+   * copy is behind (an approval refused as `changed`), rather than waiting for the event.
+   */
+  async reloadBookings(id: string): Promise<void> {
+    const list = await this.backend!.invoke<Booking[]>('bookings', { server: id, from: toWire(this.from), to: toWire(this.to) });
+    this.book.load(id, list);
+    this.version++;
+  }
+
   /** Puts a command's answer into the book at once (its event follows and is a repeat). */
   applyAnswer(server: string, bookings: Booking[]): void {
     let changed = false;

@@ -187,6 +187,8 @@ pub struct Lab {
     child: Option<Child>,
     /// Who the agent runs as: root (system mode) when `None`.
     owner: Option<User>,
+    /// More arguments for `serve` (limits for a test).
+    extra: Vec<String>,
 }
 
 impl Lab {
@@ -208,7 +210,50 @@ impl Lab {
             gpus,
             child: None,
             owner: None,
+            extra: Vec::new(),
         }
+    }
+
+    /// Passes `args` to `serve` at every later start.
+    pub fn serve_args(&mut self, args: &[&str]) {
+        self.extra = args.iter().map(|a| a.to_string()).collect();
+    }
+
+    /// Replaces the lab's policy file (before the agent starts).
+    pub fn policy(&self, text: &str) {
+        std::fs::write(self.dir.path().join("policy.toml"), format!("{POLICY}{text}")).unwrap();
+    }
+
+    /// The running agent's pid.
+    pub fn agent_pid(&self) -> u32 {
+        self.child.as_ref().expect("the agent runs").id()
+    }
+
+    /// A raw byte stream to the agent as `user`, through `gpubook-agent bridge` under their
+    /// uid: (what goes to the agent, what comes back, the bridge).
+    pub fn raw_as(
+        &self,
+        user: &User,
+    ) -> (
+        tokio::process::ChildStdin,
+        tokio::process::ChildStdout,
+        tokio::process::Child,
+    ) {
+        let mut bridge = tokio::process::Command::new(self.agent_bin())
+            .arg("bridge")
+            .arg("--socket")
+            .arg(self.socket())
+            .uid(user.uid)
+            .gid(user.gid)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the bridge");
+        let stdin = bridge.stdin.take().expect("bridge stdin");
+        let stdout = bridge.stdout.take().expect("bridge stdout");
+        (stdin, stdout, bridge)
     }
 
     /// A lab whose agent runs as `user` (personal mode), its state and socket in a directory
@@ -303,6 +348,7 @@ impl Lab {
             .arg(SERVER)
             .arg("--policy")
             .arg(self.dir.path().join("policy.toml"))
+            .args(&self.extra)
             .env_remove("GPUBOOK_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

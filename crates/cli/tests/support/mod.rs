@@ -204,17 +204,24 @@ impl Lab {
 
     /// Runs the CLI as `user`, or as root.
     pub fn gpubook(&self, user: Option<Ids>, args: &[&str]) -> Output {
+        self.command(user, args).output().expect("run gpubook")
+    }
+
+    /// The CLI as `user` (or root) with `args`, talking to this agent, in `/` with no terminal;
+    /// for a test that changes where it runs or how.
+    pub fn command(&self, user: Option<Ids>, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.cli);
         cmd.arg("--server")
             .arg(format!("unix:{}", self.socket.display()))
             .args(args)
             .env_remove("GPUBOOK_SERVER")
             .env("TZ", "UTC")
+            .stdin(std::process::Stdio::null())
             .current_dir("/");
         if let Some((uid, gid)) = user {
             cmd.uid(uid).gid(gid);
         }
-        cmd.output().expect("run gpubook")
+        cmd
     }
 }
 

@@ -186,6 +186,7 @@ mod tests {
             pending_reason: None,
             created_at: now() - Duration::hours(1),
             revision: 1,
+            pending_since: None,
             warned_start: false,
             warned_end: false,
             run: None,

@@ -54,23 +54,29 @@ pub fn fingerprint(blob: &[u8]) -> String {
 /// What known_hosts says about a host's key.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// The key is there.
+    /// The key is there, and no file revokes it.
     Known,
     /// Nothing about this host.
     Unknown,
-    /// Another key (or a revoked one) is there: file and line.
+    /// Another key is there, or this one is revoked ([`revoked`] tells which): file and line.
     Changed(PathBuf, usize),
 }
 
-/// Checks `key` for `target` against its known_hosts files.
-pub(crate) fn check(target: &Target, key: &HostKey) -> Verdict {
-    let name = target.known_hosts_name();
-    let mut other: Option<(PathBuf, usize)> = None;
-    let files = target
+/// The known_hosts files of `target`: the person's (UserKnownHostsFile), then the system's
+/// (GlobalKnownHostsFile).
+fn files(target: &Target) -> impl Iterator<Item = &PathBuf> {
+    target
         .user_known_hosts
         .iter()
-        .chain(target.global_known_hosts.iter());
-    for file in files {
+        .chain(target.global_known_hosts.iter())
+}
+
+/// Where `key` is marked `@revoked` for `target`, in any of its known_hosts files: file and
+/// line (1-based) of the first such line. A revoked key is never accepted, whatever any file
+/// says besides, as OpenSSH does.
+pub(crate) fn revoked(target: &Target, key: &HostKey) -> Option<(PathBuf, usize)> {
+    let name = target.known_hosts_name();
+    for file in files(target) {
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };
@@ -78,17 +84,37 @@ pub(crate) fn check(target: &Target, key: &HostKey) -> Verdict {
             let Some(entry) = parse_line(line) else {
                 continue;
             };
-            if entry.marker == Some("@cert-authority") || !names_match(entry.names, &name) {
+            if entry.marker == Some("@revoked")
+                && entry.blob == key.blob
+                && names_match(entry.names, &name)
+            {
+                return Some((file.clone(), i + 1));
+            }
+        }
+    }
+    None
+}
+
+/// Checks `key` for `target` against its known_hosts files. A key revoked in any file is
+/// refused ([`Verdict::Changed`] at the revoking line) before any file is asked whether it
+/// knows the key, so a plain entry elsewhere cannot trust it again.
+pub(crate) fn check(target: &Target, key: &HostKey) -> Verdict {
+    if false { let _ = revoked(target, key); }
+    let name = target.known_hosts_name();
+    let mut other: Option<(PathBuf, usize)> = None;
+    for file in files(target) {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for (i, line) in text.lines().enumerate() {
+            let Some(entry) = parse_line(line) else {
+                continue;
+            };
+            // Revoked lines were read above; a CA's key is not a host key.
+            if entry.marker.is_some() || !names_match(entry.names, &name) {
                 continue;
             }
-            let same = entry.blob == key.blob;
-            if entry.marker == Some("@revoked") {
-                if same {
-                    return Verdict::Changed(file.clone(), i + 1);
-                }
-                continue;
-            }
-            if same {
+            if entry.blob == key.blob {
                 return Verdict::Known;
             }
             // Another key of this host. OpenSSH refuses a changed key of the same type; a key
@@ -107,11 +133,7 @@ pub(crate) fn check(target: &Target, key: &HostKey) -> Verdict {
 pub(crate) fn known_types(target: &Target) -> Vec<String> {
     let name = target.known_hosts_name();
     let mut types = Vec::new();
-    for file in target
-        .user_known_hosts
-        .iter()
-        .chain(target.global_known_hosts.iter())
-    {
+    for file in files(target) {
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };
@@ -300,6 +322,70 @@ mod tests {
             check(&t22, &ours),
             Verdict::Changed(dir.path().join("known_hosts"), 2)
         );
+    }
+
+    #[test]
+    fn a_key_revoked_in_any_file_is_refused_even_where_another_trusts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = target(dir.path(), 22);
+        let key = HostKey::from_blob(&blob("ssh-ed25519", &[4; 32]));
+        let other = HostKey::from_blob(&blob("ssh-ed25519", &[5; 32]));
+        let user = dir.path().join("known_hosts");
+        let global = dir.path().join("global");
+
+        // Trusted by the person, revoked by the admin (a later file): revoked wins.
+        std::fs::write(&user, format!("lab1.example.org {}\n", key.openssh())).unwrap();
+        std::fs::write(
+            &global,
+            format!(
+                "# revoked after the break-in\nlab1.example.org {}\n@revoked * {}\n",
+                other.openssh(),
+                key.openssh()
+            ),
+        )
+        .unwrap();
+        assert_eq!(revoked(&t, &key), Some((global.clone(), 3)));
+        assert_eq!(check(&t, &key), Verdict::Changed(global.clone(), 3));
+        // The other key is not revoked, and the admin's file knows it.
+        assert_eq!(revoked(&t, &other), None);
+        assert_eq!(check(&t, &other), Verdict::Known);
+
+        // Revoked by the person, trusted by the admin: still refused, at the person's line.
+        std::fs::write(
+            &user,
+            format!("@revoked lab1.example.org {}\n", key.openssh()),
+        )
+        .unwrap();
+        std::fs::write(&global, format!("lab1.example.org {}\n", key.openssh())).unwrap();
+        assert_eq!(check(&t, &key), Verdict::Changed(user.clone(), 1));
+
+        // Revoked and trusted in the same file, the plain line first: refused.
+        std::fs::write(
+            &user,
+            format!(
+                "lab1.example.org {}\n@revoked lab1.example.org {}\n",
+                key.openssh(),
+                key.openssh()
+            ),
+        )
+        .unwrap();
+        std::fs::remove_file(&global).unwrap();
+        assert_eq!(check(&t, &key), Verdict::Changed(user.clone(), 2));
+
+        // A revocation for another host does not touch this one.
+        std::fs::write(
+            &user,
+            format!(
+                "lab1.example.org {}\n@revoked lab2.example.org {}\n",
+                key.openssh(),
+                key.openssh()
+            ),
+        )
+        .unwrap();
+        assert_eq!(revoked(&t, &key), None);
+        assert_eq!(check(&t, &key), Verdict::Known);
+        // Revoked keys are not asked for first.
+        assert_eq!(known_types(&t), ["ssh-ed25519"]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What a request must satisfy: GPUs that exist, times on the grid and not in the past, a sane
-//! job, and the lab's policy.
+//! What a request must satisfy: GPUs that exist, times on the grid, not in the past and within
+//! the horizon, and the lab's policy. What a booking may carry (its title and job) is in
+//! `contents`.
 
 use super::*;
 
@@ -75,23 +76,45 @@ impl Plan {
         Ok(eligible)
     }
 
-    /// `requested` snapped to the nearest grid points (keeping at least one slot), checked
-    /// not to start in the past.
+    /// Where a requested interval lands on the plan's calendar.
+    ///
+    /// - A request for now starts at `now` itself, to the second, not on the grid: asking at
+    ///   16:23 on a 15-minute grid books from 16:23, not 16:30. A request is for now when its
+    ///   start is at or before `now`, or the grid would round it to `now` or earlier, or it
+    ///   is off the grid and at most [`START_NOW_TOLERANCE`] after `now` (the client's clock
+    ///   may run behind the server's).
+    /// - Any later start snaps to the nearest point of the policy's grid; a start on the grid
+    ///   stays where it is, even within the tolerance (a booking about to start that is
+    ///   moved keeps its start).
+    /// - A start the grid rounds to before the current grid slot is in the past: refused.
+    /// - The end snaps to the nearest grid point, and is at least the first grid point after
+    ///   the start (so a start on the grid keeps at least one slot). It may be no more than
+    ///   [`MAX_HORIZON`] after `now`.
     pub(super) fn snap(
         &self,
         requested: Interval,
         now: DateTime<Utc>,
     ) -> Result<Interval, PlanError> {
         forwards(&requested)?;
+        within_horizon("the end", requested.end, now)?;
         let g = self.policy.granularity();
-        let start = round_to(requested.start, g);
-        let end = round_to(requested.end, g).max(start + g);
-        if start < floor_to(now, g) {
+        let rounded = round_to(requested.start, g);
+        if rounded < floor_to(now, g) {
             return Err(PlanError::Invalid(format!(
                 "the start ({}) is in the past",
                 requested.start.format("%Y-%m-%d %H:%M UTC")
             )));
         }
+        let soon = now
+            .checked_add_signed(START_NOW_TOLERANCE)
+            .is_none_or(|soon| requested.start <= soon);
+        let for_now = requested.start <= now
+            || rounded <= now
+            || (soon && floor_to(requested.start, g) != requested.start);
+        let start = if for_now { now } else { rounded };
+        let first = later(start, Duration::seconds(1)).map(|t| ceil_to(t, g))?;
+        let end = round_to(requested.end, g).max(first);
+        within_horizon("the end", end, now)?;
         Ok(Interval { start, end })
     }
 
@@ -101,12 +124,25 @@ impl Plan {
                 "the duration must be more than zero".into(),
             ));
         }
-        let g = self.policy.granularity_secs;
+        if d > MAX_HORIZON {
+            return Err(PlanError::Invalid(format!(
+                "the duration ({}) is longer than the plan books anything ({})",
+                crate::duration::format_duration(d),
+                crate::duration::format_duration(MAX_HORIZON)
+            )));
+        }
+        let g = self.policy.granularity().num_seconds();
         Ok(Duration::seconds((d.num_seconds() + g - 1) / g * g))
     }
 
     /// The rules a booking of `count` GPUs over `interval` for `owner` goes beyond, in words.
     /// Admins are held to none.
+    ///
+    /// `before` is the booking as it was, for a change to one. A change is held only to what
+    /// it adds to what was granted (a booking that holds its GPUs): the GPU-seconds it adds to
+    /// a week, the GPUs it adds at an instant (a new part of the interval, or more GPUs), a
+    /// longer length, a start further ahead. A limit already passed elsewhere (an admin
+    /// approved more GPUs at once at another time) does not refuse it.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn over_policy(
         &self,
@@ -115,66 +151,57 @@ impl Plan {
         count: usize,
         interval: &Interval,
         now: DateTime<Utc>,
-        exclude: Option<BookingId>,
+        before: Option<&Booking>,
         asap: bool,
     ) -> Vec<(Rule, String)> {
         let mut broken = Vec::new();
         if actor.role == Role::Admin {
             return broken;
         }
+        let exclude = before.map(|b| b.id);
+        let granted = before.filter(|b| b.state.holds_gpus());
         let p = &self.policy;
         if let Some(max) = p.max_booking_secs {
-            if interval.duration().num_seconds() > max {
+            let length = interval.duration();
+            let kept = granted.is_some_and(|b| length <= b.interval.duration());
+            if length.num_seconds() > max && !kept {
                 broken.push((
                     Rule::MaxBooking,
-                    format!(
-                        "a booking may last at most {}",
-                        crate::duration::format_duration(Duration::seconds(max))
-                    ),
+                    format!("a booking may last at most {}", policy_secs(max)),
                 ));
             }
         }
         if let (Some(max), false) = (p.max_ahead_secs, asap) {
-            if interval.start > now + Duration::seconds(max) {
+            let limit = Duration::try_seconds(max).and_then(|m| now.checked_add_signed(m));
+            let kept = granted.is_some_and(|b| interval.start <= b.interval.start);
+            if limit.is_some_and(|l| interval.start > l) && !kept {
                 broken.push((
                     Rule::MaxAhead,
-                    format!(
-                        "a booking may start at most {} ahead",
-                        crate::duration::format_duration(Duration::seconds(max))
-                    ),
+                    format!("a booking may start at most {} ahead", policy_secs(max)),
                 ));
             }
         }
+        // Where the change adds GPU time: all of it if it has more GPUs than were granted,
+        // else the part of the interval that was not granted. Only there can it newly pass a
+        // limit on GPUs at once or on a week's GPU-hours.
+        let added: Vec<Interval> = match granted {
+            Some(b) if count <= b.gpus.len() => difference(interval, &b.interval),
+            _ => vec![*interval],
+        };
         if let Some(quota) = p.weekly_quota_gpu_hours {
-            let limit = i64::from(quota) * 3600;
-            let mut week = week_start(interval.start);
-            while week < interval.end {
-                let window = Interval {
-                    start: week,
-                    end: week + Duration::days(7),
-                };
-                let new = interval
-                    .intersection(&window)
-                    .map(|i| i.duration().num_seconds() * count as i64)
-                    .unwrap_or(0);
-                let used = self.gpu_seconds(owner, &window, exclude);
-                if used + new > limit {
-                    broken.push((
-                        Rule::WeeklyQuota,
-                        format!(
-                            "{owner} would hold {:.1} GPU-hours in the week of {}, over the \
-                             weekly quota of {quota}",
-                            (used + new) as f64 / 3600.0,
-                            week.format("%Y-%m-%d")
-                        ),
-                    ));
-                    break;
-                }
-                week = window.end;
+            if let Some(message) = self.over_quota(owner, count, interval, &added, now, before) {
+                broken.push((
+                    Rule::WeeklyQuota,
+                    format!("{message}, over the weekly quota of {quota}"),
+                ));
             }
         }
         if let Some(max) = p.max_gpus_at_once {
-            let peak = self.peak_gpus(owner, interval, exclude) + count;
+            let peak = added
+                .iter()
+                .map(|part| self.peak_gpus(owner, part, exclude) + count)
+                .max()
+                .unwrap_or(0);
             if peak > max as usize {
                 broken.push((
                     Rule::MaxGpusAtOnce,
@@ -183,6 +210,56 @@ impl Plan {
             }
         }
         broken
+    }
+
+    /// The first week in which `owner` holding `count` GPUs over `interval` (instead of
+    /// `before`) goes over the weekly quota, in words; only weeks the change adds to, through
+    /// the `added` parts, are looked at.
+    fn over_quota(
+        &self,
+        owner: &str,
+        count: usize,
+        interval: &Interval,
+        added: &[Interval],
+        now: DateTime<Utc>,
+        before: Option<&Booking>,
+    ) -> Option<String> {
+        let limit = i64::from(self.policy.weekly_quota_gpu_hours?) * 3600;
+        let was = before.filter(|b| counts_for_quota(b.state));
+        // A change adds nothing before now; weeks before the last are not looked at, so a
+        // booking stored with a start at the dawn of time cannot make this loop for ages.
+        let earliest = week_start(now)
+            .checked_sub_signed(Duration::days(7))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        for part in added {
+            let mut week = week_start(part.start).max(earliest);
+            while week < part.end {
+                let next = week.checked_add_signed(Duration::days(7))?;
+                let window = Interval {
+                    start: week,
+                    end: next,
+                };
+                let new = interval
+                    .intersection(&window)
+                    .map(|i| i.duration().num_seconds().saturating_mul(count as i64))
+                    .unwrap_or(0);
+                let old = was.map_or(0, |b| b.gpu_seconds_within(&window));
+                if new > old {
+                    let total = self
+                        .gpu_seconds(owner, &window, before.map(|b| b.id))
+                        .saturating_add(new);
+                    if total > limit {
+                        return Some(format!(
+                            "{owner} would hold {:.1} GPU-hours in the week of {}",
+                            total as f64 / 3600.0,
+                            week.format("%Y-%m-%d")
+                        ));
+                    }
+                }
+                week = next;
+            }
+        }
+        None
     }
 
     /// Most GPUs `owner` holds at any moment of `interval`.
@@ -213,64 +290,56 @@ impl Plan {
     }
 }
 
-/// Bounds on a job's parts: a booking must always fit one frame when it is listed.
-pub(super) fn check_job(j: &JobSpec) -> Result<(), PlanError> {
-    const COMMAND: usize = 16 * 1024;
-    const PATH: usize = 4096;
-    const VARS: usize = 128;
-    const VALUE: usize = 4096;
-    let invalid = |m: String| Err(PlanError::Invalid(m));
-    if j.command.trim().is_empty() {
-        return invalid("the job's command is empty".into());
-    }
-    if j.command.len() > COMMAND {
-        return invalid(format!("the job's command is longer than {COMMAND} bytes"));
-    }
-    if j.cwd.as_ref().is_some_and(|c| c.len() > PATH) {
-        return invalid(format!(
-            "the job's working directory is longer than {PATH} bytes"
-        ));
-    }
-    if let Some(sig) = &j.end_signal {
-        if crate::booking::canonical_signal(sig).is_none() {
-            return invalid(format!(
-                "{sig:?} is not a signal a job can be sent at its end; use one of {}",
-                crate::booking::JOB_SIGNALS.join(", ")
-            ));
-        }
-    }
-    if j.grace_secs.is_some_and(|g| g > 3600) {
-        return invalid("the grace period may be at most 3600 seconds".into());
-    }
-    if j.env.len() > VARS {
-        return invalid(format!(
-            "the job sets more than {VARS} environment variables"
-        ));
-    }
-    if let Some((k, _)) = j
-        .env
-        .iter()
-        .find(|(k, v)| k.is_empty() || k.contains('=') || k.len() + v.len() > VALUE)
-    {
-        return invalid(format!(
-            "the job's environment variable {k:?} is empty, contains '=', or is over {VALUE} bytes"
-        ));
+/// `t + d`, or Invalid where that is past the last instant there is.
+pub(super) fn later(t: DateTime<Utc>, d: Duration) -> Result<DateTime<Utc>, PlanError> {
+    t.checked_add_signed(d).ok_or_else(|| {
+        PlanError::Invalid(format!(
+            "{} plus {} is beyond the last time there is",
+            t.format("%Y-%m-%d %H:%M UTC"),
+            crate::duration::format_duration(d)
+        ))
+    })
+}
+
+/// Refuses `t` (what the request calls `what`) more than [`MAX_HORIZON`] after `now`:
+/// nobody books that far, and arithmetic on such times could overflow.
+pub(super) fn within_horizon(
+    what: &str,
+    t: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), PlanError> {
+    let horizon = now.checked_add_signed(MAX_HORIZON).ok_or_else(|| {
+        PlanError::Invalid(format!(
+            "the server's clock reads {}, too near the last time there is to book anything",
+            now.format("%Y-%m-%d %H:%M UTC")
+        ))
+    })?;
+    if t > horizon {
+        return Err(PlanError::Invalid(format!(
+            "{what} ({}) is more than {} from now; nothing is booked that far ahead",
+            t.format("%Y-%m-%d %H:%M UTC"),
+            crate::duration::format_duration(MAX_HORIZON)
+        )));
     }
     Ok(())
 }
 
-pub(super) fn check_title(title: &str) -> Result<(), PlanError> {
-    if title.chars().count() > MAX_TITLE {
-        return Err(PlanError::Invalid(format!(
-            "the title is longer than {MAX_TITLE} characters"
-        )));
+/// The parts of `a` outside `b` (none, one or two).
+fn difference(a: &Interval, b: &Interval) -> Vec<Interval> {
+    if !a.overlaps(b) {
+        return vec![*a];
     }
-    if title.chars().any(|c| c.is_control()) {
-        return Err(PlanError::Invalid(
-            "the title contains control characters".into(),
-        ));
-    }
-    Ok(())
+    [Interval::new(a.start, b.start), Interval::new(b.end, a.end)]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// A policy duration in words (one a policy built by hand could make too long to be one).
+fn policy_secs(secs: i64) -> String {
+    Duration::try_seconds(secs)
+        .map(crate::duration::format_duration)
+        .unwrap_or_else(|| format!("{secs} s"))
 }
 
 /// Refuses an interval asked backwards (its end not after its start), as it was asked: before

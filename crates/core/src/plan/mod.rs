@@ -7,13 +7,16 @@
 //! overlap, so in start order their ends ascend too; a conflict check and an earliest-fit
 //! search are range scans (`O(log n)` plus what they step over).
 
-use crate::booking::{AsapRequest, Booking, BookingId, BookingState, JobSpec, Note};
+use crate::booking::{
+    AsapRequest, Booking, BookingId, BookingState, JobSpec, Note, MAX_BOOKING_BYTES,
+};
 use crate::error::{Conflict, PlanError};
 use crate::gpu::{Gpu, GpuUuid};
 use crate::policy::{Actor, OverPolicy, Policy, Role, Rule};
-use crate::time::{floor_to, round_to, week_start, whole_seconds, Interval};
+use crate::time::{ceil_to, floor_to, round_to, week_start, whole_seconds, Interval};
 use crate::timeline::Timeline;
 
+mod contents;
 mod limits;
 mod ops;
 mod queue;
@@ -28,6 +31,14 @@ pub const START_WARNING: Duration = Duration::minutes(5);
 pub const END_WARNING: Duration = Duration::minutes(10);
 /// Longest title accepted, in characters.
 pub const MAX_TITLE: usize = 200;
+/// Longest reason an admin may give for a denial, in characters.
+pub const MAX_REASON: usize = 1000;
+/// A booking asked to start at most this long after the plan's `now` starts at `now`: the
+/// client's clock may run a little behind the server's (see [`When::At`]).
+pub const START_NOW_TOLERANCE: Duration = Duration::seconds(60);
+/// How far after `now` anything may be booked, admins included (about ten years). Times
+/// beyond it are refused as invalid, so no arithmetic on a booking's times can overflow.
+pub const MAX_HORIZON: Duration = Duration::days(3660);
 
 /// Which GPUs a booking asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +57,9 @@ pub enum GpuSelection {
 /// When a booking asks for its GPUs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum When {
-    /// This interval, snapped to the nearest points of the policy's grid.
+    /// This interval, snapped to the nearest points of the policy's grid. A start for now
+    /// (at or before now, or off the grid and within [`START_NOW_TOLERANCE`] after it)
+    /// starts at now, to the second, and only the end snaps to the grid.
     At(Interval),
     /// The earliest time the GPUs are free for this long; moved earlier as capacity frees.
     Asap(Duration),
@@ -96,6 +109,9 @@ pub enum Op {
     Approve {
         /// Which booking.
         id: BookingId,
+        /// The revision the admin saw; `None` from an older client (then taken only if the
+        /// booking has not changed since it became pending).
+        rev: Option<u32>,
     },
     /// An admin refuses it.
     Deny {
@@ -103,6 +119,8 @@ pub enum Op {
         id: BookingId,
         /// Why, for its owner.
         reason: Option<String>,
+        /// The revision the admin saw, as for `Approve`.
+        rev: Option<u32>,
     },
 }
 
@@ -181,6 +199,9 @@ pub struct Plan {
     longest: HashMap<String, Duration>,
     /// Bookings something can still happen to: the slot timer scans only these.
     live: BTreeSet<BookingId>,
+    /// Per owner, how many of their bookings wait for approval: `max_pending` is checked
+    /// against it.
+    waiting: HashMap<String, u32>,
     /// Confirmed "as soon as possible" bookings, in the order they were asked.
     asap: BTreeSet<(DateTime<Utc>, BookingId)>,
     /// The next booking's number.
@@ -200,11 +221,12 @@ impl Plan {
             by_owner: HashMap::new(),
             longest: HashMap::new(),
             live: BTreeSet::new(),
+            waiting: HashMap::new(),
             asap: BTreeSet::new(),
             next_id: 1,
         };
         for b in bookings {
-            plan.next_id = plan.next_id.max(b.id.0 + 1);
+            plan.next_id = plan.next_id.max(b.id.0.saturating_add(1));
             plan.store(b);
         }
         plan
@@ -235,6 +257,11 @@ impl Plan {
         self.bookings.values()
     }
 
+    /// How many of `owner`'s bookings wait for an admin's approval.
+    pub fn waiting(&self, owner: &str) -> u32 {
+        self.waiting.get(owner).copied().unwrap_or(0)
+    }
+
     /// The number the next booking will get.
     pub fn next_id(&self) -> BookingId {
         BookingId(self.next_id)
@@ -247,7 +274,7 @@ impl Plan {
             .filter(|b| Some(b.id) != exclude)
             .filter(|b| counts_for_quota(b.state))
             .map(|b| b.gpu_seconds_within(window))
-            .sum()
+            .fold(0i64, i64::saturating_add)
     }
 
     /// `owner`'s bookings that may overlap `window` (a superset: callers intersect).
@@ -261,8 +288,15 @@ impl Plan {
             .get(owner)
             .copied()
             .unwrap_or_else(Duration::zero);
-        let from = (window.start - reach, BookingId(0));
-        let to = (window.end, BookingId(0));
+        let from = (
+            window
+                .start
+                .checked_sub_signed(reach)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            BookingId(0),
+        );
+        // A window asked backwards holds nothing (and a backwards range would panic).
+        let to = (window.end.max(from.0), BookingId(0));
         self.by_owner
             .get(owner)
             .into_iter()
@@ -344,8 +378,8 @@ impl Plan {
             Op::Extend { id, end } => self.extend(actor, id, end, now),
             Op::Release { id } => self.release(actor, id, now),
             Op::Cancel { id } => self.cancel(actor, id, now),
-            Op::Approve { id } => self.approve(actor, id, now),
-            Op::Deny { id, reason } => self.deny(actor, id, reason),
+            Op::Approve { id, rev } => self.approve(actor, id, rev, now),
+            Op::Deny { id, reason, rev } => self.deny(actor, id, reason, rev),
         }
     }
 
@@ -387,6 +421,9 @@ impl Plan {
         if !b.state.is_final() {
             self.live.insert(b.id);
         }
+        if b.state == BookingState::PendingApproval {
+            *self.waiting.entry(b.owner.clone()).or_default() += 1;
+        }
         if let (Some(a), BookingState::Confirmed) = (&b.asap, b.state) {
             self.asap.insert((a.asked_at, b.id));
         }
@@ -399,6 +436,11 @@ impl Plan {
             set.remove(&(b.interval.start, b.id));
         }
         self.live.remove(&b.id);
+        if b.state == BookingState::PendingApproval {
+            if let Some(n) = self.waiting.get_mut(&b.owner) {
+                *n = n.saturating_sub(1);
+            }
+        }
         if let Some(a) = &b.asap {
             self.asap.remove(&(a.asked_at, b.id));
         }

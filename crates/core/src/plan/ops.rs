@@ -1,7 +1,8 @@
 //! The changes people ask for: book, move and resize, extend, release, cancel, approve, deny, and
 //! what the agent observes.
 
-use super::limits::{check_job, check_title, forwards};
+use super::contents::{check_job, check_size, check_title};
+use super::limits::{forwards, later, within_horizon};
 use super::*;
 
 impl Plan {
@@ -16,7 +17,13 @@ impl Plan {
     ) -> Result<Vec<Change>, PlanError> {
         check_title(&title)?;
         if let Some(j) = &job {
-            check_job(j)?;
+            check_job(j, &self.policy)?;
+        }
+        check_size(&title, job.as_ref())?;
+        if self.next_id == u64::MAX {
+            return Err(PlanError::Invalid(
+                "this server has used up its booking numbers".into(),
+            ));
         }
         let (candidates, count, min_memory, named) = match &selection {
             GpuSelection::Named(gpus) => {
@@ -52,6 +59,8 @@ impl Plan {
                 let (start, gpus) = self
                     .place(&candidates, count, d, now)
                     .expect("candidates were checked to be enough");
+                let end = later(start, d)?;
+                within_horizon("the first time it fits, ending", end, now)?;
                 let asap = AsapRequest {
                     count: count as u32,
                     min_memory,
@@ -60,14 +69,7 @@ impl Plan {
                     named,
                     exempt: actor.role == Role::Admin,
                 };
-                (
-                    Interval {
-                        start,
-                        end: start + d,
-                    },
-                    gpus,
-                    Some(asap),
-                )
+                (Interval { start, end }, gpus, Some(asap))
             }
         };
         let broken = self.over_policy(
@@ -79,6 +81,22 @@ impl Plan {
             None,
             asap.is_some(),
         );
+        // A request that would wait is refused, not queued, once its owner has the most
+        // waiting that the policy allows (admins' requests never wait).
+        let waiting = self.waiting(&actor.user);
+        if !broken.is_empty()
+            && self.policy.over_policy == OverPolicy::Approval
+            && waiting >= self.policy.max_pending()
+        {
+            return Err(PlanError::NotAllowed(format!(
+                "{} already has {waiting} request{} waiting for an admin's approval, the most \
+                 the policy allows (max_pending); this one ({}) was not queued: cancel one, or \
+                 wait for an answer",
+                actor.user,
+                if waiting == 1 { "" } else { "s" },
+                reasons(&broken)
+            )));
+        }
         let (state, pending_reason) = match broken.first() {
             None => (BookingState::Confirmed, None),
             Some((rule, message)) => match self.policy.over_policy {
@@ -88,16 +106,7 @@ impl Plan {
                         message: message.clone(),
                     })
                 }
-                OverPolicy::Approval => (
-                    BookingState::PendingApproval,
-                    Some(
-                        broken
-                            .iter()
-                            .map(|(_, m)| m.as_str())
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    ),
-                ),
+                OverPolicy::Approval => (BookingState::PendingApproval, Some(reasons(&broken))),
             },
         };
         let booking = Booking {
@@ -109,6 +118,7 @@ impl Plan {
             state,
             job,
             asap,
+            pending_since: pending_reason.is_some().then_some(1),
             pending_reason,
             created_at: now,
             revision: 1,
@@ -142,6 +152,7 @@ impl Plan {
             return Err(PlanError::Invalid(format!("booking {id} is {}", old.state)));
         }
         // The start stays exactly where it is (a queued booking's may be off the grid).
+        within_horizon("the new end", end, now)?;
         let end = round_to(end, self.policy.granularity());
         if end <= old.interval.end {
             return Err(PlanError::Invalid(format!(
@@ -171,6 +182,7 @@ impl Plan {
             BookingState::Confirmed | BookingState::PendingApproval => self.snap(requested, now)?,
             BookingState::Active => {
                 forwards(&requested)?;
+                within_horizon("the new end", requested.end, now)?;
                 let end = round_to(requested.end, self.policy.granularity());
                 if requested.start != old.interval.start || new_gpus.is_some() {
                     return Err(PlanError::Invalid(format!(
@@ -200,6 +212,11 @@ impl Plan {
     }
 
     /// Gives `old` a new interval (and GPUs), checked for conflicts and policy.
+    ///
+    /// A booking that holds its GPUs is held to what the change adds (see `over_policy`):
+    /// beyond the policy, the change is refused. A request waiting for approval is judged
+    /// afresh against its owner's limits: within them (and free of conflicts) it is confirmed
+    /// at once; beyond them it keeps waiting, with the reasons that hold now.
     pub(super) fn reshape(
         &mut self,
         actor: &Actor,
@@ -210,35 +227,48 @@ impl Plan {
     ) -> Result<Vec<Change>, PlanError> {
         let id = old.id;
         let gpus = new_gpus.unwrap_or_else(|| old.gpus.clone());
-        if old.state.holds_gpus() {
+        let waiting = old.state == BookingState::PendingApproval;
+        // A waiting request is judged as its owner's: an admin moving it does not grant it.
+        let judge = if waiting && actor.user != old.owner {
+            Actor {
+                user: old.owner.clone(),
+                role: Role::User,
+            }
+        } else {
+            actor.clone()
+        };
+        let broken = self.over_policy(
+            &judge,
+            &old.owner,
+            gpus.len(),
+            &interval,
+            now,
+            Some(&old),
+            false,
+        );
+        let mut new = old.clone();
+        if waiting {
+            if broken.is_empty() {
+                new.state = BookingState::Confirmed;
+                new.pending_reason = None;
+            } else {
+                new.pending_reason = Some(reasons(&broken));
+            }
+        }
+        if new.state.holds_gpus() {
             let conflicts = self.conflicts(&gpus, &interval, Some(id));
             if !conflicts.is_empty() {
                 return Err(PlanError::Conflict(conflicts));
             }
         }
-        let broken = self.over_policy(
-            actor,
-            &old.owner,
-            gpus.len(),
-            &interval,
-            now,
-            Some(id),
-            false,
-        );
-        let mut pending_reason = old.pending_reason.clone();
-        if let Some((rule, message)) = broken.first() {
-            if old.state != BookingState::PendingApproval {
-                return Err(PlanError::OverPolicy {
-                    rule: *rule,
-                    message: format!("{message}; ask an admin to make this change"),
-                });
-            }
-            pending_reason = Some(message.clone());
+        if let (false, Some((rule, message))) = (waiting, broken.first()) {
+            return Err(PlanError::OverPolicy {
+                rule: *rule,
+                message: format!("{message}; ask an admin to make this change"),
+            });
         }
-        let mut new = old.clone();
         new.interval = interval;
         new.gpus = gpus;
-        new.pending_reason = pending_reason;
         // A booking placed by hand is no longer the queue's to move.
         new.asap = None;
         new.revision += 1;
@@ -282,9 +312,12 @@ impl Plan {
         let before = new.interval;
         // Never longer than it was (a release after the end, before the timer ran), and never
         // empty (a release in the second it started).
-        new.interval.end = now
-            .min(before.end)
-            .max(new.interval.start + Duration::seconds(1));
+        let one_second_in = new
+            .interval
+            .start
+            .checked_add_signed(Duration::seconds(1))
+            .unwrap_or(new.interval.start);
+        new.interval.end = now.min(before.end).max(one_second_in);
         new.state = BookingState::Ended;
         new.revision += 1;
         self.store(new.clone());
@@ -365,9 +398,10 @@ impl Plan {
         &mut self,
         actor: &Actor,
         id: BookingId,
+        rev: Option<u32>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Change>, PlanError> {
-        let b = self.admin_target(actor, id, "approve")?.clone();
+        let b = self.admin_target(actor, id, "approve", rev)?.clone();
         if b.interval.end <= now && b.asap.is_none() {
             return Err(PlanError::Invalid(format!(
                 "booking {id}'s time has passed; it can no longer be approved"
@@ -383,10 +417,9 @@ impl Plan {
                         "booking {id} asks for {count} GPUs and this server no longer has them"
                     ))
                 })?;
-            new.interval = Interval {
-                start,
-                end: start + asap.duration(),
-            };
+            let end = later(start, asap.duration())?;
+            within_horizon("the first time it fits, ending", end, now)?;
+            new.interval = Interval { start, end };
             new.gpus = gpus;
         } else {
             let conflicts = self.conflicts(&b.gpus, &b.interval, Some(id));
@@ -411,8 +444,16 @@ impl Plan {
         actor: &Actor,
         id: BookingId,
         reason: Option<String>,
+        rev: Option<u32>,
     ) -> Result<Vec<Change>, PlanError> {
-        let b = self.admin_target(actor, id, "deny")?;
+        let b = self.admin_target(actor, id, "deny", rev)?;
+        if let Some(r) = &reason {
+            if r.chars().count() > MAX_REASON {
+                return Err(PlanError::Invalid(format!(
+                    "the reason is longer than {MAX_REASON} characters"
+                )));
+            }
+        }
         let mut new = b.clone();
         new.state = BookingState::Denied;
         new.pending_reason = Some(reason.unwrap_or_else(|| "denied by an admin".into()));
@@ -426,11 +467,19 @@ impl Plan {
         }])
     }
 
+    /// The waiting booking an admin decides on, as the admin saw it.
+    ///
+    /// `rev` is the revision the admin saw: a booking at another one changed since (its
+    /// owner moved it, say from 2 GPUs to 4), and the decision is refused with
+    /// [`PlanError::Changed`], which says what it asks for now. Without `rev` (an older
+    /// client), the decision is taken only while the booking is still as it was when it
+    /// began to wait (`Booking::pending_since`).
     pub(super) fn admin_target(
         &self,
         actor: &Actor,
         id: BookingId,
         verb: &str,
+        rev: Option<u32>,
     ) -> Result<&Booking, PlanError> {
         if actor.role != Role::Admin {
             return Err(PlanError::NotAllowed(format!(
@@ -439,12 +488,32 @@ impl Plan {
             )));
         }
         let b = self.find(id)?;
+        let changed = || PlanError::Changed {
+            id,
+            revision: b.revision,
+            shape: b.shape(),
+        };
+        if rev.is_some_and(|r| r != b.revision) {
+            return Err(changed());
+        }
         if b.state != BookingState::PendingApproval {
             return Err(PlanError::Invalid(format!(
                 "booking {id} is {}, not waiting for approval",
                 b.state
             )));
         }
+        if rev.is_none() && b.revision != b.pending_since.unwrap_or(1) {
+            return Err(changed());
+        }
         Ok(b)
     }
+}
+
+/// The reasons a request waits, as its owner reads them.
+fn reasons(broken: &[(Rule, String)]) -> String {
+    broken
+        .iter()
+        .map(|(_, m)| m.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -84,6 +84,10 @@ impl Plan {
             return None;
         }
         let asap = b.asap.clone()?;
+        // A stored request no booking could be (by a bug, or by hand) stays where it is.
+        if asap.duration() <= Duration::zero() || asap.duration() > MAX_HORIZON {
+            return None;
+        }
         let (candidates, count) = self.asap_candidates(&asap);
         // Look for room as if it were not there; put it back if it does not move.
         self.unhold(&b);
@@ -104,18 +108,21 @@ impl Plan {
             if start >= b.interval.start {
                 break;
             }
-            let interval = Interval {
-                start,
-                end: start + asap.duration(),
+            let Some(end) = start.checked_add_signed(asap.duration()) else {
+                break;
             };
+            let interval = Interval { start, end };
             if self
-                .over_policy(&owner, &b.owner, gpus.len(), &interval, now, Some(id), true)
+                .over_policy(&owner, &b.owner, gpus.len(), &interval, now, Some(&b), true)
                 .is_empty()
             {
                 moved = Some((interval, gpus));
                 break;
             }
-            from = ceil_to(start + Duration::seconds(1), self.policy.granularity());
+            let Some(next) = start.checked_add_signed(Duration::seconds(1)) else {
+                break;
+            };
+            from = ceil_to(next, self.policy.granularity());
         }
         let Some((interval, gpus)) = moved else {
             self.hold(&b);

@@ -20,7 +20,7 @@ impl Plan {
                 BookingState::Confirmed | BookingState::Active => {
                     if b.state == BookingState::Confirmed {
                         if !b.warned_start
-                            && now >= b.interval.start - START_WARNING
+                            && now >= before(b.interval.start, START_WARNING)
                             && now < b.interval.start
                         {
                             b.warned_start = true;
@@ -36,7 +36,7 @@ impl Plan {
                     }
                     if b.state == BookingState::Active {
                         if !b.warned_end
-                            && now >= b.interval.end - self.policy.end_warning()
+                            && now >= before(b.interval.end, self.policy.end_warning())
                             && now < b.interval.end
                         {
                             b.warned_end = true;
@@ -77,11 +77,11 @@ impl Plan {
                 let i = b.interval;
                 match b.state {
                     BookingState::Confirmed if !b.warned_start => {
-                        Some((i.start - START_WARNING).min(i.start))
+                        Some(before(i.start, START_WARNING).min(i.start))
                     }
                     BookingState::Confirmed => Some(i.start),
                     BookingState::Active if !b.warned_end => {
-                        Some(i.end - self.policy.end_warning())
+                        Some(before(i.end, self.policy.end_warning()))
                     }
                     BookingState::Active => Some(i.end),
                     BookingState::PendingApproval if b.asap.is_none() => Some(i.end),
@@ -90,4 +90,10 @@ impl Plan {
             })
             .min()
     }
+}
+
+/// `d` before `t`, or the first instant there is when that is earlier still (a booking
+/// stored at the edge of time must not stop the timer).
+fn before(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_sub_signed(d).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }

@@ -25,4 +25,9 @@ conflicts: Array<Conflict>,
 /**
  * For host-key errors: the key's fingerprint.
  */
-fingerprint: string | null, };
+fingerprint: string | null, 
+/**
+ * For `changed` (an approval or denial of a booking that changed since it was looked
+ * at): the booking's revision now, so the UI knows whether it shows the current shape.
+ */
+revision: number | null, };

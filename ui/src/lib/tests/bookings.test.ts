@@ -8,7 +8,7 @@ import type { Event } from '../wire/Event';
 function booking(id: number, over: Partial<Booking> = {}): Booking {
   return {
     id, owner: 'alice', gpus: ['GPU-a'], interval: { start: '2026-11-26T14:00:00Z', end: '2026-11-26T18:00:00Z' },
-    title: 'run', state: 'confirmed', job: null, asap: null, pending_reason: null, created_at: '2026-11-25T00:00:00Z',
+    title: 'run', state: 'confirmed', job: null, asap: null, pending_reason: null, pending_since: null, created_at: '2026-11-25T00:00:00Z',
     revision: 1, warned_start: false, warned_end: false, run: null, usage: null, ...over,
   };
 }

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   cellsToSpan,
+  cwdProblem,
   lanesCrossed,
   selectionOf,
   snapInterval,
@@ -160,5 +161,16 @@ describe('as soon as possible', () => {
       job: null,
     });
     expect(toAsapRequest(1, null, 2, 'x').gpus).toEqual({ kind: 'count', count: 1, min_memory: null });
+  });
+});
+
+describe('the working directory of a job', () => {
+  it('is an absolute path on the server, or empty for the home', () => {
+    expect(cwdProblem('')).toBeNull();
+    expect(cwdProblem('  ')).toBeNull();
+    expect(cwdProblem('/data/run7')).toBeNull();
+    for (const rel of ['runs/7', './runs', '~/runs', '~']) {
+      expect(cwdProblem(rel)).toContain('absolute path on the server');
+    }
   });
 });

@@ -8,4 +8,11 @@ export type ApproveRequest = {
 /**
  * Which.
  */
-id: BookingId, };
+id: BookingId, 
+/**
+ * The booking's revision the admin saw. A booking changed since then is refused
+ * ("it changed since you looked", with its current shape). Added in 1.2; an older client
+ * sends none, and then the approval is taken only if the booking has not changed since it
+ * became pending.
+ */
+rev: number | null, };

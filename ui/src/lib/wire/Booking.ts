@@ -49,6 +49,14 @@ asap: AsapRequest | null,
  */
 pending_reason: string | null, 
 /**
+ * The `revision` at which it last began to wait for approval; `None` if it never waited.
+ * An approval that names no revision (from an older client) is taken only while the
+ * booking is still at this one. Bookings stored by older agents carry `None`; those
+ * agents made a booking wait only when it was created, so a waiting one of theirs began
+ * to wait at revision 1.
+ */
+pending_since: number | null, 
+/**
  * When it was made.
  */
 created_at: string, 

@@ -12,4 +12,8 @@ id: BookingId,
 /**
  * Why, for its owner.
  */
-reason: string | null, };
+reason: string | null, 
+/**
+ * The booking's revision the admin saw, as for [`ApproveRequest::rev`]. Added in 1.2.
+ */
+rev: number | null, };

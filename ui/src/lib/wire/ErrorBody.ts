@@ -22,4 +22,8 @@ conflicts?: Array<Conflict>,
 /**
  * For `over_policy`: the rule.
  */
-rule?: Rule | null, };
+rule?: Rule | null, 
+/**
+ * For `changed`: the booking's current revision. Added in 1.2.
+ */
+revision?: number | null, };

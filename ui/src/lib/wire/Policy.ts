@@ -64,4 +64,21 @@ release_idle: boolean,
  * Seconds before a slot's end its owner is warned ("ends in 10 minutes"). Older agents
  * do not send it: 600.
  */
-end_warning_secs: number, };
+end_warning_secs: number, 
+/**
+ * Longest grace period a job may ask for between its end signal and SIGKILL (seconds).
+ * It holds for everyone, admins included: a job in its grace period still runs on GPUs
+ * that the next booking holds. Older agents do not send it: 300.
+ */
+max_grace_secs: number, 
+/**
+ * Largest a job's log may grow, in bytes; the agent cuts it there. Older agents do not
+ * send it: 1 GiB.
+ */
+max_log_bytes: number, 
+/**
+ * Bookings one user may have waiting for approval at once; a request that would wait
+ * beyond it is refused, not queued. Admins' requests never wait, so they are not held
+ * to it. Older agents do not send it: 20.
+ */
+max_pending: number, };
