@@ -258,7 +258,12 @@ impl Jobs {
     /// and a job stopped meanwhile is not taken for lost.
     fn record(&self, id: BookingId, kind: ChangeKind, update: impl FnOnce(&mut JobRun)) {
         // One lock at a time: the patrol takes the state's lock before this map's.
-        let kept = self.unrecorded.lock().unwrap().get(&id).map(|(_, run)| run.clone());
+        let kept = self
+            .unrecorded
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(|(_, run)| run.clone());
         let current = match kept {
             Some(run) => Some(run),
             None => self.state.lock().plan.get(id).and_then(|b| b.run.clone()),
@@ -308,7 +313,9 @@ impl Jobs {
         let mut found: Vec<(u64, u32)> = if recovering {
             let Ok(pids) = procs::with_env(JOB_KEY_VAR, &key, self.owner_uid(&b)) else {
                 // Whether it runs cannot be told now: never start it twice; look again later.
-                eprintln!("gpubook-agent: cannot look for booking {id}'s job in /proc; trying again");
+                eprintln!(
+                    "gpubook-agent: cannot look for booking {id}'s job in /proc; trying again"
+                );
                 return;
             };
             pids.into_iter()
@@ -526,7 +533,8 @@ impl Jobs {
     fn open_log(&self, id: BookingId, owner: &Account) -> Result<std::fs::File, String> {
         std::fs::create_dir_all(&self.log_dir)
             .map_err(|e| format!("cannot create {}: {e}", self.log_dir.display()))?;
-        // Owners may open their own log by its path; nobody may list the directory.
+        // Nobody may list the directory. (The state directory above it is the agent's alone,
+        // so logs are read through the agent: `gpubook logs`.)
         let _ = std::fs::set_permissions(&self.log_dir, std::fs::Permissions::from_mode(0o711));
         let path = self.log_path(id);
         let file = std::fs::OpenOptions::new()
@@ -611,6 +619,26 @@ impl Jobs {
             // The stop records the end, once every process is gone.
             return;
         }
+        // Or it did already: the stop records before it lets go of `stopping`, so a job seen
+        // ending after that is one the stop ended.
+        let kept = self
+            .unrecorded
+            .lock()
+            .unwrap()
+            .get(&id)
+            .map(|(_, r)| r.state);
+        let recorded = || {
+            let inner = self.state.lock();
+            inner
+                .plan
+                .get(id)
+                .and_then(|b| b.run.as_ref())
+                .map(|r| r.state)
+        };
+        if kept.or_else(recorded).is_some_and(|s| s.is_over()) {
+            self.watched.lock().unwrap().remove(&id);
+            return;
+        }
         self.watched.lock().unwrap().remove(&id);
         let Some(b) = self.state.lock().plan.get(id).cloned() else {
             return;
@@ -649,6 +677,11 @@ impl Jobs {
         self.give_back(&b);
     }
 
+    /// The policy's `max_grace`, in seconds.
+    fn max_grace(&self) -> i64 {
+        self.state.lock().plan.policy().max_grace_secs
+    }
+
     /// The last look at a finished job's log: what it wrote since the previous patrol is cut
     /// to the policy's `max_log` too.
     fn last_cut(&self, id: BookingId) {
@@ -669,7 +702,7 @@ impl Jobs {
         if !self.sweeping.lock().unwrap().insert(b.id) {
             return;
         }
-        let (signal, _, grace) = end_signal(b);
+        let (signal, _, grace) = end_signal(b, self.max_grace());
         let (me, id) = (self.clone(), b.id);
         tokio::spawn(async move {
             let kill_at = tokio::time::Instant::now() + grace;
@@ -705,7 +738,7 @@ impl Jobs {
         if !self.stopping.lock().unwrap().insert(id) {
             return;
         }
-        let (signal, signal_name, grace) = end_signal(&b);
+        let (signal, signal_name, grace) = end_signal(&b, self.max_grace());
         let key = self.key(id);
         let owner = self.owner_uid(&b);
         let watched = self.watched.lock().unwrap().get(&id).cloned();
@@ -800,7 +833,7 @@ impl Jobs {
                     due.push((b.clone(), None));
                     continue;
                 }
-                let (_, _, grace) = end_signal(b);
+                let (_, _, grace) = end_signal(b, inner.plan.policy().max_grace_secs);
                 let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::zero());
                 if b.state == BookingState::Active && b.interval.end - grace <= now {
                     let after = gpubook_core::Interval {
@@ -922,8 +955,10 @@ fn parse_limits(text: &str) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
         .collect()
 }
 
-/// The booking's end signal (number and name) and grace period.
-fn end_signal(b: &Booking) -> (i32, String, Duration) {
+/// The booking's end signal (number and name) and grace period: its own, else the default,
+/// never more than the policy's `max_grace` (a booking asking for more is refused when made;
+/// this holds older ones, and the default, to a policy that allows less).
+fn end_signal(b: &Booking, max_grace_secs: i64) -> (i32, String, Duration) {
     let job = b.job.as_ref();
     let named = job.and_then(|j| j.end_signal.as_deref());
     let (signal, name) = match named.and_then(signal_number) {
@@ -931,14 +966,16 @@ fn end_signal(b: &Booking) -> (i32, String, Duration) {
         None => (libc::SIGTERM, "SIGTERM".to_string()),
     };
     let grace = job.and_then(|j| j.grace_secs).unwrap_or(DEFAULT_GRACE_SECS);
-    (signal, name, Duration::from_secs(u64::from(grace)))
+    let grace = u64::from(grace).min(u64::try_from(max_grace_secs).unwrap_or(0));
+    (signal, name, Duration::from_secs(grace))
 }
 
 /// Sends `signal` to everything of the job with `key` (its main process while it is still the
 /// same live process, everything carrying the key and running as `owner`, its cgroup), waits
 /// until `kill_at` for all of it to end, then SIGKILLs what is left. `Some(true)` if SIGKILL was
-/// needed; `None` if the end could not be confirmed because /proc could not be read (no file
-/// descriptors left): then the job is not taken for stopped.
+/// needed; `None` if the end could not be confirmed — /proc could not be read (no file
+/// descriptors left), or something still ran 10 s after SIGKILL: then the job is not taken for
+/// stopped, and the stop is tried again.
 async fn terminate(
     key: &str,
     owner: Option<u32>,
@@ -963,7 +1000,6 @@ async fn terminate(
         Some(all)
     };
     signal_all(main_alive(), &members().unwrap_or_default(), signal);
-    let deadline = kill_at;
     let mut killed = false;
     loop {
         let left = members();
@@ -971,14 +1007,21 @@ async fn terminate(
         if left.as_ref().is_some_and(|l| l.is_empty()) && main_done {
             return Some(killed);
         }
-        if tokio::time::Instant::now() >= deadline && !killed {
+        if tokio::time::Instant::now() >= kill_at {
+            // Again on every look: a member seen only now (the agent could not look before)
+            // gets it too.
             cgroup::kill(key);
-            signal_all(main_alive(), left.as_deref().unwrap_or_default(), libc::SIGKILL);
+            signal_all(
+                main_alive(),
+                left.as_deref().unwrap_or_default(),
+                libc::SIGKILL,
+            );
             killed = true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if killed && tokio::time::Instant::now() >= deadline + Duration::from_secs(10) {
-            return left.is_some().then_some(killed);
+        if killed && tokio::time::Instant::now() >= kill_at + Duration::from_secs(10) {
+            // Something is left, or the agent cannot tell: not stopped yet.
+            return None;
         }
     }
 }
@@ -1123,9 +1166,16 @@ mod tests {
                     Max realtime timeout      unlimited            unlimited            us\n";
         let limits = parse_limits(text);
         assert_eq!(limits.len(), 3);
-        let files = limits.iter().find(|(r, _)| *r == libc::RLIMIT_NOFILE).unwrap().1;
+        let files = limits
+            .iter()
+            .find(|(r, _)| *r == libc::RLIMIT_NOFILE)
+            .unwrap()
+            .1;
         assert_eq!((files.rlim_cur, files.rlim_max), (1024, 524288));
-        assert!(!system_limits().is_empty(), "pid 1's limits are readable here");
+        assert!(
+            !system_limits().is_empty(),
+            "pid 1's limits are readable here"
+        );
     }
 
     #[test]
@@ -1141,14 +1191,22 @@ mod tests {
         cut_log(&path, 1 << 20);
         assert_eq!(std::fs::read(&path).unwrap().len(), 4096 + LOG_CUT.len());
         // The tail of a large log is read without reading it all.
-        std::fs::write(&path, [vec![b'y'; 1 << 20], b"\nsh: 1: nope: not found\n".to_vec()].concat())
-            .unwrap();
+        std::fs::write(
+            &path,
+            [vec![b'y'; 1 << 20], b"\nsh: 1: nope: not found\n".to_vec()].concat(),
+        )
+        .unwrap();
         assert_eq!(last_line(&path).as_deref(), Some("sh: 1: nope: not found"));
     }
 
     #[test]
     fn the_agent_s_variables_cannot_be_overridden() {
-        for name in ["CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "GPUBOOK_JOB_KEY", "GPUBOOK_X"] {
+        for name in [
+            "CUDA_VISIBLE_DEVICES",
+            "CUDA_DEVICE_ORDER",
+            "GPUBOOK_JOB_KEY",
+            "GPUBOOK_X",
+        ] {
             assert!(reserved_var(name), "{name}");
         }
         assert!(!reserved_var("WANDB_API_KEY"));

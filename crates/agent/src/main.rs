@@ -128,11 +128,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !(0.001..=1000.0).contains(&replay_speed) {
                 anyhow::bail!("--replay-speed must be between 0.001 and 1000");
             }
+            // The /tmp fallback is used only if it is this uid's own, 0700: another local user
+            // could have made it to catch the clients' connections.
+            let socket = match socket.or_else(gpubook_proto::paths::socket_from_env) {
+                Some(s) => s,
+                None => gpubook_proto::paths::checked_runtime_dir(uid)
+                    .context("cannot use the directory for the agent's socket")?
+                    .join("agent.sock"),
+            };
             let config = AgentConfig {
                 state_dir,
-                socket: socket
-                    .or_else(gpubook_proto::paths::socket_from_env)
-                    .unwrap_or_else(|| gpubook_proto::paths::personal_socket(uid)),
+                socket,
                 gpus,
                 policy,
                 server_name: name.unwrap_or_else(host_name),
@@ -181,6 +187,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     gpubook_proto::paths::personal_socket(uid)
                 }
             });
+            gpubook_proto::paths::check_socket_dir(&socket)
+                .context("the agent's socket directory is not safe to use")?;
             gpubook_agent::bridge::run(&socket).await?;
             Ok(())
         }

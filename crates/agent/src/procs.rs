@@ -92,7 +92,9 @@ pub fn with_env(key: &str, value: &str, uid: Option<u32>) -> std::io::Result<Vec
 fn environ_has(proc_dir: &Path, needle: &str) -> std::io::Result<bool> {
     match std::fs::read(proc_dir.join("environ")) {
         Ok(env) => Ok(env.split(|b| *b == 0).any(|var| var == needle.as_bytes())),
-        Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
+        Err(e)
+            if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) =>
+        {
             Err(e)
         }
         Err(_) => Ok(false),
@@ -111,7 +113,9 @@ pub fn started_at(pid: u32) -> Option<std::time::SystemTime> {
         .parse()
         .ok()?;
     // SAFETY: sysconf has no preconditions.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?.max(1);
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()?
+        .max(1);
     let since_boot = std::time::Duration::from_millis(ticks.checked_mul(1000)? / hz);
     Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(btime) + since_boot)
 }
@@ -179,7 +183,10 @@ mod tests {
 
     #[test]
     fn a_signal_reaches_only_the_process_that_was_meant() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let ticks = start_ticks(child.id()).unwrap();
         // Another start time: a reused pid. Nothing is sent.
         assert!(!signal_checked(child.id(), ticks + 1, libc::SIGKILL));

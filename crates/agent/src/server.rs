@@ -247,6 +247,7 @@ impl Agent {
         let watcher = tokio::spawn(crate::watch::run(self.watcher.clone(), stopped(&stop_tx)));
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let per_uid = Arc::new(PerUid::default());
+        let mut last_accept_error: Option<std::time::Instant> = None;
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -257,7 +258,14 @@ impl Agent {
                 r = self.listener.accept() => match r {
                     Ok((s, _)) => s,
                     Err(e) => {
-                        eprintln!("gpubook-agent: accept failed: {e}");
+                        // Out of descriptors, say: said once a minute, not twenty times a
+                        // second, while the connection waits in the backlog.
+                        if last_accept_error.is_none_or(|t: std::time::Instant| {
+                            t.elapsed() >= Duration::from_secs(60)
+                        }) {
+                            eprintln!("gpubook-agent: accept failed: {e}");
+                            last_accept_error = Some(std::time::Instant::now());
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -528,6 +536,8 @@ async fn connection(
                 limits.per_uid
             ),
         );
+        // Said as the answer to the hello, so the client shows it rather than a lost line.
+        let _ = tokio::time::timeout(Duration::from_secs(1), read_frame(&mut stream)).await;
         let _ = tokio::time::timeout(HELLO_TIMEOUT, write_frame(&mut stream, &refusal)).await;
         return;
     };
@@ -778,13 +788,7 @@ async fn follow_log(ctx: Arc<Context>, id: BookingId, mut next: u64, out: Outbox
 }
 
 /// Events after `s.after` from the store, then live ones, each exactly once, in order.
-async fn subscribe(
-    ctx: Arc<Context>,
-    caller: Caller,
-    id: u64,
-    s: SubscribeRequest,
-    out: Outbox,
-) {
+async fn subscribe(ctx: Arc<Context>, caller: Caller, id: u64, s: SubscribeRequest, out: Outbox) {
     // Listen before reading the backlog, so nothing committed in between is missed.
     let mut live = ctx.state.events.subscribe();
     let latest = {
@@ -844,12 +848,7 @@ async fn subscribe(
 }
 
 /// Sends stored events after `last`; false when the client is gone.
-async fn catch_up(
-    ctx: &Arc<Context>,
-    caller: &Caller,
-    out: &Outbox,
-    last: &mut u64,
-) -> bool {
+async fn catch_up(ctx: &Arc<Context>, caller: &Caller, out: &Outbox, last: &mut u64) -> bool {
     loop {
         let batch = {
             let inner = ctx.state.lock();

@@ -169,6 +169,11 @@ impl Store {
 
     /// Opens a write transaction, taking the write lock at once.
     pub fn begin(&mut self) -> Result<Tx<'_>, StoreError> {
+        // A transaction whose rollback failed (a full disk) may still be open: end it, or
+        // every later change would fail with "within a transaction" after the disk has room.
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
         Ok(Tx {
             tx: self
                 .conn

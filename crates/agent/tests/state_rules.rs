@@ -249,10 +249,14 @@ over_policy = "approval"
     assert_eq!(hers.state, BookingState::Confirmed);
     // Now it cannot be approved: alice holds the GPUs.
     let root = actor("root", Role::Admin);
-    lab.refused(&root, Op::Approve {
+    lab.refused(
+        &root,
+        Op::Approve {
             id: second.id,
             rev: None,
-        }, ErrorKind::Conflict);
+        },
+        ErrorKind::Conflict,
+    );
 }
 
 #[test]

@@ -144,11 +144,17 @@ pub async fn feed(a: &FeedArgs, target: &Server, json: bool) -> Result<(), Failu
     let bookings = ctx.bookings(&conn).await.map_err(anyhow::Error::from)?;
     drop(conn);
     let dir = state_dir()?;
-    let token = feed::stored_token(&dir, a.new_token)
-        .with_context(|| format!("cannot keep the feed's token in {}", dir.display()))?;
-    let server = FeedServer::bind(([127, 0, 0, 1], a.port).into(), token)
+    // The token file is read on every request: `feed --new-token` elsewhere revokes this
+    // feed's URL at once.
+    let server = FeedServer::bind_stored(([127, 0, 0, 1], a.port).into(), &dir, a.new_token)
         .await
-        .with_context(|| format!("cannot listen on 127.0.0.1:{} (try another --port)", a.port))?;
+        .with_context(|| {
+            format!(
+                "cannot serve the feed on 127.0.0.1:{} with its token in {} (try another --port)",
+                a.port,
+                dir.display()
+            )
+        })?;
     let url = server.url().context("the feed's address")?;
     if json {
         print_json(&serde_json::json!({ "url": url }));

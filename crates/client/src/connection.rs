@@ -1,4 +1,10 @@
 //! One connection to an agent: handshake, requests matched to answers by id, pushed frames.
+//!
+//! Trust: a local socket is talked to only when root (the system agent) or this very user
+//! serves it, as the kernel says of the connected socket (`SO_PEERCRED`), which a process that
+//! listens in the agent's place cannot fake; anyone else's socket is refused before a byte is
+//! sent ([`ForeignAgent`]). A socket in a `/tmp/gpubook-UID` fallback is also refused unless
+//! that directory is UID's own with mode 0700.
 
 use gpubook_proto::{
     read_frame, write_frame, AgentFrame, BookingsResponse, ClientFrame, ErrorBody, ErrorKind,
@@ -17,8 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 /// Why a request got no answer from the agent, or the agent's refusal.
 #[derive(Debug, Error)]
 pub enum ClientError {
-    /// The agent's socket could not be reached.
-    #[error("cannot reach the gpubook agent at {path}: {error}. Is it running? Start one with `gpubook-agent serve --gpus sim:4`")]
+    /// The agent's socket could not be reached, or was refused before anything was sent to
+    /// it: served by someone else ([`ClientError::foreign_agent`]), or in a directory
+    /// another user could have made (`error` is of kind `PermissionDenied` then).
+    #[error("{}", unreachable_message(path, error))]
     Unreachable {
         /// The socket.
         path: PathBuf,
@@ -36,10 +44,54 @@ pub enum ClientError {
     Protocol(String),
 }
 
+/// An agent's socket served by a uid that is neither root nor this user's: someone may be
+/// posing as the agent (having made the socket's directory first, or set `GPUBOOK_SOCKET`),
+/// so nothing was sent to it. Carried by [`ClientError::Unreachable`]; see
+/// [`ClientError::foreign_agent`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("refusing the gpubook agent at {}: its socket is served by uid {uid}, not by root (the system agent) or by you (uid {me}); another user may be posing as the agent, so nothing was sent to it. Remove that socket (or its directory) and start your agent again", path.display())]
+pub struct ForeignAgent {
+    /// The socket.
+    pub path: PathBuf,
+    /// The uid serving it, as the kernel reports the peer of the connected socket.
+    pub uid: u32,
+    /// This client's (effective) uid.
+    pub me: u32,
+}
+
+fn unreachable_message(path: &Path, error: &std::io::Error) -> String {
+    // A refusal says what to do itself; "is it running" would send the person the wrong way.
+    if error.kind() == std::io::ErrorKind::PermissionDenied {
+        return format!(
+            "cannot use the gpubook agent at {}: {error}",
+            path.display()
+        );
+    }
+    format!(
+        "cannot reach the gpubook agent at {}: {error}. Is it running? Start one with `gpubook-agent serve --gpus sim:4`",
+        path.display()
+    )
+}
+
 impl ClientError {
+    /// The socket's server this client refused to talk to, if that is why it failed.
+    pub fn foreign_agent(&self) -> Option<&ForeignAgent> {
+        match self {
+            ClientError::Unreachable { error, .. } => error
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<ForeignAgent>()),
+            _ => None,
+        }
+    }
+
     /// The error as `{kind, message}`.
     pub fn kind(&self) -> ErrorKind {
         match self {
+            ClientError::Unreachable { error, .. }
+                if error.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                ErrorKind::NotAllowed
+            }
             ClientError::Unreachable { .. } => ErrorKind::Unavailable,
             ClientError::Agent(e) => e.kind,
             ClientError::ConnectionLost => ErrorKind::ConnectionLost,
@@ -83,14 +135,41 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to the agent's Unix socket at `path` and says hello.
+    /// Connects to the agent's Unix socket at `path` and says hello, once the kernel says root
+    /// or this user serves it (see the module's trust rule).
     pub async fn unix(path: &Path, client: &str) -> Result<Self, ClientError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|error| ClientError::Unreachable {
-                path: path.to_path_buf(),
-                error,
-            })?;
+        Self::unix_checked(path, client, None).await
+    }
+
+    /// [`Connection::unix`] to an agent known to run as `agent_uid`, which is trusted besides
+    /// root and this user: root looking at a person's own agent, say.
+    pub async fn unix_served_by(
+        path: &Path,
+        client: &str,
+        agent_uid: u32,
+    ) -> Result<Self, ClientError> {
+        Self::unix_checked(path, client, Some(agent_uid)).await
+    }
+
+    async fn unix_checked(
+        path: &Path,
+        client: &str,
+        also: Option<u32>,
+    ) -> Result<Self, ClientError> {
+        let unreachable = |error| ClientError::Unreachable {
+            path: path.to_path_buf(),
+            error,
+        };
+        match gpubook_proto::paths::check_socket_dir(path) {
+            // No directory, no socket: connecting says so in the usual words.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(unreachable(e)),
+            _ => {}
+        }
+        let stream = UnixStream::connect(path).await.map_err(unreachable)?;
+        let uid = stream.peer_cred().map_err(unreachable)?.uid();
+        check_agent_uid(path, uid, effective_uid(), also).map_err(|f| {
+            unreachable(std::io::Error::new(std::io::ErrorKind::PermissionDenied, f))
+        })?;
         let (rd, wr) = stream.into_split();
         Self::over(rd, wr, client).await
     }
@@ -265,6 +344,30 @@ fn answer(waiters: &Waiters, id: u64, r: Result<Response, ClientError>) {
     if let Some(tx) = tx {
         let _ = tx.send(r);
     }
+}
+
+/// This process's effective uid: the one an agent sees on the socket.
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Whether the agent serving `path` as `uid` may be talked to by `me`: root's, one's own, or
+/// `also` (an agent the caller named); else the [`ForeignAgent`] refusal.
+pub fn check_agent_uid(
+    path: &Path,
+    uid: u32,
+    me: u32,
+    also: Option<u32>,
+) -> Result<(), ForeignAgent> {
+    if gpubook_proto::paths::trusted_agent_uid(uid, me) || also == Some(uid) {
+        return Ok(());
+    }
+    Err(ForeignAgent {
+        path: path.to_path_buf(),
+        uid,
+        me,
+    })
 }
 
 fn lost(e: FrameError) -> ClientError {

@@ -201,6 +201,21 @@ pub enum SshError {
         /// Its line (1-based).
         line: usize,
     },
+    /// known_hosts marks this very key `@revoked` (in any file, whatever another says): it is
+    /// never accepted.
+    #[error("the host key of {server} ({key_type} {fingerprint}) is REVOKED at {}:{line}: it must never be accepted, even where another known_hosts file lists it. Someone may be posing as the server with a stolen key. Ask its admin for the server's new key; do not remove that line", file.display())]
+    RevokedHostKey {
+        /// The server.
+        server: String,
+        /// The presented key's type.
+        key_type: String,
+        /// The presented key's fingerprint.
+        fingerprint: String,
+        /// The known_hosts file that revokes it.
+        file: PathBuf,
+        /// Its line (1-based).
+        line: usize,
+    },
     /// The remote account has no home directory it may write in.
     #[error("{server}: the account has no writable home directory ({detail}), so the personal gpubook agent cannot be installed. Ask the admin for a home, or to install the system agent (`gpubook-agent install --system`)")]
     NoWritableHome {
@@ -281,7 +296,9 @@ impl SshError {
             Self::Protocol { .. } => SshErrorKind::Unreachable,
             Self::Auth { .. } | Self::WrongPassphrase { .. } => SshErrorKind::Auth,
             Self::UnknownHostKey { .. } => SshErrorKind::HostKeyUnknown,
-            Self::ChangedHostKey { .. } => SshErrorKind::HostKeyChanged,
+            Self::ChangedHostKey { .. } | Self::RevokedHostKey { .. } => {
+                SshErrorKind::HostKeyChanged
+            }
             Self::NoWritableHome { .. } | Self::Deploy { .. } => SshErrorKind::Deploy,
         }
     }
@@ -289,9 +306,9 @@ impl SshError {
     /// The host key's fingerprint, for host-key errors.
     pub fn fingerprint(&self) -> Option<&str> {
         match self {
-            Self::UnknownHostKey { fingerprint, .. } | Self::ChangedHostKey { fingerprint, .. } => {
-                Some(fingerprint)
-            }
+            Self::UnknownHostKey { fingerprint, .. }
+            | Self::ChangedHostKey { fingerprint, .. }
+            | Self::RevokedHostKey { fingerprint, .. } => Some(fingerprint),
             _ => None,
         }
     }
@@ -308,6 +325,7 @@ impl SshError {
             | Self::WrongPassphrase { server, .. }
             | Self::UnknownHostKey { server, .. }
             | Self::ChangedHostKey { server, .. }
+            | Self::RevokedHostKey { server, .. }
             | Self::NoWritableHome { server, .. }
             | Self::Deploy { server, .. }
             | Self::Lost { server, .. }

@@ -45,7 +45,7 @@ async fn a_host_key_revoked_by_the_admin_is_refused_though_the_person_trusts_it(
     for accept in [false, true] {
         let e = connect(accept).await.unwrap_err();
         match &e {
-            SshError::ChangedHostKey {
+            SshError::RevokedHostKey {
                 fingerprint,
                 file,
                 line,
@@ -58,6 +58,8 @@ async fn a_host_key_revoked_by_the_admin_is_refused_though_the_person_trusts_it(
             other => panic!("expected the revoked key refused, got {other:?}"),
         }
         assert_eq!(e.kind(), SshErrorKind::HostKeyChanged);
+        assert!(e.to_string().contains("REVOKED"), "{e}");
+        assert!(!e.to_string().contains("ssh-keygen -R"), "{e}");
         assert!(
             e.to_string().contains(&format!("{}:2", global.display())),
             "{e}"

@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
-use gpubook_client::feed::{self, FeedServer, FeedSet};
+use gpubook_client::feed::{FeedServer, FeedSet};
 use gpubook_client::ical::{self, CalendarContext, EventData, Scope};
 use gpubook_client::Connection;
 
@@ -103,12 +103,15 @@ pub const FEED_REFRESH: Duration = Duration::from_secs(60);
 /// server's events ([`Manager::changes`]), so the feed changes as the bookings do; and at
 /// least every [`FEED_REFRESH`].
 pub async fn serve_feed(m: Manager, dir: &Path) -> Result<String, String> {
-    let token = feed::stored_token(dir, false)
-        .map_err(|e| format!("Cannot keep the feed's token in {}: {e}", dir.display()))?;
     let set = FeedSet::new("My GPU bookings");
-    let server = FeedServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), token)
+    let server = FeedServer::bind_stored(SocketAddr::from(([127, 0, 0, 1], 0)), dir, false)
         .await
-        .map_err(|e| format!("Cannot open the calendar feed on 127.0.0.1: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "Cannot open the calendar feed on 127.0.0.1 (token in {}): {e}",
+                dir.display()
+            )
+        })?;
     let url = server.url().map_err(|e| e.to_string())?;
     tokio::spawn(server.run(set.body(), std::future::pending()));
     tokio::spawn(follow_servers(m, set));

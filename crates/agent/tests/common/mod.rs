@@ -20,6 +20,7 @@ use gpubook_proto::{
     WhenChoice, PROTOCOL_MAJOR, PROTOCOL_MINOR,
 };
 use std::fs::OpenOptions;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -448,7 +449,13 @@ pub async fn await_ready(child: &mut Option<Child>, socket: &Path, log: impl Fn(
             *child = None;
             panic!("gpubook-agent exited with {status} at start:\n{}", log());
         }
-        if Connection::unix(socket, "ready-probe").await.is_ok() {
+        // The agent may run as another user (a personal agent probed by root): the test
+        // trusts whoever owns the socket it made.
+        let owner = std::fs::metadata(socket).map(|m| m.uid()).unwrap_or(0);
+        if Connection::unix_served_by(socket, "ready-probe", owner)
+            .await
+            .is_ok()
+        {
             return;
         }
         assert!(

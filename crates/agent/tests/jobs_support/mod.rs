@@ -221,7 +221,11 @@ impl Lab {
 
     /// Replaces the lab's policy file (before the agent starts).
     pub fn policy(&self, text: &str) {
-        std::fs::write(self.dir.path().join("policy.toml"), format!("{POLICY}{text}")).unwrap();
+        std::fs::write(
+            self.dir.path().join("policy.toml"),
+            format!("{POLICY}{text}"),
+        )
+        .unwrap();
     }
 
     /// The running agent's pid.
@@ -377,7 +381,9 @@ impl Lab {
 
     /// A connection as root (an admin: sees every booking and job).
     pub async fn root(&self) -> Connection {
-        Connection::unix(&self.socket(), "jobs-test")
+        // A personal agent runs as its owner, whom root names to be trusted.
+        let agent = self.owner.as_ref().map_or(0, |u| u.uid);
+        Connection::unix_served_by(&self.socket(), "jobs-test", agent)
             .await
             .unwrap_or_else(|e| panic!("cannot connect: {e}\n{}", self.log()))
     }
@@ -542,6 +548,16 @@ impl Events {
                 }
                 Ok(Some(Pushed::Readings(_) | Pushed::Log(_))) => {}
                 Ok(Some(Pushed::Error(e))) => panic!("the agent pushed an error: {e:?}"),
+            }
+        }
+    }
+
+    /// Takes in whatever events arrive within `limit` (none is fine).
+    pub async fn drain(&mut self, limit: Duration) {
+        let until = tokio::time::Instant::now() + limit;
+        while let Ok(Some(pushed)) = tokio::time::timeout_at(until, self.rx.recv()).await {
+            if let Pushed::Event(e) = pushed {
+                self.seen.push(e);
             }
         }
     }

@@ -99,7 +99,9 @@ pub(crate) fn revoked(target: &Target, key: &HostKey) -> Option<(PathBuf, usize)
 /// refused ([`Verdict::Changed`] at the revoking line) before any file is asked whether it
 /// knows the key, so a plain entry elsewhere cannot trust it again.
 pub(crate) fn check(target: &Target, key: &HostKey) -> Verdict {
-    if false { let _ = revoked(target, key); }
+    if let Some((file, line)) = revoked(target, key) {
+        return Verdict::Changed(file, line);
+    }
     let name = target.known_hosts_name();
     let mut other: Option<(PathBuf, usize)> = None;
     for file in files(target) {

@@ -164,6 +164,16 @@ fn check_host_key(sess: &ssh2::Session, t: &Target, opts: &Options) -> Result<()
         });
     };
     let key = HostKey::from_blob(blob);
+    // Revoked anywhere wins over known anywhere, and is said as such.
+    if let Some((file, line)) = known_hosts::revoked(t, &key) {
+        return Err(SshError::RevokedHostKey {
+            server: t.spec.clone(),
+            key_type: key.key_type.clone(),
+            fingerprint: key.fingerprint(),
+            file,
+            line,
+        });
+    }
     match known_hosts::check(t, &key) {
         Verdict::Known => Ok(()),
         Verdict::Changed(file, line) => Err(SshError::ChangedHostKey {
