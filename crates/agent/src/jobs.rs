@@ -58,6 +58,27 @@ const LOG_CUT: &str =
 /// The environment variable that marks a job and its descendants.
 pub const JOB_KEY_VAR: &str = "GPUBOOK_JOB_KEY";
 
+/// What finds one job's processes: see [`Jobs::marks`].
+#[derive(Debug, Clone)]
+struct Marks {
+    /// `GPUBOOK_JOB_KEY` as this agent sets it.
+    key: String,
+    /// The key an older agent set; the job's cgroup's name.
+    plain: String,
+}
+
+impl Marks {
+    /// The processes carrying either mark and running as `owner` (when known); an error when
+    /// /proc cannot be read.
+    fn pids(&self, owner: Option<u32>) -> std::io::Result<Vec<u32>> {
+        let mut all = procs::with_env(JOB_KEY_VAR, &self.key, owner)?;
+        all.extend(procs::with_env(JOB_KEY_VAR, &self.plain, owner)?);
+        all.sort_unstable();
+        all.dedup();
+        Ok(all)
+    }
+}
+
 /// How a job ended, as its watcher saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Exit {
@@ -151,6 +172,17 @@ impl Jobs {
             .finalize();
         let tag: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
         format!("{}-{}-{tag}", self.instance, id)
+    }
+
+    /// What marks booking `id`'s processes: its key, and the plain name an agent before the
+    /// keyed hash gave it (jobs an older agent started are still found after an upgrade; only
+    /// the owner's processes count, so the plain name lets no one reach another's job). The
+    /// plain name also names the job's cgroup, which anyone may read.
+    fn marks(&self, id: BookingId) -> Marks {
+        Marks {
+            key: self.key(id),
+            plain: format!("{}-{}", self.instance, id),
+        }
     }
 
     /// The uid of booking `id`'s owner, where the system knows them: only their processes are
@@ -308,10 +340,10 @@ impl Jobs {
 
     fn start(self: &Arc<Self>, b: Booking, recovering: bool) {
         let id = b.id;
-        let key = self.key(id);
+        let marks = self.marks(id);
         // Started before a crash but not recorded? Then it runs: adopt it, never start twice.
         let mut found: Vec<(u64, u32)> = if recovering {
-            let Ok(pids) = procs::with_env(JOB_KEY_VAR, &key, self.owner_uid(&b)) else {
+            let Ok(pids) = marks.pids(self.owner_uid(&b)) else {
                 // Whether it runs cannot be told now: never start it twice; look again later.
                 eprintln!(
                     "gpubook-agent: cannot look for booking {id}'s job in /proc; trying again"
@@ -337,7 +369,7 @@ impl Jobs {
             self.watch_adopted(id, pid, ticks);
             return;
         }
-        match self.spawn(&b, &key) {
+        match self.spawn(&b, &marks) {
             Ok((child, pid)) => {
                 let ticks = procs::start_ticks(pid);
                 let (tx, rx) = watch::channel(None);
@@ -384,7 +416,8 @@ impl Jobs {
     }
 
     /// Starts the job's process; the error says why it could not, in words.
-    fn spawn(&self, b: &Booking, key: &str) -> Result<(tokio::process::Child, u32), String> {
+    fn spawn(&self, b: &Booking, marks: &Marks) -> Result<(tokio::process::Child, u32), String> {
+        let key = marks.key.as_str();
         let job = b.job.as_ref().ok_or("the booking has no job")?;
         let account = identity::account(&b.owner)
             .ok_or_else(|| format!("there is no user {} on this server", b.owner))?;
@@ -439,7 +472,7 @@ impl Jobs {
         }
         let switch = self.system && account.uid != self.own_uid;
         // Its own cgroup where the host delegates one: opened here, joined in the child.
-        let cgroup_procs: Option<std::fs::File> = cgroup::create(key).and_then(|dir| {
+        let cgroup_procs: Option<std::fs::File> = cgroup::create(&marks.plain).and_then(|dir| {
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(dir.join("cgroup.procs"))
@@ -567,7 +600,9 @@ impl Jobs {
         };
         if procs::is_alive(pid, ticks) {
             self.watch_adopted(b.id, pid, ticks);
-        } else if procs::with_env(JOB_KEY_VAR, &self.key(b.id), self.owner_uid(&b))
+        } else if self
+            .marks(b.id)
+            .pids(self.owner_uid(&b))
             .map_or(true, |found| !found.is_empty())
         {
             // The main process ended while no agent watched, but something it started still
@@ -692,11 +727,11 @@ impl Jobs {
     /// Stops whatever still carries the key of a job that is over (its main process ended):
     /// its end signal, then SIGKILL after the grace period. No event: the job's end was told.
     fn sweep(self: &Arc<Self>, b: &Booking) {
-        let key = self.key(b.id);
+        let marks = self.marks(b.id);
         let owner = self.owner_uid(b);
-        let none_left = procs::with_env(JOB_KEY_VAR, &key, owner).is_ok_and(|f| f.is_empty());
-        if none_left && cgroup::members(&key).is_empty() {
-            cgroup::remove(&key);
+        let none_left = marks.pids(owner).is_ok_and(|f| f.is_empty());
+        if none_left && cgroup::members(&marks.plain).is_empty() {
+            cgroup::remove(&marks.plain);
             return;
         }
         if !self.sweeping.lock().unwrap().insert(b.id) {
@@ -705,9 +740,20 @@ impl Jobs {
         let (signal, _, grace) = end_signal(b, self.max_grace());
         let (me, id) = (self.clone(), b.id);
         tokio::spawn(async move {
-            let kill_at = tokio::time::Instant::now() + grace;
-            terminate(&key, owner, None, signal, kill_at).await;
-            cgroup::remove(&key);
+            // Until it is all seen gone: a look that failed (no descriptors) is tried again.
+            let mut tries = 0u32;
+            loop {
+                let kill_at = tokio::time::Instant::now() + grace;
+                if terminate(&marks, owner, None, signal, kill_at)
+                    .await
+                    .is_some()
+                {
+                    break;
+                }
+                unconfirmed(id, "what booking {id}'s job left running", &mut tries);
+                tokio::time::sleep(STOP_RETRY).await;
+            }
+            cgroup::remove(&marks.plain);
             me.sweeping.lock().unwrap().remove(&id);
         });
     }
@@ -733,47 +779,48 @@ impl Jobs {
     /// Stops the job at its slot's end: its signal to everything it started, then SIGKILL.
     /// `follower`: another booking starts on one of its GPUs at the end, so the signal goes
     /// out `grace` before the end and the GPUs are free at the next start.
-    fn stop(self: &Arc<Self>, b: Booking, follower: Option<BookingId>) {
+    fn stop(self: &Arc<Self>, b: Booking, follower: Option<(BookingId, DateTime<Utc>)>) {
         let id = b.id;
         if !self.stopping.lock().unwrap().insert(id) {
             return;
         }
         let (signal, signal_name, grace) = end_signal(&b, self.max_grace());
-        let key = self.key(id);
+        let marks = self.marks(id);
         let owner = self.owner_uid(&b);
         let watched = self.watched.lock().unwrap().get(&id).cloned();
-        // SIGKILL after the grace; when someone follows, at the end itself, however late the
-        // end signal went out.
-        let kill_at = tokio::time::Instant::now()
-            + match follower {
-                Some(_) => (b.interval.end - self.state.clock.now())
-                    .to_std()
-                    .unwrap_or_default()
-                    .min(grace),
-                None => grace,
-            };
+        // SIGKILL after the grace; when someone follows, at their start, however late the end
+        // signal went out.
+        let kill_after = match follower {
+            Some((_, next)) => (next - self.state.clock.now())
+                .to_std()
+                .unwrap_or_default()
+                .min(grace),
+            None => grace,
+        };
         let me = self.clone();
         tokio::spawn(async move {
-            let outcome = terminate(&key, owner, watched.as_ref(), signal, kill_at).await;
-            let Some(killed) = outcome else {
-                // Not confirmed gone (the agent could not look at /proc): never recorded as
-                // stopped while it may run; tried again shortly.
-                eprintln!(
-                    "gpubook-agent: cannot confirm that booking {id}'s job ended; trying again \
-                     in {} s",
-                    STOP_RETRY.as_secs()
-                );
-                me.stopping.lock().unwrap().remove(&id);
+            // `stopping` stays set until the end is recorded, retries included: the job's
+            // main process ending meanwhile is the stop's to record, not `ended`'s.
+            let mut kill_at = tokio::time::Instant::now() + kill_after;
+            let mut tries = 0u32;
+            let killed = loop {
+                if let Some(killed) =
+                    terminate(&marks, owner, watched.as_ref(), signal, kill_at).await
+                {
+                    break killed;
+                }
+                // Not confirmed gone (the agent could not look at /proc, or something would
+                // not die): never recorded as stopped while it may run; tried again.
+                unconfirmed(id, "that booking {id}'s job ended", &mut tries);
                 tokio::time::sleep(STOP_RETRY).await;
-                me.stop(b, follower);
-                return;
+                kill_at = tokio::time::Instant::now();
             };
             let exit = watched.and_then(|w| *w.done.borrow()).flatten();
             let now = me.state.clock.now();
             let when = match follower {
-                Some(next) => format!(
-                    "stopped {} s before the slot's end, so its GPUs are free for booking {next}",
-                    grace.as_secs()
+                Some((next, _)) => format!(
+                    "stopped {} s early, so its GPUs are free when booking {next} starts",
+                    kill_after.as_secs()
                 ),
                 None => "stopped at the slot's end".to_string(),
             };
@@ -797,7 +844,7 @@ impl Jobs {
                 }));
                 r.message = Some(message);
             });
-            cgroup::remove(&key);
+            cgroup::remove(&marks.plain);
             me.last_cut(id);
             me.watched.lock().unwrap().remove(&id);
             me.stopping.lock().unwrap().remove(&id);
@@ -835,14 +882,24 @@ impl Jobs {
                 }
                 let (_, _, grace) = end_signal(b, inner.plan.policy().max_grace_secs);
                 let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::zero());
+                // Someone whose booking starts on one of its GPUs within the grace after its
+                // end: the kill must land at their start, so the signal goes out `grace`
+                // before it.
+                let after = gpubook_core::Interval {
+                    start: b.interval.end,
+                    end: b.interval.end + grace.max(chrono::Duration::seconds(1)),
+                };
                 if b.state == BookingState::Active && b.interval.end - grace <= now {
-                    let after = gpubook_core::Interval {
-                        start: b.interval.end,
-                        end: b.interval.end + chrono::Duration::seconds(1),
-                    };
-                    let next = inner.plan.conflicts(&b.gpus, &after, Some(b.id));
-                    if let Some(c) = next.first() {
-                        due.push((b.clone(), Some(c.booking)));
+                    let next = inner
+                        .plan
+                        .conflicts(&b.gpus, &after, Some(b.id))
+                        .into_iter()
+                        .map(|c| (c.interval.start.max(b.interval.end), c.booking))
+                        .min();
+                    if let Some((start, id)) = next {
+                        if start - grace <= now {
+                            due.push((b.clone(), Some((id, start))));
+                        }
                     }
                 }
             }
@@ -867,6 +924,20 @@ impl Jobs {
             self.reconcile(id, true);
         }
     }
+}
+
+/// Says in the log that `what` (with `{id}` for the booking) could not be confirmed, the first
+/// time and then every twelfth try (a minute apart at most): a process stuck in the kernel
+/// must not fill the log.
+fn unconfirmed(id: BookingId, what: &str, tries: &mut u32) {
+    if *tries % 12 == 0 {
+        eprintln!(
+            "gpubook-agent: cannot confirm {}; trying again every {} s",
+            what.replace("{id}", &id.to_string()),
+            STOP_RETRY.as_secs()
+        );
+    }
+    *tries += 1;
 }
 
 /// Cuts the log at `path` back to `max` bytes and a line saying so, once it is longer. The job
@@ -977,7 +1048,7 @@ fn end_signal(b: &Booking, max_grace_secs: i64) -> (i32, String, Duration) {
 /// descriptors left), or something still ran 10 s after SIGKILL: then the job is not taken for
 /// stopped, and the stop is tried again.
 async fn terminate(
-    key: &str,
+    marks: &Marks,
     owner: Option<u32>,
     main: Option<&Watched>,
     signal: i32,
@@ -992,8 +1063,8 @@ async fn terminate(
     };
     // None: /proc could not be listed.
     let members = || {
-        let mut all = procs::with_env(JOB_KEY_VAR, key, owner).ok()?;
-        all.extend(cgroup::members(key));
+        let mut all = marks.pids(owner).ok()?;
+        all.extend(cgroup::members(&marks.plain));
         all.extend(main_alive());
         all.sort_unstable();
         all.dedup();
@@ -1010,7 +1081,7 @@ async fn terminate(
         if tokio::time::Instant::now() >= kill_at {
             // Again on every look: a member seen only now (the agent could not look before)
             // gets it too.
-            cgroup::kill(key);
+            cgroup::kill(&marks.plain);
             signal_all(
                 main_alive(),
                 left.as_deref().unwrap_or_default(),

@@ -38,6 +38,18 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const OUTBOX_BYTES: usize = 2 * gpubook_proto::MAX_FRAME + 64 * 1024;
 /// How long a closing connection waits for its last frames to be written.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Room in the outbox that catching up from the store leaves free, so the answers to requests
+/// sent meanwhile always fit (one frame of the largest size).
+const ANSWER_ROOM: usize = gpubook_proto::MAX_FRAME + 4;
+/// How long catching up may wait for room: a subscriber that reads nothing for this long has
+/// fallen behind and is disconnected, like any client that does not read.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest error message sent to a client, in bytes: no error carries back a request's
+/// untrusted text at length, whichever layer wrote it.
+pub const MAX_ERROR_MESSAGE: usize = 2048;
+/// How long a connection refused for its uid's cap waits for the hello, so the refusal is
+/// its answer: short, so refused connections cannot hold the shared places.
+const REFUSAL_WAIT: Duration = Duration::from_millis(100);
 /// How long a new connection has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events read from the store per batch when a subscriber catches up.
@@ -433,6 +445,8 @@ struct Outbox {
     size: usize,
     /// Told when a push found no room: the client fell behind and is disconnected.
     behind: Arc<tokio::sync::Notify>,
+    /// Told by the writer whenever it has written a frame and given its room back.
+    freed: Arc<tokio::sync::Notify>,
 }
 
 /// Why a frame was not queued: the client is gone or fell behind; either way, stop.
@@ -450,12 +464,14 @@ impl Outbox {
         let (tx, rx) = mpsc::unbounded_channel();
         let room = Arc::new(Semaphore::new(size));
         let behind = Arc::new(tokio::sync::Notify::new());
+        let freed = Arc::new(tokio::sync::Notify::new());
         (
             Self {
                 tx,
                 room,
                 size,
                 behind,
+                freed,
             },
             rx,
         )
@@ -486,7 +502,7 @@ impl Outbox {
     /// Queues an answer or a live push. No room: the client fell behind (it does not read);
     /// it is disconnected rather than let its queue grow.
     fn push(&self, frame: &AgentFrame) -> Result<(), Gone> {
-        let bytes = Self::encode(frame);
+        let bytes = Self::encode(&short(frame));
         let need = bytes.len().clamp(1, self.size) as u32;
         let Ok(permit) = self.room.clone().try_acquire_many_owned(need) else {
             self.behind.notify_one();
@@ -497,16 +513,28 @@ impl Outbox {
 
     /// Queues a frame read from the store (catching up), waiting for room: the store holds
     /// them meanwhile, not the agent's memory.
+    /// It takes room only while [`ANSWER_ROOM`] stays free for answers, and gives up after
+    /// [`STALL_TIMEOUT`] without room (the client fell behind).
     async fn send(&self, frame: &AgentFrame) -> Result<(), Gone> {
         let bytes = Self::encode(frame);
-        let need = bytes.len().clamp(1, self.size) as u32;
-        let permit = self
-            .room
-            .clone()
-            .acquire_many_owned(need)
-            .await
-            .map_err(|_| Gone)?;
-        self.tx.send((bytes, permit)).map_err(|_| Gone)
+        let need = bytes.len().clamp(1, self.size);
+        let keep = ANSWER_ROOM.min(self.size.saturating_sub(need));
+        let deadline = tokio::time::Instant::now() + STALL_TIMEOUT;
+        loop {
+            // Listen before looking, so room freed in between is not missed.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.room.available_permits() >= need + keep {
+                if let Ok(permit) = self.room.clone().try_acquire_many_owned(need as u32) {
+                    return self.tx.send((bytes, permit)).map_err(|_| Gone);
+                }
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                self.behind.notify_one();
+                return Err(Gone);
+            }
+        }
     }
 }
 
@@ -537,7 +565,7 @@ async fn connection(
             ),
         );
         // Said as the answer to the hello, so the client shows it rather than a lost line.
-        let _ = tokio::time::timeout(Duration::from_secs(1), read_frame(&mut stream)).await;
+        let _ = tokio::time::timeout(REFUSAL_WAIT, read_frame(&mut stream)).await;
         let _ = tokio::time::timeout(HELLO_TIMEOUT, write_frame(&mut stream, &refusal)).await;
         return;
     };
@@ -557,6 +585,7 @@ async fn connection(
     };
     let (mut rd, mut wr) = stream.into_split();
     let (out, mut rx) = Outbox::new(limits.outbox_bytes);
+    let freed = out.freed.clone();
     let mut writer = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         while let Some((bytes, room)) = rx.recv().await {
@@ -564,6 +593,7 @@ async fn connection(
                 return;
             }
             drop(room);
+            freed.notify_waiters();
         }
     });
     // Waits for what is queued to be written, but not for a client that does not read.
@@ -620,25 +650,32 @@ async fn connection(
     if out.push(&AgentFrame::Welcome(welcome.clone())).is_err() {
         return close(writer, out).await;
     }
+    // Frames are read by a task of their own, so that waiting for one can be given up
+    // (behind, idle) without cutting a frame in half: `read_frame` is not cancel-safe.
+    let (frames_tx, mut frames) = mpsc::channel(1);
+    let reader = tokio::spawn(async move {
+        loop {
+            let r = read_frame(&mut rd).await;
+            let last = !matches!(r, Ok(Some(_)));
+            if frames_tx.send(r).await.is_err() || last {
+                return;
+            }
+        }
+    });
 
     let mut subscription: Option<tokio::task::JoinHandle<()>> = None;
     // The job logs this connection follows: one task per booking.
     let mut followers: HashMap<BookingId, tokio::task::JoinHandle<()>> = HashMap::new();
     let behind = out.behind.clone();
     let mut writer_ended = false;
+    // Silence is counted from the last request, and looked at again when it has lasted
+    // `idle`: a connection that followed something then (a log that has since ended) but
+    // follows nothing now is closed then.
+    let mut quiet_since = tokio::time::Instant::now();
     loop {
-        followers.retain(|_, f| !f.is_finished());
-        let follows_nothing =
-            subscription.as_ref().is_none_or(|s| s.is_finished()) && followers.is_empty();
-        let idle = async {
-            if follows_nothing {
-                tokio::time::sleep(limits.idle).await
-            } else {
-                std::future::pending().await
-            }
-        };
+        let idle = tokio::time::sleep_until(quiet_since + limits.idle);
         let read = tokio::select! {
-            r = read_frame(&mut rd) => r,
+            r = frames.recv() => r.unwrap_or(Ok(None)),
             _ = behind.notified() => {
                 eprintln!(
                     "gpubook-agent: {} (uid {uid}) let more than {} bytes of answers pile up \
@@ -649,6 +686,13 @@ async fn connection(
                 break;
             }
             _ = idle => {
+                followers.retain(|_, f| !f.is_finished());
+                let follows_nothing =
+                    subscription.as_ref().is_none_or(|s| s.is_finished()) && followers.is_empty();
+                if !follows_nothing {
+                    quiet_since = tokio::time::Instant::now();
+                    continue;
+                }
                 let _ = out.push(&error(
                     None,
                     ErrorKind::Unavailable,
@@ -664,6 +708,7 @@ async fn connection(
                 break;
             }
         };
+        quiet_since = tokio::time::Instant::now();
         let body = match read {
             Ok(Some(body)) => body,
             Ok(None) => break,
@@ -731,6 +776,7 @@ async fn connection(
     for f in followers.into_values() {
         f.abort();
     }
+    reader.abort();
     if !writer_ended {
         close(writer, out).await;
     }
@@ -875,6 +921,24 @@ async fn catch_up(ctx: &Arc<Context>, caller: &Caller, out: &Outbox, last: &mut 
                 return false;
             }
         }
+    }
+}
+
+/// `frame` with an error's message cut to [`MAX_ERROR_MESSAGE`] bytes (at a character
+/// boundary, with "…"): messages may quote what a client sent.
+fn short(frame: &AgentFrame) -> std::borrow::Cow<'_, AgentFrame> {
+    match frame {
+        AgentFrame::Error { id, error } if error.message.len() > MAX_ERROR_MESSAGE => {
+            let mut cut = MAX_ERROR_MESSAGE - "…".len();
+            while !error.message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let mut error = error.clone();
+            error.message.truncate(cut);
+            error.message.push('…');
+            std::borrow::Cow::Owned(AgentFrame::Error { id: *id, error })
+        }
+        other => std::borrow::Cow::Borrowed(other),
     }
 }
 

@@ -39,7 +39,8 @@ pub async fn run(state: Arc<State>, shutdown: impl std::future::Future<Output = 
                 None
             }
             Ok(Err(e)) => Some(format!(
-                "slot timer: {e}; slots are still ended and their jobs stopped from memory"
+                "slot timer: {e}; jobs are still stopped at their slots' ends, from the plan \
+                 in memory, and the ends are recorded when the store can take them"
             )),
             // A panic in a tick: the timer goes on (the next tick may pass).
             Err(e) => Some(format!("slot timer: a tick failed: {e}")),

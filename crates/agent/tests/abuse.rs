@@ -373,10 +373,12 @@ async fn the_kill_lands_at_the_end_when_someone_follows_on_the_gpu() {
     );
     assert!(e.message.contains("grace"), "{e:?}");
 
-    // A job that ignores SIGTERM, with 4 s of grace, and someone booked right after it.
+    // A job that ignores SIGTERM, with 4 s of grace, and someone booked 2 s after its end:
+    // within the grace, so the kill must land at their start, not 4 s after the end.
     let mut stubborn = job("trap '' TERM; while true; do sleep 1; done");
     stubborn.grace_secs = Some(4);
     let end = start + secs(10);
+    let next_start = end + secs(2);
     let b = booked(
         user.conn
             .request(book(&["0"], start, end, "stubborn", Some(stubborn)))
@@ -385,7 +387,13 @@ async fn the_kill_lands_at_the_end_when_someone_follows_on_the_gpu() {
     .booking;
     let after = booked(
         next.conn
-            .request(book(&["0"], end, end + secs(30), "next", None))
+            .request(book(
+                &["0"],
+                next_start,
+                next_start + secs(30),
+                "next",
+                None,
+            ))
             .await,
     )
     .booking;
@@ -395,8 +403,8 @@ async fn the_kill_lands_at_the_end_when_someone_follows_on_the_gpu() {
     let run = stopped.booking.run.expect("a run");
     let ended = run.ended_at.expect("when it ended");
     assert!(
-        ended <= end + secs(1),
-        "killed at {ended}, the next booking started at {end}"
+        ended <= next_start + secs(1),
+        "killed at {ended}, the next booking started at {next_start}"
     );
     assert!(gone(pid), "the job still runs");
     let message = run.message.unwrap_or_default();
@@ -736,7 +744,8 @@ async fn a_full_disk_does_not_stop_the_agent_from_ending_slots() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     wait_until("the agent to say why it cannot write", DEADLINE, || {
-        lab.log().contains("slots are still ended")
+        lab.log()
+            .contains("jobs are still stopped at their slots' ends")
     })
     .await;
     // Room again: what happened is recorded, and the agent goes on.
@@ -868,4 +877,24 @@ async fn out_of_file_descriptors_a_job_is_never_recorded_stopped_while_it_runs()
     );
     assert!(lab.log().contains("cannot confirm"), "{}", lab.log());
     still_answers(&lab).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_personal_agent_s_state_is_private_too() {
+    if !root_or_skip("a_personal_agent_s_state_is_private_too") {
+        return;
+    }
+    let jobber = ensure_user(JOBBER);
+    let mut lab = Lab::personal(1, &jobber);
+    lab.start().await;
+    let state = lab.state_dir();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+    lab.root().await;
 }

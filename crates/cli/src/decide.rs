@@ -23,6 +23,20 @@ pub async fn confirm(conn: &Connection, req: &mut Request) -> Result<(), Failure
         Request::Deny(d) => ("Deny", d.id, &mut d.rev),
         _ => return Ok(()),
     };
+    // An agent before 1.2 ignores the revision: it would decide on whatever the booking is
+    // now. Said, rather than sent as if it were checked.
+    let minor = conn.welcome().minor;
+    if rev.is_some() && minor < 2 {
+        return Err(Failure {
+            code: 2,
+            error: anyhow!(
+                "the agent on {} speaks protocol 1.{minor}, which cannot check --rev: upgrade \
+                 it, or decide without --rev on a terminal to see the booking first",
+                conn.welcome().server
+            ),
+            kind: Some(gpubook_proto::ErrorKind::Incompatible),
+        });
+    }
     if rev.is_some() {
         return Ok(());
     }

@@ -4,7 +4,8 @@ import type { OverPolicy } from "./OverPolicy";
 import type { Role } from "./Role";
 
 /**
- * The lab's policy. Every limit is optional: absent means no limit.
+ * The lab's policy. Every limit on bookings is optional (absent means no limit); the bounds on
+ * jobs and on waiting requests (`max_grace`, `max_log`, `max_pending`) have defaults.
  */
 export type Policy = { 
 /**
