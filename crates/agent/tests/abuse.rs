@@ -898,3 +898,72 @@ async fn a_personal_agent_s_state_is_private_too() {
     }
     lab.root().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_keeps_its_owner_s_supplementary_groups_when_it_enters_its_directory() {
+    if !root_or_skip("a_job_keeps_its_owner_s_supplementary_groups_when_it_enters_its_directory") {
+        return;
+    }
+    let jobber = ensure_user(JOBBER);
+    // A team directory the jobber reaches only through a supplementary group.
+    let _ = std::process::Command::new("groupadd")
+        .arg("gpb-team")
+        .output()
+        .unwrap();
+    let added = std::process::Command::new("usermod")
+        .args(["-aG", "gpb-team", JOBBER])
+        .status()
+        .unwrap();
+    assert!(added.success(), "usermod -aG gpb-team {JOBBER}");
+    let gid: u32 = String::from_utf8_lossy(
+        &std::process::Command::new("getent")
+            .args(["group", "gpb-team"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .split(':')
+    .nth(2)
+    .and_then(|g| g.trim().parse().ok())
+    .expect("the group's gid");
+    assert_ne!(gid, jobber.gid);
+    let mut lab = Lab::new(1);
+    let team = lab.path().join("team");
+    std::fs::create_dir(&team).unwrap();
+    std::os::unix::fs::chown(&team, Some(0), Some(gid)).unwrap();
+    std::fs::set_permissions(&team, std::fs::Permissions::from_mode(0o770)).unwrap();
+    lab.start().await;
+    let mut events = Events::subscribe(&lab).await;
+    let user = lab.connect_as(&jobber).await;
+    let mut spec = job("id -G > seen; pwd >> seen");
+    spec.cwd = Some(team.display().to_string());
+    let start = slot_start(2);
+    let b = booked(
+        user.conn
+            .request(book(&["0"], start, start + secs(60), "team", Some(spec)))
+            .await,
+    )
+    .booking;
+    let done = events
+        .wait_for(b.id, EventKind::JobFinished, DEADLINE)
+        .await;
+    assert_eq!(done.booking.run.and_then(|r| r.exit_code), Some(0));
+    let seen = read_when_there(&team.join("seen"), DEADLINE).await;
+    let mut lines = seen.lines();
+    let groups: Vec<u32> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|g| g.parse().ok())
+        .collect();
+    assert!(
+        groups.contains(&gid),
+        "groups {groups:?} lack gpb-team ({gid})"
+    );
+    assert!(
+        !groups.contains(&0),
+        "the job kept root's group: {groups:?}"
+    );
+    assert_eq!(lines.next(), Some(team.display().to_string().as_str()));
+    still_answers(&lab).await;
+}
