@@ -102,11 +102,11 @@ enum Command {
     Move {
         /// The booking's number.
         id: u64,
-        /// The new start.
-        #[arg(long)]
-        start: String,
-        /// The new end.
-        #[arg(long, conflicts_with = "for", required_unless_present = "for")]
+        /// The new start [default: the current one, with --gpu alone].
+        #[arg(long, required_unless_present = "gpu")]
+        start: Option<String>,
+        /// The new end [default: the current one, with --gpu alone].
+        #[arg(long, conflicts_with = "for")]
         end: Option<String>,
         /// The new length.
         #[arg(long = "for")]
@@ -443,8 +443,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let by = x.end - DateTime::<Utc>::UNIX_EPOCH;
                 x.end = current_end(&conn, x.id).await? + by;
             }
+            if let (Command::Move { start: None, .. }, Request::Move(m)) = (&cli.command, &mut req)
+            {
+                let b = jobs::booking(&conn, m.id).await?;
+                (m.start, m.end) = (b.interval.start, b.interval.end);
+            }
             decide::confirm(&conn, &mut req).await?;
-            let show = |known: &[Gpu], resp: &Response| print_response(resp, known, json);
+            // What a booking that holds its GPUs after the request is said to be.
+            let done = match &req {
+                Request::Move(_) => "Moved",
+                Request::Extend(_) => "Extended",
+                Request::Approve(_) => "Approved",
+                _ => "Booked",
+            };
+            let show = |known: &[Gpu], resp: &Response| print_response(resp, known, json, done);
             let resp = match req {
                 // A listing may come in pages: read them all.
                 Request::List(l) => conn.list_all(l).await.map(Response::Bookings),
@@ -535,11 +547,18 @@ fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request>, F
             r#for,
             gpu,
         } => {
-            let start = t(start)?;
-            let end = match (end, r#for) {
-                (Some(e), _) => t(e)?,
-                (None, Some(f)) => start + d(f)?,
-                (None, None) => return Err(usage("give --end or --for".into())),
+            // Only new GPUs: the times stay, which `run` looks up (the epoch marks them here).
+            let (start, end) = match (start, end, r#for) {
+                (None, None, None) if gpu.is_some() => {
+                    (DateTime::<Utc>::UNIX_EPOCH, DateTime::<Utc>::UNIX_EPOCH)
+                }
+                (None, _, _) => return Err(usage("give --start with --end or --for".into())),
+                (Some(s), Some(e), _) => (t(s)?, t(e)?),
+                (Some(s), None, Some(f)) => {
+                    let s = t(s)?;
+                    (s, s + d(f)?)
+                }
+                (Some(_), None, None) => return Err(usage("give --end or --for".into())),
             };
             Request::Move(MoveRequest {
                 id: BookingId(*id),
@@ -649,7 +668,7 @@ fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn print_response(resp: &Response, known: &[Gpu], json: bool) {
+fn print_response(resp: &Response, known: &[Gpu], json: bool, done: &str) {
     if json {
         print_json(resp);
         return;
@@ -682,7 +701,7 @@ fn print_response(resp: &Response, known: &[Gpu], json: bool) {
                 gpubook_core::BookingState::Cancelled => "Cancelled",
                 gpubook_core::BookingState::Denied => "Denied",
                 gpubook_core::BookingState::Ended => "Ended",
-                _ => "Booked",
+                _ => done,
             };
             println!("{verb}: {}", output::booking_line(b, known));
             for o in also_changed {

@@ -91,7 +91,7 @@ pub async fn gpus(targets: &[Target], json: bool) -> Result<(), Failure> {
                 if json {
                     out.push(json!({ "server": t.name, "gpus": g }));
                 } else {
-                    crate::print_response(&Response::Gpus(g), &[], false);
+                    crate::print_response(&Response::Gpus(g), &[], false, "Booked");
                     println!();
                 }
             }

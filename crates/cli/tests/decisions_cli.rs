@@ -194,3 +194,33 @@ fn on_a_terminal_the_admin_sees_the_booking_and_is_asked_before_deciding() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(listed(&lab, id)["state"], "denied");
 }
+
+#[test]
+fn moving_a_booking_to_other_gpus_keeps_its_times_and_says_moved() {
+    if !root_or_skip("moving_a_booking_to_other_gpus_keeps_its_times_and_says_moved") {
+        return;
+    }
+    let lab = Lab::start("", "sim:4");
+    let o = lab.gpubook(
+        None,
+        &[
+            "--json", "book", "--gpu", "0", "--start", "+2h", "--for", "1h",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let booked = json(&o.stdout, &o)["booking"].clone();
+    let id = booked["id"].as_u64().unwrap().to_string();
+    // Only new GPUs: no --start or --end needed, and the times stay.
+    let o = lab.gpubook(None, &["move", &id, "--gpu", "2,3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("Moved: "), "{}", text(&o));
+    let o = lab.gpubook(None, &["--json", "ls"]);
+    let listed = json(&o.stdout, &o);
+    let b = &listed["bookings"][0];
+    assert_eq!(b["interval"], booked["interval"], "{b:#}");
+    assert_eq!(b["gpus"].as_array().map(|g| g.len()), Some(2), "{b:#}");
+    // --start alone says what is missing.
+    let o = lab.gpubook(None, &["move", &id, "--start", "+3h"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}

@@ -600,7 +600,7 @@ fn claimed_version(server: &str, deploy: &DeployOptions) -> Result<String, Deplo
         .or_else(|| std::env::var("GPUBOOK_AGENT_VERSION").ok())
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
-    if Semver::parse(&claimed).is_none() {
+    if semver(&claimed).is_none() {
         return Err(deploy_error(
             server,
             format!(
@@ -630,8 +630,8 @@ fn verdict(claimed: &str, running: &Running) -> Verdict {
         Some(m) if m < gpubook_proto::PROTOCOL_MAJOR => return Verdict::Replace,
         _ => {}
     }
-    let theirs = crate_version(&running.version).and_then(Semver::parse);
-    match (theirs, Semver::parse(claimed)) {
+    let theirs = crate_version(&running.version).and_then(semver);
+    match (theirs, semver(claimed)) {
         (Some(theirs), Some(ours)) if theirs >= ours => Verdict::Use,
         _ => Verdict::Replace,
     }
@@ -643,79 +643,12 @@ fn crate_version(version: &str) -> Option<&str> {
     (sum.len() == 16 && sum.bytes().all(|b| b.is_ascii_hexdigit())).then_some(v)
 }
 
-/// A semantic version (build metadata ignored), ordered as semver orders them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Semver {
-    /// Major, minor, patch.
-    core: [u64; 3],
-    /// Pre-release identifiers (empty: a release, above all its pre-releases).
-    pre: Vec<String>,
-}
-
-impl Semver {
-    fn parse(v: &str) -> Option<Self> {
-        let v = v.split_once('+').map_or(v, |(v, _)| v);
-        let (core, pre) = match v.split_once('-') {
-            Some((c, p)) => (c, Some(p)),
-            None => (v, None),
-        };
-        let nums: Vec<u64> = core
-            .split('.')
-            .map(|n| {
-                (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| n.parse().ok())
-                    .flatten()
-            })
-            .collect::<Option<_>>()?;
-        let core: [u64; 3] = nums.try_into().ok()?;
-        let pre = match pre {
-            None => Vec::new(),
-            Some(p) => {
-                let ids: Vec<String> = p.split('.').map(str::to_string).collect();
-                let ok = |i: &String| {
-                    !i.is_empty() && i.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                };
-                if !ids.iter().all(ok) {
-                    return None;
-                }
-                ids
-            }
-        };
-        Some(Self { core, pre })
-    }
-}
-
-impl PartialOrd for Semver {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Semver {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        use std::cmp::Ordering;
-        self.core
-            .cmp(&other.core)
-            .then_with(|| match (self.pre.is_empty(), other.pre.is_empty()) {
-                (true, true) => Ordering::Equal,
-                (true, false) => Ordering::Greater,
-                (false, true) => Ordering::Less,
-                (false, false) => {
-                    for (a, b) in self.pre.iter().zip(&other.pre) {
-                        let o = match (a.parse::<u64>(), b.parse::<u64>()) {
-                            (Ok(x), Ok(y)) => x.cmp(&y),
-                            (Ok(_), Err(_)) => Ordering::Less,
-                            (Err(_), Ok(_)) => Ordering::Greater,
-                            (Err(_), Err(_)) => a.cmp(b),
-                        };
-                        if o != Ordering::Equal {
-                            return o;
-                        }
-                    }
-                    self.pre.len().cmp(&other.pre.len())
-                }
-            })
-    }
+/// A semantic version as the `semver` crate reads it, with its build metadata dropped: semver
+/// ignores build metadata in precedence, and an agent built twice is the same version.
+fn semver(v: &str) -> Option<semver::Version> {
+    let mut v = semver::Version::parse(v).ok()?;
+    v.build = semver::BuildMetadata::EMPTY;
+    Some(v)
 }
 
 /// The protocol major of an agent that refused the handshake as incompatible, from its
@@ -1023,12 +956,12 @@ mod tests {
             "1.0.0",
         ];
         for w in order.windows(2) {
-            let (a, b) = (Semver::parse(w[0]).unwrap(), Semver::parse(w[1]).unwrap());
+            let (a, b) = (semver(w[0]).unwrap(), semver(w[1]).unwrap());
             assert!(a < b, "{} < {}", w[0], w[1]);
         }
-        assert_eq!(Semver::parse("1.2.3+build"), Semver::parse("1.2.3"));
+        assert_eq!(semver("1.2.3+build"), semver("1.2.3"));
         for bad in ["", "1", "1.2", "1.2.x", "1.2.3-", "1.2.3-a..b", "v1.2.3"] {
-            assert_eq!(Semver::parse(bad), None, "{bad}");
+            assert_eq!(semver(bad), None, "{bad}");
         }
     }
 

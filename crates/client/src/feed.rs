@@ -496,9 +496,10 @@ async fn respond(
     stream.shutdown().await
 }
 
-/// Compares without stopping at the first difference, so timing does not tell the token.
+/// Compares in constant time (`subtle`), so timing does not tell the token.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
