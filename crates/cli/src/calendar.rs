@@ -129,9 +129,9 @@ pub async fn ics(a: &IcsArgs, target: &Server) -> Result<(), Failure> {
         .await
         .map_err(anyhow::Error::from)?;
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .context("cannot write the calendar")?;
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        crate::output::stdout_failed(&e);
+    }
     Ok(())
 }
 

@@ -209,8 +209,9 @@ async fn print_log(
         {
             Response::Logs(l) => {
                 let mut out = std::io::stdout();
-                out.write_all(l.data.as_bytes())?;
-                out.flush()?;
+                if let Err(e) = out.write_all(l.data.as_bytes()).and_then(|()| out.flush()) {
+                    crate::output::stdout_failed(&e);
+                }
                 let more = l.next > offset;
                 offset = l.next;
                 if !more {

@@ -1,5 +1,22 @@
 //! `gpubook`: book lab GPUs from a shell or a CI pipeline.
 
+// `println!` and `print!` for the whole crate (defined before the modules, so they see these):
+// when whoever reads stdout has gone (`gpubook ics | head`), the program ends as any Unix tool
+// does, by SIGPIPE and quietly, instead of std's panic on a failed print.
+macro_rules! println {
+    () => {
+        $crate::output::out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::output::out(format_args!($($arg)*))
+    };
+}
+
 mod calendar;
 mod decide;
 mod jobs;

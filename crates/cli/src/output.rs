@@ -3,6 +3,30 @@
 use chrono::{DateTime, Local, Utc};
 use gpubook_core::{duration::format_duration, Booking, Gpu, GpuUuid};
 use gpubook_proto::{Event, EventKind, Readings};
+use std::io::Write;
+
+/// Writes to stdout (what the crate's `println!` and `print!` do).
+pub fn out(args: std::fmt::Arguments<'_>) {
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        stdout_failed(&e);
+    }
+}
+
+/// Writing to stdout failed: a reader that went away (a closed pipe) ends the program as it
+/// ends any Unix tool, by SIGPIPE (status 141 to a shell), without a word; anything else is
+/// said once on stderr, and the program ends with status 1.
+pub fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        // SAFETY: restoring the default action of SIGPIPE and raising it has no memory effects.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            libc::raise(libc::SIGPIPE);
+        }
+        std::process::exit(141);
+    }
+    eprintln!("gpubook: cannot write to standard output: {e}");
+    std::process::exit(1);
+}
 
 /// A UTC instant in the local zone, short: "Thu 26 Nov 14:00".
 pub fn when(t: DateTime<Utc>) -> String {
