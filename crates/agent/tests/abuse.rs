@@ -530,41 +530,10 @@ async fn a_job_gets_the_system_s_limits_and_mask_not_the_agent_s() {
     let mut lab = Lab::new(1);
     lab.start().await;
     let agent = lab.agent_pid();
-    // As a unit would: more open files, and an OOM score of its own (a unit's OOMScoreAdjust;
-    // a container may forbid going below 0, so the test goes above).
-    let limit = libc::rlimit {
-        rlim_cur: 4242,
-        rlim_max: 4242,
-    };
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit on the agent's pid with valid structs: read, then lower the soft limit
-    // only (raising a hard one back needs CAP_SYS_RESOURCE, which a container may lack).
-    let rc = unsafe {
-        libc::prlimit(
-            agent as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            std::ptr::null(),
-            &mut old,
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-    let limit = libc::rlimit {
-        rlim_max: old.rlim_max,
-        ..limit
-    };
-    // SAFETY: as above.
-    let rc = unsafe {
-        libc::prlimit(
-            agent as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &limit,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    // As a unit would: its own open-files limit (the soft one: raising a hard limit back
+    // needs CAP_SYS_RESOURCE, which a container may lack), and an OOM score of its own (a
+    // unit's OOMScoreAdjust; a container may forbid going below 0, so the test goes above).
+    limit_files(agent, 4242);
     std::fs::write(format!("/proc/{agent}/oom_score_adj"), "500").unwrap();
     let out = lab.out_dir("limits", &jobber);
     let mut events = Events::subscribe(&lab).await;

@@ -391,20 +391,7 @@ impl Lab {
     /// A connection as `user`: `gpubook-agent bridge` run under their uid, so the agent
     /// learns who they are from the socket, as it does over SSH.
     pub async fn connect_as(&self, user: &User) -> UserConn {
-        let mut bridge = tokio::process::Command::new(self.agent_bin())
-            .arg("bridge")
-            .arg("--socket")
-            .arg(self.socket())
-            .uid(user.uid)
-            .gid(user.gid)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the bridge");
-        let stdin = bridge.stdin.take().expect("bridge stdin");
-        let stdout = bridge.stdout.take().expect("bridge stdout");
+        let (stdin, stdout, bridge) = self.raw_as(user);
         let conn = Connection::over(stdout, stdin, "jobs-test")
             .await
             .unwrap_or_else(|e| panic!("cannot connect as {}: {e}\n{}", user.name, self.log()));
