@@ -490,13 +490,17 @@ async fn a_process_of_another_user_carrying_a_job_s_key_is_left_alone() {
     .booking;
     let started = events.wait_for(b.id, EventKind::JobStarted, DEADLINE).await;
     let pid = started.booking.run.and_then(|r| r.pid).expect("a pid");
-    // The key, as another user who learnt it would carry it.
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    let key = environ
-        .split(|b| *b == 0)
-        .find_map(|v| v.strip_prefix(b"GPUBOOK_JOB_KEY="))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .expect("the job's key");
+    // The key, as another user who learnt it would carry it. (The environment is the job's
+    // once its exec is done: look until it is there.)
+    let read_key = || {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .unwrap_or_default()
+            .split(|b| *b == 0)
+            .find_map(|v| v.strip_prefix(b"GPUBOOK_JOB_KEY="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    wait_until("the job's exec", DEADLINE, || read_key().is_some()).await;
+    let key = read_key().expect("the job's key");
     assert!(
         key.split('-').count() >= 3,
         "the key carries an unguessable part: {key}"
