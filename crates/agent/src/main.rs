@@ -141,7 +141,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 socket,
                 gpus,
                 policy,
-                server_name: name.unwrap_or_else(host_name),
+                server_name: match name {
+                    Some(n) if n.trim().is_empty() => {
+                        anyhow::bail!(
+                            "--name must not be empty: it is the server's name as people see it"
+                        )
+                    }
+                    Some(n) => n,
+                    None => host_name(),
+                },
                 shared,
                 sample_interval: std::time::Duration::from_secs_f64(sample_secs),
             };

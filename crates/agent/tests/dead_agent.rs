@@ -34,3 +34,22 @@ async fn a_request_after_the_agent_died_fails_instead_of_hanging() {
         }
     }
 }
+
+/// An agent with no name would show people a blank server: refused before it starts.
+#[test]
+fn an_empty_server_name_is_refused() {
+    for bad in ["", "  "] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpubook-agent"))
+            .args(["serve", "--gpus", "sim:1", "--name", bad])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--socket")
+            .arg(dir.path().join("agent.sock"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--name {bad:?} was taken");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--name must not be empty"), "{bad:?}: {err}");
+    }
+}

@@ -201,7 +201,12 @@ fn job_cell(b: &Booking) -> String {
         return "-".into();
     }
     let Some(r) = &b.run else {
-        return "waiting".into();
+        // Never started: waiting for its slot, or it never will (denied, cancelled, passed).
+        return if b.state.is_final() {
+            "not run".into()
+        } else {
+            "waiting".into()
+        };
     };
     let ended = match (r.exit_code, r.signal) {
         (Some(c), _) => format!("exit {c}"),

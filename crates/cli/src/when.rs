@@ -16,6 +16,9 @@ pub fn parse_time(input: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Stri
              now, or 2026-11-27T14:00)"
         )
     };
+    if s.is_empty() {
+        return Err(bad("it is empty"));
+    }
     if s.eq_ignore_ascii_case("now") {
         return Ok(now);
     }
@@ -146,6 +149,10 @@ mod tests {
         assert!(parse_time("yesterday-ish", now()).is_err());
         assert!(parse_time("25:00", now()).is_err());
         assert!(parse_time("+forever", now()).is_err());
+        // Empty is not midnight today.
+        let e = parse_time("", now()).unwrap_err();
+        assert!(e.contains("empty"), "{e}");
+        assert!(parse_time("  ", now()).is_err());
     }
 
     #[test]

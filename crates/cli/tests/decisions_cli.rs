@@ -224,3 +224,41 @@ fn moving_a_booking_to_other_gpus_keeps_its_times_and_says_moved() {
     let o = lab.gpubook(None, &["move", &id, "--start", "+3h"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+#[test]
+fn a_denied_booking_s_job_reads_not_run_rather_than_waiting() {
+    if !root_or_skip("a_denied_booking_s_job_reads_not_run_rather_than_waiting") {
+        return;
+    }
+    let asker = ensure_user(ASKER, &[]);
+    let lab = Lab::start(APPROVAL_OVER_4H, "sim:2");
+    let o = lab.gpubook(
+        Some(asker),
+        &[
+            "--json", "book", "--gpu", "1", "--start", "+2h", "--for", "8h", "--", "true",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let id = json(&o.stdout, &o)["booking"]["id"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let o = lab.gpubook(Some(asker), &["ls"]);
+    let row = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id.as_str()))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row(&o).contains("waiting"), "{}", text(&o));
+    let o = lab.gpubook(None, &["deny", &id]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = lab.gpubook(Some(asker), &["ls", "--past"]);
+    let line = row(&o);
+    assert!(
+        line.contains("not run") && !line.contains("waiting"),
+        "{line}\n{}",
+        text(&o)
+    );
+}
