@@ -17,13 +17,20 @@
 //! The runner acts on the state's committed events, so the plan and the store stay the single
 //! source of truth: a slot that started is a job to start, a slot that ended is a job to stop.
 
-use crate::identity::{self, Account};
+mod ending;
+mod limits;
+mod spawn;
+
+pub use ending::signal_number;
+
+use crate::identity;
 use crate::procs;
 use crate::state::State;
 use chrono::{DateTime, Utc};
+use ending::{cgroup, end_signal, terminate, unconfirmed};
 use gpubook_core::{Booking, BookingId, BookingState, ChangeKind, JobRun, JobState};
+use limits::{cut_log, last_line, system_limits};
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -43,18 +50,11 @@ const PATROL: Duration = Duration::from_secs(1);
 /// How long after a stop that could not be confirmed (the agent could not look at /proc) it
 /// is tried again.
 const STOP_RETRY: Duration = Duration::from_secs(5);
-/// The errno the job's pre-exec step reports when it cannot enter the working directory as the
-/// owner: one no other step of the spawn returns, so the two are told apart.
-const CWD_ERRNO: i32 = libc::EBADE;
 /// Environment variables the agent sets for every job; a booking's own `env` never overrides
 /// them (the plan refuses them when booking; older stored bookings have them skipped).
 pub fn reserved_var(name: &str) -> bool {
     name == "CUDA_VISIBLE_DEVICES" || name == "CUDA_DEVICE_ORDER" || name.starts_with("GPUBOOK_")
 }
-/// The line put at the cut of a log that reached the policy's `max_log`.
-const LOG_CUT: &str =
-    "\n[gpubook-agent: this log reached the lab's size limit (max_log); later output is dropped]\n";
-
 /// The environment variable that marks a job and its descendants.
 pub const JOB_KEY_VAR: &str = "GPUBOOK_JOB_KEY";
 
@@ -415,181 +415,6 @@ impl Jobs {
         }
     }
 
-    /// Starts the job's process; the error says why it could not, in words.
-    fn spawn(&self, b: &Booking, marks: &Marks) -> Result<(tokio::process::Child, u32), String> {
-        let key = marks.key.as_str();
-        let job = b.job.as_ref().ok_or("the booking has no job")?;
-        let account = identity::account(&b.owner)
-            .ok_or_else(|| format!("there is no user {} on this server", b.owner))?;
-        if !self.system && account.uid != self.own_uid {
-            return Err(format!(
-                "this agent runs in personal mode as uid {}: it cannot run jobs for {}",
-                self.own_uid, b.owner
-            ));
-        }
-        let cwd = job.cwd.clone().unwrap_or_else(|| account.home.clone());
-        // Never resolved against the agent's own directory: the client sends absolute paths.
-        if !cwd.starts_with('/') {
-            return Err(format!(
-                "the working directory {cwd:?} is not an absolute path; give the full path on \
-                 the server"
-            ));
-        }
-        let cwd_c = std::ffi::CString::new(cwd.as_bytes())
-            .map_err(|_| "the working directory holds a NUL byte".to_string())?;
-        let log = self.open_log(b.id, &account)?;
-        let shell = login_shell(&account);
-        let gpus: Vec<&str> = b.gpus.iter().map(|g| g.0.as_str()).collect();
-        let mut cmd = tokio::process::Command::new(&shell);
-        // The booking's own variables first, so the agent's below always win; the plan refuses
-        // these names when booking, and an older stored booking has them skipped here.
-        cmd.arg("-lc")
-            .arg(&job.command)
-            .env_clear()
-            .envs(job.env.iter().filter(|(k, _)| !reserved_var(k)))
-            .env("HOME", &account.home)
-            .env("USER", &b.owner)
-            .env("LOGNAME", &b.owner)
-            .env("SHELL", &shell)
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("CUDA_VISIBLE_DEVICES", gpus.join(","))
-            .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-            .env("GPUBOOK_BOOKING_ID", b.id.to_string())
-            .env("GPUBOOK_SLOT_END", b.interval.end.to_rfc3339())
-            .env("GPUBOOK_GPUS", gpus.join(","))
-            .env(JOB_KEY_VAR, key)
-            .stdin(std::process::Stdio::null())
-            .stdout(
-                log.try_clone()
-                    .map_err(|e| format!("cannot use the log: {e}"))?,
-            )
-            .stderr(log)
-            .kill_on_drop(false);
-        if let Ok(lang) = std::env::var("LANG") {
-            if !job.env.contains_key("LANG") {
-                cmd.env("LANG", lang);
-            }
-        }
-        let switch = self.system && account.uid != self.own_uid;
-        // Its own cgroup where the host delegates one: opened here, joined in the child.
-        let cgroup_procs: Option<std::fs::File> = cgroup::create(&marks.plain).and_then(|dir| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(dir.join("cgroup.procs"))
-                .ok()
-        });
-        let cgroup_fd = cgroup_procs.as_ref().map(|f| {
-            use std::os::unix::io::AsRawFd;
-            f.as_raw_fd()
-        });
-        let Account {
-            uid, gid, groups, ..
-        } = account;
-        let limits = self.limits.clone();
-        // SAFETY: the closure runs in the child between fork and exec and only makes
-        // async-signal-safe system calls on values prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // "0" moves the writer into the cgroup. Without one the job still runs: the
-                // key in its environment finds its processes.
-                if let Some(fd) = cgroup_fd {
-                    libc::write(fd, b"0".as_ptr().cast(), 1);
-                }
-                // What the agent's unit gave the agent is not the job's: the system's default
-                // limits, the default file mode mask, no shield from the OOM killer. Best
-                // effort: an agent that is not root may not raise a hard limit back.
-                for (resource, limit) in &limits {
-                    if libc::setrlimit(*resource, limit) != 0 {
-                        // Not allowed to raise the hard limit (no CAP_SYS_RESOURCE): as close
-                        // as the agent's own hard limit lets it.
-                        let mut own = libc::rlimit {
-                            rlim_cur: 0,
-                            rlim_max: 0,
-                        };
-                        if libc::getrlimit(*resource, &mut own) == 0 {
-                            let capped = libc::rlimit {
-                                rlim_cur: limit.rlim_cur.min(own.rlim_max),
-                                rlim_max: limit.rlim_max.min(own.rlim_max),
-                            };
-                            libc::setrlimit(*resource, &capped);
-                        }
-                    }
-                }
-                libc::umask(0o022);
-                let adj = libc::open(
-                    c"/proc/self/oom_score_adj".as_ptr(),
-                    libc::O_WRONLY | libc::O_CLOEXEC,
-                );
-                if adj >= 0 {
-                    libc::write(adj, b"0".as_ptr().cast(), 1);
-                    libc::close(adj);
-                }
-                // Groups (the owner's supplementary ones), then gid, then uid: after setuid
-                // nothing else may be changed.
-                if switch
-                    && (libc::setgroups(groups.len() as _, groups.as_ptr()) != 0
-                        || libc::setgid(gid) != 0
-                        || libc::setuid(uid) != 0)
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // Only now, as the owner: a directory they may not enter is refused, whether
-                // or not it exists for root.
-                if libc::chdir(cwd_c.as_ptr()) != 0 {
-                    return Err(std::io::Error::from_raw_os_error(CWD_ERRNO));
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|e| {
-            if e.raw_os_error() == Some(CWD_ERRNO) {
-                format!(
-                    "cannot enter the working directory {cwd} as {}: it does not exist or {} \
-                     may not enter it",
-                    b.owner, b.owner
-                )
-            } else {
-                format!("cannot start {shell} -lc: {e}")
-            }
-        })?;
-        drop(cgroup_procs);
-        let pid = child
-            .id()
-            .ok_or("the job exited before it could be watched")?;
-        Ok((child, pid))
-    }
-
-    /// Opens (appending) the job's log: owned by the job's owner, readable by nobody else.
-    fn open_log(&self, id: BookingId, owner: &Account) -> Result<std::fs::File, String> {
-        std::fs::create_dir_all(&self.log_dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.log_dir.display()))?;
-        // Nobody may list the directory. (The state directory above it is the agent's alone,
-        // so logs are read through the agent: `gpubook logs`.)
-        let _ = std::fs::set_permissions(&self.log_dir, std::fs::Permissions::from_mode(0o711));
-        let path = self.log_path(id);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("cannot open the log {}: {e}", path.display()))?;
-        if self.system {
-            use std::os::unix::io::AsRawFd;
-            // SAFETY: fchown on a descriptor we own.
-            let rc = unsafe { libc::fchown(file.as_raw_fd(), owner.uid, owner.gid) };
-            if rc != 0 {
-                return Err(format!(
-                    "cannot give the log to its owner: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-        }
-        Ok(file)
-    }
-
     fn adopt(self: &Arc<Self>, b: Booking) {
         let Some(run) = &b.run else { return };
         let (Some(pid), Some(ticks)) = (run.pid, run.start_ticks) else {
@@ -926,267 +751,6 @@ impl Jobs {
     }
 }
 
-/// Says in the log that `what` (with `{id}` for the booking) could not be confirmed, the first
-/// time and then every twelfth try (a minute apart at most): a process stuck in the kernel
-/// must not fill the log.
-fn unconfirmed(id: BookingId, what: &str, tries: &mut u32) {
-    if *tries % 12 == 0 {
-        eprintln!(
-            "gpubook-agent: cannot confirm {}; trying again every {} s",
-            what.replace("{id}", &id.to_string()),
-            STOP_RETRY.as_secs()
-        );
-    }
-    *tries += 1;
-}
-
-/// Cuts the log at `path` back to `max` bytes and a line saying so, once it is longer. The job
-/// appends to it: what it writes after the cut is dropped at the next look, so the file holds
-/// at most `max`, the line, and what the job wrote in one patrol's time.
-fn cut_log(path: &std::path::Path, max: u64) {
-    let Ok(meta) = std::fs::metadata(path) else {
-        return;
-    };
-    if meta.len() <= max + LOG_CUT.len() as u64 {
-        return;
-    }
-    let Ok(file) = std::fs::OpenOptions::new().append(true).open(path) else {
-        return;
-    };
-    use std::io::Write;
-    if file.set_len(max).is_ok() {
-        let _ = (&file).write_all(LOG_CUT.as_bytes());
-    }
-}
-
-/// The system's default resource limits: those of pid 1, which every login inherits, except
-/// open files: systemd raises its own to the kernel's maximum but gives every service and login
-/// 1024 (soft; `select()` breaks above it) and 524288 (hard). Read once; empty where
-/// /proc/1/limits cannot be read (then jobs keep the agent's).
-fn system_limits() -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
-    std::fs::read_to_string("/proc/1/limits")
-        .map(|t| parse_limits(&t))
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(resource, limit)| match resource {
-            libc::RLIMIT_NOFILE => (resource, login_files(limit)),
-            _ => (resource, limit),
-        })
-        .collect()
-}
-
-/// What a login gets for open files, given pid 1's limit.
-fn login_files(pid1: libc::rlimit) -> libc::rlimit {
-    libc::rlimit {
-        rlim_cur: pid1.rlim_cur.min(1024),
-        rlim_max: pid1.rlim_max.min(524_288),
-    }
-}
-
-/// The limits in a /proc/PID/limits text.
-fn parse_limits(text: &str) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
-    const NAMES: &[(&str, libc::__rlimit_resource_t)] = &[
-        ("Max cpu time", libc::RLIMIT_CPU),
-        ("Max file size", libc::RLIMIT_FSIZE),
-        ("Max data size", libc::RLIMIT_DATA),
-        ("Max stack size", libc::RLIMIT_STACK),
-        ("Max core file size", libc::RLIMIT_CORE),
-        ("Max resident set", libc::RLIMIT_RSS),
-        ("Max processes", libc::RLIMIT_NPROC),
-        ("Max open files", libc::RLIMIT_NOFILE),
-        ("Max locked memory", libc::RLIMIT_MEMLOCK),
-        ("Max address space", libc::RLIMIT_AS),
-        ("Max file locks", libc::RLIMIT_LOCKS),
-        ("Max pending signals", libc::RLIMIT_SIGPENDING),
-        ("Max msgqueue size", libc::RLIMIT_MSGQUEUE),
-        ("Max nice priority", libc::RLIMIT_NICE),
-        ("Max realtime priority", libc::RLIMIT_RTPRIO),
-        ("Max realtime timeout", libc::RLIMIT_RTTIME),
-    ];
-    let value = |v: &str| {
-        if v == "unlimited" {
-            Some(libc::RLIM_INFINITY)
-        } else {
-            v.parse().ok()
-        }
-    };
-    text.lines()
-        .filter_map(|line| {
-            let (name, resource) = NAMES.iter().find(|(n, _)| line.starts_with(n))?;
-            let mut rest = line[name.len()..].split_whitespace();
-            let (soft, hard) = (value(rest.next()?)?, value(rest.next()?)?);
-            Some((
-                *resource,
-                libc::rlimit {
-                    rlim_cur: soft,
-                    rlim_max: hard,
-                },
-            ))
-        })
-        .collect()
-}
-
-/// The booking's end signal (number and name) and grace period: its own, else the default,
-/// never more than the policy's `max_grace` (a booking asking for more is refused when made;
-/// this holds older ones, and the default, to a policy that allows less).
-fn end_signal(b: &Booking, max_grace_secs: i64) -> (i32, String, Duration) {
-    let job = b.job.as_ref();
-    let named = job.and_then(|j| j.end_signal.as_deref());
-    let (signal, name) = match named.and_then(signal_number) {
-        Some(n) => (n, named.unwrap_or_default().to_string()),
-        None => (libc::SIGTERM, "SIGTERM".to_string()),
-    };
-    let grace = job.and_then(|j| j.grace_secs).unwrap_or(DEFAULT_GRACE_SECS);
-    let grace = u64::from(grace).min(u64::try_from(max_grace_secs).unwrap_or(0));
-    (signal, name, Duration::from_secs(grace))
-}
-
-/// Sends `signal` to everything of the job with `key` (its main process while it is still the
-/// same live process, everything carrying the key and running as `owner`, its cgroup), waits
-/// until `kill_at` for all of it to end, then SIGKILLs what is left. `Some(true)` if SIGKILL was
-/// needed; `None` if the end could not be confirmed — /proc could not be read (no file
-/// descriptors left), or something still ran 10 s after SIGKILL: then the job is not taken for
-/// stopped, and the stop is tried again.
-async fn terminate(
-    marks: &Marks,
-    owner: Option<u32>,
-    main: Option<&Watched>,
-    signal: i32,
-    kill_at: tokio::time::Instant,
-) -> Option<bool> {
-    // The main process counts only while it is the process the job started and not a
-    // zombie: a re-adopted job's zombie cannot be reaped here, and its pid may be reused.
-    let main_alive = || {
-        main.and_then(|w| w.ticks.map(|t| (w.pid, t)))
-            .filter(|(pid, ticks)| procs::is_alive(*pid, *ticks))
-            .map(|(pid, _)| pid)
-    };
-    // None: /proc could not be listed.
-    let members = || {
-        let mut all = marks.pids(owner).ok()?;
-        all.extend(cgroup::members(&marks.plain));
-        all.extend(main_alive());
-        all.sort_unstable();
-        all.dedup();
-        Some(all)
-    };
-    signal_all(main_alive(), &members().unwrap_or_default(), signal);
-    let mut killed = false;
-    loop {
-        let left = members();
-        let main_done = main.is_none_or(|w| w.done.borrow().is_some() || main_alive().is_none());
-        if left.as_ref().is_some_and(|l| l.is_empty()) && main_done {
-            return Some(killed);
-        }
-        if tokio::time::Instant::now() >= kill_at {
-            // Again on every look: a member seen only now (the agent could not look before)
-            // gets it too.
-            cgroup::kill(&marks.plain);
-            signal_all(
-                main_alive(),
-                left.as_deref().unwrap_or_default(),
-                libc::SIGKILL,
-            );
-            killed = true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if killed && tokio::time::Instant::now() >= kill_at + Duration::from_secs(10) {
-            // Something is left, or the agent cannot tell: not stopped yet.
-            return None;
-        }
-    }
-}
-
-/// A cgroup (v2) per job, where the host delegates one to the agent: the agent's own cgroup
-/// on a pure v2 hierarchy, writable by it (a systemd unit with `Delegate=yes`). Everything is
-/// best effort: where any step fails, the job runs without one and is tracked by its key.
-mod cgroup {
-    use std::path::PathBuf;
-
-    /// The directory for job `key`, if cgroups v2 are delegated here.
-    fn dir(key: &str) -> Option<PathBuf> {
-        let root = std::path::Path::new("/sys/fs/cgroup");
-        if !root.join("cgroup.controllers").exists() {
-            return None;
-        }
-        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        let path = own.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
-        Some(
-            root.join(path.trim_start_matches('/'))
-                .join(format!("gpubook-job-{key}")),
-        )
-    }
-
-    /// Creates job `key`'s cgroup.
-    pub fn create(key: &str) -> Option<PathBuf> {
-        let d = dir(key)?;
-        match std::fs::create_dir(&d) {
-            Ok(()) => Some(d),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Some(d),
-            Err(_) => None,
-        }
-    }
-
-    /// The processes in job `key`'s cgroup.
-    pub fn members(key: &str) -> Vec<u32> {
-        dir(key)
-            .and_then(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
-            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
-    }
-
-    /// Kills everything in job `key`'s cgroup at once (Linux 5.14+).
-    pub fn kill(key: &str) {
-        if let Some(d) = dir(key) {
-            let _ = std::fs::write(d.join("cgroup.kill"), "1");
-        }
-    }
-
-    /// Removes job `key`'s cgroup once it is empty.
-    pub fn remove(key: &str) {
-        if let Some(d) = dir(key) {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
-/// Sends `signal` to the job's process group and to every process that carries its key.
-fn signal_all(pid: Option<u32>, members: &[u32], signal: i32) {
-    // SAFETY: kill has no memory-safety preconditions; a vanished pid gives ESRCH.
-    unsafe {
-        if let Some(p) = pid {
-            libc::kill(-(p as i32), signal);
-        }
-        for p in members {
-            libc::kill(*p as i32, signal);
-        }
-    }
-}
-
-/// The owner's login shell, or /bin/sh where it is not a real shell (nologin, false).
-fn login_shell(a: &Account) -> String {
-    let s = a.shell.trim();
-    if s.is_empty() || s.ends_with("nologin") || s.ends_with("/false") {
-        "/bin/sh".into()
-    } else {
-        s.to_string()
-    }
-}
-
-/// The number of a signal a booking names ("SIGTERM", "term", "USR1"), if jobs may get it.
-pub fn signal_number(name: &str) -> Option<i32> {
-    Some(match gpubook_core::booking::canonical_signal(name)? {
-        "SIGTERM" => libc::SIGTERM,
-        "SIGINT" => libc::SIGINT,
-        "SIGHUP" => libc::SIGHUP,
-        "SIGQUIT" => libc::SIGQUIT,
-        "SIGUSR1" => libc::SIGUSR1,
-        "SIGUSR2" => libc::SIGUSR2,
-        "SIGKILL" => libc::SIGKILL,
-        _ => return None,
-    })
-}
-
 fn describe_exit(exit: Option<Exit>, started: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     let ran = started
         .map(|s| gpubook_core::duration::format_duration(now - s))
@@ -1200,24 +764,9 @@ fn describe_exit(exit: Option<Exit>, started: Option<DateTime<Utc>>, now: DateTi
     }
 }
 
-/// The last non-empty line of a file (the shell's complaint, for a command that did not run),
-/// read from its last 4 KiB with a seek, whatever the file's size.
-fn last_line(path: &std::path::Path) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
-    let mut text = Vec::with_capacity(4096);
-    file.take(4096).read_to_end(&mut text).ok()?;
-    String::from_utf8_lossy(&text)
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
-}
-
 #[cfg(test)]
 mod tests {
+    use super::limits::{parse_limits, LOG_CUT};
     use super::*;
 
     #[test]
