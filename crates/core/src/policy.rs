@@ -23,6 +23,7 @@
 //!                                  # and SIGKILL (everyone, admins included)
 //! max_log = "1G"                   # a job's log is cut at this size (K, M, G, T: binary)
 //! max_pending = 20                 # requests one user may have waiting for approval
+//! max_upcoming = 500               # bookings one user may hold that have not ended
 //! ```
 //!
 //! Every duration is more than zero and at most [`MAX_POLICY_DAYS`] days (the grid divides a
@@ -169,6 +170,11 @@ pub struct Policy {
     /// to it. Older agents do not send it: 20.
     #[serde(default = "default_max_pending")]
     pub max_pending: u32,
+    /// Bookings one user may hold that have not ended (confirmed, started or waiting), so no
+    /// user can fill the agent's store; admins are not held to it. Older agents do not send
+    /// it: 500.
+    #[serde(default = "default_max_upcoming")]
+    pub max_upcoming: u32,
 }
 
 /// The longest any duration in a policy file may be, in days (`granularity` and `max_grace`
@@ -195,6 +201,10 @@ fn default_max_pending() -> u32 {
     20
 }
 
+fn default_max_upcoming() -> u32 {
+    500
+}
+
 impl Default for Policy {
     /// No limits, everyone a user, a 15-minute grid.
     fn default() -> Self {
@@ -216,6 +226,7 @@ impl Default for Policy {
             max_grace_secs: default_max_grace(),
             max_log_bytes: default_max_log(),
             max_pending: default_max_pending(),
+            max_upcoming: default_max_upcoming(),
         }
     }
 }
@@ -250,6 +261,7 @@ struct PolicyFile {
     max_grace: Option<String>,
     max_log: Option<SizeText>,
     max_pending: Option<u32>,
+    max_upcoming: Option<u32>,
 }
 
 /// `max_log` as written: "1G", or a plain number of bytes (with or without quotes).
@@ -299,6 +311,7 @@ impl Policy {
             max_grace_secs: dur("max_grace", f.max_grace)?.unwrap_or(d.max_grace_secs),
             max_log_bytes,
             max_pending: f.max_pending.unwrap_or(d.max_pending),
+            max_upcoming: f.max_upcoming.unwrap_or(d.max_upcoming),
         };
         policy.validate()?;
         Ok(policy)
@@ -365,6 +378,11 @@ impl Policy {
     /// to it: their requests never wait).
     pub fn max_pending(&self) -> u32 {
         self.max_pending
+    }
+
+    /// How many bookings that have not ended one user may hold (admins are not held to it).
+    pub fn max_upcoming(&self) -> u32 {
+        self.max_upcoming
     }
 
     /// How long before a slot's end its owner is warned.

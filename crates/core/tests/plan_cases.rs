@@ -2134,3 +2134,33 @@ fn gpu_seconds_in_a_window_given_backwards_are_none_not_a_panic() {
         3600
     );
 }
+
+#[test]
+fn a_user_holds_at_most_max_upcoming_bookings_so_no_one_fills_the_store() {
+    let policy = Policy {
+        max_upcoming: 3,
+        ..Policy::default()
+    };
+    assert_eq!(policy.max_upcoming(), 3);
+    let mut p = plan(policy);
+    let hour = |h: u32| {
+        let start = format!("{h:02}:00");
+        let end = format!("{:02}:00", h + 1);
+        book_at(named(&[0]), today(&start), today(&end))
+    };
+    let first = create(&mut p, &user("bob"), hour(10), now());
+    create(&mut p, &user("bob"), hour(11), now());
+    create(&mut p, &user("bob"), hour(12), now());
+    assert_eq!(p.upcoming("bob"), 3);
+    let e = refused(&mut p, &user("bob"), hour(13), now());
+    assert!(e.to_string().contains("max_upcoming"), "{e}");
+    assert_not_allowed(e);
+    // Others are not held to bob's count, nor admins to any.
+    create(&mut p, &user("carol"), hour(14), now());
+    create(&mut p, &admin(), hour(15), now());
+    // A cancel frees a place.
+    p.apply(&user("bob"), Op::Cancel { id: first.id }, now())
+        .expect("bob cancels his own");
+    assert_eq!(p.upcoming("bob"), 2);
+    create(&mut p, &user("bob"), hour(16), now());
+}

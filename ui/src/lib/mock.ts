@@ -327,7 +327,7 @@ export class MockBackend implements Backend {
             max_booking_secs: s.view.id === 'local' ? 4 * 3600 : 48 * 3600, max_ahead_secs: 14 * 86400,
             weekly_quota_gpu_hours: 200, max_gpus_at_once: 4, over_policy: 'approval', intruders: 'warn',
             idle_after_secs: 3600, release_idle: false, end_warning_secs: 600,
-            max_grace_secs: 300, max_log_bytes: 2 ** 30, max_pending: 20,
+            max_grace_secs: 300, max_log_bytes: 2 ** 30, max_pending: 20, max_upcoming: 500,
           },
           role: s.role,
           week_gpu_hours: 12.5,

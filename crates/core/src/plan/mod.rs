@@ -262,6 +262,15 @@ impl Plan {
         self.waiting.get(owner).copied().unwrap_or(0)
     }
 
+    /// How many of `owner`'s bookings have not ended (confirmed, started or waiting).
+    pub fn upcoming(&self, owner: &str) -> u32 {
+        self.by_owner.get(owner).map_or(0, |own| {
+            own.iter()
+                .filter(|(_, id)| self.bookings.get(id).is_some_and(|b| !b.state.is_final()))
+                .count() as u32
+        })
+    }
+
     /// The number the next booking will get.
     pub fn next_id(&self) -> BookingId {
         BookingId(self.next_id)

@@ -81,6 +81,15 @@ impl Plan {
             None,
             asap.is_some(),
         );
+        // No user fills the store: a booking beyond the most a user may hold is refused.
+        let upcoming = self.upcoming(&actor.user);
+        if actor.role != Role::Admin && upcoming >= self.policy.max_upcoming() {
+            return Err(PlanError::NotAllowed(format!(
+                "{} already holds {upcoming} bookings that have not ended, the most the policy \
+                 allows (max_upcoming); cancel one to book another",
+                actor.user
+            )));
+        }
         // A request that would wait is refused, not queued, once its owner has the most
         // waiting that the policy allows (admins' requests never wait).
         let waiting = self.waiting(&actor.user);

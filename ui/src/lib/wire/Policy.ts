@@ -82,4 +82,10 @@ max_log_bytes: number,
  * beyond it is refused, not queued. Admins' requests never wait, so they are not held
  * to it. Older agents do not send it: 20.
  */
-max_pending: number, };
+max_pending: number, 
+/**
+ * Bookings one user may hold that have not ended (confirmed, started or waiting), so no
+ * user can fill the agent's store; admins are not held to it. Older agents do not send
+ * it: 500.
+ */
+max_upcoming: number, };
