@@ -6,6 +6,16 @@
 //! that home, `$HOME/.ssh/config` is passed with `-F`. `$GPUBOOK_SSH_CONFIG` names the config
 //! file explicitly (tests).
 
+mod file;
+mod passwd;
+
+pub use file::config_hosts;
+use file::fallback;
+pub(crate) use file::host_matches;
+#[cfg(test)]
+use file::read_config;
+pub(crate) use passwd::{local_user, passwd_home, process_home};
+
 use super::{SshEnv, SshError};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -246,85 +256,6 @@ fn config_file(env: &SshEnv) -> Option<PathBuf> {
     })
 }
 
-/// The hosts a person can pick from their SSH config: every name on a `Host` line that is not
-/// a pattern (no `*`, `?` or `!`), in the file's order, without repeats, following `Include`
-/// (relative to ~/.ssh, with `*` in the file name). A missing or unreadable file gives none.
-pub fn config_hosts(env: &SshEnv) -> Vec<String> {
-    let home = env.home();
-    let file = env
-        .config
-        .clone()
-        .or_else(|| {
-            std::env::var_os("GPUBOOK_SSH_CONFIG")
-                .filter(|f| !f.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| home.join(".ssh/config"));
-    let mut hosts = Vec::new();
-    collect_hosts(&file, &home.join(".ssh"), &mut hosts, 0);
-    hosts
-}
-
-fn collect_hosts(file: &Path, ssh_dir: &Path, hosts: &mut Vec<String>, depth: usize) {
-    // OpenSSH allows 16 levels of Include; a loop stops here too.
-    if depth > 16 {
-        return;
-    }
-    let Ok(text) = std::fs::read_to_string(file) else {
-        return;
-    };
-    for line in text.lines() {
-        let line = line.trim();
-        let Some((k, v)) = line.split_once(|c: char| c == '=' || c.is_whitespace()) else {
-            continue;
-        };
-        let v = v.trim_start_matches(['=', ' ', '\t']).trim();
-        match k.to_ascii_lowercase().as_str() {
-            "host" => {
-                for name in v.split_whitespace().map(|n| n.trim_matches('"')) {
-                    if !name.contains(['*', '?', '!']) && !hosts.iter().any(|h| h == name) {
-                        hosts.push(name.to_string());
-                    }
-                }
-            }
-            "include" => {
-                for pattern in v.split_whitespace() {
-                    let path = if let Some(rest) = pattern.strip_prefix("~/") {
-                        ssh_dir.parent().unwrap_or(ssh_dir).join(rest)
-                    } else if Path::new(pattern).is_absolute() {
-                        PathBuf::from(pattern)
-                    } else {
-                        ssh_dir.join(pattern)
-                    };
-                    for f in expand_glob(&path) {
-                        collect_hosts(&f, ssh_dir, hosts, depth + 1);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// `path` itself, or the files its last component's `*`/`?` pattern matches, sorted.
-fn expand_glob(path: &Path) -> Vec<PathBuf> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    match (name, path.parent()) {
-        (Some(name), Some(dir)) if name.contains(['*', '?']) => {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
-                .map(|e| e.path())
-                .collect();
-            found.sort();
-            found
-        }
-        _ => vec![path.to_path_buf()],
-    }
-}
-
 fn ssh_g(spec: &str, parsed: &Spec, env: &SshEnv) -> Result<Settings, SshError> {
     let mut cmd = Command::new("ssh");
     cmd.arg("-G");
@@ -501,144 +432,6 @@ fn expand(v: &str, home: &Path, host: &str, user: &str, port: u16) -> PathBuf {
         }
     }
     PathBuf::from(out)
-}
-
-/// `$HOME`, else the passwd entry's home.
-pub(crate) fn process_home() -> PathBuf {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .or_else(passwd_home)
-        .unwrap_or_else(|| PathBuf::from("/"))
-}
-
-fn passwd_field<T>(f: impl FnOnce(&libc::passwd) -> T) -> Option<T> {
-    let mut buf = vec![0u8; 16384];
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; the buffer outlives the use of `pw`.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            libc::getuid(),
-            &mut pw,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    (rc == 0 && !result.is_null()).then(|| f(&pw))
-}
-
-fn cstr(p: *const libc::c_char) -> String {
-    if p.is_null() {
-        return String::new();
-    }
-    // SAFETY: getpwuid_r filled it with a NUL-terminated string inside the live buffer.
-    unsafe { std::ffi::CStr::from_ptr(p) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-pub(crate) fn passwd_home() -> Option<PathBuf> {
-    passwd_field(|pw| PathBuf::from(cstr(pw.pw_dir)))
-}
-
-/// The local user's name (the default remote user).
-pub(crate) fn local_user() -> String {
-    passwd_field(|pw| cstr(pw.pw_name))
-        .filter(|n| !n.is_empty())
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "root".into())
-}
-
-/// Reads ~/.ssh/config (and /etc/ssh/ssh_config) without OpenSSH: Host blocks with patterns,
-/// the first value of a keyword wins, IdentityFile adds up. Match blocks and Include are
-/// skipped.
-fn fallback(parsed: &Spec, env: &SshEnv) -> Result<Settings, SshError> {
-    let mut s = Settings::default();
-    let files = [
-        config_file(env).unwrap_or_else(|| env.home().join(".ssh/config")),
-        PathBuf::from("/etc/ssh/ssh_config"),
-    ];
-    for f in files {
-        if let Ok(text) = std::fs::read_to_string(&f) {
-            read_config(&text, &parsed.host, &mut s);
-        }
-    }
-    if !s.0.iter().any(|(k, _)| k == "hostname") {
-        s.0.push(("hostname".into(), parsed.host.clone()));
-    }
-    Ok(s)
-}
-
-fn read_config(text: &str, host: &str, s: &mut Settings) {
-    let mut active = true;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (k, v) = match line.split_once(|c: char| c == '=' || c.is_whitespace()) {
-            Some((k, v)) => (
-                k.trim().to_ascii_lowercase(),
-                v.trim_start_matches(['=', ' ', '\t']).trim(),
-            ),
-            None => continue,
-        };
-        let v = v.trim_matches('"');
-        match k.as_str() {
-            "host" => active = host_matches(v, host),
-            "match" => active = false,
-            _ if !active => {}
-            "identityfile" | "userknownhostsfile" | "globalknownhostsfile" => {
-                for f in v.split_whitespace() {
-                    s.0.push((k.clone(), f.to_string()));
-                }
-            }
-            _ => {
-                if s.get(&k).is_none() {
-                    let v = if k == "hostname" {
-                        v.replace("%h", host)
-                    } else {
-                        v.to_string()
-                    };
-                    s.0.push((k, v));
-                }
-            }
-        }
-    }
-}
-
-/// Whether `host` matches a Host line's patterns (wildcards, `!` negation).
-pub(crate) fn host_matches(patterns: &str, host: &str) -> bool {
-    let mut any = false;
-    for p in patterns.split(|c: char| c == ',' || c.is_whitespace()) {
-        if p.is_empty() {
-            continue;
-        }
-        if let Some(neg) = p.strip_prefix('!') {
-            if wildcard(neg, host) {
-                return false;
-            }
-        } else if wildcard(p, host) {
-            any = true;
-        }
-    }
-    any
-}
-
-/// `*` and `?` matching, case-insensitive as host names are.
-pub(crate) fn wildcard(pattern: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match (p.first(), t.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &t[1..]),
-            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => go(&p[1..], &t[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), text.as_bytes())
 }
 
 #[cfg(test)]
