@@ -95,7 +95,7 @@ impl Plan {
         requested: Interval,
         now: DateTime<Utc>,
     ) -> Result<Interval, PlanError> {
-        forwards(&requested)?;
+        refuse_backwards(&requested)?;
         within_horizon("the end", requested.end, now)?;
         let g = self.policy.granularity();
         let rounded = round_to(requested.start, g);
@@ -344,7 +344,7 @@ fn policy_secs(secs: i64) -> String {
 
 /// Refuses an interval asked backwards (its end not after its start), as it was asked: before
 /// the grid could round it into a valid one.
-pub(super) fn forwards(requested: &Interval) -> Result<(), PlanError> {
+pub(super) fn refuse_backwards(requested: &Interval) -> Result<(), PlanError> {
     if requested.end <= requested.start {
         return Err(PlanError::Invalid("the end must be after the start".into()));
     }

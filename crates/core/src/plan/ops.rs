@@ -2,7 +2,7 @@
 //! what the agent observes.
 
 use super::contents::{check_job, check_size, check_title};
-use super::limits::{forwards, later, within_horizon};
+use super::limits::{later, refuse_backwards, within_horizon};
 use super::*;
 
 impl Plan {
@@ -190,7 +190,7 @@ impl Plan {
         let interval = match old.state {
             BookingState::Confirmed | BookingState::PendingApproval => self.snap(requested, now)?,
             BookingState::Active => {
-                forwards(&requested)?;
+                refuse_backwards(&requested)?;
                 within_horizon("the new end", requested.end, now)?;
                 let end = round_to(requested.end, self.policy.granularity());
                 if requested.start != old.interval.start || new_gpus.is_some() {
