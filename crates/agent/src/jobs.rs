@@ -18,7 +18,9 @@
 //! source of truth: a slot that started is a job to start, a slot that ended is a job to stop.
 
 mod ending;
+mod launch;
 mod limits;
+mod patrol;
 mod spawn;
 
 pub use ending::signal_number;
@@ -338,141 +340,6 @@ impl Jobs {
         }
     }
 
-    fn start(self: &Arc<Self>, b: Booking, recovering: bool) {
-        let id = b.id;
-        let marks = self.marks(id);
-        // Started before a crash but not recorded? Then it runs: adopt it, never start twice.
-        let mut found: Vec<(u64, u32)> = if recovering {
-            let Ok(pids) = marks.pids(self.owner_uid(&b)) else {
-                // Whether it runs cannot be told now: never start it twice; look again later.
-                eprintln!(
-                    "gpubook-agent: cannot look for booking {id}'s job in /proc; trying again"
-                );
-                return;
-            };
-            pids.into_iter()
-                .filter_map(|pid| procs::start_ticks(pid).map(|t| (t, pid)))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        found.sort();
-        if let Some((ticks, pid)) = found.first().copied() {
-            let log = self.log_path(id).display().to_string();
-            self.record(id, ChangeKind::JobStarted, |r| {
-                r.state = JobState::Running;
-                r.pid = Some(pid);
-                r.start_ticks = Some(ticks);
-                r.log = Some(log);
-                r.message = Some("found running after an agent restart; adopted".into());
-            });
-            self.watch_adopted(id, pid, ticks);
-            return;
-        }
-        match self.spawn(&b, &marks) {
-            Ok((child, pid)) => {
-                let ticks = procs::start_ticks(pid);
-                let (tx, rx) = watch::channel(None);
-                self.watched.lock().unwrap().insert(
-                    id,
-                    Watched {
-                        pid,
-                        ticks,
-                        done: rx,
-                    },
-                );
-                let log = self.log_path(id).display().to_string();
-                let now = self.state.clock.now();
-                self.record(id, ChangeKind::JobStarted, |r| {
-                    r.state = JobState::Running;
-                    r.pid = Some(pid);
-                    r.start_ticks = ticks;
-                    r.started_at = Some(now);
-                    r.log = Some(log);
-                    r.message = None;
-                });
-                let me = self.clone();
-                tokio::spawn(async move {
-                    let mut child = child;
-                    let began = std::time::Instant::now();
-                    let exit = child.wait().await.ok().map(|s| Exit {
-                        code: s.code(),
-                        signal: s.signal(),
-                    });
-                    let _ = tx.send(Some(exit));
-                    me.ended(id, exit, began.elapsed());
-                });
-            }
-            Err(why) => {
-                let now = self.state.clock.now();
-                self.record(id, ChangeKind::JobFailed, |r| {
-                    r.state = JobState::FailedToStart;
-                    r.ended_at = Some(now);
-                    r.message = Some(why);
-                });
-                self.give_back(&b);
-            }
-        }
-    }
-
-    fn adopt(self: &Arc<Self>, b: Booking) {
-        let Some(run) = &b.run else { return };
-        let (Some(pid), Some(ticks)) = (run.pid, run.start_ticks) else {
-            return self.lost(
-                b.id,
-                "the agent restarted and the job's process is not known",
-            );
-        };
-        if procs::is_alive(pid, ticks) {
-            self.watch_adopted(b.id, pid, ticks);
-        } else if self
-            .marks(b.id)
-            .pids(self.owner_uid(&b))
-            .map_or(true, |found| !found.is_empty())
-        {
-            // The main process ended while no agent watched, but something it started still
-            // runs: the job is over (status unknown), and what it left behind is swept away.
-            self.ended(b.id, None, Duration::ZERO);
-        } else {
-            self.lost(
-                b.id,
-                "the job ended while the agent was not running; its exit status is unknown",
-            );
-        }
-    }
-
-    fn lost(&self, id: BookingId, why: &str) {
-        let now = self.state.clock.now();
-        let why = why.to_string();
-        self.record(id, ChangeKind::JobLost, |r| {
-            r.state = JobState::Lost;
-            r.ended_at = Some(now);
-            r.message = Some(why);
-        });
-    }
-
-    /// Watches a job that is not this process's child, through /proc.
-    fn watch_adopted(self: &Arc<Self>, id: BookingId, pid: u32, ticks: u64) {
-        let (tx, rx) = watch::channel(None);
-        self.watched.lock().unwrap().insert(
-            id,
-            Watched {
-                pid,
-                ticks: Some(ticks),
-                done: rx,
-            },
-        );
-        let me = self.clone();
-        tokio::spawn(async move {
-            let began = std::time::Instant::now();
-            while procs::is_alive(pid, ticks) {
-                tokio::time::sleep(ADOPTED_POLL).await;
-            }
-            let _ = tx.send(Some(None));
-            me.ended(id, None, began.elapsed());
-        });
-    }
-
     /// The job's main process ended: record how, and give the rest of the slot back.
     fn ended(self: &Arc<Self>, id: BookingId, exit: Option<Exit>, ran: Duration) {
         if self.stopping.lock().unwrap().contains(&id) {
@@ -674,80 +541,6 @@ impl Jobs {
             me.watched.lock().unwrap().remove(&id);
             me.stopping.lock().unwrap().remove(&id);
         });
-    }
-
-    /// Looks over the running jobs once: a slot whose end has passed in the plan held in memory
-    /// is stopped even if the store could not record its end (a full disk); a job whose
-    /// GPUs another booking takes at its end gets its end signal `grace` early; a log over the
-    /// policy's `max_log` is cut. Also starts what a failed look at /proc left unstarted.
-    fn patrol(self: &Arc<Self>) {
-        let waiting: Vec<(BookingId, (ChangeKind, JobRun))> = self
-            .unrecorded
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(id, v)| (*id, v.clone()))
-            .collect();
-        for (id, (kind, run)) in waiting {
-            self.write_run(id, kind, run);
-        }
-        let now = self.state.clock.now();
-        let ids: Vec<BookingId> = self.watched.lock().unwrap().keys().copied().collect();
-        let kept: HashSet<BookingId> = self.unrecorded.lock().unwrap().keys().copied().collect();
-        let (due, max_log, unstarted) = {
-            let inner = self.state.lock();
-            let mut due = Vec::new();
-            for id in &ids {
-                let Some(b) = inner.plan.get(*id) else {
-                    continue;
-                };
-                if b.interval.end <= now {
-                    due.push((b.clone(), None));
-                    continue;
-                }
-                let (_, _, grace) = end_signal(b, inner.plan.policy().max_grace_secs);
-                let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::zero());
-                // Someone whose booking starts on one of its GPUs within the grace after its
-                // end: the kill must land at their start, so the signal goes out `grace`
-                // before it.
-                let after = gpubook_core::Interval {
-                    start: b.interval.end,
-                    end: b.interval.end + grace.max(chrono::Duration::seconds(1)),
-                };
-                if b.state == BookingState::Active && b.interval.end - grace <= now {
-                    let next = inner
-                        .plan
-                        .conflicts(&b.gpus, &after, Some(b.id))
-                        .into_iter()
-                        .map(|c| (c.interval.start.max(b.interval.end), c.booking))
-                        .min();
-                    if let Some((start, id)) = next {
-                        if start - grace <= now {
-                            due.push((b.clone(), Some((id, start))));
-                        }
-                    }
-                }
-            }
-            let unstarted: Vec<BookingId> = inner
-                .plan
-                .bookings()
-                .filter(|b| b.state == BookingState::Active && b.job.is_some())
-                .filter(|b| b.run.as_ref().is_none_or(|r| r.state == JobState::Starting))
-                .map(|b| b.id)
-                .filter(|id| !ids.contains(id))
-                .filter(|id| !kept.contains(id))
-                .collect();
-            (due, inner.plan.policy().max_log_bytes, unstarted)
-        };
-        for (b, follower) in due {
-            self.stop(b, follower);
-        }
-        for id in ids {
-            cut_log(&self.log_path(id), max_log);
-        }
-        for id in unstarted {
-            self.reconcile(id, true);
-        }
     }
 }
 

@@ -3,13 +3,17 @@
 //! and streams events to subscribers.
 
 mod bounds;
+mod state_dir;
+mod streams;
 
 pub use bounds::{Limits, IDLE_TIMEOUT, MAX_CONNECTIONS_PER_UID, MAX_ERROR_MESSAGE, OUTBOX_BYTES};
 use bounds::{Outbox, PerUid};
+use state_dir::{bind_socket, lock_state_dir, tighten_state_dir};
+use streams::{follow_log, subscribe};
 
 use crate::clock::Clock;
 use crate::gpu::{self, GpuReader, Source};
-use crate::handler::{visible, Caller, Context};
+use crate::handler::{Caller, Context};
 use crate::identity::{self, Identity};
 use crate::request::parse_request;
 use crate::state::State;
@@ -17,12 +21,10 @@ use crate::store::Store;
 use anyhow::Context as _;
 use gpubook_core::{Actor, BookingId, Policy, Role};
 use gpubook_proto::{
-    read_frame, write_frame, AgentFrame, ClientFrame, ErrorBody, ErrorKind, FrameError, LogPiece,
-    Readings, Request, Response, SubscribeRequest, SubscribedResponse, Welcome, PROTOCOL_MAJOR,
+    read_frame, write_frame, AgentFrame, ClientFrame, ErrorBody, ErrorKind, FrameError, Readings,
+    Request, Response, Welcome, PROTOCOL_MAJOR,
 };
 use std::collections::HashMap;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,8 +40,6 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 const REFUSAL_WAIT: Duration = Duration::from_millis(100);
 /// How long a new connection has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Events read from the store per batch when a subscriber catches up.
-const BACKLOG_BATCH: usize = 500;
 
 /// How to run an agent.
 #[derive(Debug, Clone)]
@@ -265,93 +265,6 @@ impl Agent {
         let _ = tokio::join!(timer, sampler, jobs, watcher);
         let _ = std::fs::remove_file(&self.socket);
     }
-}
-
-/// Makes the state directory 0700 and the files in it 0600 (the job logs' directory keeps
-/// 0711 and each log its owner's 0600), saying so in the log where they were looser: bookings
-/// hold other people's commands and environment.
-fn tighten_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    let tighten = |path: &std::path::Path, mode: u32| -> anyhow::Result<()> {
-        let meta = std::fs::symlink_metadata(path)
-            .with_context(|| format!("cannot look at {}", path.display()))?;
-        if meta.file_type().is_symlink() {
-            anyhow::bail!(
-                "{} is a symbolic link; the agent's state must be plain files",
-                path.display()
-            );
-        }
-        let old = meta.permissions().mode() & 0o7777;
-        if old & !mode != 0 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(old & mode))
-                .with_context(|| format!("cannot make {} private", path.display()))?;
-            eprintln!(
-                "gpubook-agent: {} was mode {old:04o}; made it {:04o} (only the agent may read \
-                 its state)",
-                path.display(),
-                old & mode
-            );
-        }
-        Ok(())
-    };
-    tighten(dir, 0o700)?;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            if entry.file_name() == "logs" {
-                tighten(&path, 0o711)?;
-            }
-            continue;
-        }
-        tighten(&path, 0o600)?;
-    }
-    Ok(())
-}
-
-fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    let path = dir.join("agent.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        anyhow::bail!(
-            "another gpubook-agent is running with the state directory {}",
-            dir.display()
-        );
-    }
-    Ok(f)
-}
-
-async fn bind_socket(path: &std::path::Path, shared: bool) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create socket directory {}", dir.display()))?;
-            let mode = if shared { 0o755 } else { 0o700 };
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
-        }
-    }
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            anyhow::bail!("another gpubook-agent is listening on {}", path.display());
-        }
-        // A socket left by an agent that died: nobody listens on it.
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
-    }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
-    // Anyone may connect to a shared socket: who they are comes from the kernel, not from
-    // what they send.
-    let mode = if shared { 0o666 } else { 0o600 };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    Ok(listener)
 }
 
 /// One client connection, from handshake to close.
@@ -595,148 +508,6 @@ async fn connection(
     reader.abort();
     if !writer_ended {
         close(writer, out).await;
-    }
-}
-
-/// How often a followed log is looked at for more, besides on every event.
-const LOG_POLL: Duration = Duration::from_millis(250);
-
-/// Pushes booking `id`'s job log from byte `next` on to `tx` as it is written, until the job
-/// is over and its log read to the end (the last piece says `done`), the booking is gone, or
-/// the client. The caller was allowed to read the log when the follow began.
-async fn follow_log(ctx: Arc<Context>, id: BookingId, mut next: u64, out: Outbox) {
-    let mut events = ctx.state.events.subscribe();
-    let path = ctx.jobs.log_path(id);
-    loop {
-        let Ok((_, done)) = ctx.log_state(id) else {
-            return;
-        };
-        let p = path.clone();
-        let read =
-            tokio::task::spawn_blocking(move || crate::handler::read_from(&p, next, done)).await;
-        let Ok(Ok((data, to, at_end))) = read else {
-            return;
-        };
-        let finished = done && at_end;
-        if !data.is_empty() || finished {
-            let piece = LogPiece {
-                id,
-                offset: next,
-                data,
-                next: to,
-                done: finished,
-            };
-            if out.push(&AgentFrame::Log(piece)).is_err() {
-                return;
-            }
-        }
-        next = to;
-        if finished {
-            return;
-        }
-        if !at_end {
-            continue;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(LOG_POLL) => {}
-            // Any event: look again now (a job's end comes as one).
-            r = events.recv() => {
-                if matches!(r, Err(broadcast::error::RecvError::Closed)) {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Events after `s.after` from the store, then live ones, each exactly once, in order.
-async fn subscribe(ctx: Arc<Context>, caller: Caller, id: u64, s: SubscribeRequest, out: Outbox) {
-    // Listen before reading the backlog, so nothing committed in between is missed.
-    let mut live = ctx.state.events.subscribe();
-    let latest = {
-        let inner = ctx.state.lock();
-        inner.store.latest_seq().unwrap_or(0)
-    };
-    let answer = AgentFrame::Response {
-        id,
-        body: Response::Subscribed(SubscribedResponse { latest }),
-    };
-    if out.push(&answer).is_err() {
-        return;
-    }
-    let mut last = s.after.unwrap_or(latest);
-    let mut readings = ctx.readings.clone();
-    loop {
-        if !catch_up(&ctx, &caller, &out, &mut last).await {
-            return;
-        }
-        loop {
-            tokio::select! {
-                ev = live.recv() => match ev {
-                    Ok(e) => {
-                        if e.seq <= last {
-                            continue;
-                        }
-                        if e.seq > last + 1 {
-                            // A gap: read it from the store.
-                            break;
-                        }
-                        last = e.seq;
-                        let frame = AgentFrame::Event(gpubook_proto::Event {
-                            booking: visible(&caller.actor, e.booking.clone()),
-                            ..(*e).clone()
-                        });
-                        if out.push(&frame).is_err() {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                changed = readings.changed(), if s.readings => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let r = readings.borrow_and_update().clone();
-                    if let Some(r) = r {
-                        if out.push(&AgentFrame::Readings(r)).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Sends stored events after `last`; false when the client is gone.
-async fn catch_up(ctx: &Arc<Context>, caller: &Caller, out: &Outbox, last: &mut u64) -> bool {
-    loop {
-        let batch = {
-            let inner = ctx.state.lock();
-            inner.store.events_after(*last, BACKLOG_BATCH)
-        };
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                let _ = out.push(&error(
-                    None,
-                    ErrorKind::Unavailable,
-                    format!("cannot read events: {e}"),
-                ));
-                return false;
-            }
-        };
-        if batch.is_empty() {
-            return true;
-        }
-        for mut e in batch {
-            *last = e.seq;
-            e.booking = visible(&caller.actor, e.booking);
-            if out.send(&AgentFrame::Event(e)).await.is_err() {
-                return false;
-            }
-        }
     }
 }
 
