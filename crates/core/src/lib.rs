@@ -11,6 +11,7 @@ pub mod error;
 pub mod gpu;
 pub mod plan;
 pub mod policy;
+pub mod predict;
 pub mod size;
 pub mod time;
 pub mod timeline;
