@@ -74,6 +74,11 @@ impl Context {
                 ))
             }
             Request::Logs(l) => return self.logs(caller, l.id, l.offset).await,
+            Request::Suggest(r) => {
+                let inner = self.state.lock();
+                let history = crate::suggest::past_runs(inner.plan.bookings(), &caller.actor.user);
+                return Ok(Response::Suggestion(crate::suggest::answer(&history, &r)));
+            }
             Request::Book(b) => {
                 if b.job.is_some() && !self.jobs.system_mode() && caller.uid != self.jobs.own_uid()
                 {

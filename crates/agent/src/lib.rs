@@ -21,6 +21,7 @@ pub mod sampler;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod suggest;
 pub mod timer;
 pub mod watch;
 

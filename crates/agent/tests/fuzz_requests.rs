@@ -12,7 +12,7 @@ use gpubook_core::{BookingId, Interval, JobSpec};
 use gpubook_proto::{
     ApproveRequest, BookRequest, CancelRequest, ClientFrame, DenyRequest, ErrorBody, ExtendRequest,
     GpuChoice, GpusRequest, ListCursor, ListRequest, LogsRequest, MoveRequest, PolicyRequest,
-    ReleaseRequest, Request, SubscribeRequest, WhenChoice, WhoamiRequest,
+    ReleaseRequest, Request, SubscribeRequest, SuggestRequest, WhenChoice, WhoamiRequest,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -202,6 +202,7 @@ fn type_of(r: &Request) -> &'static str {
         Request::Subscribe(_) => "subscribe",
         Request::Policy(_) => "policy",
         Request::Logs(_) => "logs",
+        Request::Suggest(_) => "suggest",
     }
 }
 
@@ -307,6 +308,13 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Policy(PolicyRequest {})),
         (booking(), any::<u64>(), proptest::option::of(any::<bool>()))
             .prop_map(|(id, offset, follow)| Request::Logs(LogsRequest { id, offset, follow })),
+        (".{0,200}", any::<u32>(), proptest::option::of(any::<u64>())).prop_map(
+            |(command, gpus, staged_bytes)| Request::Suggest(SuggestRequest {
+                command,
+                gpus,
+                staged_bytes
+            })
+        ),
     ]
 }
 

@@ -762,6 +762,7 @@ fn print_response(resp: &Response, known: &[Gpu], json: bool, done: &str) {
         Response::Whoami(w) => println!("{} is {} on {}", w.user, w.role, w.server),
         Response::Subscribed(s) => println!("subscribed at event {}", s.latest),
         Response::Logs(l) => print!("{}", l.data),
+        Response::Suggestion(s) => println!("{}", s.says),
     }
 }
 

@@ -37,11 +37,13 @@ pub mod frame;
 pub mod message;
 pub mod paths;
 pub mod reading;
+pub mod suggest;
 
 pub use error::{ErrorBody, ErrorKind};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 pub use message::*;
 pub use reading::{GpuProcess, GpuReading, Readings};
+pub use suggest::{SuggestRequest, SuggestionResponse};
 
 /// The protocol's major version: peers with different majors do not talk.
 pub const PROTOCOL_MAJOR: u32 = 1;
@@ -54,7 +56,10 @@ pub const PROTOCOL_MAJOR: u32 = 1;
 /// - 1.2: approvals and denials carry the revision the admin saw ([`ApproveRequest::rev`],
 ///   [`DenyRequest::rev`]); a booking changed since is refused with the error kind `changed`.
 ///   A 1.1 agent ignores the field.
-pub const PROTOCOL_MINOR: u32 = 2;
+/// - 1.3: [`Request::Suggest`] asks how long to book a command, from the caller's past runs
+///   of it. A client checks the welcome's minor before it asks; a 1.2 agent refuses the
+///   request type as unknown.
+pub const PROTOCOL_MINOR: u32 = 3;
 
 /// The minor version both sides speak when the client offers `major.minor`, or the error that
 /// refuses the connection when the majors differ.

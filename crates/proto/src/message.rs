@@ -3,6 +3,7 @@
 
 use crate::error::ErrorBody;
 use crate::reading::Readings;
+use crate::suggest::{SuggestRequest, SuggestionResponse};
 use chrono::{DateTime, Utc};
 use gpubook_core::{Booking, BookingId, Gpu, Interval, JobSpec, Policy, Role};
 use serde::{Deserialize, Serialize};
@@ -124,6 +125,8 @@ pub enum Request {
     Policy(PolicyRequest),
     /// A piece of a job's log (its owner and admins only).
     Logs(LogsRequest),
+    /// Protocol 1.3: how long to book a command, from the caller's past runs of it.
+    Suggest(SuggestRequest),
 }
 
 impl Request {
@@ -142,6 +145,7 @@ impl Request {
         "subscribe",
         "policy",
         "logs",
+        "suggest",
     ];
 }
 
@@ -392,6 +396,8 @@ pub enum Response {
     Policy(PolicyResponse),
     /// To [`Request::Logs`].
     Logs(LogsResponse),
+    /// To [`Request::Suggest`].
+    Suggestion(SuggestionResponse),
 }
 
 /// The GPUs.

@@ -5,9 +5,10 @@ import type { GpusResponse } from "./GpusResponse";
 import type { LogsResponse } from "./LogsResponse";
 import type { PolicyResponse } from "./PolicyResponse";
 import type { SubscribedResponse } from "./SubscribedResponse";
+import type { SuggestionResponse } from "./SuggestionResponse";
 import type { Welcome } from "./Welcome";
 
 /**
  * An answer.
  */
-export type Response = { "type": "whoami" } & Welcome | { "type": "gpus" } & GpusResponse | { "type": "bookings" } & BookingsResponse | { "type": "booking" } & BookingResponse | { "type": "subscribed" } & SubscribedResponse | { "type": "policy" } & PolicyResponse | { "type": "logs" } & LogsResponse;
+export type Response = { "type": "whoami" } & Welcome | { "type": "gpus" } & GpusResponse | { "type": "bookings" } & BookingsResponse | { "type": "booking" } & BookingResponse | { "type": "subscribed" } & SubscribedResponse | { "type": "policy" } & PolicyResponse | { "type": "logs" } & LogsResponse | { "type": "suggestion" } & SuggestionResponse;
