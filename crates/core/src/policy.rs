@@ -29,8 +29,10 @@
 //! Every duration is more than zero and at most [`MAX_POLICY_DAYS`] days (the grid divides a
 //! day, `max_grace` is at most a day), so no later arithmetic on them can overflow.
 
-use crate::duration::{format_duration, parse_duration};
-use crate::size::{format_size, parse_size};
+mod file;
+
+use crate::duration::format_duration;
+use crate::size::format_size;
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -236,87 +238,7 @@ impl Default for Policy {
 #[error("policy file: {0}")]
 pub struct PolicyError(String);
 
-/// The file as written; durations as text.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyFile {
-    default_role: Option<Role>,
-    #[serde(default)]
-    admins: Vec<String>,
-    #[serde(default)]
-    guests: Vec<String>,
-    #[serde(default)]
-    users: Vec<String>,
-    granularity: Option<String>,
-    max_booking: Option<String>,
-    max_ahead: Option<String>,
-    weekly_quota_gpu_hours: Option<u32>,
-    max_gpus_at_once: Option<u32>,
-    over_policy: Option<OverPolicy>,
-    intruders: Option<IntruderPolicy>,
-    idle_after: Option<String>,
-    #[serde(default)]
-    release_idle: bool,
-    end_warning: Option<String>,
-    max_grace: Option<String>,
-    max_log: Option<SizeText>,
-    max_pending: Option<u32>,
-    max_upcoming: Option<u32>,
-}
-
-/// `max_log` as written: "1G", or a plain number of bytes (with or without quotes).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum SizeText {
-    Bytes(u64),
-    Text(String),
-}
-
 impl Policy {
-    /// Reads a policy from the text of its TOML file, and checks it ([`Policy::validate`]).
-    pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
-        let f: PolicyFile = toml::from_str(text).map_err(|e| PolicyError(e.to_string()))?;
-        let dur = |name: &str, v: Option<String>| -> Result<Option<i64>, PolicyError> {
-            match v {
-                None => Ok(None),
-                Some(s) => {
-                    let d = parse_duration(&s).map_err(|e| PolicyError(format!("{name}: {e}")))?;
-                    Ok(Some(d.num_seconds()))
-                }
-            }
-        };
-        let d = Policy::default();
-        let max_log_bytes = match f.max_log {
-            None => d.max_log_bytes,
-            Some(SizeText::Bytes(n)) => n,
-            Some(SizeText::Text(s)) => {
-                parse_size(&s).map_err(|e| PolicyError(format!("max_log: {e}")))?
-            }
-        };
-        let policy = Self {
-            default_role: f.default_role.unwrap_or(d.default_role),
-            admins: f.admins,
-            guests: f.guests,
-            users: f.users,
-            granularity_secs: dur("granularity", f.granularity)?.unwrap_or(d.granularity_secs),
-            max_booking_secs: dur("max_booking", f.max_booking)?,
-            max_ahead_secs: dur("max_ahead", f.max_ahead)?,
-            weekly_quota_gpu_hours: f.weekly_quota_gpu_hours,
-            max_gpus_at_once: f.max_gpus_at_once,
-            over_policy: f.over_policy.unwrap_or(d.over_policy),
-            intruders: f.intruders.unwrap_or(d.intruders),
-            idle_after_secs: dur("idle_after", f.idle_after)?,
-            release_idle: f.release_idle,
-            end_warning_secs: dur("end_warning", f.end_warning)?.unwrap_or(d.end_warning_secs),
-            max_grace_secs: dur("max_grace", f.max_grace)?.unwrap_or(d.max_grace_secs),
-            max_log_bytes,
-            max_pending: f.max_pending.unwrap_or(d.max_pending),
-            max_upcoming: f.max_upcoming.unwrap_or(d.max_upcoming),
-        };
-        policy.validate()?;
-        Ok(policy)
-    }
-
     /// Checks every duration and size against its sane range, naming the field (as the file
     /// names it) that is out of it. [`Policy::from_toml`] runs this; the accessors below also
     /// clamp a value a policy built another way carries, so nothing panics on one.
