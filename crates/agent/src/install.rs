@@ -221,6 +221,9 @@ default_role = \"user\"            # role of anyone not listed
 # intruders = \"warn\"               # or \"stop\": SIGTERM to a process on a GPU booked by someone else
 # idle_after = \"30m\"               # announce a started booking idle this long
 # release_idle = false             # and release it
+# idle_held_after = \"30m\"          # announce a started booking whose GPUs hold memory
+# idle_held_below = 5              #   below this % utilisation this long (\"off\": never)
+# release_idle_held = false        # and release it
 ";
 
 /// Installs the system agent. Nothing is changed when the server name is not allowed, or the

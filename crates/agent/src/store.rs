@@ -271,6 +271,7 @@ pub fn event_kind(kind: ChangeKind) -> EventKind {
         ChangeKind::JobLost => EventKind::JobLost,
         ChangeKind::Intruder => EventKind::Intruder,
         ChangeKind::Idle => EventKind::Idle,
+        ChangeKind::IdleHeld => EventKind::IdleHeld,
         ChangeKind::UsageRecorded => EventKind::UsageRecorded,
     }
 }

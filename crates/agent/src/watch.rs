@@ -97,6 +97,12 @@ struct Tracked {
     idle_since: DateTime<Utc>,
     /// Whether this idle stretch was announced.
     idle_announced: bool,
+    /// Since when its GPUs have held memory below the policy's utilisation.
+    held_since: DateTime<Utc>,
+    /// The highest utilisation seen in that stretch, percent.
+    held_peak_util: u32,
+    /// Whether this held stretch was announced.
+    held_announced: bool,
 }
 
 impl Tracked {
@@ -110,6 +116,9 @@ impl Tracked {
             intruders: HashSet::new(),
             idle_since: at,
             idle_announced: false,
+            held_since: at,
+            held_peak_util: 0,
+            held_announced: false,
         }
     }
 
@@ -149,6 +158,12 @@ struct Rules {
     idle_after: Option<chrono::Duration>,
     /// Whether an idle booking is released.
     release_idle: bool,
+    /// After how long holding memory below `held_below` % a booking is idle but held.
+    held_after: Option<chrono::Duration>,
+    /// The utilisation, percent, under which a GPU holding memory counts as idle.
+    held_below: u32,
+    /// Whether a booking idle but held is released.
+    release_held: bool,
 }
 
 /// Something one reading found, to be written after the watch's lock is let go.
@@ -169,6 +184,19 @@ enum Finding {
         id: BookingId,
         /// How long, seconds.
         idle_secs: i64,
+    },
+    /// A booking whose GPUs held memory while nearly idle for `held_secs`.
+    IdleHeld {
+        /// The booking.
+        id: BookingId,
+        /// The GPU holding the most memory, and how much its processes hold.
+        gpu: GpuUuid,
+        /// See `gpu`.
+        memory_bytes: u64,
+        /// The highest utilisation over the stretch.
+        util_pct: u32,
+        /// How long, seconds.
+        held_secs: i64,
     },
 }
 
@@ -262,25 +290,29 @@ impl Watch {
                         .observe(id, ChangeKind::Intruder, Some(note), |_| {})
                 }
                 Finding::Idle { id, idle_secs } => {
-                    let release = rules.release_idle;
-                    self.state.decide(|plan, now| {
-                        // It may have ended since the reading; then there is nothing to say.
-                        if plan.get(id).is_none_or(|b| b.state != BookingState::Active) {
-                            return Vec::new();
-                        }
-                        let note = Note::Idle {
-                            idle_secs,
-                            released: release,
-                        };
-                        let mut changes: Vec<_> = plan
-                            .observe(id, ChangeKind::Idle, Some(note), |_| {})
-                            .into_iter()
-                            .collect();
-                        if release {
-                            changes.extend(plan.release_by_agent(id, now));
-                        }
-                        changes
-                    })
+                    let released = rules.release_idle;
+                    let note = Note::Idle {
+                        idle_secs,
+                        released,
+                    };
+                    self.announce_idle(id, ChangeKind::Idle, note, released)
+                }
+                Finding::IdleHeld {
+                    id,
+                    gpu,
+                    memory_bytes,
+                    util_pct,
+                    held_secs,
+                } => {
+                    let released = rules.release_held;
+                    let note = Note::IdleHeld {
+                        gpu,
+                        memory_bytes,
+                        util_pct,
+                        held_secs,
+                        released,
+                    };
+                    self.announce_idle(id, ChangeKind::IdleHeld, note, released)
                 }
             };
             match result {
@@ -289,6 +321,31 @@ impl Watch {
             }
         }
         written
+    }
+
+    /// Writes that booking `id` is idle (`kind`: no process, or memory held without work),
+    /// and releases it in the same transaction when `release`.
+    fn announce_idle(
+        &self,
+        id: BookingId,
+        kind: ChangeKind,
+        note: Note,
+        release: bool,
+    ) -> Result<crate::state::Committed, gpubook_proto::ErrorBody> {
+        self.state.decide(|plan, now| {
+            // It may have ended since the reading; then there is nothing to say.
+            if plan.get(id).is_none_or(|b| b.state != BookingState::Active) {
+                return Vec::new();
+            }
+            let mut changes: Vec<_> = plan
+                .observe(id, kind, Some(note), |_| {})
+                .into_iter()
+                .collect();
+            if release {
+                changes.extend(plan.release_by_agent(id, now));
+            }
+            changes
+        })
     }
 
     /// Records the usage of every tracked booking that is no longer active (called when a
@@ -338,6 +395,9 @@ impl Watch {
             intruders: p.intruders,
             idle_after: p.idle_after(),
             release_idle: p.release_idle,
+            held_after: p.idle_held_after(),
+            held_below: p.idle_held_below_pct,
+            release_held: p.release_idle_held,
         };
         (active, rules)
     }
@@ -433,6 +493,7 @@ fn account(
             }
         }
     }
+    idle_held(t, b, by_uuid, at, rules, found);
     if busy {
         t.idle_since = at;
         t.idle_announced = false;
@@ -445,6 +506,55 @@ fn account(
                 idle_secs: idle.num_seconds(),
             });
         }
+    }
+}
+
+/// Follows a booking whose GPUs hold memory (a process on them) while every one of them stays
+/// under the policy's utilisation: announced once per stretch, after `held_after`.
+fn idle_held(
+    t: &mut Tracked,
+    b: &Active,
+    by_uuid: &HashMap<&GpuUuid, &GpuReading>,
+    at: DateTime<Utc>,
+    rules: Rules,
+    found: &mut Vec<Finding>,
+) {
+    let seen: Vec<&GpuReading> = b
+        .gpus
+        .iter()
+        .filter_map(|u| by_uuid.get(u).copied())
+        .collect();
+    let held = |g: &GpuReading| g.processes.iter().map(|p| p.used_bytes).sum::<u64>();
+    let holder = seen
+        .iter()
+        .filter(|g| !g.processes.is_empty())
+        .max_by_key(|g| held(g));
+    let util = seen.iter().map(|g| g.util_gpu).max().unwrap_or(0);
+    let holding = rules
+        .held_after
+        .zip(holder)
+        .filter(|_| util < rules.held_below);
+    let Some((after, holder)) = holding else {
+        t.held_since = at;
+        t.held_peak_util = 0;
+        t.held_announced = false;
+        return;
+    };
+    t.held_peak_util = t.held_peak_util.max(util);
+    let held_for = at - t.held_since;
+    if !t.held_announced && held_for >= after {
+        t.held_announced = true;
+        found.push(Finding::IdleHeld {
+            id: b.id,
+            gpu: holder.uuid.clone(),
+            // Without per-process figures (some drivers), what the GPU says it holds.
+            memory_bytes: match held(holder) {
+                0 => holder.memory_used,
+                n => n,
+            },
+            util_pct: t.held_peak_util,
+            held_secs: held_for.num_seconds(),
+        });
     }
 }
 

@@ -429,3 +429,84 @@ fn an_idle_booking_is_released_when_the_policy_says_so_and_the_queue_moves_up() 
     assert_eq!(usage.gpu_seconds_booked, 120);
     assert_eq!(usage.peak_memory, GIB);
 }
+
+#[test]
+fn memory_held_without_work_is_announced_once_per_stretch() {
+    let policy = Policy {
+        idle_held_after_secs: Some(60),
+        idle_held_below_pct: 5,
+        ..Policy::default()
+    };
+    let b = Bench::new(policy, false);
+    let id = b.active_booking("alice", 2);
+    let holding = [(5, Some("alice"), 8 * GIB)];
+    for s in 0..60 {
+        assert!(
+            b.read(secs(s), (s % 4) as u32, &holding).is_empty(),
+            "not yet at {s} s"
+        );
+    }
+    let held = b.read(secs(60), 1, &holding);
+    assert_eq!(kinds(&held), vec![EventKind::IdleHeld]);
+    assert_eq!(
+        held[0].note,
+        Some(Note::IdleHeld {
+            gpu: uuid(0),
+            memory_bytes: 8 * GIB,
+            util_pct: 3,
+            held_secs: 60,
+            released: false,
+        })
+    );
+    for s in 61..200 {
+        assert!(b.read(secs(s), 0, &holding).is_empty(), "announced once");
+    }
+    // Work resumes: a new stretch starts when it stops again.
+    b.read(secs(200), 90, &holding);
+    for s in 201..260 {
+        assert!(
+            b.read(secs(s), 0, &holding).is_empty(),
+            "a new stretch at {s} s"
+        );
+    }
+    assert_eq!(
+        kinds(&b.read(secs(260), 0, &holding)),
+        vec![EventKind::IdleHeld]
+    );
+    // No process at all is plain idleness, not this (and idle_after is off here).
+    for s in 261..400 {
+        assert!(
+            b.read(secs(s), 0, &[]).is_empty(),
+            "no process: not held at {s} s"
+        );
+    }
+    assert_eq!(
+        b.booking(id).state,
+        BookingState::Active,
+        "not released by default"
+    );
+}
+
+#[test]
+fn memory_held_without_work_releases_the_booking_when_the_policy_says_so() {
+    let policy = Policy {
+        idle_held_after_secs: Some(30),
+        release_idle_held: true,
+        ..Policy::default()
+    };
+    let b = Bench::new(policy, false);
+    let id = b.active_booking("alice", 2);
+    let mut all = Vec::new();
+    for s in 0..=30 {
+        all.extend(b.read(secs(s), 0, &[(5, Some("alice"), GIB)]));
+    }
+    assert_eq!(
+        kinds(&all),
+        vec![EventKind::IdleHeld, EventKind::BookingReleased]
+    );
+    assert!(matches!(
+        all[0].note,
+        Some(Note::IdleHeld { released: true, .. })
+    ));
+    assert_eq!(b.booking(id).state, BookingState::Ended);
+}

@@ -328,3 +328,62 @@ async fn an_idle_booking_is_released_by_policy_and_the_queue_moves_up() {
     );
     assert!(usage.samples >= 20, "{usage:?}");
 }
+
+#[tokio::test]
+async fn memory_held_at_no_load_is_announced_once_through_the_real_agent() {
+    let (dir, id) = alice_on_gpu0(1, Some("idle_held_after = \"1s\"\n"));
+    let policy = dir.path().join("policy.toml");
+    // Alice's process holds 8 GiB and does nothing.
+    put_processes(
+        &Agent::state_dir_in(&dir).join(SIM_PROCESSES_FILE),
+        r#"[{"gpu": 0, "pid": 4242, "user": "alice", "used_bytes": 8589934592, "util": 0}]"#,
+    );
+    let agent = Agent::start(
+        dir,
+        &[
+            "--gpus",
+            "sim:1",
+            "--sample-secs",
+            "0.2",
+            "--policy",
+            policy.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let mut seen = Seen::subscribe(&agent).await;
+    seen.until("the idle-held event", DEADLINE, |s| {
+        !s.of(EventKind::IdleHeld, id).is_empty()
+    })
+    .await;
+    let held = seen.of(EventKind::IdleHeld, id)[0].clone();
+    match held.note {
+        Some(Note::IdleHeld {
+            ref gpu,
+            memory_bytes,
+            util_pct,
+            held_secs,
+            released,
+        }) => {
+            assert_eq!(*gpu, sim_uuid(0));
+            assert_eq!((memory_bytes, util_pct), (8 * GIB, 0));
+            assert!(held_secs >= 1, "{held_secs}");
+            assert!(!released, "release_idle_held is off by default");
+        }
+        ref other => panic!("{other:?}"),
+    }
+    let then = seen.readings.len();
+    seen.until("ten more readings", DEADLINE, |s| {
+        s.readings.len() >= then + 10
+    })
+    .await;
+    assert_eq!(
+        seen.of(EventKind::IdleHeld, id).len(),
+        1,
+        "once per stretch"
+    );
+    assert!(
+        seen.of(EventKind::Idle, id).is_empty(),
+        "a process is there"
+    );
+    assert_eq!(held.booking.state, BookingState::Active);
+}

@@ -289,6 +289,7 @@ pub fn event_line(e: &Event, known: &[Gpu]) -> String {
         EventKind::JobLost => "job lost",
         EventKind::Intruder => "someone else's process is on the booked GPUs",
         EventKind::Idle => "booked GPUs idle",
+        EventKind::IdleHeld => "booked GPUs hold memory but stay idle",
         EventKind::UsageRecorded => "usage recorded",
         EventKind::Unknown => "(unknown event)",
     };
@@ -317,6 +318,19 @@ pub fn event_line(e: &Event, known: &[Gpu]) -> String {
         }) => format!(
             " (no process for {}{})",
             format_duration(chrono::Duration::seconds(*idle_secs)),
+            if *released { "; released" } else { "" }
+        ),
+        Some(gpubook_core::Note::IdleHeld {
+            gpu,
+            memory_bytes,
+            util_pct,
+            held_secs,
+            released,
+        }) => format!(
+            " (GPU {} holds {:.1} GiB at {util_pct} % for {}{})",
+            gpu_list(std::slice::from_ref(gpu), known),
+            *memory_bytes as f64 / (1u64 << 30) as f64,
+            format_duration(chrono::Duration::seconds(*held_secs)),
             if *released { "; released" } else { "" }
         ),
         None => match (&e.kind, &e.booking.run) {

@@ -316,6 +316,19 @@ pub enum Note {
         /// Whether the policy released the booking.
         released: bool,
     },
+    /// The booking's GPUs hold memory but do (almost) nothing, for this long.
+    IdleHeld {
+        /// The GPU holding the most memory.
+        gpu: GpuUuid,
+        /// The memory its processes hold, bytes.
+        memory_bytes: u64,
+        /// The highest utilisation of the booking's GPUs over the stretch, percent.
+        util_pct: u32,
+        /// Seconds it has been so.
+        held_secs: i64,
+        /// Whether the policy released the booking.
+        released: bool,
+    },
 }
 
 impl Booking {

@@ -18,6 +18,11 @@
 //! idle_after = "30m"               # a started booking with no process on its GPUs this
 //!                                  # long is announced (absent: never)
 //! release_idle = false             # and then released, so the queue moves up
+//! idle_held_after = "30m"          # a started booking whose GPUs hold memory (a process)
+//!                                  # below `idle_held_below` % utilisation this long is
+//!                                  # announced to its owner ("off": never; default 30m)
+//! idle_held_below = 5              # percent
+//! release_idle_held = false        # and then released
 //! end_warning = "10m"              # owners are warned this long before a slot ends
 //! max_grace = "5m"                 # longest grace a job may ask between its end signal
 //!                                  # and SIGKILL (everyone, admins included)
@@ -154,6 +159,17 @@ pub struct Policy {
     /// Whether an idle booking is also released. Older agents do not send it: false.
     #[serde(default)]
     pub release_idle: bool,
+    /// Seconds a started booking's GPUs may hold memory (a process on them) below
+    /// `idle_held_below_pct` utilisation before it is announced as idle but held; absent:
+    /// never. Older agents do not send it (they do not look).
+    #[serde(default)]
+    pub idle_held_after_secs: Option<i64>,
+    /// The utilisation, in percent, under which a GPU holding memory counts as idle.
+    #[serde(default = "default_idle_held_below")]
+    pub idle_held_below_pct: u32,
+    /// Whether a booking idle but held is also released. Older agents do not send it: false.
+    #[serde(default)]
+    pub release_idle_held: bool,
     /// Seconds before a slot's end its owner is warned ("ends in 10 minutes"). Older agents
     /// do not send it: 600.
     #[serde(default = "default_end_warning")]
@@ -191,6 +207,14 @@ fn default_end_warning() -> i64 {
     crate::plan::END_WARNING.num_seconds()
 }
 
+fn default_idle_held_after() -> i64 {
+    30 * 60
+}
+
+fn default_idle_held_below() -> u32 {
+    5
+}
+
 fn default_max_grace() -> i64 {
     300
 }
@@ -224,6 +248,9 @@ impl Default for Policy {
             intruders: IntruderPolicy::Warn,
             idle_after_secs: None,
             release_idle: false,
+            idle_held_after_secs: Some(default_idle_held_after()),
+            idle_held_below_pct: default_idle_held_below(),
+            release_idle_held: false,
             end_warning_secs: default_end_warning(),
             max_grace_secs: default_max_grace(),
             max_log_bytes: default_max_log(),
@@ -268,6 +295,7 @@ impl Policy {
             ("max_booking", self.max_booking_secs),
             ("max_ahead", self.max_ahead_secs),
             ("idle_after", self.idle_after_secs),
+            ("idle_held_after", self.idle_held_after_secs),
             ("end_warning", Some(self.end_warning_secs)),
         ] {
             if let Some(secs) = v {
@@ -275,6 +303,12 @@ impl Policy {
             }
         }
         within("max_grace", self.max_grace_secs, DAY)?;
+        if !(1..=100).contains(&self.idle_held_below_pct) {
+            return Err(PolicyError(format!(
+                "idle_held_below: {} is not a percentage from 1 to 100",
+                self.idle_held_below_pct
+            )));
+        }
         if self.max_log_bytes < MIN_LOG_BYTES {
             return Err(PolicyError(format!(
                 "max_log: {} is less than the least it may be, {}",
@@ -315,6 +349,13 @@ impl Policy {
     /// How long a started booking's GPUs may go without a process before it is idle.
     pub fn idle_after(&self) -> Option<Duration> {
         self.idle_after_secs
+            .map(|s| Duration::seconds(s.clamp(1, MAX_POLICY_SECS)))
+    }
+
+    /// How long a started booking's GPUs may hold memory while nearly idle before it is
+    /// announced as idle but held.
+    pub fn idle_held_after(&self) -> Option<Duration> {
+        self.idle_held_after_secs
             .map(|s| Duration::seconds(s.clamp(1, MAX_POLICY_SECS)))
     }
 
@@ -406,6 +447,41 @@ release_idle = false
         assert_eq!(p.intruders, IntruderPolicy::Stop);
         assert_eq!(p.idle_after_secs, Some(2));
         assert!(p.release_idle);
+    }
+
+    #[test]
+    fn idle_but_held_is_on_by_default_and_can_be_turned_off() {
+        let p = Policy::from_toml("").unwrap();
+        assert_eq!(p.idle_held_after(), Some(Duration::minutes(30)));
+        assert_eq!((p.idle_held_below_pct, p.release_idle_held), (5, false));
+        let p = Policy::from_toml("idle_held_after = \"off\"").unwrap();
+        assert_eq!(p.idle_held_after(), None);
+        let p = Policy::from_toml(
+            "idle_held_after = \"10m\"\nidle_held_below = 20\nrelease_idle_held = true",
+        )
+        .unwrap();
+        assert_eq!(p.idle_held_after_secs, Some(600));
+        assert_eq!((p.idle_held_below_pct, p.release_idle_held), (20, true));
+        for (bad, field) in [
+            ("idle_held_below = 0", "idle_held_below"),
+            ("idle_held_below = 101", "idle_held_below"),
+            ("idle_held_after = \"never\"", "idle_held_after"),
+            ("idle_held_after = \"400d\"", "idle_held_after"),
+        ] {
+            let e = Policy::from_toml(bad).unwrap_err().to_string();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
+        // An agent from before these fields does not look: read as never.
+        let mut v = serde_json::to_value(Policy::default()).unwrap();
+        for field in [
+            "idle_held_after_secs",
+            "idle_held_below_pct",
+            "release_idle_held",
+        ] {
+            v.as_object_mut().unwrap().remove(field);
+        }
+        let p: Policy = serde_json::from_value(v).unwrap();
+        assert_eq!((p.idle_held_after(), p.idle_held_below_pct), (None, 5));
     }
 
     #[test]

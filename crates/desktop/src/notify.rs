@@ -209,6 +209,33 @@ pub fn decide(
                 None,
             )
         }
+        EventKind::IdleHeld => {
+            let Some(Note::IdleHeld {
+                memory_bytes,
+                util_pct,
+                held_secs,
+                released,
+                ..
+            }) = &ev.note
+            else {
+                return None;
+            };
+            (
+                "idle_held",
+                format!("{} holds GPU memory but does nothing", title(b)),
+                format!(
+                    "Its GPUs hold {:.1} GiB at {util_pct} % or less for {}{} ({when}).",
+                    *memory_bytes as f64 / (1u64 << 30) as f64,
+                    human_duration(chrono::Duration::seconds(*held_secs)),
+                    if *released {
+                        "; the booking was released"
+                    } else {
+                        ""
+                    }
+                ),
+                None,
+            )
+        }
         _ => return None,
     };
     if !settings.wants(kind) {
@@ -354,6 +381,32 @@ mod tests {
                 to: b.interval.end + Duration::hours(1)
             })
         );
+    }
+
+    #[test]
+    fn memory_held_without_work_says_how_much_and_how_long() {
+        let now = Utc::now();
+        let b = booking("ann", now - Duration::hours(1), 2);
+        let mut ev = event(EventKind::IdleHeld, b, now);
+        ev.note = Some(Note::IdleHeld {
+            gpu: GpuUuid("a".into()),
+            memory_bytes: 8 << 30,
+            util_pct: 1,
+            held_secs: 1800,
+            released: false,
+        });
+        let n = decide(&ev, "lab", "Lab 1", "ann", now, &Settings::default()).unwrap();
+        assert_eq!(n.kind, "idle_held");
+        assert!(n.summary.contains("holds GPU memory"), "{}", n.summary);
+        assert!(n.body.contains("8.0 GiB at 1 %"), "{}", n.body);
+        assert!(
+            n.body.contains("30m") || n.body.contains("30 min"),
+            "{}",
+            n.body
+        );
+        let mut quiet = Settings::default();
+        quiet.notify.insert("idle_held".into(), false);
+        assert!(decide(&ev, "lab", "Lab 1", "ann", now, &quiet).is_none());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub const NOTIFY_KINDS: &[&str] = &[
     "booking_denied",
     "booking_moved_earlier",
     "intruder",
+    "idle_held",
     "server_unreachable",
     "server_back",
 ];

@@ -502,6 +502,8 @@ pub enum EventKind {
     Intruder,
     /// Its GPUs have been idle for a while.
     Idle,
+    /// Its GPUs hold memory while nearly idle, for a while.
+    IdleHeld,
     /// Its GPU usage summary was recorded.
     UsageRecorded,
     /// A kind this client does not know (from a newer agent).

@@ -163,6 +163,8 @@ pub enum ChangeKind {
     Intruder,
     /// No process has used its GPUs for a while.
     Idle,
+    /// Its GPUs hold memory while nearly idle, for a while.
+    IdleHeld,
     /// Its GPU usage summary was recorded (in `usage`).
     UsageRecorded,
 }

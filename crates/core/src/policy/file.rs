@@ -26,6 +26,10 @@ struct PolicyFile {
     idle_after: Option<String>,
     #[serde(default)]
     release_idle: bool,
+    idle_held_after: Option<String>,
+    idle_held_below: Option<u32>,
+    #[serde(default)]
+    release_idle_held: bool,
     end_warning: Option<String>,
     max_grace: Option<String>,
     max_log: Option<SizeText>,
@@ -76,6 +80,13 @@ impl Policy {
             intruders: f.intruders.unwrap_or(d.intruders),
             idle_after_secs: dur("idle_after", f.idle_after)?,
             release_idle: f.release_idle,
+            idle_held_after_secs: match f.idle_held_after.as_deref() {
+                Some("off") => None,
+                None => d.idle_held_after_secs,
+                Some(_) => dur("idle_held_after", f.idle_held_after)?,
+            },
+            idle_held_below_pct: f.idle_held_below.unwrap_or(d.idle_held_below_pct),
+            release_idle_held: f.release_idle_held,
             end_warning_secs: dur("end_warning", f.end_warning)?.unwrap_or(d.end_warning_secs),
             max_grace_secs: dur("max_grace", f.max_grace)?.unwrap_or(d.max_grace_secs),
             max_log_bytes,

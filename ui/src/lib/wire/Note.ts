@@ -32,4 +32,24 @@ idle_secs: number,
 /**
  * Whether the policy released the booking.
  */
+released: boolean, } | { "kind": "idle_held", 
+/**
+ * The GPU holding the most memory.
+ */
+gpu: GpuUuid, 
+/**
+ * The memory its processes hold, bytes.
+ */
+memory_bytes: number, 
+/**
+ * The highest utilisation of the booking's GPUs over the stretch, percent.
+ */
+util_pct: number, 
+/**
+ * Seconds it has been so.
+ */
+held_secs: number, 
+/**
+ * Whether the policy released the booking.
+ */
 released: boolean, };

@@ -62,6 +62,20 @@ idle_after_secs: number | null,
  */
 release_idle: boolean, 
 /**
+ * Seconds a started booking's GPUs may hold memory (a process on them) below
+ * `idle_held_below_pct` utilisation before it is announced as idle but held; absent:
+ * never. Older agents do not send it (they do not look).
+ */
+idle_held_after_secs: number | null, 
+/**
+ * The utilisation, in percent, under which a GPU holding memory counts as idle.
+ */
+idle_held_below_pct: number, 
+/**
+ * Whether a booking idle but held is also released. Older agents do not send it: false.
+ */
+release_idle_held: boolean, 
+/**
  * Seconds before a slot's end its owner is warned ("ends in 10 minutes"). Older agents
  * do not send it: 600.
  */
