@@ -1,11 +1,7 @@
-// The CalDAV account of the settings page: invoke wrappers for caldav_status, caldav_login and
-// caldav_logout (see /work/notes/ipc.md), the pushed "gpubook://caldav" status, and the words
-// the page shows for a status.
-import type { Backend } from './backend';
+// The CalDAV account of the settings page: signing in through the contract's caldav_login
+// (docs/app-contract.md) with what the person typed, and the words the page shows for a status.
+import type { Api } from './api';
 import type { CaldavStatus } from './app-types';
-
-/** The event that carries every change of the status. */
-export const CALDAV_EVENT = 'gpubook://caldav';
 
 /** What a person types to sign in. */
 export interface CaldavLogin {
@@ -17,26 +13,10 @@ export interface CaldavLogin {
   remember: boolean;
 }
 
-/** The status now; the backend pushes its changes from then on. */
-export function caldavStatus(b: Backend): Promise<CaldavStatus> {
-  return b.invoke<CaldavStatus>('caldav_status');
-}
-
 /** Checks the account and starts syncing; rejects with an AppError (nothing stored). */
-export function caldavLogin(b: Backend, l: CaldavLogin): Promise<CaldavStatus> {
+export function caldavLogin(api: Api, l: CaldavLogin): Promise<CaldavStatus> {
   const allUrl = l.allUrl?.trim() ? l.allUrl.trim() : null;
-  return b.invoke<CaldavStatus>('caldav_login', {
-    url: l.url.trim(),
-    user: l.user.trim(),
-    allUrl,
-    password: l.password,
-    remember: l.remember,
-  });
-}
-
-/** Stops syncing, removes the account and its keyring entry. */
-export function caldavLogout(b: Backend): Promise<void> {
-  return b.invoke<void>('caldav_logout');
+  return api.caldavLogin(l.url.trim(), l.user.trim(), allUrl, l.password, l.remember);
 }
 
 /** "just now", "3 min ago", "2 h ago", or the date, for the last sync. */

@@ -1,7 +1,7 @@
 import { describe as group, expect, it } from 'vitest';
 import { ago, caldavLogin, describe } from '../caldav';
 import type { CaldavStatus } from '../app-types';
-import type { Backend } from '../backend';
+import { makeApi, type Host } from '../api';
 
 const now = Date.parse('2026-11-26T14:00:00Z');
 const base: CaldavStatus = {
@@ -30,16 +30,16 @@ group('caldav status words', () => {
 
 group('caldav_login arguments', () => {
   it('sends camelCase args, trimmed, with no all-URL when empty', async () => {
-    const calls: [string, Record<string, unknown> | undefined][] = [];
-    const b: Backend = {
+    const calls: [string, unknown][] = [];
+    const host: Host = {
       mock: true,
-      invoke: async <T>(cmd: string, args?: Record<string, unknown>) => {
+      invoke: async (cmd, args) => {
         calls.push([cmd, args]);
-        return base as T;
+        return base as never;
       },
       listen: async () => () => {},
     };
-    await caldavLogin(b, { url: ' https://x/ ', user: 'alice ', allUrl: '  ', password: ' p ', remember: false });
+    await caldavLogin(makeApi(host), { url: ' https://x/ ', user: 'alice ', allUrl: '  ', password: ' p ', remember: false });
     expect(calls).toEqual([
       ['caldav_login', { url: 'https://x/', user: 'alice', allUrl: null, password: ' p ', remember: false }],
     ]);
