@@ -2,6 +2,7 @@
 // (docs/app-contract.md) with what the person typed, and the words the page shows for a status.
 import type { Api } from './api';
 import type { CaldavStatus } from './app-types';
+import { formatDuration } from './time';
 
 /** What a person types to sign in. */
 export interface CaldavLogin {
@@ -19,12 +20,11 @@ export function caldavLogin(api: Api, l: CaldavLogin): Promise<CaldavStatus> {
   return api.caldavLogin(l.url.trim(), l.user.trim(), allUrl, l.password, l.remember);
 }
 
-/** "just now", "3 min ago", "2 h ago", or the date, for the last sync. */
+/** "just now", "3m ago", "2h 5m ago" (durations as everywhere: formatDuration), or the date. */
 export function ago(iso: string, now: number): string {
-  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
-  if (s < 60) return 'just now';
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  const ms = Math.max(0, now - Date.parse(iso));
+  if (ms < 60_000) return 'just now';
+  if (ms < 86_400_000) return `${formatDuration(ms)} ago`;
   return new Date(iso).toLocaleString();
 }
 

@@ -16,13 +16,13 @@ const base: CaldavStatus = {
 group('caldav status words', () => {
   it('says when it last synced', () => {
     expect(ago('2026-11-26T13:59:50Z', now)).toBe('just now');
-    expect(ago('2026-11-26T13:57:00Z', now)).toBe('3 min ago');
-    expect(ago('2026-11-26T11:00:00Z', now)).toBe('3 h ago');
-    expect(describe(base, now)).toBe('In sync (last sync 3 min ago).');
+    expect(ago('2026-11-26T13:57:00Z', now)).toBe('3m ago');
+    expect(ago('2026-11-26T11:00:00Z', now)).toBe('3h ago');
+    expect(describe(base, now)).toBe('In sync (last sync 3m ago).');
   });
   it('shows the error sentence and what waits', () => {
     const s: CaldavStatus = { ...base, state: 'error', pending: 2, error: 'Cannot reach the CalDAV server.' };
-    expect(describe(s, now)).toBe('Cannot reach the CalDAV server. (last sync 3 min ago; 2 changes waiting)');
+    expect(describe(s, now)).toBe('Cannot reach the CalDAV server. (last sync 3m ago; 2 changes waiting)');
     expect(describe({ ...base, state: 'off', account: null }, now)).toBe('Not signed in.');
     expect(describe({ ...base, state: 'syncing', last_sync: null }, now)).toBe('Syncing… (not synced yet)');
   });
