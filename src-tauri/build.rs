@@ -1,40 +1,18 @@
 //! Declares every app command so that capabilities govern them (capabilities/default.json
-//! allows exactly these); a command not listed here cannot be invoked.
+//! allows exactly these, checked by crates/desktop/tests/contract.rs); a command not declared
+//! in crates/desktop/src/contract/declare.rs cannot be invoked.
 
-/// The app's commands, by domain (src/commands/).
-const COMMANDS: &[&str] = &[
-    // servers
-    "servers",
-    "add_server",
-    "accept_host_key",
-    "remove_server",
-    "ssh_hosts",
-    "sign_in",
-    // bookings
-    "gpus",
-    "bookings",
-    "policy",
-    "book",
-    "asap_any",
-    "cancel",
-    "extend",
-    "move_booking",
-    "release",
-    "approve",
-    "deny",
-    // jobs
-    "job_logs",
-    // settings
-    "settings",
-    "set_settings",
-    // calendar export
-    "export_ics",
-    "save_ics",
-    "feed_url",
-    "caldav_status",
-    "caldav_login",
-    "caldav_logout",
-];
+// The contract's declaration (docs/app-contract.md): only the commands' names are used here.
+include!("../crates/desktop/src/contract/declare.rs");
+
+macro_rules! command_names {
+    ($( $(#[doc = $doc:literal])* $domain:ident :: $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty ; )*) => {
+        &[$(stringify!($name)),*]
+    };
+}
+
+/// The app's commands, as declared in crates/desktop/src/contract/declare.rs.
+const COMMANDS: &[&str] = with_app_commands!(command_names);
 
 /// The app embeds ../ui/dist at compile time. Where the UI has not been built (a fresh clone
 /// running clippy or the unit tests), a placeholder page stands in so the Rust side still
@@ -53,6 +31,7 @@ fn ensure_frontend() {
 }
 
 fn main() {
+    println!("cargo:rerun-if-changed=../crates/desktop/src/contract/declare.rs");
     ensure_frontend();
     tauri_build::try_build(
         tauri_build::Attributes::new()

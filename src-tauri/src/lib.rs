@@ -2,6 +2,7 @@
 //! the tray and the window's lifetime. No booking logic lives here.
 
 mod commands;
+mod handlers;
 mod sink;
 mod tray;
 
@@ -65,34 +66,7 @@ pub fn run() {
                 }
             }
         })
-        .invoke_handler(tauri::generate_handler![
-            commands::servers::servers,
-            commands::servers::add_server,
-            commands::servers::accept_host_key,
-            commands::servers::remove_server,
-            commands::servers::ssh_hosts,
-            commands::servers::sign_in,
-            commands::bookings::gpus,
-            commands::bookings::bookings,
-            commands::bookings::policy,
-            commands::bookings::book,
-            commands::bookings::asap_any,
-            commands::bookings::cancel,
-            commands::bookings::extend,
-            commands::bookings::move_booking,
-            commands::bookings::release,
-            commands::bookings::approve,
-            commands::bookings::deny,
-            commands::jobs::job_logs,
-            commands::settings::settings,
-            commands::settings::set_settings,
-            commands::calendar::export_ics,
-            commands::calendar::save_ics,
-            commands::calendar::feed_url,
-            commands::calendar::caldav_status,
-            commands::calendar::caldav_login,
-            commands::calendar::caldav_logout,
-        ])
+        .invoke_handler(handlers::all())
         .run(tauri::generate_context!())
         .expect("error while running the gpubook app");
 }

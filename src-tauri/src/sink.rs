@@ -1,11 +1,16 @@
-//! Pushes the manager's news to the web view as Tauri events.
+//! Pushes the manager's news to the web view as the contract's events (docs/app-contract.md).
 
-use gpubook_desktop::ipc::events;
+use gpubook_desktop::contract::{events, AppEvent};
 use gpubook_desktop::{EventPayload, LogPayload, ReadingsPayload, ServerView, Sink};
 use std::sync::Arc;
 
 use tauri::{AppHandle, Emitter};
 use tokio::sync::Notify;
+
+/// Pushes event `E` to every web view of the app; its payload type is the declared one.
+pub fn emit<E: AppEvent>(app: &AppHandle, payload: &E::Payload) {
+    let _ = app.emit(E::NAME, payload);
+}
 
 /// Emits to every web view of the app, and wakes the tray when a booking changed.
 #[derive(Debug)]
@@ -23,19 +28,19 @@ impl WebviewSink {
 
 impl Sink for WebviewSink {
     fn server(&self, view: &ServerView) {
-        let _ = self.app.emit(events::SERVER, view);
+        emit::<events::Server>(&self.app, view);
     }
 
     fn event(&self, payload: &EventPayload) {
-        let _ = self.app.emit(events::EVENT, payload);
+        emit::<events::Event>(&self.app, payload);
         self.changed.notify_one();
     }
 
     fn readings(&self, payload: &ReadingsPayload) {
-        let _ = self.app.emit(events::READINGS, payload);
+        emit::<events::Readings>(&self.app, payload);
     }
 
     fn log(&self, payload: &LogPayload) {
-        let _ = self.app.emit(events::LOG, payload);
+        emit::<events::Log>(&self.app, payload);
     }
 }

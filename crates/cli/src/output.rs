@@ -1,7 +1,7 @@
 //! How things look on a terminal: local times, GPU lists, tables.
 
 use chrono::{DateTime, Local, Utc};
-use gpubook_core::{duration::format_duration, Booking, Gpu, GpuUuid};
+use gpubook_core::{duration::human_duration, Booking, Gpu, GpuUuid};
 use gpubook_proto::{Event, EventKind, Readings};
 use std::io::Write;
 
@@ -59,7 +59,7 @@ pub fn booking_line(b: &Booking, known: &[Gpu]) -> String {
         gpu_list(&b.gpus, known),
         when(b.interval.start),
         when(b.interval.end),
-        format_duration(b.interval.duration()),
+        human_duration(b.interval.duration()),
         b.state,
     );
     if !b.title.is_empty() {
@@ -87,7 +87,7 @@ pub fn booking_shape(b: &Booking, known: &[Gpu], server: &str) -> String {
             "{} → {} ({}, your time)",
             when(b.interval.start),
             when(b.interval.end),
-            format_duration(b.interval.duration())
+            human_duration(b.interval.duration())
         ),
     );
     field("state", b.state.to_string());
@@ -188,7 +188,7 @@ fn booking_row(b: &Booking, known: &[Gpu]) -> Vec<String> {
         gpu_list(&b.gpus, known),
         when(b.interval.start),
         when(b.interval.end),
-        format_duration(b.interval.duration()),
+        human_duration(b.interval.duration()),
         job_cell(b),
         title,
     ]
@@ -317,7 +317,7 @@ pub fn event_line(e: &Event, known: &[Gpu]) -> String {
             released,
         }) => format!(
             " (no process for {}{})",
-            format_duration(chrono::Duration::seconds(*idle_secs)),
+            human_duration(chrono::Duration::seconds(*idle_secs)),
             if *released { "; released" } else { "" }
         ),
         Some(gpubook_core::Note::IdleHeld {

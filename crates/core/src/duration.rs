@@ -1,4 +1,6 @@
-//! Durations as people write them: "90m", "3h", "1d", "1h30m", "45s".
+//! Durations as people write them: "90m", "3h", "1d", "1h30m", "45s"; and as people read
+//! them, in the same style: `human_duration` is the one format the tray, the notifications,
+//! the UI (its twin `formatDuration` in ui/src/lib/time.ts) and the CLI show.
 
 use chrono::Duration;
 use thiserror::Error;
@@ -78,6 +80,26 @@ pub fn format_duration(d: Duration) -> String {
     format!("{}{}", if neg { "-" } else { "" }, parts.join(" "))
 }
 
+/// A duration as a person reads it: "2d 4h", "1h 35m", "45m", "42s". Rounded to the nearest
+/// minute from 59.5 s on (a countdown or a booking's length; seconds would only flicker), to
+/// the nearest second below; nothing negative ("0s"). Parts that are zero are left out.
+/// ui/src/lib/time.ts's `formatDuration` is its twin; tests/fixtures/durations.json holds the
+/// cases both are checked against.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.num_milliseconds().max(0);
+    if ms < 59_500 {
+        return format!("{}s", (ms + 500) / 1000);
+    }
+    let mins = (ms + 30_000) / 60_000;
+    let (days, hours, rest) = (mins / 1440, mins % 1440 / 60, mins % 60);
+    let parts: Vec<String> = [(days, "d"), (hours, "h"), (rest, "m")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    parts.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +123,19 @@ mod tests {
         assert_eq!(format_duration(Duration::minutes(90)), "1h 30m");
         assert_eq!(format_duration(Duration::hours(52)), "2d 4h");
         assert_eq!(format_duration(Duration::zero()), "0m");
+    }
+
+    #[test]
+    fn durations_read_the_same_as_in_the_ui() {
+        // The cases ui/src/lib/tests/time.test.ts checks formatDuration against.
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../../tests/fixtures/durations.json")).unwrap();
+        let cases = fixture["cases"].as_array().unwrap();
+        assert!(cases.len() > 10);
+        for case in cases {
+            let ms = case[0].as_i64().unwrap();
+            let want = case[1].as_str().unwrap();
+            assert_eq!(human_duration(Duration::milliseconds(ms)), want, "{ms} ms");
+        }
     }
 }

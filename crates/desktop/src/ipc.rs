@@ -1,5 +1,5 @@
-//! The app-only types that cross the IPC (see /work/notes/ipc.md): servers as the UI shows
-//! them and the payloads of the pushed events.
+//! The app-only types that cross the IPC (the contract: docs/app-contract.md, declared in
+//! crate::contract): servers as the UI shows them and the payloads of the pushed events.
 
 use gpubook_core::Role;
 use gpubook_proto::{BookingResponse, Event, LogPiece, Readings};
@@ -82,18 +82,4 @@ pub struct AsapAnyResponse {
     pub server: String,
     /// The booking as that agent made it.
     pub response: BookingResponse,
-}
-
-/// Event names on the web view.
-pub mod events {
-    /// A server's state changed: [`super::ServerView`].
-    pub const SERVER: &str = "gpubook://server";
-    /// An agent event: [`super::EventPayload`].
-    pub const EVENT: &str = "gpubook://event";
-    /// Live readings: [`super::ReadingsPayload`].
-    pub const READINGS: &str = "gpubook://readings";
-    /// More of a followed job's log: [`super::LogPayload`].
-    pub const LOG: &str = "gpubook://log";
-    /// The CalDAV sync's status changed (payload `CaldavStatus`).
-    pub const CALDAV: &str = "gpubook://caldav";
 }

@@ -4,6 +4,7 @@
 
 pub mod caldav;
 pub mod calendar;
+pub mod contract;
 pub mod error;
 pub mod ipc;
 pub mod local;

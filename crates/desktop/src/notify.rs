@@ -59,17 +59,8 @@ fn local_time(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// "1 h 5 min", "3 min", "42 s".
-pub fn human_duration(d: Duration) -> String {
-    let s = d.num_seconds().max(0);
-    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
-    match (h, m) {
-        (0, 0) => format!("{sec} s"),
-        (0, m) => format!("{m} min"),
-        (h, 0) => format!("{h} h"),
-        (h, m) => format!("{h} h {m} min"),
-    }
-}
+/// Durations read as everywhere else ("1h 5m", "3m", "42s"): the one format of gpubook-core.
+pub use gpubook_core::duration::human_duration;
 
 fn gpus(b: &Booking) -> String {
     match b.gpus.len() {
@@ -372,7 +363,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(n.kind, "slot_ending");
-        assert!(n.summary.contains("ends in 10 min"), "{}", n.summary);
+        assert!(n.summary.contains("ends in 10m"), "{}", n.summary);
         assert_eq!(
             n.extend,
             Some(ExtendOffer {
@@ -434,7 +425,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            n.body.contains("failed with exit code 3 after 1 h 2 min"),
+            n.body.contains("failed with exit code 3 after 1h 2m"),
             "{}",
             n.body
         );

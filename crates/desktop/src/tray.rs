@@ -3,9 +3,9 @@
 use chrono::{DateTime, Local, Utc};
 use gpubook_core::{Booking, BookingState};
 
-use crate::notify::human_duration;
+use gpubook_core::duration::human_duration;
 
-/// "Now: “train” on lab1, 1 h 20 min left", "Next: “train” on lab1 in 35 min (Tue 14:00)",
+/// "Now: “train” on lab1, 1h 20m left", "Next: “train” on lab1 in 35m (Tue 14:00)",
 /// or "No upcoming bookings". `bookings` are (server name, booking).
 pub fn next_booking_line(bookings: &[(String, Booking)], now: DateTime<Utc>) -> String {
     let live = bookings.iter().filter(|(_, b)| {
@@ -84,7 +84,7 @@ mod tests {
         ];
         let l = next_booking_line(&list, now);
         assert!(
-            l.starts_with("Next: \u{201c}t1\u{201d} on lab in 1 h 35 min"),
+            l.starts_with("Next: \u{201c}t1\u{201d} on lab in 1h 35m"),
             "{l}"
         );
         let list = vec![(
@@ -93,7 +93,7 @@ mod tests {
         )];
         assert_eq!(
             next_booking_line(&list, now),
-            "Now: \u{201c}t3\u{201d} on lab, 1 h 30 min left"
+            "Now: \u{201c}t3\u{201d} on lab, 1h 30m left"
         );
     }
 }

@@ -4,12 +4,13 @@
 use std::sync::{Arc, Mutex};
 
 use gpubook_client::secrets::Secret;
+use gpubook_desktop::contract::events;
 use gpubook_desktop::error::AppOnlyKind;
-use gpubook_desktop::ipc::events;
 use gpubook_desktop::{calendar, paths, AppError, CaldavStatus, Manager};
-use tauri::{AppHandle, Emitter, State};
+use tauri::{AppHandle, Manager as _};
 
-use super::Answer;
+use super::{manager, Answer};
+use crate::sink::emit;
 
 /// The feed's URL once it serves, or why it does not.
 #[derive(Debug, Clone)]
@@ -30,24 +31,23 @@ impl FeedState {
 }
 
 /// The .ics text of the person's bookings (`mine`) or of all, on every connected server.
-#[tauri::command]
-pub async fn export_ics(m: State<'_, Manager>, mine: bool) -> Answer<String> {
-    calendar::export_ics(&m, mine).await
+pub async fn export_ics(app: &AppHandle, mine: bool) -> Answer<String> {
+    calendar::export_ics(&manager(app), mine).await
 }
 
 /// Saves the .ics into the Downloads folder and returns its path (WebKitGTK offers no
 /// download of a blob URL by itself).
-#[tauri::command]
-pub async fn save_ics(m: State<'_, Manager>, mine: bool) -> Answer<String> {
-    calendar::save_ics(&m, mine, &calendar::download_dir())
+pub async fn save_ics(app: &AppHandle, mine: bool) -> Answer<String> {
+    calendar::save_ics(&manager(app), mine, &calendar::download_dir())
         .await
         .map(|p| p.display().to_string())
 }
 
 /// The URL a calendar app can subscribe to (the person's bookings on every server).
-#[tauri::command]
-pub fn feed_url(feed: State<'_, FeedState>) -> Answer<String> {
-    match feed.0.lock().unwrap().clone() {
+pub async fn feed_url(app: &AppHandle) -> Answer<String> {
+    let feed = app.state::<FeedState>();
+    let served = feed.0.lock().unwrap().clone();
+    match served {
         Some(Ok(url)) => Ok(url),
         Some(Err(e)) => Err(AppError::app(
             AppOnlyKind::Unreachable,
@@ -66,30 +66,29 @@ pub fn feed_url(feed: State<'_, FeedState>) -> Answer<String> {
 fn emit_caldav(app: &AppHandle, m: &Manager) {
     let app = app.clone();
     m.on_caldav(Arc::new(move |s: &CaldavStatus| {
-        let _ = app.emit(events::CALDAV, s);
+        emit::<events::Caldav>(&app, s);
     }));
 }
 
 /// The CalDAV sync's status; from now on its changes are pushed as "gpubook://caldav".
-#[tauri::command]
-pub fn caldav_status(app: AppHandle, m: State<'_, Manager>) -> CaldavStatus {
-    emit_caldav(&app, &m);
-    m.caldav_status()
+pub async fn caldav_status(app: &AppHandle) -> Answer<CaldavStatus> {
+    let m = manager(app);
+    emit_caldav(app, &m);
+    Ok(m.caldav_status())
 }
 
 /// Signs in to a CalDAV account: checks it, keeps the password in the OS keyring only if
 /// `remember`, saves the account (never the password) and syncs in the background.
-#[tauri::command]
 pub async fn caldav_login(
-    app: AppHandle,
-    m: State<'_, Manager>,
+    app: &AppHandle,
     url: String,
     user: String,
     all_url: Option<String>,
     password: String,
     remember: bool,
 ) -> Answer<CaldavStatus> {
-    emit_caldav(&app, &m);
+    let m = manager(app);
+    emit_caldav(app, &m);
     m.caldav_login(
         &url,
         &user,
@@ -101,7 +100,6 @@ pub async fn caldav_login(
 }
 
 /// Signs out: the sync stops, the account and its keyring entry are removed.
-#[tauri::command]
-pub async fn caldav_logout(m: State<'_, Manager>) -> Answer<()> {
-    m.caldav_logout().await
+pub async fn caldav_logout(app: &AppHandle) -> Answer<()> {
+    manager(app).caldav_logout().await
 }

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use gpubook_desktop::servers;
 use gpubook_desktop::{AppError, Manager, ServerView};
-use tauri::State;
+use tauri::AppHandle;
 
-use super::Answer;
+use super::{manager, Answer};
 
 /// The person's server list file.
 fn list() -> Answer<PathBuf> {
@@ -24,58 +24,74 @@ pub fn add_saved(m: &Manager) {
 }
 
 /// The Hosts of the person's ~/.ssh/config (and its Includes) that "Add server" offers.
-#[tauri::command]
-pub fn ssh_hosts() -> Vec<String> {
-    gpubook_client::ssh::config_hosts(&Default::default())
+pub async fn ssh_hosts(_app: &AppHandle) -> Answer<Vec<String>> {
+    Ok(gpubook_client::ssh::config_hosts(&Default::default()))
 }
 
 /// Every server with its state.
-#[tauri::command]
-pub fn servers(m: State<'_, Manager>) -> Vec<ServerView> {
-    m.views()
+pub async fn servers(app: &AppHandle) -> Answer<Vec<ServerView>> {
+    Ok(manager(app).views())
 }
 
 /// Adds a server: an alias from ~/.ssh/config, user@host[:port], or unix:PATH. An unknown
 /// host key rejects with `host_key_unknown` and its fingerprint; a login that needs a
 /// password or passphrase rejects with `auth`, and the UI asks again with `secret` (kept in
 /// memory for this run, in the OS keyring only if `remember`).
-#[tauri::command]
 pub async fn add_server(
-    m: State<'_, Manager>,
+    app: &AppHandle,
     spec: String,
     secret: Option<String>,
     remember: Option<bool>,
 ) -> Answer<ServerView> {
-    servers::add(&m, &list()?, &spec, secret, remember.unwrap_or(false)).await
+    servers::add(
+        &manager(app),
+        &list()?,
+        &spec,
+        secret,
+        remember.unwrap_or(false),
+    )
+    .await
 }
 
 /// Adds a server after the person accepted its host key `fingerprint`.
-#[tauri::command]
 pub async fn accept_host_key(
-    m: State<'_, Manager>,
+    app: &AppHandle,
     spec: String,
     fingerprint: String,
     secret: Option<String>,
     remember: Option<bool>,
 ) -> Answer<ServerView> {
     let remember = remember.unwrap_or(false);
-    servers::accept_host_key(&m, &list()?, &spec, &fingerprint, secret, remember).await
+    servers::accept_host_key(
+        &manager(app),
+        &list()?,
+        &spec,
+        &fingerprint,
+        secret,
+        remember,
+    )
+    .await
 }
 
 /// Removes a server from the app and the person's list.
-#[tauri::command]
-pub fn remove_server(m: State<'_, Manager>, id: String) -> Answer<()> {
-    servers::remove(&m, &list()?, &id)
+pub async fn remove_server(app: &AppHandle, id: String) -> Answer<()> {
+    servers::remove(&manager(app), &list()?, &id)
 }
 
 /// Signs in to a server of the list whose login was refused, with the password or key
 /// passphrase the person typed (kept in the OS keyring only if `remember`).
-#[tauri::command]
 pub async fn sign_in(
-    m: State<'_, Manager>,
+    app: &AppHandle,
     id: String,
     secret: Option<String>,
     remember: Option<bool>,
 ) -> Answer<ServerView> {
-    servers::sign_in(&m, &list()?, &id, secret, remember.unwrap_or(false)).await
+    servers::sign_in(
+        &manager(app),
+        &list()?,
+        &id,
+        secret,
+        remember.unwrap_or(false),
+    )
+    .await
 }

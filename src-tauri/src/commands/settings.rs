@@ -1,18 +1,16 @@
 //! Settings: which notifications, what the exported calendar shows.
 
-use gpubook_desktop::{Manager, Settings};
-use tauri::State;
+use gpubook_desktop::Settings;
+use tauri::AppHandle;
 
-use super::Answer;
+use super::{manager, Answer};
 
 /// The settings.
-#[tauri::command]
-pub fn settings(m: State<'_, Manager>) -> Settings {
-    m.settings()
+pub async fn settings(app: &AppHandle) -> Answer<Settings> {
+    Ok(manager(app).settings())
 }
 
 /// Saves the settings.
-#[tauri::command]
-pub fn set_settings(m: State<'_, Manager>, settings: Settings) -> Answer<()> {
-    m.set_settings(settings)
+pub async fn set_settings(app: &AppHandle, settings: Settings) -> Answer<()> {
+    manager(app).set_settings(settings)
 }

@@ -1,16 +1,12 @@
 // The one door to the Rust side: invoke() and listen() of Tauri 2, or, in a plain browser
 // (no window.__TAURI_INTERNALS__), the in-memory mock agent. The mock is never used in Tauri.
+// Components do not call these: they call the typed `app.api` (api.ts, generated from the
+// contract's declaration; docs/app-contract.md).
 import type { AppError } from './app-types';
+import type { Host } from './api';
 
-/** What the app needs of its host. */
-export interface Backend {
-  /** Calls a command of the IPC contract; rejects with an AppError. */
-  invoke<T>(cmd: string, args?: Record<string, unknown>): Promise<T>;
-  /** Listens to a pushed event; resolves to the function that stops listening. */
-  listen<T>(event: string, cb: (payload: T) => void): Promise<() => void>;
-  /** True for the in-memory mock. */
-  readonly mock: boolean;
-}
+/** What the app needs of its host: the contract's Host (api.ts, generated). */
+export type Backend = Host;
 
 /** Whether the page runs inside Tauri. */
 export function inTauri(): boolean {
@@ -22,9 +18,9 @@ async function tauriBackend(): Promise<Backend> {
   const event = await import('@tauri-apps/api/event');
   return {
     mock: false,
-    invoke: <T>(cmd: string, args?: Record<string, unknown>) => core.invoke<T>(cmd, args),
-    listen: async <T>(name: string, cb: (p: T) => void) => {
-      const un = await event.listen<T>(name, (e) => cb(e.payload));
+    invoke: (cmd, args) => core.invoke(cmd, args),
+    listen: async (name, cb) => {
+      const un = await event.listen<Parameters<typeof cb>[0]>(name, (e) => cb(e.payload));
       return un;
     },
   };

@@ -1,11 +1,8 @@
-// The CalDAV account of the settings page: invoke wrappers for caldav_status, caldav_login and
-// caldav_logout (see /work/notes/ipc.md), the pushed "gpubook://caldav" status, and the words
-// the page shows for a status.
-import type { Backend } from './backend';
+// The CalDAV account of the settings page: signing in through the contract's caldav_login
+// (docs/app-contract.md) with what the person typed, and the words the page shows for a status.
+import type { Api } from './api';
 import type { CaldavStatus } from './app-types';
-
-/** The event that carries every change of the status. */
-export const CALDAV_EVENT = 'gpubook://caldav';
+import { formatDuration } from './time';
 
 /** What a person types to sign in. */
 export interface CaldavLogin {
@@ -17,34 +14,17 @@ export interface CaldavLogin {
   remember: boolean;
 }
 
-/** The status now; the backend pushes its changes from then on. */
-export function caldavStatus(b: Backend): Promise<CaldavStatus> {
-  return b.invoke<CaldavStatus>('caldav_status');
-}
-
 /** Checks the account and starts syncing; rejects with an AppError (nothing stored). */
-export function caldavLogin(b: Backend, l: CaldavLogin): Promise<CaldavStatus> {
+export function caldavLogin(api: Api, l: CaldavLogin): Promise<CaldavStatus> {
   const allUrl = l.allUrl?.trim() ? l.allUrl.trim() : null;
-  return b.invoke<CaldavStatus>('caldav_login', {
-    url: l.url.trim(),
-    user: l.user.trim(),
-    allUrl,
-    password: l.password,
-    remember: l.remember,
-  });
+  return api.caldavLogin(l.url.trim(), l.user.trim(), allUrl, l.password, l.remember);
 }
 
-/** Stops syncing, removes the account and its keyring entry. */
-export function caldavLogout(b: Backend): Promise<void> {
-  return b.invoke<void>('caldav_logout');
-}
-
-/** "just now", "3 min ago", "2 h ago", or the date, for the last sync. */
+/** "just now", "3m ago", "2h 5m ago" (durations as everywhere: formatDuration), or the date. */
 export function ago(iso: string, now: number): string {
-  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
-  if (s < 60) return 'just now';
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  const ms = Math.max(0, now - Date.parse(iso));
+  if (ms < 60_000) return 'just now';
+  if (ms < 86_400_000) return `${formatDuration(ms)} ago`;
   return new Date(iso).toLocaleString();
 }
 

@@ -3,14 +3,13 @@
 // bookings, conflicts, approval, "as soon as possible", jobs with logs, pushed events and
 // readings. It holds no booking rules beyond what makes the screens realistic.
 import type { AppError, CaldavStatus, ServerView, Settings } from './app-types';
-import type { Backend } from './backend';
+import type { Command, CommandArgs, CommandResults, EventName, EventPayloads, Handlers, Host } from './api';
 import type { Booking } from './wire/Booking';
 import type { BookingResponse } from './wire/BookingResponse';
 import type { BookRequest } from './wire/BookRequest';
 import type { Event } from './wire/Event';
 import type { EventKind } from './wire/EventKind';
 import type { Gpu } from './wire/Gpu';
-import type { GpusResponse } from './wire/GpusResponse';
 import type { LogsResponse } from './wire/LogsResponse';
 import type { PolicyResponse } from './wire/PolicyResponse';
 import type { Readings } from './wire/Readings';
@@ -57,7 +56,7 @@ const PEOPLE = ['alice', 'bob', 'chen', 'dara', 'emil', 'fatima'];
 const TITLES = ['yolov8 defects', 'llama finetune', 'ablation sweep', 'diffusion eval', 'thesis runs', 'protein fold', 'RL baseline'];
 
 /** The in-memory backend. */
-export class MockBackend implements Backend {
+export class MockBackend implements Host {
   readonly mock = true;
   private servers = new Map<string, MockServer>();
   private listeners = new Map<string, Set<(p: unknown) => void>>();
@@ -174,7 +173,7 @@ export class MockBackend implements Backend {
     return out;
   }
 
-  private emit(name: string, payload: unknown) {
+  private emit<E extends EventName>(name: E, payload: EventPayloads[E]) {
     for (const cb of this.listeners.get(name) ?? []) cb(payload);
   }
 
@@ -284,7 +283,7 @@ export class MockBackend implements Backend {
     return { booking: structuredClone(b), also_changed: [], event: s.seq };
   }
 
-  async listen<T>(name: string, cb: (p: T) => void): Promise<() => void> {
+  async listen<E extends EventName>(name: E, cb: (p: EventPayloads[E]) => void): Promise<() => void> {
     let set = this.listeners.get(name);
     if (!set) this.listeners.set(name, (set = new Set()));
     const f = cb as (p: unknown) => void;
@@ -292,192 +291,192 @@ export class MockBackend implements Backend {
     return () => set!.delete(f);
   }
 
-  async invoke<T>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
+  async invoke<C extends Command>(cmd: C, args: CommandArgs[C]): Promise<CommandResults[C]> {
     await new Promise((r) => setTimeout(r, 20)); // a round trip
-    return this.handle(cmd, args) as T;
+    const handle = this.handlers[cmd] as ((a: CommandArgs[C]) => CommandResults[C]) | undefined;
+    if (!handle) throw err('unknown_request', `The app does not know the command "${cmd}".`);
+    return handle(args);
   }
 
-  private handle(cmd: string, a: Record<string, unknown>): unknown {
-    const now = Date.now();
-    switch (cmd) {
-      case 'servers':
-        return [...this.servers.values()].map((s) => s.view);
-      case 'gpus': {
-        const s = this.server(a.server);
-        const r: GpusResponse = { server: s.view.name, source: s.view.simulated ? 'simulated' : 'nvml', gpus: s.gpus, readings: null };
-        return r;
+  /** Each command of the contract (api.ts's Handlers: one missing or mistyped does not compile). */
+  private readonly handlers: Handlers = {
+    servers: () => [...this.servers.values()].map((s) => s.view),
+    gpus: (a) => {
+      const s = this.server(a.server);
+      return { server: s.view.name, source: s.view.simulated ? 'simulated' : 'nvml', gpus: s.gpus, readings: null };
+    },
+    bookings: (a) => {
+      const s = this.server(a.server);
+      const from = Date.parse(a.from);
+      const to = Date.parse(a.to);
+      return [...s.bookings.values()]
+        .filter((b) => Date.parse(b.interval.start) < to && from < Date.parse(b.interval.end))
+        .map((b) => {
+          const c = structuredClone(b);
+          if (c.owner !== ME) c.job = null;
+          return c;
+        });
+    },
+    policy: (a) => this.policy(this.server(a.server)),
+    book: (a) => this.book(this.server(a.server), a.request, Date.now()),
+    asap_any: (a) => this.asapAny(a.request, Date.now()),
+    move_booking: (a) => {
+      const now = Date.now();
+      const s = this.server(a.server);
+      const b = this.booking(s, a.id);
+      this.mine(s, b);
+      const start = roundTo(Date.parse(a.start), GRAN);
+      const end = roundTo(Date.parse(a.end), GRAN);
+      if (end <= start) throw err('invalid', 'The end must be after the start.', s.view.id);
+      if (start < floorTo(now, GRAN) && b.state !== 'active') throw err('invalid', 'A booking cannot be moved into the past.', s.view.id);
+      const c = this.conflicts(s, b.gpus, start, end, b.id);
+      if (c.length) {
+        throw err('conflict', `${s.view.name}: GPU ${this.indexOf(s, c[0].gpus[0])} is booked by ${c[0].owner} ("${c[0].title}") then.`, s.view.id, { conflicts: c });
       }
-      case 'bookings': {
-        const s = this.server(a.server);
-        const from = Date.parse(String(a.from));
-        const to = Date.parse(String(a.to));
-        return [...s.bookings.values()]
-          .filter((b) => Date.parse(b.interval.start) < to && from < Date.parse(b.interval.end))
-          .map((b) => {
-            const c = structuredClone(b);
-            if (c.owner !== ME) c.job = null;
-            return c;
-          });
+      const before = { ...b.interval };
+      b.interval = { start: toWire(start), end: toWire(end) };
+      this.event(s, 'booking_changed', b, before);
+      return this.answer(b, s);
+    },
+    extend: (a) => {
+      const s = this.server(a.server);
+      const b = this.booking(s, a.id);
+      this.mine(s, b);
+      const end = ceilTo(Date.parse(a.to), GRAN);
+      const c = this.conflicts(s, b.gpus, Date.parse(b.interval.end), end, b.id);
+      if (c.length) throw err('conflict', `${s.view.name}: ${c[0].owner} has GPU ${this.indexOf(s, c[0].gpus[0])} from ${new Date(c[0].interval.start).toLocaleTimeString()}.`, s.view.id, { conflicts: c });
+      b.interval = { ...b.interval, end: toWire(end) };
+      this.event(s, 'booking_changed', b);
+      return this.answer(b, s);
+    },
+    cancel: (a) => {
+      const s = this.server(a.server);
+      const b = this.booking(s, a.id);
+      this.mine(s, b);
+      b.state = 'cancelled';
+      this.event(s, 'booking_cancelled', b);
+      return this.answer(b, s);
+    },
+    release: (a) => {
+      const now = Date.now();
+      const s = this.server(a.server);
+      const b = this.booking(s, a.id);
+      this.mine(s, b);
+      if (b.state !== 'active') throw err('invalid', `Booking ${b.id} has not started; cancel it instead.`, s.view.id);
+      b.state = 'ended';
+      b.interval = { ...b.interval, end: toWire(ceilTo(now, GRAN)) };
+      if (b.run) b.run = { ...b.run, state: 'stopped', ended_at: toWire(now), signal: 15, message: 'Stopped: the booking was released.' };
+      this.event(s, 'booking_released', b);
+      return this.answer(b, s);
+    },
+    approve: (a) => this.decide('approve', a),
+    deny: (a) => this.decide('deny', a),
+    job_logs: (a) => {
+      const s = this.server(a.server);
+      const b = this.booking(s, a.id);
+      const all = this.logText(Date.now());
+      const from = Math.min(a.offset ?? 0, all.length);
+      const r: LogsResponse = { data: all.slice(from), next: all.length, done: b.run?.state !== 'running' };
+      // Following: the rest is pushed as "gpubook://log" (see pushLogs).
+      const key = `${s.view.id}/${b.id}`;
+      if (a.follow === true && !r.done) this.followed.set(key, { server: s.view.id, id: b.id, next: r.next });
+      if (a.follow === false) this.followed.delete(key);
+      return r;
+    },
+    add_server: (a) => {
+      const spec = a.spec.trim();
+      if (!/^([\w.-]+@)?[\w.-]+$/.test(spec)) throw err('invalid', `"${spec}" is not a Host from ~/.ssh/config nor user@host.`);
+      if (spec.includes('secure') && !a.secret) {
+        throw err('auth', `${spec} asks for a password: the SSH agent has no key it accepts.`, spec);
       }
-      case 'policy': {
-        const s = this.server(a.server);
-        const r: PolicyResponse = {
-          policy: {
-            default_role: 'user', admins: [], guests: [], users: [], granularity_secs: GRAN,
-            max_booking_secs: s.view.id === 'local' ? 4 * 3600 : 48 * 3600, max_ahead_secs: 14 * 86400,
-            weekly_quota_gpu_hours: 200, max_gpus_at_once: 4, over_policy: 'approval', intruders: 'warn',
-            idle_after_secs: 3600, release_idle: false, idle_held_after_secs: 1800,
-            idle_held_below_pct: 5, release_idle_held: false, end_warning_secs: 600,
-            max_grace_secs: 300, max_log_bytes: 2 ** 30, max_pending: 20, max_upcoming: 500,
-          },
-          role: s.role,
-          week_gpu_hours: 12.5,
-        };
-        return r;
+      if (!this.knownHosts.has(spec)) {
+        throw err('host_key_unknown', `${spec} is new: check its key's fingerprint before you trust it.`, spec, { fingerprint: 'SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8' });
       }
-      case 'book':
-        return this.book(this.server(a.server), a.request as BookRequest, now);
-      case 'asap_any':
-        return this.asapAny(a.request as BookRequest, now);
-      case 'move_booking': {
-        const s = this.server(a.server);
-        const b = this.booking(s, a.id);
-        this.mine(s, b);
-        const start = roundTo(Date.parse(String(a.start)), GRAN);
-        const end = roundTo(Date.parse(String(a.end)), GRAN);
-        if (end <= start) throw err('invalid', 'The end must be after the start.', s.view.id);
-        if (start < floorTo(now, GRAN) && b.state !== 'active') throw err('invalid', 'A booking cannot be moved into the past.', s.view.id);
-        const c = this.conflicts(s, b.gpus, start, end, b.id);
-        if (c.length) {
-          throw err('conflict', `${s.view.name}: GPU ${this.indexOf(s, c[0].gpus[0])} is booked by ${c[0].owner} ("${c[0].title}") then.`, s.view.id, { conflicts: c });
-        }
-        const before = { ...b.interval };
-        b.interval = { start: toWire(start), end: toWire(end) };
-        this.event(s, 'booking_changed', b, before);
-        return this.answer(b, s);
+      return this.accept(spec, Date.now());
+    },
+    accept_host_key: (a) => {
+      this.knownHosts.add(a.spec);
+      return this.accept(a.spec, Date.now());
+    },
+    sign_in: (a) => {
+      const s = this.servers.get(a.id);
+      if (!s) throw err('internal', `There is no server "${a.id}" in the app; it may have been removed.`, a.id);
+      if (!a.secret) throw err('auth', s.view.detail ?? `Cannot log in to ${s.view.name}.`, s.view.id);
+      s.view = { ...s.view, needs_login: false, state: 'connecting', detail: null };
+      setTimeout(() => this.setState(s.view.id, 'connected'), 500);
+      return s.view;
+    },
+    remove_server: (a) => {
+      this.servers.delete(a.id);
+      return null;
+    },
+    settings: () => structuredClone(this.settingsValue),
+    set_settings: (a) => {
+      this.settingsValue = structuredClone(a.settings);
+      return null;
+    },
+    ssh_hosts: () => ['lab1', 'lab2', 'gpu-box'],
+    feed_url: () => 'http://127.0.0.1:47615/feed/3q9xk2mv7c/bookings.ics',
+    caldav_status: () => structuredClone(this.caldav),
+    caldav_login: (a) => {
+      // The mock's CalDAV server takes any password but "wrong".
+      if (a.password === 'wrong') {
+        throw err('auth', `The CalDAV server at ${a.url} refused the password of ${a.user} (401 Unauthorized); nothing was stored. Check the user and the password.`);
       }
-      case 'extend': {
-        const s = this.server(a.server);
-        const b = this.booking(s, a.id);
-        this.mine(s, b);
-        const end = ceilTo(Date.parse(String(a.to)), GRAN);
-        const c = this.conflicts(s, b.gpus, Date.parse(b.interval.end), end, b.id);
-        if (c.length) throw err('conflict', `${s.view.name}: ${c[0].owner} has GPU ${this.indexOf(s, c[0].gpus[0])} from ${new Date(c[0].interval.start).toLocaleTimeString()}.`, s.view.id, { conflicts: c });
-        b.interval = { ...b.interval, end: toWire(end) };
-        this.event(s, 'booking_changed', b);
-        return this.answer(b, s);
-      }
-      case 'cancel': {
-        const s = this.server(a.server);
-        const b = this.booking(s, a.id);
-        this.mine(s, b);
-        b.state = 'cancelled';
-        this.event(s, 'booking_cancelled', b);
-        return this.answer(b, s);
-      }
-      case 'release': {
-        const s = this.server(a.server);
-        const b = this.booking(s, a.id);
-        this.mine(s, b);
-        if (b.state !== 'active') throw err('invalid', `Booking ${b.id} has not started; cancel it instead.`, s.view.id);
-        b.state = 'ended';
-        b.interval = { ...b.interval, end: toWire(ceilTo(now, GRAN)) };
-        if (b.run) b.run = { ...b.run, state: 'stopped', ended_at: toWire(now), signal: 15, message: 'Stopped: the booking was released.' };
-        this.event(s, 'booking_released', b);
-        return this.answer(b, s);
-      }
-      case 'approve':
-      case 'deny': {
-        const s = this.server(a.server);
-        if (s.role !== 'admin') throw err('not_allowed', `Only an admin of ${s.view.name} can ${cmd} bookings.`, s.view.id);
-        const b = this.booking(s, a.id);
-        if (b.state !== 'pending_approval') throw err('invalid', `Booking ${b.id} is not waiting for approval.`, s.view.id);
-        // As the agent (protocol 1.2): a decision on an older revision than the booking's is
-        // refused, with the revision it has now; one that names none (an older client) is
-        // taken only if the booking is unchanged since it began to wait.
-        const rev = a.rev ?? b.pending_since;
-        if (rev !== undefined && rev !== null && Number(rev) !== b.revision) {
-          const shape = `GPU ${b.gpus.map((g) => this.indexOf(s, g)).join(',')}, ${b.interval.start} → ${b.interval.end}, ${b.state}`;
-          throw err('changed', `${s.view.name}: booking ${b.id} changed since you looked: ${shape}`, s.view.id, { revision: b.revision });
-        }
-        b.state = cmd === 'approve' ? 'confirmed' : 'denied';
-        b.pending_reason = null;
-        this.event(s, cmd === 'approve' ? 'booking_approved' : 'booking_denied', b);
-        return this.answer(b, s);
-      }
-      case 'job_logs': {
-        const s = this.server(a.server);
-        const b = this.booking(s, a.id);
-        const all = this.logText(now);
-        const from = Math.min(Number(a.offset ?? 0), all.length);
-        const r: LogsResponse = { data: all.slice(from), next: all.length, done: b.run?.state !== 'running' };
-        // Following: the rest is pushed as "gpubook://log" (see pushLogs).
-        const key = `${s.view.id}/${b.id}`;
-        if (a.follow === true && !r.done) this.followed.set(key, { server: s.view.id, id: b.id, next: r.next });
-        if (a.follow === false) this.followed.delete(key);
-        return r;
-      }
-      case 'add_server': {
-        const spec = String(a.spec ?? '').trim();
-        if (!/^([\w.-]+@)?[\w.-]+$/.test(spec)) throw err('invalid', `"${spec}" is not a Host from ~/.ssh/config nor user@host.`);
-        if (spec.includes('secure') && !a.secret) {
-          throw err('auth', `${spec} asks for a password: the SSH agent has no key it accepts.`, spec);
-        }
-        if (!this.knownHosts.has(spec)) {
-          throw err('host_key_unknown', `${spec} is new: check its key's fingerprint before you trust it.`, spec, { fingerprint: 'SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8' });
-        }
-        return this.accept(spec, now);
-      }
-      case 'accept_host_key':
-        this.knownHosts.add(String(a.spec));
-        return this.accept(String(a.spec), now);
-      case 'sign_in': {
-        const s = this.servers.get(String(a.id));
-        if (!s) throw err('internal', `There is no server "${String(a.id)}" in the app; it may have been removed.`, String(a.id));
-        if (!a.secret) throw err('auth', s.view.detail ?? `Cannot log in to ${s.view.name}.`, s.view.id);
-        s.view = { ...s.view, needs_login: false, state: 'connecting', detail: null };
-        setTimeout(() => this.setState(s.view.id, 'connected'), 500);
-        return s.view;
-      }
-      case 'remove_server':
-        this.servers.delete(String(a.id));
-        return null;
-      case 'settings':
-        return structuredClone(this.settingsValue);
-      case 'set_settings':
-        this.settingsValue = structuredClone(a.settings as Settings);
-        return null;
-      case 'ssh_hosts':
-        return ['lab1', 'lab2', 'gpu-box'];
-      case 'feed_url':
-        return 'http://127.0.0.1:47615/feed/3q9xk2mv7c/bookings.ics';
-      case 'caldav_status':
-        return structuredClone(this.caldav);
-      case 'caldav_login': {
-        // The mock's CalDAV server takes any password but "wrong".
-        if (String(a.password) === 'wrong') {
-          throw err('auth', `The CalDAV server at ${String(a.url)} refused the password of ${String(a.user)} (401 Unauthorized); nothing was stored. Check the user and the password.`);
-        }
-        this.caldav = {
-          account: { url: String(a.url), user: String(a.user), all_url: (a.allUrl as string | null) ?? null },
-          state: 'ok',
-          last_sync: new Date(now).toISOString(),
-          pending: 0,
-          error: null,
-          needs_password: false,
-        };
-        setTimeout(() => this.emit('gpubook://caldav', structuredClone(this.caldav)), 0);
-        return structuredClone(this.caldav);
-      }
-      case 'caldav_logout':
-        this.caldav = { account: null, state: 'off', last_sync: null, pending: 0, error: null, needs_password: false };
-        this.emit('gpubook://caldav', structuredClone(this.caldav));
-        return null;
-      case 'export_ics':
-        return this.ics(Boolean(a.mine));
-      default:
-        throw err('unknown_request', `The app does not know the command "${cmd}".`);
+      this.caldav = {
+        account: { url: a.url, user: a.user, all_url: a.allUrl ?? null },
+        state: 'ok',
+        last_sync: new Date().toISOString(),
+        pending: 0,
+        error: null,
+        needs_password: false,
+      };
+      setTimeout(() => this.emit('gpubook://caldav', structuredClone(this.caldav)), 0);
+      return structuredClone(this.caldav);
+    },
+    caldav_logout: () => {
+      this.caldav = { account: null, state: 'off', last_sync: null, pending: 0, error: null, needs_password: false };
+      this.emit('gpubook://caldav', structuredClone(this.caldav));
+      return null;
+    },
+    export_ics: (a) => this.ics(a.mine),
+    // A browser has no Downloads folder to write into: the path the app would answer.
+    save_ics: () => '/home/you/Downloads/gpubook-bookings.ics',
+  };
+
+  private policy(s: MockServer): PolicyResponse {
+    return {
+      policy: {
+        default_role: 'user', admins: [], guests: [], users: [], granularity_secs: GRAN,
+        max_booking_secs: s.view.id === 'local' ? 4 * 3600 : 48 * 3600, max_ahead_secs: 14 * 86400,
+        weekly_quota_gpu_hours: 200, max_gpus_at_once: 4, over_policy: 'approval', intruders: 'warn',
+        idle_after_secs: 3600, release_idle: false, idle_held_after_secs: 1800,
+        idle_held_below_pct: 5, release_idle_held: false, end_warning_secs: 600,
+        max_grace_secs: 300, max_log_bytes: 2 ** 30, max_pending: 20, max_upcoming: 500,
+      },
+      role: s.role,
+      week_gpu_hours: 12.5,
+    };
+  }
+
+  /** `approve` and `deny`, as the agent decides them. */
+  private decide(cmd: 'approve' | 'deny', a: CommandArgs['approve']): BookingResponse {
+    const s = this.server(a.server);
+    if (s.role !== 'admin') throw err('not_allowed', `Only an admin of ${s.view.name} can ${cmd} bookings.`, s.view.id);
+    const b = this.booking(s, a.id);
+    if (b.state !== 'pending_approval') throw err('invalid', `Booking ${b.id} is not waiting for approval.`, s.view.id);
+    // As the agent (protocol 1.2): a decision on an older revision than the booking's is
+    // refused, with the revision it has now; one that names none (an older client) is
+    // taken only if the booking is unchanged since it began to wait.
+    const rev = a.rev ?? b.pending_since;
+    if (rev !== undefined && rev !== null && rev !== b.revision) {
+      const shape = `GPU ${b.gpus.map((g) => this.indexOf(s, g)).join(',')}, ${b.interval.start} → ${b.interval.end}, ${b.state}`;
+      throw err('changed', `${s.view.name}: booking ${b.id} changed since you looked: ${shape}`, s.view.id, { revision: b.revision });
     }
+    b.state = cmd === 'approve' ? 'confirmed' : 'denied';
+    b.pending_reason = null;
+    this.event(s, cmd === 'approve' ? 'booking_approved' : 'booking_denied', b);
+    return this.answer(b, s);
   }
 
   private indexOf(s: MockServer, uuid: string): number {

@@ -1,12 +1,14 @@
 // The app's live state: servers, GPUs, readings, policies and bookings, fed by commands at
-// start and by pushed events after. Components read it; only this module talks to the backend
-// for loading. Nothing here polls: every change after the first load arrives from listen().
-import type { EventPayload, ReadingsPayload, ServerView, Settings } from './app-types';
+// start and by pushed events after. Components read it, and call commands through `app.api`
+// (typed, generated from the contract: api.ts). Nothing here polls: every change after the
+// first load arrives from an event listener.
+import type { ServerView, Settings } from './app-types';
+import { makeApi, type Api } from './api';
 import { connectBackend, toAppError, type Backend } from './backend';
 import { BookingBook } from './bookings';
+import type { EventPayload } from './app-types';
 import type { Booking } from './wire/Booking';
 import type { Gpu } from './wire/Gpu';
-import type { GpusResponse } from './wire/GpusResponse';
 import type { PolicyResponse } from './wire/PolicyResponse';
 import type { Readings } from './wire/Readings';
 import type { Event } from './wire/Event';
@@ -17,6 +19,8 @@ const DAY = 86_400_000;
 /** Everything the screens show. */
 export class AppState {
   backend: Backend | null = null;
+  /** The contract's commands and events, typed; set by `start`. */
+  api: Api | null = null;
   servers = $state<ServerView[]>([]);
   gpus = $state<Record<string, Gpu[]>>({});
   readings = $state<Record<string, Readings>>({});
@@ -39,20 +43,20 @@ export class AppState {
   /** Connects, subscribes, then loads what is there. */
   async start(backend?: Backend): Promise<void> {
     this.backend = backend ?? (await connectBackend());
-    const b = this.backend;
+    const api = (this.api = makeApi(this.backend));
     // Listen first, so nothing that happens during the load is missed.
-    await b.listen<ServerView>('gpubook://server', (v) => this.onServer(v));
-    await b.listen<EventPayload>('gpubook://event', (p) => this.onEvent(p));
-    await b.listen<ReadingsPayload>('gpubook://readings', (p) => {
+    await api.onServer((v) => this.onServer(v));
+    await api.onEvent((p) => this.onEvent(p));
+    await api.onReadings((p) => {
       this.readings[p.server] = p.readings;
     });
     try {
-      this.servers = await b.invoke<ServerView[]>('servers');
+      this.servers = await api.servers();
     } catch (e) {
       this.loadError = toAppError(e).message;
       return;
     }
-    b.invoke<Settings>('settings').then((s) => (this.settings = s)).catch(() => {});
+    api.settings().then((s) => (this.settings = s)).catch(() => {});
     await Promise.all(this.servers.filter((s) => s.state === 'connected').map((s) => this.loadServer(s.id)));
   }
 
@@ -70,12 +74,12 @@ export class AppState {
 
   /** Loads a server's GPUs, policy and bookings in the loaded window. */
   async loadServer(id: string): Promise<void> {
-    const b = this.backend!;
+    const api = this.api!;
     try {
       const [g, pol, list] = await Promise.all([
-        b.invoke<GpusResponse>('gpus', { server: id }),
-        b.invoke<PolicyResponse>('policy', { server: id }),
-        b.invoke<Booking[]>('bookings', { server: id, from: toWire(this.from), to: toWire(this.to) }),
+        api.gpus(id),
+        api.policy(id),
+        api.bookings(id, toWire(this.from), toWire(this.to)),
       ]);
       this.gpus[id] = g.gpus;
       if (g.readings) this.readings[id] = g.readings;
@@ -96,11 +100,11 @@ export class AppState {
     const nt = Math.max(to, this.to);
     this.from = nf;
     this.to = nt;
-    const b = this.backend!;
+    const api = this.api!;
     await Promise.all(
       [...this.loaded].map(async (id) => {
         try {
-          const list = await b.invoke<Booking[]>('bookings', { server: id, from: toWire(nf), to: toWire(nt) });
+          const list = await api.bookings(id, toWire(nf), toWire(nt));
           this.book.load(id, list);
           this.version++;
         } catch (e) {
@@ -115,7 +119,7 @@ export class AppState {
    * copy is behind (an approval refused as `changed`), rather than waiting for the event.
    */
   async reloadBookings(id: string): Promise<void> {
-    const list = await this.backend!.invoke<Booking[]>('bookings', { server: id, from: toWire(this.from), to: toWire(this.to) });
+    const list = await this.api!.bookings(id, toWire(this.from), toWire(this.to));
     this.book.load(id, list);
     this.version++;
   }

@@ -85,20 +85,25 @@ export function formatRange(start: number, end: number, now: number = Date.now()
     : `${formatWhen(start, now)} – ${formatWhen(end, now)}`;
 }
 
-/** "4 h", "1 h 30 min", "45 min", "2 d 3 h". */
+/**
+ * A duration as a person reads it: "2d 4h", "1h 35m", "45m", "42s"; the twin of
+ * gpubook_core::duration::human_duration (the tray, the notifications and the CLI), checked
+ * against the same cases (tests/fixtures/durations.json). Rounded to the nearest minute from
+ * 59.5 s on, to the nearest second below; nothing negative.
+ */
 export function formatDuration(ms: number): string {
-  // Under a minute (a job that ended at once, its slot given back): seconds, not "0 min".
-  if (ms < MINUTE - 500) return `${Math.max(0, Math.round(ms / 1000))} s`;
-  const mins = Math.round(ms / MINUTE);
-  if (mins < 60) return `${mins} min`;
-  const days = Math.floor(mins / (24 * 60));
-  const hours = Math.floor((mins % (24 * 60)) / 60);
-  const rest = mins % 60;
-  const parts: string[] = [];
-  if (days) parts.push(`${days} d`);
-  if (hours) parts.push(`${hours} h`);
-  if (rest) parts.push(`${rest} min`);
-  return parts.join(' ');
+  const t = Math.max(0, Math.round(ms));
+  if (t < 59_500) return `${Math.floor((t + 500) / 1000)}s`;
+  const mins = Math.floor((t + 30_000) / MINUTE);
+  const parts: [number, string][] = [
+    [Math.floor(mins / 1440), 'd'],
+    [Math.floor((mins % 1440) / 60), 'h'],
+    [mins % 60, 'm'],
+  ];
+  return parts
+    .filter(([n]) => n > 0)
+    .map(([n, unit]) => `${n}${unit}`)
+    .join(' ');
 }
 
 /** Bytes as "80 GiB" / "512 MiB". */

@@ -1,15 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { MockBackend } from '../mock';
+import { makeApi, type Api } from '../api';
 import type { AppError } from '../app-types';
 import type { Booking } from '../wire/Booking';
-import type { BookingResponse } from '../wire/BookingResponse';
+import type { BookRequest } from '../wire/BookRequest';
 
 const DAY = 86_400_000;
 
 /** The mock's local server's bookings, as the app loads them. */
-async function bookings(m: MockBackend): Promise<Booking[]> {
+async function bookings(api: Api): Promise<Booking[]> {
   const now = Date.now();
-  return m.invoke<Booking[]>('bookings', { server: 'local', from: new Date(now - DAY).toISOString(), to: new Date(now + 9 * DAY).toISOString() });
+  return api.bookings('local', new Date(now - DAY).toISOString(), new Date(now + 9 * DAY).toISOString());
 }
 
 async function refusal(p: Promise<unknown>): Promise<AppError> {
@@ -23,41 +24,41 @@ async function refusal(p: Promise<unknown>): Promise<AppError> {
 
 describe('the mock agent decides on a booking as the admin saw it', () => {
   it('refuses an approval or a denial of an older revision, and takes the current one', async () => {
-    const m = new MockBackend();
+    const m = makeApi(new MockBackend());
     // Five hours where they are free: longer than the 4 h the mock's local server allows.
-    const request = { gpus: { kind: 'count', count: 1, min_memory: null }, when: { kind: 'asap', duration_secs: 5 * 3600 }, title: 'long run', job: null };
-    const seen = (await m.invoke<BookingResponse>('book', { server: 'local', request })).booking;
+    const request: BookRequest = { gpus: { kind: 'count', count: 1, min_memory: null }, when: { kind: 'asap', duration_secs: 5 * 3600 }, title: 'long run', job: null };
+    const seen = (await m.book('local', request)).booking;
     expect(seen.state).toBe('pending_approval');
     // The owner shortens it while the admin looks at the old shape (within its own free slot).
     const start = Date.parse(seen.interval.start);
     const end = Date.parse(seen.interval.end) - 1_800_000;
-    const moved = await m.invoke<BookingResponse>('move_booking', { server: 'local', id: seen.id, start: new Date(start).toISOString(), end: new Date(end).toISOString() });
+    const moved = await m.moveBooking('local', seen.id, new Date(start).toISOString(), new Date(end).toISOString());
     expect(moved.booking.revision).toBeGreaterThan(seen.revision);
 
-    for (const cmd of ['approve', 'deny']) {
-      const e = await refusal(m.invoke(cmd, { server: 'local', id: seen.id, rev: seen.revision }));
+    for (const decide of [m.approve, (s: string, id: number, rev?: number | null) => m.deny(s, id, null, rev)]) {
+      const e = await refusal(decide('local', seen.id, seen.revision));
       expect(e.kind).toBe('changed');
       expect(e.message).toContain(`booking ${seen.id} changed since you looked`);
       expect(e.revision).toBe(moved.booking.revision);
     }
     // An older client names no revision: taken only if unchanged since it began to wait.
-    expect((await refusal(m.invoke('approve', { server: 'local', id: seen.id }))).kind).toBe('changed');
+    expect((await refusal(m.approve('local', seen.id))).kind).toBe('changed');
     expect((await bookings(m)).find((x) => x.id === seen.id)?.state).toBe('pending_approval');
 
-    const r = await m.invoke<BookingResponse>('approve', { server: 'local', id: seen.id, rev: moved.booking.revision });
+    const r = await m.approve('local', seen.id, moved.booking.revision);
     expect(r.booking.state).toBe('confirmed');
   });
 
   it('refuses a relative working directory, as the agent does', async () => {
-    const m = new MockBackend();
+    const m = makeApi(new MockBackend());
     const start = Date.now() + 40 * 3_600_000;
-    const request = {
+    const request: BookRequest = {
       gpus: { kind: 'named', gpus: ['0'] },
       when: { kind: 'at', start: new Date(start).toISOString(), end: new Date(start + 3_600_000).toISOString() },
       title: 'run',
       job: { command: './train.sh', cwd: 'runs/7', env: {}, end_signal: null, grace_secs: null, keep_slot: false },
     };
-    const e = await refusal(m.invoke('book', { server: 'local', request }));
+    const e = await refusal(m.book('local', request));
     expect(e.kind).toBe('invalid');
     expect(e.message).toContain('absolute path on the server');
   });

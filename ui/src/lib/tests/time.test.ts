@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ceilTo, floorTo, formatDuration, formatRange, fromLocalInput, roundTo, toLocalInput, toWire } from '../time';
 
@@ -60,12 +61,11 @@ describe('snapping', () => {
   it('writes wire times without milliseconds', () => {
     expect(toWire(Date.parse('2026-01-02T03:04:05.678Z'))).toBe('2026-01-02T03:04:05Z');
   });
-  it('says durations in words', () => {
-    expect(formatDuration(45 * 60_000)).toBe('45 min');
-    expect(formatDuration(1_200)).toBe('1 s');
-    expect(formatDuration(0)).toBe('0 s');
-    expect(formatDuration(59_800)).toBe('1 min');
-    expect(formatDuration(90 * 60_000)).toBe('1 h 30 min');
-    expect(formatDuration(27 * 3_600_000)).toBe('1 d 3 h');
+  it('says durations as the tray, the notifications and the CLI do', () => {
+    // The cases crates/core's human_duration is checked against.
+    const fixture = JSON.parse(readFileSync(new URL('../../../../tests/fixtures/durations.json', import.meta.url), 'utf8'));
+    const cases = fixture.cases as [number, string][];
+    expect(cases.length).toBeGreaterThan(10);
+    for (const [ms, text] of cases) expect([ms, formatDuration(ms)]).toEqual([ms, text]);
   });
 });

@@ -1,0 +1,227 @@
+// Generated from crates/desktop/src/contract/declare.rs by
+// `cargo test -p gpubook-desktop --features ts`: do not edit. The app's contract with
+// its Rust side, explained in docs/app-contract.md. Components call `app.api.x(...)`.
+import type { AsapAnyResponse } from './app/AsapAnyResponse';
+import type { BookRequest } from './wire/BookRequest';
+import type { Booking } from './wire/Booking';
+import type { BookingResponse } from './wire/BookingResponse';
+import type { CaldavStatus } from './app/CaldavStatus';
+import type { EventPayload } from './app/EventPayload';
+import type { GpusResponse } from './wire/GpusResponse';
+import type { LogPayload } from './app/LogPayload';
+import type { LogsResponse } from './wire/LogsResponse';
+import type { PolicyResponse } from './wire/PolicyResponse';
+import type { ReadingsPayload } from './app/ReadingsPayload';
+import type { ServerView } from './app/ServerView';
+import type { Settings } from './app/Settings';
+
+/** The arguments of each command, as they travel (camelCase keys). */
+export interface CommandArgs {
+  servers: Record<string, never>;
+  add_server: { spec: string; secret?: string | null; remember?: boolean | null };
+  accept_host_key: { spec: string; fingerprint: string; secret?: string | null; remember?: boolean | null };
+  remove_server: { id: string };
+  ssh_hosts: Record<string, never>;
+  sign_in: { id: string; secret?: string | null; remember?: boolean | null };
+  gpus: { server: string };
+  bookings: { server: string; from: string; to: string };
+  policy: { server: string };
+  book: { server: string; request: BookRequest };
+  asap_any: { request: BookRequest };
+  cancel: { server: string; id: number };
+  extend: { server: string; id: number; to: string };
+  move_booking: { server: string; id: number; start: string; end: string };
+  release: { server: string; id: number };
+  approve: { server: string; id: number; rev?: number | null };
+  deny: { server: string; id: number; reason?: string | null; rev?: number | null };
+  job_logs: { server: string; id: number; offset?: number | null; follow?: boolean | null };
+  settings: Record<string, never>;
+  set_settings: { settings: Settings };
+  export_ics: { mine: boolean };
+  save_ics: { mine: boolean };
+  feed_url: Record<string, never>;
+  caldav_status: Record<string, never>;
+  caldav_login: { url: string; user: string; allUrl?: string | null; password: string; remember: boolean };
+  caldav_logout: Record<string, never>;
+}
+
+/** What each command answers (each may reject with an AppError). */
+export interface CommandResults {
+  servers: Array<ServerView>;
+  add_server: ServerView;
+  accept_host_key: ServerView;
+  remove_server: null;
+  ssh_hosts: Array<string>;
+  sign_in: ServerView;
+  gpus: GpusResponse;
+  bookings: Array<Booking>;
+  policy: PolicyResponse;
+  book: BookingResponse;
+  asap_any: AsapAnyResponse;
+  cancel: BookingResponse;
+  extend: BookingResponse;
+  move_booking: BookingResponse;
+  release: BookingResponse;
+  approve: BookingResponse;
+  deny: BookingResponse;
+  job_logs: LogsResponse;
+  settings: Settings;
+  set_settings: null;
+  export_ics: string;
+  save_ics: string;
+  feed_url: string;
+  caldav_status: CaldavStatus;
+  caldav_login: CaldavStatus;
+  caldav_logout: null;
+}
+
+/** A command's name. */
+export type Command = keyof CommandArgs;
+
+/** The payload of each event the app pushes, by the event's name. */
+export interface EventPayloads {
+  'gpubook://server': ServerView;
+  'gpubook://event': EventPayload;
+  'gpubook://readings': ReadingsPayload;
+  'gpubook://log': LogPayload;
+  'gpubook://caldav': CaldavStatus;
+}
+
+/** An event's name. */
+export type EventName = keyof EventPayloads;
+
+/** What the app needs of its host: Tauri (backend.ts), or the in-memory mock (mock.ts). */
+export interface Host {
+  /** Calls a command; rejects with an AppError. */
+  invoke<C extends Command>(cmd: C, args: CommandArgs[C]): Promise<CommandResults[C]>;
+  /** Listens to an event; resolves to the function that stops listening. */
+  listen<E extends EventName>(event: E, cb: (payload: EventPayloads[E]) => void): Promise<() => void>;
+  /** True for the in-memory mock. */
+  readonly mock: boolean;
+}
+
+/** A handler per command: what the mock implements, so a command it lacks does not compile. */
+export type Handlers = {
+  [C in Command]: (args: CommandArgs[C]) => CommandResults[C] | Promise<CommandResults[C]>;
+};
+
+/** Every command as a typed call, and a listener per event. */
+export interface Api {
+  /** Every server with its state. */
+  servers(): Promise<Array<ServerView>>;
+  /**
+   * Adds a server: an alias from ~/.ssh/config, user@host[:port], or unix:PATH. An
+   * unknown host key rejects with `host_key_unknown` and its fingerprint; a login that
+   * needs a password or passphrase rejects with `auth`, and the UI asks again with
+   * `secret` (kept in memory for this run, in the OS keyring only if `remember`).
+   */
+  addServer(spec: string, secret?: string | null, remember?: boolean | null): Promise<ServerView>;
+  /** Adds a server after the person accepted its host key `fingerprint`. */
+  acceptHostKey(spec: string, fingerprint: string, secret?: string | null, remember?: boolean | null): Promise<ServerView>;
+  /** Removes a server from the app and the person's list. */
+  removeServer(id: string): Promise<null>;
+  /** The Hosts of the person's ~/.ssh/config (and its Includes) that "Add server" offers. */
+  sshHosts(): Promise<Array<string>>;
+  /**
+   * Signs in to a server of the list whose login was refused, with the password or key
+   * passphrase the person typed (kept in the OS keyring only if `remember`).
+   */
+  signIn(id: string, secret?: string | null, remember?: boolean | null): Promise<ServerView>;
+  /** The GPUs of `server`. */
+  gpus(server: string): Promise<GpusResponse>;
+  /** The bookings of `server` overlapping `from..to`. */
+  bookings(server: string, from: string, to: string): Promise<Array<Booking>>;
+  /** The policy of `server` and the person's role there. */
+  policy(server: string): Promise<PolicyResponse>;
+  /** Books on `server`. */
+  book(server: string, request: BookRequest): Promise<BookingResponse>;
+  /** Books "as soon as possible" on the connected server where it would start soonest. */
+  asapAny(request: BookRequest): Promise<AsapAnyResponse>;
+  /** Cancels booking `id`. */
+  cancel(server: string, id: number): Promise<BookingResponse>;
+  /** Extends booking `id` to `to`. */
+  extend(server: string, id: number, to: string): Promise<BookingResponse>;
+  /** Moves booking `id` to `start..end`. */
+  moveBooking(server: string, id: number, start: string, end: string): Promise<BookingResponse>;
+  /** Releases the rest of booking `id`'s slot. */
+  release(server: string, id: number): Promise<BookingResponse>;
+  /** Approves booking `id` (admins) as it was at revision `rev`, the one the panel showed. */
+  approve(server: string, id: number, rev?: number | null): Promise<BookingResponse>;
+  /** Denies booking `id` (admins) as it was at revision `rev`. */
+  deny(server: string, id: number, reason?: string | null, rev?: number | null): Promise<BookingResponse>;
+  /**
+   * The log of booking `id`'s job from byte `offset` on (the start when absent), so an
+   * open panel fetches only what was added since. `follow`: true has the rest pushed as
+   * `log` events as the job writes it (where the server `follows_logs`), false stops that.
+   */
+  jobLogs(server: string, id: number, offset?: number | null, follow?: boolean | null): Promise<LogsResponse>;
+  /** The settings. */
+  settings(): Promise<Settings>;
+  /** Saves the settings. */
+  setSettings(settings: Settings): Promise<null>;
+  /** The .ics text of the person's bookings (`mine`) or of all, on every connected server. */
+  exportIcs(mine: boolean): Promise<string>;
+  /**
+   * Saves the .ics into the Downloads folder and answers its path (WebKitGTK offers no
+   * download of a blob URL by itself).
+   */
+  saveIcs(mine: boolean): Promise<string>;
+  /** The URL a calendar app can subscribe to (the person's bookings on every server). */
+  feedUrl(): Promise<string>;
+  /** The CalDAV sync's status; from then on its changes are pushed as `caldav` events. */
+  caldavStatus(): Promise<CaldavStatus>;
+  /**
+   * Signs in to a CalDAV account: checks it, keeps the password in the OS keyring only
+   * if `remember`, saves the account (never the password) and syncs in the background.
+   */
+  caldavLogin(url: string, user: string, allUrl: string | null, password: string, remember: boolean): Promise<CaldavStatus>;
+  /** Signs out: the sync stops, the account and its keyring entry are removed. */
+  caldavLogout(): Promise<null>;
+  /** A server's state changed. */
+  onServer(cb: (payload: ServerView) => void): Promise<() => void>;
+  /** An agent's event (a booking changed). */
+  onEvent(cb: (payload: EventPayload) => void): Promise<() => void>;
+  /** A server's live GPU readings. */
+  onReadings(cb: (payload: ReadingsPayload) => void): Promise<() => void>;
+  /** More of a followed job's log. */
+  onLog(cb: (payload: LogPayload) => void): Promise<() => void>;
+  /** The CalDAV sync's status changed. */
+  onCaldav(cb: (payload: CaldavStatus) => void): Promise<() => void>;
+}
+
+/** The typed calls over `host`. */
+export function makeApi(host: Host): Api {
+  return {
+    servers: () => host.invoke('servers', {}),
+    addServer: (spec, secret, remember) => host.invoke('add_server', { spec, secret, remember }),
+    acceptHostKey: (spec, fingerprint, secret, remember) => host.invoke('accept_host_key', { spec, fingerprint, secret, remember }),
+    removeServer: (id) => host.invoke('remove_server', { id }),
+    sshHosts: () => host.invoke('ssh_hosts', {}),
+    signIn: (id, secret, remember) => host.invoke('sign_in', { id, secret, remember }),
+    gpus: (server) => host.invoke('gpus', { server }),
+    bookings: (server, from, to) => host.invoke('bookings', { server, from, to }),
+    policy: (server) => host.invoke('policy', { server }),
+    book: (server, request) => host.invoke('book', { server, request }),
+    asapAny: (request) => host.invoke('asap_any', { request }),
+    cancel: (server, id) => host.invoke('cancel', { server, id }),
+    extend: (server, id, to) => host.invoke('extend', { server, id, to }),
+    moveBooking: (server, id, start, end) => host.invoke('move_booking', { server, id, start, end }),
+    release: (server, id) => host.invoke('release', { server, id }),
+    approve: (server, id, rev) => host.invoke('approve', { server, id, rev }),
+    deny: (server, id, reason, rev) => host.invoke('deny', { server, id, reason, rev }),
+    jobLogs: (server, id, offset, follow) => host.invoke('job_logs', { server, id, offset, follow }),
+    settings: () => host.invoke('settings', {}),
+    setSettings: (settings) => host.invoke('set_settings', { settings }),
+    exportIcs: (mine) => host.invoke('export_ics', { mine }),
+    saveIcs: (mine) => host.invoke('save_ics', { mine }),
+    feedUrl: () => host.invoke('feed_url', {}),
+    caldavStatus: () => host.invoke('caldav_status', {}),
+    caldavLogin: (url, user, allUrl, password, remember) => host.invoke('caldav_login', { url, user, allUrl, password, remember }),
+    caldavLogout: () => host.invoke('caldav_logout', {}),
+    onServer: (cb) => host.listen('gpubook://server', cb),
+    onEvent: (cb) => host.listen('gpubook://event', cb),
+    onReadings: (cb) => host.listen('gpubook://readings', cb),
+    onLog: (cb) => host.listen('gpubook://log', cb),
+    onCaldav: (cb) => host.listen('gpubook://caldav', cb),
+  };
+}
