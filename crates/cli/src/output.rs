@@ -330,7 +330,7 @@ pub fn event_line(e: &Event, known: &[Gpu]) -> String {
             " (GPU {} holds {:.1} GiB at {util_pct} % for {}{})",
             gpu_list(std::slice::from_ref(gpu), known),
             *memory_bytes as f64 / (1u64 << 30) as f64,
-            format_duration(chrono::Duration::seconds(*held_secs)),
+            human_duration(chrono::Duration::seconds(*held_secs)),
             if *released { "; released" } else { "" }
         ),
         None => match (&e.kind, &e.booking.run) {
