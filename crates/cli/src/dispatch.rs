@@ -1,0 +1,110 @@
+//! Which servers a command goes to and how: one server (a connection, then the command's
+//! handler), several (`gpus`, `ls`, `book --asap --count` across them), or none (`servers`).
+
+use crate::args::{Cli, Command};
+use crate::Failure;
+use crate::{calendar, commands, jobs, multi, requests, servers_cmd, targets, usage, watch};
+use chrono::Utc;
+use gpubook_client::servers::asap::AsapAsk;
+use gpubook_proto::{BookRequest, Request};
+
+/// Runs the command the arguments name.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Servers(a) = &cli.command {
+        return servers_cmd::run(a, cli.json);
+    }
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let all = match &cli.command {
+        Command::Gpus { all } => *all,
+        Command::Ls(a) => a.all,
+        _ => false,
+    };
+    let opts = targets::ssh_options(cli.accept_new_host_key);
+    let targets = targets::resolve(&cli.server, all, uid, &opts)?;
+    let now = Utc::now();
+    // Read every argument before connecting: a typo is a usage error, never half a request.
+    let mut request = requests::build_request(&cli.command, now)?;
+    if let Some(Request::Book(BookRequest { job: Some(job), .. })) = &mut request {
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+        jobs::place_cwd(job, &targets, std::env::current_dir, home).map_err(usage)?;
+    }
+    // Several servers asked for (a list, any, --all) keep the many-server output even when the
+    // list holds one, so that scripts see one shape.
+    let many = all || cli.server.split(',').count() > 1 || cli.server.trim() == "any";
+    let across = match &cli.command {
+        Command::Gpus { .. } | Command::Ls(_) => true,
+        Command::Book(a) => a.asap && a.count.is_some(),
+        _ => false,
+    };
+    if targets.len() != 1 || (many && across) {
+        return several(&cli, &targets, request).await;
+    }
+    let target = &targets[0];
+    match &cli.command {
+        Command::Ics(a) => return calendar::ics(a, target).await,
+        Command::Feed(a) => return calendar::feed(a, target, cli.json).await,
+        Command::Caldav(a) => return calendar::caldav(a, target, cli.json).await,
+        Command::Watch {
+            after,
+            readings,
+            count,
+        } => return watch::watch(target, *after, *readings, *count, cli.json).await,
+        _ => {}
+    }
+    let conn = target.connect().await?;
+    commands::one_server(&cli.command, conn, request, cli.json).await
+}
+
+/// A command given several servers: `gpus`, `ls` and `book --asap --count` work across them;
+/// the others talk to one server.
+async fn several(
+    cli: &Cli,
+    targets: &[targets::Target],
+    request: Option<Request>,
+) -> Result<(), Failure> {
+    let json = cli.json;
+    match (&cli.command, request) {
+        (Command::Gpus { .. }, _) => multi::gpus(targets, json).await,
+        (Command::Ls(_), Some(Request::List(l))) => multi::ls(targets, l, json).await,
+        (Command::Book(a), Some(req)) if a.asap && a.count.is_some() => {
+            let Request::Book(b) = &req else {
+                unreachable!("book builds a booking request")
+            };
+            let (
+                gpubook_proto::GpuChoice::Count { count, min_memory },
+                gpubook_proto::WhenChoice::Asap { duration_secs },
+            ) = (&b.gpus, &b.when)
+            else {
+                unreachable!("--asap --count builds a count for a duration")
+            };
+            let ask = AsapAsk {
+                count: *count,
+                min_memory: *min_memory,
+                duration: chrono::Duration::seconds(*duration_secs),
+            };
+            multi::book_asap(targets, ask, req, json).await
+        }
+        (Command::Book(_), _) => Err(usage(format!(
+            "with several servers ({}), book takes --asap --count N --for D and books where the \
+             start is soonest; name one server to book named GPUs or at a time",
+            names(targets)
+        ))),
+        _ => Err(usage(format!(
+            "this command talks to one server, and --server names {}: {}",
+            targets.len(),
+            names(targets)
+        ))),
+    }
+}
+
+fn names(targets: &[targets::Target]) -> String {
+    if targets.is_empty() {
+        return "none".into();
+    }
+    targets
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
