@@ -10,7 +10,7 @@ Exit status:
   1  any other error
   2  usage error, or a request the agent found invalid (bad times, unknown options)
   3  refused: conflict with another booking, not allowed, or over the lab's policy
-  4  not found: no such booking or GPU
+  4  not found: no such booking or GPU; wait and logs: the booking has no job
   5  the agent or its server is unreachable (SSH included: refused, timed out), unavailable,
      or the connection was lost; with several servers: none of them answered
   6  the agent speaks another protocol version
@@ -23,7 +23,9 @@ answers; each one that did not is reported on stderr (in --json as its \"error\"
 `gpubook wait` and `gpubook run` exit with the job's own status instead: its exit code,
 128 + the signal that ended it, 127 if it could not start, 1 if it was lost.
 
-Times are read in your time zone: 14:00, \"tomorrow 9:00\", +2h, now, 2026-11-27T14:00.
+Times are read in your time zone: 14:00, 9am, \"tomorrow 9:00\", \"fri 14:00\",
+\"next tuesday 9am\" (the coming Tuesday), \"in 2h\", +2h, -1h, now, 2026-11-27T14:00.
+Dates with slashes (1/12) are refused: write 2026-12-01 or \"dec 1\".
 Durations: 90m, 3h, 1d, 1h30m.
 
 Servers: local, unix:PATH, a name from `gpubook servers`, an ssh alias, user@host[:port],
@@ -41,9 +43,14 @@ pub struct Cli {
     /// a changed key is refused regardless.
     #[arg(long, global = true)]
     pub accept_new_host_key: bool,
-    /// Print JSON for programs instead of tables for people.
+    /// Print JSON for programs instead of tables for people; errors (argument errors too) go
+    /// to stderr as {"error": {"kind", "message", "conflicts"}}.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Whether `--server` was given on the command line (not from GPUBOOK_SERVER or the
+    /// default): a flag that contradicts it is refused.
+    #[arg(skip)]
+    pub server_given: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -72,10 +79,15 @@ pub enum Command {
         /// The booking's number.
         id: u64,
         /// The new end.
-        #[arg(long, conflicts_with = "by", required_unless_present = "by")]
+        #[arg(
+            long,
+            conflicts_with = "by",
+            required_unless_present = "by",
+            allow_hyphen_values = true
+        )]
         to: Option<String>,
         /// How much longer.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         by: Option<String>,
     },
     /// Move or resize a booking.
@@ -83,13 +95,13 @@ pub enum Command {
         /// The booking's number.
         id: u64,
         /// The new start [default: the current one, with --gpu alone].
-        #[arg(long, required_unless_present = "gpu")]
+        #[arg(long, required_unless_present = "gpu", allow_hyphen_values = true)]
         start: Option<String>,
         /// The new end [default: the current one, with --gpu alone].
-        #[arg(long, conflicts_with = "for")]
+        #[arg(long, conflicts_with = "for", allow_hyphen_values = true)]
         end: Option<String>,
         /// The new length.
-        #[arg(long = "for")]
+        #[arg(long = "for", allow_hyphen_values = true)]
         r#for: Option<String>,
         /// New GPUs, by index or UUID (comma-separated).
         #[arg(long, value_delimiter = ',')]
@@ -135,7 +147,8 @@ pub enum Command {
     },
     /// The lab's policy, your role, and your GPU-hours this week.
     Policy,
-    /// A booking's job log (yours, or anyone's for admins).
+    /// A booking's job log (yours, or anyone's for admins); exit 4 if the booking has no job.
+    /// With --json: {"id", "log", "done"}; with -f, {"id", "log"} lines as the job writes.
     Logs {
         /// The booking's number.
         id: u64,
@@ -143,7 +156,8 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
-    /// Wait until a booking's job ends; exit with the job's status (for pipelines).
+    /// Wait until a booking's job ends; exit with the job's status (for pipelines); exit 4 if
+    /// the booking has no job.
     Wait {
         /// The booking's number.
         id: u64,
@@ -178,10 +192,10 @@ pub struct LsArgs {
     #[arg(long)]
     pub past: bool,
     /// Only bookings overlapping from this time...
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub from: Option<String>,
     /// ...to this time.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub to: Option<String>,
     /// On every server in your list (as --server any), with a server column.
     #[arg(long)]
@@ -197,16 +211,21 @@ pub struct BookArgs {
     #[arg(long, required_unless_present = "gpus")]
     pub count: Option<u32>,
     /// With --count: at least this much memory per GPU (40G, 80000M).
-    #[arg(long, requires = "count")]
+    #[arg(long, requires = "count", conflicts_with = "gpus")]
     pub min_mem: Option<String>,
     /// Start time.
-    #[arg(long, conflicts_with = "asap", required_unless_present = "asap")]
+    #[arg(
+        long,
+        conflicts_with = "asap",
+        required_unless_present = "asap",
+        allow_hyphen_values = true
+    )]
     pub start: Option<String>,
     /// End time.
-    #[arg(long, conflicts_with_all = ["for", "asap"])]
+    #[arg(long, conflicts_with_all = ["for", "asap"], allow_hyphen_values = true)]
     pub end: Option<String>,
     /// Length.
-    #[arg(long = "for")]
+    #[arg(long = "for", allow_hyphen_values = true)]
     pub r#for: Option<String>,
     /// As soon as the GPUs are free (needs --for); moved earlier if capacity frees. With
     /// several servers (and --count): on the one where the start is soonest.

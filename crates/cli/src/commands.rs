@@ -33,7 +33,7 @@ pub async fn one_server(
             }
         }
         (Command::Logs { id, follow }, _) => {
-            jobs::logs(&conn, BookingId(*id), *follow).await?;
+            jobs::logs(&conn, BookingId(*id), *follow, json).await?;
         }
         (Command::Wait { id }, _) => {
             let b = jobs::wait(&conn, BookingId(*id), false, json).await?;
@@ -73,10 +73,12 @@ pub async fn one_server(
             if !json {
                 eprintln!("gpubook: {}", output::booking_line(&r.booking, &[]));
             }
-            if r.booking.state == gpubook_core::BookingState::PendingApproval {
+            if r.booking.state == gpubook_core::BookingState::PendingApproval && !json {
                 eprintln!("gpubook: waiting for an admin's approval");
             }
-            let b = jobs::wait(&conn, r.booking.id, !json, json).await?;
+            // The job's output is streamed in --json too, as {"id", "log"} lines before the
+            // booking at the end.
+            let b = jobs::wait(&conn, r.booking.id, true, json).await?;
             return finish_job(&b, json);
         }
         (_, Some(mut req)) => {

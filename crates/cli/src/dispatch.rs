@@ -10,16 +10,17 @@ use gpubook_proto::{BookRequest, Request};
 
 /// Runs the command the arguments name.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
-    if let Command::Servers(a) = &cli.command {
-        return servers_cmd::run(a, cli.json);
-    }
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
     let all = match &cli.command {
         Command::Gpus { all } => *all,
         Command::Ls(a) => a.all,
         _ => false,
     };
+    refuse_contradictions(&cli, all)?;
+    if let Command::Servers(a) = &cli.command {
+        return servers_cmd::run(a, cli.json);
+    }
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
     let opts = targets::ssh_options(cli.accept_new_host_key);
     let targets = targets::resolve(&cli.server, all, uid, &opts)?;
     let now = Utc::now();
@@ -30,19 +31,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         jobs::place_cwd(job, &targets, std::env::current_dir, home).map_err(usage)?;
     }
     // Several servers asked for (a list, any, --all) keep the many-server output even when the
-    // list holds one, so that scripts see one shape.
-    let many = all || cli.server.split(',').count() > 1 || cli.server.trim() == "any";
-    let across = match &cli.command {
-        Command::Gpus { .. } | Command::Ls(_) => true,
-        Command::Book(a) => a.asap && a.count.is_some(),
-        _ => false,
-    };
-    if targets.len() != 1 || (many && across) {
+    // list holds one, so that scripts see one shape; a command for one server is refused
+    // there (by `several`), however many the list holds.
+    if targets.len() != 1 || all || names_several(&cli.server) {
         return several(&cli, &targets, request).await;
     }
     let target = &targets[0];
     match &cli.command {
-        Command::Ics(a) => return calendar::ics(a, target).await,
+        Command::Ics(a) => return calendar::ics(a, target, cli.json).await,
         Command::Feed(a) => return calendar::feed(a, target, cli.json).await,
         Command::Caldav(a) => return calendar::caldav(a, target, cli.json).await,
         Command::Watch {
@@ -54,6 +50,43 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     }
     let conn = target.connect().await?;
     commands::one_server(&cli.command, conn, request, cli.json).await
+}
+
+/// Whether `--server` asks for several servers: a comma list, `any` or `all`.
+fn names_several(server: &str) -> bool {
+    server.split(',').count() > 1 || matches!(server.trim(), "any" | "all")
+}
+
+/// Refuses flags that contradict a `--server` given on the command line, rather than let one
+/// of them quietly win: `--all` (every server in the list) with a server named, and the
+/// commands that talk to no gpubook server (`servers`, `caldav login`, `caldav logout`).
+/// (A command for one server given several is refused by `several`.)
+fn refuse_contradictions(cli: &Cli, all: bool) -> Result<(), Failure> {
+    if !cli.server_given {
+        return Ok(());
+    }
+    if all && !names_several(&cli.server) {
+        return Err(usage(format!(
+            "--all asks every server in your list, but --server names {}: give one or the \
+             other",
+            cli.server
+        )));
+    }
+    if matches!(cli.command, Command::Servers(_)) {
+        return Err(usage(format!(
+            "gpubook servers edits your list on this computer and talks to no server, so \
+             --server {} means nothing here: leave it out",
+            cli.server
+        )));
+    }
+    if matches!(&cli.command, Command::Caldav(a) if !a.talks_to_a_server()) {
+        return Err(usage(format!(
+            "caldav login and logout talk to the CalDAV server and your keyring, not to a \
+             gpubook server, so --server {} means nothing here: leave it out",
+            cli.server
+        )));
+    }
+    Ok(())
 }
 
 /// A command given several servers: `gpus`, `ls` and `book --asap --count` work across them;
@@ -91,8 +124,8 @@ async fn several(
             names(targets)
         ))),
         _ => Err(usage(format!(
-            "this command talks to one server, and --server names {}: {}",
-            targets.len(),
+            "this command talks to one server, but --server {} asks for several ({}): name one",
+            cli.server,
             names(targets)
         ))),
     }

@@ -34,7 +34,8 @@ mod targets;
 mod watch;
 mod when;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use commands::gpus;
 use failure::{exit_code, usage, Failure};
 use gpubook_client::ClientError;
@@ -42,7 +43,14 @@ use print::{print_json, print_response};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let cli = match args::Cli::command().try_get_matches().and_then(|m| {
+        let mut cli = args::Cli::from_arg_matches(&m)?;
+        cli.server_given = m.value_source("server") == Some(ValueSource::CommandLine);
+        Ok(cli)
+    }) {
+        Ok(cli) => cli,
+        Err(e) => return argument_error(e),
+    };
     let json = cli.json;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -56,13 +64,10 @@ fn main() -> ExitCode {
                     Some(ClientError::Agent(e)) => (Some(e.kind), e.conflicts.clone(), e.revision),
                     _ => (None, Vec::new(), None),
                 };
-                let mut v = serde_json::json!({
-                    "error": {
-                        "kind": kind.map(|k| k.as_str()).unwrap_or_else(|| targets::kind_name(&f)),
-                        "message": format!("{:#}", f.error),
-                        "conflicts": conflicts,
-                    }
-                });
+                let kind = kind
+                    .map(|k| k.as_str())
+                    .unwrap_or_else(|| targets::kind_name(&f));
+                let mut v = error_json(kind, &format!("{:#}", f.error), conflicts);
                 // For `changed`: the booking's revision now.
                 if let Some(r) = revision {
                     v["error"]["revision"] = r.into();
@@ -74,4 +79,36 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// The one shape of an error in `--json`, on stderr: `{"error": {"kind", "message",
+/// "conflicts"}}`.
+fn error_json<C: serde::Serialize>(kind: &str, message: &str, conflicts: C) -> serde_json::Value {
+    serde_json::json!({
+        "error": { "kind": kind, "message": message, "conflicts": conflicts }
+    })
+}
+
+/// The arguments could not be read: clap's message and status, as JSON when `--json` was
+/// among them (before a `--`), so a script reads every failure one way. Help and the version
+/// are printed as asked.
+fn argument_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as Clap;
+    let json = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    if !json || matches!(e.kind(), Clap::DisplayHelp | Clap::DisplayVersion) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    // The first paragraph says what is wrong; the rest is usage and a pointer to --help.
+    let message = text
+        .split("\n\n")
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_start_matches("error: ");
+    eprintln!("{}", error_json("invalid", message, [(); 0]));
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
