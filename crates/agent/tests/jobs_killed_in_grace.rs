@@ -7,7 +7,7 @@
 
 mod jobs_support;
 
-use gpubook_core::JobState;
+use gpubook_core::{JobSpec, JobState};
 use gpubook_proto::EventKind;
 use jobs_support::{
     book, booked, ensure_user, gone, job, listed, read_when_there, root_or_skip, secs, slot_start,
@@ -35,22 +35,22 @@ async fn a_job_killed_during_its_grace_is_recorded_as_killed_not_as_stopped_by_s
     let jobber = ensure_user(JOBBER);
     let mut lab = Lab::new(2);
     lab.start().await;
-    let mut events = Events::subscribe(&lab).await;
-    let out = lab.out_dir("out", &jobber);
-    let script = lab.script("half-stubborn.sh", HALF_STUBBORN);
-    let user = lab.connect_as(&jobber).await;
+    let (out, script) = (
+        lab.out_dir("out", &jobber),
+        lab.script("half-stubborn.sh", HALF_STUBBORN),
+    );
+    let (mut events, user) = (Events::subscribe(&lab).await, lab.connect_as(&jobber).await);
 
+    // A 3 s slot with a 2 s grace on GPU 1, starting in 3 s.
+    let grace = 2;
     let start = slot_start(3);
     let end = start + secs(3);
-    let grace = 2;
-    let mut spec = job(&format!("{} {}", script.display(), out.display()));
-    spec.grace_secs = Some(grace);
-    let b = booked(
-        user.conn
-            .request(book(&["1"], start, end, "half stubborn", Some(spec)))
-            .await,
-    )
-    .booking;
+    let spec = JobSpec {
+        grace_secs: Some(grace),
+        ..job(&format!("{} {}", script.display(), out.display()))
+    };
+    let asked = book(&["1"], start, end, "half stubborn", Some(spec));
+    let b = booked(user.conn.request(asked).await).booking;
     events.wait_for(b.id, EventKind::JobStarted, DEADLINE).await;
     read_when_there(&out.join("ready"), DEADLINE).await;
     let child: u32 = read_when_there(&out.join("child"), DEADLINE)
