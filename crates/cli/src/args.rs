@@ -213,7 +213,8 @@ pub struct BookArgs {
     /// With --count: at least this much memory per GPU (40G, 80000M).
     #[arg(long, requires = "count", conflicts_with = "gpus")]
     pub min_mem: Option<String>,
-    /// Start time.
+    /// Start, in your time zone: 14:00, 9am, "fri 14:00", "next tuesday 9am", "in 2h", now,
+    /// 2026-11-27T14:00.
     #[arg(
         long,
         conflicts_with = "asap",
@@ -221,10 +222,10 @@ pub struct BookArgs {
         allow_hyphen_values = true
     )]
     pub start: Option<String>,
-    /// End time.
+    /// End (written as --start).
     #[arg(long, conflicts_with_all = ["for", "asap"], allow_hyphen_values = true)]
     pub end: Option<String>,
-    /// Length.
+    /// Length: 90m, 3h, 1d, 1h30m.
     #[arg(long = "for", allow_hyphen_values = true)]
     pub r#for: Option<String>,
     /// As soon as the GPUs are free (needs --for); moved earlier if capacity frees. With
