@@ -528,12 +528,16 @@ impl Jobs {
             me.record(id, ChangeKind::JobStopped, |r| {
                 r.state = JobState::Stopped;
                 r.ended_at = Some(now);
-                r.exit_code = exit.and_then(|e| e.code);
-                r.signal = exit.and_then(|e| e.signal).or(Some(if killed {
-                    libc::SIGKILL
+                // Killed in its grace: the job was killed, whatever its main process died of
+                // first (a shell ending on SIGTERM while a child ignored it).
+                (r.exit_code, r.signal) = if killed {
+                    (None, Some(libc::SIGKILL))
                 } else {
-                    signal
-                }));
+                    (
+                        exit.and_then(|e| e.code),
+                        exit.and_then(|e| e.signal).or(Some(signal)),
+                    )
+                };
                 r.message = Some(message);
             });
             cgroup::remove(&marks.plain);

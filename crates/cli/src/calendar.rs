@@ -111,6 +111,14 @@ enum CaldavCommand {
     },
 }
 
+impl CaldavArgs {
+    /// Whether the command talks to a gpubook server: `sync` does; `login` and `logout` only
+    /// talk to the CalDAV server and the keyring.
+    pub fn talks_to_a_server(&self) -> bool {
+        matches!(self.command, CaldavCommand::Sync { .. })
+    }
+}
+
 /// A CalDAV account: the calendar collection and the user.
 #[derive(Debug, Args)]
 struct Account {
@@ -122,12 +130,16 @@ struct Account {
     user: String,
 }
 
-/// `gpubook ics`: the calendar on stdout.
-pub async fn ics(a: &IcsArgs, target: &Server) -> Result<(), Failure> {
+/// `gpubook ics`: the calendar on stdout; with `--json`, as `{"calendar": "BEGIN:VCALENDAR..."}`.
+pub async fn ics(a: &IcsArgs, target: &Server, json: bool) -> Result<(), Failure> {
     let conn = target.connect().await?;
     let text = ical::export(&conn, a.scope.scope(), a.scope.with_commands)
         .await
         .map_err(anyhow::Error::from)?;
+    if json {
+        print_json(&serde_json::json!({ "calendar": text }));
+        return Ok(());
+    }
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         crate::output::stdout_failed(&e);
@@ -192,7 +204,15 @@ pub async fn caldav(a: &CaldavArgs, target: &Server, json: bool) -> Result<(), F
             password_stdin,
             yes,
             no_check,
-        } => login(account, *password_stdin, *yes, *no_check).await,
+        } => {
+            login(account, *password_stdin, *yes, *no_check, json).await?;
+            if json {
+                print_json(
+                    &serde_json::json!({ "url": account.url, "user": account.user, "stored": true }),
+                );
+            }
+            Ok(())
+        }
         CaldavCommand::Logout { account } => {
             let (url, user) = (account.url.clone(), account.user.clone());
             let removed =
@@ -200,7 +220,11 @@ pub async fn caldav(a: &CaldavArgs, target: &Server, json: bool) -> Result<(), F
                     .await
                     .map_err(|e| anyhow!(e))?
                     .map_err(|e| caldav_failure(e.into()))?;
-            if removed {
+            if json {
+                print_json(
+                    &serde_json::json!({ "url": account.url, "user": account.user, "removed": removed }),
+                );
+            } else if removed {
                 eprintln!(
                     "Removed the password of {} at {} from your keyring.",
                     account.user, account.url
@@ -383,6 +407,7 @@ async fn login(
     password_stdin: bool,
     yes: bool,
     no_check: bool,
+    json: bool,
 ) -> Result<(), Failure> {
     let password = if password_stdin {
         read_stdin_password()?
@@ -399,7 +424,9 @@ async fn login(
         caldav::check_account(&a.url, &a.user, password.clone())
             .await
             .map_err(|e| caldav_failure(e).context_msg("nothing was stored"))?;
-        eprintln!("{} is a calendar that {} may use.", a.url, a.user);
+        if !json {
+            eprintln!("{} is a calendar that {} may use.", a.url, a.user);
+        }
     }
     let consent = yes
         || (!password_stdin
@@ -420,10 +447,12 @@ async fn login(
         .await
         .map_err(|e| anyhow!(e))?
         .map_err(|e| caldav_failure(e.into()))?;
-    eprintln!(
-        "Stored in your keyring. Sync with: gpubook caldav sync --url {} --user {}",
-        a.url, a.user
-    );
+    if !json {
+        eprintln!(
+            "Stored in your keyring. Sync with: gpubook caldav sync --url {} --user {}",
+            a.url, a.user
+        );
+    }
     Ok(())
 }
 

@@ -42,7 +42,12 @@ impl JobArgs {
     /// The job these arguments describe, if a command was given.
     pub fn spec(&self) -> Result<Option<JobSpec>, String> {
         if self.command.is_empty() {
-            if self.cwd.is_some() || !self.env.is_empty() || self.end_signal.is_some() {
+            if self.cwd.is_some()
+                || !self.env.is_empty()
+                || self.end_signal.is_some()
+                || self.grace.is_some()
+                || self.keep_slot
+            {
                 return Err("job options need a command after --".into());
             }
             return Ok(None);
@@ -52,6 +57,12 @@ impl JobArgs {
             let (k, v) = e
                 .split_once('=')
                 .ok_or_else(|| format!("--env {e:?}: write NAME=VALUE"))?;
+            if !is_variable_name(k) {
+                return Err(format!(
+                    "--env {e:?}: {k:?} is not a variable name (letters, digits and _, not \
+                     starting with a digit)"
+                ));
+            }
             env.insert(k.to_string(), v.to_string());
         }
         Ok(Some(JobSpec {
@@ -63,6 +74,15 @@ impl JobArgs {
             keep_slot: self.keep_slot,
         }))
     }
+}
+
+/// A POSIX environment variable name: letters, digits and `_`, not starting with a digit.
+fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Makes a job's working directory absolute before it is sent. The agent runs the job where
@@ -191,11 +211,39 @@ fn never_ran(b: &Booking) -> bool {
     b.run.is_none() && b.state.is_final()
 }
 
+/// Where a job's log goes: as it is to stdout (people), one JSON line per piece read
+/// (`--json` while the job writes: `{"id", "log"}`), or kept, to print as one JSON document.
+pub enum LogOut {
+    /// The bytes as the job wrote them.
+    Raw,
+    /// `{"id": N, "log": "..."}` a line.
+    JsonLines,
+    /// Everything read so far.
+    Collect(String),
+}
+
+impl LogOut {
+    fn put(&mut self, id: BookingId, data: &str) {
+        match self {
+            LogOut::Raw => {
+                let mut out = std::io::stdout();
+                if let Err(e) = out.write_all(data.as_bytes()).and_then(|()| out.flush()) {
+                    crate::output::stdout_failed(&e);
+                }
+            }
+            LogOut::JsonLines if data.is_empty() => {}
+            LogOut::JsonLines => println!("{}", serde_json::json!({ "id": id, "log": data })),
+            LogOut::Collect(all) => all.push_str(data),
+        }
+    }
+}
+
 /// Prints the log from `offset`; returns the next offset and whether the job is over.
 async fn print_log(
     conn: &Connection,
     id: BookingId,
     offset: u64,
+    out: &mut LogOut,
 ) -> Result<(u64, bool), anyhow::Error> {
     let mut offset = offset;
     loop {
@@ -208,10 +256,7 @@ async fn print_log(
             .await?
         {
             Response::Logs(l) => {
-                let mut out = std::io::stdout();
-                if let Err(e) = out.write_all(l.data.as_bytes()).and_then(|()| out.flush()) {
-                    crate::output::stdout_failed(&e);
-                }
+                out.put(id, &l.data);
                 let more = l.next > offset;
                 offset = l.next;
                 if !more {
@@ -223,16 +268,30 @@ async fn print_log(
     }
 }
 
-/// `gpubook logs ID [-f]`.
-pub async fn logs(conn: &Connection, id: BookingId, follow: bool) -> Result<(), anyhow::Error> {
+/// `gpubook logs ID [-f]`. With `--json`: one document `{"id", "log", "done"}`, or with
+/// `-f` one `{"id", "log"}` line per piece as the job writes.
+pub async fn logs(
+    conn: &Connection,
+    id: BookingId,
+    follow: bool,
+    json: bool,
+) -> Result<(), anyhow::Error> {
+    let mut out = match (json, follow) {
+        (false, _) => LogOut::Raw,
+        (true, true) => LogOut::JsonLines,
+        (true, false) => LogOut::Collect(String::new()),
+    };
     let mut offset = 0;
     loop {
-        let (next, done) = print_log(conn, id, offset).await?;
+        let (next, done) = print_log(conn, id, offset, &mut out).await?;
         offset = next;
         if !follow || done {
             // One last read: the job may have written its last lines as it ended.
             if follow {
-                print_log(conn, id, offset).await?;
+                print_log(conn, id, offset, &mut out).await?;
+            }
+            if let LogOut::Collect(log) = out {
+                crate::print_json(&serde_json::json!({ "id": id, "log": log, "done": done }));
             }
             return Ok(());
         }
@@ -240,8 +299,9 @@ pub async fn logs(conn: &Connection, id: BookingId, follow: bool) -> Result<(), 
     }
 }
 
-/// Waits until booking `id`'s job is over; streams its log on the way if `stream`. Returns
-/// the booking at the end.
+/// Waits until booking `id`'s job is over; streams its log on the way if `stream` (with
+/// `json`, as `{"id", "log"}` lines). Returns the booking at the end. A booking without a
+/// job is "not found" (exit 4), as `logs` finds no log for it.
 pub async fn wait(
     conn: &Connection,
     id: BookingId,
@@ -253,10 +313,11 @@ pub async fn wait(
     let mut b = booking(conn, id).await?;
     if b.job.is_none() {
         anyhow::bail!(ClientError::Agent(gpubook_proto::ErrorBody::new(
-            gpubook_proto::ErrorKind::Invalid,
+            gpubook_proto::ErrorKind::NotFound,
             format!("booking {id} has no job to wait for"),
         )));
     }
+    let mut out = if json { LogOut::JsonLines } else { LogOut::Raw };
     let mut offset = 0;
     let mut announced_start = false;
     let mut tick = tokio::time::interval(Duration::from_millis(300));
@@ -268,11 +329,11 @@ pub async fn wait(
             }
         }
         if stream && b.run.is_some() {
-            offset = print_log(conn, id, offset).await?.0;
+            offset = print_log(conn, id, offset, &mut out).await?.0;
         }
         if job_status(&b).is_some() || never_ran(&b) {
             if stream {
-                print_log(conn, id, offset).await?;
+                print_log(conn, id, offset, &mut out).await?;
             }
             return Ok(b);
         }
@@ -307,10 +368,9 @@ pub fn usage_table(bookings: &[Booking]) -> String {
                 format!("{:.0}%", u.mean_util),
                 format!("{:.1} GiB", u.peak_memory as f64 / (1u64 << 30) as f64),
                 format!(
-                    "booked {} GPU{}, used {:.1}",
+                    "{:.1} of {}",
+                    u.gpu_seconds_used as f64 / b.interval.duration().num_seconds().max(1) as f64,
                     b.gpus.len(),
-                    if b.gpus.len() == 1 { "" } else { "s" },
-                    u.gpu_seconds_used as f64 / b.interval.duration().num_seconds().max(1) as f64
                 ),
                 b.title.clone(),
             ])
@@ -327,7 +387,7 @@ pub fn usage_table(bookings: &[Booking]) -> String {
             "USED GPU-H",
             "MEAN UTIL",
             "PEAK MEM",
-            "",
+            "GPUS USED OF BOOKED",
             "TITLE",
         ],
         &rows,
@@ -350,6 +410,31 @@ mod tests {
             "python train.py --name 'my run' 'it'\\''s'"
         );
         assert_eq!(command_line(&args(&["echo", ""])), "echo ''");
+    }
+
+    #[test]
+    fn env_names_follow_the_shell_s_rules_and_job_options_need_a_command() {
+        let with_env = |e: &str| JobArgs {
+            env: vec![e.into()],
+            command: vec!["true".into()],
+            ..JobArgs::default()
+        };
+        assert!(with_env("WANDB_MODE=offline").spec().is_ok());
+        assert!(with_env("_x1=").spec().is_ok());
+        for bad in ["1BAD=x", "A-B=x", "=x", "A B=x", "É=x"] {
+            let e = with_env(bad).spec().unwrap_err();
+            assert!(e.contains("is not a variable name"), "{bad}: {e}");
+        }
+        let grace_only = JobArgs {
+            grace: Some(5),
+            ..JobArgs::default()
+        };
+        assert!(grace_only.spec().unwrap_err().contains("need a command"));
+        let keep_only = JobArgs {
+            keep_slot: true,
+            ..JobArgs::default()
+        };
+        assert!(keep_only.spec().is_err());
     }
 
     fn target(name: &str, spec: &str) -> Target {

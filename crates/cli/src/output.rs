@@ -28,14 +28,27 @@ pub fn stdout_failed(e: &std::io::Error) -> ! {
     std::process::exit(1);
 }
 
-/// A UTC instant in the local zone, short: "Thu 26 Nov 14:00".
+/// A UTC instant in the local zone, short: "Thu 26 Nov 14:00", with the year when it is not
+/// this year's ("Fri 01 Jan 2027 09:00").
 pub fn when(t: DateTime<Utc>) -> String {
-    let fmt = if t.timestamp() % 60 == 0 {
-        "%a %d %b %H:%M"
+    when_from(t, Utc::now())
+}
+
+/// [`when`] as seen at `now`.
+fn when_from(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    use chrono::Datelike;
+    let (t, now) = (t.with_timezone(&Local), now.with_timezone(&Local));
+    let day = if t.year() == now.year() {
+        "%a %d %b"
     } else {
-        "%a %d %b %H:%M:%S"
+        "%a %d %b %Y"
     };
-    t.with_timezone(&Local).format(fmt).to_string()
+    let clock = if t.timestamp() % 60 == 0 {
+        "%H:%M"
+    } else {
+        "%H:%M:%S"
+    };
+    t.format(&format!("{day} {clock}")).to_string()
 }
 
 /// GPU UUIDs as indices where known ("0,1"), else the UUIDs.
@@ -129,6 +142,9 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             })
             .collect::<Vec<_>>()
             .join("  ")
+            // An empty last column leaves no trailing blanks.
+            .trim_end()
+            .to_string()
     };
     let mut out = line(header.iter().map(|h| h.to_string()).collect());
     for r in rows {
@@ -359,4 +375,22 @@ pub fn event_line(e: &Event, known: &[Gpu]) -> String {
         e.at.with_timezone(&Local).format("%H:%M:%S"),
         booking_line(&e.booking, known)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_date_outside_this_year_shows_its_year() {
+        let now: DateTime<Utc> = "2026-06-15T12:00:00Z".parse().unwrap();
+        let at = |s: &str| when_from(s.parse().unwrap(), now);
+        assert!(!at("2026-06-20T12:00:00Z").contains("2026"));
+        assert!(
+            at("2027-06-20T12:00:00Z").contains(" 2027 "),
+            "{}",
+            at("2027-06-20T12:00:00Z")
+        );
+        assert!(at("2025-06-20T12:00:30Z").contains(" 2025 "));
+    }
 }
