@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 
 use crate::error::AppError;
 use crate::ipc::{EventPayload, LogPayload, ReadingsPayload, ServerView};
-use crate::memory::Memory;
+use crate::last_seen::LastSeen;
 use crate::notify::Notifier;
 use crate::settings::Settings;
 use events::pump;
@@ -61,7 +61,7 @@ struct Inner {
     servers: Mutex<Vec<Arc<Server>>>,
     sink: Arc<dyn Sink>,
     notifier: Arc<dyn Notifier>,
-    memory: Memory,
+    last_seen: LastSeen,
     settings: Mutex<Settings>,
     settings_path: PathBuf,
     rt: tokio::runtime::Handle,
@@ -87,14 +87,14 @@ pub struct Files {
     /// The settings (JSON).
     pub settings: PathBuf,
     /// The last event per server (JSON).
-    pub memory: PathBuf,
+    pub last_seen: PathBuf,
 }
 
 impl Default for Files {
     fn default() -> Self {
         Self {
             settings: Settings::path(),
-            memory: Memory::default_path(),
+            last_seen: LastSeen::default_path(),
         }
     }
 }
@@ -124,7 +124,7 @@ impl Manager {
                 servers: Mutex::new(Vec::new()),
                 sink,
                 notifier,
-                memory: Memory::open(&files.memory),
+                last_seen: LastSeen::open(&files.last_seen),
                 settings: Mutex::new(settings),
                 settings_path: files.settings,
                 rt,

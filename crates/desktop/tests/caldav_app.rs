@@ -315,7 +315,7 @@ async fn sign_in_sync_follow_and_sign_out() {
     let app = tempfile::tempdir().unwrap();
     let files = Files {
         settings: app.path().join("settings.json"),
-        memory: app.path().join("memory.json"),
+        last_seen: app.path().join("last-seen.json"),
     };
     let m = Manager::new(
         files.clone(),
@@ -486,7 +486,7 @@ async fn a_password_changed_on_the_server_asks_for_it_again() {
     let app = tempfile::tempdir().unwrap();
     let files = Files {
         settings: app.path().join("settings.json"),
-        memory: app.path().join("memory.json"),
+        last_seen: app.path().join("last-seen.json"),
     };
     let m = Manager::new(
         files,
@@ -682,7 +682,7 @@ async fn keyring_app_child() {
     let app = tempfile::tempdir().unwrap();
     let files = Files {
         settings: app.path().join("settings.json"),
-        memory: app.path().join("memory.json"),
+        last_seen: app.path().join("last-seen.json"),
     };
     let start = |state: &str| {
         let m = Manager::new(

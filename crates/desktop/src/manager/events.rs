@@ -92,21 +92,21 @@ async fn session(
         })
         .await
         .map_err(DialError::from)?;
-    let remembered = inner.memory.last_event(&key);
+    let remembered = inner.last_seen.last_event(&key);
     let (latest, mut rx) = conn
         .subscribe(remembered, true)
         .await
         .map_err(DialError::from)?;
     if remembered.is_some_and(|r| r > latest) {
         // Another agent at the same address (its store was reset): start from now.
-        inner.memory.forget(&key);
+        inner.last_seen.forget(&key);
         return Err(ClientError::Protocol(
             "the agent's event numbers went back; subscribing again from now".into(),
         )
         .into());
     }
     if remembered.is_none() {
-        inner.memory.set_last_event(&key, latest);
+        inner.last_seen.set_last_event(&key, latest);
     }
     {
         let mut m = s.mine.lock().unwrap();
@@ -192,5 +192,5 @@ fn handle_event(inner: &Arc<Inner>, s: &Arc<Server>, me: &str, key: &str, ev: Ev
     }
     // Remembered after the notification was handed over: a crash in between shows it
     // again rather than never.
-    inner.memory.set_last_event(key, ev.seq);
+    inner.last_seen.set_last_event(key, ev.seq);
 }
