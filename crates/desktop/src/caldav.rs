@@ -7,9 +7,9 @@
 //!   consent, under the same entry `gpubook caldav login` uses, so the CLI and the app share
 //!   the account.
 //! - Every server the app has is synced, each by its own `gpubook_client::caldav::follow`
-//!   over a connection of its own to that server (the app's pump holds the event stream of
-//!   the other one); each server's events have their own UIDs (`<id>@<server>`), so they
-//!   share the collection without touching each other's. The durable queue and the
+//!   on the server's one live session (the manager's; no connection of its own); each
+//!   server's events have their own UIDs (`<id>@<server>`), so they share the collection
+//!   without touching each other's. The durable queue and the
 //!   reconciles are the CLI's (`gpubook caldav sync`), state files included.
 //! - What the sync does is summed up in a [`CaldavStatus`], pushed to the web view as it
 //!   changes; a refused password (401) stops the sync and asks for the password again.
@@ -17,19 +17,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use gpubook_client::caldav::{self, CaldavError, FollowOptions, SyncNote, Syncer, Target};
-use gpubook_client::endpoint::{dial, DialError};
 use gpubook_client::ical::{CalendarContext, Scope};
+use gpubook_client::live::{self, LiveEvent, LiveEvents};
 use gpubook_client::secrets::{self, Secret, SecretError};
-use gpubook_client::{ssh, ClientError, Connection};
+use gpubook_client::Connection;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 
 use crate::error::{AppError, AppOnlyKind};
-use crate::manager::{Address, Manager, CLIENT_NAME};
+use crate::manager::Manager;
 
 /// A CalDAV account as the settings file keeps it (never with its password).
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export, export_to = "../app/"))]
@@ -79,6 +78,9 @@ pub struct CaldavStatus {
 /// Who hears of every change of the status (the Tauri shell emits "gpubook://caldav").
 pub type Listener = Arc<dyn Fn(&CaldavStatus) + Send + Sync>;
 
+/// A new follower of a server's live session; `None` once the server is gone.
+pub(crate) type Subscribe = Arc<dyn Fn() -> Option<LiveEvents> + Send + Sync>;
+
 /// How one server's sync stands.
 #[derive(Debug, Default)]
 struct PerServer {
@@ -95,8 +97,8 @@ struct St {
     password: Option<Secret>,
     /// Raised on every login and logout: notes of older syncs are ignored.
     generation: u64,
-    /// Every server of the app: how to reach it.
-    servers: BTreeMap<String, (Address, ssh::Options)>,
+    /// Every server of the app: how to follow its live session.
+    servers: BTreeMap<String, Subscribe>,
     /// Per server syncing: what stops it.
     tasks: HashMap<String, Arc<Notify>>,
     per: BTreeMap<String, PerServer>,
@@ -247,9 +249,9 @@ impl Caldav {
     }
 
     /// A server the app now has: synced too while an account is signed in.
-    pub(crate) fn server_added(&self, id: &str, address: Address, ssh: ssh::Options) {
+    pub(crate) fn server_added(&self, id: &str, subscribe: Subscribe) {
         let mut st = self.st.lock().unwrap();
-        st.servers.insert(id.to_string(), (address, ssh));
+        st.servers.insert(id.to_string(), subscribe);
         if st.account.is_some() && st.password.is_some() {
             self.start_one(&mut st, id);
         }
@@ -290,7 +292,7 @@ impl Caldav {
     }
 
     fn start_one(&self, st: &mut St, id: &str) {
-        let (Some(account), Some(password), Some((address, ssh))) = (
+        let (Some(account), Some(password), Some(subscribe)) = (
             st.account.clone(),
             st.password.clone(),
             st.servers.get(id).cloned(),
@@ -308,8 +310,7 @@ impl Caldav {
             caldav: self.clone(),
             generation,
             id: id.to_string(),
-            address,
-            ssh,
+            subscribe,
             account,
             password,
             with_commands: st.with_commands,
@@ -332,13 +333,12 @@ impl Caldav {
 }
 
 /// The sync of one server's bookings to the account's collection(s).
-#[derive(Debug)]
 struct ServerSync {
     caldav: Caldav,
     generation: u64,
     id: String,
-    address: Address,
-    ssh: ssh::Options,
+    /// Follows the server's live session.
+    subscribe: Subscribe,
     account: CaldavAccount,
     password: Secret,
     with_commands: bool,
@@ -346,6 +346,8 @@ struct ServerSync {
 
 /// Why the syncers could not be made.
 enum OpenError {
+    /// The server was removed.
+    Gone,
     /// The server cannot be reached now, or the state is locked for a moment: try again.
     Again(String),
     /// Waiting cannot fix it.
@@ -354,7 +356,9 @@ enum OpenError {
 
 impl ServerSync {
     async fn run(self, stop: Arc<Notify>) {
-        let mut backoff = Duration::from_millis(500);
+        // The syncers are made on a connection of the server's session; a state the CLI holds
+        // for a moment is tried again on the live session's schedule.
+        let mut failures = 0;
         let mut syncers = loop {
             let r = tokio::select! {
                 _ = stop.notified() => return,
@@ -362,6 +366,7 @@ impl ServerSync {
             };
             match r {
                 Ok(s) => break s,
+                Err(OpenError::Gone) => return,
                 Err(OpenError::Fatal(e)) => return self.fatal(&e),
                 Err(OpenError::Again(why)) => {
                     let busy = why.contains("already syncs");
@@ -372,11 +377,11 @@ impl ServerSync {
                             p.waiting = busy.then(|| sentence(&why));
                         }
                     });
+                    failures += 1;
                     tokio::select! {
                         _ = stop.notified() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(live::outage_step(failures)) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         };
@@ -390,6 +395,9 @@ impl ServerSync {
                 p.waiting = None;
             }
         });
+        let Some(events) = (self.subscribe)() else {
+            return;
+        };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let caldav = self.caldav.clone();
         let (generation, id) = (self.generation, self.id.clone());
@@ -399,12 +407,7 @@ impl ServerSync {
             }
         });
         let opts = self.caldav.opts.lock().unwrap().clone();
-        let (address, ssh) = (self.address.clone(), self.ssh.clone());
-        let connect = move || {
-            let (address, ssh) = (address.clone(), ssh.clone());
-            async move { dial_agent(&address, &ssh).await }
-        };
-        let r = caldav::follow(connect, &mut syncers, opts, tx, stop.notified()).await;
+        let r = caldav::follow(events, &mut syncers, opts, tx, stop.notified()).await;
         let _ = notes.await;
         drop(syncers);
         if let Err(e) = r {
@@ -412,11 +415,19 @@ impl ServerSync {
         }
     }
 
+    /// A connection of the server's live session, once it is up; `None` if the server went.
+    async fn connection(&self) -> Option<Arc<Connection>> {
+        let mut events = (self.subscribe)()?;
+        loop {
+            if let LiveEvent::Connected { conn, .. } = events.recv().await? {
+                return Some(conn);
+            }
+        }
+    }
+
     /// The syncers of this server: the person's bookings, and the lab's if wanted.
     async fn open(&self) -> Result<Vec<Syncer>, OpenError> {
-        let conn = dial_agent(&self.address, &self.ssh)
-            .await
-            .map_err(|e| OpenError::Again(e.to_string()))?;
+        let conn = self.connection().await.ok_or(OpenError::Gone)?;
         let dir = self
             .caldav
             .state_dir
@@ -501,13 +512,6 @@ fn note(st: &mut St, id: &str, n: SyncNote) {
         }
         SyncNote::AgentLost { .. } => {}
     }
-}
-
-async fn dial_agent(address: &Address, ssh: &ssh::Options) -> Result<Connection, ClientError> {
-    dial(address, ssh, CLIENT_NAME).await.map_err(|e| match e {
-        DialError::Client(c) => c,
-        DialError::Deploy(d) => ClientError::Protocol(d.to_string()),
-    })
 }
 
 fn upper_first(s: &str) -> String {

@@ -1,5 +1,5 @@
 //! The gpubook desktop app's logic, without Tauri: the servers it shows and their
-//! connections, the event pump, native notifications, settings and what it remembers.
+//! connections (one live session each), the event relay, native notifications, settings and what it remembers.
 //! The Tauri shell (src-tauri) only wires these to the web view.
 
 pub mod caldav;

@@ -1,5 +1,5 @@
 //! The servers the app shows and their connections: adding, signing in, removing, the
-//! settings, and the live connection requests go over. The event pump is in [`events`],
+//! settings, and the live connection requests go over. The event relay (one live session per server) is in [`events`],
 //! one server's state in [`server`], the requests in [`requests`].
 
 mod events;
@@ -11,7 +11,6 @@ pub use names::name_for;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use gpubook_client::endpoint::{dial, DialError};
 use gpubook_client::{ssh, Connection};
@@ -24,18 +23,16 @@ use crate::ipc::{EventPayload, LogPayload, ReadingsPayload, ServerView};
 use crate::last_seen::LastSeen;
 use crate::notify::Notifier;
 use crate::settings::Settings;
-use events::pump;
+use events::relay_events;
 use server::Server;
 
 /// The name the app gives itself in the handshake.
 pub const CLIENT_NAME: &str = concat!("gpubook-app/", env!("CARGO_PKG_VERSION"));
 
 /// How long a server may be gone before "unreachable" is notified (an agent restart is not
-/// worth a notification).
-pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(10);
-
-/// How long after a refused login the app tries again by itself.
-pub const LOGIN_RETRY: Duration = Duration::from_secs(300);
+/// worth a notification), and how long after a refused login the app tries again by itself:
+/// the live session's rules.
+pub use gpubook_client::live::{LOGIN_RETRY, UNREACHABLE_AFTER};
 
 /// Where the web view's pushed events go (the Tauri shell emits them).
 pub trait Sink: Send + Sync + std::fmt::Debug + 'static {
@@ -75,7 +72,7 @@ struct Inner {
 /// Sent on [`Manager::changes`] when every server's bookings should be read again.
 pub const ALL_SERVERS: &str = "*";
 
-/// The servers and their pumps. Cheap to clone.
+/// The servers and their live sessions. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Manager {
     inner: Arc<Inner>,
@@ -100,7 +97,7 @@ impl Default for Files {
 }
 
 impl Manager {
-    /// A manager with no servers yet; its pumps run on `rt`, SSH servers are reached with `ssh`.
+    /// A manager with no servers yet; its live sessions run on `rt`, SSH servers are reached with `ssh`.
     pub fn new(
         files: Files,
         sink: Arc<dyn Sink>,
@@ -141,7 +138,7 @@ impl Manager {
         self.inner.changes.subscribe()
     }
 
-    /// Adds a server and starts its pump. Its view is emitted as it changes.
+    /// Adds a server and starts its live session. Its view is emitted as it changes.
     pub fn add(&self, id: &str, name: &str, address: Address) -> ServerView {
         let ssh = self.inner.ssh.clone();
         self.add_with(id, name, address, ssh)
@@ -185,24 +182,29 @@ impl Manager {
         Ok(self.start(server))
     }
 
-    /// Starts the pump (and the CalDAV follower) of a server in the list.
+    /// Starts the live session of a server in the list, its event relay and its CalDAV
+    /// follower (which follows the same session).
     fn start(&self, server: Arc<Server>) -> ServerView {
+        let (session, events) = events::start_session(&self.inner, &server);
+        let status = session.status();
+        *server.session.lock().unwrap() = Some(session);
+        let weak = Arc::downgrade(&server);
         self.inner
             .caldav
-            .server_added(&server.id, server.address.clone(), server.ssh.clone());
+            .server_added(&server.id, Arc::new(move || weak.upgrade()?.subscribe()));
         let inner = self.inner.clone();
         let view = server.view();
         self.inner.rt.spawn(async move {
             let stop = server.clone();
             tokio::select! {
-                _ = pump(inner, server) => {}
+                _ = relay_events(inner, server, events, status) => {}
                 _ = stop.stop.notified() => {}
             }
         });
         view
     }
 
-    /// Removes a server and stops its pump.
+    /// Removes a server and stops its live session.
     pub fn remove(&self, id: &str) -> Result<(), AppError> {
         let mut servers = self.inner.servers.lock().unwrap();
         let i = servers
@@ -214,12 +216,12 @@ impl Manager {
         Ok(())
     }
 
-    /// Stops the pump and the CalDAV follower of a server taken out of the list, and drops its
-    /// connection.
+    /// Stops the event relay and the CalDAV follower of a server taken out of the list, and
+    /// its live session (which closes its connection).
     fn stop(&self, s: &Server) {
         s.stop.notify_one();
         self.inner.caldav.server_removed(&s.id);
-        s.conn.lock().unwrap().take();
+        s.session.lock().unwrap().take();
     }
 
     /// Connects once to `address` to check it (SSH host key, login) before it is added;
@@ -296,8 +298,7 @@ impl Manager {
     /// The live connection to `id`, and the server's name.
     pub fn connection(&self, id: &str) -> Result<(Arc<Connection>, String), AppError> {
         let s = self.server(id)?;
-        let conn = s.conn.lock().unwrap().clone();
-        match conn {
+        match s.connection() {
             Some(c) => Ok((c, s.name())),
             None => {
                 let detail = s.status.lock().unwrap().detail.clone();
@@ -345,7 +346,7 @@ impl Manager {
         servers
             .iter()
             .filter_map(|s| {
-                let c = s.conn.lock().unwrap().clone()?;
+                let c = s.connection()?;
                 Some((s.id.clone(), s.name(), c))
             })
             .collect()

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use gpubook_client::live::{LiveEvents, LiveSession};
 use gpubook_client::{ssh, Connection};
 use gpubook_core::{Booking, BookingId};
 use gpubook_proto::Welcome;
@@ -30,7 +31,9 @@ pub(super) struct Server {
     /// How SSH logs in (the app's prompt with what the person typed, the keyring).
     pub(super) ssh: ssh::Options,
     pub(super) status: Mutex<Status>,
-    pub(super) conn: Mutex<Option<Arc<Connection>>>,
+    /// The one live session to the server's agent (`None` before it starts and once the
+    /// server is removed); the event relay, the feed and CalDAV sync all follow it.
+    pub(super) session: Mutex<Option<LiveSession>>,
     /// The person's own bookings that have not ended, for the tray.
     pub(super) mine: Mutex<BTreeMap<BookingId, Booking>>,
     pub(super) stop: Notify,
@@ -50,7 +53,7 @@ impl Server {
                 welcome: None,
                 needs_login: false,
             }),
-            conn: Mutex::new(None),
+            session: Mutex::new(None),
             mine: Mutex::new(BTreeMap::new()),
             stop: Notify::new(),
         })
@@ -69,6 +72,16 @@ impl Server {
             needs_login: s.needs_login,
             follows_logs: s.welcome.as_ref().is_some_and(|w| w.minor >= 1),
         }
+    }
+
+    /// The live connection, while there is one.
+    pub(super) fn connection(&self) -> Option<Arc<Connection>> {
+        self.session.lock().unwrap().as_ref()?.connection()
+    }
+
+    /// A new follower of the server's live session (see [`LiveSession::subscribe`]).
+    pub(super) fn subscribe(&self) -> Option<LiveEvents> {
+        Some(self.session.lock().unwrap().as_ref()?.subscribe())
     }
 
     pub(super) fn name(&self) -> String {
