@@ -142,6 +142,8 @@ impl LiveStatus {
 }
 
 /// What a follower of the session receives, in order.
+// Each lives for one hand-over to a follower, as [`Pushed`] does; boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum LiveEvent {
     /// Connected (again) and subscribed; the events that follow are on `conn`. A follower
@@ -163,6 +165,9 @@ pub enum LiveEvent {
 /// A follower's stream of [`LiveEvent`]s; it ends when the session is dropped.
 pub type LiveEvents = mpsc::UnboundedReceiver<LiveEvent>;
 
+/// What is remembered for the agent that welcomed: the last event number handled.
+pub type Remember = Arc<dyn Fn(&Welcome) -> Option<u64> + Send + Sync>;
+
 /// Where the first subscription starts; later ones resume after the last event seen.
 #[derive(Clone, Default)]
 pub enum StartAt {
@@ -173,7 +178,7 @@ pub enum StartAt {
     After(u64),
     /// Events after what the closure remembers for the agent that welcomed (`None`: from
     /// now); the app keeps the last event handled per server across restarts.
-    Remembered(Arc<dyn Fn(&Welcome) -> Option<u64> + Send + Sync>),
+    Remembered(Remember),
 }
 
 impl std::fmt::Debug for StartAt {
