@@ -274,3 +274,28 @@ async fn a_stable_connection_that_drops_is_dialled_again_at_once_and_followers_h
     drop(session);
     assert!(first.recv().await.is_none());
 }
+
+/// A request in flight when the connection drops gets "connection lost", not a hang: the
+/// scripted agent takes the request and hangs up without answering.
+#[tokio::test(start_paused = true)]
+async fn a_request_in_flight_when_the_connection_drops_gets_connection_lost() {
+    let script = Script::new(&[Next::Agent {
+        hold: Duration::from_secs(5),
+    }]);
+    let (session, _events) = script.start();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(session.connection().is_some());
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        session.request(Request::Gpus(gpubook_proto::GpusRequest {})),
+    )
+    .await
+    .expect("the request must not hang");
+    assert!(matches!(r, Err(ClientError::ConnectionLost)), "{r:?}");
+    // And while down, at once.
+    let r = session
+        .request(Request::Gpus(gpubook_proto::GpusRequest {}))
+        .await;
+    assert!(matches!(r, Err(ClientError::ConnectionLost)), "{r:?}");
+    assert_eq!(session.status().borrow().reason(), Some(LOST));
+}
