@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use gpubook_client::endpoint::{dial, DialError};
+use gpubook_client::live::LiveEvents;
 use gpubook_client::{ssh, Connection};
 use gpubook_core::Booking;
 use gpubook_proto::{Request, Response};
@@ -305,6 +306,19 @@ impl Manager {
                 Err(AppError::unreachable(id, &s.name(), detail.as_deref()))
             }
         }
+    }
+
+    /// A new follower of server `id`'s live session (the calendar feed, CalDAV sync): its
+    /// events from now on, after a `Connected` if it is up.
+    pub(crate) fn live_events(&self, id: &str) -> Result<LiveEvents, AppError> {
+        self.server(id)?
+            .subscribe()
+            .ok_or_else(|| AppError::no_server(id))
+    }
+
+    /// Server `id`'s live connection, if it is up.
+    pub(crate) fn live_connection(&self, id: &str) -> Option<Arc<Connection>> {
+        self.server(id).ok()?.connection()
     }
 
     fn server(&self, id: &str) -> Result<Arc<Server>, AppError> {
