@@ -153,7 +153,8 @@ pub enum LiveEvent {
         conn: Arc<Connection>,
         /// True when the session was up before.
         back: bool,
-        /// The agent's latest event number when the subscription was made.
+        /// The agent's latest event number when the subscription was made (for a follower
+        /// that joins while the session is up: the last event handed over).
         latest: u64,
     },
     /// An event (each once, in order), readings, a log piece or an agent's error.
