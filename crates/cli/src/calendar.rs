@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use gpubook_client::caldav::{self, CaldavError, FollowOptions, SyncNote, Syncer, Target};
 use gpubook_client::feed::{self, Feed, FeedServer};
 use gpubook_client::ical::{self, CalendarContext, Scope};
+use gpubook_client::live::{LiveOptions, LiveSession};
 use gpubook_client::secrets::{self, Secret, SecretError};
 use gpubook_proto::ErrorKind;
 use std::io::{BufRead, IsTerminal, Read, Write};
@@ -154,7 +155,6 @@ pub async fn feed(a: &FeedArgs, target: &Server, json: bool) -> Result<(), Failu
         .await
         .map_err(anyhow::Error::from)?;
     let bookings = ctx.bookings(&conn).await.map_err(anyhow::Error::from)?;
-    drop(conn);
     let dir = state_dir()?;
     // The token file is read on every request: `feed --new-token` elsewhere revokes this
     // feed's URL at once.
@@ -183,10 +183,10 @@ pub async fn feed(a: &FeedArgs, target: &Server, json: bool) -> Result<(), Failu
     let serving = tokio::spawn(server.run(feed.body(), async move {
         let _ = stop_server.changed().await;
     }));
-    let dial = target.dialer();
+    let (_session, events) = LiveSession::start_with(conn, target.dialer(), LiveOptions::default());
     let mut stop_feed = stop_rx;
     tokio::select! {
-        _ = feed::keep_current(&dial, &mut feed, async move {
+        _ = feed::keep_current(events, &mut feed, async move {
             let _ = stop_feed.changed().await;
         }) => {}
         _ = tokio::signal::ctrl_c() => {}
@@ -307,13 +307,14 @@ pub async fn caldav(a: &CaldavArgs, target: &Server, json: bool) -> Result<(), F
                 }
                 return Ok(());
             }
-            drop(conn);
-            follow(target, syncers, every, json).await
+            follow(conn, target, syncers, every, json).await
         }
     }
 }
 
+/// Follows the agent over a live session that begins with `conn`, until Ctrl-C.
 async fn follow(
+    conn: gpubook_client::Connection,
     target: &Server,
     mut syncers: Vec<Syncer>,
     every: std::time::Duration,
@@ -325,12 +326,12 @@ async fn follow(
             print_note(&n, json);
         }
     });
-    let dial = target.dialer();
+    let (_session, events) = LiveSession::start_with(conn, target.dialer(), LiveOptions::default());
     if !json {
         eprintln!("Following the agent's events; Ctrl-C to stop.");
     }
     let r = caldav::follow(
-        &dial,
+        events,
         &mut syncers,
         FollowOptions {
             reconcile_every: every,

@@ -108,25 +108,18 @@ impl Target {
             .map_err(|e| dial_failure(&self.name, e))
     }
 
-    /// A dial function for the reconnecting link and the calendar followers: errors become
-    /// [`ClientError`]s (an SSH failure as "connection lost": they only decide a retry).
+    /// The dial of a live session (`watch`, `feed`, `caldav sync`): its errors stay typed,
+    /// so that a refused login is retried only every few minutes (gpubook_client::live).
     pub fn dialer(
         &self,
-    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<Connection, ClientError>> + Send>>
+    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<Connection, DialError>> + Send>>
            + Send
            + Sync
            + 'static {
         let t = self.clone();
         move || {
             let t = t.clone();
-            Box::pin(async move {
-                dial(&t.endpoint, &t.opts, CLIENT)
-                    .await
-                    .map_err(|e| match e {
-                        DialError::Client(c) => c,
-                        DialError::Deploy(_) => ClientError::ConnectionLost,
-                    })
-            })
+            Box::pin(async move { dial(&t.endpoint, &t.opts, CLIENT).await })
         }
     }
 }

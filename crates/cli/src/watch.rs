@@ -1,10 +1,10 @@
-//! `gpubook watch`: events as they happen, over a link that comes back by itself when the
-//! connection drops (the server said "unreachable" and "back" on stderr), and that shows
-//! every event once.
+//! `gpubook watch`: events as they happen, over a live session (gpubook_client::live) that
+//! comes back by itself when the connection drops (the server said "unreachable" and "back"
+//! on stderr, a refused login as such), and that shows every event once.
 
 use crate::targets::Target;
 use crate::{gpus, output, Failure};
-use gpubook_client::link::{Link, LinkOptions, LinkStatus};
+use gpubook_client::live::{LiveEvent, LiveOptions, LiveSession, LiveStatus, StartAt};
 use gpubook_client::{ClientError, Pushed};
 use serde_json::json;
 
@@ -21,13 +21,12 @@ pub async fn watch(
     let conn = target.connect().await?;
     let known = gpus(&conn).await?;
     let server = conn.welcome().server.clone();
-    let (link, mut rx) = Link::start_with(
+    let (link, mut rx) = LiveSession::start_with(
         conn,
         target.dialer(),
-        LinkOptions {
-            after,
+        LiveOptions {
+            start: after.map_or(StartAt::Now, StartAt::After),
             readings,
-            ..LinkOptions::default()
         },
     );
     let mut status = link.status();
@@ -44,6 +43,7 @@ pub async fn watch(
                         .context("the event stream ended")
                         .into());
                 };
+                let LiveEvent::Pushed(p) = p else { continue };
                 match p {
                     Pushed::Event(e) => {
                         if json {
@@ -69,8 +69,9 @@ pub async fn watch(
                     continue;
                 }
                 let s = status.borrow_and_update().clone();
+                let refused = matches!(s, LiveStatus::LoginRefused { .. });
                 match s {
-                    LinkStatus::Connected { back: false, .. } if !announced => {
+                    LiveStatus::Connected { back: false, .. } if !announced => {
                         announced = true;
                         if !json {
                             eprintln!(
@@ -79,7 +80,7 @@ pub async fn watch(
                             );
                         }
                     }
-                    LinkStatus::Connected { back: true, server } => {
+                    LiveStatus::Connected { back: true, server } => {
                         last_reason = None;
                         if json {
                             eprintln!("{}", json!({ "status": "back", "server": name }));
@@ -87,19 +88,27 @@ pub async fn watch(
                             eprintln!("gpubook: {name} ({server}) is back; events resume where they stopped");
                         }
                     }
-                    LinkStatus::Unreachable { reason, retry_in } => {
+                    // Down: said at once (a watch shows what happens), once per reason.
+                    LiveStatus::Reconnecting { reason, retry_in }
+                    | LiveStatus::Unreachable { reason, retry_in }
+                    | LiveStatus::LoginRefused { reason, retry_in } => {
                         if last_reason.as_ref() == Some(&reason) {
                             continue;
                         }
                         last_reason = Some(reason.clone());
+                        let (status, said) = if refused {
+                            ("login_refused", "refused the login")
+                        } else {
+                            ("unreachable", "unreachable")
+                        };
                         if json {
                             eprintln!(
                                 "{}",
-                                json!({ "status": "unreachable", "server": name, "reason": reason })
+                                json!({ "status": status, "server": name, "reason": reason })
                             );
                         } else {
                             eprintln!(
-                                "gpubook: {name} unreachable: {reason}; trying again in {:.0} s",
+                                "gpubook: {name} {said}: {reason}; trying again in {:.0} s",
                                 retry_in.as_secs_f64().ceil()
                             );
                         }

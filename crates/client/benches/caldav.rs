@@ -13,7 +13,6 @@ use common::*;
 use gpubook_client::caldav::{self, FollowOptions, SyncNote, Syncer, Target};
 use gpubook_client::ical::{CalendarContext, Scope};
 use gpubook_client::secrets::Secret;
-use gpubook_client::Connection;
 use std::time::{Duration, Instant};
 
 const BOOKINGS: usize = 1000;
@@ -104,11 +103,12 @@ async fn run() {
     .unwrap();
     let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let socket = agent.socket();
+    let (session, events) = agent.live();
     let follower = tokio::spawn(async move {
+        let _session = session;
         let mut syncers = vec![s];
         caldav::follow(
-            || Connection::unix(&socket, "bench"),
+            events,
             &mut syncers,
             FollowOptions::default(),
             notes_tx,

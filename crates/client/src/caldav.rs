@@ -22,9 +22,11 @@ pub use sync::{Flushed, Syncer};
 
 use crate::connection::{ClientError, Connection, Pushed};
 use crate::ical::{CalendarContext, Scope};
+use crate::live::{LiveEvent, LiveEvents};
 use crate::secrets::{Secret, SecretError};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -225,7 +227,9 @@ pub enum SyncNote {
 pub struct FollowOptions {
     /// Time between full reconciles.
     pub reconcile_every: Duration,
-    /// First wait after the server or the agent was away; doubled up to `retry_max`.
+    /// First wait after the CalDAV server was away; doubled up to `retry_max`. By default
+    /// the live session's schedule ([`crate::live::FIRST_RETRY`] to
+    /// [`crate::live::MAX_RETRY`]); the agent's own reconnection is the session's.
     pub retry_min: Duration,
     /// Longest wait between tries.
     pub retry_max: Duration,
@@ -235,8 +239,8 @@ impl Default for FollowOptions {
     fn default() -> Self {
         Self {
             reconcile_every: Duration::from_secs(15 * 60),
-            retry_min: Duration::from_secs(1),
-            retry_max: Duration::from_secs(60),
+            retry_min: crate::live::FIRST_RETRY,
+            retry_max: crate::live::MAX_RETRY,
         }
     }
 }
@@ -287,20 +291,17 @@ struct Health {
     backoff: Duration,
 }
 
-/// Follows the agent's events and keeps every collection in step until `shutdown`, or until an
-/// error that waiting cannot fix (a refused password, a URL that is not a calendar). The agent
-/// is (re)connected with `connect`; a lost agent or an absent server is waited for.
-pub async fn follow<C, F>(
-    connect: C,
+/// Follows the agent's events from a live session's stream (see [`crate::live`]) and keeps
+/// every collection in step until `shutdown`, the session's end, or an error that waiting
+/// cannot fix (a refused password, a URL that is not a calendar). Each (re)connection of the
+/// session owes a reconcile; a lost agent is the session's to bring back.
+pub async fn follow(
+    mut events: LiveEvents,
     syncers: &mut [Syncer],
     opts: FollowOptions,
     notes: mpsc::UnboundedSender<SyncNote>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), CaldavError>
-where
-    C: Fn() -> F,
-    F: Future<Output = Result<Connection, ClientError>>,
-{
+) -> Result<(), CaldavError> {
     if syncers.is_empty() {
         return Ok(());
     }
@@ -319,39 +320,12 @@ where
             flush(s, h, &opts, &notes).await?;
         }
     }
-    let mut agent_backoff = opts.retry_min;
+    let mut conn: Option<Arc<Connection>> = None;
+    let mut next_tick = Instant::now() + opts.reconcile_every;
     loop {
-        let conn = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            c = connect() => c,
-        };
-        let (conn, mut rx) = match conn {
-            Ok(conn) => match conn.subscribe(None, false).await {
-                Ok((_, rx)) => (conn, rx),
-                Err(e) => {
-                    if agent_lost(&notes, &e, &mut agent_backoff, &opts, &mut shutdown).await {
-                        return Ok(());
-                    }
-                    continue;
-                }
-            },
-            Err(e) => {
-                if agent_lost(&notes, &e, &mut agent_backoff, &opts, &mut shutdown).await {
-                    return Ok(());
-                }
-                continue;
-            }
-        };
-        agent_backoff = opts.retry_min;
-        // Whatever happened while the agent was away is caught up by a reconcile.
-        for h in health.iter_mut() {
-            h.reconcile = true;
-            h.retry_at = None;
-        }
-        let mut next_tick = Instant::now() + opts.reconcile_every;
-        loop {
+        let now = Instant::now();
+        if let Some(conn) = &conn {
             // Owed reconciles and retries that are due now.
-            let now = Instant::now();
             if now >= next_tick {
                 next_tick = now + opts.reconcile_every;
                 for h in health.iter_mut() {
@@ -362,81 +336,76 @@ where
                 .iter()
                 .any(|h| h.reconcile && h.retry_at.is_none_or(|t| t <= now))
             {
-                let bookings = match list_for(&conn, syncers).await {
-                    Ok(b) => b,
+                match list_for(conn, syncers).await {
+                    Ok(bookings) => {
+                        for (s, h) in syncers.iter_mut().zip(health.iter_mut()) {
+                            if h.reconcile && h.retry_at.is_none_or(|t| t <= now) {
+                                reconcile(s, h, &bookings, &opts, &notes).await?;
+                            }
+                        }
+                    }
                     Err(e) => {
                         let _ = notes.send(SyncNote::AgentLost {
                             error: e.to_string(),
                         });
-                        break;
-                    }
-                };
-                for (s, h) in syncers.iter_mut().zip(health.iter_mut()) {
-                    if h.reconcile && h.retry_at.is_none_or(|t| t <= now) {
-                        reconcile(s, h, &bookings, &opts, &notes).await?;
-                    }
-                }
-            }
-            for (s, h) in syncers.iter_mut().zip(health.iter_mut()) {
-                if h.reconcile || h.retry_at.is_none_or(|t| t > now) {
-                    continue;
-                }
-                if s.pending() > 0 {
-                    flush(s, h, &opts, &notes).await?;
-                } else {
-                    h.retry_at = None;
-                }
-            }
-            let wake = health
-                .iter()
-                .filter_map(|h| h.retry_at)
-                .chain(std::iter::once(next_tick))
-                .min()
-                .unwrap_or(next_tick);
-            tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                _ = tokio::time::sleep_until(wake) => {}
-                p = rx.recv() => match p {
-                    Some(Pushed::Event(e)) => {
-                        for (s, h) in syncers.iter_mut().zip(health.iter_mut()) {
-                            if s.queue(&e.booking)? && h.retry_at.is_none() {
-                                flush(s, h, &opts, &notes).await?;
-                            }
+                        // Listed again after a while, or at the next connection.
+                        for h in health.iter_mut().filter(|h| h.reconcile) {
+                            h.retry_at = Some(now + opts.retry_min);
                         }
                     }
-                    Some(Pushed::Readings(_) | Pushed::Log(_)) => {}
-                    Some(Pushed::Error(e)) => {
-                        let _ = notes.send(SyncNote::AgentLost { error: e.message.clone() });
-                        break;
-                    }
-                    None => {
-                        let _ = notes.send(SyncNote::AgentLost {
-                            error: "the agent closed the event stream".into(),
-                        });
-                        break;
-                    }
-                },
+                }
             }
         }
-    }
-}
-
-/// Notes a lost agent and waits before the next try; `true` if `shutdown` came meanwhile.
-async fn agent_lost(
-    notes: &mpsc::UnboundedSender<SyncNote>,
-    e: &ClientError,
-    backoff: &mut Duration,
-    opts: &FollowOptions,
-    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> bool {
-    let _ = notes.send(SyncNote::AgentLost {
-        error: e.to_string(),
-    });
-    let wait = *backoff;
-    *backoff = (*backoff * 2).min(opts.retry_max);
-    tokio::select! {
-        _ = shutdown => true,
-        _ = tokio::time::sleep(wait) => false,
+        for (s, h) in syncers.iter_mut().zip(health.iter_mut()) {
+            if h.reconcile || h.retry_at.is_none_or(|t| t > now) {
+                continue;
+            }
+            if s.pending() > 0 {
+                flush(s, h, &opts, &notes).await?;
+            } else {
+                h.retry_at = None;
+            }
+        }
+        let wake = health
+            .iter()
+            .filter_map(|h| h.retry_at)
+            .chain(std::iter::once(next_tick))
+            .min()
+            .unwrap_or(next_tick);
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep_until(wake) => {}
+            e = events.recv() => match e {
+                // The session is gone (its server removed): nothing more to follow.
+                None => return Ok(()),
+                Some(LiveEvent::Connected { conn: c, .. }) => {
+                    conn = Some(c);
+                    // Whatever happened while the agent was away is caught up by a reconcile.
+                    for h in health.iter_mut() {
+                        h.reconcile = true;
+                        h.retry_at = None;
+                    }
+                    next_tick = Instant::now() + opts.reconcile_every;
+                }
+                Some(LiveEvent::Lost) => {
+                    conn = None;
+                    let _ = notes.send(SyncNote::AgentLost {
+                        error: crate::live::LOST.into(),
+                    });
+                }
+                Some(LiveEvent::Pushed(Pushed::Event(e))) => {
+                    for (s, h) in syncers.iter_mut().zip(health.iter_mut()) {
+                        if s.queue(&e.booking)? && h.retry_at.is_none() {
+                            flush(s, h, &opts, &notes).await?;
+                        }
+                    }
+                }
+                Some(LiveEvent::Pushed(Pushed::Error(e))) => {
+                    let _ = notes.send(SyncNote::AgentLost { error: e.message.clone() });
+                }
+                Some(LiveEvent::Pushed(Pushed::Readings(_) | Pushed::Log(_))) => {}
+            },
+        }
     }
 }
 

@@ -10,8 +10,9 @@
 //! a head of at most [`MAX_HEAD`] bytes, read within [`READ_TIMEOUT`], at most
 //! [`MAX_CONNECTIONS`] at a time.
 
-use crate::connection::{ClientError, Connection, Pushed};
+use crate::connection::Pushed;
 use crate::ical::{self, CalendarContext, EventData};
+use crate::live::{LiveEvent, LiveEvents};
 use chrono::Utc;
 use gpubook_core::{Booking, BookingId};
 use std::collections::BTreeMap;
@@ -226,37 +227,31 @@ impl FeedSet {
     }
 }
 
-/// Keeps `feed` current until `shutdown`: connects with `connect`, lists the bookings, follows
-/// the events; when the agent goes away, keeps serving what it had and reconnects.
-pub async fn keep_current<C, F>(connect: C, feed: &mut Feed, shutdown: impl Future<Output = ()>)
-where
-    C: Fn() -> F,
-    F: Future<Output = Result<Connection, ClientError>>,
-{
+/// Keeps `feed` current from a live session's stream (see [`crate::live`]) until
+/// `shutdown` or the session's end: the bookings are listed again at each (re)connection and
+/// the events applied in between. While the agent is away the feed keeps serving what it had.
+pub async fn keep_current(
+    mut events: LiveEvents,
+    feed: &mut Feed,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(500);
     loop {
-        let session = async {
-            let conn = connect().await?;
-            let (_, mut rx) = conn.subscribe(None, false).await?;
-            feed.replace(feed.ctx.bookings(&conn).await?);
-            backoff = Duration::from_millis(500);
-            while let Some(p) = rx.recv().await {
-                if let Pushed::Event(e) = p {
-                    feed.apply(&e.booking);
+        let next = tokio::select! {
+            _ = &mut shutdown => return,
+            e = events.recv() => e,
+        };
+        match next {
+            None => return,
+            Some(LiveEvent::Connected { conn, .. }) => {
+                // A failed listing keeps what the feed showed; the events still apply.
+                if let Ok(bookings) = feed.ctx.bookings(&conn).await {
+                    feed.replace(bookings);
                 }
             }
-            Err::<(), ClientError>(ClientError::ConnectionLost)
-        };
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = session => {}
+            Some(LiveEvent::Pushed(Pushed::Event(e))) => feed.apply(&e.booking),
+            Some(_) => {}
         }
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 

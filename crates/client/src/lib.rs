@@ -3,7 +3,7 @@
 //!
 //! Transports: a local Unix socket, or SSH ([`ssh`]): `gpubook-agent bridge` on an exec
 //! channel, or a direct-streamlocal channel to the system agent; [`deploy`] puts the person's
-//! own agent on a server that has none. [`link`] keeps a connection to one server alive.
+//! own agent on a server that has none. [`live`] keeps one session per server alive, with one retry rule.
 
 pub mod caldav;
 pub mod connection;
@@ -11,7 +11,7 @@ pub mod deploy;
 pub mod endpoint;
 pub mod feed;
 pub mod ical;
-pub mod link;
+pub mod live;
 pub mod secrets;
 pub mod servers;
 pub mod ssh;

@@ -201,11 +201,12 @@ async fn a_server_stopped_mid_sync_converges_without_duplicates() {
     let state_path = s.state_path().to_path_buf();
     let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let socket = agent.socket();
+    let (session, events) = agent.live();
     let follower = tokio::spawn(async move {
+        let _session = session;
         let mut syncers = vec![s];
         caldav::follow(
-            || Connection::unix(&socket, "sync-test"),
+            events,
             &mut syncers,
             FollowOptions {
                 reconcile_every: Duration::from_secs(3600),

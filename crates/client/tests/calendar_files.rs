@@ -179,15 +179,12 @@ async fn the_feed_serves_valid_icalendar_and_follows_changes() {
     tokio::spawn(server.run(body, async move {
         let _ = stop_rx.await;
     }));
-    let socket = agent.socket();
+    let (session, events) = agent.live();
     let follower = tokio::spawn(async move {
-        feed::keep_current(
-            || gpubook_client::Connection::unix(&socket, "feed-test"),
-            &mut feed,
-            async move {
-                let _ = stop2_rx.await;
-            },
-        )
+        let _session = session;
+        feed::keep_current(events, &mut feed, async move {
+            let _ = stop2_rx.await;
+        })
         .await;
     });
     let http = reqwest::Client::new();

@@ -7,29 +7,28 @@
 //!   consent, under the same entry `gpubook caldav login` uses, so the CLI and the app share
 //!   the account.
 //! - Every server the app has is synced, each by its own `gpubook_client::caldav::follow`
-//!   over a connection of its own to that server (the app's pump holds the event stream of
-//!   the other one); each server's events have their own UIDs (`<id>@<server>`), so they
-//!   share the collection without touching each other's. The durable queue and the
+//!   on the server's one live session (the manager's; no connection of its own); each
+//!   server's events have their own UIDs (`<id>@<server>`), so they share the collection
+//!   without touching each other's. The durable queue and the
 //!   reconciles are the CLI's (`gpubook caldav sync`), state files included.
 //! - What the sync does is summed up in a [`CaldavStatus`], pushed to the web view as it
 //!   changes; a refused password (401) stops the sync and asks for the password again.
 
+mod account;
+mod server_sync;
+
+pub use account::login_error;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use gpubook_client::caldav::{self, CaldavError, FollowOptions, SyncNote, Syncer, Target};
-use gpubook_client::endpoint::{dial, DialError};
-use gpubook_client::ical::{CalendarContext, Scope};
+use gpubook_client::caldav::{self, FollowOptions};
+use gpubook_client::live::LiveEvents;
 use gpubook_client::secrets::{self, Secret, SecretError};
-use gpubook_client::{ssh, ClientError, Connection};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, Notify};
-
-use crate::error::{AppError, AppOnlyKind};
-use crate::manager::{Address, Manager, CLIENT_NAME};
+use tokio::sync::Notify;
 
 /// A CalDAV account as the settings file keeps it (never with its password).
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export, export_to = "../app/"))]
@@ -79,6 +78,9 @@ pub struct CaldavStatus {
 /// Who hears of every change of the status (the Tauri shell emits "gpubook://caldav").
 pub type Listener = Arc<dyn Fn(&CaldavStatus) + Send + Sync>;
 
+/// A new follower of a server's live session; `None` once the server is gone.
+pub(crate) type Subscribe = Arc<dyn Fn() -> Option<LiveEvents> + Send + Sync>;
+
 /// How one server's sync stands.
 #[derive(Debug, Default)]
 struct PerServer {
@@ -95,8 +97,8 @@ struct St {
     password: Option<Secret>,
     /// Raised on every login and logout: notes of older syncs are ignored.
     generation: u64,
-    /// Every server of the app: how to reach it.
-    servers: BTreeMap<String, (Address, ssh::Options)>,
+    /// Every server of the app: how to follow its live session.
+    servers: BTreeMap<String, Subscribe>,
     /// Per server syncing: what stops it.
     tasks: HashMap<String, Arc<Notify>>,
     per: BTreeMap<String, PerServer>,
@@ -247,9 +249,9 @@ impl Caldav {
     }
 
     /// A server the app now has: synced too while an account is signed in.
-    pub(crate) fn server_added(&self, id: &str, address: Address, ssh: ssh::Options) {
+    pub(crate) fn server_added(&self, id: &str, subscribe: Subscribe) {
         let mut st = self.st.lock().unwrap();
-        st.servers.insert(id.to_string(), (address, ssh));
+        st.servers.insert(id.to_string(), subscribe);
         if st.account.is_some() && st.password.is_some() {
             self.start_one(&mut st, id);
         }
@@ -290,7 +292,7 @@ impl Caldav {
     }
 
     fn start_one(&self, st: &mut St, id: &str) {
-        let (Some(account), Some(password), Some((address, ssh))) = (
+        let (Some(account), Some(password), Some(subscribe)) = (
             st.account.clone(),
             st.password.clone(),
             st.servers.get(id).cloned(),
@@ -304,12 +306,11 @@ impl Caldav {
         let generation = st.generation;
         st.tasks.insert(id.to_string(), stop.clone());
         st.per.insert(id.to_string(), PerServer::default());
-        let job = ServerSync {
+        let job = server_sync::ServerSync {
             caldav: self.clone(),
             generation,
             id: id.to_string(),
-            address,
-            ssh,
+            subscribe,
             account,
             password,
             with_commands: st.with_commands,
@@ -331,185 +332,6 @@ impl Caldav {
     }
 }
 
-/// The sync of one server's bookings to the account's collection(s).
-#[derive(Debug)]
-struct ServerSync {
-    caldav: Caldav,
-    generation: u64,
-    id: String,
-    address: Address,
-    ssh: ssh::Options,
-    account: CaldavAccount,
-    password: Secret,
-    with_commands: bool,
-}
-
-/// Why the syncers could not be made.
-enum OpenError {
-    /// The server cannot be reached now, or the state is locked for a moment: try again.
-    Again(String),
-    /// Waiting cannot fix it.
-    Fatal(CaldavError),
-}
-
-impl ServerSync {
-    async fn run(self, stop: Arc<Notify>) {
-        let mut backoff = Duration::from_millis(500);
-        let mut syncers = loop {
-            let r = tokio::select! {
-                _ = stop.notified() => return,
-                r = self.open() => r,
-            };
-            match r {
-                Ok(s) => break s,
-                Err(OpenError::Fatal(e)) => return self.fatal(&e),
-                Err(OpenError::Again(why)) => {
-                    let busy = why.contains("already syncs");
-                    self.caldav.update(self.generation, &self.id, |st| {
-                        if let Some(p) = st.per.get_mut(&self.id) {
-                            // An unreachable agent is the server list's business, not the
-                            // calendar's; a locked state is.
-                            p.waiting = busy.then(|| sentence(&why));
-                        }
-                    });
-                    tokio::select! {
-                        _ = stop.notified() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        };
-        let pending: BTreeMap<String, usize> = syncers
-            .iter()
-            .map(|s| (s.url().to_string(), s.pending()))
-            .collect();
-        self.caldav.update(self.generation, &self.id, |st| {
-            if let Some(p) = st.per.get_mut(&self.id) {
-                p.pending = pending;
-                p.waiting = None;
-            }
-        });
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let caldav = self.caldav.clone();
-        let (generation, id) = (self.generation, self.id.clone());
-        let notes = tokio::spawn(async move {
-            while let Some(n) = rx.recv().await {
-                caldav.update(generation, &id, |st| note(st, &id, n));
-            }
-        });
-        let opts = self.caldav.opts.lock().unwrap().clone();
-        let (address, ssh) = (self.address.clone(), self.ssh.clone());
-        let connect = move || {
-            let (address, ssh) = (address.clone(), ssh.clone());
-            async move { dial_agent(&address, &ssh).await }
-        };
-        let r = caldav::follow(connect, &mut syncers, opts, tx, stop.notified()).await;
-        let _ = notes.await;
-        drop(syncers);
-        if let Err(e) = r {
-            self.fatal(&e);
-        }
-    }
-
-    /// The syncers of this server: the person's bookings, and the lab's if wanted.
-    async fn open(&self) -> Result<Vec<Syncer>, OpenError> {
-        let conn = dial_agent(&self.address, &self.ssh)
-            .await
-            .map_err(|e| OpenError::Again(e.to_string()))?;
-        let dir = self
-            .caldav
-            .state_dir
-            .lock()
-            .unwrap()
-            .clone()
-            .ok_or_else(|| {
-                OpenError::Fatal(CaldavError::State {
-                    path: PathBuf::from("~/.local/state/gpubook"),
-                    error: "no place for gpubook's state: set HOME or XDG_STATE_HOME".into(),
-                })
-            })?;
-        let mut syncers = Vec::new();
-        for (url, scope) in std::iter::once((&self.account.url, Scope::Mine))
-            .chain(self.account.all_url.iter().map(|u| (u, Scope::All)))
-        {
-            let ctx = CalendarContext::load(&conn, scope, self.with_commands)
-                .await
-                .map_err(|e| OpenError::Again(e.to_string()))?;
-            let target = Target {
-                url: url.clone(),
-                user: self.account.user.clone(),
-                keep_cancelled: false,
-            };
-            match Syncer::open(&target, self.password.clone(), ctx, &dir) {
-                Ok(s) => syncers.push(s),
-                Err(e @ CaldavError::Busy { .. }) => return Err(OpenError::Again(e.to_string())),
-                Err(e) => return Err(OpenError::Fatal(e)),
-            }
-        }
-        Ok(syncers)
-    }
-
-    fn fatal(&self, e: &CaldavError) {
-        let unauthorized = matches!(e, CaldavError::Unauthorized { .. });
-        let message = match e {
-            CaldavError::Unauthorized { url, user } => format!(
-                "The CalDAV server at {url} refused the password of {user} (401 Unauthorized): type the password again."
-            ),
-            other => sentence(&other.to_string()),
-        };
-        self.caldav.update(self.generation, &self.id, |st| {
-            st.fatal = Some(message);
-            st.needs_password |= unauthorized;
-            if let Some(p) = st.per.get_mut(&self.id) {
-                p.waiting = None;
-            }
-        });
-    }
-}
-
-/// What one sync note changes in the status.
-fn note(st: &mut St, id: &str, n: SyncNote) {
-    let now = Utc::now();
-    let Some(p) = st.per.get_mut(id) else { return };
-    match n {
-        SyncNote::Reconciled { url, .. } => {
-            p.pending.insert(url, 0);
-            p.waiting = None;
-            p.reconciled = true;
-            st.last_sync = Some(now);
-        }
-        SyncNote::Sent { url, .. } => {
-            let n = p.pending.entry(url).or_default();
-            *n = n.saturating_sub(1);
-            p.waiting = None;
-            st.last_sync = Some(now);
-        }
-        SyncNote::Rejected { .. } => {}
-        SyncNote::Waiting {
-            url,
-            error,
-            pending,
-            retry_in,
-        } => {
-            p.pending.insert(url, pending);
-            p.waiting = Some(format!(
-                "{} The changes wait and are sent when it answers again (next try in {} s).",
-                sentence(&error),
-                retry_in.as_secs().max(1)
-            ));
-        }
-        SyncNote::AgentLost { .. } => {}
-    }
-}
-
-async fn dial_agent(address: &Address, ssh: &ssh::Options) -> Result<Connection, ClientError> {
-    dial(address, ssh, CLIENT_NAME).await.map_err(|e| match e {
-        DialError::Client(c) => c,
-        DialError::Deploy(d) => ClientError::Protocol(d.to_string()),
-    })
-}
-
 fn upper_first(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
@@ -525,155 +347,5 @@ fn sentence(s: &str) -> String {
         s
     } else {
         format!("{s}.")
-    }
-}
-
-/// A CalDAV failure while logging in, as the UI's error; nothing was stored.
-pub fn login_error(e: CaldavError) -> AppError {
-    let message = match &e {
-        CaldavError::Unauthorized { url, user } => format!(
-            "The CalDAV server at {url} refused the password of {user} (401 Unauthorized); nothing was stored. Check the user and the password."
-        ),
-        other => format!(
-            "{} Nothing was stored.",
-            sentence(&other.to_string())
-        ),
-    };
-    match e {
-        CaldavError::Unauthorized { .. } | CaldavError::Forbidden { .. } => {
-            AppError::app(AppOnlyKind::Auth, message, None)
-        }
-        CaldavError::BadUrl { .. }
-        | CaldavError::NotACalendar { .. }
-        | CaldavError::NotFound { .. } => AppError::internal(message).with_kind_invalid(),
-        CaldavError::Unreachable { .. } | CaldavError::Server { .. } => {
-            AppError::app(AppOnlyKind::Unreachable, message, None)
-        }
-        _ => AppError::internal(message),
-    }
-}
-
-fn same_url(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
-}
-
-impl Manager {
-    /// The CalDAV sync's status.
-    pub fn caldav_status(&self) -> CaldavStatus {
-        self.caldav().status()
-    }
-
-    /// Calls `f` with the status every time it changes (replaces an earlier listener).
-    pub fn on_caldav(&self, f: Listener) {
-        self.caldav().st.lock().unwrap().listener = Some(f);
-    }
-
-    /// Where the sync keeps its state (the durable queue); `$XDG_STATE_HOME/gpubook` unless
-    /// set (tests), shared with `gpubook caldav sync`.
-    pub fn set_caldav_state_dir(&self, dir: PathBuf) {
-        *self.caldav().state_dir.lock().unwrap() = Some(dir);
-    }
-
-    /// How the syncs pace themselves (tests shorten the waits); for syncs started after.
-    pub fn set_caldav_follow_options(&self, opts: FollowOptions) {
-        *self.caldav().opts.lock().unwrap() = opts;
-    }
-
-    /// Signs in to a CalDAV account: checks that `url` (and `all_url`) are calendar
-    /// collections `user` may write with `password`, stores the password in the OS keyring
-    /// only if `remember`, saves the account (never the password) in the settings, and starts
-    /// syncing every server. On any error nothing is stored and an earlier account stays.
-    pub async fn caldav_login(
-        &self,
-        url: &str,
-        user: &str,
-        all_url: Option<&str>,
-        password: Secret,
-        remember: bool,
-    ) -> Result<CaldavStatus, AppError> {
-        let invalid = |m: &str| AppError::internal(m).with_kind_invalid();
-        let (url, user) = (url.trim(), user.trim());
-        let all_url = all_url.map(str::trim).filter(|u| !u.is_empty());
-        if url.is_empty() {
-            return Err(invalid("Give the URL of your calendar collection, such as https://dav.example.org/calendars/alice/gpu/."));
-        }
-        if user.is_empty() {
-            return Err(invalid("Give your user name on the CalDAV server."));
-        }
-        if password.expose().is_empty() {
-            return Err(invalid("Type the password of the CalDAV account."));
-        }
-        if all_url.is_some_and(|a| same_url(a, url)) {
-            return Err(invalid("The calendar for all of the lab's bookings must be another one than yours: they cannot share one."));
-        }
-        caldav::check_account(url, user, password.clone())
-            .await
-            .map_err(login_error)?;
-        if let Some(a) = all_url {
-            caldav::check_account(a, user, password.clone())
-                .await
-                .map_err(login_error)?;
-        }
-        if remember {
-            let (u, n, p) = (url.to_string(), user.to_string(), password.clone());
-            tokio::task::spawn_blocking(move || secrets::store_caldav_password(&u, &n, &p))
-                .await
-                .map_err(|e| AppError::internal(e.to_string()))?
-                .map_err(|e| {
-                    AppError::internal(format!(
-                        "{} Nothing was stored; sign in without keeping the password to sync for this run only.",
-                        sentence(&e.to_string())
-                    ))
-                })?;
-        }
-        let account = CaldavAccount {
-            url: url.to_string(),
-            user: user.to_string(),
-            all_url: all_url.map(str::to_string),
-        };
-        self.save_caldav_account(Some(account.clone()))?;
-        let c = self.caldav();
-        {
-            let mut st = c.st.lock().unwrap();
-            Caldav::stop_all(&mut st);
-            st.generation += 1;
-            st.account = Some(account);
-            st.password = Some(password);
-            c.start_all(&mut st);
-        }
-        c.emit();
-        Ok(c.status())
-    }
-
-    /// Signs out: the syncs stop, the account leaves the settings and its password the
-    /// keyring. The events already in the collection stay there.
-    pub async fn caldav_logout(&self) -> Result<(), AppError> {
-        let c = self.caldav();
-        let account = {
-            let mut st = c.st.lock().unwrap();
-            Caldav::stop_all(&mut st);
-            st.generation += 1;
-            st.password = None;
-            st.account.take()
-        };
-        self.save_caldav_account(None)?;
-        c.emit();
-        if let Some(a) = account {
-            let forgot = tokio::task::spawn_blocking(move || {
-                secrets::forget_caldav_password(&a.url, &a.user)
-            })
-            .await
-            .map_err(|e| AppError::internal(e.to_string()))?;
-            match forgot {
-                // Without a keyring nothing can have been stored in it.
-                Ok(_) | Err(SecretError::Unavailable(_)) => {}
-                Err(e) => {
-                    return Err(AppError::internal(format!(
-                        "Signed out, but the password could not be removed from the keyring: {e}"
-                    )))
-                }
-            }
-        }
-        Ok(())
     }
 }

@@ -4,17 +4,18 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use gpubook_client::feed::{FeedServer, FeedSet};
 use gpubook_client::ical::{self, CalendarContext, EventData, Scope};
-use gpubook_client::Connection;
+use gpubook_client::live::{LiveEvent, LiveEvents};
+use gpubook_client::{Connection, Pushed};
 
 use crate::error::AppError;
 use crate::manager::Manager;
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
 
 /// The .ics text of the person's bookings (`mine`) or of every booking, on every server the
 /// app is connected to now.
@@ -83,8 +84,8 @@ pub async fn save_ics(m: &Manager, mine: bool, dir: &Path) -> Result<PathBuf, Ap
     Ok(path)
 }
 
-/// How often the feed checks for servers added or removed, and retries a server it could
-/// not read yet.
+/// How often the feed checks for servers added or removed, and follows a server again
+/// whose live session was replaced (signed in again).
 pub const FEED_POLL: Duration = Duration::from_secs(1);
 
 /// How often a server's bookings are read for the feed again when no change was heard (a
@@ -98,10 +99,10 @@ pub const FEED_REFRESH: Duration = Duration::from_secs(60);
 /// while it is away. Runs until the runtime stops.
 ///
 /// Each server has a follower of its own, started and stopped as the server list changes
-/// (checked every [`FEED_POLL`]). It lists the person's bookings over the app's own
-/// connection when the server connects and again whenever the manager hears one of that
-/// server's events ([`Manager::changes`]), so the feed changes as the bookings do; and at
-/// least every [`FEED_REFRESH`].
+/// (checked every [`FEED_POLL`]). It follows the server's live session (the manager's one
+/// connection): the person's bookings are listed at each (re)connection, each event is
+/// applied as it comes, and everything is listed again when a setting changes
+/// ([`Manager::changes`]) and at least every [`FEED_REFRESH`].
 pub async fn serve_feed(m: Manager, dir: &Path) -> Result<String, String> {
     let set = FeedSet::new("My GPU bookings");
     let server = FeedServer::bind_stored(SocketAddr::from(([127, 0, 0, 1], 0)), dir, false)
@@ -149,61 +150,82 @@ async fn follow_servers(m: Manager, set: FeedSet) {
 
 /// Keeps server `id`'s part of the feed current until `stop`.
 async fn follow_server(m: Manager, set: FeedSet, id: String, stop: Arc<Notify>) {
-    // Subscribed before the first listing: a change during a listing is read again after it.
+    // Subscribed before the first listing: a setting changed during it is read again.
     let mut changes = m.changes();
     tokio::select! {
         biased;
         _ = stop.notified() => {}
         _ = async {
-            // The calendar context of the connection it was loaded on.
-            let mut ctx: Option<(Weak<Connection>, CalendarContext)> = None;
             loop {
-                let mut listed = false;
-                if let Ok((conn, _)) = m.connection(&id) {
-                    let with_commands = m.settings().show_own_command_in_calendar;
-                    let fresh = ctx.as_ref().is_some_and(|(on, c)| {
-                        on.upgrade().is_some_and(|on| Arc::ptr_eq(&on, &conn))
-                            && c.with_commands == with_commands
-                    });
-                    if !fresh {
-                        ctx = CalendarContext::load(&conn, Scope::Mine, with_commands)
-                            .await
-                            .ok()
-                            .map(|c| (Arc::downgrade(&conn), c));
-                    }
-                    if let Some((_, c)) = &ctx {
-                        // A failed listing keeps what the feed showed.
-                        if let Ok(bookings) = c.bookings(&conn).await {
-                            set.replace(&id, c.clone(), bookings);
-                            listed = true;
-                        }
-                    }
+                // The session ends when the server is signed in again (a new one) or removed.
+                if let Ok(events) = m.live_events(&id) {
+                    follow_session(&m, &set, &id, events, &mut changes).await;
                 }
-                if listed {
-                    wait_for_change(&mut changes, &id, FEED_REFRESH).await;
-                } else {
-                    // Not connected yet, or the listing failed: try again soon.
-                    tokio::time::sleep(FEED_POLL).await;
-                }
+                tokio::time::sleep(FEED_POLL).await;
             }
         } => {}
     }
 }
 
-/// Waits until `changes` says server `id` (or every server) changed, or `at_most` passed.
-/// Changes already queued count; a burst of them is one change.
-async fn wait_for_change(
-    changes: &mut tokio::sync::broadcast::Receiver<String>,
+/// Follows one live session of server `id` into its part of the feed, until it ends.
+async fn follow_session(
+    m: &Manager,
+    set: &FeedSet,
     id: &str,
-    at_most: Duration,
+    mut events: LiveEvents,
+    changes: &mut broadcast::Receiver<String>,
 ) {
+    // The connection the part was listed on; `None` while down or not listed.
+    let mut on: Option<Arc<Connection>> = None;
+    loop {
+        tokio::select! {
+            e = events.recv() => match e {
+                None => return,
+                Some(LiveEvent::Connected { conn, .. }) => {
+                    on = list(m, set, id, &conn).await.then_some(conn);
+                }
+                // Applied only to a part listed on this session (else the listing has it).
+                Some(LiveEvent::Pushed(Pushed::Event(e))) if on.is_some() => {
+                    set.apply(id, &e.booking);
+                }
+                Some(LiveEvent::Lost) => on = None,
+                Some(_) => {}
+            },
+            _ = wait_for_setting(changes, FEED_REFRESH) => {
+                if let Some(conn) = m.live_connection(id) {
+                    on = list(m, set, id, &conn).await.then_some(conn);
+                }
+            }
+        }
+    }
+}
+
+/// Lists the person's bookings on `conn` into server `id`'s part; false if it failed (the
+/// part keeps what it showed).
+async fn list(m: &Manager, set: &FeedSet, id: &str, conn: &Connection) -> bool {
+    let with_commands = m.settings().show_own_command_in_calendar;
+    let Ok(ctx) = CalendarContext::load(conn, Scope::Mine, with_commands).await else {
+        return false;
+    };
+    match ctx.bookings(conn).await {
+        Ok(bookings) => {
+            set.replace(id, ctx, bookings);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits until `changes` says every server changed (a setting), or `at_most` passed. A
+/// burst of changes is one change.
+async fn wait_for_setting(changes: &mut broadcast::Receiver<String>, at_most: Duration) {
     use tokio::sync::broadcast::error::RecvError;
     let _ = tokio::time::timeout(at_most, async {
         loop {
             match changes.recv().await {
-                Ok(c) if c == id || c == crate::manager::ALL_SERVERS => break,
+                Ok(c) if c == crate::manager::ALL_SERVERS => break,
                 Ok(_) => {}
-                // Missed some: one of them may have been ours.
+                // Missed some: one of them may have been a setting.
                 Err(RecvError::Lagged(_)) => break,
                 // The manager is gone; the timeout ends the wait.
                 Err(RecvError::Closed) => std::future::pending::<()>().await,
@@ -211,6 +233,6 @@ async fn wait_for_change(
         }
     })
     .await;
-    // The rest of a burst (a move sends several events) is covered by the listing to come.
+    // The rest of a burst is covered by the listing to come.
     while changes.try_recv().is_ok() {}
 }

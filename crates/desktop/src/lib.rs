@@ -1,5 +1,5 @@
 //! The gpubook desktop app's logic, without Tauri: the servers it shows and their
-//! connections, the event pump, native notifications, settings and what it remembers.
+//! connections (one live session each), the event relay, native notifications, settings and what it remembers.
 //! The Tauri shell (src-tauri) only wires these to the web view.
 
 pub mod caldav;
@@ -7,9 +7,9 @@ pub mod calendar;
 pub mod contract;
 pub mod error;
 pub mod ipc;
+pub mod last_seen;
 pub mod local;
 pub mod manager;
-pub mod memory;
 pub mod notify;
 pub mod paths;
 pub mod prompt;

@@ -1,43 +1,39 @@
-//! The servers the app shows, their connections, and the event pump: per server one task
-//! that connects (again and again, with a back-off), subscribes to the event stream after
-//! the last event it handled (remembered across restarts) with live readings, and hands
-//! every event to the web view, to the notifications and to the tray's list of the
-//! person's own bookings.
+//! The servers the app shows and their connections: adding, signing in, removing, the
+//! settings, and the live connection requests go over. The event relay (one live session per server) is in [`events`],
+//! one server's state in [`server`], the requests in [`requests`].
 
-use std::collections::BTreeMap;
+mod events;
+mod names;
+mod requests;
+mod server;
+
+pub use names::name_for;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use gpubook_client::endpoint::{dial, DialError};
-use gpubook_client::{ssh, ClientError, Connection, Pushed};
-use gpubook_core::{Booking, BookingId};
-use gpubook_proto::{
-    ApproveRequest, BookRequest, BookingResponse, CancelRequest, DenyRequest, Event, ExtendRequest,
-    GpusRequest, GpusResponse, ListRequest, LogsRequest, LogsResponse, MoveRequest, PolicyRequest,
-    PolicyResponse, ReleaseRequest, Request, Response, Welcome,
-};
-use tokio::sync::{broadcast, Notify};
+use gpubook_client::live::LiveEvents;
+use gpubook_client::{ssh, Connection};
+use gpubook_core::Booking;
+use gpubook_proto::{Request, Response};
+use tokio::sync::broadcast;
 
 use crate::error::AppError;
-use crate::ipc::AsapAnyResponse;
-use crate::ipc::{EventPayload, LogPayload, ReadingsPayload, ServerState, ServerView};
-use crate::memory::Memory;
-use crate::notify::{self, Notifier};
+use crate::ipc::{EventPayload, LogPayload, ReadingsPayload, ServerView};
+use crate::last_seen::LastSeen;
+use crate::notify::Notifier;
 use crate::settings::Settings;
-use gpubook_client::servers::asap::{self, AsapAsk};
-use gpubook_proto::{GpuChoice, WhenChoice};
+use events::relay_events;
+use server::Server;
 
 /// The name the app gives itself in the handshake.
 pub const CLIENT_NAME: &str = concat!("gpubook-app/", env!("CARGO_PKG_VERSION"));
 
 /// How long a server may be gone before "unreachable" is notified (an agent restart is not
-/// worth a notification).
-pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(10);
-
-/// How long after a refused login the app tries again by itself.
-pub const LOGIN_RETRY: Duration = Duration::from_secs(300);
+/// worth a notification), and how long after a refused login the app tries again by itself:
+/// the live session's rules.
+pub use gpubook_client::live::{LOGIN_RETRY, UNREACHABLE_AFTER};
 
 /// Where the web view's pushed events go (the Tauri shell emits them).
 pub trait Sink: Send + Sync + std::fmt::Debug + 'static {
@@ -59,75 +55,11 @@ async fn connect(address: &Address, ssh: &ssh::Options) -> Result<Connection, Di
 }
 
 #[derive(Debug)]
-struct Status {
-    state: ServerState,
-    detail: Option<String>,
-    welcome: Option<Welcome>,
-    /// The last try failed to log in.
-    needs_login: bool,
-}
-
-/// One server and what the app knows of it.
-#[derive(Debug)]
-struct Server {
-    id: String,
-    name: Mutex<String>,
-    address: Address,
-    /// How SSH logs in (the app's prompt with what the person typed, the keyring).
-    ssh: ssh::Options,
-    status: Mutex<Status>,
-    conn: Mutex<Option<Arc<Connection>>>,
-    /// The person's own bookings that have not ended, for the tray.
-    mine: Mutex<BTreeMap<BookingId, Booking>>,
-    stop: Notify,
-}
-
-impl Server {
-    /// A server not connected yet.
-    fn new(id: &str, name: &str, address: Address, ssh: ssh::Options) -> Arc<Self> {
-        Arc::new(Self {
-            id: id.to_string(),
-            name: Mutex::new(name.to_string()),
-            address,
-            ssh,
-            status: Mutex::new(Status {
-                state: ServerState::Connecting,
-                detail: None,
-                welcome: None,
-                needs_login: false,
-            }),
-            conn: Mutex::new(None),
-            mine: Mutex::new(BTreeMap::new()),
-            stop: Notify::new(),
-        })
-    }
-
-    fn view(&self) -> ServerView {
-        let s = self.status.lock().unwrap();
-        ServerView {
-            id: self.id.clone(),
-            name: self.name.lock().unwrap().clone(),
-            state: s.state,
-            detail: s.detail.clone(),
-            user: s.welcome.as_ref().map(|w| w.user.clone()),
-            role: s.welcome.as_ref().map(|w| w.role),
-            simulated: s.welcome.as_ref().is_some_and(|w| w.simulated),
-            needs_login: s.needs_login,
-            follows_logs: s.welcome.as_ref().is_some_and(|w| w.minor >= 1),
-        }
-    }
-
-    fn name(&self) -> String {
-        self.name.lock().unwrap().clone()
-    }
-}
-
-#[derive(Debug)]
 struct Inner {
     servers: Mutex<Vec<Arc<Server>>>,
     sink: Arc<dyn Sink>,
     notifier: Arc<dyn Notifier>,
-    memory: Memory,
+    last_seen: LastSeen,
     settings: Mutex<Settings>,
     settings_path: PathBuf,
     rt: tokio::runtime::Handle,
@@ -141,7 +73,7 @@ struct Inner {
 /// Sent on [`Manager::changes`] when every server's bookings should be read again.
 pub const ALL_SERVERS: &str = "*";
 
-/// The servers and their pumps. Cheap to clone.
+/// The servers and their live sessions. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Manager {
     inner: Arc<Inner>,
@@ -153,20 +85,20 @@ pub struct Files {
     /// The settings (JSON).
     pub settings: PathBuf,
     /// The last event per server (JSON).
-    pub memory: PathBuf,
+    pub last_seen: PathBuf,
 }
 
 impl Default for Files {
     fn default() -> Self {
         Self {
             settings: Settings::path(),
-            memory: Memory::default_path(),
+            last_seen: LastSeen::default_path(),
         }
     }
 }
 
 impl Manager {
-    /// A manager with no servers yet; its pumps run on `rt`, SSH servers are reached with `ssh`.
+    /// A manager with no servers yet; its live sessions run on `rt`, SSH servers are reached with `ssh`.
     pub fn new(
         files: Files,
         sink: Arc<dyn Sink>,
@@ -190,7 +122,7 @@ impl Manager {
                 servers: Mutex::new(Vec::new()),
                 sink,
                 notifier,
-                memory: Memory::open(&files.memory),
+                last_seen: LastSeen::open(&files.last_seen),
                 settings: Mutex::new(settings),
                 settings_path: files.settings,
                 rt,
@@ -207,7 +139,7 @@ impl Manager {
         self.inner.changes.subscribe()
     }
 
-    /// Adds a server and starts its pump. Its view is emitted as it changes.
+    /// Adds a server and starts its live session. Its view is emitted as it changes.
     pub fn add(&self, id: &str, name: &str, address: Address) -> ServerView {
         let ssh = self.inner.ssh.clone();
         self.add_with(id, name, address, ssh)
@@ -251,24 +183,29 @@ impl Manager {
         Ok(self.start(server))
     }
 
-    /// Starts the pump (and the CalDAV follower) of a server in the list.
+    /// Starts the live session of a server in the list, its event relay and its CalDAV
+    /// follower (which follows the same session).
     fn start(&self, server: Arc<Server>) -> ServerView {
+        let (session, events) = events::start_session(&self.inner, &server);
+        let status = session.status();
+        *server.session.lock().unwrap() = Some(session);
+        let weak = Arc::downgrade(&server);
         self.inner
             .caldav
-            .server_added(&server.id, server.address.clone(), server.ssh.clone());
+            .server_added(&server.id, Arc::new(move || weak.upgrade()?.subscribe()));
         let inner = self.inner.clone();
         let view = server.view();
         self.inner.rt.spawn(async move {
             let stop = server.clone();
             tokio::select! {
-                _ = pump(inner, server) => {}
+                _ = relay_events(inner, server, events, status) => {}
                 _ = stop.stop.notified() => {}
             }
         });
         view
     }
 
-    /// Removes a server and stops its pump.
+    /// Removes a server and stops its live session.
     pub fn remove(&self, id: &str) -> Result<(), AppError> {
         let mut servers = self.inner.servers.lock().unwrap();
         let i = servers
@@ -280,12 +217,12 @@ impl Manager {
         Ok(())
     }
 
-    /// Stops the pump and the CalDAV follower of a server taken out of the list, and drops its
-    /// connection.
+    /// Stops the event relay and the CalDAV follower of a server taken out of the list, and
+    /// its live session (which closes its connection).
     fn stop(&self, s: &Server) {
         s.stop.notify_one();
         self.inner.caldav.server_removed(&s.id);
-        s.conn.lock().unwrap().take();
+        s.session.lock().unwrap().take();
     }
 
     /// Connects once to `address` to check it (SSH host key, login) before it is added;
@@ -362,14 +299,26 @@ impl Manager {
     /// The live connection to `id`, and the server's name.
     pub fn connection(&self, id: &str) -> Result<(Arc<Connection>, String), AppError> {
         let s = self.server(id)?;
-        let conn = s.conn.lock().unwrap().clone();
-        match conn {
+        match s.connection() {
             Some(c) => Ok((c, s.name())),
             None => {
                 let detail = s.status.lock().unwrap().detail.clone();
                 Err(AppError::unreachable(id, &s.name(), detail.as_deref()))
             }
         }
+    }
+
+    /// A new follower of server `id`'s live session (the calendar feed, CalDAV sync): its
+    /// events from now on, after a `Connected` if it is up.
+    pub(crate) fn live_events(&self, id: &str) -> Result<LiveEvents, AppError> {
+        self.server(id)?
+            .subscribe()
+            .ok_or_else(|| AppError::no_server(id))
+    }
+
+    /// Server `id`'s live connection, if it is up.
+    pub(crate) fn live_connection(&self, id: &str) -> Option<Arc<Connection>> {
+        self.server(id).ok()?.connection()
     }
 
     fn server(&self, id: &str) -> Result<Arc<Server>, AppError> {
@@ -389,257 +338,6 @@ impl Manager {
         conn.request(req)
             .await
             .map_err(|e| AppError::from_client(e, id, &name))
-    }
-
-    async fn booking(&self, id: &str, req: Request) -> Result<BookingResponse, AppError> {
-        match self.request(id, req).await? {
-            Response::Booking(b) => Ok(b),
-            other => Err(unexpected(id, "a booking", &other)),
-        }
-    }
-
-    /// The GPUs of server `id`.
-    pub async fn gpus(&self, id: &str) -> Result<GpusResponse, AppError> {
-        match self.request(id, Request::Gpus(GpusRequest {})).await? {
-            Response::Gpus(g) => Ok(g),
-            other => Err(unexpected(id, "the GPUs", &other)),
-        }
-    }
-
-    /// The bookings of server `id` that overlap `from..to` (all pages).
-    pub async fn bookings(
-        &self,
-        id: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<Booking>, AppError> {
-        let range = gpubook_core::Interval::new(from, to).ok_or_else(|| {
-            AppError::internal("The calendar asked for a range that ends before it starts.")
-        })?;
-        let (conn, name) = self.connection(id)?;
-        let all = conn
-            .list_all(ListRequest {
-                range: Some(range),
-                mine: false,
-                include_past: true,
-                after: None,
-            })
-            .await
-            .map_err(|e| AppError::from_client(e, id, &name))?;
-        Ok(all.bookings)
-    }
-
-    /// The policy of server `id`.
-    pub async fn policy(&self, id: &str) -> Result<PolicyResponse, AppError> {
-        match self.request(id, Request::Policy(PolicyRequest {})).await? {
-            Response::Policy(p) => Ok(p),
-            other => Err(unexpected(id, "the policy", &other)),
-        }
-    }
-
-    /// Books on server `id`.
-    pub async fn book(&self, id: &str, req: BookRequest) -> Result<BookingResponse, AppError> {
-        self.booking(id, Request::Book(req)).await
-    }
-
-    /// Books "as soon as possible" on whichever connected server would start it soonest:
-    /// each is quoted from its own plan (gpubook_client::servers::asap), then the request
-    /// goes to the chosen one, whose agent decides. `req` must ask for a count of GPUs
-    /// "as soon as possible".
-    pub async fn asap_any(&self, req: BookRequest) -> Result<AsapAnyResponse, AppError> {
-        let (count, min_memory) =
-            match &req.gpus {
-                GpuChoice::Count { count, min_memory } => (*count, *min_memory),
-                GpuChoice::Named { .. } => return Err(AppError::internal(
-                    "\"As soon as possible\" on any server needs a number of GPUs, not named ones.",
-                )
-                .with_kind_invalid()),
-            };
-        let duration_secs = match &req.when {
-            WhenChoice::Asap { duration_secs } => *duration_secs,
-            WhenChoice::At { .. } => {
-                return Err(AppError::internal(
-                    "\"As soon as possible\" on any server needs a duration, not a time.",
-                )
-                .with_kind_invalid())
-            }
-        };
-        let ask = AsapAsk {
-            count,
-            min_memory,
-            duration: chrono::Duration::seconds(duration_secs),
-        };
-        let conns = self.connections();
-        if conns.is_empty() {
-            return Err(AppError::app(
-                crate::error::AppOnlyKind::Unreachable,
-                "No server is connected right now, so none can be asked.",
-                None,
-            ));
-        }
-        let now = Utc::now();
-        let mut quotes = Vec::new();
-        for (_, _, c) in &conns {
-            quotes.push(asap::quote(c, &ask, now).await);
-        }
-        let Some(i) = asap::choose(&quotes) else {
-            let why: Vec<String> = conns
-                .iter()
-                .zip(&quotes)
-                .filter_map(|((_, name, _), q)| q.as_ref().err().map(|e| format!("{name}: {e}")))
-                .collect();
-            return Err(AppError::internal(format!(
-                "No server can take {count} GPU{} for {}: {}.",
-                if count == 1 { "" } else { "s" },
-                crate::notify::human_duration(ask.duration),
-                why.join("; ")
-            ))
-            .with_kind_invalid());
-        };
-        let server = conns[i].0.clone();
-        let response = self.book(&server, req).await?;
-        Ok(AsapAnyResponse { server, response })
-    }
-
-    /// Cancels booking `b` on server `id`.
-    pub async fn cancel(&self, id: &str, b: u64) -> Result<BookingResponse, AppError> {
-        self.booking(id, Request::Cancel(CancelRequest { id: BookingId(b) }))
-            .await
-    }
-
-    /// Extends booking `b` to `end`.
-    pub async fn extend(
-        &self,
-        id: &str,
-        b: u64,
-        end: DateTime<Utc>,
-    ) -> Result<BookingResponse, AppError> {
-        self.booking(
-            id,
-            Request::Extend(ExtendRequest {
-                id: BookingId(b),
-                end,
-            }),
-        )
-        .await
-    }
-
-    /// Moves booking `b` to `start..end`.
-    pub async fn move_booking(
-        &self,
-        id: &str,
-        b: u64,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-    ) -> Result<BookingResponse, AppError> {
-        self.booking(
-            id,
-            Request::Move(MoveRequest {
-                id: BookingId(b),
-                start,
-                end,
-                gpus: None,
-            }),
-        )
-        .await
-    }
-
-    /// Releases the rest of booking `b`'s slot.
-    pub async fn release(&self, id: &str, b: u64) -> Result<BookingResponse, AppError> {
-        self.booking(id, Request::Release(ReleaseRequest { id: BookingId(b) }))
-            .await
-    }
-
-    /// Approves booking `b` (admins) as it was at revision `rev`, the one the admin saw.
-    pub async fn approve(
-        &self,
-        id: &str,
-        b: u64,
-        rev: Option<u32>,
-    ) -> Result<BookingResponse, AppError> {
-        self.booking(
-            id,
-            Request::Approve(ApproveRequest {
-                id: BookingId(b),
-                rev,
-            }),
-        )
-        .await
-    }
-
-    /// Denies booking `b` (admins) as it was at revision `rev`.
-    pub async fn deny(
-        &self,
-        id: &str,
-        b: u64,
-        reason: Option<String>,
-        rev: Option<u32>,
-    ) -> Result<BookingResponse, AppError> {
-        self.booking(
-            id,
-            Request::Deny(DenyRequest {
-                id: BookingId(b),
-                reason,
-                rev,
-            }),
-        )
-        .await
-    }
-
-    /// The log of booking `b`'s job from byte `offset` on (0: from the start), as far as it
-    /// goes now (at most about 1 MiB at a time); `next` is where the following call goes on.
-    /// `follow`: `Some(true)` has the agent push the rest as it is written (to [`Sink::log`],
-    /// from the answer's `next` on; where the server's view says `follows_logs`),
-    /// `Some(false)` stops that, `None` leaves it as it is.
-    pub async fn job_logs(
-        &self,
-        id: &str,
-        b: u64,
-        offset: u64,
-        follow: Option<bool>,
-    ) -> Result<LogsResponse, AppError> {
-        let mut all = LogsResponse {
-            data: String::new(),
-            next: offset,
-            done: false,
-        };
-        loop {
-            let page = self.log_page(id, b, all.next, None).await?;
-            let empty = page.data.is_empty();
-            all.data.push_str(&page.data);
-            all.next = page.next;
-            all.done = page.done;
-            if empty || page.done || all.data.len() > 1 << 20 {
-                break;
-            }
-        }
-        if follow.is_some() {
-            // Followed from where this answer ends, with whatever came in meanwhile.
-            let last = self.log_page(id, b, all.next, follow).await?;
-            all.data.push_str(&last.data);
-            all.next = last.next;
-            all.done = last.done;
-        }
-        Ok(all)
-    }
-
-    /// One piece of booking `b`'s job log from `offset` (see [`Manager::job_logs`]).
-    async fn log_page(
-        &self,
-        id: &str,
-        b: u64,
-        offset: u64,
-        follow: Option<bool>,
-    ) -> Result<LogsResponse, AppError> {
-        let req = Request::Logs(LogsRequest {
-            id: BookingId(b),
-            offset,
-            follow,
-        });
-        match self.request(id, req).await? {
-            Response::Logs(l) => Ok(l),
-            other => Err(unexpected(id, "the job's log", &other)),
-        }
     }
 
     /// The person's own bookings that have not ended, on every server, with the server's
@@ -662,302 +360,9 @@ impl Manager {
         servers
             .iter()
             .filter_map(|s| {
-                let c = s.conn.lock().unwrap().clone()?;
+                let c = s.connection()?;
                 Some((s.id.clone(), s.name(), c))
             })
             .collect()
-    }
-}
-
-fn unexpected(id: &str, what: &str, got: &Response) -> AppError {
-    AppError::internal(format!(
-        "Server {id} answered something else than {what} ({got:?}); are the app and the agent compatible?"
-    ))
-}
-
-fn set_status(
-    inner: &Inner,
-    s: &Server,
-    state: ServerState,
-    detail: Option<String>,
-    welcome: Option<Welcome>,
-) {
-    set_status_login(inner, s, state, detail, welcome, false);
-}
-
-/// [`set_status`], saying whether the try failed to log in.
-fn set_status_login(
-    inner: &Inner,
-    s: &Server,
-    state: ServerState,
-    detail: Option<String>,
-    welcome: Option<Welcome>,
-    login_failed: bool,
-) {
-    {
-        let mut st = s.status.lock().unwrap();
-        let changed = st.state != state
-            || st.detail != detail
-            || welcome.is_some()
-            || st.needs_login != login_failed;
-        st.state = state;
-        st.detail = detail;
-        st.needs_login = login_failed;
-        if let Some(w) = welcome {
-            st.welcome = Some(w);
-        }
-        if !changed {
-            return;
-        }
-    }
-    inner.sink.server(&s.view());
-    // A server that comes up (again) may hold bookings its followers have not read.
-    if state == ServerState::Connected {
-        let _ = inner.changes.send(s.id.clone());
-    }
-}
-
-/// Keeps server `s` connected and its events flowing, until the task is dropped.
-async fn pump(inner: Arc<Inner>, s: Arc<Server>) {
-    let mut backoff = Duration::from_millis(250);
-    // When the server was last known to be up or the pump started, and whether
-    // "unreachable" has been notified for the current outage.
-    let mut down_since = Instant::now();
-    let mut notified_down = false;
-    let mut ever_up = false;
-    loop {
-        let login_failed = match session(&inner, &s, &mut notified_down, &mut ever_up).await {
-            Ok(()) => {
-                backoff = Duration::from_millis(250);
-                down_since = Instant::now();
-                set_status(
-                    &inner,
-                    &s,
-                    ServerState::Connecting,
-                    Some("The connection was lost; reconnecting.".into()),
-                    None,
-                );
-                false
-            }
-            Err(e) => {
-                let login_failed = matches!(
-                    &e,
-                    DialError::Deploy(d) if d.ssh_kind() == Some(ssh::SshErrorKind::Auth)
-                );
-                let detail = e.to_string();
-                let state = if down_since.elapsed() >= UNREACHABLE_AFTER || !ever_up || login_failed
-                {
-                    ServerState::Unreachable
-                } else {
-                    ServerState::Connecting
-                };
-                set_status_login(&inner, &s, state, Some(detail.clone()), None, login_failed);
-                if ever_up && !notified_down && down_since.elapsed() >= UNREACHABLE_AFTER {
-                    notified_down = true;
-                    let settings = inner.settings.lock().unwrap().clone();
-                    if let Some(n) =
-                        notify::server_notice(&s.name(), false, Some(&detail), &settings)
-                    {
-                        inner.notifier.show(n, None);
-                    }
-                }
-                login_failed
-            }
-        };
-        // A refused login is not retried every few seconds: sshd (and fail2ban) count the
-        // failures against the account; the person signs in (Manager::sign_in) instead.
-        tokio::time::sleep(if login_failed { LOGIN_RETRY } else { backoff }).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// One connection's life: Ok when it ended after having been up.
-async fn session(
-    inner: &Arc<Inner>,
-    s: &Arc<Server>,
-    notified_down: &mut bool,
-    ever_up: &mut bool,
-) -> Result<(), DialError> {
-    let conn = Arc::new(connect(&s.address, &s.ssh).await?);
-    let welcome = conn.welcome().clone();
-    let me = welcome.user.clone();
-    let key = format!("{}|{}|{}", s.address, welcome.server, s.id);
-    // The person's own bookings that have not ended, for the tray.
-    let mine = conn
-        .list_all(ListRequest {
-            range: None,
-            mine: true,
-            include_past: false,
-            after: None,
-        })
-        .await
-        .map_err(DialError::from)?;
-    let remembered = inner.memory.last_event(&key);
-    let (latest, mut rx) = conn
-        .subscribe(remembered, true)
-        .await
-        .map_err(DialError::from)?;
-    if remembered.is_some_and(|r| r > latest) {
-        // Another agent at the same address (its store was reset): start from now.
-        inner.memory.forget(&key);
-        return Err(ClientError::Protocol(
-            "the agent's event numbers went back; subscribing again from now".into(),
-        )
-        .into());
-    }
-    if remembered.is_none() {
-        inner.memory.set_last_event(&key, latest);
-    }
-    {
-        let mut m = s.mine.lock().unwrap();
-        m.clear();
-        for b in mine.bookings {
-            m.insert(b.id, b);
-        }
-    }
-    *s.conn.lock().unwrap() = Some(conn.clone());
-    *ever_up = true;
-    set_status(inner, s, ServerState::Connected, None, Some(welcome));
-    if *notified_down {
-        *notified_down = false;
-        let settings = inner.settings.lock().unwrap().clone();
-        if let Some(n) = notify::server_notice(&s.name(), true, None, &settings) {
-            inner.notifier.show(n, None);
-        }
-    }
-    while let Some(p) = rx.recv().await {
-        match p {
-            Pushed::Event(ev) => handle_event(inner, s, &me, &key, ev),
-            Pushed::Readings(r) => inner.sink.readings(&ReadingsPayload {
-                server: s.id.clone(),
-                readings: r,
-            }),
-            Pushed::Log(piece) => inner.sink.log(&LogPayload {
-                server: s.id.clone(),
-                piece,
-            }),
-            Pushed::Error(e) => eprintln!("gpubook: {}: {}", s.name(), e.message),
-        }
-    }
-    s.conn.lock().unwrap().take();
-    Ok(())
-}
-
-fn handle_event(inner: &Arc<Inner>, s: &Arc<Server>, me: &str, key: &str, ev: Event) {
-    if ev.booking.owner == me {
-        let mut m = s.mine.lock().unwrap();
-        if ev.booking.state.is_final() {
-            m.remove(&ev.booking.id);
-        } else {
-            m.insert(ev.booking.id, ev.booking.clone());
-        }
-    }
-    inner.sink.event(&EventPayload {
-        server: s.id.clone(),
-        event: ev.clone(),
-    });
-    // No receiver (no feed) is fine.
-    let _ = inner.changes.send(s.id.clone());
-    let settings = inner.settings.lock().unwrap().clone();
-    if let Some(n) = notify::decide(&ev, &s.id, &s.name(), me, Utc::now(), &settings) {
-        let on_extend = n.extend.clone().map(|offer| {
-            let s = s.clone();
-            let inner = inner.clone();
-            Box::new(move || {
-                let rt = inner.rt.clone();
-                rt.spawn(async move {
-                    let conn = s.conn.lock().unwrap().clone();
-                    let Some(conn) = conn else { return };
-                    let r = conn
-                        .request(Request::Extend(ExtendRequest {
-                            id: offer.id,
-                            end: offer.to,
-                        }))
-                        .await;
-                    if let Err(e) = r {
-                        inner.notifier.show(
-                            notify::Notice {
-                                kind: "slot_ending",
-                                summary: "The booking could not be extended".into(),
-                                body: AppError::from_client(e, &s.id, &s.name()).message,
-                                extend: None,
-                            },
-                            None,
-                        );
-                    }
-                });
-            }) as Box<dyn FnOnce() + Send>
-        });
-        inner.notifier.show(n, on_extend);
-    }
-    // Remembered after the notification was handed over: a crash in between shows it
-    // again rather than never.
-    inner.memory.set_last_event(key, ev.seq);
-}
-
-/// A name for a server added as `spec`, usable in servers.toml (letters, digits, '-', '_',
-/// '.') and unlike every name in `taken`: the SSH host ("alice@lab1:2222" → "lab1"), or the
-/// socket's file name ("unix:/run/x/lab2.sock" → "lab2"), with "-2", "-3"... if needed.
-pub fn name_for(spec: &str, taken: &[String]) -> String {
-    let spec = spec.trim();
-    let base = if let Some(path) = spec.strip_prefix("unix:") {
-        std::path::Path::new(path)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    } else {
-        let rest = spec.strip_prefix("ssh://").unwrap_or(spec);
-        let rest = rest.trim_end_matches('/');
-        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-        let host = if let Some(h) = host.strip_prefix('[') {
-            h.split(']').next().unwrap_or(h)
-        } else {
-            host.rsplit_once(':').map_or(host, |(h, _)| h)
-        };
-        host.to_string()
-    };
-    let mut base: String = base
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(60)
-        .collect();
-    if base.is_empty() || ["local", "any", "all"].contains(&base.as_str()) {
-        base = format!("server-{base}");
-    }
-    let mut name = base.clone();
-    let mut n = 2;
-    while taken.iter().any(|t| t == &name) {
-        name = format!("{base}-{n}");
-        n += 1;
-    }
-    name
-}
-
-#[cfg(test)]
-mod tests {
-    use super::name_for;
-
-    #[test]
-    fn names_for_added_servers() {
-        let none: Vec<String> = vec![];
-        assert_eq!(name_for("lab1", &none), "lab1");
-        assert_eq!(
-            name_for("alice@lab1.example.org:2222", &none),
-            "lab1.example.org"
-        );
-        assert_eq!(name_for("ssh://bob@gpu7/", &none), "gpu7");
-        assert_eq!(name_for("alice@[::1]:22", &none), "--1");
-        assert_eq!(name_for("unix:/run/x/lab2.sock", &none), "lab2");
-        assert_eq!(
-            name_for("lab1", &["lab1".into(), "lab1-2".into()]),
-            "lab1-3"
-        );
-        assert_eq!(name_for("unix:/tmp/local.sock", &none), "server-local");
     }
 }

@@ -26,8 +26,8 @@ use gpubook_core::{Booking, BookingState};
 use gpubook_desktop::error::{AppErrorKind, AppOnlyKind};
 use gpubook_desktop::notify::{Notice, Notifier};
 use gpubook_desktop::{
-    Address, CaldavState, CaldavStatus, EventPayload, Files, Manager, ReadingsPayload, ServerView,
-    Sink,
+    calendar, Address, CaldavState, CaldavStatus, EventPayload, Files, Manager, ReadingsPayload,
+    ServerView, Sink,
 };
 use gpubook_proto::{BookRequest, CancelRequest, GpuChoice, Request, Response, WhenChoice};
 use serde_json::Value;
@@ -299,6 +299,28 @@ fn settings_text(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
+/// A Unix socket at `at` that forwards each connection to the agent at `to`, and the number
+/// of connections open through it now: what the app holds to that server.
+fn counting_proxy(at: PathBuf, to: PathBuf) -> Arc<std::sync::atomic::AtomicUsize> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::UnixListener::bind(&at).unwrap();
+    let count = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut app, _)) = listener.accept().await {
+            let (to, count) = (to.clone(), count.clone());
+            count.fetch_add(1, SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut agent) = tokio::net::UnixStream::connect(&to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut app, &mut agent).await;
+                }
+                count.fetch_sub(1, SeqCst);
+            });
+        }
+    });
+    open
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_sync_follow_and_sign_out() {
     if !have_services() {
@@ -315,7 +337,7 @@ async fn sign_in_sync_follow_and_sign_out() {
     let app = tempfile::tempdir().unwrap();
     let files = Files {
         settings: app.path().join("settings.json"),
-        memory: app.path().join("memory.json"),
+        last_seen: app.path().join("last-seen.json"),
     };
     let m = Manager::new(
         files.clone(),
@@ -333,7 +355,16 @@ async fn sign_in_sync_follow_and_sign_out() {
     let heard: Arc<Mutex<Vec<CaldavStatus>>> = Arc::default();
     let h = heard.clone();
     m.on_caldav(Arc::new(move |s| h.lock().unwrap().push(s.clone())));
-    m.add("local", "This computer", Address::Unix(agent.socket()));
+    // The app reaches the agent through a proxy that counts its connections.
+    let open = counting_proxy(app.path().join("proxy.sock"), agent.socket());
+    m.add(
+        "local",
+        "This computer",
+        Address::Unix(app.path().join("proxy.sock")),
+    );
+    let _feed = calendar::serve_feed(m.clone(), &app.path().join("feed"))
+        .await
+        .unwrap();
     assert_eq!(m.caldav_status().state, CaldavState::Off);
 
     // A wrong password: a clear error, nothing stored, nothing synced.
@@ -446,6 +477,8 @@ async fn sign_in_sync_follow_and_sign_out() {
         uids(&lab_url) == vec![(uid(&second), "CONFIRMED".to_string())]
     })
     .await;
+    // The event relay, the feed and both collections' sync: one connection to the server.
+    assert_eq!(open.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // Another app started on the same settings resumes the account (the password is asked
     // again: it was not kept in the keyring); set_settings never drops the account.
@@ -486,7 +519,7 @@ async fn a_password_changed_on_the_server_asks_for_it_again() {
     let app = tempfile::tempdir().unwrap();
     let files = Files {
         settings: app.path().join("settings.json"),
-        memory: app.path().join("memory.json"),
+        last_seen: app.path().join("last-seen.json"),
     };
     let m = Manager::new(
         files,
@@ -682,7 +715,7 @@ async fn keyring_app_child() {
     let app = tempfile::tempdir().unwrap();
     let files = Files {
         settings: app.path().join("settings.json"),
-        memory: app.path().join("memory.json"),
+        last_seen: app.path().join("last-seen.json"),
     };
     let start = |state: &str| {
         let m = Manager::new(

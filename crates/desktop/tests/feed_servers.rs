@@ -253,7 +253,7 @@ async fn the_feed_carries_every_server_and_follows_changes() {
     let m = Manager::new(
         Files {
             settings: app.path().join("settings.json"),
-            memory: app.path().join("memory.json"),
+            last_seen: app.path().join("last-seen.json"),
         },
         Arc::new(Quiet),
         Arc::new(Quiet),

@@ -176,7 +176,7 @@ async fn own_events_are_notified_once_also_across_a_restart() {
     let app = tempfile::tempdir().unwrap();
     let files = Files {
         settings: app.path().join("settings.json"),
-        memory: app.path().join("memory.json"),
+        last_seen: app.path().join("last-seen.json"),
     };
     let id = agent.book_pending(0).await;
 
@@ -252,7 +252,7 @@ async fn a_decision_on_an_older_revision_comes_back_as_changed_with_the_revision
     let app = tempfile::tempdir().unwrap();
     let files = Files {
         settings: app.path().join("settings.json"),
-        memory: app.path().join("memory.json"),
+        last_seen: app.path().join("last-seen.json"),
     };
     let id = agent.book_pending(2).await;
     let rec = Arc::new(Recorder::default());
@@ -326,7 +326,7 @@ async fn other_peoples_events_and_kinds_turned_off_are_not_notified() {
     let app = tempfile::tempdir().unwrap();
     let files = Files {
         settings: app.path().join("settings.json"),
-        memory: app.path().join("memory.json"),
+        last_seen: app.path().join("last-seen.json"),
     };
     let mut s = Settings::default();
     s.notify.insert("booking_denied".into(), false);
@@ -406,7 +406,7 @@ async fn a_server_that_is_not_there_is_unreachable_with_a_sentence() {
     let app = tempfile::tempdir().unwrap();
     let files = Files {
         settings: app.path().join("settings.json"),
-        memory: app.path().join("memory.json"),
+        last_seen: app.path().join("last-seen.json"),
     };
     let rec = Arc::new(Recorder::default());
     let m = Manager::new(
@@ -443,7 +443,7 @@ async fn a_server_that_goes_away_is_notified_unreachable_then_back() {
     let app = tempfile::tempdir().unwrap();
     let files = Files {
         settings: app.path().join("settings.json"),
-        memory: app.path().join("memory.json"),
+        last_seen: app.path().join("last-seen.json"),
     };
     let rec = Arc::new(Recorder::default());
     let m = manager(&files, &rec, &agent);

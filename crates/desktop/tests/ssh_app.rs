@@ -55,7 +55,7 @@ fn manager(dir: &Path, window: Arc<Window>, rt: &tokio::runtime::Runtime) -> Man
     Manager::new(
         Files {
             settings: dir.join("settings.json"),
-            memory: dir.join("memory.json"),
+            last_seen: dir.join("last-seen.json"),
         },
         window,
         Arc::new(Quiet),

@@ -136,6 +136,24 @@ impl Agent {
             .expect("connect to the agent")
     }
 
+    /// A live session to the agent, and its first follower's stream (the feed's and the
+    /// CalDAV sync's source).
+    pub fn live(
+        &self,
+    ) -> (
+        gpubook_client::live::LiveSession,
+        gpubook_client::live::LiveEvents,
+    ) {
+        let socket = self.socket();
+        gpubook_client::live::LiveSession::start(
+            move || {
+                let s = socket.clone();
+                async move { Connection::unix(&s, "calendar-test").await }
+            },
+            Default::default(),
+        )
+    }
+
     /// Applies `op` as `user` with `role`, as if they had asked.
     pub async fn as_user(&self, user: &str, role: Role, op: Op) -> Booking {
         let state = self.state.clone();

@@ -1,22 +1,21 @@
-//! The reconnecting link against a real agent process: SIGKILLed mid-stream while another
-//! client books, started again on the same state; the link comes back by itself and its
-//! consumer sees every event exactly once, in order.
+//! The live session against a real agent process: SIGKILLed mid-stream while another
+//! client books, started again on the same state; the session comes back by itself and its
+//! followers (the first, and one that subscribed later) see every event exactly once, in
+//! order.
 
 #[path = "link_agent/mod.rs"]
 mod agent;
 
 use agent::{wait_until, ChildAgent, DEADLINE};
 use chrono::{Duration as ChronoDuration, Utc};
-use gpubook_client::link::{Link, LinkOptions, LinkStatus};
+use gpubook_client::live::{LiveEvent, LiveEvents, LiveOptions, LiveSession, LiveStatus, StartAt};
 use gpubook_client::{ClientError, Connection, Pushed};
 use gpubook_core::time::floor_to;
 use gpubook_proto::{
-    read_frame, write_frame, AgentFrame, BookRequest, ErrorKind, Event, GpuChoice, GpusRequest,
-    Request, Response, SubscribedResponse, WhenChoice,
+    BookRequest, ErrorKind, Event, GpuChoice, GpusRequest, Request, Response, WhenChoice,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// The agent process's entry point (see `link_agent`).
 #[test]
@@ -80,8 +79,8 @@ async fn all_events(agent: &ChildAgent) -> Vec<Event> {
     out
 }
 
-/// Follows `link`'s status into a list of every state it was seen in.
-fn record_status(link: &Link) -> Arc<Mutex<Vec<LinkStatus>>> {
+/// Follows `session`'s status into a list of every state it was seen in.
+fn record_status(link: &LiveSession) -> Arc<Mutex<Vec<LiveStatus>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut rx = link.status();
     let out = seen.clone();
@@ -96,12 +95,12 @@ fn record_status(link: &Link) -> Arc<Mutex<Vec<LinkStatus>>> {
 }
 
 /// Events arriving on `rx`, collected in the background.
-fn collect(mut rx: mpsc::UnboundedReceiver<Pushed>) -> Arc<Mutex<Vec<Event>>> {
+fn collect(mut rx: LiveEvents) -> Arc<Mutex<Vec<Event>>> {
     let got = Arc::new(Mutex::new(Vec::new()));
     let out = got.clone();
     tokio::spawn(async move {
         while let Some(p) = rx.recv().await {
-            if let Pushed::Event(e) = p {
+            if let LiveEvent::Pushed(Pushed::Event(e)) = p {
                 out.lock().unwrap().push(e);
             }
         }
@@ -114,24 +113,25 @@ async fn a_killed_agent_comes_back_and_no_event_is_lost_or_repeated() {
     let mut agent = ChildAgent::start("lab-link", 4).await;
     let socket = agent.socket();
     let dial_socket = socket.clone();
-    let (link, rx) = Link::start(
+    let (link, rx) = LiveSession::start(
         move || {
             let s = dial_socket.clone();
             async move { Connection::unix(&s, "link").await }
         },
-        LinkOptions {
-            after: Some(0),
-            first_retry: Duration::from_millis(100),
-            max_retry: Duration::from_secs(1),
-            ..LinkOptions::default()
+        LiveOptions {
+            start: StartAt::After(0),
+            ..LiveOptions::default()
         },
     );
     let statuses = record_status(&link);
     let got = collect(rx);
     wait_until("the link to connect", || {
-        matches!(*link.status().borrow(), LinkStatus::Connected { .. })
+        matches!(*link.status().borrow(), LiveStatus::Connected { .. })
     })
     .await;
+
+    // A second follower, as the app's feed and CalDAV sync follow the pump's session.
+    let later = collect(link.subscribe());
 
     const N: u64 = 60;
     let made = Arc::new(Mutex::new(0));
@@ -140,7 +140,10 @@ async fn a_killed_agent_comes_back_and_no_event_is_lost_or_repeated() {
 
     agent.kill();
     wait_until("the link to see the agent gone", || {
-        matches!(*link.status().borrow(), LinkStatus::Unreachable { .. })
+        matches!(
+            *link.status().borrow(),
+            LiveStatus::Reconnecting { .. } | LiveStatus::Unreachable { .. }
+        )
     })
     .await;
     // While it is down, a request fails at once instead of waiting.
@@ -184,85 +187,31 @@ async fn a_killed_agent_comes_back_and_no_event_is_lost_or_repeated() {
     let statuses = statuses.lock().unwrap().clone();
     let first_up = statuses
         .iter()
-        .position(|s| matches!(s, LinkStatus::Connected { back: false, .. }))
+        .position(|s| matches!(s, LiveStatus::Connected { back: false, .. }))
         .expect("connected");
     let down = statuses[first_up..]
         .iter()
-        .position(|s| matches!(s, LinkStatus::Unreachable { .. }))
+        .position(|s| {
+            matches!(
+                s,
+                LiveStatus::Reconnecting { .. } | LiveStatus::Unreachable { .. }
+            )
+        })
         .expect("unreachable after connected")
         + first_up;
     assert!(
         statuses[down..].iter().any(
-            |s| matches!(s, LinkStatus::Connected { back: true, server } if server == "lab-link")
+            |s| matches!(s, LiveStatus::Connected { back: true, server } if server == "lab-link")
         ),
         "{statuses:?}"
     );
+    // The later follower: everything from when it subscribed, once each, in order.
+    let later = later.lock().unwrap().clone();
+    assert!(!later.is_empty());
+    assert_eq!(seqs(&later), seqs(&want[want.len() - later.len()..]));
     // And it answers again.
     assert!(matches!(
         link.request(Request::Gpus(GpusRequest {})).await,
         Ok(Response::Gpus(_))
     ));
-}
-
-/// A request in flight when the connection drops gets "connection lost", not a hang. The
-/// peer is scripted (a real agent answers too fast to cut it in the middle): it says hello,
-/// takes the subscription, then reads one request and hangs up without answering.
-#[tokio::test]
-async fn a_request_in_flight_when_the_connection_drops_gets_connection_lost() {
-    let (link, _rx) = Link::start(
-        || async {
-            let (client, server) = tokio::io::duplex(64 * 1024);
-            tokio::spawn(async move {
-                let (mut rd, mut wr) = tokio::io::split(server);
-                let _hello = read_frame(&mut rd).await.unwrap().unwrap();
-                let welcome = AgentFrame::Welcome(gpubook_proto::Welcome {
-                    major: gpubook_proto::PROTOCOL_MAJOR,
-                    minor: gpubook_proto::PROTOCOL_MINOR,
-                    agent_version: "scripted".into(),
-                    server: "scripted".into(),
-                    user: "alice".into(),
-                    uid: 1000,
-                    role: gpubook_core::Role::User,
-                    simulated: true,
-                });
-                write_frame(&mut wr, &welcome).await.unwrap();
-                let sub = read_frame(&mut rd).await.unwrap().unwrap();
-                let id = serde_json::from_slice::<serde_json::Value>(&sub).unwrap()["id"]
-                    .as_u64()
-                    .unwrap();
-                let answer = AgentFrame::Response {
-                    id,
-                    body: Response::Subscribed(SubscribedResponse { latest: 0 }),
-                };
-                write_frame(&mut wr, &answer).await.unwrap();
-                // The next request is read, never answered; then the line goes dead.
-                let _ = read_frame(&mut rd).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            });
-            let (rd, wr) = tokio::io::split(client);
-            Connection::over(rd, wr, "link-test").await
-        },
-        LinkOptions {
-            first_retry: Duration::from_secs(60),
-            ..LinkOptions::default()
-        },
-    );
-    let statuses = record_status(&link);
-    wait_until("connected", || {
-        matches!(*link.status().borrow(), LinkStatus::Connected { .. })
-    })
-    .await;
-    let r = tokio::time::timeout(
-        Duration::from_secs(5),
-        link.request(Request::Gpus(GpusRequest {})),
-    )
-    .await
-    .expect("the request must not hang");
-    assert!(matches!(r, Err(ClientError::ConnectionLost)), "{r:?}");
-    wait_until("unreachable", || {
-        statuses.lock().unwrap().iter().any(
-            |s| matches!(s, LinkStatus::Unreachable { reason, .. } if reason == "connection lost"),
-        )
-    })
-    .await;
 }

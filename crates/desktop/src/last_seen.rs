@@ -15,18 +15,18 @@ struct Stored {
 
 /// The last event number per server, written through to disk.
 #[derive(Debug)]
-pub struct Memory {
+pub struct LastSeen {
     path: PathBuf,
     stored: Mutex<Stored>,
 }
 
-impl Memory {
+impl LastSeen {
     /// The default file.
     pub fn default_path() -> PathBuf {
         crate::paths::data_dir().join("app-state.json")
     }
 
-    /// Opens the memory at `path` (empty if the file is missing or unreadable).
+    /// Opens the record at `path` (empty if the file is missing or unreadable).
     pub fn open(path: &Path) -> Self {
         let stored = std::fs::read(path)
             .ok()
@@ -53,7 +53,7 @@ impl Memory {
                 return;
             }
             *e = seq;
-            serde_json::to_vec(&*s).expect("memory serializes")
+            serde_json::to_vec(&*s).expect("the last events serialize")
         };
         if let Err(e) = crate::paths::write_atomic(&self.path, &bytes) {
             eprintln!(
@@ -64,13 +64,13 @@ impl Memory {
     }
 }
 
-impl Memory {
+impl LastSeen {
     /// Forgets `server` (its agent was replaced).
     pub fn forget(&self, server: &str) {
         let bytes = {
             let mut s = self.stored.lock().unwrap();
             s.last_event.remove(server);
-            serde_json::to_vec(&*s).expect("memory serializes")
+            serde_json::to_vec(&*s).expect("the last events serialize")
         };
         let _ = crate::paths::write_atomic(&self.path, &bytes);
     }
@@ -84,11 +84,11 @@ mod tests {
     fn remembers_across_reopen_and_never_goes_back() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.json");
-        let m = Memory::open(&p);
+        let m = LastSeen::open(&p);
         assert_eq!(m.last_event("a"), None);
         m.set_last_event("a", 5);
         m.set_last_event("a", 3);
-        let m2 = Memory::open(&p);
+        let m2 = LastSeen::open(&p);
         assert_eq!(m2.last_event("a"), Some(5));
     }
 }
