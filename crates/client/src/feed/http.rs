@@ -1,13 +1,21 @@
-//! The feed's HTTP side: the listening socket, the token in the URL's path, and the answer to
-//! one request (GET or HEAD, with an ETag), bounded in size, time and connections.
+//! The feed's HTTP side, served by hyper: the listening socket, the token in the URL's path,
+//! and the answer to one request (GET or HEAD, with an ETag), bounded in size, time and
+//! connections.
 
 use super::FeedBody;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 /// The longest request head read.
@@ -109,7 +117,9 @@ impl FeedServer {
         ))
     }
 
-    /// Serves `body` until `shutdown`.
+    /// Serves `body` until `shutdown`: HTTP/1.1 by hyper, one request per connection, at most
+    /// [`MAX_CONNECTIONS`] at once, each head at most [`MAX_HEAD`] bytes (431 beyond) and
+    /// read within [`READ_TIMEOUT`] (closed otherwise).
     pub async fn run(
         self,
         body: watch::Receiver<Arc<FeedBody>>,
@@ -136,123 +146,66 @@ impl FeedServer {
             let body = body.borrow().clone();
             let token = self.token.clone();
             tokio::spawn(async move {
-                let _ = serve(stream, &token, &body).await;
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let answer = answer(&req, &token, &body);
+                    async move { Ok::<_, Infallible>(answer) }
+                });
+                let _ = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(READ_TIMEOUT)
+                    .max_header_size(MAX_HEAD)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
                 drop(permit);
             });
         }
     }
 }
 
-/// Answers one request.
-async fn serve(mut stream: TcpStream, token: &Token, body: &FeedBody) -> std::io::Result<()> {
-    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(Some(h))) => h,
-        Ok(Ok(None)) => {
-            return respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                &[],
-                b"",
-                true,
-            )
-            .await
-        }
-        _ => return Ok(()),
+/// The answer to one request: the calendar for GET and HEAD of the token's path (304 when
+/// the client has it), 404 for any other path, 405 for another method.
+fn answer(req: &Request<Incoming>, token: &Token, body: &FeedBody) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, text: &'static str| {
+        let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+        *r.status_mut() = status;
+        r
     };
-    let mut lines = head.split("\r\n");
-    let mut request = lines.next().unwrap_or_default().split(' ');
-    let (method, target) = (
-        request.next().unwrap_or_default(),
-        request.next().unwrap_or_default(),
-    );
-    let target = target.split('?').next().unwrap_or_default();
     // Read after the request, so a token renewed while it was on its way already counts.
     // No token (the file gone or damaged) lets no one in.
     let path = token.current().ok().map(|t| format!("/{t}/{FILE_NAME}"));
-    if !path.is_some_and(|p| same(target.as_bytes(), p.as_bytes())) {
-        return respond(
-            &mut stream,
-            "404 Not Found",
-            &[],
-            b"not found\n",
-            method != "HEAD",
-        )
-        .await;
+    if !path.is_some_and(|p| same(req.uri().path().as_bytes(), p.as_bytes())) {
+        return reply(StatusCode::NOT_FOUND, "not found\n");
     }
-    if method != "GET" && method != "HEAD" {
-        return respond(
-            &mut stream,
-            "405 Method Not Allowed",
-            &[("Allow", "GET, HEAD")],
-            b"",
-            true,
-        )
-        .await;
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, "");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
     }
-    let matches = lines
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("if-none-match"))
-        .any(|(_, v)| {
-            v.split(',')
-                .any(|t| t.trim() == body.etag || t.trim() == "*")
-        });
-    let headers = [
-        ("Content-Type", "text/calendar; charset=utf-8"),
-        ("ETag", body.etag.as_str()),
-        ("Cache-Control", "no-cache"),
-    ];
-    if matches {
-        return respond(&mut stream, "304 Not Modified", &headers, b"", false).await;
-    }
-    respond(
-        &mut stream,
-        "200 OK",
-        &headers,
-        body.ics.as_bytes(),
-        method == "GET",
-    )
-    .await
-}
-
-/// The request head up to the blank line; `None` when it is longer than [`MAX_HEAD`].
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Ok(Some(String::from_utf8_lossy(&buf[..end]).into_owned()));
-        }
-        if buf.len() > MAX_HEAD {
-            return Ok(None);
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-async fn respond(
-    stream: &mut TcpStream,
-    status: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    with_body: bool,
-) -> std::io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
+    let matches = req
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == body.etag || t.trim() == "*");
+    let mut r = if matches {
+        reply(StatusCode::NOT_MODIFIED, "")
+    } else {
+        // hyper sends no body to HEAD, with the Content-Length a GET would get.
+        Response::new(Full::new(Bytes::from(body.ics.clone())))
+    };
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/calendar; charset=utf-8"),
     );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
+    if let Ok(etag) = HeaderValue::from_str(&body.etag) {
+        h.insert(header::ETAG, etag);
     }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    if with_body {
-        stream.write_all(body).await?;
-    }
-    stream.shutdown().await
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
 }
 
 /// Compares in constant time (`subtle`), so timing does not tell the token.
