@@ -318,7 +318,7 @@ impl Discovery {
                 .collect();
             let last = url
                 .path_segments()
-                .and_then(|s| s.filter(|p| !p.is_empty()).next_back())
+                .and_then(|mut s| s.rfind(|p| !p.is_empty()))
                 .unwrap_or_default()
                 .to_string();
             out.push(FoundCalendar {
@@ -328,7 +328,7 @@ impl Discovery {
                 events: comps.is_empty() || comps.iter().any(|c| c == "VEVENT"),
             });
         }
-        out.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        out.sort_by_key(|c| c.name.to_lowercase());
         Ok(out)
     }
 
