@@ -14,6 +14,8 @@ use gpubook_proto::ErrorKind;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 
+mod discover;
+
 /// Which bookings, and whether one's own commands show.
 #[derive(Debug, Args)]
 pub struct ScopeArgs {
@@ -67,10 +69,19 @@ pub struct CaldavArgs {
 
 #[derive(Debug, Subcommand)]
 enum CaldavCommand {
+    /// List your calendars from the CalDAV server's address (and make one with --create).
+    Discover(discover::DiscoverArgs),
     /// Check a CalDAV account and store its password in your keyring.
     Login {
         #[command(flatten)]
         account: Account,
+        /// When --url is the server's address: the calendar to use, by name or URL.
+        #[arg(long, value_name = "NAME", conflicts_with = "create")]
+        calendar: Option<String>,
+        /// When --url is the server's address: make a calendar with this name, e.g. "GPU
+        /// bookings", and use it (one with that name already is used instead).
+        #[arg(long, value_name = "NAME")]
+        create: Option<String>,
         /// Read the password from standard input instead of asking on the terminal.
         #[arg(long)]
         password_stdin: bool,
@@ -114,7 +125,8 @@ enum CaldavCommand {
 /// A CalDAV account: the calendar collection and the user.
 #[derive(Debug, Args)]
 struct Account {
-    /// The calendar collection's URL, e.g. https://dav.example.org/calendars/alice/gpu/.
+    /// The calendar collection's URL, e.g. https://dav.example.org/calendars/alice/gpu/ (for
+    /// `login`, the server's address also does: your calendars are then found).
     #[arg(long)]
     url: String,
     /// The user name on the CalDAV server.
@@ -187,12 +199,22 @@ pub async fn feed(a: &FeedArgs, target: &Server, json: bool) -> Result<(), Failu
 /// `gpubook caldav ...`.
 pub async fn caldav(a: &CaldavArgs, target: &Server, json: bool) -> Result<(), Failure> {
     match &a.command {
+        CaldavCommand::Discover(d) => discover::discover(d, json).await,
         CaldavCommand::Login {
             account,
+            calendar,
+            create,
             password_stdin,
             yes,
             no_check,
-        } => login(account, *password_stdin, *yes, *no_check).await,
+        } => {
+            let choice = discover::Choice {
+                calendar: calendar.as_deref(),
+                create: create.as_deref(),
+                ask: !*password_stdin,
+            };
+            login(account, choice, *password_stdin, *yes, *no_check).await
+        }
         CaldavCommand::Logout { account } => {
             let (url, user) = (account.url.clone(), account.user.clone());
             let removed =
@@ -380,6 +402,7 @@ fn report_line(r: &caldav::Report) -> String {
 
 async fn login(
     a: &Account,
+    choice: discover::Choice<'_>,
     password_stdin: bool,
     yes: bool,
     no_check: bool,
@@ -395,12 +418,11 @@ async fn login(
     if password.expose().is_empty() {
         return Err(crate::usage("the password is empty".into()));
     }
-    if !no_check {
-        caldav::check_account(&a.url, &a.user, password.clone())
-            .await
-            .map_err(|e| caldav_failure(e).context_msg("nothing was stored"))?;
-        eprintln!("{} is a calendar that {} may use.", a.url, a.user);
-    }
+    let url = calendar_url(a, choice, &password, no_check).await?;
+    let a = &Account {
+        url,
+        user: a.user.clone(),
+    };
     let consent = yes
         || (!password_stdin
             && std::io::stdin().is_terminal()
@@ -425,6 +447,41 @@ async fn login(
         a.url, a.user
     );
     Ok(())
+}
+
+/// The calendar `login` stores the password for, checked unless `no_check`: `--url` itself
+/// when it is a calendar; else, `--url` being the server's address, the one `choice` picks.
+async fn calendar_url(
+    a: &Account,
+    choice: discover::Choice<'_>,
+    password: &Secret,
+    no_check: bool,
+) -> Result<String, Failure> {
+    let nothing = |f: Failure| f.context_msg("nothing was stored");
+    let url = if choice.calendar.is_some() || choice.create.is_some() {
+        discover::choose(&a.url, &a.user, password, choice)
+            .await
+            .map_err(nothing)?
+    } else if no_check {
+        return Ok(a.url.clone());
+    } else {
+        match caldav::check_account(&a.url, &a.user, password.clone()).await {
+            Ok(()) => a.url.clone(),
+            Err(CaldavError::NotACalendar { .. } | CaldavError::NotFound { .. }) => {
+                discover::choose(&a.url, &a.user, password, choice)
+                    .await
+                    .map_err(nothing)?
+            }
+            Err(e) => return Err(nothing(caldav_failure(e))),
+        }
+    };
+    if !no_check {
+        caldav::check_account(&url, &a.user, password.clone())
+            .await
+            .map_err(|e| nothing(caldav_failure(e)))?;
+        eprintln!("{url} is a calendar that {} may use.", a.user);
+    }
+    Ok(url)
 }
 
 /// The password on standard input (its first line).
