@@ -34,6 +34,8 @@ const COMMANDS: &[&str] = &[
     "caldav_status",
     "caldav_login",
     "caldav_logout",
+    "caldav_discover",
+    "caldav_create_calendar",
 ];
 
 /// The app embeds ../ui/dist at compile time. Where the UI has not been built (a fresh clone

@@ -92,6 +92,8 @@ pub fn run() {
             commands::calendar::caldav_status,
             commands::calendar::caldav_login,
             commands::calendar::caldav_logout,
+            commands::calendar::caldav_discover,
+            commands::calendar::caldav_create_calendar,
         ])
         .run(tauri::generate_context!())
         .expect("error while running the gpubook app");
