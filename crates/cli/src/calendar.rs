@@ -529,6 +529,14 @@ fn read_terminal_password(prompt: &str) -> Result<String, Failure> {
 }
 
 fn ask(question: &str) -> Result<bool, Failure> {
+    Ok(matches!(
+        answer(question)?.as_str(),
+        "y" | "Y" | "yes" | "Yes"
+    ))
+}
+
+/// Asks `question` on stderr; the line typed, trimmed.
+fn answer(question: &str) -> Result<String, Failure> {
     eprint!("{question}");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
@@ -536,7 +544,7 @@ fn ask(question: &str) -> Result<bool, Failure> {
         .lock()
         .read_line(&mut line)
         .context("cannot read the answer")?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "Yes"))
+    Ok(line.trim().to_string())
 }
 
 fn state_dir() -> Result<PathBuf, Failure> {

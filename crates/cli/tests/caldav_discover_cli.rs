@@ -3,9 +3,12 @@
 //! listed, one made with --create, login picking it by name (and refusing to guess), and a
 //! server that is not there said to be away.
 
+mod support;
+
 use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use support::text;
 
 /// Xandikos on 127.0.0.1 with its default calendar; killed on drop.
 struct Server(Child, u16, tempfile::TempDir);
@@ -80,20 +83,18 @@ fn gpubook(home: &std::path::Path, args: &[&str], stdin: &str) -> Output {
     c.wait_with_output().unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn calendars_found_made_and_picked_from_the_server_address() {
     let Some(x) = xandikos() else { return };
     let home = tempfile::tempdir().unwrap();
     let base = format!("http://127.0.0.1:{}/", x.1);
+    // `caldav login` with the address, as alice, the password on stdin, and `more`.
+    let login = |more: &[&str]| {
+        let mut args = vec!["caldav", "login", "--url", &base, "--user", "alice"];
+        args.push("--password-stdin");
+        args.extend_from_slice(more);
+        gpubook(home.path(), &args, "secret\n")
+    };
 
     let o = gpubook(
         home.path(),
@@ -134,21 +135,7 @@ fn calendars_found_made_and_picked_from_the_server_address() {
 
     // login with the address and a name: that calendar is checked and chosen (nothing is
     // stored without --yes, so no keyring is needed here).
-    let o = gpubook(
-        home.path(),
-        &[
-            "caldav",
-            "login",
-            "--url",
-            &base,
-            "--user",
-            "alice",
-            "--password-stdin",
-            "--calendar",
-            "gpu bookings",
-        ],
-        "secret\n",
-    );
+    let o = login(&["--calendar", "gpu bookings"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
@@ -159,21 +146,7 @@ fn calendars_found_made_and_picked_from_the_server_address() {
     );
 
     // --create with a name already there uses it rather than making a second.
-    let o = gpubook(
-        home.path(),
-        &[
-            "caldav",
-            "login",
-            "--url",
-            &base,
-            "--user",
-            "alice",
-            "--password-stdin",
-            "--create",
-            "GPU bookings",
-        ],
-        "secret\n",
-    );
+    let o = login(&["--create", "GPU bookings"]);
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("already has a calendar called GPU bookings"),
         "{}",
@@ -186,19 +159,7 @@ fn calendars_found_made_and_picked_from_the_server_address() {
         .exists());
 
     // The address alone, without a terminal to ask on: a usage error naming the calendars.
-    let o = gpubook(
-        home.path(),
-        &[
-            "caldav",
-            "login",
-            "--url",
-            &base,
-            "--user",
-            "alice",
-            "--password-stdin",
-        ],
-        "secret\n",
-    );
+    let o = login(&[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

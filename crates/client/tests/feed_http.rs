@@ -1,5 +1,5 @@
-//! The feed's HTTP server as a calendar app (or a nosy local user) meets it, spoken to over a
-//! raw socket so every byte is seen: GET and HEAD of the token's path (HEAD without a body, with
+//! The feed's HTTP server as a calendar app (or a nosy local user) meets it (raw sockets for
+//! the clients that misbehave): GET and HEAD of the token's path (HEAD without a body, with
 //! the GET's length), 304 for an ETag the client has, 404 for any other path, 405 for another
 //! method, one request per connection, 431 for a head over MAX_HEAD, a silent client cut
 //! after READ_TIMEOUT, and no more than MAX_CONNECTIONS served at once.
@@ -46,53 +46,33 @@ async fn start() -> Running {
     }
 }
 
-/// Sends `request` and reads until the server closes: the whole answer.
-async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+/// `method path` with `headers`, on a connection of its own: the status, the headers and the
+/// body.
+async fn ask(f: &Running, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let url = format!("http://{}{path}", f.addr);
+    let mut req = reqwest::Client::new().request(method.parse().unwrap(), url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = tokio::time::timeout(Duration::from_secs(5), req.send())
         .await
-        .expect("the server closes the connection after one answer")
+        .expect("an answer")
         .unwrap();
-    String::from_utf8(out).unwrap()
+    let (status, h) = (r.status().as_u16(), r.headers().clone());
+    (status, h, r.text().await.unwrap())
 }
 
-fn get(method: &str, path: &str, extra: &str) -> Vec<u8> {
-    format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n").into_bytes()
-}
+type Answer = (u16, reqwest::header::HeaderMap, String);
 
-/// The status line's code, a header (by lowercase name) and the body of an answer.
-fn parse(answer: &str) -> (u16, Vec<(String, String)>, String) {
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole head");
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, body.to_string())
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
 }
 
 #[tokio::test]
 async fn get_head_etag_and_every_refusal() {
     let f = start().await;
 
-    let (status, h, body) = parse(&exchange(f.addr, &get("GET", &f.path, "")).await);
+    let (status, h, body) = ask(&f, "GET", &f.path, &[]).await;
     assert_eq!((status, body.as_str()), (200, ICS));
     assert_eq!(
         header(&h, "content-type"),
@@ -109,66 +89,52 @@ async fn get_head_etag_and_every_refusal() {
     assert_eq!(header(&h, "content-length"), Some(length.as_str()));
 
     // HEAD: the same head, no body.
-    let (status, h, body) = parse(&exchange(f.addr, &get("HEAD", &f.path, "")).await);
+    let (status, h, body) = ask(&f, "HEAD", &f.path, &[]).await;
     assert_eq!((status, body.as_str()), (200, ""));
     assert_eq!(header(&h, "etag"), Some(ETAG));
     assert_eq!(header(&h, "content-length"), Some(length.as_str()));
 
     // A query is not part of the path.
     let with_query = format!("{}?refresh=1", f.path);
-    assert_eq!(
-        parse(&exchange(f.addr, &get("GET", &with_query, "")).await).0,
-        200
-    );
+    assert_eq!(ask(&f, "GET", &with_query, &[]).await.0, 200);
 
     // The client has it: 304, no body; also for one of several tags, and for *.
     for tags in [ETAG.to_string(), format!("\"other\", {ETAG}"), "*".into()] {
-        let extra = format!("If-None-Match: {tags}\r\n");
-        let (status, h, body) = parse(&exchange(f.addr, &get("GET", &f.path, &extra)).await);
+        let (status, h, body) = ask(&f, "GET", &f.path, &[("If-None-Match", &tags)]).await;
         assert_eq!((status, body.as_str()), (304, ""), "{tags}");
         assert_eq!(header(&h, "etag"), Some(ETAG));
     }
-    let extra = "If-None-Match: \"stale\"\r\n";
-    assert_eq!(
-        parse(&exchange(f.addr, &get("GET", &f.path, extra)).await).0,
-        200
-    );
+    let stale = [("If-None-Match", "\"stale\"")];
+    assert_eq!(ask(&f, "GET", &f.path, &stale).await.0, 200);
 
     // Another token, a prefix of it, no token, the token without the file: 404, nothing told.
     let other = format!("/{}/{}", feed::new_token(), feed::FILE_NAME);
     let prefix = f.path[..f.path.len() - 1].to_string();
     let bare = f.path.trim_end_matches(feed::FILE_NAME).to_string();
     for path in [other.as_str(), prefix.as_str(), "/", bare.as_str()] {
-        let (status, _, body) = parse(&exchange(f.addr, &get("GET", path, "")).await);
+        let (status, _, body) = ask(&f, "GET", path, &[]).await;
         assert_eq!(status, 404, "{path}");
         assert!(!body.contains("VCALENDAR"));
-        let (status, _, body) = parse(&exchange(f.addr, &get("HEAD", path, "")).await);
+        let (status, _, body) = ask(&f, "HEAD", path, &[]).await;
         assert_eq!((status, body.as_str()), (404, ""), "HEAD {path}");
     }
     // A write, even with the token: 405 and what is allowed.
-    let post = get("POST", &f.path, "Content-Length: 2\r\n");
-    let mut post = post;
-    post.extend_from_slice(b"{}");
-    let (status, h, _) = parse(&exchange(f.addr, &post).await);
+    let (status, h, _) = ask(&f, "POST", &f.path, &[]).await;
     assert_eq!(status, 405);
     assert_eq!(header(&h, "allow"), Some("GET, HEAD"));
     // The wrong token with another method tells no more than 404.
-    assert_eq!(
-        parse(&exchange(f.addr, &get("DELETE", &other, "")).await).0,
-        404
-    );
+    assert_eq!(ask(&f, "DELETE", &other, &[]).await.0, 404);
 }
 
 #[tokio::test]
 async fn a_head_over_max_head_is_refused_with_431() {
     let f = start().await;
-    let big = format!("X-Padding: {}\r\n", "a".repeat(MAX_HEAD));
-    let answer = exchange(f.addr, &get("GET", &f.path, &big)).await;
-    assert_eq!(parse(&answer).0, 431, "{answer}");
-    // Just under the limit is served.
-    let fits = format!("X-Padding: {}\r\n", "a".repeat(MAX_HEAD / 2));
+    let big = "a".repeat(MAX_HEAD);
+    assert_eq!(ask(&f, "GET", &f.path, &[("X-Padding", &big)]).await.0, 431);
+    // Well under the limit is served.
+    let fits = "a".repeat(MAX_HEAD / 2);
     assert_eq!(
-        parse(&exchange(f.addr, &get("GET", &f.path, &fits)).await).0,
+        ask(&f, "GET", &f.path, &[("X-Padding", &fits)]).await.0,
         200
     );
 }
@@ -210,9 +176,8 @@ async fn no_more_than_max_connections_are_served_at_once() {
     }
     // Let the server take them all.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let path = f.path.clone();
-    let addr = f.addr;
-    let late = tokio::spawn(async move { exchange(addr, &get("GET", &path, "")).await });
+    let url = format!("http://{}{}", f.addr, f.path);
+    let late = tokio::spawn(async move { reqwest::get(url).await.unwrap().status().as_u16() });
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
         !late.is_finished(),
@@ -220,9 +185,9 @@ async fn no_more_than_max_connections_are_served_at_once() {
     );
     // One leaves: the waiting client is served.
     drop(hogs.pop());
-    let answer = tokio::time::timeout(Duration::from_secs(5), late)
+    let status = tokio::time::timeout(Duration::from_secs(5), late)
         .await
         .expect("served once a connection is free")
         .unwrap();
-    assert_eq!(parse(&answer).0, 200);
+    assert_eq!(status, 200);
 }

@@ -91,9 +91,10 @@ pub fn discover_error(e: DiscoverError) -> AppError {
     };
     match e {
         DiscoverError::Unauthorized { .. } => AppError::app(AppOnlyKind::Auth, message, None),
-        DiscoverError::Unreachable { .. } | DiscoverError::Server { .. } => {
+        DiscoverError::Http(e) if e.is_transient() => {
             AppError::app(AppOnlyKind::Unreachable, message, None)
         }
+        DiscoverError::Http(_) => AppError::internal(message),
         DiscoverError::BadAddress { .. }
         | DiscoverError::NotCaldav { .. }
         | DiscoverError::NoCalendarHome { .. } => AppError::internal(message).with_kind_invalid(),

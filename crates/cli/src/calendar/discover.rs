@@ -2,14 +2,17 @@
 //! given the server's address rather than a calendar's URL: the person's calendars listed
 //! (crates/client's discovery), one picked by name or number, or a new one made (`--create`).
 
-use super::{read_stdin_password, read_terminal_password};
+use super::{answer, read_stdin_password, read_terminal_password};
 use crate::{print_json, Failure};
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use clap::Args;
 use gpubook_client::caldav::{DiscoverError, Discovery, Found, FoundCalendar};
 use gpubook_client::secrets::Secret;
 use gpubook_proto::ErrorKind;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
+
+/// The name a calendar made from the terminal's list gets.
+const NEW: &str = "GPU bookings";
 
 /// `gpubook caldav discover`.
 #[derive(Debug, Args)]
@@ -126,20 +129,14 @@ pub async fn choose(
 /// Asks which calendar, or to make "GPU bookings".
 async fn ask(d: &Discovery, found: &Found, usable: &[&FoundCalendar]) -> Result<String, Failure> {
     let new = usable.len() + 1;
-    eprint!(
-        "Which calendar for your bookings? 1-{} ({new}: make a new one, \"GPU bookings\"): ",
+    let line = answer(&format!(
+        "Which calendar for your bookings? 1-{} ({new}: make a new one, \"{NEW}\"): ",
         usable.len()
-    );
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("cannot read the answer")?;
-    match line.trim().parse::<usize>() {
+    ))?;
+    match line.parse::<usize>() {
         Ok(n) if (1..new).contains(&n) => Ok(usable[n - 1].url.clone()),
         Ok(n) if n == new => {
-            let c = d.create(found, "GPU bookings").await.map_err(failure)?;
+            let c = d.create(found, NEW).await.map_err(failure)?;
             eprintln!("Made the calendar {} at {}.", c.name, c.url);
             Ok(c.url)
         }
@@ -184,9 +181,8 @@ fn failure(e: DiscoverError) -> Failure {
             (2, ErrorKind::Invalid)
         }
         DiscoverError::NoCalendarHome { .. } => (4, ErrorKind::NotFound),
-        DiscoverError::Unreachable { .. } | DiscoverError::Server { .. } => {
-            (5, ErrorKind::Unavailable)
-        }
+        DiscoverError::Http(e) if e.is_transient() => (5, ErrorKind::Unavailable),
+        DiscoverError::Http(_) => (1, ErrorKind::Invalid),
     };
     Failure {
         code,

@@ -6,6 +6,7 @@
 //! account without calendars.
 
 use super::dav::{child_text, describe, excerpt, http_client, prop_text, xml_escape, CALDAV, DAV};
+use super::CaldavError;
 use crate::secrets::Secret;
 use reqwest::{header, redirect, Method, StatusCode, Url};
 use serde::Serialize;
@@ -51,26 +52,11 @@ pub enum DiscoverError {
         /// The account's principal URL.
         principal: String,
     },
-    /// The server could not be reached, or did not answer in time.
-    #[error("cannot reach the CalDAV server at {url}: {error}")]
-    Unreachable {
-        /// Where.
-        url: String,
-        /// Why.
-        error: String,
-    },
-    /// The server failed (5xx) or refused to make the calendar.
-    #[error("the CalDAV server answered {status} to {method} {url}: {body}")]
-    Server {
-        /// The request's method.
-        method: String,
-        /// The request's URL.
-        url: String,
-        /// The status.
-        status: u16,
-        /// The start of its answer.
-        body: String,
-    },
+    /// The server could not be reached or did not answer in time
+    /// ([`CaldavError::Unreachable`]), failed ([`CaldavError::Server`]), or refused to make
+    /// the calendar ([`CaldavError::Rejected`]).
+    #[error(transparent)]
+    Http(CaldavError),
 }
 
 /// One calendar of the person's.
@@ -356,10 +342,7 @@ impl Discovery {
             if let (Some(user), true) = (&self.user, trusted) {
                 req = req.basic_auth(user, Some(self.password.expose()));
             }
-            let resp = req.send().await.map_err(|e| DiscoverError::Unreachable {
-                url: url.to_string(),
-                error: describe(&e),
-            })?;
+            let resp = req.send().await.map_err(|e| unreachable(&url, &e))?;
             let status = resp.status();
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 let to = resp
@@ -388,10 +371,7 @@ impl Discovery {
                     user: self.user.clone().unwrap_or_default(),
                 });
             }
-            let text = resp.text().await.map_err(|e| DiscoverError::Unreachable {
-                url: url.to_string(),
-                error: describe(&e),
-            })?;
+            let text = resp.text().await.map_err(|e| unreachable(&url, &e))?;
             return Ok(Answer { url, status, text });
         }
         Err(DiscoverError::NotCaldav {
@@ -409,12 +389,27 @@ impl Discovery {
                 why: format!("it answered {} to {method}", a.status),
             };
         }
-        DiscoverError::Server {
-            method: method.to_string(),
-            url: a.url.to_string(),
-            status: a.status.as_u16(),
-            body: excerpt(&a.text),
-        }
+        let (method, url, status, body) = (
+            method.to_string(),
+            a.url.to_string(),
+            a.status.as_u16(),
+            excerpt(&a.text),
+        );
+        DiscoverError::Http(if a.status.is_client_error() {
+            CaldavError::Rejected {
+                method,
+                url,
+                status,
+                body,
+            }
+        } else {
+            CaldavError::Server {
+                method,
+                url,
+                status,
+                body,
+            }
+        })
     }
 
     fn parse_xml<'a>(&self, a: &'a Answer) -> Result<roxmltree::Document<'a>, DiscoverError> {
@@ -434,6 +429,13 @@ impl Discovery {
             why: format!("it named an unusable URL {href}: {e}"),
         }
     }
+}
+
+fn unreachable(url: &Url, e: &reqwest::Error) -> DiscoverError {
+    DiscoverError::Http(CaldavError::Unreachable {
+        url: url.to_string(),
+        error: describe(e),
+    })
 }
 
 /// A PROPFIND body asking for `props`.
