@@ -2,7 +2,7 @@
 //! given the server's address rather than a calendar's URL: the person's calendars listed
 //! (crates/client's discovery), one picked by name or number, or a new one made (`--create`).
 
-use super::{answer, read_stdin_password, read_terminal_password};
+use super::terminal::{answer, read_stdin_password, read_terminal_password};
 use crate::{print_json, Failure};
 use anyhow::anyhow;
 use clap::Args;
