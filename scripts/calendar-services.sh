@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the calendar tests (crates/client/tests) use for real: Radicale (the CalDAV
-# server each test starts on 127.0.0.1) and Python's icalendar (the independent parser), from
+# Installs what the calendar tests (crates/client/tests) use for real: Radicale and Xandikos
+# (the two CalDAV servers each test starts on 127.0.0.1) and Python's icalendar (the independent parser), from
 # PyPI into the Python found first; D-Bus and gnome-keyring (the keyring test starts its own
 # session bus and an unlocked keyring) from apt. Then it checks each one once.
 #
@@ -23,22 +23,22 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 py="${GPUBOOK_PYTHON:-$(command -v python3)}"
-if ! "$py" -c 'import radicale, icalendar' >/dev/null 2>&1; then
+if ! "$py" -c 'import radicale, xandikos, icalendar' >/dev/null 2>&1; then
   # A Python that refuses system-wide pip (PEP 668, Debian's own) gets a venv of its own.
-  if ! "$py" -m pip install --quiet --disable-pip-version-check radicale icalendar 2>/dev/null; then
+  if ! "$py" -m pip install --quiet --disable-pip-version-check radicale xandikos icalendar 2>/dev/null; then
     venv="${GPUBOOK_CALENDAR_VENV:-/var/tmp/gpubook-calendar-venv}"
     if ! "$py" -m venv "$venv" >/dev/null 2>&1; then
       DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv
       "$py" -m venv "$venv"
     fi
-    "$venv/bin/pip" install --quiet --disable-pip-version-check radicale icalendar
+    "$venv/bin/pip" install --quiet --disable-pip-version-check radicale xandikos icalendar
     py="$venv/bin/python"
   fi
 fi
 
 # The interpreter itself, not a launcher shim (pyenv's needs its own environment).
 py="$("$py" -c 'import sys; print(sys.executable)')"
-"$py" -c 'import radicale, icalendar; print("calendar services: Radicale", radicale.VERSION, "and icalendar", icalendar.__version__)'
+"$py" -c 'import radicale, xandikos, icalendar; print("calendar services: Radicale", radicale.VERSION, "Xandikos", ".".join(map(str, xandikos.__version__)), "and icalendar", icalendar.__version__)'
 dbus-daemon --version | head -n 1
 gnome-keyring-daemon --version 2>/dev/null | head -n 1 || true
 

@@ -12,8 +12,13 @@ use gpubook_client::ical::{self, CalendarContext, Scope};
 use gpubook_client::live::{LiveOptions, LiveSession};
 use gpubook_client::secrets::{self, Secret, SecretError};
 use gpubook_proto::ErrorKind;
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+
+mod discover;
+mod terminal;
+
+use terminal::{ask, read_stdin_password, read_terminal_password};
 
 /// Which bookings, and whether one's own commands show.
 #[derive(Debug, Args)]
@@ -68,10 +73,19 @@ pub struct CaldavArgs {
 
 #[derive(Debug, Subcommand)]
 enum CaldavCommand {
+    /// List your calendars from the CalDAV server's address (and make one with --create).
+    Discover(discover::DiscoverArgs),
     /// Check a CalDAV account and store its password in your keyring.
     Login {
         #[command(flatten)]
         account: Account,
+        /// When --url is the server's address: the calendar to use, by name or URL.
+        #[arg(long, value_name = "NAME", conflicts_with = "create")]
+        calendar: Option<String>,
+        /// When --url is the server's address: make a calendar with this name, e.g. "GPU
+        /// bookings", and use it (one with that name already is used instead).
+        #[arg(long, value_name = "NAME")]
+        create: Option<String>,
         /// Read the password from standard input instead of asking on the terminal.
         #[arg(long)]
         password_stdin: bool,
@@ -123,7 +137,8 @@ impl CaldavArgs {
 /// A CalDAV account: the calendar collection and the user.
 #[derive(Debug, Args)]
 struct Account {
-    /// The calendar collection's URL, e.g. https://dav.example.org/calendars/alice/gpu/.
+    /// The calendar collection's URL, e.g. https://dav.example.org/calendars/alice/gpu/ (for
+    /// `login`, the server's address also does: your calendars are then found).
     #[arg(long)]
     url: String,
     /// The user name on the CalDAV server.
@@ -199,16 +214,24 @@ pub async fn feed(a: &FeedArgs, target: &Server, json: bool) -> Result<(), Failu
 /// `gpubook caldav ...`.
 pub async fn caldav(a: &CaldavArgs, target: &Server, json: bool) -> Result<(), Failure> {
     match &a.command {
+        CaldavCommand::Discover(d) => discover::discover(d, json).await,
         CaldavCommand::Login {
             account,
+            calendar,
+            create,
             password_stdin,
             yes,
             no_check,
         } => {
-            login(account, *password_stdin, *yes, *no_check, json).await?;
+            let choice = discover::Choice {
+                calendar: calendar.as_deref(),
+                create: create.as_deref(),
+                ask: !*password_stdin,
+            };
+            let url = login(account, choice, *password_stdin, *yes, *no_check, json).await?;
             if json {
                 print_json(
-                    &serde_json::json!({ "url": account.url, "user": account.user, "stored": true }),
+                    &serde_json::json!({ "url": url, "user": account.user, "stored": true }),
                 );
             }
             Ok(())
@@ -405,11 +428,12 @@ fn report_line(r: &caldav::Report) -> String {
 
 async fn login(
     a: &Account,
+    choice: discover::Choice<'_>,
     password_stdin: bool,
     yes: bool,
     no_check: bool,
     json: bool,
-) -> Result<(), Failure> {
+) -> Result<String, Failure> {
     let password = if password_stdin {
         read_stdin_password()?
     } else {
@@ -421,14 +445,11 @@ async fn login(
     if password.expose().is_empty() {
         return Err(crate::usage("the password is empty".into()));
     }
-    if !no_check {
-        caldav::check_account(&a.url, &a.user, password.clone())
-            .await
-            .map_err(|e| caldav_failure(e).context_msg("nothing was stored"))?;
-        if !json {
-            eprintln!("{} is a calendar that {} may use.", a.url, a.user);
-        }
-    }
+    let url = calendar_url(a, choice, &password, no_check, json).await?;
+    let a = &Account {
+        url,
+        user: a.user.clone(),
+    };
     let consent = yes
         || (!password_stdin
             && std::io::stdin().is_terminal()
@@ -454,62 +475,45 @@ async fn login(
             a.url, a.user
         );
     }
-    Ok(())
+    Ok(a.url.clone())
 }
 
-/// The password on standard input (its first line).
-fn read_stdin_password() -> Result<Secret, Failure> {
-    let mut s = String::new();
-    std::io::stdin()
-        .read_to_string(&mut s)
-        .context("cannot read the password from standard input")?;
-    let line = s.lines().next().unwrap_or_default().to_string();
-    if line.is_empty() {
-        return Err(crate::usage("no password on standard input".into()));
+/// The calendar `login` stores the password for, checked unless `no_check`: `--url` itself
+/// when it is a calendar; else, `--url` being the server's address, the one `choice` picks.
+async fn calendar_url(
+    a: &Account,
+    choice: discover::Choice<'_>,
+    password: &Secret,
+    no_check: bool,
+    json: bool,
+) -> Result<String, Failure> {
+    let nothing = |f: Failure| f.context_msg("nothing was stored");
+    let url = if choice.calendar.is_some() || choice.create.is_some() {
+        discover::choose(&a.url, &a.user, password, choice)
+            .await
+            .map_err(nothing)?
+    } else if no_check {
+        return Ok(a.url.clone());
+    } else {
+        match caldav::check_account(&a.url, &a.user, password.clone()).await {
+            Ok(()) => a.url.clone(),
+            Err(CaldavError::NotACalendar { .. } | CaldavError::NotFound { .. }) => {
+                discover::choose(&a.url, &a.user, password, choice)
+                    .await
+                    .map_err(nothing)?
+            }
+            Err(e) => return Err(nothing(caldav_failure(e))),
+        }
+    };
+    if !no_check {
+        caldav::check_account(&url, &a.user, password.clone())
+            .await
+            .map_err(|e| nothing(caldav_failure(e)))?;
+        if !json {
+            eprintln!("{url} is a calendar that {} may use.", a.user);
+        }
     }
-    Ok(Secret::new(line))
-}
-
-/// Asks on the terminal with echo off.
-fn read_terminal_password(prompt: &str) -> Result<String, Failure> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(crate::usage(
-            "no terminal to ask for the password on: give it with --password-stdin".into(),
-        ));
-    }
-    eprint!("{prompt}");
-    let _ = std::io::stderr().flush();
-    // SAFETY: termios is plain data that tcgetattr fills in; fd 0 is a terminal (checked).
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let got = unsafe { libc::tcgetattr(0, &mut t) } == 0;
-    let saved = t;
-    if got {
-        t.c_lflag &= !libc::ECHO;
-        t.c_lflag |= libc::ECHONL;
-        // SAFETY: sets the attributes just read, with echo off.
-        unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
-    }
-    let mut line = String::new();
-    let r = stdin.lock().read_line(&mut line);
-    if got {
-        // SAFETY: restores what tcgetattr read.
-        unsafe { libc::tcsetattr(0, libc::TCSANOW, &saved) };
-    }
-    r.context("cannot read the password")?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
-}
-
-fn ask(question: &str) -> Result<bool, Failure> {
-    eprint!("{question}");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("cannot read the answer")?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "Yes"))
+    Ok(url)
 }
 
 fn state_dir() -> Result<PathBuf, Failure> {

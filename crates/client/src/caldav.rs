@@ -15,9 +15,11 @@
 //!   how to store the right one.
 
 mod dav;
+mod discover;
 mod state;
 mod sync;
 
+pub use discover::{DiscoverError, Discovery, Found, FoundCalendar};
 pub use sync::{Flushed, Syncer};
 
 use crate::connection::{ClientError, Connection, Pushed};

@@ -3,6 +3,7 @@
 //! The Tauri shell (src-tauri) only wires these to the web view.
 
 pub mod caldav;
+pub mod caldav_discover;
 pub mod calendar;
 pub mod contract;
 pub mod error;

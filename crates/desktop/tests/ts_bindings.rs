@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use gpubook_desktop::caldav_discover::CaldavCalendars;
 use gpubook_desktop::{
     AppError, AsapAnyResponse, CaldavStatus, EventPayload, LogPayload, ReadingsPayload, ServerView,
     Settings,
@@ -45,6 +46,7 @@ fn committed_app_types_match_the_rust_types() {
     LogPayload::export_all(&cfg).unwrap();
     AsapAnyResponse::export_all(&cfg).unwrap();
     CaldavStatus::export_all(&cfg).unwrap();
+    CaldavCalendars::export_all(&cfg).unwrap();
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let generated = ts_files(&tmp.path().join("app"));

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use gpubook_client::secrets::Secret;
 use gpubook_desktop::contract::events;
 use gpubook_desktop::error::AppOnlyKind;
-use gpubook_desktop::{calendar, paths, AppError, CaldavStatus, Manager};
+use gpubook_desktop::{caldav_discover, calendar, paths, AppError, CaldavStatus, Manager};
 use tauri::{AppHandle, Manager as _};
 
 use super::{manager, Answer};
@@ -97,6 +97,29 @@ pub async fn caldav_login(
         remember,
     )
     .await
+}
+
+/// The person's calendars at the CalDAV server `url` (its address, e.g. cloud.example.org),
+/// to choose one for `caldav_login`; nothing is stored.
+pub async fn caldav_discover(
+    _app: &AppHandle,
+    url: String,
+    user: String,
+    password: String,
+) -> Answer<caldav_discover::CaldavCalendars> {
+    caldav_discover::discover_calendars(&url, &user, Secret::new(password)).await
+}
+
+/// A calendar for the bookings called `name` at the CalDAV server `url`: the one of that name,
+/// or a new one; nothing is stored.
+pub async fn caldav_create_calendar(
+    _app: &AppHandle,
+    url: String,
+    user: String,
+    password: String,
+    name: String,
+) -> Answer<caldav_discover::CaldavCalendar> {
+    caldav_discover::create_calendar(&url, &user, Secret::new(password), &name).await
 }
 
 /// Signs out: the sync stops, the account and its keyring entry are removed.

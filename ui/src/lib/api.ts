@@ -5,6 +5,8 @@ import type { AsapAnyResponse } from './app/AsapAnyResponse';
 import type { BookRequest } from './wire/BookRequest';
 import type { Booking } from './wire/Booking';
 import type { BookingResponse } from './wire/BookingResponse';
+import type { CaldavCalendar } from './app/CaldavCalendar';
+import type { CaldavCalendars } from './app/CaldavCalendars';
 import type { CaldavStatus } from './app/CaldavStatus';
 import type { EventPayload } from './app/EventPayload';
 import type { GpusResponse } from './wire/GpusResponse';
@@ -42,6 +44,8 @@ export interface CommandArgs {
   feed_url: Record<string, never>;
   caldav_status: Record<string, never>;
   caldav_login: { url: string; user: string; allUrl?: string | null; password: string; remember: boolean };
+  caldav_discover: { url: string; user: string; password: string };
+  caldav_create_calendar: { url: string; user: string; password: string; name: string };
   caldav_logout: Record<string, never>;
 }
 
@@ -72,6 +76,8 @@ export interface CommandResults {
   feed_url: string;
   caldav_status: CaldavStatus;
   caldav_login: CaldavStatus;
+  caldav_discover: CaldavCalendars;
+  caldav_create_calendar: CaldavCalendar;
   caldav_logout: null;
 }
 
@@ -175,6 +181,16 @@ export interface Api {
    * if `remember`, saves the account (never the password) and syncs in the background.
    */
   caldavLogin(url: string, user: string, allUrl: string | null, password: string, remember: boolean): Promise<CaldavStatus>;
+  /**
+   * The person's calendars at the CalDAV server `url` (its address, e.g.
+   * cloud.example.org), to choose one for `caldav_login`; nothing is stored.
+   */
+  caldavDiscover(url: string, user: string, password: string): Promise<CaldavCalendars>;
+  /**
+   * A calendar for the bookings called `name` at the CalDAV server `url`: the one of
+   * that name, or a new one (MKCALENDAR); nothing is stored.
+   */
+  caldavCreateCalendar(url: string, user: string, password: string, name: string): Promise<CaldavCalendar>;
   /** Signs out: the sync stops, the account and its keyring entry are removed. */
   caldavLogout(): Promise<null>;
   /** A server's state changed. */
@@ -217,6 +233,8 @@ export function makeApi(host: Host): Api {
     feedUrl: () => host.invoke('feed_url', {}),
     caldavStatus: () => host.invoke('caldav_status', {}),
     caldavLogin: (url, user, allUrl, password, remember) => host.invoke('caldav_login', { url, user, allUrl, password, remember }),
+    caldavDiscover: (url, user, password) => host.invoke('caldav_discover', { url, user, password }),
+    caldavCreateCalendar: (url, user, password, name) => host.invoke('caldav_create_calendar', { url, user, password, name }),
     caldavLogout: () => host.invoke('caldav_logout', {}),
     onServer: (cb) => host.listen('gpubook://server', cb),
     onEvent: (cb) => host.listen('gpubook://event', cb),

@@ -3,6 +3,7 @@
 // bookings, conflicts, approval, "as soon as possible", jobs with logs, pushed events and
 // readings. It holds no booking rules beyond what makes the screens realistic.
 import type { AppError, CaldavStatus, ServerView, Settings } from './app-types';
+import type { CaldavCalendar } from './app/CaldavCalendar';
 import type { Command, CommandArgs, CommandResults, EventName, EventPayloads, Handlers, Host } from './api';
 import type { Booking } from './wire/Booking';
 import type { BookingResponse } from './wire/BookingResponse';
@@ -67,6 +68,7 @@ export class MockBackend implements Host {
     },
     show_own_command_in_calendar: false,
   };
+  private madeCalendars: CaldavCalendar[] = [];
   private caldav: CaldavStatus = { account: null, state: 'off', last_sync: null, pending: 0, error: null, needs_password: false };
   private knownHosts = new Set<string>();
   private timers: number[] = [];
@@ -433,6 +435,28 @@ export class MockBackend implements Host {
       };
       setTimeout(() => this.emit('gpubook://caldav', structuredClone(this.caldav)), 0);
       return structuredClone(this.caldav);
+    },
+    caldav_discover: (a) => {
+      if (a.password === 'wrong') {
+        throw err('auth', `The CalDAV server at ${a.url} refused the password of ${a.user} (401 Unauthorized).`);
+      }
+      const home = `https://${a.url.replace(/^https?:\/\//, '').replace(/\/$/, '')}/dav/calendars/${a.user}/`;
+      return {
+        home,
+        calendars: [
+          { url: `${home}personal/`, name: 'Personal', events: true },
+          ...this.madeCalendars,
+          { url: `${home}tasks/`, name: 'Tasks', events: false },
+        ],
+      };
+    },
+    caldav_create_calendar: (a) => {
+      const home = `https://${a.url.replace(/^https?:\/\//, '').replace(/\/$/, '')}/dav/calendars/${a.user}/`;
+      const found = this.madeCalendars.find((c) => c.name === a.name);
+      if (found) return found;
+      const made = { url: `${home}gpu-bookings/`, name: a.name, events: true };
+      this.madeCalendars.push(made);
+      return made;
     },
     caldav_logout: () => {
       this.caldav = { account: null, state: 'off', last_sync: null, pending: 0, error: null, needs_password: false };

@@ -6,6 +6,7 @@
 use super::CaldavError;
 use crate::secrets::Secret;
 use reqwest::{header, Method, StatusCode, Url};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How many objects one calendar-multiget asks for.
@@ -13,8 +14,8 @@ const MULTIGET_BATCH: usize = 100;
 /// How much of an error answer's body goes into an error message.
 const BODY_EXCERPT: usize = 300;
 
-const DAV: &str = "DAV:";
-const CALDAV: &str = "urn:ietf:params:xml:ns:caldav";
+pub(super) const DAV: &str = "DAV:";
+pub(super) const CALDAV: &str = "urn:ietf:params:xml:ns:caldav";
 
 /// One calendar collection, with the account that may write it.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub(crate) struct Dav {
     user: String,
     /// Their password.
     password: Secret,
+    /// How many conditional writes the server refused with 412 (the object had changed).
+    conflicts: AtomicU64,
 }
 
 /// A calendar object on the server.
@@ -80,18 +83,20 @@ impl Dav {
             let p = format!("{}/", collection.path());
             collection.set_path(&p);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .user_agent(concat!("gpubook/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| bad(&e.to_string()))?;
+        let http =
+            http_client(reqwest::redirect::Policy::default()).map_err(|e| bad(&e.to_string()))?;
         Ok(Self {
             http,
             collection,
             user: user.to_string(),
             password,
+            conflicts: AtomicU64::new(0),
         })
+    }
+
+    /// How many writes the server refused with 412 Precondition Failed so far.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
     }
 
     /// The collection's URL.
@@ -314,7 +319,7 @@ impl Dav {
         let text = resp.text().await.map_err(|e| self.unreachable(&e))?;
         match status {
             s if s.is_success() => Ok(Written::Done(etag)),
-            StatusCode::PRECONDITION_FAILED => Ok(Written::Changed),
+            StatusCode::PRECONDITION_FAILED => Ok(self.changed()),
             s => {
                 self.fail("PUT", &url, s, &text)?;
                 Err(self.rejected("PUT", &url, s, &text))
@@ -338,12 +343,18 @@ impl Dav {
         match status {
             s if s.is_success() => Ok(Written::Done(None)),
             StatusCode::NOT_FOUND | StatusCode::GONE => Ok(Written::Gone),
-            StatusCode::PRECONDITION_FAILED => Ok(Written::Changed),
+            StatusCode::PRECONDITION_FAILED => Ok(self.changed()),
             s => {
                 self.fail("DELETE", &url, s, &text)?;
                 Err(self.rejected("DELETE", &url, s, &text))
             }
         }
+    }
+
+    /// A 412, counted.
+    fn changed(&self) -> Written {
+        self.conflicts.fetch_add(1, Ordering::Relaxed);
+        Written::Changed
     }
 
     async fn dav_request(
@@ -407,20 +418,9 @@ impl Dav {
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> CaldavError {
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
         CaldavError::Unreachable {
             url: self.url().to_string(),
-            error: if e.is_timeout() {
-                format!("timed out ({msg})")
-            } else {
-                msg
-            },
+            error: describe(e),
         }
     }
 
@@ -452,6 +452,34 @@ impl Dav {
     }
 }
 
+/// The HTTP client every CalDAV request goes through: timeouts, user agent, `redirects`.
+pub(super) fn http_client(
+    redirects: reqwest::redirect::Policy,
+) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("gpubook/", env!("CARGO_PKG_VERSION")))
+        .redirect(redirects)
+        .build()
+}
+
+/// A failed request in words, with every cause.
+pub(super) fn describe(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    if e.is_timeout() {
+        format!("timed out ({msg})")
+    } else {
+        msg
+    }
+}
+
 fn precondition(req: reqwest::RequestBuilder, pre: &Precondition) -> reqwest::RequestBuilder {
     match pre {
         Precondition::Absent => req.header(header::IF_NONE_MATCH, "*"),
@@ -468,7 +496,7 @@ fn etag_of(resp: &reqwest::Response) -> Option<String> {
 }
 
 /// The text of `node`'s DAV: child `name`.
-fn child_text(node: roxmltree::Node, name: &str) -> Option<String> {
+pub(super) fn child_text(node: roxmltree::Node, name: &str) -> Option<String> {
     node.children()
         .find(|c| c.has_tag_name((DAV, name)))
         .and_then(|c| c.text())
@@ -476,7 +504,7 @@ fn child_text(node: roxmltree::Node, name: &str) -> Option<String> {
 }
 
 /// The text of a property in a propstat whose status is 200.
-fn prop_text(response: roxmltree::Node, name: (&str, &str)) -> Option<String> {
+pub(super) fn prop_text(response: roxmltree::Node, name: (&str, &str)) -> Option<String> {
     response
         .children()
         .filter(|c| c.has_tag_name((DAV, "propstat")))
@@ -503,14 +531,14 @@ fn prop_text(response: roxmltree::Node, name: (&str, &str)) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-fn xml_escape(s: &str) -> String {
+pub(super) fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
 
-fn excerpt(body: &str) -> String {
+pub(super) fn excerpt(body: &str) -> String {
     let b = body.trim();
     match b.char_indices().nth(BODY_EXCERPT) {
         Some((i, _)) => format!("{}…", &b[..i]),

@@ -104,6 +104,13 @@ impl Syncer {
         self.state.saved.pending.len()
     }
 
+    /// How many of this sync's conditional writes the server refused with 412 Precondition
+    /// Failed (the object changed there since it was read); each was looked at again and
+    /// written over.
+    pub fn conflicts(&self) -> u64 {
+        self.dav.conflicts()
+    }
+
     /// Checks that the URL is a calendar collection the account may write.
     pub async fn check(&self) -> Result<(), CaldavError> {
         self.dav.check().await

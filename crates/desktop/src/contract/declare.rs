@@ -76,6 +76,12 @@ macro_rules! with_app_commands {
             /// Signs in to a CalDAV account: checks it, keeps the password in the OS keyring only
             /// if `remember`, saves the account (never the password) and syncs in the background.
             calendar::caldav_login(url: String, user: String, all_url: Option<String>, password: String, remember: bool) -> CaldavStatus;
+            /// The person's calendars at the CalDAV server `url` (its address, e.g.
+            /// cloud.example.org), to choose one for `caldav_login`; nothing is stored.
+            calendar::caldav_discover(url: String, user: String, password: String) -> CaldavCalendars;
+            /// A calendar for the bookings called `name` at the CalDAV server `url`: the one of
+            /// that name, or a new one (MKCALENDAR); nothing is stored.
+            calendar::caldav_create_calendar(url: String, user: String, password: String, name: String) -> CaldavCalendar;
             /// Signs out: the sync stops, the account and its keyring entry are removed.
             calendar::caldav_logout() -> ();
         }

@@ -13,6 +13,7 @@ pub use typescript::{api_ts, doc_table};
 
 /// Every type the declaration names, so that a module expanding it needs one `use`.
 pub mod types {
+    pub use crate::caldav_discover::{CaldavCalendar, CaldavCalendars};
     pub use crate::{
         AsapAnyResponse, CaldavStatus, EventPayload, LogPayload, ReadingsPayload, ServerView,
         Settings,
