@@ -2,10 +2,8 @@
 //! client books, started again on the same state; the link comes back by itself and its
 //! consumer sees every event exactly once, in order.
 
-#[path = "link_agent/mod.rs"]
-mod agent;
-
-use agent::{wait_until, ChildAgent, DEADLINE};
+use gpubook_testkit::agent::AgentProcess;
+use gpubook_testkit::wait_until_within;
 use chrono::{Duration as ChronoDuration, Utc};
 use gpubook_client::link::{Link, LinkOptions, LinkStatus};
 use gpubook_client::{ClientError, Connection, Pushed};
@@ -18,11 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// The agent process's entry point (see `link_agent`).
-#[test]
-fn agent_child() {
-    agent::child_main()
-}
+/// How long any awaited condition may take.
+const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Books GPU `i % 4` at 15-minute slot `i / 4` from tomorrow, one after another, over its own
 /// connections, reconnecting when the agent is gone. Returns how many it made.
@@ -66,7 +61,7 @@ async fn booker(socket: std::path::PathBuf, n: u64, made: Arc<Mutex<u64>>) {
 }
 
 /// Every event of the agent's log, from a fresh subscription from 0.
-async fn all_events(agent: &ChildAgent) -> Vec<Event> {
+async fn all_events(agent: &AgentProcess) -> Vec<Event> {
     let conn = agent.connect().await;
     let (latest, mut rx) = conn.subscribe(Some(0), false).await.unwrap();
     let mut out = Vec::new();
@@ -111,7 +106,7 @@ fn collect(mut rx: mpsc::UnboundedReceiver<Pushed>) -> Arc<Mutex<Vec<Event>>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_comes_back_and_no_event_is_lost_or_repeated() {
-    let mut agent = ChildAgent::start("lab-link", 4).await;
+    let mut agent = AgentProcess::named("lab-link", 4).await;
     let socket = agent.socket();
     let dial_socket = socket.clone();
     let (link, rx) = Link::start(
@@ -128,7 +123,7 @@ async fn a_killed_agent_comes_back_and_no_event_is_lost_or_repeated() {
     );
     let statuses = record_status(&link);
     let got = collect(rx);
-    wait_until("the link to connect", || {
+    wait_until_within("the link to connect", DEADLINE, || {
         matches!(*link.status().borrow(), LinkStatus::Connected { .. })
     })
     .await;
@@ -136,10 +131,10 @@ async fn a_killed_agent_comes_back_and_no_event_is_lost_or_repeated() {
     const N: u64 = 60;
     let made = Arc::new(Mutex::new(0));
     let booking = tokio::spawn(booker(socket.clone(), N, made.clone()));
-    wait_until("some bookings", || got.lock().unwrap().len() >= 15).await;
+    wait_until_within("some bookings", DEADLINE, || got.lock().unwrap().len() >= 15).await;
 
     agent.kill();
-    wait_until("the link to see the agent gone", || {
+    wait_until_within("the link to see the agent gone", DEADLINE, || {
         matches!(*link.status().borrow(), LinkStatus::Unreachable { .. })
     })
     .await;
@@ -166,7 +161,7 @@ async fn a_killed_agent_comes_back_and_no_event_is_lost_or_repeated() {
         want.len()
     );
     let latest = want.last().unwrap().seq;
-    wait_until("the link to catch up", || {
+    wait_until_within("the link to catch up", DEADLINE, || {
         got.lock().unwrap().last().is_some_and(|e| e.seq >= latest)
     })
     .await;
@@ -248,7 +243,7 @@ async fn a_request_in_flight_when_the_connection_drops_gets_connection_lost() {
         },
     );
     let statuses = record_status(&link);
-    wait_until("connected", || {
+    wait_until_within("connected", DEADLINE, || {
         matches!(*link.status().borrow(), LinkStatus::Connected { .. })
     })
     .await;
@@ -259,7 +254,7 @@ async fn a_request_in_flight_when_the_connection_drops_gets_connection_lost() {
     .await
     .expect("the request must not hang");
     assert!(matches!(r, Err(ClientError::ConnectionLost)), "{r:?}");
-    wait_until("unreachable", || {
+    wait_until_within("unreachable", DEADLINE, || {
         statuses.lock().unwrap().iter().any(
             |s| matches!(s, LinkStatus::Unreachable { reason, .. } if reason == "connection lost"),
         )

@@ -10,6 +10,7 @@ use gpubook_agent::gpu::Source;
 use gpubook_agent::server::{bind, AgentConfig};
 use gpubook_agent::state::State;
 use gpubook_client::Connection;
+use gpubook_core::{Actor, Booking, Op, Role};
 use std::fs::OpenOptions;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -348,6 +349,24 @@ impl InProcessAgent {
         Connection::unix(&self.socket(), "agent-test")
             .await
             .expect("cannot connect to the in-process agent")
+    }
+
+    /// Applies `op` as `user` with `role` straight to the agent's state, as if they had
+    /// asked; the booking it changed.
+    pub async fn as_user(&self, user: &str, role: Role, op: Op) -> Booking {
+        let state = self.state.clone();
+        let actor = Actor {
+            user: user.into(),
+            role,
+        };
+        tokio::task::spawn_blocking(move || state.change(&actor, op))
+            .await
+            .expect("the change ran")
+            .expect("the change is accepted")
+            .first()
+            .expect("the change wrote an event")
+            .booking
+            .clone()
     }
 
     /// Stops the agent and waits until it has.

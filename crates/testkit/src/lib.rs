@@ -28,6 +28,7 @@
 //! ```
 
 pub mod agent;
+pub mod bookings;
 pub mod keyring;
 pub mod radicale;
 pub mod require;
@@ -40,3 +41,13 @@ pub use users::{ensure_group, ensure_user, ensure_user_in, User};
 pub use wait::{
     wait_for, wait_for_within, wait_until, wait_until_blocking, wait_until_within, DEADLINE,
 };
+
+/// A fresh temporary directory (removed on drop).
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// Whether `path` exists and holds `needle`.
+pub fn file_has(path: &std::path::Path, needle: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|s| s.contains(needle))
+}

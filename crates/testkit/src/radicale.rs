@@ -107,6 +107,16 @@ impl Radicale {
         }
     }
 
+    /// Freezes it (SIGSTOP) where it is: what it has stored stays as it is until it is
+    /// stopped. A test that stops it "mid-sync" freezes it first to see how far it got.
+    pub fn freeze(&self) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill with the pid of a child this fixture started and has not reaped.
+            let rc = unsafe { libc::kill(c.id() as i32, libc::SIGSTOP) };
+            assert_eq!(rc, 0, "SIGSTOP Radicale: {}", std::io::Error::last_os_error());
+        }
+    }
+
     /// Its log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("radicale.log")).unwrap_or_default()
