@@ -6,15 +6,14 @@
 //!
 //! Needs Radicale and Python's icalendar (scripts/calendar-services.sh).
 
-
-use gpubook_testkit::agent::SERVER;
-use gpubook_testkit::bookings::*;
-use gpubook_testkit::radicale::*;
-use gpubook_testkit::{require_python, temp_dir};
 use gpubook_client::caldav::{self, FollowOptions, SyncNote, Syncer, Target};
 use gpubook_client::ical::{CalendarContext, Scope};
 use gpubook_client::secrets::Secret;
 use gpubook_client::Connection;
+use gpubook_testkit::agent::SERVER;
+use gpubook_testkit::bookings::*;
+use gpubook_testkit::radicale::*;
+use gpubook_testkit::{require_python, temp_dir};
 use std::time::{Duration, Instant};
 
 const BOOKINGS: usize = 1000;

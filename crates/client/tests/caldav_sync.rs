@@ -5,16 +5,15 @@
 //! 412); other objects are never touched; a wrong password, a URL that is not a calendar, an
 //! absent server and one answering 503 are clear errors.
 
-
-use gpubook_testkit::agent::SERVER;
-use gpubook_testkit::bookings::*;
-use gpubook_testkit::radicale::*;
-use gpubook_testkit::{file_has, require_python, temp_dir, wait_for, DEADLINE};
 use gpubook_client::caldav::{self, CaldavError, FollowOptions, SyncNote, Syncer, Target};
 use gpubook_client::ical::{CalendarContext, Scope};
 use gpubook_client::secrets::Secret;
 use gpubook_client::Connection;
 use gpubook_core::Booking;
+use gpubook_testkit::agent::SERVER;
+use gpubook_testkit::bookings::*;
+use gpubook_testkit::radicale::*;
+use gpubook_testkit::{file_has, require_python, temp_dir, wait_for, DEADLINE};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;

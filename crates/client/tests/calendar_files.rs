@@ -2,15 +2,14 @@
 //! (Python's icalendar): RFC 5545 lines, one event per booking with the right UID, SEQUENCE,
 //! STATUS and times, nobody else's command, and the feed following the agent's changes.
 
-
-use gpubook_testkit::agent::SERVER;
-use gpubook_testkit::bookings::*;
-use gpubook_testkit::radicale::*;
-use gpubook_testkit::{require_python, wait_for};
 use gpubook_client::feed::{self, Feed, FeedServer};
 use gpubook_client::ical::{self, CalendarContext, Scope};
 use gpubook_core::{BookingState, Role};
 use gpubook_proto::{BookRequest, GpuChoice, Request, Response, WhenChoice};
+use gpubook_testkit::agent::SERVER;
+use gpubook_testkit::bookings::*;
+use gpubook_testkit::radicale::*;
+use gpubook_testkit::{require_python, wait_for};
 use serde_json::Value;
 use std::time::Duration;
 

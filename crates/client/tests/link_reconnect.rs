@@ -2,8 +2,6 @@
 //! client books, started again on the same state; the link comes back by itself and its
 //! consumer sees every event exactly once, in order.
 
-use gpubook_testkit::agent::AgentProcess;
-use gpubook_testkit::wait_until_within;
 use chrono::{Duration as ChronoDuration, Utc};
 use gpubook_client::link::{Link, LinkOptions, LinkStatus};
 use gpubook_client::{ClientError, Connection, Pushed};
@@ -12,6 +10,8 @@ use gpubook_proto::{
     read_frame, write_frame, AgentFrame, BookRequest, ErrorKind, Event, GpuChoice, GpusRequest,
     Request, Response, SubscribedResponse, WhenChoice,
 };
+use gpubook_testkit::agent::AgentProcess;
+use gpubook_testkit::wait_until_within;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -131,7 +131,10 @@ async fn a_killed_agent_comes_back_and_no_event_is_lost_or_repeated() {
     const N: u64 = 60;
     let made = Arc::new(Mutex::new(0));
     let booking = tokio::spawn(booker(socket.clone(), N, made.clone()));
-    wait_until_within("some bookings", DEADLINE, || got.lock().unwrap().len() >= 15).await;
+    wait_until_within("some bookings", DEADLINE, || {
+        got.lock().unwrap().len() >= 15
+    })
+    .await;
 
     agent.kill();
     wait_until_within("the link to see the agent gone", DEADLINE, || {

@@ -2,12 +2,12 @@
 //! quotes match where each agent then really places the booking, the soonest wins, and on a
 //! tie the server left with fewer idle GPUs wins.
 
-use gpubook_testkit::agent::AgentProcess;
 use chrono::{DateTime, Duration, Utc};
 use gpubook_client::servers::asap::{choose, quote, AsapAsk, Quote, QuoteError};
 use gpubook_client::Connection;
 use gpubook_core::time::floor_to;
 use gpubook_proto::{BookRequest, GpuChoice, Request, Response, WhenChoice};
+use gpubook_testkit::agent::AgentProcess;
 
 fn book_at(gpus: &[&str], start: DateTime<Utc>, end: DateTime<Utc>) -> Request {
     Request::Book(BookRequest {

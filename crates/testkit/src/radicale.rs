@@ -113,7 +113,12 @@ impl Radicale {
         if let Some(c) = &self.child {
             // SAFETY: kill with the pid of a child this fixture started and has not reaped.
             let rc = unsafe { libc::kill(c.id() as i32, libc::SIGSTOP) };
-            assert_eq!(rc, 0, "SIGSTOP Radicale: {}", std::io::Error::last_os_error());
+            assert_eq!(
+                rc,
+                0,
+                "SIGSTOP Radicale: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 
