@@ -216,7 +216,7 @@ pub fn read_log(path: &Path) -> String {
 }
 
 /// What an [`InProcessAgent`] starts with; [`InProcessAgent::builder`] gives the defaults.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Options {
     /// Simulated GPUs.
     pub gpus: u32,
@@ -230,6 +230,9 @@ pub struct Options {
     pub sample_interval: Duration,
     /// The clock's time, for a [`ManualClock`]; the system clock when `None`.
     pub now: Option<DateTime<Utc>>,
+    /// Its directory, when the test chose it beforehand (to point a client at the socket
+    /// before the agent runs); a fresh one when `None`.
+    pub dir: Option<TempDir>,
 }
 
 impl Options {
@@ -242,8 +245,9 @@ impl Options {
 /// An agent inside the test process. Stopped on drop.
 #[derive(Debug)]
 pub struct InProcessAgent {
-    /// Holds the state directory, the socket and the policy; mode 0755.
-    dir: TempDir,
+    /// Holds the state directory, the socket and the policy; mode 0755. Taken only by
+    /// [`InProcessAgent::stop_keeping_dir`].
+    dir: Option<TempDir>,
     /// The agent's clock when the test moves it (see [`InProcessAgent::clock`]).
     manual: Option<Arc<ManualClock>>,
     /// The agent's state, to look at directly or change as other people.
@@ -265,6 +269,7 @@ impl InProcessAgent {
             shared: false,
             sample_interval: Duration::from_secs(1),
             now: None,
+            dir: None,
         }
     }
 
@@ -275,7 +280,10 @@ impl InProcessAgent {
 
     /// Binds an agent with `options` and runs it on the current runtime.
     pub async fn with(options: Options) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = match options.dir {
+            Some(d) => d,
+            None => tempfile::tempdir().expect("temp dir"),
+        };
         std::fs::set_permissions(
             dir.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -316,7 +324,7 @@ impl InProcessAgent {
             let _ = rx.await;
         }));
         Self {
-            dir,
+            dir: Some(dir),
             manual,
             state,
             shutdown: Some(tx),
@@ -326,17 +334,25 @@ impl InProcessAgent {
 
     /// The agent's socket.
     pub fn socket(&self) -> PathBuf {
-        let shared = self.dir.path().join("run").join("agent.sock");
+        let shared = self.path().join("run").join("agent.sock");
         if shared.exists() {
             shared
         } else {
-            self.dir.path().join("agent.sock")
+            self.path().join("agent.sock")
         }
     }
 
     /// The agent's directory (state, socket, policy), traversable by every user.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.dir.as_ref().expect("the agent's directory").path()
+    }
+
+    /// Stops the agent, waits until it has, and hands over its directory with the state
+    /// left in place: for a test that starts another agent there.
+    pub async fn stop_keeping_dir(mut self) -> TempDir {
+        let dir = self.dir.take().expect("the agent's directory");
+        self.stop().await;
+        dir
     }
 
     /// The manual clock; panics for an agent on the system clock.
@@ -393,6 +409,12 @@ impl Options {
     /// Under the policy `toml`.
     pub fn policy(mut self, toml: &str) -> Self {
         self.policy = Some(toml.into());
+        self
+    }
+
+    /// In `dir` (its socket `dir/agent.sock`, or `dir/run/agent.sock` when shared).
+    pub fn in_dir(mut self, dir: TempDir) -> Self {
+        self.dir = Some(dir);
         self
     }
 

@@ -104,6 +104,7 @@ impl KeyringSession {
             ("HOME".to_string(), h.to_path_buf()),
             ("XDG_DATA_HOME".to_string(), h.join("data")),
             ("XDG_CONFIG_HOME".to_string(), h.join("config")),
+            ("XDG_STATE_HOME".to_string(), h.join("state")),
             ("XDG_RUNTIME_DIR".to_string(), h.join("run")),
         ];
         if !self.address.is_empty() {
