@@ -28,7 +28,7 @@ impl KeyringSession {
         if !crate::require::require_tools(
             test,
             &["dbus-daemon", "dbus-send", "gnome-keyring-daemon"],
-            "scripts/calendar-services.sh",
+            "run `. ./scripts/calendar-services.sh` first",
         ) {
             return None;
         }

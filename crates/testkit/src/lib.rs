@@ -13,7 +13,11 @@
 //!   `GPUBOOK_REQUIRE_ROOT_TESTS` is set;
 //! - **a service** (Radicale and `icalendar` in `$GPUBOOK_PYTHON`, dbus-daemon,
 //!   gnome-keyring-daemon, sshd and the OpenSSH tools): required when
-//!   `GPUBOOK_REQUIRE_SERVICES` is set.
+//!   `GPUBOOK_REQUIRE_SERVICES` is set;
+//! - **a host that delegates cgroup v2** (for the jobs' cgroup kill path): a property of the
+//!   host, not something root or a script provides, so required only when
+//!   `GPUBOOK_REQUIRE_CGROUP_V2` is set (on a host known to delegate); elsewhere the test
+//!   prints that this path is NOT tested there.
 //!
 //! (A variable counts as set unless it is empty or `0`.) When the part is missing and
 //! required, the test **fails**, saying what is missing and what to run; when it is not
@@ -36,7 +40,7 @@ pub mod sshd;
 pub mod users;
 pub mod wait;
 
-pub use require::{require_python, require_root, require_tools};
+pub use require::{require_cgroup_v2, require_python, require_root, require_tools};
 pub use users::{ensure_group, ensure_user, ensure_user_in, User};
 pub use wait::{
     wait_for, wait_for_within, wait_until, wait_until_blocking, wait_until_within, DEADLINE,

@@ -12,6 +12,10 @@ pub enum Need {
     /// A service set up by `scripts/calendar-services.sh` or `scripts/ssh-services.sh`.
     /// Required under `GPUBOOK_REQUIRE_SERVICES`.
     Service,
+    /// A host that delegates cgroup v2 to the agent (a pure v2 hierarchy, its own cgroup
+    /// writable). A property of the host, not of root: required only under
+    /// `GPUBOOK_REQUIRE_CGROUP_V2`, set where the host is known to delegate.
+    CgroupV2,
 }
 
 impl Need {
@@ -20,6 +24,7 @@ impl Need {
         match self {
             Need::Root => "GPUBOOK_REQUIRE_ROOT_TESTS",
             Need::Service => "GPUBOOK_REQUIRE_SERVICES",
+            Need::CgroupV2 => "GPUBOOK_REQUIRE_CGROUP_V2",
         }
     }
 }
@@ -72,16 +77,16 @@ pub fn have_tool(tool: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
-/// Whether every one of `tools` is there; otherwise the rule decides, advising `script`
-/// (the `scripts/*-services.sh` that installs them).
-pub fn require_tools(test: &str, tools: &[&str], script: &str) -> bool {
+/// Whether every one of `tools` is there; otherwise the rule decides, giving `fix` (what to
+/// run to get them) as the advice.
+pub fn require_tools(test: &str, tools: &[&str], fix: &str) -> bool {
     let absent: Vec<&str> = tools.iter().copied().filter(|t| !have_tool(t)).collect();
     absent.is_empty()
         || missing(
             test,
             Need::Service,
             &format!("{} missing", absent.join(", ")),
-            &format!("run `. ./{script}` first"),
+            fix,
         )
 }
 
@@ -101,4 +106,45 @@ pub fn require_python(test: &str, modules: &str) -> bool {
         &format!("{python} cannot import {modules}"),
         "run `. ./scripts/calendar-services.sh` first",
     )
+}
+
+/// Why the host does not delegate cgroup v2 to a process of this one (the agent's own rule:
+/// `/sys/fs/cgroup` is a v2 hierarchy and a child of this process's cgroup can be made), or
+/// `None` when it does.
+pub fn cgroup_v2_not_delegated() -> Option<String> {
+    let root = Path::new("/sys/fs/cgroup");
+    if !root.join("cgroup.controllers").exists() {
+        return Some(
+            "/sys/fs/cgroup is not a cgroup v2 hierarchy (cgroup v1 or hybrid)".to_string(),
+        );
+    }
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return Some("/proc/self/cgroup names no cgroup v2 path".to_string());
+    };
+    let probe = root
+        .join(path.trim().trim_start_matches('/'))
+        .join(format!("gpubook-probe-{}", std::process::id()));
+    match std::fs::create_dir(&probe) {
+        Ok(()) => {
+            let _ = std::fs::remove_dir(&probe);
+            None
+        }
+        Err(e) => Some(format!("cannot make {}: {e}", probe.display())),
+    }
+}
+
+/// Whether `test` may rely on the host delegating cgroup v2; otherwise the rule decides
+/// (a failure only under `GPUBOOK_REQUIRE_CGROUP_V2`).
+pub fn require_cgroup_v2(test: &str) -> bool {
+    match cgroup_v2_not_delegated() {
+        None => true,
+        Some(why) => missing(
+            test,
+            Need::CgroupV2,
+            &format!("the host does not delegate cgroup v2 ({why}), so the cgroup kill path is NOT tested here"),
+            "run it on a pure cgroup v2 host, as root in a delegated cgroup (a systemd unit or \
+             container with Delegate=yes)",
+        ),
+    }
 }

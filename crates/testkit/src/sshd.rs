@@ -30,7 +30,7 @@ pub fn available(test: &str) -> bool {
                 "/usr/bin/ssh-agent",
                 "/usr/bin/ssh-add",
             ],
-            "scripts/ssh-services.sh",
+            "run `. ./scripts/ssh-services.sh` first",
         )
 }
 
