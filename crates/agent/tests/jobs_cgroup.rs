@@ -24,6 +24,18 @@ sleep 1000 &
 wait $!
 "#;
 
+/// Kills process `pid` on drop: the escaped child must not outlive a failed test (nothing
+/// else of the agent's would find it).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if !gone(self.0) {
+            jobs_support::kill(self.0 as i32, libc::SIGKILL);
+        }
+    }
+}
+
 /// The cgroup v2 path of `pid` (`0::` line of /proc/PID/cgroup), if it runs.
 fn cgroup_of(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
@@ -44,6 +56,7 @@ async fn a_child_that_left_the_group_and_dropped_the_key_is_killed_through_the_c
         .trim()
         .parse()
         .unwrap();
+    let _reap = KillOnDrop(escaped);
     // It did escape: another session and group, no key; and it is in the job's cgroup.
     assert!(!gone(escaped), "the escaped child is not running");
     assert_ne!(
