@@ -15,8 +15,8 @@ use gpubook_proto::{
     WhoamiRequest,
 };
 use jobs_support::{
-    book, booked, ensure_user, gone, job, listed, read_when_there, root_or_skip, secs, slot_start,
-    wait_until, Events, Lab, DEADLINE, JOBBER, OTHER,
+    book, booked, ensure_user, gone, job, listed, read_when_there, require_root, secs, slot_start,
+    wait_until_within, Events, Lab, DEADLINE, JOBBER, OTHER,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -69,7 +69,7 @@ fn hello() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_working_directory_is_entered_as_the_owner_never_as_root() {
-    if !root_or_skip("a_working_directory_is_entered_as_the_owner_never_as_root") {
+    if !require_root("a_working_directory_is_entered_as_the_owner_never_as_root") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -124,7 +124,7 @@ async fn a_working_directory_is_entered_as_the_owner_never_as_root() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relative_working_directory_and_the_agent_s_variables_are_refused_when_booking() {
-    if !root_or_skip(
+    if !require_root(
         "a_relative_working_directory_and_the_agent_s_variables_are_refused_when_booking",
     ) {
         return;
@@ -173,7 +173,7 @@ async fn a_relative_working_directory_and_the_agent_s_variables_are_refused_when
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_disconnected_and_the_agent_stays_small() {
-    if !root_or_skip("a_client_that_never_reads_is_disconnected_and_the_agent_stays_small") {
+    if !require_root("a_client_that_never_reads_is_disconnected_and_the_agent_stays_small") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -219,7 +219,7 @@ async fn a_client_that_never_reads_is_disconnected_and_the_agent_stays_small() {
             break;
         }
     }
-    wait_until("the agent to cut the client off", DEADLINE, || {
+    wait_until_within("the agent to cut the client off", DEADLINE, || {
         lab.log().contains("pile up unread; disconnected")
     })
     .await;
@@ -232,7 +232,7 @@ async fn a_client_that_never_reads_is_disconnected_and_the_agent_stays_small() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_cannot_hold_every_connection_and_silent_ones_are_closed() {
-    if !root_or_skip("one_user_cannot_hold_every_connection_and_silent_ones_are_closed") {
+    if !require_root("one_user_cannot_hold_every_connection_and_silent_ones_are_closed") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -283,7 +283,7 @@ async fn one_user_cannot_hold_every_connection_and_silent_ones_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_directory_is_private_even_for_a_shared_agent() {
-    if !root_or_skip("the_state_directory_is_private_even_for_a_shared_agent") {
+    if !require_root("the_state_directory_is_private_even_for_a_shared_agent") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -344,7 +344,7 @@ async fn the_state_directory_is_private_even_for_a_shared_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kill_lands_at_the_end_when_someone_follows_on_the_gpu() {
-    if !root_or_skip("the_kill_lands_at_the_end_when_someone_follows_on_the_gpu") {
+    if !require_root("the_kill_lands_at_the_end_when_someone_follows_on_the_gpu") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -417,7 +417,7 @@ async fn the_kill_lands_at_the_end_when_someone_follows_on_the_gpu() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_for_an_older_revision_is_refused() {
-    if !root_or_skip("an_approval_for_an_older_revision_is_refused") {
+    if !require_root("an_approval_for_an_older_revision_is_refused") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -470,7 +470,7 @@ async fn an_approval_for_an_older_revision_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_of_another_user_carrying_a_job_s_key_is_left_alone() {
-    if !root_or_skip("a_process_of_another_user_carrying_a_job_s_key_is_left_alone") {
+    if !require_root("a_process_of_another_user_carrying_a_job_s_key_is_left_alone") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -499,7 +499,7 @@ async fn a_process_of_another_user_carrying_a_job_s_key_is_left_alone() {
             .find_map(|v| v.strip_prefix(b"GPUBOOK_JOB_KEY="))
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
-    wait_until("the job's exec", DEADLINE, || read_key().is_some()).await;
+    wait_until_within("the job's exec", DEADLINE, || read_key().is_some()).await;
     let key = read_key().expect("the job's key");
     assert!(
         key.split('-').count() >= 3,
@@ -527,7 +527,7 @@ async fn a_process_of_another_user_carrying_a_job_s_key_is_left_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_gets_the_system_s_limits_and_mask_not_the_agent_s() {
-    if !root_or_skip("a_job_gets_the_system_s_limits_and_mask_not_the_agent_s") {
+    if !require_root("a_job_gets_the_system_s_limits_and_mask_not_the_agent_s") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -575,7 +575,7 @@ async fn a_job_gets_the_system_s_limits_and_mask_not_the_agent_s() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_is_cut_at_the_policy_s_limit() {
-    if !root_or_skip("a_log_is_cut_at_the_policy_s_limit") {
+    if !require_root("a_log_is_cut_at_the_policy_s_limit") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -615,7 +615,7 @@ async fn a_log_is_cut_at_the_policy_s_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_others_see_of_a_failed_job_holds_no_paths() {
-    if !root_or_skip("what_others_see_of_a_failed_job_holds_no_paths") {
+    if !require_root("what_others_see_of_a_failed_job_holds_no_paths") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -679,7 +679,7 @@ impl Drop for Tmpfs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_does_not_stop_the_agent_from_ending_slots() {
-    if !root_or_skip("a_full_disk_does_not_stop_the_agent_from_ending_slots") {
+    if !require_root("a_full_disk_does_not_stop_the_agent_from_ending_slots") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -716,7 +716,7 @@ async fn a_full_disk_does_not_stop_the_agent_from_ending_slots() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_until("the agent to say why it cannot write", DEADLINE, || {
+    wait_until_within("the agent to say why it cannot write", DEADLINE, || {
         lab.log()
             .contains("jobs are still stopped at their slots' ends")
     })
@@ -768,7 +768,7 @@ fn limit_files(pid: u32, soft: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_file_descriptors_a_job_is_never_recorded_stopped_while_it_runs() {
-    if !root_or_skip("out_of_file_descriptors_a_job_is_never_recorded_stopped_while_it_runs") {
+    if !require_root("out_of_file_descriptors_a_job_is_never_recorded_stopped_while_it_runs") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -854,7 +854,7 @@ async fn out_of_file_descriptors_a_job_is_never_recorded_stopped_while_it_runs()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_personal_agent_s_state_is_private_too() {
-    if !root_or_skip("a_personal_agent_s_state_is_private_too") {
+    if !require_root("a_personal_agent_s_state_is_private_too") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -874,7 +874,7 @@ async fn a_personal_agent_s_state_is_private_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_keeps_its_owner_s_supplementary_groups_when_it_enters_its_directory() {
-    if !root_or_skip("a_job_keeps_its_owner_s_supplementary_groups_when_it_enters_its_directory") {
+    if !require_root("a_job_keeps_its_owner_s_supplementary_groups_when_it_enters_its_directory") {
         return;
     }
     let jobber = ensure_user(JOBBER);

@@ -52,21 +52,6 @@ fn assert_nothing_written(root: &Path) {
     assert_eq!(left, ["policy.toml"], "only the policy is there");
 }
 
-/// Whether a test that needs root may run: true as root. Otherwise it says it skips, or fails
-/// when GPUBOOK_REQUIRE_ROOT_TESTS is set (CI).
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("GPUBOOK_REQUIRE_ROOT_TESTS").is_none(),
-        "GPUBOOK_REQUIRE_ROOT_TESTS is set but {test} does not run as root"
-    );
-    eprintln!("skipped {test}: it gives a file to another user, which needs root");
-    false
-}
-
 fn unit_of(root: &Path) -> String {
     std::fs::read_to_string(root.join("etc/systemd/system/gpubook-agent.service")).unwrap()
 }
@@ -223,13 +208,17 @@ fn bad_gpu_source_and_missing_system_flag_are_usage_errors() {
 /// systemd's own checker reads the unit (where systemd-analyze is installed; CI has it).
 #[test]
 fn systemd_accepts_the_unit() {
-    let Ok(probe) = Command::new("systemd-analyze").arg("--version").output() else {
-        if std::env::var_os("GPUBOOK_REQUIRE_SERVICES").is_some() {
-            panic!("systemd-analyze is not installed");
-        }
-        eprintln!("skipped: systemd-analyze is not installed");
+    if !gpubook_testkit::require_tools(
+        "systemd_accepts_the_unit",
+        &["systemd-analyze"],
+        "install systemd (scripts/setup-debian.sh)",
+    ) {
         return;
-    };
+    }
+    let probe = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .expect("run systemd-analyze");
     assert!(probe.status.success());
     let root = tempfile::tempdir().unwrap();
     assert!(install(root.path(), &[]).status.success());
@@ -313,7 +302,9 @@ fn a_policy_directory_others_can_write_is_refused_and_nothing_is_written() {
 
 #[test]
 fn a_policy_owned_by_another_user_is_refused_and_nothing_is_written() {
-    if !root_or_skip("a_policy_owned_by_another_user_is_refused_and_nothing_is_written") {
+    if !gpubook_testkit::require_root(
+        "a_policy_owned_by_another_user_is_refused_and_nothing_is_written",
+    ) {
         return;
     }
     let root = tempfile::tempdir().unwrap();

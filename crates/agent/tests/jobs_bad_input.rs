@@ -11,7 +11,7 @@ use gpubook_client::ClientError;
 use gpubook_core::{BookingState, JobState};
 use gpubook_proto::{ErrorBody, ErrorKind, EventKind, ListRequest};
 use jobs_support::{
-    book, booked, ensure_user, job, listed, root_or_skip, secs, slot_start, Events, Lab, DEADLINE,
+    book, booked, ensure_user, job, listed, require_root, secs, slot_start, Events, Lab, DEADLINE,
     JOBBER,
 };
 use std::os::unix::fs::PermissionsExt;
@@ -63,7 +63,7 @@ async fn fails_to_start(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_that_does_not_exist_fails_to_start_with_the_shells_message() {
-    if !root_or_skip("a_command_that_does_not_exist_fails_to_start_with_the_shells_message") {
+    if !require_root("a_command_that_does_not_exist_fails_to_start_with_the_shells_message") {
         return;
     }
     let mut lab = Lab::new(1);
@@ -79,7 +79,7 @@ async fn a_command_that_does_not_exist_fails_to_start_with_the_shells_message() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_that_is_not_executable_fails_to_start_with_the_shells_message() {
-    if !root_or_skip("a_command_that_is_not_executable_fails_to_start_with_the_shells_message") {
+    if !require_root("a_command_that_is_not_executable_fails_to_start_with_the_shells_message") {
         return;
     }
     let mut lab = Lab::new(1);
@@ -97,7 +97,7 @@ async fn a_command_that_is_not_executable_fails_to_start_with_the_shells_message
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_working_directory_that_does_not_exist_fails_to_start_naming_it() {
-    if !root_or_skip("a_working_directory_that_does_not_exist_fails_to_start_naming_it") {
+    if !require_root("a_working_directory_that_does_not_exist_fails_to_start_naming_it") {
         return;
     }
     let mut lab = Lab::new(1);
@@ -118,7 +118,7 @@ async fn a_working_directory_that_does_not_exist_fails_to_start_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_end_signal_that_is_not_a_signal_is_refused_when_booking() {
-    if !root_or_skip("an_end_signal_that_is_not_a_signal_is_refused_when_booking") {
+    if !require_root("an_end_signal_that_is_not_a_signal_is_refused_when_booking") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -163,7 +163,7 @@ async fn an_end_signal_that_is_not_a_signal_is_refused_when_booking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_in_personal_mode_refuses_a_job_for_another_user_when_booking() {
-    if !root_or_skip("an_agent_in_personal_mode_refuses_a_job_for_another_user_when_booking") {
+    if !require_root("an_agent_in_personal_mode_refuses_a_job_for_another_user_when_booking") {
         return;
     }
     let jobber = ensure_user(JOBBER);

@@ -10,8 +10,8 @@ mod jobs_support;
 use gpubook_core::{JobSpec, JobState};
 use gpubook_proto::EventKind;
 use jobs_support::{
-    book, booked, ensure_user, gone, job, listed, read_when_there, root_or_skip, secs, slot_start,
-    wait_until, Events, Lab, DEADLINE, JOBBER,
+    book, booked, ensure_user, gone, job, listed, read_when_there, require_root, secs, slot_start,
+    wait_until_within, Events, Lab, DEADLINE, JOBBER,
 };
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ wait
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_killed_during_its_grace_is_recorded_as_killed_not_as_stopped_by_sigterm() {
-    if !root_or_skip(
+    if !require_root(
         "a_job_killed_during_its_grace_is_recorded_as_killed_not_as_stopped_by_sigterm",
     ) {
         return;
@@ -63,7 +63,7 @@ async fn a_job_killed_during_its_grace_is_recorded_as_killed_not_as_stopped_by_s
     let limit = (end + secs(i64::from(grace) + 3) - chrono::Utc::now())
         .to_std()
         .unwrap_or(Duration::ZERO);
-    wait_until("the child that ignored SIGTERM to be gone", limit, || {
+    wait_until_within("the child that ignored SIGTERM to be gone", limit, || {
         gone(child)
     })
     .await;

@@ -12,7 +12,7 @@ use gpubook_core::{BookingState, JobState};
 use gpubook_proto::EventKind;
 use jobs_support::{
     book, book_asap, booked, ensure_user, gone, group_of, job, listed, parse_env, read_when_there,
-    root_or_skip, secs, session_of, sim_uuid, slot_start, wait_until, Events, Lab, DEADLINE,
+    require_root, secs, session_of, sim_uuid, slot_start, wait_until_within, Events, Lab, DEADLINE,
     JOBBER, OTHER,
 };
 use std::time::Duration;
@@ -58,7 +58,7 @@ fn pid_in(path: &std::path::Path) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_starts_on_time_as_its_owner_on_its_gpus_and_is_stopped_at_the_end() {
-    if !root_or_skip("a_job_starts_on_time_as_its_owner_on_its_gpus_and_is_stopped_at_the_end") {
+    if !require_root("a_job_starts_on_time_as_its_owner_on_its_gpus_and_is_stopped_at_the_end") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -162,7 +162,7 @@ async fn a_job_starts_on_time_as_its_owner_on_its_gpus_and_is_stopped_at_the_end
     let limit = (end + secs(i64::from(grace) + 2) - chrono::Utc::now())
         .to_std()
         .unwrap_or(Duration::ZERO);
-    wait_until(
+    wait_until_within(
         "the job and its setsid child to be gone by end + grace",
         limit,
         || gone(pid) && gone(script_pid) && gone(child),
@@ -200,7 +200,7 @@ async fn a_job_starts_on_time_as_its_owner_on_its_gpus_and_is_stopped_at_the_end
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_ignores_sigterm_is_killed_after_the_grace_period() {
-    if !root_or_skip("a_job_that_ignores_sigterm_is_killed_after_the_grace_period") {
+    if !require_root("a_job_that_ignores_sigterm_is_killed_after_the_grace_period") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -231,7 +231,7 @@ async fn a_job_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let limit = (end + secs(i64::from(grace) + 3) - chrono::Utc::now())
         .to_std()
         .unwrap_or(Duration::ZERO);
-    wait_until("the stubborn job and its child to be gone", limit, || {
+    wait_until_within("the stubborn job and its child to be gone", limit, || {
         gone(pid) && gone(child)
     })
     .await;
@@ -303,7 +303,7 @@ async fn early_end(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_ends_early_releases_its_slot_and_the_queue_moves_up() {
-    if !root_or_skip("a_job_that_ends_early_releases_its_slot_and_the_queue_moves_up") {
+    if !require_root("a_job_that_ends_early_releases_its_slot_and_the_queue_moves_up") {
         return;
     }
     let (lab, mut events, a, q, user) = early_end(false).await;
@@ -360,7 +360,7 @@ async fn a_job_that_ends_early_releases_its_slot_and_the_queue_moves_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_ends_early_with_keep_slot_keeps_it() {
-    if !root_or_skip("a_job_that_ends_early_with_keep_slot_keeps_it") {
+    if !require_root("a_job_that_ends_early_with_keep_slot_keeps_it") {
         return;
     }
     let (lab, mut events, a, q, user) = early_end(true).await;

@@ -11,7 +11,7 @@ use gpubook_client::{ClientError, Connection, Pushed};
 use gpubook_core::BookingId;
 use gpubook_proto::{ErrorKind, LogPiece, LogsRequest, LogsResponse, Request, Response};
 use jobs_support::{
-    book_asap, booked, ensure_user, job, root_or_skip, Lab, DEADLINE, JOBBER, OTHER,
+    book_asap, booked, ensure_user, job, require_root, Lab, DEADLINE, JOBBER, OTHER,
 };
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -46,7 +46,7 @@ async fn next_piece(rx: &mut UnboundedReceiver<Pushed>, limit: Duration) -> Opti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_followed_log_is_pushed_as_the_job_writes_it() {
-    if !root_or_skip("a_followed_log_is_pushed_as_the_job_writes_it") {
+    if !require_root("a_followed_log_is_pushed_as_the_job_writes_it") {
         return;
     }
     let jobber = ensure_user(JOBBER);

@@ -12,7 +12,7 @@ mod jobs_support;
 
 use gpubook_core::JobState;
 use gpubook_proto::EventKind;
-use jobs_support::{gone, root_or_skip, running_job, secs, Events, DEADLINE};
+use jobs_support::{gone, require_root, running_job, secs, Events, DEADLINE};
 
 /// The parent of `pid`, if it runs.
 fn parent_of(pid: u32) -> Option<u32> {
@@ -27,7 +27,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_readopted_job_that_exits_on_its_signal_is_not_reported_killed_while_its_zombie_lingers()
 {
-    if !root_or_skip("a_readopted_job_that_exits_on_its_signal_is_not_reported_killed") {
+    if !require_root("a_readopted_job_that_exits_on_its_signal_is_not_reported_killed") {
         return;
     }
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.

@@ -12,9 +12,9 @@ mod jobs_support;
 use gpubook_core::{BookingState, ChangeKind, JobState};
 use gpubook_proto::EventKind;
 use jobs_support::{
-    book, booked, ensure_user, gone, job_key_of, job_processes, kill, listed, root_or_skip,
-    running_job, running_script, secs, slot_start, start_ticks, wait_until, Events, Lab, DEADLINE,
-    JOBBER,
+    book, booked, ensure_user, gone, job_key_of, job_processes, kill, listed, require_root,
+    running_job, running_script, secs, slot_start, start_ticks, wait_until_within, Events, Lab,
+    DEADLINE, JOBBER,
 };
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -30,7 +30,7 @@ fn starts(out: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_survives_an_agent_killed_with_sigkill_and_is_still_stopped_at_its_end() {
-    if !root_or_skip("a_job_survives_an_agent_killed_with_sigkill_and_is_still_stopped_at_its_end")
+    if !require_root("a_job_survives_an_agent_killed_with_sigkill_and_is_still_stopped_at_its_end")
     {
         return;
     }
@@ -49,7 +49,7 @@ async fn a_job_survives_an_agent_killed_with_sigkill_and_is_still_stopped_at_its
     }
 
     let stopped = events.wait_for(b.id, EventKind::JobStopped, DEADLINE).await;
-    wait_until(
+    wait_until_within(
         "the re-adopted job to be gone",
         (end + secs(7) - chrono::Utc::now())
             .to_std()
@@ -84,7 +84,7 @@ async fn a_job_survives_an_agent_killed_with_sigkill_and_is_still_stopped_at_its
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_vanished_while_the_agent_was_down_is_lost_and_not_started_again() {
-    if !root_or_skip("a_job_that_vanished_while_the_agent_was_down_is_lost_and_not_started_again") {
+    if !require_root("a_job_that_vanished_while_the_agent_was_down_is_lost_and_not_started_again") {
         return;
     }
     let (mut lab, b, out, pid) = running_job(60, 5).await;
@@ -92,7 +92,7 @@ async fn a_job_that_vanished_while_the_agent_was_down_is_lost_and_not_started_ag
     lab.kill();
     // The whole job (it leads its own process group) dies meanwhile.
     kill(-(pid as i32), libc::SIGKILL);
-    wait_until("the job to die", DEADLINE, || gone(pid)).await;
+    wait_until_within("the job to die", DEADLINE, || gone(pid)).await;
     lab.start().await;
     let mut events = Events::subscribe(&lab).await;
 
@@ -134,7 +134,7 @@ impl Drop for Decoy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_pid_is_not_mistaken_for_the_job_and_is_left_alone() {
-    if !root_or_skip("a_reused_pid_is_not_mistaken_for_the_job_and_is_left_alone") {
+    if !require_root("a_reused_pid_is_not_mistaken_for_the_job_and_is_left_alone") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -143,7 +143,7 @@ async fn a_reused_pid_is_not_mistaken_for_the_job_and_is_left_alone() {
 
     lab.kill();
     kill(-(pid as i32), libc::SIGKILL);
-    wait_until("the job to die", DEADLINE, || gone(pid)).await;
+    wait_until_within("the job to die", DEADLINE, || gone(pid)).await;
     // Another process of the same user now has the pid the agent recorded: the record is
     // changed to point at it, keeping the job's start time, as when the pid is reused.
     let mut decoy = Decoy(
@@ -168,7 +168,7 @@ async fn a_reused_pid_is_not_mistaken_for_the_job_and_is_left_alone() {
         .expect("change the record");
         ticks
     });
-    wait_until("the decoy to run", DEADLINE, || {
+    wait_until_within("the decoy to run", DEADLINE, || {
         start_ticks(decoy_pid).is_some()
     })
     .await;
@@ -236,7 +236,7 @@ async fn main_process_gone_while_agent_down() -> (Lab, gpubook_core::Booking, St
     );
     lab.kill();
     kill(pid as i32, libc::SIGKILL);
-    wait_until("the job's main process to die", DEADLINE, || gone(pid)).await;
+    wait_until_within("the job's main process to die", DEADLINE, || gone(pid)).await;
     assert!(!gone(child), "the setsid child died with the main process");
     (lab, b, key, child)
 }
@@ -256,7 +256,7 @@ async fn until_over(lab: &Lab, id: gpubook_core::BookingId) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_job_left_behind_when_its_main_process_ended_during_a_restart_is_still_stopped() {
-    if !root_or_skip(
+    if !require_root(
         "what_a_job_left_behind_when_its_main_process_ended_during_a_restart_is_still_stopped",
     ) {
         return;
@@ -295,7 +295,7 @@ async fn what_a_job_left_behind_when_its_main_process_ended_during_a_restart_is_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_pid_is_left_alone_while_what_the_job_left_behind_is_stopped() {
-    if !root_or_skip("a_reused_pid_is_left_alone_while_what_the_job_left_behind_is_stopped") {
+    if !require_root("a_reused_pid_is_left_alone_while_what_the_job_left_behind_is_stopped") {
         return;
     }
     let jobber = ensure_user(JOBBER);
@@ -326,7 +326,7 @@ async fn a_reused_pid_is_left_alone_while_what_the_job_left_behind_is_stopped() 
         .expect("change the record");
         ticks
     });
-    wait_until("the decoy to run", DEADLINE, || {
+    wait_until_within("the decoy to run", DEADLINE, || {
         start_ticks(decoy_pid).is_some()
     })
     .await;

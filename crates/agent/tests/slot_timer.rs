@@ -38,7 +38,7 @@ impl Watch {
     /// Sets the clock and expects no slot event: a new booking far away (which also wakes the
     /// timer) must be the next event, so nothing fired early in between.
     async fn quiet_at(&mut self, agent: &InProcessAgent, now: DateTime<Utc>) {
-        agent.clock.set(now);
+        agent.clock().set(now);
         self.quiet += 1;
         let day = t("00:00:00") + ChronoDuration::days(30 + self.quiet);
         let probe = booked(
@@ -69,7 +69,7 @@ impl Watch {
         state: BookingState,
     ) -> Event {
         let set = Instant::now();
-        agent.clock.set(now);
+        agent.clock().set(now);
         let e = next_event_within(&mut self.rx, SLOT_EVENT_LIMIT).await;
         self.slowest = self.slowest.max(set.elapsed());
         assert_eq!((e.kind, e.booking.id), (kind, id), "at {now}: {e:?}");

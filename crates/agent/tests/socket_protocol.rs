@@ -16,7 +16,7 @@ use gpubook_proto::{
 /// 8 to 16 of `grid`, titled "alice's run".
 async fn agent_with_alice(grid: Grid) -> (AgentProcess, Booking) {
     let mut alice_booking = None;
-    let dir = AgentProcess::seeded(4, |state| {
+    let dir = common::seeded(4, |state| {
         let alice = Actor {
             user: "alice".into(),
             role: Role::User,
@@ -88,7 +88,7 @@ async fn a_frame_that_is_not_json_gets_malformed_and_the_connection_stays_usable
     let (agent, _) = agent_with_alice(grid).await;
     let before = snapshot(&agent).await;
 
-    let mut raw = agent.raw().await;
+    let mut raw = common::raw(&agent).await;
     raw.handshake().await;
     raw.send_body(b"{this is not json").await;
     let (id, e) = expect_error(raw.recv().await);
@@ -116,7 +116,7 @@ async fn a_frame_that_is_not_json_gets_malformed_and_the_connection_stays_usable
 async fn a_request_that_cannot_be_parsed_gets_invalid_with_its_id() {
     let (agent, _) = agent_with_alice(Grid::new()).await;
     let before = snapshot(&agent).await;
-    let mut raw = agent.raw().await;
+    let mut raw = common::raw(&agent).await;
     raw.handshake().await;
     // A book request without its GPUs or time.
     raw.send_body(br#"{"type":"request","id":3,"body":{"type":"book"}}"#)
@@ -141,7 +141,7 @@ async fn a_truncated_frame_does_not_take_the_agent_down() {
     // Whatever the agent says before it closes, it says as a typed error.
     let mut bytes = 100u32.to_be_bytes().to_vec();
     bytes.extend_from_slice(br#"{"type":"r"#);
-    let mut raw = agent.raw().await;
+    let mut raw = common::raw(&agent).await;
     raw.handshake().await;
     raw.send_bytes(&bytes).await;
     for f in raw.close().await {
@@ -149,14 +149,14 @@ async fn a_truncated_frame_does_not_take_the_agent_down() {
     }
 
     // In place of the hello.
-    let mut raw = agent.raw().await;
+    let mut raw = common::raw(&agent).await;
     raw.send_bytes(&bytes).await;
     for f in raw.close().await {
         assert!(matches!(f, AgentFrame::Error { .. }), "{f:?}");
     }
 
     // Half a length.
-    let mut raw = agent.raw().await;
+    let mut raw = common::raw(&agent).await;
     raw.handshake().await;
     raw.send_bytes(&[0, 0]).await;
     for f in raw.close().await {
@@ -173,7 +173,7 @@ async fn an_oversized_frame_gets_too_large_and_the_connection_is_closed() {
     let before = snapshot(&agent).await;
     let header = ((MAX_FRAME + 1) as u32).to_be_bytes();
 
-    let mut raw = agent.raw().await;
+    let mut raw = common::raw(&agent).await;
     raw.handshake().await;
     raw.send_bytes(&header).await;
     let (_, e) = expect_error(raw.recv().await);
@@ -181,7 +181,7 @@ async fn an_oversized_frame_gets_too_large_and_the_connection_is_closed() {
     raw.expect_closed().await;
 
     // A frame of exactly the limit is read (it is not JSON, so it is malformed, not too large).
-    let mut raw = agent.raw().await;
+    let mut raw = common::raw(&agent).await;
     raw.handshake().await;
     raw.send_body(&vec![b' '; MAX_FRAME]).await;
     let (_, e) = expect_error(raw.recv().await);
@@ -195,7 +195,7 @@ async fn an_oversized_frame_gets_too_large_and_the_connection_is_closed() {
 async fn an_oversized_hello_gets_one_too_large_error_then_the_connection_is_closed() {
     let (mut agent, _) = agent_with_alice(Grid::new()).await;
     let before = snapshot(&agent).await;
-    let mut raw = agent.raw().await;
+    let mut raw = common::raw(&agent).await;
     raw.send_bytes(&u32::MAX.to_be_bytes()).await;
     let (_, e) = expect_error(raw.recv().await);
     assert_eq!(e.kind, ErrorKind::TooLarge, "{e:?}");
@@ -209,7 +209,7 @@ async fn an_oversized_hello_gets_one_too_large_error_then_the_connection_is_clos
 async fn an_unknown_request_type_gets_unknown_request_with_its_id() {
     let (agent, _) = agent_with_alice(Grid::new()).await;
     let before = snapshot(&agent).await;
-    let mut raw = agent.raw().await;
+    let mut raw = common::raw(&agent).await;
     raw.handshake().await;
     raw.send_body(br#"{"type":"request","id":7,"body":{"type":"teleport","to":"mars"}}"#)
         .await;
@@ -238,7 +238,7 @@ async fn a_different_protocol_major_is_incompatible_and_closed() {
     let (agent, _) = agent_with_alice(Grid::new()).await;
     let before = snapshot(&agent).await;
     for major in [PROTOCOL_MAJOR + 1, PROTOCOL_MAJOR.wrapping_sub(1), 999] {
-        let mut raw = agent.raw().await;
+        let mut raw = common::raw(&agent).await;
         raw.send_hello(major).await;
         let (_, e) = expect_error(raw.recv().await);
         assert_eq!(e.kind, ErrorKind::Incompatible, "major {major}: {e:?}");
@@ -253,7 +253,7 @@ async fn a_request_before_hello_is_refused_and_not_applied() {
     let grid = Grid::new();
     let (agent, _) = agent_with_alice(grid).await;
     let before = snapshot(&agent).await;
-    let mut raw = agent.raw().await;
+    let mut raw = common::raw(&agent).await;
     raw.send(&ClientFrame::Request {
         id: 1,
         body: book_at(&["0"], grid.at(0), grid.at(4), "sneaky"),

@@ -7,7 +7,7 @@ mod jobs_support;
 
 use gpubook_proto::{EventKind, Request, Response, SuggestRequest, SuggestionResponse};
 use jobs_support::{
-    book_asap, booked, ensure_user, job, root_or_skip, Events, Lab, UserConn, DEADLINE, JOBBER,
+    book_asap, booked, ensure_user, job, require_root, Events, Lab, UserConn, DEADLINE, JOBBER,
     OTHER,
 };
 
@@ -25,7 +25,7 @@ async fn suggest(user: &UserConn, command: &str, gpus: u32) -> SuggestionRespons
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_s_past_runs_of_a_command_suggest_its_length() {
-    if !root_or_skip("the_owner_s_past_runs_of_a_command_suggest_its_length") {
+    if !require_root("the_owner_s_past_runs_of_a_command_suggest_its_length") {
         return;
     }
     let jobber = ensure_user(JOBBER);

@@ -5,67 +5,25 @@
 
 mod support;
 
+use gpubook_testkit::require_python;
+use gpubook_testkit::sshd::free_port;
+use gpubook_testkit::xandikos::Xandikos;
 use std::io::Write;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 use support::text;
 
-/// Xandikos on 127.0.0.1 with its default calendar; killed on drop.
-struct Server(Child, u16, tempfile::TempDir);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
+/// Xandikos on 127.0.0.1 with its default calendar (and the runtime it was started on);
 /// `None` (the test skips) when Xandikos is not installed and services are not required.
-fn xandikos() -> Option<Server> {
-    let python = std::env::var("GPUBOOK_PYTHON").unwrap_or_else(|_| "python3".into());
-    let have = Command::new(&python)
-        .args(["-c", "import xandikos"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        let required = std::env::var("GPUBOOK_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "GPUBOOK_REQUIRE_SERVICES=1 but {python} has no xandikos"
-        );
-        eprintln!("SKIPPED: no xandikos; run scripts/calendar-services.sh");
+fn xandikos() -> Option<(Xandikos, tokio::runtime::Runtime)> {
+    if !require_python(
+        "calendars_found_made_and_picked_from_the_server_address",
+        "xandikos",
+    ) {
         return None;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let port = port();
-    let child = Command::new(&python)
-        .args([
-            "-m",
-            "xandikos.web",
-            "--defaults",
-            "--no-detect-systemd",
-            "-l",
-            "127.0.0.1",
-        ])
-        .args(["-p", &port.to_string(), "-d"])
-        .arg(dir.path().join("data"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start Xandikos");
-    let until = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "Xandikos did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(Server(child, port, dir))
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let x = rt.block_on(Xandikos::start("/user/", true));
+    Some((x, rt))
 }
 
 /// Runs the CLI with a home of its own, `stdin` on standard input.
@@ -85,9 +43,9 @@ fn gpubook(home: &std::path::Path, args: &[&str], stdin: &str) -> Output {
 
 #[test]
 fn calendars_found_made_and_picked_from_the_server_address() {
-    let Some(x) = xandikos() else { return };
+    let Some((x, _rt)) = xandikos() else { return };
     let home = tempfile::tempdir().unwrap();
-    let base = format!("http://127.0.0.1:{}/", x.1);
+    let base = x.base();
     // `caldav login` with the address, as alice, the password on stdin, and `more`.
     let login = |more: &[&str]| {
         let mut args = vec!["caldav", "login", "--url", &base, "--user", "alice"];
@@ -152,11 +110,7 @@ fn calendars_found_made_and_picked_from_the_server_address() {
         "{}",
         text(&o)
     );
-    assert!(!x
-        .2
-        .path()
-        .join("data/user/calendars/gpu-bookings-2")
-        .exists());
+    assert!(!x.data_dir().join("user/calendars/gpu-bookings-2").exists());
 
     // The address alone, without a terminal to ask on: a usage error naming the calendars.
     let o = login(&[]);
@@ -169,7 +123,7 @@ fn calendars_found_made_and_picked_from_the_server_address() {
     );
 
     // Nothing listening: the server is away (5).
-    let gone = format!("http://127.0.0.1:{}/", port());
+    let gone = format!("http://127.0.0.1:{}/", free_port());
     let o = gpubook(home.path(), &["caldav", "discover", "--url", &gone], "");
     assert_eq!(o.status.code(), Some(5), "{}", text(&o));
 }

@@ -8,8 +8,9 @@
 
 mod support;
 
+use gpubook_testkit::require_root;
 use std::process::{Command, Output, Stdio};
-use support::{ensure_user, root_or_skip, text, Ids, Lab};
+use support::{ensure_user, text, Ids, Lab};
 
 /// Bookings longer than 4 hours wait for an admin.
 const APPROVAL_OVER_4H: &str = "max_booking = \"4h\"\nover_policy = \"approval\"\n";
@@ -54,7 +55,7 @@ fn listed(lab: &Lab, id: u64) -> serde_json::Value {
 
 #[test]
 fn a_decision_on_an_older_revision_is_refused_and_the_booking_stays_pending() {
-    if !root_or_skip("a_decision_on_an_older_revision_is_refused_and_the_booking_stays_pending") {
+    if !require_root("a_decision_on_an_older_revision_is_refused_and_the_booking_stays_pending") {
         return;
     }
     let asker = ensure_user(ASKER, &[]);
@@ -101,7 +102,7 @@ fn a_decision_on_an_older_revision_is_refused_and_the_booking_stays_pending() {
 
 #[test]
 fn ls_shows_each_bookings_revision() {
-    if !root_or_skip("ls_shows_each_bookings_revision") {
+    if !require_root("ls_shows_each_bookings_revision") {
         return;
     }
     let asker = ensure_user(ASKER, &[]);
@@ -157,7 +158,7 @@ fn on_a_terminal(cmd: &Command, input: &str) -> Output {
 
 #[test]
 fn on_a_terminal_the_admin_sees_the_booking_and_is_asked_before_deciding() {
-    if !root_or_skip("on_a_terminal_the_admin_sees_the_booking_and_is_asked_before_deciding") {
+    if !require_root("on_a_terminal_the_admin_sees_the_booking_and_is_asked_before_deciding") {
         return;
     }
     let asker = ensure_user(ASKER, &[]);
@@ -197,7 +198,7 @@ fn on_a_terminal_the_admin_sees_the_booking_and_is_asked_before_deciding() {
 
 #[test]
 fn moving_a_booking_to_other_gpus_keeps_its_times_and_says_moved() {
-    if !root_or_skip("moving_a_booking_to_other_gpus_keeps_its_times_and_says_moved") {
+    if !require_root("moving_a_booking_to_other_gpus_keeps_its_times_and_says_moved") {
         return;
     }
     let lab = Lab::start("", "sim:4");
@@ -227,7 +228,7 @@ fn moving_a_booking_to_other_gpus_keeps_its_times_and_says_moved() {
 
 #[test]
 fn a_denied_booking_s_job_reads_not_run_rather_than_waiting() {
-    if !root_or_skip("a_denied_booking_s_job_reads_not_run_rather_than_waiting") {
+    if !require_root("a_denied_booking_s_job_reads_not_run_rather_than_waiting") {
         return;
     }
     let asker = ensure_user(ASKER, &[]);

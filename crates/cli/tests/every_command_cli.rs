@@ -8,11 +8,12 @@
 
 mod support;
 
+use gpubook_testkit::require_root;
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{ensure_user, root_or_skip, text, Ids, Lab};
+use support::{ensure_user, text, Ids, Lab};
 
 /// Bookings longer than 4 hours wait for an admin: something to approve and deny.
 const APPROVAL_OVER_4H: &str = "max_booking = \"4h\"\nover_policy = \"approval\"\n";
@@ -228,7 +229,7 @@ fn started(lab: &Lab, id: &str) {
 
 #[test]
 fn every_subcommand_ends_quietly_into_a_closed_pipe_and_speaks_json_with_json() {
-    if !root_or_skip("every_subcommand_ends_quietly_into_a_closed_pipe_and_speaks_json_with_json") {
+    if !require_root("every_subcommand_ends_quietly_into_a_closed_pipe_and_speaks_json_with_json") {
         return;
     }
     let piper = Some(ensure_user(PIPER, &[]));

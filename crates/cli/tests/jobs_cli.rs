@@ -8,11 +8,12 @@
 
 mod support;
 
+use gpubook_testkit::require_root;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use support::{ensure_user, root_or_skip, text, Ids, Lab};
+use support::{ensure_user, text, Ids, Lab};
 
 /// A one-second grid, so slots can start a moment from now.
 const ONE_SECOND_GRID: &str = "granularity = \"1s\"\n";
@@ -53,7 +54,7 @@ fn listed(lab: &Lab, user: Option<Ids>, id: u64) -> serde_json::Value {
 
 #[test]
 fn a_jobs_log_is_for_its_owner_and_the_admins_only() {
-    if !root_or_skip("a_jobs_log_is_for_its_owner_and_the_admins_only") {
+    if !require_root("a_jobs_log_is_for_its_owner_and_the_admins_only") {
         return;
     }
     let jobber = ensure_user(JOBBER, &[]);
@@ -149,7 +150,7 @@ fn a_jobs_log_is_for_its_owner_and_the_admins_only() {
 
 #[test]
 fn gpubook_run_streams_the_log_and_exits_with_the_jobs_status() {
-    if !root_or_skip("gpubook_run_streams_the_log_and_exits_with_the_jobs_status") {
+    if !require_root("gpubook_run_streams_the_log_and_exits_with_the_jobs_status") {
         return;
     }
     let jobber = ensure_user(JOBBER, &[]);
@@ -188,7 +189,7 @@ fn gpubook_run_streams_the_log_and_exits_with_the_jobs_status() {
 
 #[test]
 fn gpubook_book_refuses_an_end_signal_that_is_not_a_signal() {
-    if !root_or_skip("gpubook_book_refuses_an_end_signal_that_is_not_a_signal") {
+    if !require_root("gpubook_book_refuses_an_end_signal_that_is_not_a_signal") {
         return;
     }
     let jobber = ensure_user(JOBBER, &[]);
@@ -223,7 +224,7 @@ fn gpubook_book_refuses_an_end_signal_that_is_not_a_signal() {
 
 #[test]
 fn a_relative_cwd_is_read_from_where_you_are_for_the_local_agent() {
-    if !root_or_skip("a_relative_cwd_is_read_from_where_you_are_for_the_local_agent") {
+    if !require_root("a_relative_cwd_is_read_from_where_you_are_for_the_local_agent") {
         return;
     }
     let lab = Lab::start(ONE_SECOND_GRID, "sim:2");

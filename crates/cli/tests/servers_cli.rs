@@ -3,20 +3,11 @@
 //! `book --asap --server any` placed where the start is soonest, and `watch` coming back when
 //! its agent is SIGKILLed and started again.
 
-#[path = "../../client/tests/link_agent/mod.rs"]
-mod agent;
-
-use agent::ChildAgent;
+use gpubook_testkit::agent::AgentProcess;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// The agent process's entry point (see `link_agent`).
-#[test]
-fn agent_child() {
-    agent::child_main()
-}
 
 /// The CLI with its server list in `dir` and "local" at `local` (or nowhere).
 fn gpubook(dir: &Path, local: Option<&Path>) -> Command {
@@ -127,8 +118,8 @@ fn the_server_list_is_kept_in_one_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_servers_answer_together_and_one_down_does_not_hide_the_others() {
-    let a = ChildAgent::start("lab-a", 2).await;
-    let b = ChildAgent::start("lab-b", 4).await;
+    let a = AgentProcess::named("lab-a", 2).await;
+    let b = AgentProcess::named("lab-b", 4).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     add(d, "b", &b.socket());
@@ -253,7 +244,7 @@ fn expect_line(rx: &std::sync::mpsc::Receiver<String>, what: &str, seen: &mut Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_says_unreachable_then_back_and_shows_every_event_once() {
-    let mut a = ChildAgent::start("lab-w", 2).await;
+    let mut a = AgentProcess::named("lab-w", 2).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     let sock: PathBuf = a.socket();

@@ -6,8 +6,7 @@
 //! and restarted, and shows every event once, in order, bookings made during the outage
 //! included.
 
-#[path = "../../client/tests/sshd/mod.rs"]
-mod sshd;
+use gpubook_testkit::sshd;
 
 use sshd::{agent_binary, runnable_copy, ClientHome, SshAgent, Sshd, User};
 use std::io::{BufRead, BufReader};

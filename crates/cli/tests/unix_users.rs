@@ -4,8 +4,9 @@
 
 mod support;
 
+use gpubook_testkit::{ensure_group, require_root};
 use std::process::Output;
-use support::{ensure_group, ensure_user, root_or_skip, text, Lab};
+use support::{ensure_user, text, Lab};
 
 const ADMIN: &str = "gpb-admin";
 const ALICE: &str = "gpb-alice";
@@ -21,7 +22,7 @@ fn booking_id(o: &Output) -> String {
 
 #[test]
 fn each_person_is_themselves_and_roles_hold() {
-    if !root_or_skip("each_person_is_themselves_and_roles_hold") {
+    if !require_root("each_person_is_themselves_and_roles_hold") {
         return;
     }
     ensure_group(GUESTS_GROUP);

@@ -6,20 +6,20 @@
 //!
 //! Needs Radicale and Python's icalendar (scripts/calendar-services.sh).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-use common::*;
 use gpubook_client::caldav::{self, FollowOptions, SyncNote, Syncer, Target};
 use gpubook_client::ical::{CalendarContext, Scope};
 use gpubook_client::secrets::Secret;
+use gpubook_testkit::agent::SERVER;
+use gpubook_testkit::bookings::*;
+use gpubook_testkit::radicale::*;
+use gpubook_testkit::{require_python, temp_dir};
 use std::time::{Duration, Instant};
 
 const BOOKINGS: usize = 1000;
 const CHANGES: usize = 50;
 
 fn main() {
-    if !have_python("radicale, icalendar", "caldav bench") {
+    if !require_python("caldav bench", "radicale, icalendar") {
         std::process::exit(1);
     }
     tokio::runtime::Builder::new_multi_thread()
@@ -31,7 +31,7 @@ fn main() {
 }
 
 async fn run() {
-    let agent = Agent::start().await;
+    let agent = calendar_agent().await;
     let radicale = Radicale::start().await;
     let url = radicale.mkcalendar("gpu").await;
     let conn = agent.connect().await;
@@ -46,7 +46,7 @@ async fn run() {
         t.elapsed().as_secs_f64()
     );
 
-    let dir = state_dir();
+    let dir = temp_dir();
     let ctx = CalendarContext::load(&conn, Scope::Mine, false)
         .await
         .unwrap();
@@ -78,7 +78,7 @@ async fn run() {
     );
     drop(s);
     // A cold reconcile: no state, every object fetched and compared.
-    let cold_dir = state_dir();
+    let cold_dir = temp_dir();
     let mut cold = Syncer::open(&target, Secret::new(PASSWORD), ctx, cold_dir.path()).unwrap();
     let t = Instant::now();
     let r = caldav::sync_once(&conn, std::slice::from_mut(&mut cold))

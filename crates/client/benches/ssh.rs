@@ -7,8 +7,7 @@
 //!
 //! Needs sshd and the OpenSSH tools (scripts/ssh-services.sh).
 
-#[path = "../tests/sshd/mod.rs"]
-mod sshd;
+use gpubook_testkit::sshd;
 
 use gpubook_client::deploy::{self, DeployOptions, Reached};
 use gpubook_client::ssh::{Session, Target};

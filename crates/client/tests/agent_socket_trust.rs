@@ -7,16 +7,13 @@
 use gpubook_client::connection::{check_agent_uid, ForeignAgent};
 use gpubook_client::{ClientError, Connection};
 use gpubook_proto::paths;
+use gpubook_testkit::{require_root, wait_until_blocking, DEADLINE};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// How long any awaited condition may take.
-const DEADLINE: Duration = Duration::from_secs(20);
 
 /// The uid the foreign listener runs as: `nobody`'s on Debian and most others (the kernel
 /// needs no passwd entry for it).
@@ -27,27 +24,6 @@ const LISTEN_AT: &str = "GPUBOOK_TEST_LISTEN_AT";
 
 fn me() -> u32 {
     std::fs::metadata("/proc/self").unwrap().uid()
-}
-
-fn root_or_skip(test: &str) -> bool {
-    if me() == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("GPUBOOK_REQUIRE_ROOT_TESTS").is_none(),
-        "GPUBOOK_REQUIRE_ROOT_TESTS is set but {test} does not run as root"
-    );
-    eprintln!("skipped {test}: it runs a listener as another uid, which needs root");
-    false
-}
-
-/// Waits until `cond` holds, or fails saying `what`.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Reads one connection's first frame (or nothing) and reports how many bytes came.
@@ -83,7 +59,7 @@ fn listener_helper() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_served_by_another_uid_is_refused_before_anything_is_sent() {
-    if !root_or_skip("a_socket_served_by_another_uid_is_refused_before_anything_is_sent") {
+    if !require_root("a_socket_served_by_another_uid_is_refused_before_anything_is_sent") {
         return;
     }
     // This test binary, copied where the other uid may run it, listening in a directory of
@@ -110,7 +86,7 @@ async fn a_socket_served_by_another_uid_is_refused_before_anything_is_sent() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    wait_until("the other uid's listener", || socket.exists());
+    wait_until_blocking("the other uid's listener", || socket.exists());
     assert_eq!(std::fs::metadata(&socket).unwrap().uid(), OTHER_UID);
 
     // Refused, naming who serves it.

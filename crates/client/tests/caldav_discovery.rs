@@ -6,92 +6,18 @@
 //! edit on the server between the sync's read and its write is refused with 412, counted, and
 //! the sync converges.
 
-mod common;
-
-use common::*;
 use gpubook_client::caldav::{self, DiscoverError, Discovery, Syncer, Target};
 use gpubook_client::ical::{CalendarContext, Scope};
 use gpubook_client::secrets::Secret;
+use gpubook_testkit::agent::SERVER;
+use gpubook_testkit::bookings::{book, calendar_agent, move_to};
+use gpubook_testkit::radicale::{python, read_back, with_uid, Radicale, PASSWORD, USER};
+use gpubook_testkit::sshd::free_port;
+use gpubook_testkit::xandikos::Xandikos;
+use gpubook_testkit::{require_python, temp_dir, DEADLINE};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
-
-/// A real Xandikos on 127.0.0.1 (it has no accounts: any credentials pass), killed on drop.
-struct Xandikos {
-    dir: TempDir,
-    port: u16,
-    child: Child,
-}
-
-impl Xandikos {
-    /// Starts one with the default calendar and address book, its principal at `principal`.
-    async fn start(principal: &str, defaults: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("xandikos.log")).unwrap();
-        let mut cmd = Command::new(python());
-        cmd.args(["-m", "xandikos.web", "-l", "127.0.0.1", "-p"])
-            .arg(port.to_string())
-            .arg("-d")
-            .arg(dir.path().join("data"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args(["--current-user-principal", principal, "--no-detect-systemd"]);
-        if defaults {
-            cmd.arg("--defaults");
-        } else {
-            std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start Xandikos");
-        let mut x = Self { dir, port, child };
-        x.wait_up().await;
-        x
-    }
-
-    async fn wait_up(&mut self) {
-        let until = Instant::now() + DEADLINE;
-        while reqwest::get(self.base()).await.is_err() {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                panic!("Xandikos exited with {s}:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < until,
-                "Xandikos did not answer:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("xandikos.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Xandikos {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn discovery(base: &str, password: &str) -> Discovery {
     Discovery::new(base, Some(USER), Secret::new(password)).unwrap()
@@ -140,10 +66,10 @@ async fn discover_create_and_sync(base: &str, existing: &str) {
     );
     assert_eq!(found.named(&made.url), Some(listed));
 
-    let agent = Agent::start().await;
+    let agent = calendar_agent().await;
     let conn = agent.connect().await;
     let b = book(&conn, &[0], 0, 4, "discovered").await;
-    let dir = state_dir();
+    let dir = temp_dir();
     let mut s = syncer(&conn, &made.url, dir.path()).await;
     s.check().await.unwrap();
     let r = caldav::sync_once(&conn, std::slice::from_mut(&mut s))
@@ -158,7 +84,7 @@ async fn discover_create_and_sync(base: &str, existing: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn radicale_discovered_from_its_address() {
-    if !have_python("radicale, icalendar", "caldav_discovery") {
+    if !require_python("caldav_discovery", "radicale, icalendar") {
         return;
     }
     let radicale = Radicale::start().await;
@@ -168,7 +94,7 @@ async fn radicale_discovered_from_its_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xandikos_discovered_from_its_address() {
-    if !have_python("xandikos, icalendar", "caldav_discovery") {
+    if !require_python("caldav_discovery", "xandikos, icalendar") {
         return;
     }
     let x = Xandikos::start("/user/", true).await;
@@ -178,7 +104,7 @@ async fn xandikos_discovered_from_its_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_failure_says_what_it_is() {
-    if !have_python("radicale, xandikos", "caldav_discovery") {
+    if !require_python("caldav_discovery", "radicale, xandikos") {
         return;
     }
     let radicale = Radicale::start().await;
@@ -273,10 +199,10 @@ async fn edit_by_hand(object: &str) -> u16 {
 /// the booking moves: the sync's write with the old ETag must get 412, and after it the
 /// server holds the moved booking, not the edit.
 async fn a_412_between_read_and_write(base: &str, url: &str) {
-    let agent = Agent::start().await;
+    let agent = calendar_agent().await;
     let conn = agent.connect().await;
     let a = book(&conn, &[0], 0, 4, "conditional").await;
-    let dir = state_dir();
+    let dir = temp_dir();
     let mut s = syncer(&conn, url, dir.path()).await;
     caldav::sync_once(&conn, std::slice::from_mut(&mut s))
         .await
@@ -317,7 +243,7 @@ async fn a_412_between_read_and_write(base: &str, url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn radicale_refuses_a_stale_write_with_412_and_the_sync_converges() {
-    if !have_python("radicale, icalendar", "caldav_discovery") {
+    if !require_python("caldav_discovery", "radicale, icalendar") {
         return;
     }
     let radicale = Radicale::start().await;
@@ -327,7 +253,7 @@ async fn radicale_refuses_a_stale_write_with_412_and_the_sync_converges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xandikos_refuses_a_stale_write_with_412_and_the_sync_converges() {
-    if !have_python("xandikos, icalendar", "caldav_discovery") {
+    if !require_python("caldav_discovery", "xandikos, icalendar") {
         return;
     }
     let x = Xandikos::start("/user/", true).await;

@@ -5,14 +5,15 @@
 //! 412); other objects are never touched; a wrong password, a URL that is not a calendar, an
 //! absent server and one answering 503 are clear errors.
 
-mod common;
-
-use common::*;
 use gpubook_client::caldav::{self, CaldavError, FollowOptions, SyncNote, Syncer, Target};
 use gpubook_client::ical::{CalendarContext, Scope};
 use gpubook_client::secrets::Secret;
 use gpubook_client::Connection;
 use gpubook_core::Booking;
+use gpubook_testkit::agent::SERVER;
+use gpubook_testkit::bookings::*;
+use gpubook_testkit::radicale::*;
+use gpubook_testkit::{file_has, require_python, temp_dir, wait_for, DEADLINE};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -79,10 +80,10 @@ fn matches(events: &[Value], bookings: &[&Booking]) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn book_move_cancel_and_the_collection_matches() {
-    if !have_python("radicale, icalendar", "caldav") {
+    if !require_python("caldav", "radicale, icalendar") {
         return;
     }
-    let agent = Agent::start().await;
+    let agent = calendar_agent().await;
     let radicale = Radicale::start().await;
     let url = radicale.mkcalendar("gpu").await;
     assert_eq!(
@@ -102,7 +103,7 @@ async fn book_move_cancel_and_the_collection_matches() {
             book_op(&[3], 0, 4, "not yours", None),
         )
         .await;
-    let dir = state_dir();
+    let dir = temp_dir();
     let mut s = syncer(&conn, &url, PASSWORD, dir.path(), Scope::Mine).await;
 
     let reports = caldav::sync_once(&conn, std::slice::from_mut(&mut s))
@@ -170,10 +171,10 @@ async fn book_move_cancel_and_the_collection_matches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_stopped_mid_sync_converges_without_duplicates() {
-    if !have_python("radicale, icalendar", "caldav") {
+    if !require_python("caldav", "radicale, icalendar") {
         return;
     }
-    let agent = Agent::start().await;
+    let agent = calendar_agent().await;
     let mut radicale = Radicale::start().await;
     let url = radicale.mkcalendar("gpu").await;
     assert_eq!(
@@ -196,7 +197,7 @@ async fn a_server_stopped_mid_sync_converges_without_duplicates() {
             .await,
         );
     }
-    let dir = state_dir();
+    let dir = temp_dir();
     let s = syncer(&conn, &url, PASSWORD, dir.path(), Scope::Mine).await;
     let state_path = s.state_path().to_path_buf();
     let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
@@ -220,22 +221,30 @@ async fn a_server_stopped_mid_sync_converges_without_duplicates() {
         )
         .await
     });
-    // Kill the server while the first reconcile is writing.
-    wait_until("the first events are written", || {
+    // Kill the server while the first reconcile is writing: frozen first, so what it had
+    // stored at the stop is what is counted.
+    wait_for("the first events are written", || {
         let n = radicale.stored("gpu");
         async move { n >= 6 }
     })
     .await;
-    radicale.stop();
+    radicale.freeze();
     let written = radicale.stored("gpu");
+    radicale.stop();
     eprintln!("stopped Radicale with {written} objects stored");
+    // The stop landed mid-sync: some of the 80 bookings were written, not all of them.
+    let all = bookings.len() + 1;
+    assert!(
+        (6..all).contains(&written),
+        "the stop did not land mid-sync: {written} of {all} objects stored"
+    );
     // Changes while it is away are queued, durably.
     bookings[0] = move_to(&conn, bookings[0].id, 200, 204).await;
     cancel(&conn, bookings[1].id).await;
     bookings.remove(1);
     bookings.push(book(&conn, &[3], 300, 304, "while away").await);
     let queued = uid(bookings.last().unwrap());
-    wait_until("the change is queued in the state file", || {
+    wait_for("the change is queued in the state file", || {
         let yes = file_has(&state_path, &queued);
         async move { yes }
     })
@@ -273,15 +282,15 @@ async fn a_server_stopped_mid_sync_converges_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_survives_a_restart_of_the_sync() {
-    if !have_python("radicale, icalendar", "caldav") {
+    if !require_python("caldav", "radicale, icalendar") {
         return;
     }
-    let agent = Agent::start().await;
+    let agent = calendar_agent().await;
     let mut radicale = Radicale::start().await;
     let url = radicale.mkcalendar("gpu").await;
     let conn = agent.connect().await;
     let a = book(&conn, &[0], 0, 4, "a").await;
-    let dir = state_dir();
+    let dir = temp_dir();
     let mut s = syncer(&conn, &url, PASSWORD, dir.path(), Scope::Mine).await;
     caldav::sync_once(&conn, std::slice::from_mut(&mut s))
         .await
@@ -339,15 +348,15 @@ async fn the_queue_survives_a_restart_of_the_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_edited_by_hand_is_set_right() {
-    if !have_python("radicale, icalendar", "caldav") {
+    if !require_python("caldav", "radicale, icalendar") {
         return;
     }
-    let agent = Agent::start().await;
+    let agent = calendar_agent().await;
     let radicale = Radicale::start().await;
     let url = radicale.mkcalendar("gpu").await;
     let conn = agent.connect().await;
     let a = book(&conn, &[0], 0, 4, "a").await;
-    let dir = state_dir();
+    let dir = temp_dir();
     let mut s = syncer(&conn, &url, PASSWORD, dir.path(), Scope::Mine).await;
     caldav::sync_once(&conn, std::slice::from_mut(&mut s))
         .await
@@ -403,15 +412,15 @@ async fn an_event_edited_by_hand_is_set_right() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_wrong_url_and_no_server_are_clear_errors() {
-    if !have_python("radicale, icalendar", "caldav") {
+    if !require_python("caldav", "radicale, icalendar") {
         return;
     }
-    let agent = Agent::start().await;
+    let agent = calendar_agent().await;
     let radicale = Radicale::start().await;
     let url = radicale.mkcalendar("gpu").await;
     let conn = agent.connect().await;
     book(&conn, &[0], 0, 4, "a").await;
-    let dir = state_dir();
+    let dir = temp_dir();
 
     let mut s = syncer(&conn, &url, "wrong password", dir.path(), Scope::Mine).await;
     let e = caldav::sync_once(&conn, std::slice::from_mut(&mut s))

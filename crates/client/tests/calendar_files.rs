@@ -2,13 +2,14 @@
 //! (Python's icalendar): RFC 5545 lines, one event per booking with the right UID, SEQUENCE,
 //! STATUS and times, nobody else's command, and the feed following the agent's changes.
 
-mod common;
-
-use common::*;
 use gpubook_client::feed::{self, Feed, FeedServer};
 use gpubook_client::ical::{self, CalendarContext, Scope};
 use gpubook_core::{BookingState, Role};
 use gpubook_proto::{BookRequest, GpuChoice, Request, Response, WhenChoice};
+use gpubook_testkit::agent::SERVER;
+use gpubook_testkit::bookings::*;
+use gpubook_testkit::radicale::*;
+use gpubook_testkit::{require_python, wait_for};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -21,10 +22,10 @@ fn event<'a>(v: &'a Value, uid: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exported_file_is_valid_icalendar_with_one_event_per_booking() {
-    if !have_python("icalendar", "export") {
+    if !require_python("export", "icalendar") {
         return;
     }
-    let agent = Agent::start().await;
+    let agent = calendar_agent().await;
     let conn = agent.connect().await;
     let me = conn.welcome().user.clone();
     let tricky =
@@ -156,10 +157,10 @@ async fn the_exported_file_is_valid_icalendar_with_one_event_per_booking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_serves_valid_icalendar_and_follows_changes() {
-    if !have_python("icalendar", "feed") {
+    if !require_python("feed", "icalendar") {
         return;
     }
-    let agent = Agent::start().await;
+    let agent = calendar_agent().await;
     let conn = agent.connect().await;
     let first = book(&conn, &[0], 0, 4, "first").await;
     let ctx = CalendarContext::load(&conn, Scope::Mine, false)
@@ -219,7 +220,7 @@ async fn the_feed_serves_valid_icalendar_and_follows_changes() {
     let second = book(&conn, &[1], 4, 8, "second").await;
     let moved = move_to(&conn, first.id, 8, 12).await;
     let uid2 = format!("{}@{SERVER}", second.id);
-    wait_until("the feed shows the change", || {
+    wait_for("the feed shows the change", || {
         let (url, uid2) = (url.clone(), uid2.clone());
         async move {
             let text = get(url).await.text().await.unwrap();

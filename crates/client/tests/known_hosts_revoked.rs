@@ -2,8 +2,7 @@
 //! though another file (the person's) trusts it, and even when new keys are accepted. Needs
 //! root and sshd (see sshd/mod.rs).
 
-#[path = "sshd/mod.rs"]
-mod sshd;
+use gpubook_testkit::sshd;
 
 use gpubook_client::ssh::{Session, SshError, SshErrorKind, Target};
 use sshd::{ClientHome, Sshd, User};

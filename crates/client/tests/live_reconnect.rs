@@ -3,10 +3,6 @@
 //! followers (the first, and one that subscribed later) see every event exactly once, in
 //! order.
 
-#[path = "link_agent/mod.rs"]
-mod agent;
-
-use agent::{wait_until, ChildAgent, DEADLINE};
 use chrono::{Duration as ChronoDuration, Utc};
 use gpubook_client::live::{LiveEvent, LiveEvents, LiveOptions, LiveSession, LiveStatus, StartAt};
 use gpubook_client::{ClientError, Connection, Pushed};
@@ -14,14 +10,13 @@ use gpubook_core::time::floor_to;
 use gpubook_proto::{
     BookRequest, ErrorKind, Event, GpuChoice, GpusRequest, Request, Response, WhenChoice,
 };
+use gpubook_testkit::agent::AgentProcess;
+use gpubook_testkit::wait_until_within;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The agent process's entry point (see `link_agent`).
-#[test]
-fn agent_child() {
-    agent::child_main()
-}
+/// How long any awaited condition may take.
+const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Books GPU `i % 4` at 15-minute slot `i / 4` from tomorrow, one after another, over its own
 /// connections, reconnecting when the agent is gone. Returns how many it made.
@@ -65,7 +60,7 @@ async fn booker(socket: std::path::PathBuf, n: u64, made: Arc<Mutex<u64>>) {
 }
 
 /// Every event of the agent's log, from a fresh subscription from 0.
-async fn all_events(agent: &ChildAgent) -> Vec<Event> {
+async fn all_events(agent: &AgentProcess) -> Vec<Event> {
     let conn = agent.connect().await;
     let (latest, mut rx) = conn.subscribe(Some(0), false).await.unwrap();
     let mut out = Vec::new();
@@ -110,7 +105,7 @@ fn collect(mut rx: LiveEvents) -> Arc<Mutex<Vec<Event>>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_comes_back_and_no_event_is_lost_or_repeated() {
-    let mut agent = ChildAgent::start("lab-link", 4).await;
+    let mut agent = AgentProcess::named("lab-link", 4).await;
     let socket = agent.socket();
     let dial_socket = socket.clone();
     let (link, rx) = LiveSession::start(
@@ -125,7 +120,7 @@ async fn a_killed_agent_comes_back_and_no_event_is_lost_or_repeated() {
     );
     let statuses = record_status(&link);
     let got = collect(rx);
-    wait_until("the link to connect", || {
+    wait_until_within("the link to connect", DEADLINE, || {
         matches!(*link.status().borrow(), LiveStatus::Connected { .. })
     })
     .await;
@@ -136,10 +131,13 @@ async fn a_killed_agent_comes_back_and_no_event_is_lost_or_repeated() {
     const N: u64 = 60;
     let made = Arc::new(Mutex::new(0));
     let booking = tokio::spawn(booker(socket.clone(), N, made.clone()));
-    wait_until("some bookings", || got.lock().unwrap().len() >= 15).await;
+    wait_until_within("some bookings", DEADLINE, || {
+        got.lock().unwrap().len() >= 15
+    })
+    .await;
 
     agent.kill();
-    wait_until("the link to see the agent gone", || {
+    wait_until_within("the link to see the agent gone", DEADLINE, || {
         matches!(
             *link.status().borrow(),
             LiveStatus::Reconnecting { .. } | LiveStatus::Unreachable { .. }
@@ -169,7 +167,7 @@ async fn a_killed_agent_comes_back_and_no_event_is_lost_or_repeated() {
         want.len()
     );
     let latest = want.last().unwrap().seq;
-    wait_until("the link to catch up", || {
+    wait_until_within("the link to catch up", DEADLINE, || {
         got.lock().unwrap().last().is_some_and(|e| e.seq >= latest)
     })
     .await;

@@ -2,21 +2,12 @@
 //! quotes match where each agent then really places the booking, the soonest wins, and on a
 //! tie the server left with fewer idle GPUs wins.
 
-#[path = "link_agent/mod.rs"]
-mod agent;
-
-use agent::ChildAgent;
 use chrono::{DateTime, Duration, Utc};
 use gpubook_client::servers::asap::{choose, quote, AsapAsk, Quote, QuoteError};
 use gpubook_client::Connection;
 use gpubook_core::time::floor_to;
 use gpubook_proto::{BookRequest, GpuChoice, Request, Response, WhenChoice};
-
-/// The agent process's entry point (see `link_agent`).
-#[test]
-fn agent_child() {
-    agent::child_main()
-}
+use gpubook_testkit::agent::AgentProcess;
 
 fn book_at(gpus: &[&str], start: DateTime<Utc>, end: DateTime<Utc>) -> Request {
     Request::Book(BookRequest {
@@ -61,8 +52,8 @@ async fn must(conn: &Connection, req: Request) -> gpubook_proto::BookingResponse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_soonest_server_wins_and_its_agent_agrees() {
-    let a = ChildAgent::start("lab-a", 2).await;
-    let b = ChildAgent::start("lab-b", 4).await;
+    let a = AgentProcess::named("lab-a", 2).await;
+    let b = AgentProcess::named("lab-b", 4).await;
     let (ca, cb) = (a.connect().await, b.connect().await);
     let t0 = floor_to(Utc::now(), Duration::minutes(15)) + Duration::minutes(15);
     // lab-a: both GPUs busy for 3 hours from t0; lab-b: three of four busy for 1 hour.
@@ -96,8 +87,8 @@ async fn the_soonest_server_wins_and_its_agent_agrees() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_tie_the_server_left_with_fewer_idle_gpus_wins() {
-    let a = ChildAgent::start("lab-a", 4).await;
-    let b = ChildAgent::start("lab-b", 2).await;
+    let a = AgentProcess::named("lab-a", 4).await;
+    let b = AgentProcess::named("lab-b", 2).await;
     let (ca, cb) = (a.connect().await, b.connect().await);
     let ask = AsapAsk {
         count: 2,

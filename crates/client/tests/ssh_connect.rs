@@ -2,8 +2,7 @@
 //! (unknown reported with its fingerprint, accepted and appended, changed refused), commands
 //! and streams on exec channels, and bad input (unknown alias, unreachable, wrong password).
 
-#[path = "sshd/mod.rs"]
-mod sshd;
+use gpubook_testkit::sshd;
 
 use gpubook_client::ssh::{Options, Prompt, Session, SshError, SshErrorKind, Target};
 use sshd::{ClientHome, SshAgent, Sshd, User};

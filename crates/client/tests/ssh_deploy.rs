@@ -8,8 +8,7 @@
 //! direct-streamlocal channel, or the bridge where sshd forbids that) where two users see
 //! each other's bookings and are themselves.
 
-#[path = "sshd/mod.rs"]
-mod sshd;
+use gpubook_testkit::sshd;
 
 use gpubook_client::deploy::{self, DeployOptions, Reached};
 use gpubook_client::ssh::{Options, Session, SshError, Target};

@@ -4,8 +4,7 @@
 //! unreachable through that hop; the agent deployed and reached behind a jump host with a
 //! key that only the ssh-agent holds.
 
-#[path = "sshd/mod.rs"]
-mod sshd;
+use gpubook_testkit::sshd;
 
 use gpubook_client::deploy::{self, DeployOptions, Reached};
 use gpubook_client::ssh::{Session, SshErrorKind, Target};

@@ -4,8 +4,7 @@
 //! keyring. The SSH part runs in a child process of this test binary that lives in that
 //! session.
 
-#[path = "sshd/mod.rs"]
-mod sshd;
+use gpubook_testkit::sshd;
 
 use gpubook_client::ssh::{Options, Prompt, Session, SshError, Target};
 use sshd::{ClientHome, KeyringSession, Sshd, User};

@@ -9,19 +9,14 @@
 //! without them when `GPUBOOK_REQUIRE_SERVICES=1`, else says why and does nothing. The
 //! keyring is not used (remember = false); crates/client/tests/keyring.rs tests that path.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use gpubook_agent::clock::SystemClock;
-use gpubook_agent::gpu::Source;
-use gpubook_agent::server::{bind, AgentConfig};
 use gpubook_client::caldav::FollowOptions;
 use gpubook_client::secrets::Secret;
 use gpubook_client::Connection;
-use gpubook_core::time::floor_to;
 use gpubook_core::{Booking, BookingState};
 use gpubook_desktop::error::{AppErrorKind, AppOnlyKind};
 use gpubook_desktop::notify::{Notice, Notifier};
@@ -29,170 +24,15 @@ use gpubook_desktop::{
     calendar, Address, CaldavState, CaldavStatus, EventPayload, Files, Manager, ReadingsPayload,
     ServerView, Sink,
 };
-use gpubook_proto::{BookRequest, CancelRequest, GpuChoice, Request, Response, WhenChoice};
-use serde_json::Value;
-use tempfile::TempDir;
-use tokio::sync::oneshot;
+use gpubook_proto::{CancelRequest, Request, Response};
+use gpubook_testkit::agent::{InProcessAgent, SERVER};
+use gpubook_testkit::keyring::KeyringSession;
+use gpubook_testkit::radicale::{read_back, Radicale, PASSWORD, USER};
+use gpubook_testkit::{bookings, require_python, wait_until as until};
 
-const SERVER: &str = "lab-test";
-const USER: &str = "alice";
-const PASSWORD: &str = "correct horse";
-const DEADLINE: Duration = Duration::from_secs(20);
-
-fn python() -> String {
-    std::env::var("GPUBOOK_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Whether Radicale and icalendar can be used; fails when services are required.
+/// Whether Radicale and icalendar can be used (the testkit's require-or-skip rule).
 fn have_services() -> bool {
-    let ok = Command::new(python())
-        .args(["-c", "import radicale, icalendar"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let msg = format!(
-            "{} cannot import radicale and icalendar; run scripts/calendar-services.sh",
-            python()
-        );
-        assert!(
-            std::env::var("GPUBOOK_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "GPUBOOK_REQUIRE_SERVICES=1 but {msg}"
-        );
-        eprintln!("SKIPPED caldav_app: {msg}");
-    }
-    ok
-}
-
-/// Runs Python with `args`; its stdout.
-fn run_python(script: &str, args: &[&str]) -> String {
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A real Radicale, its storage in a temporary directory, killed on drop.
-struct Radicale {
-    dir: TempDir,
-    port: u16,
-    child: Child,
-}
-
-impl Radicale {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        std::fs::write(dir.path().join("users"), format!("{USER}:{PASSWORD}\n")).unwrap();
-        std::fs::write(
-            dir.path().join("config"),
-            format!(
-                "[server]\nhosts = 127.0.0.1:{port}\n\
-                 [auth]\ntype = htpasswd\nhtpasswd_filename = {users}\n\
-                 htpasswd_encryption = plain\ndelay = 0\n\
-                 [storage]\nfilesystem_folder = {storage}\n\
-                 [rights]\ntype = owner_only\n\
-                 [logging]\nlevel = warning\n",
-                users = dir.path().join("users").display(),
-                storage = dir.path().join("collections").display(),
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("radicale.log")).unwrap();
-        let mut child = Command::new(python())
-            .args(["-m", "radicale", "--config"])
-            .arg(dir.path().join("config"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start Radicale");
-        let until = Instant::now() + DEADLINE;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(s) = child.try_wait().unwrap() {
-                panic!(
-                    "Radicale exited with {s}: {}",
-                    std::fs::read_to_string(dir.path().join("radicale.log")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < until, "Radicale did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { dir, port, child }
-    }
-
-    fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{USER}/{name}/", self.port)
-    }
-
-    /// Creates calendar `name` as a calendar app would (MKCALENDAR); its URL.
-    fn mkcalendar(&self, name: &str) -> String {
-        let url = self.url(name);
-        let status = run_python(
-            r#"
-import sys, base64, urllib.request
-url, user, pw = sys.argv[1:4]
-auth = base64.b64encode(f"{user}:{pw}".encode()).decode()
-req = urllib.request.Request(url, method="MKCALENDAR", headers={"Authorization": "Basic " + auth})
-print(urllib.request.urlopen(req).status)
-"#,
-            &[&url, USER, PASSWORD],
-        );
-        assert_eq!(status.trim(), "201", "MKCALENDAR {url}");
-        url
-    }
-}
-
-impl Drop for Radicale {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = self.dir.path();
-    }
-}
-
-/// The collection's events, read back over CalDAV (a calendar-query REPORT) and parsed by
-/// Python's icalendar: one `{uid, status, summary, href}` per VEVENT.
-fn read_back(url: &str) -> Vec<Value> {
-    let out = run_python(
-        r#"
-import sys, json, base64, urllib.request, xml.etree.ElementTree as ET
-from icalendar import Calendar
-url, user, pw = sys.argv[1:4]
-body = b'''<?xml version="1.0" encoding="utf-8"?>
-<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">
-<D:prop><D:getetag/><C:calendar-data/></D:prop>
-<C:filter><C:comp-filter name="VCALENDAR"/></C:filter></C:calendar-query>'''
-auth = base64.b64encode(f"{user}:{pw}".encode()).decode()
-req = urllib.request.Request(url, data=body, method="REPORT", headers={
-    "Depth": "1", "Content-Type": "application/xml", "Authorization": "Basic " + auth})
-ns = {"D": "DAV:", "C": "urn:ietf:params:xml:ns:caldav"}
-out = []
-for r in ET.fromstring(urllib.request.urlopen(req).read()).findall("D:response", ns):
-    data = r.find(".//C:calendar-data", ns)
-    if data is None or not data.text:
-        continue
-    for ev in Calendar.from_ical(data.text).walk("VEVENT"):
-        out.append({"uid": str(ev.get("UID")), "status": str(ev.get("STATUS")),
-                    "summary": str(ev.get("SUMMARY")), "href": r.find("D:href", ns).text})
-print(json.dumps(out))
-"#,
-        &[url, USER, PASSWORD],
-    );
-    serde_json::from_str(&out).expect("the read-back is JSON")
+    require_python("caldav_app", "radicale, icalendar")
 }
 
 /// The UIDs in the collection with their STATUS.
@@ -227,72 +67,17 @@ impl Notifier for Quiet {
     fn show(&self, _: Notice, _: Option<Box<dyn FnOnce() + Send>>) {}
 }
 
-struct Agent {
-    dir: TempDir,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn agent() -> Agent {
-    let dir = tempfile::tempdir().unwrap();
-    let a = bind(
-        AgentConfig {
-            state_dir: dir.path().join("state"),
-            socket: dir.path().join("agent.sock"),
-            gpus: Source::Sim(4),
-            policy: None,
-            server_name: SERVER.into(),
-            shared: false,
-            sample_interval: Duration::from_secs(5),
-        },
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(a.run(async move {
-        let _ = rx.await;
-    }));
-    Agent { dir, _stop: tx }
-}
-
-impl Agent {
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("agent.sock")
-    }
-}
-
-fn slot(n: i64) -> DateTime<Utc> {
-    floor_to(Utc::now(), ChronoDuration::minutes(15))
-        + ChronoDuration::days(1)
-        + ChronoDuration::minutes(15 * n)
-}
-
-async fn book(conn: &Connection, gpu: u32, from: i64, title: &str) -> Booking {
-    match conn
-        .request(Request::Book(BookRequest {
-            gpus: GpuChoice::Named {
-                gpus: vec![gpu.to_string()],
-            },
-            when: WhenChoice::At {
-                start: slot(from),
-                end: slot(from + 2),
-            },
-            title: title.into(),
-            job: None,
-        }))
+/// An agent in this process with four simulated GPUs.
+async fn agent() -> InProcessAgent {
+    InProcessAgent::builder(4)
+        .sample_every(Duration::from_secs(5))
+        .start()
         .await
-    {
-        Ok(Response::Booking(b)) => b.booking,
-        other => panic!("expected a booking, got {other:?}"),
-    }
 }
 
-async fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// A booking of GPU `gpu` for two slots from slot `from`.
+async fn book(conn: &Connection, gpu: u32, from: i64, title: &str) -> Booking {
+    bookings::book(conn, &[gpu], from, from + 2, title).await
 }
 
 fn settings_text(p: &Path) -> String {
@@ -326,9 +111,9 @@ async fn sign_in_sync_follow_and_sign_out() {
     if !have_services() {
         return;
     }
-    let radicale = Radicale::start();
-    let mine_url = radicale.mkcalendar("gpu");
-    let lab_url = radicale.mkcalendar("lab");
+    let radicale = Radicale::start().await;
+    let mine_url = radicale.mkcalendar("gpu").await;
+    let lab_url = radicale.mkcalendar("lab").await;
     let agent = agent().await;
     let conn = Connection::unix(&agent.socket(), "test").await.unwrap();
     let first = book(&conn, 0, 0, "before signing in").await;
@@ -513,8 +298,8 @@ async fn a_password_changed_on_the_server_asks_for_it_again() {
     if !have_services() {
         return;
     }
-    let radicale = Radicale::start();
-    let url = radicale.mkcalendar("gpu");
+    let radicale = Radicale::start().await;
+    let url = radicale.mkcalendar("gpu").await;
     let agent = agent().await;
     let app = tempfile::tempdir().unwrap();
     let files = Files {
@@ -538,11 +323,7 @@ async fn a_password_changed_on_the_server_asks_for_it_again() {
     })
     .await;
     // The password changes on the server; the next write is refused.
-    std::fs::write(
-        radicale.dir.path().join("users"),
-        format!("{USER}:new one\n"),
-    )
-    .unwrap();
+    std::fs::write(radicale.path().join("users"), format!("{USER}:new one\n")).unwrap();
     let conn = Connection::unix(&agent.socket(), "test").await.unwrap();
     book(&conn, 0, 0, "after the change").await;
     until("the sync to ask for the password", || {
@@ -567,136 +348,19 @@ async fn a_password_changed_on_the_server_asks_for_it_again() {
     .await;
 }
 
-/// Kills the session's daemons on drop.
-struct Session {
-    children: Vec<Child>,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        for c in self.children.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn have_tool(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// The password kept with consent goes to the real keyring (gnome-keyring on a private D-Bus
 /// session bus, as crates/client/tests/keyring.rs sets it up), under the entry the CLI reads;
 /// an app started later resumes the sync from it; signing out removes it. The app's side
 /// runs in a child process of this test binary whose session bus is that one.
 #[test]
 fn the_password_kept_with_consent_is_the_clis_keyring_entry() {
-    let missing: Vec<&str> = ["dbus-daemon", "dbus-send", "gnome-keyring-daemon"]
-        .into_iter()
-        .filter(|t| !have_tool(t))
-        .collect();
-    if !missing.is_empty() {
-        let msg = format!(
-            "{} missing; run scripts/calendar-services.sh",
-            missing.join(", ")
-        );
-        assert!(
-            std::env::var("GPUBOOK_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "GPUBOOK_REQUIRE_SERVICES=1 but {msg}"
-        );
-        eprintln!("SKIPPED caldav_app keyring: {msg}");
+    let Some(session) = KeyringSession::start("caldav_app keyring") else {
         return;
-    }
+    };
     if !have_services() {
         return;
     }
-    let home = tempfile::tempdir().unwrap();
-    let runtime = home.path().join("run");
-    std::fs::create_dir(&runtime).unwrap();
-    std::fs::set_permissions(
-        &runtime,
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
-    let env = [
-        ("HOME", home.path().to_path_buf()),
-        ("XDG_DATA_HOME", home.path().join("data")),
-        ("XDG_CONFIG_HOME", home.path().join("config")),
-        ("XDG_STATE_HOME", home.path().join("state")),
-        ("XDG_RUNTIME_DIR", runtime.clone()),
-    ];
-    let mut session = Session {
-        children: Vec::new(),
-    };
-    let mut bus = Command::new("dbus-daemon")
-        .args(["--session", "--nofork", "--print-address=1"])
-        .arg(format!(
-            "--address=unix:path={}",
-            runtime.join("bus").display()
-        ))
-        .envs(env.iter().cloned())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start dbus-daemon");
-    let mut address = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(bus.stdout.take().unwrap()),
-        &mut address,
-    )
-    .unwrap();
-    session.children.push(bus);
-    let address = address.trim().to_string();
-    assert!(address.starts_with("unix:"), "dbus-daemon said {address:?}");
-    let mut keyring = Command::new("gnome-keyring-daemon")
-        .args(["--foreground", "--unlock", "--components=secrets"])
-        .envs(env.iter().cloned())
-        .env("DBUS_SESSION_BUS_ADDRESS", &address)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start gnome-keyring-daemon");
-    std::io::Write::write_all(&mut keyring.stdin.take().unwrap(), b"keyring password").unwrap();
-    session.children.push(keyring);
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let owned = Command::new("dbus-send")
-            .args([
-                "--session",
-                "--print-reply",
-                "--dest=org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus.NameHasOwner",
-                "string:org.freedesktop.secrets",
-            ])
-            .env("DBUS_SESSION_BUS_ADDRESS", &address)
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&owned.stdout).contains("boolean true") {
-            break;
-        }
-        assert!(Instant::now() < until, "gnome-keyring-daemon did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["keyring_app_child", "--exact", "--ignored", "--nocapture"])
-        .envs(env.iter().cloned())
-        .env("DBUS_SESSION_BUS_ADDRESS", &address)
-        .env("GPUBOOK_KEYRING_CHILD", "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "the keyring child failed:\n{text}");
-    assert!(text.contains("app keyring ok"), "{text}");
+    session.run_child("keyring_app_child", "app keyring ok");
 }
 
 /// Runs inside the private session of the test above (ignored on its own).
@@ -707,8 +371,8 @@ async fn keyring_app_child() {
     if std::env::var_os("GPUBOOK_KEYRING_CHILD").is_none() {
         return;
     }
-    let radicale = Radicale::start();
-    let url = radicale.mkcalendar("gpu");
+    let radicale = Radicale::start().await;
+    let url = radicale.mkcalendar("gpu").await;
     let agent = agent().await;
     let conn = Connection::unix(&agent.socket(), "test").await.unwrap();
     let b = book(&conn, 0, 0, "kept in the keyring").await;

@@ -7,26 +7,20 @@
 //! python3) able to import `icalendar`, the body is also parsed by it (else that check says
 //! why it is skipped; it fails when `GPUBOOK_REQUIRE_SERVICES=1`).
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use gpubook_agent::clock::SystemClock;
-use gpubook_agent::gpu::Source;
-use gpubook_agent::server::{bind, AgentConfig};
 use gpubook_client::Connection;
-use gpubook_core::time::floor_to;
 use gpubook_core::Booking;
 use gpubook_desktop::notify::{Notice, Notifier};
 use gpubook_desktop::{
     calendar, Address, EventPayload, Files, Manager, ReadingsPayload, ServerView, Sink,
 };
-use gpubook_proto::{BookRequest, CancelRequest, GpuChoice, Request, Response, WhenChoice};
-use tempfile::TempDir;
+use gpubook_proto::{CancelRequest, Request, Response};
+use gpubook_testkit::agent::InProcessAgent;
+use gpubook_testkit::{bookings, radicale, require_python};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -43,64 +37,18 @@ impl Notifier for Quiet {
     fn show(&self, _: Notice, _: Option<Box<dyn FnOnce() + Send>>) {}
 }
 
-struct Agent {
-    dir: TempDir,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn agent(name: &str) -> Agent {
-    let dir = tempfile::tempdir().unwrap();
-    let a = bind(
-        AgentConfig {
-            state_dir: dir.path().join("state"),
-            socket: dir.path().join("agent.sock"),
-            gpus: Source::Sim(2),
-            policy: None,
-            server_name: name.into(),
-            shared: false,
-            sample_interval: Duration::from_secs(5),
-        },
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(a.run(async move {
-        let _ = rx.await;
-    }));
-    Agent { dir, _stop: tx }
-}
-
-impl Agent {
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("agent.sock")
-    }
-}
-
-fn slot(n: i64) -> DateTime<Utc> {
-    floor_to(Utc::now(), ChronoDuration::minutes(15))
-        + ChronoDuration::days(1)
-        + ChronoDuration::minutes(15 * n)
-}
-
-async fn book(conn: &Connection, from: i64, title: &str) -> Booking {
-    match conn
-        .request(Request::Book(BookRequest {
-            gpus: GpuChoice::Named {
-                gpus: vec!["0".into()],
-            },
-            when: WhenChoice::At {
-                start: slot(from),
-                end: slot(from + 2),
-            },
-            title: title.into(),
-            job: None,
-        }))
+/// An agent named `name` in this process, with two simulated GPUs.
+async fn agent(name: &str) -> InProcessAgent {
+    InProcessAgent::builder(2)
+        .name(name)
+        .sample_every(Duration::from_secs(5))
+        .start()
         .await
-    {
-        Ok(Response::Booking(b)) => b.booking,
-        other => panic!("expected a booking, got {other:?}"),
-    }
+}
+
+/// A booking of GPU 0 for two slots from slot `from`.
+async fn book(conn: &Connection, from: i64, title: &str) -> Booking {
+    bookings::book(conn, &[0], from, from + 2, title).await
 }
 
 /// One HTTP/1.1 request to `url` (http://HOST:PORT/PATH): the status code, the headers
@@ -172,29 +120,13 @@ async fn until(url: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
     }
 }
 
-fn python() -> String {
-    std::env::var("GPUBOOK_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 /// The (UID, STATUS) of every VEVENT as Python's icalendar parses `ics`; `None` when it
 /// cannot be imported (a failure when services are required).
 fn parsed_by_icalendar(ics: &str) -> Option<Vec<(String, String)>> {
-    let have = Command::new(python())
-        .args(["-c", "import icalendar"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        let msg = format!("{} cannot import icalendar", python());
-        assert!(
-            std::env::var("GPUBOOK_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "GPUBOOK_REQUIRE_SERVICES=1 but {msg}"
-        );
-        eprintln!("SKIPPED the icalendar check: {msg} (scripts/calendar-services.sh)");
+    if !require_python("the icalendar check", "icalendar") {
         return None;
     }
-    let mut child = Command::new(python())
+    let mut child = Command::new(radicale::python())
         .arg("-c")
         .arg(
             r#"

@@ -4,22 +4,18 @@
 //! approval of a booking that changed since it was shown comes back as `changed`.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{Duration as ChronoDuration, Utc};
-use gpubook_agent::clock::SystemClock;
-use gpubook_agent::gpu::Source;
-use gpubook_agent::server::{bind, AgentConfig};
-use gpubook_agent::state::State;
-use gpubook_client::Connection;
 use gpubook_core::time::floor_to;
 use gpubook_core::{Actor, BookingId, Op, Role};
 use gpubook_desktop::notify::{Notice, Notifier};
 use gpubook_desktop::{
     Address, EventPayload, Files, Manager, ReadingsPayload, ServerState, ServerView, Settings, Sink,
 };
+use gpubook_testkit::agent::InProcessAgent;
+use gpubook_testkit::{wait_until as until, wait_until_within};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
 
 #[derive(Debug, Default)]
 struct Recorder {
@@ -47,118 +43,58 @@ impl Notifier for Recorder {
     }
 }
 
-struct Agent {
-    dir: TempDir,
-    state: Arc<State>,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn agent() -> Agent {
+/// The agent the app talks to: in this process, four simulated GPUs, bookings over two
+/// hours wait for an admin, GPUs sampled every 200 ms.
+async fn agent() -> InProcessAgent {
     agent_in(tempfile::tempdir().unwrap()).await
 }
 
-async fn agent_in(dir: TempDir) -> Agent {
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(
-        &policy,
-        "max_booking = \"2h\"\nover_policy = \"approval\"\n",
-    )
-    .unwrap();
-    let a = bind(
-        AgentConfig {
-            state_dir: dir.path().join("state"),
-            socket: dir.path().join("agent.sock"),
-            gpus: Source::Sim(4),
-            policy: Some(policy),
-            server_name: "lab-test".into(),
-            shared: false,
-            sample_interval: Duration::from_millis(200),
-        },
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
-    let state = a.state();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(a.run(async move {
-        let _ = rx.await;
-    }));
-    Agent {
-        dir,
-        state,
-        _stop: tx,
-    }
+/// [`agent`] in `dir` (the app may be pointed at its socket before it runs).
+async fn agent_in(dir: TempDir) -> InProcessAgent {
+    InProcessAgent::builder(4)
+        .in_dir(dir)
+        .policy("max_booking = \"2h\"\nover_policy = \"approval\"\n")
+        .sample_every(Duration::from_millis(200))
+        .start()
+        .await
 }
 
-impl Agent {
-    fn socket(&self) -> std::path::PathBuf {
-        self.dir.path().join("agent.sock")
-    }
+/// What the tests ask of the agent beyond the testkit's.
+trait Approvals {
+    /// A 3-hour booking (over the 2-hour policy: waits for approval) of the test's user,
+    /// made as an ordinary user (the test may run as root, whom the agent makes admin).
+    async fn book_pending(&self, n: i64) -> BookingId;
+    /// An admin approves booking `id`.
+    async fn approve(&self, id: BookingId);
+}
 
-    /// A 3-hour booking (over the 2-hour policy: waits for approval) of the test's user, made
-    /// as an ordinary user (the test may run as root, whom the agent makes admin).
+impl Approvals for InProcessAgent {
     async fn book_pending(&self, n: i64) -> BookingId {
-        let conn = Connection::unix(&self.socket(), "test").await.unwrap();
-        let me = conn.welcome().user.clone();
+        let me = self.connect().await.welcome().user.clone();
         let start = floor_to(Utc::now(), ChronoDuration::minutes(15)) + ChronoDuration::days(1 + n);
-        let state = self.state.clone();
-        tokio::task::spawn_blocking(move || {
-            let committed = state
-                .change(
-                    &Actor {
-                        user: me,
-                        role: Role::User,
-                    },
-                    Op::Book {
-                        gpus: gpubook_core::GpuSelection::Count {
-                            count: 1,
-                            min_memory: None,
-                        },
-                        when: gpubook_core::When::At(
-                            gpubook_core::Interval::new(start, start + ChronoDuration::hours(3))
-                                .unwrap(),
-                        ),
-                        title: format!("long run {n}"),
-                        job: None,
-                    },
-                )
-                .unwrap();
-            assert_eq!(
-                committed[0].booking.state,
-                gpubook_core::BookingState::PendingApproval
-            );
-            committed[0].booking.id
-        })
-        .await
-        .unwrap()
+        let op = Op::Book {
+            gpus: gpubook_core::GpuSelection::Count {
+                count: 1,
+                min_memory: None,
+            },
+            when: gpubook_core::When::At(
+                gpubook_core::Interval::new(start, start + ChronoDuration::hours(3)).unwrap(),
+            ),
+            title: format!("long run {n}"),
+            job: None,
+        };
+        let booking = self.as_user(&me, Role::User, op).await;
+        assert_eq!(booking.state, gpubook_core::BookingState::PendingApproval);
+        booking.id
     }
 
     async fn approve(&self, id: BookingId) {
-        let state = self.state.clone();
-        tokio::task::spawn_blocking(move || {
-            state.change(
-                &Actor {
-                    user: "boss".into(),
-                    role: Role::Admin,
-                },
-                Op::Approve { id, rev: None },
-            )
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        self.as_user("boss", Role::Admin, Op::Approve { id, rev: None })
+            .await;
     }
 }
 
-async fn until(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn manager(files: &Files, rec: &Arc<Recorder>, agent: &Agent) -> Manager {
+fn manager(files: &Files, rec: &Arc<Recorder>, agent: &InProcessAgent) -> Manager {
     let m = Manager::new(
         files.clone(),
         rec.clone(),
@@ -449,19 +385,15 @@ async fn a_server_that_goes_away_is_notified_unreachable_then_back() {
     let m = manager(&files, &rec, &agent);
     until("connected", || m.views()[0].state == ServerState::Connected).await;
     // The agent stops; its socket file stays, but nobody answers.
-    let Agent { dir, _stop, .. } = agent;
-    drop(_stop);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !rec
-        .notices
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|n| n.kind == "server_unreachable")
-    {
-        assert!(Instant::now() < deadline, "no unreachable notice");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let dir = agent.stop_keeping_dir().await;
+    wait_until_within("the unreachable notice", Duration::from_secs(30), || {
+        rec.notices
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| n.kind == "server_unreachable")
+    })
+    .await;
     assert_eq!(m.views()[0].state, ServerState::Unreachable);
     let n = rec.notices.lock().unwrap().last().unwrap().clone();
     assert_eq!(n.summary, "Lab test cannot be reached");

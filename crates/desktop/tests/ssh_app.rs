@@ -1,5 +1,5 @@
-//! The app's "Add server" over SSH, against a real sshd and real Unix users (the client
-//! crate's fixture), through the same functions the Tauri commands call
+//! The app's "Add server" over SSH, against a real sshd and real Unix users (the testkit's
+//! fixture), through the same functions the Tauri commands call
 //! (gpubook_desktop::servers): an alias of ~/.ssh/config whose host key is unknown is
 //! refused with the key's fingerprint and nothing is saved; a different fingerprint is not
 //! accepted; the shown one is, and the server is added: the agent put into the person's
@@ -13,9 +13,6 @@
 //! The test sets this process's HOME and SSH environment as the app would find them, so it is
 //! the only test in this file.
 
-#[path = "../../client/tests/sshd/mod.rs"]
-mod sshd;
-
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,7 +25,7 @@ use gpubook_desktop::{
     servers, EventPayload, Files, Manager, ReadingsPayload, ServerState, ServerView, Sink,
 };
 use gpubook_proto::{BookRequest, GpuChoice, WhenChoice};
-use sshd::{agent_binary, runnable_copy, ClientHome, SshAgent, Sshd, User};
+use gpubook_testkit::sshd::{self, agent_binary, runnable_copy, ClientHome, SshAgent, Sshd, User};
 
 /// What the app's window would have been sent.
 #[derive(Debug, Default)]

@@ -3,7 +3,8 @@
 //! client over HTTP.
 //!
 //! The test runs when `GPUBOOK_E2E=1` (scripts/app-e2e.sh sets it after building the UI and
-//! the app). A missing service fails it when `GPUBOOK_REQUIRE_SERVICES=1`, else skips it.
+//! the app). A missing service fails it when `GPUBOOK_REQUIRE_SERVICES=1`, else skips it (the
+//! rule of gpubook-testkit, which the test uses).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -12,18 +13,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-
-/// Whether a missing service fails the test rather than skipping it.
-pub fn required() -> bool {
-    std::env::var("GPUBOOK_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// Says why the test cannot run: a failure when services are required, else a skip.
-pub fn missing(what: &str) -> bool {
-    assert!(!required(), "GPUBOOK_REQUIRE_SERVICES=1 but {what}");
-    eprintln!("SKIPPED: {what}");
-    false
-}
 
 /// The program `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {

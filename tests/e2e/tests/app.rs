@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
 use gpubook_e2e::*;
+use gpubook_testkit::require::{missing, Need};
+
+/// This test, as the require-or-skip rule names it.
+const E2E: &str = "the app's end-to-end test";
 use serde_json::{json, Value};
 
 const OTHER: &str = "gpb-e2e-other";
@@ -37,24 +41,6 @@ fn screenshots() -> PathBuf {
         });
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn ensure_user(name: &str) {
-    let exists = Command::new("id")
-        .arg(name)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !exists {
-        let out = Command::new("useradd")
-            .args(["-m", "-s", "/bin/bash", name])
-            .output()
-            .expect("run useradd");
-        assert!(
-            out.status.success(),
-            "useradd: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
 }
 
 /// The CLI as `user` (None: root), JSON out.
@@ -216,7 +202,12 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
         ("gpubook", &cli_bin),
     ] {
         if !p.is_file() {
-            missing(&format!("{what} is not built at {}", p.display()));
+            missing(
+                E2E,
+                Need::Service,
+                &format!("{what} is not built at {}", p.display()),
+                "run scripts/app-e2e.sh, which builds them",
+            );
             return;
         }
     }
@@ -233,7 +224,12 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
         "useradd",
     ] {
         if which(tool).is_none() {
-            missing(&format!("{tool} is not installed (scripts/setup-debian.sh; tauri-driver: cargo install tauri-driver --locked)"));
+            missing(
+                E2E,
+                Need::Service,
+                &format!("{tool} is not installed"),
+                "run scripts/setup-debian.sh (tauri-driver: cargo install tauri-driver --locked)",
+            );
             return;
         }
     }
@@ -246,7 +242,7 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     let cli_copy = dir.join("gpubook");
     std::fs::copy(&cli_bin, &cli_copy).unwrap();
     std::fs::set_permissions(&cli_copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-    ensure_user(OTHER);
+    gpubook_testkit::ensure_user(OTHER);
 
     let (_x, display) = xvfb();
     let (_bus, bus) = session_bus();

@@ -3,15 +3,19 @@
 //! `gpubook-agent bridge` run under that user's uid (as over SSH), event histories, job
 //! scripts the users can run, and /proc checks.
 //!
-//! Every test here needs root (to create users and to run jobs as them). CI runs as root and
-//! sets GPUBOOK_REQUIRE_ROOT_TESTS=1, so there a test that is not root fails instead of
-//! skipping.
+//! Every test here needs root (to create users and to run jobs as them) and asks
+//! gpubook-testkit's `require_root` first: with GPUBOOK_REQUIRE_ROOT_TESTS set (CI) a test
+//! that is not root fails instead of skipping. Users and waiting come from the testkit too.
 
-// Each test file uses its own part of this module.
-#![allow(dead_code)]
+// Each test file uses its own part of this module (re-exports included).
+#![allow(dead_code, unused_imports)]
 
-#[path = "../common/mod.rs"]
-mod common;
+pub use gpubook_testkit::agent::SERVER;
+use gpubook_testkit::agent::{await_ready, read_log};
+pub use gpubook_testkit::bookings::{booked, job};
+use gpubook_testkit::users::others_can_run;
+pub use gpubook_testkit::users::run_as;
+pub use gpubook_testkit::{ensure_user, require_root, wait_until_within, User};
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use gpubook_agent::clock::SystemClock;
@@ -36,8 +40,6 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-/// The server name of every test agent; simulated GPU UUIDs are `SIM-lab-test-N`.
-pub const SERVER: &str = "lab-test";
 /// The user who owns the jobs.
 pub const JOBBER: &str = "gpb-jobber";
 /// Another non-root user, who must not see the jobber's logs.
@@ -51,128 +53,6 @@ pub const POLICY: &str = "granularity = \"1s\"\n";
 /// The UUID of simulated GPU `i`.
 pub fn sim_uuid(i: u32) -> String {
     format!("SIM-{SERVER}-{i}")
-}
-
-fn is_root() -> bool {
-    // SAFETY: getuid cannot fail.
-    unsafe { libc::getuid() == 0 }
-}
-
-/// Whether a test that needs root may run: true as root. Otherwise it prints why it skips and
-/// returns false, or fails when GPUBOOK_REQUIRE_ROOT_TESTS is set (CI).
-pub fn root_or_skip(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("GPUBOOK_REQUIRE_ROOT_TESTS").is_none(),
-        "GPUBOOK_REQUIRE_ROOT_TESTS is set but {test} does not run as root"
-    );
-    eprintln!("skipped {test}: it creates Unix users and runs jobs as them, which needs root");
-    false
-}
-
-/// A real Unix user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    /// Their name.
-    pub name: String,
-    /// Their uid.
-    pub uid: u32,
-    /// Their primary gid.
-    pub gid: u32,
-    /// Their home directory.
-    pub home: PathBuf,
-}
-
-/// Serialises user creation within this test binary (useradd locks /etc/passwd).
-static USERS: Mutex<()> = Mutex::new(());
-
-fn passwd(name: &str) -> Option<Vec<String>> {
-    let out = Command::new("getent")
-        .args(["passwd", name])
-        .output()
-        .expect("run getent");
-    if !out.status.success() {
-        return None;
-    }
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .split(':')
-            .map(str::to_string)
-            .collect(),
-    )
-}
-
-/// The user `name` with a home and /bin/bash as login shell, created if missing (reused if it
-/// exists). Needs root.
-pub fn ensure_user(name: &str) -> User {
-    let _one_at_a_time = USERS.lock().unwrap_or_else(|p| p.into_inner());
-    let mut tries = 0;
-    while passwd(name).is_none() {
-        let out = Command::new("useradd")
-            .args(["-m", "-s", "/bin/bash", name])
-            .output()
-            .expect("run useradd");
-        if out.status.success() {
-            break;
-        }
-        // Another process may hold the passwd lock, or have created the user meanwhile.
-        tries += 1;
-        assert!(
-            tries < 20,
-            "useradd {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let fields = passwd(name).expect("the user exists now");
-    let user = User {
-        name: name.to_string(),
-        uid: fields[2].parse().expect("uid"),
-        gid: fields[3].parse().expect("gid"),
-        home: PathBuf::from(&fields[5]),
-    };
-    assert_ne!(user.uid, 0, "{name} must not be root");
-    if fields[6] != "/bin/bash" {
-        let out = Command::new("usermod")
-            .args(["-s", "/bin/bash", name])
-            .output()
-            .expect("run usermod");
-        assert!(out.status.success(), "usermod -s /bin/bash {name} failed");
-    }
-    if !user.home.is_dir() {
-        std::fs::create_dir_all(&user.home).expect("create the user's home");
-        std::os::unix::fs::chown(&user.home, Some(user.uid), Some(user.gid)).expect("chown");
-    }
-    user
-}
-
-/// Whether everyone may traverse to `path` and run it.
-fn others_can_run(path: &Path) -> bool {
-    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode()).ok();
-    if mode(path).is_none_or(|m| m & 0o005 != 0o005) {
-        return false;
-    }
-    path.ancestors()
-        .skip(1)
-        .filter(|p| !p.as_os_str().is_empty())
-        .all(|p| mode(p).is_some_and(|m| m & 0o001 != 0))
-}
-
-/// Runs `cmd` as `user`, returning (status code, stdout, stderr).
-pub fn run_as(user: &User, cmd: &mut Command) -> (Option<i32>, String, String) {
-    let out = cmd
-        .uid(user.uid)
-        .gid(user.gid)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?} as {}: {e}", user.name));
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// The real agent binary in a temporary directory that every user may traverse: as root with
@@ -367,7 +247,7 @@ impl Lab {
         }
         self.child = Some(cmd.spawn().expect("cannot start gpubook-agent"));
         let (socket, log) = (self.socket(), self.log_path());
-        common::await_ready(&mut self.child, &socket, || common::read_log(&log)).await;
+        await_ready(&mut self.child, &socket, || read_log(&log)).await;
     }
 
     /// Kills the agent with SIGKILL (no chance to clean up) and reaps it.
@@ -575,18 +455,6 @@ impl Events {
     }
 }
 
-/// A job running `command` with every option at its default.
-pub fn job(command: &str) -> JobSpec {
-    JobSpec {
-        command: command.to_string(),
-        cwd: None,
-        env: BTreeMap::new(),
-        end_signal: None,
-        grace_secs: None,
-        keep_slot: false,
-    }
-}
-
 /// A booking of the GPUs named by index, from `start` to `end`, running `job`.
 pub fn book(
     gpus: &[&str],
@@ -619,14 +487,6 @@ pub fn book_asap(gpus: &[&str], secs: i64, title: &str, job: Option<JobSpec>) ->
     })
 }
 
-/// The booking a change answered with, or a panic naming what came instead.
-pub fn booked(r: Result<Response, gpubook_client::ClientError>) -> BookingResponse {
-    match r {
-        Ok(Response::Booking(b)) => b,
-        other => panic!("expected a booking, got {other:?}"),
-    }
-}
-
 /// A whole second `lead` seconds (or a little less) from now: a slot start on the 1 s grid.
 pub fn slot_start(lead: i64) -> DateTime<Utc> {
     let now = Utc::now().timestamp();
@@ -652,18 +512,9 @@ pub async fn listed(conn: &Connection, id: BookingId) -> Booking {
     .unwrap_or_else(|| panic!("booking {id} is not listed"))
 }
 
-/// Polls `cond` until it holds, failing the test after `limit`.
-pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Polls until `path` exists and returns its contents, failing after `limit`.
 pub async fn read_when_there(path: &Path, limit: Duration) -> String {
-    wait_until(&format!("{}", path.display()), limit, || path.exists()).await;
+    wait_until_within(&format!("{}", path.display()), limit, || path.exists()).await;
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 

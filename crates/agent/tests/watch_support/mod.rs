@@ -4,7 +4,7 @@
 // Each test file uses its own part of this module.
 #![allow(dead_code)]
 
-use crate::common::{DEADLINE, SERVER};
+use crate::common::SERVER;
 use chrono::{DateTime, Utc};
 use gpubook_agent::clock::SystemClock;
 use gpubook_agent::state::State;
@@ -14,6 +14,7 @@ use gpubook_core::{
     Actor, BookingId, Gpu, GpuSelection, GpuUuid, Interval, Op, Policy, Role, When,
 };
 use gpubook_proto::{Event, EventKind, Readings};
+use gpubook_testkit::agent::{await_ready, read_log};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -104,33 +105,10 @@ impl Agent {
             spawned,
             ready: spawned,
         };
-        let until = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = agent
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                agent.child = None;
-                panic!(
-                    "gpubook-agent exited with {status} at start:\n{}",
-                    agent.log()
-                );
-            }
-            if Connection::unix(&agent.socket(), "ready-probe")
-                .await
-                .is_ok()
-            {
-                agent.ready = Instant::now();
-                return agent;
-            }
-            assert!(
-                Instant::now() < until,
-                "gpubook-agent did not answer within {DEADLINE:?}:\n{}",
-                agent.log()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let (socket, log) = (agent.socket(), agent.path("agent.log"));
+        await_ready(&mut agent.child, &socket, || read_log(&log)).await;
+        agent.ready = Instant::now();
+        agent
     }
 
     /// The agent's socket.

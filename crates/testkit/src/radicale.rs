@@ -1,267 +1,25 @@
-//! Fixtures for the calendar tests: a real Radicale on 127.0.0.1 with its storage in a
-//! temporary directory and htpasswd logins, an agent in the test process, and Python's
-//! `icalendar` package as the independent parser (with its own CalDAV REPORT to read a
-//! collection back).
-//!
-//! A test that needs Radicale or Python's packages fails when `GPUBOOK_REQUIRE_SERVICES=1`
-//! (CI, after `scripts/calendar-services.sh`) and they are missing; elsewhere it says why and
-//! passes without running.
+//! A real Radicale (CalDAV server) on 127.0.0.1 with its storage in a temporary directory and
+//! an htpasswd login, and Python's `icalendar` package as the independent reader (with its
+//! own CalDAV REPORT to read a collection back). A test asks
+//! [`crate::require_python`]`(test, "radicale, icalendar")` first.
 
-// Each test file uses its own part of this module.
-#![allow(dead_code)]
-
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use gpubook_agent::clock::SystemClock;
-use gpubook_agent::gpu::Source;
-use gpubook_agent::server::{bind, AgentConfig};
-use gpubook_agent::state::State;
-use gpubook_client::Connection;
-use gpubook_core::time::floor_to;
-use gpubook_core::{Actor, Booking, BookingId, GpuSelection, GpuUuid, Interval, JobSpec, Op, Role};
-use gpubook_proto::{
-    BookRequest, CancelRequest, GpuChoice, MoveRequest, Request, Response, WhenChoice,
-};
+use crate::wait::DEADLINE;
 use serde_json::Value;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
 
-/// The agent's server name in these tests.
-pub const SERVER: &str = "lab-test";
 /// The CalDAV account.
 pub const USER: &str = "alice";
 /// Its password.
 pub const PASSWORD: &str = "correct horse";
-/// How long any awaited condition may take.
-pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Whether missing services fail the test (CI) rather than skip it.
-pub fn required() -> bool {
-    std::env::var("GPUBOOK_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// The Python that has `radicale` and `icalendar`.
+/// The Python that has `radicale` and `icalendar`: `$GPUBOOK_PYTHON`, else python3.
 pub fn python() -> String {
     std::env::var("GPUBOOK_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// Whether `python -c "import MODULES"` works; fails the test when it does not and services
-/// are required, else prints why the test does nothing.
-pub fn have_python(modules: &str, test: &str) -> bool {
-    let ok = Command::new(python())
-        .args(["-c", &format!("import {modules}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let msg = format!(
-            "{test}: {} cannot import {modules}; run scripts/calendar-services.sh",
-            python()
-        );
-        assert!(!required(), "GPUBOOK_REQUIRE_SERVICES=1 but {msg}");
-        eprintln!("SKIPPED {msg}");
-    }
-    ok
-}
-
-/// Points on the 15-minute grid from tomorrow: in the future for the whole run.
-pub fn slot(n: i64) -> DateTime<Utc> {
-    floor_to(Utc::now(), ChronoDuration::minutes(15))
-        + ChronoDuration::days(1)
-        + ChronoDuration::minutes(15 * n)
-}
-
-/// An agent in the test process (four simulated GPUs, a policy that sends bookings over two
-/// hours to an admin), stopped on drop.
-#[derive(Debug)]
-pub struct Agent {
-    /// State, socket, policy.
-    dir: TempDir,
-    /// The agent's state, to act as other people.
-    pub state: Arc<State>,
-    /// Stops it.
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Agent {
-    /// Starts one.
-    pub async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let policy = dir.path().join("policy.toml");
-        std::fs::write(
-            &policy,
-            "max_booking = \"2h\"\nover_policy = \"approval\"\n",
-        )
-        .unwrap();
-        let agent = bind(
-            AgentConfig {
-                state_dir: dir.path().join("state"),
-                socket: dir.path().join("agent.sock"),
-                gpus: Source::Sim(4),
-                policy: Some(policy),
-                server_name: SERVER.into(),
-                shared: false,
-                sample_interval: Duration::from_secs(5),
-            },
-            Arc::new(SystemClock),
-        )
-        .await
-        .expect("bind the agent");
-        let state = agent.state();
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(agent.run(async move {
-            let _ = rx.await;
-        }));
-        Self {
-            dir,
-            state,
-            stop: Some(tx),
-        }
-    }
-
-    /// Its socket.
-    pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("agent.sock")
-    }
-
-    /// A connection as the test's own user.
-    pub async fn connect(&self) -> Connection {
-        Connection::unix(&self.socket(), "calendar-test")
-            .await
-            .expect("connect to the agent")
-    }
-
-    /// A live session to the agent, and its first follower's stream (the feed's and the
-    /// CalDAV sync's source).
-    pub fn live(
-        &self,
-    ) -> (
-        gpubook_client::live::LiveSession,
-        gpubook_client::live::LiveEvents,
-    ) {
-        let socket = self.socket();
-        gpubook_client::live::LiveSession::start(
-            move || {
-                let s = socket.clone();
-                async move { Connection::unix(&s, "calendar-test").await }
-            },
-            Default::default(),
-        )
-    }
-
-    /// Applies `op` as `user` with `role`, as if they had asked.
-    pub async fn as_user(&self, user: &str, role: Role, op: Op) -> Booking {
-        let state = self.state.clone();
-        let actor = Actor {
-            user: user.into(),
-            role,
-        };
-        tokio::task::spawn_blocking(move || state.change(&actor, op))
-            .await
-            .unwrap()
-            .expect("the change is accepted")
-            .first()
-            .expect("the change wrote an event")
-            .booking
-            .clone()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// A booking of the simulated GPUs `gpus` from slot `from` to slot `to`.
-pub async fn book(conn: &Connection, gpus: &[u32], from: i64, to: i64, title: &str) -> Booking {
-    book_with(conn, gpus, from, to, title, None).await
-}
-
-/// [`book`] with a job.
-pub async fn book_with(
-    conn: &Connection,
-    gpus: &[u32],
-    from: i64,
-    to: i64,
-    title: &str,
-    command: Option<&str>,
-) -> Booking {
-    answer(
-        conn.request(Request::Book(BookRequest {
-            gpus: GpuChoice::Named {
-                gpus: gpus.iter().map(|g| g.to_string()).collect(),
-            },
-            when: WhenChoice::At {
-                start: slot(from),
-                end: slot(to),
-            },
-            title: title.into(),
-            job: command.map(job),
-        }))
-        .await,
-    )
-}
-
-/// A job running `command`.
-pub fn job(command: &str) -> JobSpec {
-    JobSpec {
-        command: command.into(),
-        cwd: None,
-        env: Default::default(),
-        end_signal: None,
-        grace_secs: None,
-        keep_slot: false,
-    }
-}
-
-/// Moves booking `id` to slots `from`..`to`.
-pub async fn move_to(conn: &Connection, id: BookingId, from: i64, to: i64) -> Booking {
-    answer(
-        conn.request(Request::Move(MoveRequest {
-            id,
-            start: slot(from),
-            end: slot(to),
-            gpus: None,
-        }))
-        .await,
-    )
-}
-
-/// Cancels booking `id`.
-pub async fn cancel(conn: &Connection, id: BookingId) -> Booking {
-    answer(conn.request(Request::Cancel(CancelRequest { id })).await)
-}
-
-fn answer(r: Result<Response, gpubook_client::ClientError>) -> Booking {
-    match r {
-        Ok(Response::Booking(b)) => b.booking,
-        other => panic!("expected a booking, got {other:?}"),
-    }
-}
-
-/// A booking op for other people: GPUs by index on the test server, slots `from`..`to`.
-pub fn book_op(gpus: &[u32], from: i64, to: i64, title: &str, command: Option<&str>) -> Op {
-    Op::Book {
-        gpus: GpuSelection::Named(
-            gpus.iter()
-                .map(|i| GpuUuid(format!("SIM-{SERVER}-{i}")))
-                .collect(),
-        ),
-        when: gpubook_core::When::At(Interval::new(slot(from), slot(to)).unwrap()),
-        title: title.into(),
-        job: command.map(job),
-    }
-}
-
-/// A real Radicale on 127.0.0.1, its storage in a temporary directory, killed on drop.
 #[derive(Debug)]
 pub struct Radicale {
     /// Config, users, storage, log.
@@ -349,9 +107,29 @@ impl Radicale {
         }
     }
 
+    /// Freezes it (SIGSTOP) where it is: what it has stored stays as it is until it is
+    /// stopped. A test that stops it "mid-sync" freezes it first to see how far it got.
+    pub fn freeze(&self) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill with the pid of a child this fixture started and has not reaped.
+            let rc = unsafe { libc::kill(c.id() as i32, libc::SIGSTOP) };
+            assert_eq!(
+                rc,
+                0,
+                "SIGSTOP Radicale: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+
     /// Its log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("radicale.log")).unwrap_or_default()
+    }
+
+    /// Its directory: `config`, `users` (htpasswd), `collections/`, `radicale.log`.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// `http://127.0.0.1:PORT/`.
@@ -510,7 +288,9 @@ print(json.dumps({"errors": errors, "events": events,
     serde_json::from_str(&run_python(&script, &[], ics.as_bytes())).expect("JSON")
 }
 
-fn run_python(script: &str, args: &[&str], stdin: &[u8]) -> String {
+/// Runs Python `script` with `args`, `stdin` on its standard input: its stdout (the test
+/// fails when Python does).
+pub fn run_python(script: &str, args: &[&str], stdin: &[u8]) -> String {
     let mut child = Command::new(python())
         .arg("-c")
         .arg(script)
@@ -533,26 +313,4 @@ fn run_python(script: &str, args: &[&str], stdin: &[u8]) -> String {
 /// The events in `events` with UID `uid`.
 pub fn with_uid<'a>(events: &'a [Value], uid: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["uid"] == uid).collect()
-}
-
-/// Polls `cond` until it holds, failing after [`DEADLINE`].
-pub async fn wait_until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut cond: impl FnMut() -> F,
-) {
-    let until = Instant::now() + DEADLINE;
-    while !cond().await {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// A directory for sync state.
-pub fn state_dir() -> TempDir {
-    tempfile::tempdir().expect("temp dir")
-}
-
-/// `path` exists and holds `needle`.
-pub fn file_has(path: &Path, needle: &str) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|s| s.contains(needle))
 }
