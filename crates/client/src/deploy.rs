@@ -9,7 +9,10 @@
 //! 2. Otherwise the person's own agent: `~/.local/share/gpubook/bin/gpubook-agent-VERSION`,
 //!    where VERSION is the client's crate version and the start of the binary's SHA-256
 //!    (`0.1.0-0123456789abcdef`). When one is needed and missing or corrupt (its checksum
-//!    differs): the binary this client carries is uploaded to a temporary name, its checksum
+//!    differs): the build this client carries for the server's architecture (its `uname -m`,
+//!    asked by the same script that looks for a running agent; builds per architecture in
+//!    [`PACKAGED_AGENTS`], see `deploy/builds.rs`; none for it: [`SshError::NoAgentBuild`])
+//!    is uploaded to a temporary name, its checksum
 //!    verified on the server (`sha256sum`), and renamed into place — an interrupted upload
 //!    leaves only the temporary file, removed by a later connect, which uploads again.
 //! 3. It is started detached (`setsid`) as `serve --gpus nvml` in personal mode, with its
@@ -49,14 +52,18 @@ use crate::{ClientError, Connection};
 use std::path::PathBuf;
 use thiserror::Error;
 
+pub use builds::{packaged_agent, PACKAGED_AGENTS};
+
+mod builds;
 mod probe;
 mod start;
 mod upload;
 mod version;
 
+use builds::Builds;
 use probe::{read_line, Probe, BRIDGE_OR_PROBE};
 use start::{bridge, handshake, start};
-use upload::{upload, LocalAgent};
+use upload::upload;
 use version::{claimed_version, replaceable, too_new, verdict, Verdict};
 
 /// Why the agent on a server could not be reached.
@@ -112,9 +119,13 @@ impl DeployError {
 /// What to deploy; by default from the environment.
 #[derive(Debug, Clone, Default)]
 pub struct DeployOptions {
-    /// The agent binary to upload: else `$GPUBOOK_AGENT_BINARY`, else `gpubook-agent` next
-    /// to this program.
+    /// The one agent binary to upload, for the architecture its ELF header names; else
+    /// [`agents_dir`](Self::agents_dir), else `$GPUBOOK_AGENT_BINARY`, else
+    /// `$GPUBOOK_AGENTS_DIR`, else [`PACKAGED_AGENTS`] (see `deploy/builds.rs`).
     pub binary: Option<PathBuf>,
+    /// Where the builds per architecture are (`<arch>/gpubook-agent`); `gpubook-agent` next
+    /// to this program comes after them, for its own architecture.
+    pub agents_dir: Option<PathBuf>,
     /// `--gpus` of a personal agent: else `$GPUBOOK_REMOTE_GPUS`, else `nvml`.
     pub gpus: Option<String>,
     /// The system agent's socket on the server [default: the documented system place].
@@ -207,11 +218,12 @@ pub async fn agent_over(
         }
     }
     // Without a binary to upload the system agent may still be there: fail only when needed.
-    let local = LocalAgent::find(&server, deploy);
+    let builds = Builds::find(&server, deploy);
     let claimed = claimed_version(&server, deploy)?;
-    let version = local
+    // One per architecture: the probe picks the one for the server's `uname -m`.
+    let versions = builds
         .as_ref()
-        .map(|l| l.version(&claimed))
+        .map(|b| b.versions(&claimed))
         .unwrap_or_default();
     // A running agent that did not answer its handshake: replaced on the next round.
     let mut broken: Option<String> = None;
@@ -221,7 +233,7 @@ pub async fn agent_over(
                 BRIDGE_OR_PROBE,
                 &[
                     system_socket,
-                    &version,
+                    &versions,
                     deploy.system_binary.as_deref().unwrap_or(""),
                     broken.as_deref().unwrap_or(""),
                 ],
@@ -288,10 +300,11 @@ pub async fn agent_over(
                 Verdict::Use | Verdict::Replace => replace = running.version.clone(),
             }
         }
-        let local = match local {
-            Ok(ref l) => l,
+        let local = match builds {
+            Ok(ref b) => b.for_arch(&server, &probe.arch)?,
             Err(e) => return Err(e),
         };
+        let version = local.version(&claimed);
         let mut uploaded = false;
         if probe.installed_sum(&version) != Some(local.sha256.as_str()) {
             upload(session, local, &version).await?;
@@ -303,7 +316,7 @@ pub async fn agent_over(
             .or_else(|| std::env::var("GPUBOOK_REMOTE_GPUS").ok())
             .filter(|g| !g.is_empty())
             .unwrap_or_else(|| "nvml".into());
-        let Some(started) = start(session, &version, &gpus, &replace).await? else {
+        let Some(started) = start(session, local, &version, &gpus, &replace).await? else {
             // Another client started another agent meanwhile: look again.
             continue;
         };

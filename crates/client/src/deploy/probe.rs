@@ -15,6 +15,8 @@ pub(super) struct Probe {
     pub(super) installed: Vec<(String, String)>,
     /// The personal agent's socket.
     pub(super) socket: String,
+    /// The server's architecture, as its `uname -m` says.
+    pub(super) arch: String,
     /// The personal agent that runs, when it was not bridged to at once.
     pub(super) running: Option<Running>,
 }
@@ -32,6 +34,11 @@ pub(super) struct Running {
 
 pub(super) const BRIDGE_OR_PROBE: &str = r#"
 sys="$1"
+# The builds this client carries, ARCH=VERSION each: the one for this machine's architecture.
+arch=$(uname -m 2>/dev/null)
+case "$arch" in arm64) arch=aarch64 ;; amd64) arch=x86_64 ;; esac
+want=""
+for p in $2; do case "$p" in "$arch="*) want="${p#*=}" ;; esac; done
 if [ -S "$sys" ]; then
   bin="$3"
   if [ -z "$bin" ]; then
@@ -52,8 +59,8 @@ pid=""; ver=""; major=""; running=""
 if [ -n "$ver" ] && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
   if [ -S "$sock" ] && [ -x "$dir/gpubook-agent-$ver" ]; then
     # Our agent of exactly this version runs (or of any version, when this client carries
-    # none): bridged to at once.
-    if { [ "$ver" = "$2" ] || [ -z "$2" ]; } && [ "$ver" != "$4" ]; then
+    # none for this architecture): bridged to at once.
+    if { [ "$ver" = "$want" ] || [ -z "$want" ]; } && [ "$ver" != "$4" ]; then
       echo "GPUBOOK-BRIDGE personal $dir/gpubook-agent-$ver"
       exec "$dir/gpubook-agent-$ver" bridge --socket "$sock"
     fi
@@ -65,11 +72,12 @@ fi
 if ! mkdir -p "$dir" 2>/dev/null || [ ! -w "$dir" ]; then echo "nohome=cannot write $dir"; echo GPUBOOK-PROBE-END; exit 0; fi
 echo "dir=$dir"
 echo "sock=$sock"
+echo "arch=${arch:-unknown}"
 [ -n "$running" ] && echo "running=$running"
-f="$dir/gpubook-agent-$2"
-if [ -n "$2" ] && [ -e "$f" ]; then
+f="$dir/gpubook-agent-$want"
+if [ -n "$want" ] && [ -e "$f" ]; then
   if [ -f "$f" ]; then s=$(sha256sum "$f" 2>/dev/null | cut -d' ' -f1); else s=notafile; fi
-  echo "have=$2 ${s:-unreadable}"
+  echo "have=$want ${s:-unreadable}"
 fi
 echo GPUBOOK-PROBE-END
 "#;
@@ -115,6 +123,7 @@ impl Probe {
             bin_dir: String::new(),
             installed: Vec::new(),
             socket: String::new(),
+            arch: String::new(),
             running: None,
         };
         for line in text.lines() {
@@ -122,6 +131,7 @@ impl Probe {
                 Some(("nohome", why)) => p.no_home = Some(why.to_string()),
                 Some(("dir", d)) => p.bin_dir = d.to_string(),
                 Some(("sock", d)) => p.socket = d.to_string(),
+                Some(("arch", a)) => p.arch = a.to_string(),
                 Some(("running", r)) => {
                     let f: Vec<&str> = r.split(' ').collect();
                     if let [_pid, version, major, usable] = f[..] {

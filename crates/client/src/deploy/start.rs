@@ -1,8 +1,10 @@
 //! Starting the person's agent detached, and bridging to it with a handshake.
 
-use super::{deploy_error, quote, sh, DeployError};
+use super::upload::LocalAgent;
+use super::{deploy_error, quote, sh, DeployError, PACKAGED_AGENTS};
 use crate::ssh::Session;
 use crate::{ClientError, Connection};
+use std::path::Path;
 
 /// What the start script did.
 #[derive(Debug)]
@@ -67,6 +69,7 @@ echo "socket=$sock"
 /// when another agent than expected runs (nothing was done).
 pub(super) async fn start(
     session: &Session,
+    local: &LocalAgent,
     version: &str,
     gpus: &str,
     replace: &str,
@@ -78,18 +81,9 @@ pub(super) async fn start(
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let lower = err.to_lowercase();
-        let hint = if gpus == "nvml" && (lower.contains("nvml") || lower.contains("nvidia")) {
-            ". The server has no NVIDIA driver (NVML) the agent can use; to try gpubook there with simulated GPUs, set GPUBOOK_REMOTE_GPUS=sim:2"
-        } else {
-            ""
-        };
         return Err(deploy_error(
             session.server(),
-            format!(
-                "starting the personal gpubook agent failed: {}{hint}",
-                err.trim()
-            ),
+            start_failure(&err, gpus, &local.path),
         ));
     }
     let mut s = Started {
@@ -113,6 +107,34 @@ pub(super) async fn start(
         ));
     }
     Ok(Some(s))
+}
+
+/// What to tell the person when the start script failed with `err`: the loader's words made
+/// plain for a build that needs a newer glibc than the server's, a hint for a server without
+/// NVML.
+fn start_failure(err: &str, gpus: &str, build: &Path) -> String {
+    let err = err.trim();
+    let lower = err.to_lowercase();
+    // The loader: "version `GLIBC_2.34' not found (required by ...)".
+    if let Some(at) = err.find("GLIBC_").filter(|_| lower.contains("not found")) {
+        let needs: String = err[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+            .collect();
+        return format!(
+            "the gpubook agent build {} needs {needs}, newer than this server's C library, so it \
+             cannot start there. Install the gpubook package (its agent builds in \
+             {PACKAGED_AGENTS} run on glibc 2.17 and up) or build them with scripts/agents.sh and \
+             set GPUBOOK_AGENTS_DIR to them. The server said: {err}",
+            build.display()
+        );
+    }
+    let hint = if gpus == "nvml" && (lower.contains("nvml") || lower.contains("nvidia")) {
+        ". The server has no NVIDIA driver (NVML) the agent can use; to try gpubook there with simulated GPUs, set GPUBOOK_REMOTE_GPUS=sim:2"
+    } else {
+        ""
+    };
+    format!("starting the personal gpubook agent failed: {err}{hint}")
 }
 
 /// Runs `BIN bridge --socket SOCKET` and says hello through it.
@@ -190,5 +212,29 @@ impl tokio::io::AsyncRead for Watched {
             *self.seen.lock().unwrap() = Some(e);
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_glibc_too_old_is_said_plainly() {
+        let loader = "the agent stopped at start:\n/home/u/.local/share/gpubook/bin/gpubook-agent-0.1.0-0123456789abcdef: /lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.34' not found (required by /home/u/.local/share/gpubook/bin/gpubook-agent-0.1.0-0123456789abcdef)";
+        let m = start_failure(loader, "nvml", Path::new("/opt/gpubook/gpubook-agent"));
+        assert!(
+            m.contains("needs GLIBC_2.34, newer than this server's"),
+            "{m}"
+        );
+        assert!(m.contains("/opt/gpubook/gpubook-agent"), "{m}");
+        assert!(m.contains(PACKAGED_AGENTS) && m.contains("2.17"), "{m}");
+        let nvml = start_failure(
+            "cannot load libnvidia-ml.so.1",
+            "nvml",
+            Path::new("/x/gpubook-agent"),
+        );
+        assert!(nvml.contains("GPUBOOK_REMOTE_GPUS=sim:2"), "{nvml}");
+        assert!(!nvml.contains("glibc"), "{nvml}");
     }
 }

@@ -1,6 +1,6 @@
 //! The agent binary this client carries, its checksum, and its upload to the account.
 
-use super::{deploy_error, sh, DeployError, DeployOptions};
+use super::{deploy_error, sh, DeployError};
 use crate::ssh::Session;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -25,28 +25,15 @@ pub(super) struct LocalAgent {
 }
 
 impl LocalAgent {
-    pub(super) fn find(server: &str, deploy: &DeployOptions) -> Result<Self, DeployError> {
-        let path = deploy
-            .binary
-            .clone()
-            .or_else(|| std::env::var_os("GPUBOOK_AGENT_BINARY").map(PathBuf::from))
-            .or_else(|| {
-                std::env::current_exe()
-                    .ok()
-                    .and_then(|e| e.parent().map(|d| d.join("gpubook-agent")))
-            })
-            .ok_or_else(|| {
-                deploy_error(
-                    server,
-                    "no agent binary to upload: set GPUBOOK_AGENT_BINARY",
-                )
-            })?;
+    /// Reads the build at `path` and its checksum (from the cache when the file is unchanged).
+    pub(super) fn read(server: &str, path: PathBuf) -> Result<Self, DeployError> {
         let unreadable = |e: std::io::Error| {
             deploy_error(
                 server,
                 format!(
-                    "no gpubook agent runs there and the agent binary to upload cannot be read at {}: {e}. Install gpubook-agent next to gpubook, or set GPUBOOK_AGENT_BINARY",
-                    path.display()
+                    "no gpubook agent runs there and the agent binary to upload cannot be read at {}: {e}. Install the gpubook package (its agents are in {}), or set GPUBOOK_AGENT_BINARY",
+                    path.display(),
+                    super::builds::PACKAGED_AGENTS
                 ),
             )
         };
