@@ -7,8 +7,10 @@
 //!    environment: `$GPUBOOK_AGENT_BINARY`, else `$GPUBOOK_AGENTS_DIR`;
 //! 2. `DIR/<arch>/gpubook-agent` for every `<arch>` in DIR, by default [`PACKAGED_AGENTS`]
 //!    (the desktop package's builds, for glibc 2.17 and up);
-//! 3. `gpubook-agent` next to this program (a build from source), for the architecture its
-//!    ELF header names, when step 2 has none for it.
+//! 3. the same in `agents/` next to this program and in `../Resources/agents` (the app's
+//!    bundle on Windows and macOS);
+//! 4. `gpubook-agent` next to this program (a build from source), for the architecture its
+//!    ELF header names, when the steps before have none for it.
 
 use super::upload::LocalAgent;
 use super::{deploy_error, DeployError, DeployOptions};
@@ -97,22 +99,32 @@ impl Builds {
                 looked,
             });
         }
-        let dir = dir.unwrap_or_else(|| PathBuf::from(PACKAGED_AGENTS));
-        let mut found: Vec<(String, PathBuf)> = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let bin = e.path().join("gpubook-agent");
-                if bin.is_file() {
-                    found.push((e.file_name().to_string_lossy().into_owned(), bin));
-                }
-            }
-        }
-        found.sort();
-        let mut looked = vec![format!("{}/<arch>/gpubook-agent", dir.display())];
-        if let Some(next) = std::env::current_exe()
+        let exe_dir = std::env::current_exe()
             .ok()
-            .and_then(|e| e.parent().map(|d| d.join("gpubook-agent")))
-        {
+            .and_then(|e| e.parent().map(Path::to_path_buf));
+        let mut dirs = vec![dir.unwrap_or_else(|| PathBuf::from(PACKAGED_AGENTS))];
+        // The app's bundle off Linux: Windows keeps its resources beside the program, macOS
+        // in the .app's Contents/Resources.
+        if let Some(exe) = &exe_dir {
+            dirs.push(exe.join("agents"));
+            dirs.push(exe.join("../Resources/agents"));
+        }
+        let mut found: Vec<(String, PathBuf)> = Vec::new();
+        let mut looked = Vec::new();
+        for dir in &dirs {
+            let mut here: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                .map(|(arch, d)| (arch, d.join("gpubook-agent")))
+                .filter(|(arch, bin)| bin.is_file() && !found.iter().any(|(a, _)| a == arch))
+                .collect();
+            here.sort();
+            found.extend(here);
+            looked.push(format!("{}/<arch>/gpubook-agent", dir.display()));
+        }
+        if let Some(next) = exe_dir.map(|d| d.join("gpubook-agent")) {
             looked.push(next.display().to_string());
             if next.is_file() {
                 let arch = elf_arch(&next).unwrap_or_else(host_arch);
@@ -127,7 +139,7 @@ impl Builds {
                 format!(
                     "no gpubook agent runs there and this gpubook carries no agent build to upload \
                      (looked in {}). Install the gpubook package, or set GPUBOOK_AGENT_BINARY",
-                    looked.join(" and ")
+                    looked.join(", ")
                 ),
             ));
         }
@@ -159,7 +171,7 @@ impl Builds {
                     server: server.to_string(),
                     arch: arch.to_string(),
                     have: self.agents.iter().map(|(a, _)| a.clone()).collect(),
-                    looked: self.looked.join(" and "),
+                    looked: self.looked.join(", "),
                 }
                 .into()
             })
