@@ -8,7 +8,8 @@
 #     window, the desktop entry and icons are there; dpkg -r leaves nothing under
 #     /usr/lib/gpubook and the person's data (~/.config/gpubook, ~/.local/state/gpubook) alone;
 #  4. the agent .deb beside the app's (no file owned twice): installed, enabled, removed; the
-#     admin's policy and /var/lib/gpubook are left alone.
+#     admin's policy and /var/lib/gpubook are left alone;
+#  5. scripts/cross-check.sh: the client's crates check for aarch64-apple-darwin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -31,6 +32,9 @@ agent_deb="dist/gpubook-agent_${version}_amd64.deb"
 
 step "agent builds: symbols, qemu-aarch64, Debian 11 chroot"
 ./scripts/agents-check.sh dist/agents --debian11 "$(./scripts/debian11-root.sh)"
+
+step "the client's crates for a Mac"
+./scripts/cross-check.sh
 
 work="$(mktemp -d /tmp/gpubook-package-test.XXXXXX)"
 xvfb_pid=""
