@@ -55,7 +55,7 @@ serve() {
   done
   local said
   said="$("$cli" --server "unix:$sock" whoami 2>&1)" || { echo "$said" >&2; fail "$name: whoami failed"; }
-  echo "$said" | grep -q "$(id -un)" || { echo "$said" >&2; fail "$name: whoami does not name $(id -un)"; }
+  grep -q "$(id -un)" <<<"$said" || { echo "$said" >&2; fail "$name: whoami does not name $(id -un)"; }
   echo "agents-check: $name serves: $(echo "$said" | tr '\n' ' ')"
   kill "$pid"
 }
@@ -69,8 +69,8 @@ for arch in x86_64 aarch64; do
   [ -n "$max" ] || fail "$arch: no GLIBC_ symbols: not linked dynamically against glibc?"
   [ "$(printf '%s\n2.17\n' "$max" | sort -V | tail -n 1)" = "2.17" ] || fail "$arch: needs GLIBC_$max (> 2.17)"
   needed="$(readelf -d "$bin" | grep NEEDED || true)"
-  echo "$needed" | grep -q 'libc.so.6' || fail "$arch: libc.so.6 not among its libraries"
-  echo "$needed" | grep -qi nvidia && fail "$arch: links NVML at build time (it must dlopen it)"
+  grep -q 'libc.so.6' <<<"$needed" || fail "$arch: libc.so.6 not among its libraries"
+  grep -qi nvidia <<<"$needed" && fail "$arch: links NVML at build time (it must dlopen it)"
   grep -aq 'libnvidia-ml.so.1' "$bin" || fail "$arch: does not name libnvidia-ml.so.1 to dlopen"
   size=$(stat -c %s "$bin")
   [ "$size" -lt 10000000 ] || fail "$arch: $size bytes (goal: under 10 MB)"
@@ -94,7 +94,9 @@ serve aarch64-under-qemu "$work/aarch64/agent.sock" \
 
 if [ -n "$root" ]; then
   [ -x "$root/bin/sh" ] || fail "$root is not a Debian root (scripts/debian11-root.sh makes one)"
-  glibc="$(chroot "$root" /usr/bin/ldd --version 2>/dev/null | head -n 1 | grep -o '[0-9.]*$')"
+  # sed reads all of ldd's output (head would close the pipe early: SIGPIPE under pipefail).
+  glibc="$(chroot "$root" /usr/bin/ldd --version 2>/dev/null | sed -n '1s/.* //p')" || fail "cannot run ldd in $root"
+  [ -n "$glibc" ] || fail "no glibc version from $root"
   mkdir -p "$root/opt/gpubook-check"
   cp "$dir/x86_64/gpubook-agent" "$root/opt/gpubook-check/gpubook-agent"
   rm -rf "$root/opt/gpubook-check/run" "$root/opt/gpubook-check/state"

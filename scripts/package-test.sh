@@ -25,7 +25,7 @@ fi
 
 step "building the packages"
 ./scripts/package.sh --debug
-version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | sed -n 1p)"
 app_deb="$(ls dist/gpubook_"${version}"_amd64.deb)"
 agent_deb="dist/gpubook-agent_${version}_amd64.deb"
 (cd dist && sha256sum -c --quiet SHA256SUMS) || fail "SHA256SUMS does not match dist/"
@@ -59,7 +59,7 @@ for f in /usr/bin/gpubook-app /usr/lib/gpubook/agents/x86_64/gpubook-agent /usr/
 done
 desktop="$(dpkg -L gpubook | grep '/usr/share/applications/.*\.desktop$')" || fail "no desktop entry"
 grep -q '^Exec=gpubook-app' "$desktop" || fail "$desktop does not start gpubook-app: $(cat "$desktop")"
-dpkg -L gpubook | grep -q '/usr/share/icons/hicolor/.*/apps/gpubook-app.png' || fail "no icons"
+dpkg -L gpubook | grep '/usr/share/icons/hicolor/.*/apps/gpubook-app.png' >/dev/null || fail "no icons"
 /usr/lib/gpubook/agents/x86_64/gpubook-agent --version >/dev/null
 
 step "app .deb: the app from /usr/bin under Xvfb"
@@ -72,7 +72,7 @@ dbus-run-session -- /usr/bin/gpubook-app >"$work/app.log" 2>&1 &
 app_pid=$!
 shown=""
 for _ in $(seq 300); do
-  if xwininfo -root -tree 2>/dev/null | grep -q '"gpubook"'; then shown=yes; break; fi
+  if xwininfo -root -tree 2>/dev/null | grep '"gpubook"' >/dev/null; then shown=yes; break; fi
   kill -0 "$app_pid" 2>/dev/null || break
   sleep 0.1
 done

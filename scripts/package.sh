@@ -23,7 +23,7 @@ for a in "$@"; do
   esac
 done
 target_dir="${CARGO_TARGET_DIR:-target}"
-version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | sed -n 1p)"
 mkdir -p dist
 rm -f dist/*.deb dist/*.rpm dist/SHA256SUMS
 
