@@ -92,6 +92,9 @@ grep -q '^# ' /etc/gpubook/policy.toml || fail "no commented policy"
 echo "package-test: gpubook-agent.service is $(systemctl is-enabled gpubook-agent.service 2>&1 || true) after install"
 /usr/bin/gpubook-agent --version >/dev/null
 echo "# the admin's edit" >> /etc/gpubook/policy.toml
+# Again: the upgrade path of the maintainer scripts; the admin's policy is kept.
+dpkg -i "$agent_deb" >/dev/null
+grep -q "the admin's edit" /etc/gpubook/policy.toml || fail "an upgrade lost the admin's policy"
 dpkg -r gpubook-agent >/dev/null
 [ ! -e /usr/bin/gpubook-agent ] || fail "/usr/bin/gpubook-agent left after removal"
 [ ! -e /usr/lib/systemd/system/gpubook-agent.service ] || fail "the unit left after removal"
