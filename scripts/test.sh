@@ -53,3 +53,4 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v tauri-driver >/dev/null 2>&1 || cargo install tauri-driver --locked --quiet
 ./scripts/app-e2e.sh
+echo "== packages: build, install, run the app, remove; the portable agents" && ./scripts/package-test.sh

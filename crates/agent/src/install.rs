@@ -62,12 +62,40 @@ pub struct InstallOptions {
     pub name: Option<String>,
     /// Reload systemd and enable and (re)start the unit afterwards.
     pub start: bool,
+    /// Lay the files out as a distribution package does (`--package`): the binary in
+    /// `/usr/bin`, the unit in `/usr/lib/systemd/system` ([`PACKAGE_BIN`],
+    /// [`PACKAGE_UNIT_FILE`]), so an admin's own units in /etc still override it.
+    pub package: bool,
+}
+
+impl InstallOptions {
+    /// Where the binary goes.
+    pub fn bin(&self) -> &'static str {
+        if self.package {
+            PACKAGE_BIN
+        } else {
+            BIN
+        }
+    }
+
+    /// Where the unit goes.
+    pub fn unit_file(&self) -> &'static str {
+        if self.package {
+            PACKAGE_UNIT_FILE
+        } else {
+            UNIT_FILE
+        }
+    }
 }
 
 /// Where the pieces go (absolute paths on the target system, before `root` is prefixed).
 pub const BIN: &str = "/usr/local/bin/gpubook-agent";
 /// The unit file.
 pub const UNIT_FILE: &str = "/etc/systemd/system/gpubook-agent.service";
+/// The binary, in a distribution package (the gpubook-agent .deb and .rpm).
+pub const PACKAGE_BIN: &str = "/usr/bin/gpubook-agent";
+/// The unit file, in a distribution package.
+pub const PACKAGE_UNIT_FILE: &str = "/usr/lib/systemd/system/gpubook-agent.service";
 /// The lab's policy.
 pub const POLICY: &str = "/etc/gpubook/policy.toml";
 /// The bookings database and the jobs' logs.
@@ -149,7 +177,8 @@ pub struct InstallReport {
 /// The systemd unit for these options.
 pub fn unit_text(opts: &InstallOptions) -> String {
     let mut exec = format!(
-        "{BIN} serve --shared --state-dir {STATE_DIR} --socket {} --policy {POLICY} --gpus {}",
+        "{} serve --shared --state-dir {STATE_DIR} --socket {} --policy {POLICY} --gpus {}",
+        opts.bin(),
         gpubook_proto::paths::SYSTEM_SOCKET,
         opts.gpus
     );
@@ -280,7 +309,8 @@ pub fn install_system(opts: &InstallOptions) -> Result<InstallReport, InstallErr
         Err(PolicyRead::Failed(e)) => return Err(e),
     }
 
-    let bin = at(BIN);
+    let (bin_path, unit_path) = (opts.bin(), opts.unit_file());
+    let bin = at(bin_path);
     let same = match (
         std::fs::canonicalize(&opts.binary),
         std::fs::canonicalize(&bin),
@@ -291,7 +321,7 @@ pub fn install_system(opts: &InstallOptions) -> Result<InstallReport, InstallErr
     if same {
         report
             .steps
-            .push(format!("the agent binary is already {BIN}"));
+            .push(format!("the agent binary is already {bin_path}"));
     } else {
         let bytes = std::fs::read(&opts.binary).map_err(|source| InstallError::Io {
             action: "read",
@@ -300,7 +330,9 @@ pub fn install_system(opts: &InstallOptions) -> Result<InstallReport, InstallErr
         })?;
         create_dir(bin.parent().expect("bin has a parent"), 0o755)?;
         write_atomic(&bin, &bytes, 0o755)?;
-        report.steps.push(format!("installed the agent as {BIN}"));
+        report
+            .steps
+            .push(format!("installed the agent as {bin_path}"));
     }
 
     create_dir(&at(STATE_DIR), 0o700)?;
@@ -308,10 +340,10 @@ pub fn install_system(opts: &InstallOptions) -> Result<InstallReport, InstallErr
         .steps
         .push(format!("state directory {STATE_DIR} (root only)"));
 
-    let unit = at(UNIT_FILE);
+    let unit = at(unit_path);
     create_dir(unit.parent().expect("unit has a parent"), 0o755)?;
     write_atomic(&unit, unit_text(opts).as_bytes(), 0o644)?;
-    report.steps.push(format!("wrote the unit {UNIT_FILE}"));
+    report.steps.push(format!("wrote the unit {unit_path}"));
 
     if opts.start && real {
         systemctl(&["daemon-reload"])?;

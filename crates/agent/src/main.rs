@@ -79,6 +79,10 @@ enum Command {
         /// Write the files but do not enable or start the service.
         #[arg(long)]
         no_start: bool,
+        /// Lay the files out for a distribution package: the binary in /usr/bin, the unit
+        /// in /usr/lib/systemd/system (with --root, for building the gpubook-agent package).
+        #[arg(long)]
+        package: bool,
     },
     /// Join standard input and output to the agent's socket (used over SSH).
     Bridge {
@@ -171,6 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             gpus,
             name,
             no_start,
+            package,
         } => {
             gpus.parse::<Source>()?;
             let opts = gpubook_agent::install::InstallOptions {
@@ -179,6 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 gpus,
                 name,
                 start: !no_start,
+                package,
             };
             let report = gpubook_agent::install::install_system(&opts)?;
             for step in report.steps {

@@ -126,6 +126,32 @@ fn install_writes_binary_unit_state_and_example_policy() {
 }
 
 #[test]
+fn a_package_layout_puts_the_binary_in_usr_bin_and_the_unit_in_usr_lib() {
+    let root = tempfile::tempdir().unwrap();
+    let out = install(root.path(), &["--package"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bin = root.path().join("usr/bin/gpubook-agent");
+    assert_eq!(mode(&bin), 0o755);
+    let unit = std::fs::read_to_string(
+        root.path()
+            .join("usr/lib/systemd/system/gpubook-agent.service"),
+    )
+    .unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/bin/gpubook-agent serve --shared"),
+        "{unit}"
+    );
+    assert!(root.path().join("etc/gpubook/policy.toml").is_file());
+    // Nothing in the places of a hand install.
+    assert!(!root.path().join("usr/local").exists());
+    assert!(!root.path().join("etc/systemd").exists());
+}
+
+#[test]
 fn a_second_install_upgrades_and_keeps_the_admins_policy() {
     let root = tempfile::tempdir().unwrap();
     assert!(install(root.path(), &[]).status.success());

@@ -224,6 +224,18 @@ pub enum SshError {
         /// What the server said.
         detail: String,
     },
+    /// The server's architecture (`uname -m`) has no agent build this gpubook carries.
+    #[error("{server} is a {arch} machine, and this gpubook carries no agent build for {arch} (it has: {}; looked in {looked}). Ask the server's admin to install the gpubook-agent package or to run `gpubook-agent install --system` with a {arch} build, or build one for {arch} from source and set GPUBOOK_AGENT_BINARY to it", if have.is_empty() { "none".to_string() } else { have.join(", ") })]
+    NoAgentBuild {
+        /// The server.
+        server: String,
+        /// Its architecture, as its `uname -m` says.
+        arch: String,
+        /// The architectures this client has builds for.
+        have: Vec<String>,
+        /// Where builds were looked for.
+        looked: String,
+    },
     /// Deploying or starting the agent failed.
     #[error("{server}: {message}")]
     Deploy {
@@ -299,7 +311,9 @@ impl SshError {
             Self::ChangedHostKey { .. } | Self::RevokedHostKey { .. } => {
                 SshErrorKind::HostKeyChanged
             }
-            Self::NoWritableHome { .. } | Self::Deploy { .. } => SshErrorKind::Deploy,
+            Self::NoWritableHome { .. } | Self::NoAgentBuild { .. } | Self::Deploy { .. } => {
+                SshErrorKind::Deploy
+            }
         }
     }
 
@@ -327,6 +341,7 @@ impl SshError {
             | Self::ChangedHostKey { server, .. }
             | Self::RevokedHostKey { server, .. }
             | Self::NoWritableHome { server, .. }
+            | Self::NoAgentBuild { server, .. }
             | Self::Deploy { server, .. }
             | Self::Lost { server, .. }
             | Self::Protocol { server, .. } => server,

@@ -4,7 +4,8 @@
 //! another build of the same version, reported when it speaks a newer protocol major,
 //! replaced when it does not answer; repaired after an interrupted upload or a corrupt
 //! binary; refused clearly without a writable home, over something that is not ours, and
-//! without NVML; and a system-style agent (run by root, shared socket; reached through a
+//! without NVML; the build for the server's architecture uploaded, and a server of an
+//! architecture without a build named; and a system-style agent (run by root, shared socket; reached through a
 //! direct-streamlocal channel, or the bridge where sshd forbids that) where two users see
 //! each other's bookings and are themselves.
 
@@ -507,6 +508,103 @@ async fn no_writable_home_and_no_nvml_are_reported() {
         // A machine with an NVIDIA driver: the agent reads the real GPUs.
         Ok((conn, _)) => assert!(!conn.welcome().simulated),
     }
+    user.kill_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_build_for_the_servers_architecture_is_uploaded_and_one_without_is_named() {
+    if !sshd::available("ssh deploy per architecture") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Builds per architecture as the desktop package lays them out: this machine's is the
+    // real agent, the other one another file (another checksum).
+    let agents = work.path().join("agents");
+    let here = std::env::consts::ARCH;
+    let other = if here == "aarch64" {
+        "x86_64"
+    } else {
+        "aarch64"
+    };
+    for arch in [here, other] {
+        std::fs::create_dir_all(agents.join(arch)).unwrap();
+    }
+    let matching = sshd::runnable_copy(&sshd::agent_binary(), &agents.join(here));
+    let foreign = other_build(&matching, &agents.join(other), "foreign");
+    std::fs::rename(&foreign, agents.join(other).join("gpubook-agent")).unwrap();
+    let per_arch = DeployOptions {
+        binary: None,
+        agents_dir: Some(agents.clone()),
+        ..sim(&matching)
+    };
+
+    let server = Sshd::start("");
+    let home = ClientHome::new();
+    home.trust(&server);
+    let user = User::fresh("gpb-ssh-arch");
+    user.authorize(&home.key.with_extension("pub"));
+    home.host("lab1", &server, &user.name, "");
+    let (conn, reached) =
+        deploy::connect_agent_with("lab1", &home.options(None), &per_arch, "test")
+            .await
+            .unwrap();
+    assert!(
+        matches!(reached, Reached::Started { uploaded: true, .. }),
+        "{reached:?}"
+    );
+    let (_, version) = recorded(&user);
+    assert_eq!(
+        std::fs::read(bin_dir(&user).join(format!("gpubook-agent-{version}"))).unwrap(),
+        std::fs::read(&matching).unwrap(),
+        "the {here} build was uploaded to the {here} server"
+    );
+    assert_eq!(installed(&user).len(), 1, "{:?}", installed(&user));
+    drop(conn);
+    user.kill_all();
+
+    // A server whose `uname -m` says ppc64le (a `uname` first on the PATH sshd gives it):
+    // nothing is uploaded or started, and the message names the architecture and what to do.
+    let fake = work.path().join("fakebin");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(
+        fake.join("uname"),
+        "#!/bin/sh\nif [ \"$1\" = -m ]; then echo ppc64le; exit 0; fi\nexec /usr/bin/uname \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(fake.join("uname"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ppc = Sshd::start(&format!(
+        "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin",
+        fake.display()
+    ));
+    home.trust(&ppc);
+    let user = User::fresh("gpb-ssh-ppc");
+    user.authorize(&home.key.with_extension("pub"));
+    home.host("power", &ppc, &user.name, "");
+    for deploy in [per_arch.clone(), sim(&matching)] {
+        let e = deploy::connect_agent_with("power", &home.options(None), &deploy, "test")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, deploy::DeployError::Ssh(SshError::NoAgentBuild { arch, .. }) if arch == "ppc64le"),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("power is a ppc64le machine"), "{msg}");
+        assert!(
+            msg.contains(here) && msg.contains("gpubook-agent package"),
+            "{msg}"
+        );
+        assert_eq!(
+            e.ssh_kind(),
+            Some(gpubook_client::ssh::SshErrorKind::Deploy)
+        );
+    }
+    assert!(
+        !bin_dir(&user).exists() || installed(&user).is_empty(),
+        "{:?}",
+        installed(&user)
+    );
     user.kill_all();
 }
 

@@ -13,6 +13,7 @@ pub fn socket() -> PathBuf {
 }
 
 /// The gpubook-agent binary: `$GPUBOOK_AGENT_BINARY`, else next to the app's executable,
+/// else the desktop package's build for this machine (`/usr/lib/gpubook/agents/<arch>/`),
 /// else on `PATH`.
 pub fn agent_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("GPUBOOK_AGENT_BINARY").filter(|p| !p.is_empty()) {
@@ -26,6 +27,9 @@ pub fn agent_binary() -> Option<PathBuf> {
         if p.is_file() {
             return Some(p);
         }
+    }
+    if let Some(p) = gpubook_client::deploy::packaged_agent() {
+        return Some(p);
     }
     std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)

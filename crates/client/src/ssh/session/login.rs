@@ -93,6 +93,10 @@ fn tcp_keepalive(fd: RawFd, interval: Duration) {
         }
     };
     set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    // The idle time before the first probe: TCP_KEEPALIVE on macOS.
+    #[cfg(target_os = "macos")]
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPALIVE, secs);
+    #[cfg(not(target_os = "macos"))]
     set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs);
     set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs);
     set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
@@ -103,6 +107,8 @@ fn tcp_keepalive(fd: RawFd, interval: Duration) {
 /// channel's confirmation, then its data) waits for our ACK of the first. The kernel drops
 /// back to delayed ACKs on its own, so this is set again before each wait. A no-op on the
 /// socket pair of a jump.
+/// Linux only: elsewhere there is no such option, and nothing is done.
+#[cfg(target_os = "linux")]
 pub(super) fn quick_ack(fd: RawFd) {
     let one: libc::c_int = 1;
     // SAFETY: a valid socket and a pointer to an int of the size given.
@@ -116,6 +122,10 @@ pub(super) fn quick_ack(fd: RawFd) {
         );
     }
 }
+
+/// [`quick_ack`] off Linux: nothing to do.
+#[cfg(not(target_os = "linux"))]
+pub(super) fn quick_ack(_fd: RawFd) {}
 
 /// Asks the server for the key types known_hosts holds for it first, as OpenSSH does, so a
 /// known host is not refused for offering another type.
