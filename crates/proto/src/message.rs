@@ -3,6 +3,7 @@
 
 use crate::error::ErrorBody;
 use crate::reading::Readings;
+use crate::report::{ReportRequest, ReportResponse};
 use crate::suggest::{SuggestRequest, SuggestionResponse};
 use chrono::{DateTime, Utc};
 use gpubook_core::{Booking, BookingId, Gpu, Interval, JobSpec, Policy, Role};
@@ -127,6 +128,8 @@ pub enum Request {
     Logs(LogsRequest),
     /// Protocol 1.3: how long to book a command, from the caller's past runs of it.
     Suggest(SuggestRequest),
+    /// Protocol 1.3: GPU-hours per user and per GPU over a window.
+    Report(ReportRequest),
 }
 
 impl Request {
@@ -146,6 +149,7 @@ impl Request {
         "policy",
         "logs",
         "suggest",
+        "report",
     ];
 }
 
@@ -398,6 +402,8 @@ pub enum Response {
     Logs(LogsResponse),
     /// To [`Request::Suggest`].
     Suggestion(SuggestionResponse),
+    /// To [`Request::Report`].
+    Report(ReportResponse),
 }
 
 /// The GPUs.
