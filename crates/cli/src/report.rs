@@ -195,7 +195,7 @@ pub fn table(r: &ReportResponse, by: By) -> String {
     if by == By::User {
         out.push_str(&format!(
             "\nGPU-h: GPU-hours. CANCELLED LATE: under {} h before the start. INTRUDED ON: \
-             others' processes on your GPUs; INTRUDED: yours on others'.",
+             others' processes seen on the user's bookings; INTRUDED: the user's on others'.",
             r.report.late_cancel_hours
         ));
     }

@@ -151,8 +151,15 @@ impl Drop for Lab {
 
 impl Lab {
     pub fn start(policy_toml: &str, gpus: &str) -> Self {
+        Self::start_seeded(policy_toml, gpus, |_| {})
+    }
+
+    /// As [`Lab::start`], with `seed` given the agent's state directory first (to write a
+    /// recorded history into its store before the agent opens it).
+    pub fn start_seeded(policy_toml: &str, gpus: &str, seed: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        seed(&dir.path().join("state"));
         let built = PathBuf::from(env!("CARGO_BIN_EXE_gpubook"));
         let cli = if others_can_run(&built) {
             built
