@@ -110,15 +110,15 @@ const USER_COLUMNS: [&str; 11] = [
 
 const GPU_COLUMNS: [&str; 6] = ["GPU", "NAME", "BOOKED h", "USED h", "USED", "MAINTENANCE h"];
 
-fn user_row(l: &UserLine) -> Vec<String> {
+/// A user's figures, hours written by `h`.
+fn user_fields(l: &UserLine, h: fn(i64) -> String) -> Vec<String> {
     vec![
         l.user.clone(),
         l.bookings.to_string(),
-        hours(l.booked_gpu_secs),
-        hours(l.used_gpu_secs),
-        percent(l.used_gpu_secs, l.booked_gpu_secs),
-        hours(l.idle_held_gpu_secs),
-        hours(l.released_early_gpu_secs),
+        h(l.booked_gpu_secs),
+        h(l.used_gpu_secs),
+        h(l.idle_held_gpu_secs),
+        h(l.released_early_gpu_secs),
         l.cancelled_late.to_string(),
         l.never_used.to_string(),
         l.intruder_events.to_string(),
@@ -126,15 +126,28 @@ fn user_row(l: &UserLine) -> Vec<String> {
     ]
 }
 
-fn gpu_row(g: &GpuLine) -> Vec<String> {
+/// A GPU's figures, hours written by `h`.
+fn gpu_fields(g: &GpuLine, h: fn(i64) -> String) -> Vec<String> {
     vec![
         g.index.to_string(),
         g.name.clone(),
-        hours(g.booked_secs),
-        hours(g.used_secs),
-        percent(g.used_secs, g.booked_secs),
-        hours(g.maintenance_secs),
+        h(g.booked_secs),
+        h(g.used_secs),
+        h(g.maintenance_secs),
     ]
+}
+
+/// A table row: the figures with used as a share of booked after USED.
+fn user_row(l: &UserLine) -> Vec<String> {
+    let mut row = user_fields(l, hours);
+    row.insert(4, percent(l.used_gpu_secs, l.booked_gpu_secs));
+    row
+}
+
+fn gpu_row(g: &GpuLine) -> Vec<String> {
+    let mut row = gpu_fields(g, hours);
+    row.insert(4, percent(g.used_secs, g.booked_secs));
+    row
 }
 
 /// The sum of several users' lines, as a line named "TOTAL".
@@ -226,20 +239,7 @@ pub fn csv(r: &ReportResponse, by: By) -> String {
             r.report
                 .users
                 .iter()
-                .map(|l| {
-                    vec![
-                        l.user.clone(),
-                        l.bookings.to_string(),
-                        csv_hours(l.booked_gpu_secs),
-                        csv_hours(l.used_gpu_secs),
-                        csv_hours(l.idle_held_gpu_secs),
-                        csv_hours(l.released_early_gpu_secs),
-                        l.cancelled_late.to_string(),
-                        l.never_used.to_string(),
-                        l.intruder_events.to_string(),
-                        l.intrusions_caused.to_string(),
-                    ]
-                })
+                .map(|l| user_fields(l, csv_hours))
                 .collect(),
         ),
         By::Gpu => (
@@ -248,14 +248,9 @@ pub fn csv(r: &ReportResponse, by: By) -> String {
                 .gpus
                 .iter()
                 .map(|g| {
-                    vec![
-                        g.index.to_string(),
-                        g.uuid.0.clone(),
-                        g.name.clone(),
-                        csv_hours(g.booked_secs),
-                        csv_hours(g.used_secs),
-                        csv_hours(g.maintenance_secs),
-                    ]
+                    let mut row = gpu_fields(g, csv_hours);
+                    row.insert(1, g.uuid.0.clone());
+                    row
                 })
                 .collect(),
         ),

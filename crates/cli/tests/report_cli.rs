@@ -38,8 +38,13 @@ struct Recorded {
     notes: Vec<(DateTime<Utc>, Note)>,
 }
 
+/// "MM-DDTHH" of 2026, UTC.
+fn hour(s: &str) -> DateTime<Utc> {
+    t(&format!("2026-{s}:00:00Z"))
+}
+
 fn recorded(id: u64, owner: &str, gpus: &[u32], from: &str, to: &str) -> Recorded {
-    let interval = Interval::new(t(from), t(to)).unwrap();
+    let interval = Interval::new(hour(from), hour(to)).unwrap();
     Recorded {
         booking: Booking {
             id: BookingId(id),
@@ -75,18 +80,27 @@ fn used(hours: i64, of: i64) -> Option<Usage> {
     })
 }
 
-/// A week of a small lab, plus a booking before it.
+/// A week of a small lab, plus a booking before it. Times are 2026's, "MM-DDTHH" in UTC.
 fn week() -> Vec<Recorded> {
-    let mut a1 = recorded(
-        1,
-        ALICE,
-        &[0, 1],
-        "2026-11-03T08:00:00Z",
-        "2026-11-03T18:00:00Z",
-    );
-    a1.booking.usage = used(14, 20);
-    a1.notes.push((
-        t("2026-11-03T09:00:00Z"),
+    let slots: [(&str, &[u32], &str, &str); 9] = [
+        (ALICE, &[0, 1], "11-03T08", "11-03T18"),
+        (ALICE, &[2], "11-04T09", "11-04T12"),
+        (CAROL, &[0], "11-01T20", "11-02T04"),
+        (CAROL, &[1], "11-05T10", "11-05T12"),
+        (CAROL, &[1], "11-06T10", "11-06T12"),
+        (CAROL, &[1], "11-07T10", "11-07T12"),
+        (ADMIN, &[3], "11-08T20", "11-09T02"),
+        (ALICE, &[3], "10-20T08", "10-20T10"),
+        (CAROL, &[2], "11-05T00", "11-05T05"),
+    ];
+    let mut w: Vec<Recorded> = (1..)
+        .zip(slots)
+        .map(|(id, (owner, gpus, from, to))| recorded(id, owner, gpus, from, to))
+        .collect();
+    // Alice: 2 GPUs for 10 h, used 14 of 20 GPU-hours; Carol's process intruded.
+    w[0].booking.usage = used(14, 20);
+    w[0].notes.push((
+        hour("11-03T09"),
         Note::Intruder {
             gpu: uuid(0),
             pid: 4242,
@@ -95,18 +109,12 @@ fn week() -> Vec<Recorded> {
             stopped: false,
         },
     ));
-    let mut a2 = recorded(
-        2,
-        ALICE,
-        &[2],
-        "2026-11-04T09:00:00Z",
-        "2026-11-04T12:00:00Z",
-    );
-    a2.booking.usage = used(2, 3);
-    let before = Interval::new(t("2026-11-04T09:00:00Z"), t("2026-11-04T17:00:00Z")).unwrap();
-    a2.released = Some((before, t("2026-11-04T12:00:00Z")));
-    a2.notes.push((
-        t("2026-11-04T12:00:00Z"),
+    // Alice: booked 09-17, held idle for an hour and released by the policy at 12.
+    w[1].booking.usage = used(2, 3);
+    let before = Interval::new(hour("11-04T09"), hour("11-04T17")).unwrap();
+    w[1].released = Some((before, hour("11-04T12")));
+    w[1].notes.push((
+        hour("11-04T12"),
         Note::IdleHeld {
             gpu: uuid(2),
             memory_bytes: 1 << 30,
@@ -115,64 +123,18 @@ fn week() -> Vec<Recorded> {
             released: true,
         },
     ));
-    let mut c1 = recorded(
-        3,
-        CAROL,
-        &[0],
-        "2026-11-01T20:00:00Z",
-        "2026-11-02T04:00:00Z",
-    );
-    c1.booking.usage = used(4, 8);
-    let mut c2 = recorded(
-        4,
-        CAROL,
-        &[1],
-        "2026-11-05T10:00:00Z",
-        "2026-11-05T12:00:00Z",
-    );
-    c2.booking.usage = used(0, 2);
-    let mut c3 = recorded(
-        5,
-        CAROL,
-        &[1],
-        "2026-11-06T10:00:00Z",
-        "2026-11-06T12:00:00Z",
-    );
-    c3.booking.state = BookingState::Cancelled;
-    c3.cancelled_at = Some(t("2026-11-06T08:00:00Z"));
-    let mut c4 = recorded(
-        6,
-        CAROL,
-        &[1],
-        "2026-11-07T10:00:00Z",
-        "2026-11-07T12:00:00Z",
-    );
-    c4.booking.state = BookingState::Cancelled;
-    c4.cancelled_at = Some(t("2026-11-04T10:00:00Z"));
-    let d1 = recorded(
-        7,
-        ADMIN,
-        &[3],
-        "2026-11-08T20:00:00Z",
-        "2026-11-09T02:00:00Z",
-    );
-    let mut old = recorded(
-        8,
-        ALICE,
-        &[3],
-        "2026-10-20T08:00:00Z",
-        "2026-10-20T10:00:00Z",
-    );
-    old.booking.usage = used(2, 2);
-    let mut denied = recorded(
-        9,
-        CAROL,
-        &[2],
-        "2026-11-05T00:00:00Z",
-        "2026-11-05T05:00:00Z",
-    );
-    denied.booking.state = BookingState::Denied;
-    vec![a1, a2, c1, c2, c3, c4, d1, old, denied]
+    // Carol: one straddling the week's start, one never used, two cancelled (one late).
+    w[2].booking.usage = used(4, 8);
+    w[3].booking.usage = used(0, 2);
+    for (i, at) in [(4, "11-06T08"), (5, "11-04T10")] {
+        w[i].booking.state = BookingState::Cancelled;
+        w[i].cancelled_at = Some(hour(at));
+    }
+    // The admin's straddles the week's end, with no usage recorded; Alice's old one is
+    // outside the week; Carol's denied one books nothing.
+    w[7].booking.usage = used(2, 2);
+    w[8].booking.state = BookingState::Denied;
+    w
 }
 
 /// Writes the week into the agent's store as the agent would have: each booking made, then
