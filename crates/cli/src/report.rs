@@ -64,6 +64,18 @@ pub async fn run(a: &ReportArgs, target: &Target, json: bool) -> Result<(), Fail
     }
     let req = request(a, Utc::now())?;
     let conn = target.connect().await?;
+    let minor = conn.welcome().minor;
+    if minor < 3 {
+        return Err(Failure {
+            code: 6,
+            error: anyhow!(
+                "the agent on {} speaks protocol 1.{minor}, which has no reports (1.3 on): \
+                 upgrade gpubook-agent there",
+                conn.welcome().server
+            ),
+            kind: Some(gpubook_proto::ErrorKind::Incompatible),
+        });
+    }
     let resp = conn
         .request(Request::Report(req))
         .await
