@@ -79,6 +79,7 @@ impl Context {
                 let history = crate::suggest::past_runs(inner.plan.bookings(), &caller.actor.user);
                 return Ok(Response::Suggestion(crate::suggest::answer(&history, &r)));
             }
+            Request::Report(r) => return crate::report::answer(self, caller, r).await,
             Request::Book(b) => {
                 if b.job.is_some() && !self.jobs.system_mode() && caller.uid != self.jobs.own_uid()
                 {

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod install;
 pub mod jobs;
 pub mod procs;
+pub mod report;
 pub mod request;
 pub mod sampler;
 pub mod server;

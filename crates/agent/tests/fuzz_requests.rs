@@ -12,7 +12,8 @@ use gpubook_core::{BookingId, Interval, JobSpec};
 use gpubook_proto::{
     ApproveRequest, BookRequest, CancelRequest, ClientFrame, DenyRequest, ErrorBody, ExtendRequest,
     GpuChoice, GpusRequest, ListCursor, ListRequest, LogsRequest, MoveRequest, PolicyRequest,
-    ReleaseRequest, Request, SubscribeRequest, SuggestRequest, WhenChoice, WhoamiRequest,
+    ReleaseRequest, ReportRequest, Request, SubscribeRequest, SuggestRequest, WhenChoice,
+    WhoamiRequest,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -203,6 +204,7 @@ fn type_of(r: &Request) -> &'static str {
         Request::Policy(_) => "policy",
         Request::Logs(_) => "logs",
         Request::Suggest(_) => "suggest",
+        Request::Report(_) => "report",
     }
 }
 
@@ -315,6 +317,7 @@ fn request() -> impl Strategy<Value = Request> {
                 staged_bytes
             })
         ),
+        (time(), time()).prop_map(|(from, to)| Request::Report(ReportRequest { from, to })),
     ]
 }
 

@@ -181,6 +181,9 @@ pub enum Command {
     Caldav(calendar::CaldavArgs),
     /// Your servers (shared with the desktop app): ls, add NAME SPEC, rm NAME.
     Servers(servers_cmd::ServersArgs),
+    /// GPU-hours booked, used, idle-held and released early per user (--by user) or per GPU
+    /// (--by gpu) over a window [default: the last 7 days]; yours alone unless you are an admin.
+    Report(crate::report::ReportArgs),
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,7 @@ mod multi;
 mod output;
 mod print;
 mod prompt;
+mod report;
 mod requests;
 mod servers_cmd;
 mod targets;

@@ -308,6 +308,8 @@ fn every_subcommand_ends_quietly_into_a_closed_pipe_and_speaks_json_with_json() 
             Ok,
         );
         c(None, &["usage"], Ok);
+        c(None, &["report"], Ok);
+        c(None, &["report", "--by", "gpu", "--from", "-1d"], Ok);
         c(None, &["ics"], Ok);
         c(None, &["feed", "--port", "0"], Ok);
         c(None, &["servers"], Ok);

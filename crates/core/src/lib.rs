@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod plan;
 pub mod policy;
 pub mod predict;
+pub mod report;
 pub mod size;
 pub mod time;
 pub mod timeline;

@@ -37,12 +37,14 @@ pub mod frame;
 pub mod message;
 pub mod paths;
 pub mod reading;
+pub mod report;
 pub mod suggest;
 
 pub use error::{ErrorBody, ErrorKind};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 pub use message::*;
 pub use reading::{GpuProcess, GpuReading, Readings};
+pub use report::{ReportRequest, ReportResponse};
 pub use suggest::{SuggestRequest, SuggestionResponse};
 
 /// The protocol's major version: peers with different majors do not talk.
@@ -58,7 +60,9 @@ pub const PROTOCOL_MAJOR: u32 = 1;
 ///   A 1.1 agent ignores the field.
 /// - 1.3: [`Request::Suggest`] asks how long to book a command, from the caller's past runs
 ///   of it. A client checks the welcome's minor before it asks; a 1.2 agent refuses the
-///   request type as unknown.
+///   request type as unknown. Also [`Request::Report`]: GPU-hours booked, used, idle-held and
+///   released early per user and per GPU over a window (a user sees their own line, admins
+///   everyone's), refused the same way by a 1.2 agent.
 pub const PROTOCOL_MINOR: u32 = 3;
 
 /// The minor version both sides speak when the client offers `major.minor`, or the error that

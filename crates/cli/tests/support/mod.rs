@@ -8,7 +8,7 @@ use gpubook_testkit::agent::InProcessAgent;
 use gpubook_testkit::users::runnable_by_all;
 use gpubook_testkit::wait_until_blocking;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A real user: (uid, gid).
@@ -36,15 +36,24 @@ impl Lab {
     /// Starts the agent with `policy_toml` serving `gpus` (`sim:N`), and waits until the CLI
     /// reaches it.
     pub fn start(policy_toml: &str, gpus: &str) -> Self {
+        Self::start_seeded(policy_toml, gpus, |_| {})
+    }
+
+    /// As [`Lab::start`], with `seed` given the agent's state directory first (to write a
+    /// recorded history into its store before the agent opens it).
+    pub fn start_seeded(policy_toml: &str, gpus: &str, seed: impl FnOnce(&Path)) -> Self {
         let n: u32 = gpus
             .strip_prefix("sim:")
             .and_then(|n| n.parse().ok())
             .expect("gpus is sim:N");
+        let dir = tempfile::tempdir().unwrap();
+        seed(&dir.path().join("state"));
         let rt = tokio::runtime::Runtime::new().unwrap();
         let agent = rt.block_on(
             InProcessAgent::builder(n)
                 .policy(policy_toml)
                 .shared()
+                .in_dir(dir)
                 .start(),
         );
         let cli = runnable_by_all(&PathBuf::from(env!("CARGO_BIN_EXE_gpubook")), agent.path());

@@ -10,6 +10,7 @@ import type { LogsRequest } from "./LogsRequest";
 import type { MoveRequest } from "./MoveRequest";
 import type { PolicyRequest } from "./PolicyRequest";
 import type { ReleaseRequest } from "./ReleaseRequest";
+import type { ReportRequest } from "./ReportRequest";
 import type { SubscribeRequest } from "./SubscribeRequest";
 import type { SuggestRequest } from "./SuggestRequest";
 import type { WhoamiRequest } from "./WhoamiRequest";
@@ -17,4 +18,4 @@ import type { WhoamiRequest } from "./WhoamiRequest";
 /**
  * What a client asks.
  */
-export type Request = { "type": "whoami" } & WhoamiRequest | { "type": "gpus" } & GpusRequest | { "type": "list" } & ListRequest | { "type": "book" } & BookRequest | { "type": "cancel" } & CancelRequest | { "type": "extend" } & ExtendRequest | { "type": "move" } & MoveRequest | { "type": "release" } & ReleaseRequest | { "type": "approve" } & ApproveRequest | { "type": "deny" } & DenyRequest | { "type": "subscribe" } & SubscribeRequest | { "type": "policy" } & PolicyRequest | { "type": "logs" } & LogsRequest | { "type": "suggest" } & SuggestRequest;
+export type Request = { "type": "whoami" } & WhoamiRequest | { "type": "gpus" } & GpusRequest | { "type": "list" } & ListRequest | { "type": "book" } & BookRequest | { "type": "cancel" } & CancelRequest | { "type": "extend" } & ExtendRequest | { "type": "move" } & MoveRequest | { "type": "release" } & ReleaseRequest | { "type": "approve" } & ApproveRequest | { "type": "deny" } & DenyRequest | { "type": "subscribe" } & SubscribeRequest | { "type": "policy" } & PolicyRequest | { "type": "logs" } & LogsRequest | { "type": "suggest" } & SuggestRequest | { "type": "report" } & ReportRequest;
