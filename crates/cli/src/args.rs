@@ -225,7 +225,8 @@ pub struct BookArgs {
     /// End (written as --start).
     #[arg(long, conflicts_with_all = ["for", "asap"], allow_hyphen_values = true)]
     pub end: Option<String>,
-    /// Length: 90m, 3h, 1d, 1h30m.
+    /// Length: 90m, 3h, 1d, 1h30m; or auto (with a command): the server suggests it from
+    /// your past runs of that command there, and says what it rests on.
     #[arg(long = "for", allow_hyphen_values = true)]
     pub r#for: Option<String>,
     /// As soon as the GPUs are free (needs --for); moved earlier if capacity frees. With
