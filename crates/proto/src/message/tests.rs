@@ -1,0 +1,60 @@
+//! The message types' wire names and tolerance of unknown kinds.
+
+use super::*;
+
+#[test]
+fn unknown_event_kinds_and_error_kinds_are_tolerated() {
+    let k: EventKind = serde_json::from_str("\"job_exploded\"").unwrap();
+    assert_eq!(k, EventKind::Unknown);
+    let e: crate::ErrorKind = serde_json::from_str("\"quota_melted\"").unwrap();
+    assert_eq!(e, crate::ErrorKind::Other);
+}
+
+#[test]
+fn request_types_match_the_enum() {
+    for (t, req) in Request::TYPES.iter().zip([
+        Request::Whoami(WhoamiRequest {}),
+        Request::Gpus(GpusRequest {}),
+        Request::List(ListRequest::default()),
+        Request::Book(BookRequest {
+            gpus: GpuChoice::Count {
+                count: 1,
+                min_memory: None,
+            },
+            when: WhenChoice::Asap { duration_secs: 60 },
+            title: String::new(),
+            job: None,
+        }),
+        Request::Cancel(CancelRequest { id: BookingId(1) }),
+        Request::Extend(ExtendRequest {
+            id: BookingId(1),
+            end: Utc::now(),
+        }),
+        Request::Move(MoveRequest {
+            id: BookingId(1),
+            start: Utc::now(),
+            end: Utc::now(),
+            gpus: None,
+        }),
+        Request::Release(ReleaseRequest { id: BookingId(1) }),
+        Request::Approve(ApproveRequest {
+            id: BookingId(1),
+            rev: Some(2),
+        }),
+        Request::Deny(DenyRequest {
+            id: BookingId(1),
+            reason: None,
+            rev: None,
+        }),
+        Request::Subscribe(SubscribeRequest::default()),
+        Request::Policy(PolicyRequest {}),
+        Request::Logs(LogsRequest {
+            id: BookingId(1),
+            offset: 0,
+            follow: None,
+        }),
+    ]) {
+        let v = serde_json::to_value(&req).unwrap();
+        assert_eq!(v["type"], *t);
+    }
+}
