@@ -203,6 +203,7 @@ fn type_of(r: &Request) -> &'static str {
         Request::Policy(_) => "policy",
         Request::Logs(_) => "logs",
         Request::Suggest(_) => "suggest",
+        Request::JobEnv(_) => "job_env",
     }
 }
 
@@ -315,6 +316,7 @@ fn request() -> impl Strategy<Value = Request> {
                 staged_bytes
             })
         ),
+        booking().prop_map(|id| Request::JobEnv(gpubook_proto::JobEnvRequest { id })),
     ]
 }
 

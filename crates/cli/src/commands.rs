@@ -35,6 +35,7 @@ pub async fn one_server(
         (Command::Logs { id, follow }, _) => {
             jobs::logs(&conn, BookingId(*id), *follow, json).await?;
         }
+        (Command::Env { id }, _) => crate::shell::env(&conn, BookingId(*id), json).await?,
         (Command::Wait { id }, _) => {
             let b = jobs::wait(&conn, BookingId(*id), false, json).await?;
             return finish_job(&b, json);

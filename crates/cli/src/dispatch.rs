@@ -4,7 +4,7 @@
 use crate::args::{Cli, Command};
 use crate::Failure;
 use crate::{
-    calendar, commands, jobs, multi, requests, servers_cmd, suggest, targets, usage, watch,
+    calendar, commands, jobs, multi, requests, servers_cmd, shell, suggest, targets, usage, watch,
 };
 use chrono::Utc;
 use gpubook_client::servers::asap::AsapAsk;
@@ -51,6 +51,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         _ => {}
     }
     let conn = target.connect().await?;
+    if let Command::Shell { id, command } = &cli.command {
+        return shell::shell(target, &conn, gpubook_core::BookingId(*id), command).await;
+    }
     if let (true, Some(req)) = (auto_length(&cli.command), request.as_mut()) {
         suggest::fill(&conn, &target.name, req, cli.json).await?;
     }

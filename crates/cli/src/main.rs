@@ -30,6 +30,7 @@ mod print;
 mod prompt;
 mod requests;
 mod servers_cmd;
+mod shell;
 mod suggest;
 mod targets;
 mod watch;

@@ -87,5 +87,6 @@ pub fn print_response(resp: &Response, known: &[Gpu], json: bool, done: &str) {
         Response::Subscribed(s) => println!("subscribed at event {}", s.latest),
         Response::Logs(l) => print!("{}", l.data),
         Response::Suggestion(s) => println!("{}", s.says),
+        Response::JobEnv(e) => print!("{}", crate::shell::exports(&e.vars)),
     }
 }

@@ -20,6 +20,8 @@ pub fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request
         | Command::Logs { .. }
         | Command::Wait { .. }
         | Command::Usage { .. }
+        | Command::Env { .. }
+        | Command::Shell { .. }
         | Command::Ics(_)
         | Command::Feed(_)
         | Command::Caldav(_) => return Ok(None),

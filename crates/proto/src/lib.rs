@@ -34,6 +34,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod job_env;
 pub mod message;
 pub mod paths;
 pub mod reading;
@@ -41,6 +42,7 @@ pub mod suggest;
 
 pub use error::{ErrorBody, ErrorKind};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
+pub use job_env::{JobEnvRequest, JobEnvResponse};
 pub use message::*;
 pub use reading::{GpuProcess, GpuReading, Readings};
 pub use suggest::{SuggestRequest, SuggestionResponse};
@@ -57,8 +59,9 @@ pub const PROTOCOL_MAJOR: u32 = 1;
 ///   [`DenyRequest::rev`]); a booking changed since is refused with the error kind `changed`.
 ///   A 1.1 agent ignores the field.
 /// - 1.3: [`Request::Suggest`] asks how long to book a command, from the caller's past runs
-///   of it. A client checks the welcome's minor before it asks; a 1.2 agent refuses the
-///   request type as unknown.
+///   of it; [`Request::JobEnv`] gives a started booking's job variables to its owner, refused
+///   with the error kinds `not_started` and `ended` outside the slot. A client checks the
+///   welcome's minor before it asks; a 1.2 agent refuses the request types as unknown.
 pub const PROTOCOL_MINOR: u32 = 3;
 
 /// The minor version both sides speak when the client offers `major.minor`, or the error that

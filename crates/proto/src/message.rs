@@ -2,6 +2,7 @@
 //! [`AgentFrame`].
 
 use crate::error::ErrorBody;
+use crate::job_env::{JobEnvRequest, JobEnvResponse};
 use crate::reading::Readings;
 use crate::suggest::{SuggestRequest, SuggestionResponse};
 use chrono::{DateTime, Utc};
@@ -127,6 +128,8 @@ pub enum Request {
     Logs(LogsRequest),
     /// Protocol 1.3: how long to book a command, from the caller's past runs of it.
     Suggest(SuggestRequest),
+    /// Protocol 1.3: the variables a started booking's job has, for its owner's shell.
+    JobEnv(JobEnvRequest),
 }
 
 impl Request {
@@ -146,6 +149,7 @@ impl Request {
         "policy",
         "logs",
         "suggest",
+        "job_env",
     ];
 }
 
@@ -398,6 +402,8 @@ pub enum Response {
     Logs(LogsResponse),
     /// To [`Request::Suggest`].
     Suggestion(SuggestionResponse),
+    /// To [`Request::JobEnv`].
+    JobEnv(JobEnvResponse),
 }
 
 /// The GPUs.

@@ -53,6 +53,8 @@ fn request_types_match_the_enum() {
             offset: 0,
             follow: None,
         }),
+        Request::Suggest(crate::SuggestRequest::default()),
+        Request::JobEnv(crate::JobEnvRequest { id: BookingId(1) }),
     ]) {
         let v = serde_json::to_value(&req).unwrap();
         assert_eq!(v["type"], *t);
