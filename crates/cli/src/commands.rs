@@ -41,30 +41,7 @@ pub async fn one_server(
             return finish_job(&b, json);
         }
         (Command::Usage { id, mine }, _) => {
-            let mut list = conn
-                .list_all(ListRequest {
-                    include_past: true,
-                    mine: *mine,
-                    ..ListRequest::default()
-                })
-                .await
-                .map_err(anyhow::Error::from)?;
-            if let Some(id) = id {
-                list.bookings.retain(|b| b.id.0 == *id);
-                if list.bookings.is_empty() {
-                    return Err(Failure {
-                        code: 4,
-                        error: anyhow!("there is no booking {id} on {}", list.server),
-                        kind: Some(ErrorKind::NotFound),
-                    });
-                }
-            }
-            list.bookings.retain(|b| b.usage.is_some());
-            if json {
-                print_json(&list.bookings);
-            } else {
-                println!("{}", jobs::usage_table(&list.bookings));
-            }
+            crate::usage_report::usage(&conn, *id, *mine, json).await?;
         }
         (Command::Run(_), Some(req)) => {
             let resp = conn.request(req).await.map_err(anyhow::Error::from)?;

@@ -33,6 +33,7 @@ mod servers_cmd;
 mod shell;
 mod suggest;
 mod targets;
+mod usage_report;
 mod watch;
 mod when;
 
