@@ -539,6 +539,3 @@ pub struct Event {
     #[serde(default)]
     pub note: Option<gpubook_core::Note>,
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,13 +1,15 @@
-//! The message types' wire names and tolerance of unknown kinds.
+//! Wire names of requests, events and errors (moved from message.rs's unit tests).
 
-use super::*;
+use chrono::Utc;
+use gpubook_core::BookingId;
+use gpubook_proto::*;
 
 #[test]
 fn unknown_event_kinds_and_error_kinds_are_tolerated() {
     let k: EventKind = serde_json::from_str("\"job_exploded\"").unwrap();
     assert_eq!(k, EventKind::Unknown);
-    let e: crate::ErrorKind = serde_json::from_str("\"quota_melted\"").unwrap();
-    assert_eq!(e, crate::ErrorKind::Other);
+    let e: gpubook_proto::ErrorKind = serde_json::from_str("\"quota_melted\"").unwrap();
+    assert_eq!(e, gpubook_proto::ErrorKind::Other);
 }
 
 #[test]
@@ -53,8 +55,8 @@ fn request_types_match_the_enum() {
             offset: 0,
             follow: None,
         }),
-        Request::Suggest(crate::SuggestRequest::default()),
-        Request::JobEnv(crate::JobEnvRequest { id: BookingId(1) }),
+        Request::Suggest(SuggestRequest::default()),
+        Request::JobEnv(JobEnvRequest { id: BookingId(1) }),
     ]) {
         let v = serde_json::to_value(&req).unwrap();
         assert_eq!(v["type"], *t);
