@@ -172,12 +172,7 @@ impl Context {
     /// written); an error when there is no such booking or it has no job.
     pub fn log_state(&self, id: BookingId) -> Result<(String, bool), ErrorBody> {
         let inner = self.state.lock();
-        let b = inner.plan.get(id).ok_or_else(|| {
-            ErrorBody::new(
-                ErrorKind::NotFound,
-                format!("there is no booking {id} on this server"),
-            )
-        })?;
+        let b = inner.plan.get(id).ok_or_else(|| no_booking(id))?;
         if b.job.is_none() {
             return Err(ErrorBody::new(
                 ErrorKind::NotFound,
@@ -193,12 +188,7 @@ impl Context {
     /// (see `gpubook_proto::job_env`).
     fn job_env(&self, caller: &Caller, id: BookingId) -> Result<Response, ErrorBody> {
         let inner = self.state.lock();
-        let b = inner.plan.get(id).ok_or_else(|| {
-            ErrorBody::new(
-                ErrorKind::NotFound,
-                format!("there is no booking {id} on this server"),
-            )
-        })?;
+        let b = inner.plan.get(id).ok_or_else(|| no_booking(id))?;
         if b.owner != caller.actor.user {
             return Err(ErrorBody::new(
                 ErrorKind::NotAllowed,
@@ -423,6 +413,13 @@ pub fn visible(viewer: &Actor, b: Booking) -> Booking {
         }
         b
     }
+}
+
+fn no_booking(id: BookingId) -> ErrorBody {
+    ErrorBody::new(
+        ErrorKind::NotFound,
+        format!("there is no booking {id} on this server"),
+    )
 }
 
 fn end_after_start() -> ErrorBody {

@@ -6,19 +6,12 @@
 
 #[path = "../../client/tests/sshd/mod.rs"]
 mod sshd;
+mod support;
 
 use sshd::{agent_binary, keygen, runnable_copy, Sshd, User};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::text;
 
 /// The example file `name`, parsed as YAML into JSON.
 fn example(name: &str) -> serde_json::Value {

@@ -6,19 +6,12 @@
 
 #[path = "../../client/tests/sshd/mod.rs"]
 mod sshd;
+mod support;
 
 use sshd::{agent_binary, runnable_copy, ClientHome, Sshd, User};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::text;
 
 #[test]
 fn a_shell_on_the_server_sees_exactly_the_booked_gpus() {
