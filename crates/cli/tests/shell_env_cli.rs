@@ -138,8 +138,9 @@ fn the_booked_gpus_in_the_owner_s_shell_and_nobody_else_s() {
     assert_eq!(o.status.code(), Some(7), "{}", text(&o));
 
     // Another person: refused, and told whose it is; an admin is no exception by design.
-    for cmd in ["env", "shell"] {
-        let o = lab.gpubook(Some(other), &["--json", cmd, &ids]);
+    // (Root is the agent's admin.)
+    for (who, cmd) in [(Some(other), "env"), (Some(other), "shell"), (None, "env")] {
+        let o = lab.gpubook(who, &["--json", cmd, &ids]);
         assert_eq!(o.status.code(), Some(3), "{}", text(&o));
         assert_eq!(error_kind(&o), "not_allowed", "{}", text(&o));
     }
