@@ -3,12 +3,13 @@
 
 use crate::state::State;
 use gpubook_core::{
-    time::week_start, Actor, Booking, BookingId, GpuSelection, GpuUuid, Interval, Op, Plan, Role,
-    When,
+    time::week_start, Actor, Booking, BookingId, BookingState, GpuSelection, GpuUuid, Interval, Op,
+    Plan, Role, When,
 };
 use gpubook_proto::{
     BookRequest, BookingResponse, BookingsResponse, ErrorBody, ErrorKind, GpuChoice, GpusResponse,
-    ListCursor, ListRequest, LogsResponse, PolicyResponse, Readings, Request, Response, WhenChoice,
+    JobEnvResponse, ListCursor, ListRequest, LogsResponse, PolicyResponse, Readings, Request,
+    Response, WhenChoice,
 };
 use std::sync::Arc;
 
@@ -80,6 +81,7 @@ impl Context {
                 return Ok(Response::Suggestion(crate::suggest::answer(&history, &r)));
             }
             Request::Report(r) => return crate::report::answer(self, caller, r).await,
+            Request::JobEnv(r) => return self.job_env(caller, r.id),
             Request::Book(b) => {
                 if b.job.is_some() && !self.jobs.system_mode() && caller.uid != self.jobs.own_uid()
                 {
@@ -171,12 +173,7 @@ impl Context {
     /// written); an error when there is no such booking or it has no job.
     pub fn log_state(&self, id: BookingId) -> Result<(String, bool), ErrorBody> {
         let inner = self.state.lock();
-        let b = inner.plan.get(id).ok_or_else(|| {
-            ErrorBody::new(
-                ErrorKind::NotFound,
-                format!("there is no booking {id} on this server"),
-            )
-        })?;
+        let b = inner.plan.get(id).ok_or_else(|| no_booking(id))?;
         if b.job.is_none() {
             return Err(ErrorBody::new(
                 ErrorKind::NotFound,
@@ -186,6 +183,50 @@ impl Context {
         let done = b.run.as_ref().is_some_and(|r| r.state.is_over())
             || (b.run.is_none() && b.state.is_final());
         Ok((b.owner.clone(), done))
+    }
+
+    /// The variables booking `id`'s job has, for its owner's own shell while the slot is on
+    /// (see `gpubook_proto::job_env`).
+    fn job_env(&self, caller: &Caller, id: BookingId) -> Result<Response, ErrorBody> {
+        let inner = self.state.lock();
+        let b = inner.plan.get(id).ok_or_else(|| no_booking(id))?;
+        if b.owner != caller.actor.user {
+            return Err(ErrorBody::new(
+                ErrorKind::NotAllowed,
+                format!(
+                    "booking {id} is {}'s: only its owner gets its GPUs in a shell",
+                    b.owner
+                ),
+            ));
+        }
+        let refused = |kind, why: String| Err(ErrorBody::new(kind, why));
+        match b.state {
+            BookingState::Active => {}
+            BookingState::Confirmed | BookingState::PendingApproval => {
+                return refused(
+                    ErrorKind::NotStarted,
+                    format!(
+                        "booking {id} has not started yet: its slot starts at {} (UTC)",
+                        b.interval.start.format("%Y-%m-%d %H:%M")
+                    ),
+                )
+            }
+            s => {
+                return refused(
+                    ErrorKind::Ended,
+                    format!("booking {id} is over ({s}): its GPUs are no longer yours"),
+                )
+            }
+        }
+        let vars = crate::jobs::job_vars(b)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        Ok(Response::JobEnv(JobEnvResponse {
+            id,
+            server: self.server.clone(),
+            vars,
+        }))
     }
 
     async fn logs(
@@ -373,6 +414,13 @@ pub fn visible(viewer: &Actor, b: Booking) -> Booking {
         }
         b
     }
+}
+
+fn no_booking(id: BookingId) -> ErrorBody {
+    ErrorBody::new(
+        ErrorKind::NotFound,
+        format!("there is no booking {id} on this server"),
+    )
 }
 
 fn end_after_start() -> ErrorBody {

@@ -24,6 +24,7 @@ mod patrol;
 mod spawn;
 
 pub use ending::signal_number;
+pub use spawn::job_vars;
 
 use crate::identity;
 use crate::procs;

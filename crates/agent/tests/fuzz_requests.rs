@@ -205,6 +205,7 @@ fn type_of(r: &Request) -> &'static str {
         Request::Logs(_) => "logs",
         Request::Suggest(_) => "suggest",
         Request::Report(_) => "report",
+        Request::JobEnv(_) => "job_env",
     }
 }
 
@@ -318,6 +319,7 @@ fn request() -> impl Strategy<Value = Request> {
             })
         ),
         (time(), time()).prop_map(|(from, to)| Request::Report(ReportRequest { from, to })),
+        booking().prop_map(|id| Request::JobEnv(gpubook_proto::JobEnvRequest { id })),
     ]
 }
 

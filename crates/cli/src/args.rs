@@ -9,7 +9,8 @@ Exit status:
   0  success (a booking waiting for approval is a success: its state says so)
   1  any other error
   2  usage error, or a request the agent found invalid (bad times, unknown options)
-  3  refused: conflict with another booking, not allowed, or over the lab's policy
+  3  refused: conflict with another booking, not allowed, or over the lab's policy; env and
+     shell: another person's booking, or its slot has not started or is over
   4  not found: no such booking or GPU; wait and logs: the booking has no job
   5  the agent or its server is unreachable (SSH included: refused, timed out), unavailable,
      or the connection was lost; with several servers: none of them answered
@@ -165,6 +166,22 @@ pub enum Command {
     /// Book, wait for the slot, stream the job's log, and exit with the job's status:
     /// `gpubook run --count 1 --for 2h --asap -- ./train.sh`.
     Run(BookArgs),
+    /// A started booking's variables (CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER, GPUBOOK_*) as
+    /// export lines, for your own shell: eval "$(gpubook env 12)". Yours only, while the slot
+    /// is on.
+    Env {
+        /// The booking's number.
+        id: u64,
+    },
+    /// A login shell on the booking's server with its GPUs (as `env`), or the command after
+    /// --: gpubook shell 12 -- jupyter lab --no-browser. Exits with the shell's status.
+    Shell {
+        /// The booking's number.
+        id: u64,
+        /// What to run instead of an interactive shell.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// How booked GPUs were used: booked against used GPU-hours, utilisation, peak memory.
     Usage {
         /// One booking; all with a recorded usage when absent.
@@ -228,7 +245,8 @@ pub struct BookArgs {
     /// End (written as --start).
     #[arg(long, conflicts_with_all = ["for", "asap"], allow_hyphen_values = true)]
     pub end: Option<String>,
-    /// Length: 90m, 3h, 1d, 1h30m.
+    /// Length: 90m, 3h, 1d, 1h30m; or auto (with a command): the server suggests it from
+    /// your past runs of that command there, and says what it rests on.
     #[arg(long = "for", allow_hyphen_values = true)]
     pub r#for: Option<String>,
     /// As soon as the GPUs are free (needs --for); moved earlier if capacity frees. With

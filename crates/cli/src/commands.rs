@@ -35,35 +35,13 @@ pub async fn one_server(
         (Command::Logs { id, follow }, _) => {
             jobs::logs(&conn, BookingId(*id), *follow, json).await?;
         }
+        (Command::Env { id }, _) => crate::shell::env(&conn, BookingId(*id), json).await?,
         (Command::Wait { id }, _) => {
             let b = jobs::wait(&conn, BookingId(*id), false, json).await?;
             return finish_job(&b, json);
         }
         (Command::Usage { id, mine }, _) => {
-            let mut list = conn
-                .list_all(ListRequest {
-                    include_past: true,
-                    mine: *mine,
-                    ..ListRequest::default()
-                })
-                .await
-                .map_err(anyhow::Error::from)?;
-            if let Some(id) = id {
-                list.bookings.retain(|b| b.id.0 == *id);
-                if list.bookings.is_empty() {
-                    return Err(Failure {
-                        code: 4,
-                        error: anyhow!("there is no booking {id} on {}", list.server),
-                        kind: Some(ErrorKind::NotFound),
-                    });
-                }
-            }
-            list.bookings.retain(|b| b.usage.is_some());
-            if json {
-                print_json(&list.bookings);
-            } else {
-                println!("{}", jobs::usage_table(&list.bookings));
-            }
+            crate::usage_report::usage(&conn, *id, *mine, json).await?;
         }
         (Command::Run(_), Some(req)) => {
             let resp = conn.request(req).await.map_err(anyhow::Error::from)?;

@@ -3,7 +3,9 @@
 
 use crate::args::{Cli, Command};
 use crate::Failure;
-use crate::{calendar, commands, jobs, multi, requests, servers_cmd, targets, usage, watch};
+use crate::{
+    calendar, commands, jobs, multi, requests, servers_cmd, shell, suggest, targets, usage, watch,
+};
 use chrono::Utc;
 use gpubook_client::servers::asap::AsapAsk;
 use gpubook_proto::{BookRequest, Request};
@@ -50,7 +52,21 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         _ => {}
     }
     let conn = target.connect().await?;
+    if let Command::Shell { id, command } = &cli.command {
+        return shell::shell(target, &conn, gpubook_core::BookingId(*id), command).await;
+    }
+    if let (true, Some(req)) = (auto_length(&cli.command), request.as_mut()) {
+        suggest::fill(&conn, &target.name, req, cli.json).await?;
+    }
     commands::one_server(&cli.command, conn, request, cli.json).await
+}
+
+/// Whether the command books with `--for auto`: its length comes from the server.
+fn auto_length(command: &Command) -> bool {
+    match command {
+        Command::Book(a) | Command::Run(a) => suggest::is_auto(a.r#for.as_deref()),
+        _ => false,
+    }
 }
 
 /// Whether `--server` asks for several servers: a comma list, `any` or `all`.
@@ -117,7 +133,10 @@ async fn several(
                 min_memory: *min_memory,
                 duration: chrono::Duration::seconds(*duration_secs),
             };
-            multi::book_asap(targets, ask, req, json).await
+            let auto = auto_length(&cli.command)
+                .then(|| suggest::ask_for(&req))
+                .flatten();
+            multi::book_asap(targets, ask, auto, req, json).await
         }
         (Command::Book(_), _) => Err(usage(format!(
             "with several servers ({}), book takes --asap --count N --for D and books where the \

@@ -41,7 +41,11 @@ pub const EXIT_CHANGED: u8 = 9;
 pub fn exit_code(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::Invalid | ErrorKind::UnknownRequest | ErrorKind::Malformed => 2,
-        ErrorKind::Conflict | ErrorKind::NotAllowed | ErrorKind::OverPolicy => 3,
+        ErrorKind::Conflict
+        | ErrorKind::NotAllowed
+        | ErrorKind::OverPolicy
+        | ErrorKind::NotStarted
+        | ErrorKind::Ended => 3,
         ErrorKind::NotFound => 4,
         ErrorKind::Unavailable | ErrorKind::ConnectionLost => 5,
         ErrorKind::Incompatible => 6,

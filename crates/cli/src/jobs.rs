@@ -354,46 +354,6 @@ pub async fn wait(
     }
 }
 
-/// The usage table of `gpubook usage`.
-pub fn usage_table(bookings: &[Booking]) -> String {
-    let rows: Vec<Vec<String>> = bookings
-        .iter()
-        .filter_map(|b| {
-            let u = b.usage?;
-            Some(vec![
-                b.id.to_string(),
-                b.owner.clone(),
-                format!("{:.1}", u.gpu_seconds_booked as f64 / 3600.0),
-                format!("{:.1}", u.gpu_seconds_used as f64 / 3600.0),
-                format!("{:.0}%", u.mean_util),
-                format!("{:.1} GiB", u.peak_memory as f64 / (1u64 << 30) as f64),
-                format!(
-                    "{:.1} of {}",
-                    u.gpu_seconds_used as f64 / b.interval.duration().num_seconds().max(1) as f64,
-                    b.gpus.len(),
-                ),
-                b.title.clone(),
-            ])
-        })
-        .collect();
-    if rows.is_empty() {
-        return "No usage recorded yet: it is recorded when a slot ends.".into();
-    }
-    output::table(
-        &[
-            "ID",
-            "OWNER",
-            "BOOKED GPU-H",
-            "USED GPU-H",
-            "MEAN UTIL",
-            "PEAK MEM",
-            "GPUS USED OF BOOKED",
-            "TITLE",
-        ],
-        &rows,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,10 @@ mod prompt;
 mod report;
 mod requests;
 mod servers_cmd;
+mod shell;
+mod suggest;
 mod targets;
+mod usage_report;
 mod watch;
 mod when;
 

@@ -7,7 +7,7 @@
 //! is, or 5 for several.
 
 use crate::targets::{kind_name, Target};
-use crate::{output, print_json, Failure};
+use crate::{output, print_json, suggest, Failure};
 use anyhow::anyhow;
 use chrono::Utc;
 use gpubook_client::servers::asap::{self, AsapAsk, Quote, QuoteError};
@@ -15,6 +15,7 @@ use gpubook_client::Connection;
 use gpubook_core::{Booking, Gpu};
 use gpubook_proto::{
     BookingsResponse, ErrorKind, GpusRequest, GpusResponse, ListRequest, Request, Response,
+    SuggestRequest,
 };
 use serde_json::json;
 
@@ -163,10 +164,13 @@ pub async fn ls(targets: &[Target], req: ListRequest, json: bool) -> Result<(), 
 
 /// `gpubook book --asap --count N --for D` on several servers: each is quoted (see
 /// [`asap`]), the best is chosen, and the request goes there; the agent there decides.
+/// With `auto` (`--for auto`) each server suggests the length from the person's runs there,
+/// and is quoted for that length; one with no runs of the command to go by cannot take it.
 pub async fn book_asap(
     targets: &[Target],
     ask: AsapAsk,
-    req: Request,
+    auto: Option<SuggestRequest>,
+    mut req: Request,
     json: bool,
 ) -> Result<(), Failure> {
     let conns = connect_all(targets).await;
@@ -183,9 +187,38 @@ pub async fn book_asap(
             if ask.count == 1 { "" } else { "s" }
         );
     }
+    let mut lengths: Vec<Option<suggest::Suggested>> = Vec::new();
     for (t, c) in targets.iter().zip(conns) {
         match c {
             Ok(conn) => {
+                let suggested = match &auto {
+                    Some(a) => match suggest::suggest(&conn, &t.name, a.clone()).await {
+                        Ok(s) => Some(s),
+                        Err(f) => {
+                            let e = format!("{:#}", f.error);
+                            if !json {
+                                eprintln!("  {}: cannot take it: {e}", t.name);
+                            }
+                            refusals.push(format!("{}: {e}", t.name));
+                            out.push(json!({ "server": t.name, "error": error_json(&f) }));
+                            quotes.push(Err(QuoteError::Client(
+                                gpubook_client::ClientError::ConnectionLost,
+                            )));
+                            live.push(Some(conn));
+                            lengths.push(None);
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
+                let ask = AsapAsk {
+                    duration: suggested.as_ref().map_or(ask.duration, |s| s.length),
+                    ..ask
+                };
+                if let (Some(s), false) = (&suggested, json) {
+                    eprintln!("  {}: {}", t.name, s.says);
+                }
+                lengths.push(suggested);
                 let q = asap::quote(&conn, &ask, now).await;
                 match &q {
                     Ok(q) => {
@@ -195,6 +228,7 @@ pub async fn book_asap(
                             "end": q.interval.end,
                             "idle": q.idle,
                             "needs_approval": q.needs_approval,
+                            "length_secs": ask.duration.num_seconds(),
                         }));
                         if !json {
                             eprintln!(
@@ -229,6 +263,7 @@ pub async fn book_asap(
                     gpubook_client::ClientError::ConnectionLost,
                 )));
                 live.push(None);
+                lengths.push(None);
                 failures.push((t.name.clone(), f));
             }
         }
@@ -236,6 +271,12 @@ pub async fn book_asap(
     let Some(i) = asap::choose(&quotes) else {
         if failures.len() == targets.len() {
             return overall(failures.into_iter().map(|(_, f)| f).collect(), 0);
+        }
+        if auto.is_some() && lengths.iter().all(Option::is_none) {
+            return Err(crate::usage(format!(
+                "--for auto: no server can suggest a length ({}); give one, e.g. --for 3h",
+                refusals.join("; ")
+            )));
         }
         return Err(Failure {
             code: 3,
@@ -249,6 +290,9 @@ pub async fn book_asap(
     };
     let conn = live[i].as_ref().expect("a quoted server is connected");
     let name = &targets[i].name;
+    if let Some(s) = &lengths[i] {
+        suggest::set_length(&mut req, s.length);
+    }
     let resp = conn
         .request(req)
         .await

@@ -284,6 +284,27 @@ pub fn gpus_table(gpus: &[Gpu], readings: Option<&Readings>) -> String {
     )
 }
 
+/// An idle-held note in words: "GPU 2 holds 8.2 GiB at 1 % for 30m"; `None` for another note.
+pub fn idle_held(note: &gpubook_core::Note, known: &[Gpu]) -> Option<String> {
+    let gpubook_core::Note::IdleHeld {
+        gpu,
+        memory_bytes,
+        util_pct,
+        held_secs,
+        released,
+    } = note
+    else {
+        return None;
+    };
+    Some(format!(
+        "GPU {} holds {:.1} GiB at {util_pct} % for {}{}",
+        gpu_list(std::slice::from_ref(gpu), known),
+        *memory_bytes as f64 / (1u64 << 30) as f64,
+        human_duration(chrono::Duration::seconds(*held_secs)),
+        if *released { "; released" } else { "" }
+    ))
+}
+
 /// An event in one line, for `gpubook watch`.
 pub fn event_line(e: &Event, known: &[Gpu]) -> String {
     let what = match e.kind {
@@ -336,19 +357,9 @@ pub fn event_line(e: &Event, known: &[Gpu]) -> String {
             human_duration(chrono::Duration::seconds(*idle_secs)),
             if *released { "; released" } else { "" }
         ),
-        Some(gpubook_core::Note::IdleHeld {
-            gpu,
-            memory_bytes,
-            util_pct,
-            held_secs,
-            released,
-        }) => format!(
-            " (GPU {} holds {:.1} GiB at {util_pct} % for {}{})",
-            gpu_list(std::slice::from_ref(gpu), known),
-            *memory_bytes as f64 / (1u64 << 30) as f64,
-            human_duration(chrono::Duration::seconds(*held_secs)),
-            if *released { "; released" } else { "" }
-        ),
+        Some(n @ gpubook_core::Note::IdleHeld { .. }) => {
+            format!(" ({})", idle_held(n, known).unwrap_or_default())
+        }
         None => match (&e.kind, &e.booking.run) {
             (
                 EventKind::JobStarted

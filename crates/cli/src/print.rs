@@ -88,5 +88,6 @@ pub fn print_response(resp: &Response, known: &[Gpu], json: bool, done: &str) {
         Response::Logs(l) => print!("{}", l.data),
         Response::Suggestion(s) => println!("{}", s.says),
         Response::Report(r) => println!("{}", crate::report::table(r, crate::report::By::User)),
+        Response::JobEnv(e) => print!("{}", crate::shell::exports(&e.vars)),
     }
 }

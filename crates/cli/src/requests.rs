@@ -2,7 +2,7 @@
 //! usage error, never half a request.
 
 use crate::args::{BookArgs, Command};
-use crate::{usage, when, Failure};
+use crate::{suggest, usage, when, Failure};
 use chrono::{DateTime, Utc};
 use gpubook_core::BookingId;
 use gpubook_proto::{
@@ -20,6 +20,8 @@ pub fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request
         | Command::Logs { .. }
         | Command::Wait { .. }
         | Command::Usage { .. }
+        | Command::Env { .. }
+        | Command::Shell { .. }
         | Command::Ics(_)
         | Command::Feed(_)
         | Command::Caldav(_) => return Ok(None),
@@ -84,6 +86,13 @@ pub fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request
             r#for,
             gpu,
         } => {
+            if suggest::is_auto(r#for.as_deref()) {
+                return Err(usage(
+                    "move takes the new length you give (--for 3h, or --end): --for auto is \
+                     for book and run, where the command it runs is known"
+                        .into(),
+                ));
+            }
             // Only new GPUs: the times stay, which `run` looks up (the epoch marks them here).
             let (start, end) = match (start, end, r#for) {
                 (None, None, None) if gpu.is_some() => {
@@ -109,7 +118,18 @@ pub fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request
 
 pub fn book_request(a: &BookArgs, now: DateTime<Utc>) -> Result<Request, Failure> {
     let t = |s: &str| when::parse_time(s, now).map_err(usage);
-    let d = |s: &str| when::parse_positive_duration(s).map_err(usage);
+    let auto = suggest::is_auto(a.r#for.as_deref());
+    if auto && a.job.command.is_empty() {
+        return Err(usage(suggest::needs_command()));
+    }
+    // `--for auto`: no length yet; the server's suggestion fills it in once connected.
+    let d = |s: &str| {
+        if auto {
+            Ok(suggest::placeholder())
+        } else {
+            when::parse_positive_duration(s).map_err(usage)
+        }
+    };
     let gpus = match a.count {
         Some(count) => GpuChoice::Count {
             count,

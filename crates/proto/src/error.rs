@@ -37,6 +37,11 @@ pub enum ErrorKind {
     /// The booking changed since the client looked (an approval or denial named an older
     /// revision); `revision` is the current one. Added in 1.2.
     Changed,
+    /// The booking's slot has not started yet (what needs it on: the job's environment).
+    /// Added in 1.3.
+    NotStarted,
+    /// The booking is over: its slot ended, or it was cancelled or denied. Added in 1.3.
+    Ended,
     /// A kind this client does not know (from a newer agent).
     #[serde(other)]
     Other,
@@ -59,6 +64,8 @@ impl ErrorKind {
             Self::ConnectionLost => "connection_lost",
             Self::Internal => "internal",
             Self::Changed => "changed",
+            Self::NotStarted => "not_started",
+            Self::Ended => "ended",
             Self::Other => "other",
         }
     }

@@ -34,6 +34,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod job_env;
 pub mod message;
 pub mod paths;
 pub mod reading;
@@ -42,6 +43,7 @@ pub mod suggest;
 
 pub use error::{ErrorBody, ErrorKind};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
+pub use job_env::{JobEnvRequest, JobEnvResponse};
 pub use message::*;
 pub use reading::{GpuProcess, GpuReading, Readings};
 pub use report::{ReportRequest, ReportResponse};
@@ -59,10 +61,11 @@ pub const PROTOCOL_MAJOR: u32 = 1;
 ///   [`DenyRequest::rev`]); a booking changed since is refused with the error kind `changed`.
 ///   A 1.1 agent ignores the field.
 /// - 1.3: [`Request::Suggest`] asks how long to book a command, from the caller's past runs
-///   of it. A client checks the welcome's minor before it asks; a 1.2 agent refuses the
-///   request type as unknown. Also [`Request::Report`]: GPU-hours booked, used, idle-held and
-///   released early per user and per GPU over a window (a user sees their own line, admins
-///   everyone's), refused the same way by a 1.2 agent.
+///   of it; [`Request::JobEnv`] gives a started booking's job variables to its owner, refused
+///   with the error kinds `not_started` and `ended` outside the slot; [`Request::Report`]:
+///   GPU-hours booked, used, idle-held and released early per user and per GPU over a window
+///   (a user sees their own line, admins everyone's). A client checks the welcome's minor
+///   before it asks; a 1.2 agent refuses these request types as unknown.
 pub const PROTOCOL_MINOR: u32 = 3;
 
 /// The minor version both sides speak when the client offers `major.minor`, or the error that

@@ -2,6 +2,7 @@
 //! [`AgentFrame`].
 
 use crate::error::ErrorBody;
+use crate::job_env::{JobEnvRequest, JobEnvResponse};
 use crate::reading::Readings;
 use crate::report::{ReportRequest, ReportResponse};
 use crate::suggest::{SuggestRequest, SuggestionResponse};
@@ -130,6 +131,8 @@ pub enum Request {
     Suggest(SuggestRequest),
     /// Protocol 1.3: GPU-hours per user and per GPU over a window.
     Report(ReportRequest),
+    /// Protocol 1.3: the variables a started booking's job has, for its owner's shell.
+    JobEnv(JobEnvRequest),
 }
 
 impl Request {
@@ -150,6 +153,7 @@ impl Request {
         "logs",
         "suggest",
         "report",
+        "job_env",
     ];
 }
 
@@ -404,6 +408,8 @@ pub enum Response {
     Suggestion(SuggestionResponse),
     /// To [`Request::Report`].
     Report(ReportResponse),
+    /// To [`Request::JobEnv`].
+    JobEnv(JobEnvResponse),
 }
 
 /// The GPUs.

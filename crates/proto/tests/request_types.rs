@@ -55,6 +55,12 @@ fn request_types_match_the_enum() {
             offset: 0,
             follow: None,
         }),
+        Request::Suggest(SuggestRequest::default()),
+        Request::Report(ReportRequest {
+            from: Utc::now(),
+            to: Utc::now(),
+        }),
+        Request::JobEnv(JobEnvRequest { id: BookingId(1) }),
     ]) {
         let v = serde_json::to_value(&req).unwrap();
         assert_eq!(v["type"], *t);

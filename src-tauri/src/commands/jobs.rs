@@ -1,6 +1,6 @@
-//! Jobs: the log of a booking's job.
+//! Jobs: the log of a booking's job, and how long to book one.
 
-use gpubook_proto::LogsResponse;
+use gpubook_proto::{LogsResponse, Request, Response, SuggestRequest, SuggestionResponse};
 use tauri::AppHandle;
 
 use super::{manager, Answer};
@@ -19,4 +19,44 @@ pub async fn job_logs(
     manager(app)
         .job_logs(&server, id, offset.unwrap_or(0), follow)
         .await
+}
+
+/// The first protocol minor whose agents suggest a length.
+const SUGGEST_MINOR: u32 = 3;
+
+/// How long to book `command` on `server` with `gpus` GPUs, from the person's past runs of it
+/// there. An agent too old to suggest answers as one with nothing to go by, saying so.
+pub async fn suggest_length(
+    app: &AppHandle,
+    server: String,
+    command: String,
+    gpus: u32,
+) -> Answer<SuggestionResponse> {
+    let manager = manager(app);
+    let (conn, name) = manager.connection(&server)?;
+    let w = conn.welcome();
+    if w.minor < SUGGEST_MINOR {
+        return Ok(SuggestionResponse {
+            length_secs: None,
+            runs: 0,
+            shortest_secs: 0,
+            longest_secs: 0,
+            scaled: false,
+            says: format!(
+                "the agent on {name} (protocol {}.{}) is too old to suggest a length",
+                w.major, w.minor
+            ),
+        });
+    }
+    let req = Request::Suggest(SuggestRequest {
+        command,
+        gpus,
+        staged_bytes: None,
+    });
+    match manager.request(&server, req).await? {
+        Response::Suggestion(s) => Ok(s),
+        other => Err(gpubook_desktop::AppError::internal(format!(
+            "{name} answered a suggestion with {other:?}"
+        ))),
+    }
 }

@@ -16,6 +16,7 @@ import type { PolicyResponse } from './wire/PolicyResponse';
 import type { ReadingsPayload } from './app/ReadingsPayload';
 import type { ServerView } from './app/ServerView';
 import type { Settings } from './app/Settings';
+import type { SuggestionResponse } from './wire/SuggestionResponse';
 
 /** The arguments of each command, as they travel (camelCase keys). */
 export interface CommandArgs {
@@ -37,6 +38,7 @@ export interface CommandArgs {
   approve: { server: string; id: number; rev?: number | null };
   deny: { server: string; id: number; reason?: string | null; rev?: number | null };
   job_logs: { server: string; id: number; offset?: number | null; follow?: boolean | null };
+  suggest_length: { server: string; command: string; gpus: number };
   settings: Record<string, never>;
   set_settings: { settings: Settings };
   export_ics: { mine: boolean };
@@ -69,6 +71,7 @@ export interface CommandResults {
   approve: BookingResponse;
   deny: BookingResponse;
   job_logs: LogsResponse;
+  suggest_length: SuggestionResponse;
   settings: Settings;
   set_settings: null;
   export_ics: string;
@@ -161,6 +164,12 @@ export interface Api {
    * `log` events as the job writes it (where the server `follows_logs`), false stops that.
    */
   jobLogs(server: string, id: number, offset?: number | null, follow?: boolean | null): Promise<LogsResponse>;
+  /**
+   * How long to book `command` on `server` with `gpus` GPUs: the server's suggestion from
+   * the person's own past runs of it there (`length_secs` absent, and `says` why, when
+   * there is nothing to go by or the server's agent is too old to suggest).
+   */
+  suggestLength(server: string, command: string, gpus: number): Promise<SuggestionResponse>;
   /** The settings. */
   settings(): Promise<Settings>;
   /** Saves the settings. */
@@ -226,6 +235,7 @@ export function makeApi(host: Host): Api {
     approve: (server, id, rev) => host.invoke('approve', { server, id, rev }),
     deny: (server, id, reason, rev) => host.invoke('deny', { server, id, reason, rev }),
     jobLogs: (server, id, offset, follow) => host.invoke('job_logs', { server, id, offset, follow }),
+    suggestLength: (server, command, gpus) => host.invoke('suggest_length', { server, command, gpus }),
     settings: () => host.invoke('settings', {}),
     setSettings: (settings) => host.invoke('set_settings', { settings }),
     exportIcs: (mine) => host.invoke('export_ics', { mine }),

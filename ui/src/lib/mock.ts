@@ -373,6 +373,14 @@ export class MockBackend implements Host {
     },
     approve: (a) => this.decide('approve', a),
     deny: (a) => this.decide('deny', a),
+    // The mock "remembers" six runs of `python train.py`; any other command has none.
+    suggest_length: (a) => {
+      this.server(a.server);
+      if (a.command.trim() === 'python train.py' && a.gpus > 0) {
+        return { length_secs: 11_700, runs: 6, shortest_secs: 9660, longest_secs: 11_100, scaled: false, says: 'your last 6 runs of this took 2h 41m – 3h 5m; book 3h 15m' };
+      }
+      return { length_secs: null, runs: 0, shortest_secs: 0, longest_secs: 0, scaled: false, says: `no past run of this command with ${a.gpus} GPU(s) on this server to go by: give a length` };
+    },
     job_logs: (a) => {
       const s = this.server(a.server);
       const b = this.booking(s, a.id);

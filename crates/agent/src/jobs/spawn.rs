@@ -41,7 +41,6 @@ impl Jobs {
             .map_err(|_| "the working directory holds a NUL byte".to_string())?;
         let log = self.open_log(b.id, &account)?;
         let shell = login_shell(&account);
-        let gpus: Vec<&str> = b.gpus.iter().map(|g| g.0.as_str()).collect();
         let mut cmd = tokio::process::Command::new(&shell);
         // The booking's own variables first, so the agent's below always win; the plan refuses
         // these names when booking, and an older stored booking has them skipped here.
@@ -54,11 +53,7 @@ impl Jobs {
             .env("LOGNAME", &b.owner)
             .env("SHELL", &shell)
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("CUDA_VISIBLE_DEVICES", gpus.join(","))
-            .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-            .env("GPUBOOK_BOOKING_ID", b.id.to_string())
-            .env("GPUBOOK_SLOT_END", b.interval.end.to_rfc3339())
-            .env("GPUBOOK_GPUS", gpus.join(","))
+            .envs(job_vars(b))
             .env(JOB_KEY_VAR, key)
             .stdin(std::process::Stdio::null())
             .stdout(
@@ -191,6 +186,25 @@ impl Jobs {
         }
         Ok(file)
     }
+}
+
+/// The variables every job of booking `b` has besides its key ([`JOB_KEY_VAR`]): exactly the
+/// booked GPUs visible, in the order `nvidia-smi` shows them, the booking's number and its
+/// slot's end. `gpubook env` and `gpubook shell` give the owner's shell the same.
+pub fn job_vars(b: &Booking) -> Vec<(&'static str, String)> {
+    let gpus = b
+        .gpus
+        .iter()
+        .map(|g| g.0.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        ("CUDA_VISIBLE_DEVICES", gpus.clone()),
+        ("CUDA_DEVICE_ORDER", "PCI_BUS_ID".into()),
+        ("GPUBOOK_BOOKING_ID", b.id.to_string()),
+        ("GPUBOOK_SLOT_END", b.interval.end.to_rfc3339()),
+        ("GPUBOOK_GPUS", gpus),
+    ]
 }
 
 /// The owner's login shell, or /bin/sh where it is not a real shell (nologin, false).

@@ -60,6 +60,10 @@ macro_rules! with_app_commands {
             /// open panel fetches only what was added since. `follow`: true has the rest pushed as
             /// `log` events as the job writes it (where the server `follows_logs`), false stops that.
             jobs::job_logs(server: String, id: u64, offset: Option<u64>, follow: Option<bool>) -> LogsResponse;
+            /// How long to book `command` on `server` with `gpus` GPUs: the server's suggestion from
+            /// the person's own past runs of it there (`length_secs` absent, and `says` why, when
+            /// there is nothing to go by or the server's agent is too old to suggest).
+            jobs::suggest_length(server: String, command: String, gpus: u32) -> SuggestionResponse;
             /// The settings.
             settings::settings() -> Settings;
             /// Saves the settings.

@@ -22,6 +22,7 @@ pub mod types {
     pub use gpubook_core::Booking;
     pub use gpubook_proto::{
         BookRequest, BookingResponse, GpusResponse, LogsResponse, PolicyResponse,
+        SuggestionResponse,
     };
 }
 

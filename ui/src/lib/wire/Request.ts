@@ -5,6 +5,7 @@ import type { CancelRequest } from "./CancelRequest";
 import type { DenyRequest } from "./DenyRequest";
 import type { ExtendRequest } from "./ExtendRequest";
 import type { GpusRequest } from "./GpusRequest";
+import type { JobEnvRequest } from "./JobEnvRequest";
 import type { ListRequest } from "./ListRequest";
 import type { LogsRequest } from "./LogsRequest";
 import type { MoveRequest } from "./MoveRequest";
@@ -18,4 +19,4 @@ import type { WhoamiRequest } from "./WhoamiRequest";
 /**
  * What a client asks.
  */
-export type Request = { "type": "whoami" } & WhoamiRequest | { "type": "gpus" } & GpusRequest | { "type": "list" } & ListRequest | { "type": "book" } & BookRequest | { "type": "cancel" } & CancelRequest | { "type": "extend" } & ExtendRequest | { "type": "move" } & MoveRequest | { "type": "release" } & ReleaseRequest | { "type": "approve" } & ApproveRequest | { "type": "deny" } & DenyRequest | { "type": "subscribe" } & SubscribeRequest | { "type": "policy" } & PolicyRequest | { "type": "logs" } & LogsRequest | { "type": "suggest" } & SuggestRequest | { "type": "report" } & ReportRequest;
+export type Request = { "type": "whoami" } & WhoamiRequest | { "type": "gpus" } & GpusRequest | { "type": "list" } & ListRequest | { "type": "book" } & BookRequest | { "type": "cancel" } & CancelRequest | { "type": "extend" } & ExtendRequest | { "type": "move" } & MoveRequest | { "type": "release" } & ReleaseRequest | { "type": "approve" } & ApproveRequest | { "type": "deny" } & DenyRequest | { "type": "subscribe" } & SubscribeRequest | { "type": "policy" } & PolicyRequest | { "type": "logs" } & LogsRequest | { "type": "suggest" } & SuggestRequest | { "type": "report" } & ReportRequest | { "type": "job_env" } & JobEnvRequest;

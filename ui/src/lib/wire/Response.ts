@@ -2,6 +2,7 @@
 import type { BookingResponse } from "./BookingResponse";
 import type { BookingsResponse } from "./BookingsResponse";
 import type { GpusResponse } from "./GpusResponse";
+import type { JobEnvResponse } from "./JobEnvResponse";
 import type { LogsResponse } from "./LogsResponse";
 import type { PolicyResponse } from "./PolicyResponse";
 import type { ReportResponse } from "./ReportResponse";
@@ -12,4 +13,4 @@ import type { Welcome } from "./Welcome";
 /**
  * An answer.
  */
-export type Response = { "type": "whoami" } & Welcome | { "type": "gpus" } & GpusResponse | { "type": "bookings" } & BookingsResponse | { "type": "booking" } & BookingResponse | { "type": "subscribed" } & SubscribedResponse | { "type": "policy" } & PolicyResponse | { "type": "logs" } & LogsResponse | { "type": "suggestion" } & SuggestionResponse | { "type": "report" } & ReportResponse;
+export type Response = { "type": "whoami" } & Welcome | { "type": "gpus" } & GpusResponse | { "type": "bookings" } & BookingsResponse | { "type": "booking" } & BookingResponse | { "type": "subscribed" } & SubscribedResponse | { "type": "policy" } & PolicyResponse | { "type": "logs" } & LogsResponse | { "type": "suggestion" } & SuggestionResponse | { "type": "report" } & ReportResponse | { "type": "job_env" } & JobEnvResponse;
