@@ -2,11 +2,11 @@
 //! (an exported file, a live subscription URL, CalDAV sync). The work is crates/client's;
 //! this file reads arguments, the terminal and the keyring, and prints.
 
-use crate::targets::Target as Server;
+use crate::targets::Server;
 use crate::{print_json, Failure};
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
-use gpubook_client::caldav::{self, CaldavError, FollowOptions, SyncNote, Syncer, Target};
+use gpubook_client::caldav::{self, CaldavError, FollowOptions, SyncNote, Syncer};
 use gpubook_client::feed::{self, Feed, FeedServer};
 use gpubook_client::ical::{self, CalendarContext, Scope};
 use gpubook_client::live::{LiveOptions, LiveSession};
@@ -301,7 +301,7 @@ pub async fn caldav(a: &CaldavArgs, target: &Server, json: bool) -> Result<(), F
                 let ctx = CalendarContext::load(&conn, scope, *with_commands)
                     .await
                     .map_err(anyhow::Error::from)?;
-                let target = Target {
+                let target = caldav::Collection {
                     url: url.clone(),
                     user: account.user.clone(),
                     keep_cancelled: *keep_cancelled,

@@ -110,7 +110,7 @@ fn refuse_contradictions(cli: &Cli, all: bool) -> Result<(), Failure> {
 /// the others talk to one server.
 async fn several(
     cli: &Cli,
-    targets: &[targets::Target],
+    targets: &[targets::Server],
     request: Option<Request>,
 ) -> Result<(), Failure> {
     let json = cli.json;
@@ -151,7 +151,7 @@ async fn several(
     }
 }
 
-fn names(targets: &[targets::Target]) -> String {
+fn names(targets: &[targets::Server]) -> String {
     if targets.is_empty() {
         return "none".into();
     }

@@ -2,7 +2,7 @@
 //! `wait`, `run` and `usage`.
 
 use crate::output;
-use crate::targets::Target;
+use crate::targets::Server;
 use clap::Args;
 use gpubook_client::{ClientError, Connection, Endpoint, Pushed};
 use gpubook_core::{Booking, BookingId, JobSpec, JobState};
@@ -92,7 +92,7 @@ fn is_variable_name(name: &str) -> bool {
 /// instead. `targets` are the servers the request may go to (several for `book --asap`).
 pub fn place_cwd(
     job: &mut JobSpec,
-    targets: &[Target],
+    targets: &[Server],
     here: impl FnOnce() -> std::io::Result<PathBuf>,
     home: Option<PathBuf>,
 ) -> Result<(), String> {
@@ -397,15 +397,15 @@ mod tests {
         assert!(keep_only.spec().is_err());
     }
 
-    fn target(name: &str, spec: &str) -> Target {
-        Target {
+    fn target(name: &str, spec: &str) -> Server {
+        Server {
             name: name.into(),
             endpoint: Endpoint::parse(spec, 0).unwrap(),
             opts: gpubook_client::ssh::Options::default(),
         }
     }
 
-    fn placed(cwd: &str, targets: &[Target]) -> Result<Option<String>, String> {
+    fn placed(cwd: &str, targets: &[Server]) -> Result<Option<String>, String> {
         let mut job = JobSpec {
             command: "true".into(),
             cwd: Some(cwd.into()),
@@ -426,7 +426,7 @@ mod tests {
     #[test]
     fn a_relative_cwd_is_read_from_here_for_the_local_agent_only() {
         let local = [target("local", "unix:/tmp/a.sock")];
-        let ok = |cwd: &str, t: &[Target]| placed(cwd, t).unwrap().unwrap();
+        let ok = |cwd: &str, t: &[Server]| placed(cwd, t).unwrap().unwrap();
         assert_eq!(ok("runs/7", &local), "/work/here/runs/7");
         assert_eq!(ok("./runs/../x", &local), "/work/here/runs/../x");
         assert_eq!(ok(".", &local), "/work/here");

@@ -6,7 +6,7 @@
 //! in `--json` as that server's `error`); when none did, the failure of a single server as it
 //! is, or 5 for several.
 
-use crate::targets::{kind_name, Target};
+use crate::targets::{kind_name, Server};
 use crate::{output, print_json, suggest, Failure};
 use anyhow::anyhow;
 use chrono::Utc;
@@ -20,7 +20,7 @@ use gpubook_proto::{
 use serde_json::json;
 
 /// Connects to every target at once; results in the targets' order.
-pub async fn connect_all(targets: &[Target]) -> Vec<Result<Connection, Failure>> {
+pub async fn connect_all(targets: &[Server]) -> Vec<Result<Connection, Failure>> {
     let mut set = tokio::task::JoinSet::new();
     for (i, t) in targets.iter().enumerate() {
         let t = t.clone();
@@ -76,7 +76,7 @@ async fn gpus_of(conn: &Connection) -> Result<GpusResponse, Failure> {
 }
 
 /// `gpubook gpus` on several servers.
-pub async fn gpus(targets: &[Target], json: bool) -> Result<(), Failure> {
+pub async fn gpus(targets: &[Server], json: bool) -> Result<(), Failure> {
     let conns = connect_all(targets).await;
     let mut failures = Vec::new();
     let mut answered = 0;
@@ -110,7 +110,7 @@ pub async fn gpus(targets: &[Target], json: bool) -> Result<(), Failure> {
 }
 
 /// `gpubook ls` on several servers: one table with a server column, by start time.
-pub async fn ls(targets: &[Target], req: ListRequest, json: bool) -> Result<(), Failure> {
+pub async fn ls(targets: &[Server], req: ListRequest, json: bool) -> Result<(), Failure> {
     let conns = connect_all(targets).await;
     let mut failures = Vec::new();
     let mut lists: Vec<(String, BookingsResponse, Vec<Gpu>)> = Vec::new();
@@ -167,7 +167,7 @@ pub async fn ls(targets: &[Target], req: ListRequest, json: bool) -> Result<(), 
 /// With `auto` (`--for auto`) each server suggests the length from the person's runs there,
 /// and is quoted for that length; one with no runs of the command to go by cannot take it.
 pub async fn book_asap(
-    targets: &[Target],
+    targets: &[Server],
     ask: AsapAsk,
     auto: Option<SuggestRequest>,
     mut req: Request,

@@ -2,7 +2,7 @@
 //! used and in maintenance per GPU) over a window, as a table, JSON or CSV.
 
 use crate::print::print_json;
-use crate::targets::Target;
+use crate::targets::Server;
 use crate::{output, usage, when, Failure};
 use anyhow::anyhow;
 use chrono::{DateTime, Duration, Utc};
@@ -58,7 +58,7 @@ pub fn request(a: &ReportArgs, now: DateTime<Utc>) -> Result<ReportRequest, Fail
 }
 
 /// Runs `gpubook report` against `target`.
-pub async fn run(a: &ReportArgs, target: &Target, json: bool) -> Result<(), Failure> {
+pub async fn run(a: &ReportArgs, target: &Server, json: bool) -> Result<(), Failure> {
     if a.csv && json {
         return Err(usage("give --csv or --json, not both".into()));
     }

@@ -13,10 +13,10 @@
 //! watch counts them as the booking's use and never as intruders; after the slot they are
 //! like any other process left on the GPUs.
 
-use crate::targets::Target;
+use crate::targets::Server;
 use crate::{output, print_json, Failure};
 use anyhow::anyhow;
-use gpubook_client::ssh::Target as SshTarget;
+use gpubook_client::ssh::SshHost;
 use gpubook_client::{Connection, Endpoint};
 use gpubook_core::BookingId;
 use gpubook_proto::{ErrorKind, JobEnvRequest, JobEnvResponse, Request, Response};
@@ -81,7 +81,7 @@ pub async fn env(conn: &Connection, id: BookingId, json: bool) -> Result<(), Fai
 /// `gpubook shell N [-- CMD]`: replaces this process with a login shell (running `command`
 /// when given) that has the booking's variables; its exit status is gpubook's.
 pub async fn shell(
-    target: &Target,
+    target: &Server,
     conn: &Connection,
     id: BookingId,
     command: &[String],
@@ -145,12 +145,12 @@ pub fn remote_command(vars: &[(String, String)], command: Option<&str>) -> Strin
 /// The person's `ssh`, told what gpubook resolved for `spec`: the host key was just checked
 /// against these known_hosts files by gpubook's own connection, so any other key is refused.
 fn ssh_shell(
-    target: &Target,
+    target: &Server,
     spec: &str,
     vars: &[(String, String)],
     command: Option<&str>,
 ) -> Result<Command, Failure> {
-    let t = SshTarget::resolve_with(spec, &target.opts.env)
+    let t = SshHost::resolve_with(spec, &target.opts.env)
         .map_err(|e| crate::usage(format!("cannot read how to reach {spec}: {e}")))?;
     let mut cmd = Command::new("ssh");
     if let Some(f) = target

@@ -21,7 +21,7 @@ pub const EXIT_HOST_KEY: u8 = 8;
 
 /// One server a command talks to.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct Server {
     /// What to call it in output: its name in the list, or the address as given.
     pub name: String,
     /// Where it is.
@@ -38,7 +38,7 @@ pub fn resolve(
     all: bool,
     uid: u32,
     opts: &ssh::Options,
-) -> Result<Vec<Target>, Failure> {
+) -> Result<Vec<Server>, Failure> {
     let mut list: Option<ServerList> = None;
     let mut load = || -> Result<ServerList, Failure> {
         if list.is_none() {
@@ -55,13 +55,13 @@ pub fn resolve(
     } else {
         server.split(',').map(str::trim).collect()
     };
-    let mut out: Vec<Target> = Vec::new();
+    let mut out: Vec<Server> = Vec::new();
     let mut push = |name: String, spec: &str| -> Result<(), Failure> {
         if out.iter().any(|t| t.name == name) {
             return Ok(());
         }
         let endpoint = Endpoint::parse(spec, uid).map_err(|e| usage(e.to_string()))?;
-        out.push(Target {
+        out.push(Server {
             name,
             endpoint,
             opts: opts.clone(),
@@ -99,7 +99,7 @@ pub fn ssh_options(accept_new_host_key: bool) -> ssh::Options {
     }
 }
 
-impl Target {
+impl Server {
     /// A connection to the agent, or a failure that names the server and carries the exit
     /// status (see `EXIT_HELP`).
     pub async fn connect(&self) -> Result<Connection, Failure> {
@@ -169,7 +169,7 @@ pub fn kind_name(f: &Failure) -> &'static str {
 mod tests {
     use super::*;
 
-    fn names(t: &[Target]) -> Vec<String> {
+    fn names(t: &[Server]) -> Vec<String> {
         t.iter().map(|t| t.name.clone()).collect()
     }
 

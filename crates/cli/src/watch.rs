@@ -2,7 +2,7 @@
 //! comes back by itself when the connection drops (the server said "unreachable" and "back"
 //! on stderr, a refused login as such), and that shows every event once.
 
-use crate::targets::Target;
+use crate::targets::Server;
 use crate::{gpus, output, Failure};
 use gpubook_client::live::{LiveEvent, LiveOptions, LiveSession, LiveStatus, StartAt};
 use gpubook_client::{ClientError, Pushed};
@@ -11,7 +11,7 @@ use serde_json::json;
 /// Prints events from `target` (after `after` first), and readings if asked, until `count`
 /// events were printed or Ctrl-C.
 pub async fn watch(
-    target: &Target,
+    target: &Server,
     after: Option<u64>,
     readings: bool,
     count: Option<u64>,

@@ -6,7 +6,7 @@
 //!
 //! Needs Radicale and Python's icalendar (scripts/calendar-services.sh).
 
-use gpubook_client::caldav::{self, FollowOptions, SyncNote, Syncer, Target};
+use gpubook_client::caldav::{self, Collection, FollowOptions, SyncNote, Syncer};
 use gpubook_client::ical::{CalendarContext, Scope};
 use gpubook_client::secrets::Secret;
 use gpubook_testkit::agent::SERVER;
@@ -50,7 +50,7 @@ async fn run() {
     let ctx = CalendarContext::load(&conn, Scope::Mine, false)
         .await
         .unwrap();
-    let target = Target {
+    let target = Collection {
         url: url.clone(),
         user: USER.into(),
         keep_cancelled: false,

@@ -10,7 +10,7 @@
 use gpubook_testkit::sshd;
 
 use gpubook_client::deploy::{self, DeployOptions, Reached};
-use gpubook_client::ssh::{Session, Target};
+use gpubook_client::ssh::{Session, SshHost};
 use gpubook_proto::{Request, WhoamiRequest};
 use sshd::{ClientHome, Sshd, User};
 use std::os::unix::fs::PermissionsExt;
@@ -83,7 +83,7 @@ async fn run() {
     let mut resolve = Vec::new();
     for _ in 0..CONNECTS {
         let t = Instant::now();
-        Target::resolve_with("lab", &opts.env).unwrap();
+        SshHost::resolve_with("lab", &opts.env).unwrap();
         resolve.push(t.elapsed());
     }
     resolve.sort();
@@ -91,7 +91,7 @@ async fn run() {
         "resolve the name with `ssh -G`: median {} ({CONNECTS} runs)",
         ms(pct(&resolve, 0.5))
     );
-    let target = Target::resolve_with("lab", &opts.env).unwrap();
+    let target = SshHost::resolve_with("lab", &opts.env).unwrap();
     let mut ssh_only = Vec::new();
     let mut full = Vec::new();
     for _ in 0..CONNECTS {

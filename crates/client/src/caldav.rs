@@ -154,7 +154,7 @@ impl CaldavError {
 
 /// A CalDAV collection to sync to.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct Collection {
     /// The calendar collection's URL.
     pub url: String,
     /// The account's user name.

@@ -47,7 +47,7 @@
 //!    on the server; the start script stops only the agent the client decided to replace,
 //!    so two clients connecting at once never stop each other's fresh agent.
 
-use crate::ssh::{Options, Session, SshError, SshErrorKind, Target};
+use crate::ssh::{Options, Session, SshError, SshErrorKind, SshHost};
 use crate::{ClientError, Connection};
 use std::path::PathBuf;
 use thiserror::Error;
@@ -182,7 +182,7 @@ pub async fn connect_agent_with(
     deploy: &DeployOptions,
     client: &str,
 ) -> Result<(Connection, Reached), DeployError> {
-    let target = Target::resolve_with(spec, &opts.env)?;
+    let target = SshHost::resolve_with(spec, &opts.env)?;
     let session = Session::connect(&target, opts).await?;
     agent_over(&session, deploy, client).await
 }

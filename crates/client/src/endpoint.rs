@@ -13,7 +13,7 @@ use thiserror::Error;
 pub enum Endpoint {
     /// A Unix socket on this machine.
     Unix(PathBuf),
-    /// An SSH server, as the person wrote it (resolved by [`ssh::Target::resolve`] on dial).
+    /// An SSH server, as the person wrote it (resolved by [`ssh::SshHost::resolve`] on dial).
     Ssh(String),
 }
 

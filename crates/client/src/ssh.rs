@@ -1,5 +1,5 @@
 //! One SSH server connection, with the person's own SSH setup: the server name resolved as
-//! `ssh` would ([`Target::resolve`]), the host key checked against known_hosts, the person
+//! `ssh` would ([`SshHost::resolve`]), the host key checked against known_hosts, the person
 //! authenticated (ssh-agent, key files, keyboard-interactive, password), jump hosts followed,
 //! and commands run on exec channels.
 //!
@@ -17,7 +17,7 @@ mod config;
 mod known_hosts;
 mod session;
 
-pub use config::{config_hosts, Target};
+pub use config::{config_hosts, SshHost};
 pub use known_hosts::{fingerprint, HostKey};
 pub use session::{ChannelReader, ChannelWriter, Session};
 

@@ -6,7 +6,7 @@
 //! edit on the server between the sync's read and its write is refused with 412, counted, and
 //! the sync converges.
 
-use gpubook_client::caldav::{self, DiscoverError, Discovery, Syncer, Target};
+use gpubook_client::caldav::{self, Collection, DiscoverError, Discovery, Syncer};
 use gpubook_client::ical::{CalendarContext, Scope};
 use gpubook_client::secrets::Secret;
 use gpubook_testkit::agent::SERVER;
@@ -27,7 +27,7 @@ async fn syncer(conn: &gpubook_client::Connection, url: &str, dir: &Path) -> Syn
     let ctx = CalendarContext::load(conn, Scope::Mine, false)
         .await
         .unwrap();
-    let target = Target {
+    let target = Collection {
         url: url.into(),
         user: USER.into(),
         keep_cancelled: false,

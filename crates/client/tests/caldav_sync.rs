@@ -5,7 +5,7 @@
 //! 412); other objects are never touched; a wrong password, a URL that is not a calendar, an
 //! absent server and one answering 503 are clear errors.
 
-use gpubook_client::caldav::{self, CaldavError, FollowOptions, SyncNote, Syncer, Target};
+use gpubook_client::caldav::{self, CaldavError, Collection, FollowOptions, SyncNote, Syncer};
 use gpubook_client::ical::{CalendarContext, Scope};
 use gpubook_client::secrets::Secret;
 use gpubook_client::Connection;
@@ -27,7 +27,7 @@ END:VEVENT\r\nEND:VCALENDAR\r\n";
 async fn syncer(conn: &Connection, url: &str, password: &str, dir: &Path, scope: Scope) -> Syncer {
     let ctx = CalendarContext::load(conn, scope, false).await.unwrap();
     Syncer::open(
-        &Target {
+        &Collection {
             url: url.into(),
             user: USER.into(),
             keep_cancelled: false,
@@ -323,7 +323,7 @@ async fn the_queue_survives_a_restart_of_the_sync() {
         scope: Scope::Mine,
     };
     let mut s = Syncer::open(
-        &Target {
+        &Collection {
             url: url.clone(),
             user: USER.into(),
             keep_cancelled: false,
@@ -512,7 +512,7 @@ async fn wrong_password_wrong_url_and_no_server_are_clear_errors() {
     assert!(e.is_transient());
 
     let e = Syncer::open(
-        &Target {
+        &Collection {
             url: "ftp://example.org/cal".into(),
             user: USER.into(),
             keep_cancelled: false,

@@ -4,7 +4,7 @@
 
 use gpubook_testkit::sshd;
 
-use gpubook_client::ssh::{Session, SshError, SshErrorKind, Target};
+use gpubook_client::ssh::{Session, SshError, SshErrorKind, SshHost};
 use sshd::{ClientHome, Sshd, User};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,7 +29,7 @@ async fn a_host_key_revoked_by_the_admin_is_refused_though_the_person_trusts_it(
         let mut opts = home.options(None);
         opts.accept_new_host_key = accept;
         async move {
-            let t = Target::resolve_with("lab1", &opts.env)?;
+            let t = SshHost::resolve_with("lab1", &opts.env)?;
             Session::connect(&t, &opts).await
         }
     };

@@ -4,7 +4,7 @@
 
 use gpubook_testkit::sshd;
 
-use gpubook_client::ssh::{Options, Prompt, Session, SshError, SshErrorKind, Target};
+use gpubook_client::ssh::{Options, Prompt, Session, SshError, SshErrorKind, SshHost};
 use sshd::{ClientHome, SshAgent, Sshd, User};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ fn scripted(answers: &[&str], yes: bool) -> Arc<Scripted> {
 }
 
 async fn connect(spec: &str, opts: &Options) -> Result<Session, SshError> {
-    let t = Target::resolve_with(spec, &opts.env)?;
+    let t = SshHost::resolve_with(spec, &opts.env)?;
     Session::connect(&t, opts).await
 }
 
@@ -64,7 +64,7 @@ async fn key_auth_through_a_real_ssh_agent_and_commands_on_channels() {
     home.host("lab1", &server, &user.name, "");
     home.trust(&server);
     let opts = home.options(Some(&agent));
-    let t = Target::resolve_with("lab1", &opts.env).unwrap();
+    let t = SshHost::resolve_with("lab1", &opts.env).unwrap();
     assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", server.port));
     assert_eq!(t.user, user.name);
     assert_eq!(t.connect_timeout, Some(Duration::from_secs(5)));
@@ -339,7 +339,7 @@ async fn bad_names_and_unreachable_hosts_fail_fast_and_clearly() {
     assert!(matches!(e, SshError::UnknownAlias { .. }), "{e:?}");
     assert!(e.to_string().contains("no-such-lab-host"), "{e}");
     assert!(matches!(
-        Target::resolve_with("alice@", &opts.env),
+        SshHost::resolve_with("alice@", &opts.env),
         Err(SshError::BadSpec { .. })
     ));
     // Nobody listens: refused at once.
@@ -361,7 +361,7 @@ async fn bad_names_and_unreachable_hosts_fail_fast_and_clearly() {
     assert!(e.to_string().contains("silent"), "{e}");
     // A ProxyJump loop is found before any connection.
     home.config("Host loop-a\n  ProxyJump loop-b\nHost loop-b\n  ProxyJump loop-a\n");
-    let e = Target::resolve_with("loop-a", &opts.env).unwrap_err();
+    let e = SshHost::resolve_with("loop-a", &opts.env).unwrap_err();
     assert!(e.to_string().contains("loop"), "{e}");
 }
 

@@ -12,7 +12,7 @@
 use gpubook_testkit::sshd;
 
 use gpubook_client::deploy::{self, DeployOptions, Reached};
-use gpubook_client::ssh::{Options, Session, SshError, Target};
+use gpubook_client::ssh::{Options, Session, SshError, SshHost};
 use gpubook_client::Connection;
 use gpubook_proto::{BookRequest, GpuChoice, ListRequest, Request, Response, WhenChoice};
 use sshd::{ClientHome, Sshd, User};
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 async fn session(spec: &str, opts: &Options) -> Session {
-    let t = Target::resolve_with(spec, &opts.env).unwrap();
+    let t = SshHost::resolve_with(spec, &opts.env).unwrap();
     Session::connect(&t, opts).await.expect("log in")
 }
 

@@ -7,7 +7,7 @@
 use gpubook_testkit::sshd;
 
 use gpubook_client::deploy::{self, DeployOptions, Reached};
-use gpubook_client::ssh::{Session, SshErrorKind, Target};
+use gpubook_client::ssh::{Session, SshErrorKind, SshHost};
 use sshd::{ClientHome, SshAgent, Sshd, User};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -31,7 +31,7 @@ async fn through_one_hop_and_a_chain_of_two() {
     home.host("lab2", &lab, &user.name, "  ProxyJump gw1,gw2\n");
     let opts = home.options(None);
 
-    let t = Target::resolve_with("lab1", &opts.env).unwrap();
+    let t = SshHost::resolve_with("lab1", &opts.env).unwrap();
     assert_eq!(t.proxy_jump.len(), 1);
     assert_eq!(t.proxy_jump[0].port, jump1.port);
     let s = Session::connect(&t, &opts).await.expect("through gw1");
@@ -51,7 +51,7 @@ async fn through_one_hop_and_a_chain_of_two() {
     });
     drop((rd, wr, s));
 
-    let t = Target::resolve_with("lab2", &opts.env).unwrap();
+    let t = SshHost::resolve_with("lab2", &opts.env).unwrap();
     assert_eq!(
         t.proxy_jump.iter().map(|h| h.port).collect::<Vec<_>>(),
         vec![jump1.port, jump2.port]
@@ -74,7 +74,7 @@ async fn through_one_hop_and_a_chain_of_two() {
         "Host nowhere\n  HostName 127.0.0.1\n  Port {closed}\n  User {}\n  ProxyJump gw1\n",
         user.name
     ));
-    let t = Target::resolve_with("nowhere", &opts.env).unwrap();
+    let t = SshHost::resolve_with("nowhere", &opts.env).unwrap();
     let e = Session::connect(&t, &opts).await.unwrap_err();
     assert_eq!(e.kind(), SshErrorKind::Unreachable, "{e}");
     let msg = e.to_string();

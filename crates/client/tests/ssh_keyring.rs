@@ -6,7 +6,7 @@
 
 use gpubook_testkit::sshd;
 
-use gpubook_client::ssh::{Options, Prompt, Session, SshError, Target};
+use gpubook_client::ssh::{Options, Prompt, Session, SshError, SshHost};
 use sshd::{ClientHome, KeyringSession, Sshd, User};
 use std::sync::{Arc, Mutex};
 
@@ -46,7 +46,7 @@ fn scripted(answers: &[&str]) -> Arc<Scripted> {
 }
 
 async fn connect(spec: &str, opts: &Options) -> Result<Session, SshError> {
-    let t = Target::resolve_with(spec, &opts.env)?;
+    let t = SshHost::resolve_with(spec, &opts.env)?;
     Session::connect(&t, opts).await
 }
 
@@ -128,7 +128,7 @@ fn ssh_keyring_child() {
         let pw_only = Sshd::start("PubkeyAuthentication no\nKbdInteractiveAuthentication no\n");
         let t_spec = format!("{}@127.0.0.1:{}", user.name, pw_only.port);
         std::fs::write(home.ssh("known_hosts"), pw_only.known_hosts_line()).unwrap();
-        let t = Target::resolve_with(&t_spec, &opts.env).unwrap();
+        let t = SshHost::resolve_with(&t_spec, &opts.env).unwrap();
         keyring::Entry::new(
             "gpubook-ssh",
             &format!("password:{}@127.0.0.1:{}", user.name, pw_only.port),

@@ -92,7 +92,9 @@ struct PerServer {
     reconciled: bool,
 }
 
-struct St {
+/// What the CalDAV sync holds between its tasks: the account, the per-server syncs and
+/// their progress, and what the status shows.
+struct SyncState {
     account: Option<CaldavAccount>,
     password: Option<Secret>,
     /// Raised on every login and logout: notes of older syncs are ignored.
@@ -110,9 +112,9 @@ struct St {
     listener: Option<Listener>,
 }
 
-impl std::fmt::Debug for St {
+impl std::fmt::Debug for SyncState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("St")
+        f.debug_struct("SyncState")
             .field("account", &self.account)
             .field("password", &self.password)
             .field("generation", &self.generation)
@@ -122,7 +124,7 @@ impl std::fmt::Debug for St {
     }
 }
 
-impl St {
+impl SyncState {
     fn status(&self) -> CaldavStatus {
         let Some(account) = &self.account else {
             return CaldavStatus {
@@ -162,7 +164,7 @@ impl St {
 /// The app's CalDAV sync: the account, the password of this run, one task per server.
 #[derive(Debug, Clone)]
 pub struct Caldav {
-    st: Arc<Mutex<St>>,
+    st: Arc<Mutex<SyncState>>,
     rt: tokio::runtime::Handle,
     state_dir: Arc<Mutex<Option<PathBuf>>>,
     opts: Arc<Mutex<FollowOptions>>,
@@ -176,7 +178,7 @@ impl Caldav {
         with_commands: bool,
     ) -> Self {
         Self {
-            st: Arc::new(Mutex::new(St {
+            st: Arc::new(Mutex::new(SyncState {
                 account,
                 password: None,
                 generation: 0,
@@ -274,7 +276,7 @@ impl Caldav {
         self.st.lock().unwrap().with_commands = on;
     }
 
-    fn stop_all(st: &mut St) {
+    fn stop_all(st: &mut SyncState) {
         for (_, stop) in st.tasks.drain() {
             stop.notify_one();
         }
@@ -284,14 +286,14 @@ impl Caldav {
         st.last_sync = None;
     }
 
-    fn start_all(&self, st: &mut St) {
+    fn start_all(&self, st: &mut SyncState) {
         let ids: Vec<String> = st.servers.keys().cloned().collect();
         for id in ids {
             self.start_one(st, &id);
         }
     }
 
-    fn start_one(&self, st: &mut St, id: &str) {
+    fn start_one(&self, st: &mut SyncState, id: &str) {
         let (Some(account), Some(password), Some(subscribe)) = (
             st.account.clone(),
             st.password.clone(),
@@ -320,7 +322,7 @@ impl Caldav {
 
     /// Applies `f` to server `id`'s state if the sync of `generation` is still the current
     /// one, then tells the listener.
-    fn update(&self, generation: u64, id: &str, f: impl FnOnce(&mut St)) {
+    fn update(&self, generation: u64, id: &str, f: impl FnOnce(&mut SyncState)) {
         {
             let mut st = self.st.lock().unwrap();
             if st.generation != generation || !st.tasks.contains_key(id) {

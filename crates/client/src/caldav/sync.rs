@@ -4,7 +4,7 @@
 
 use super::dav::{Dav, Precondition, Remote, Written};
 use super::state::{Known, Pending, StateFile};
-use super::{CaldavError, Report, Target};
+use super::{CaldavError, Collection, Report};
 use crate::ical::{self, CalendarContext, EventData, Status};
 use crate::secrets::Secret;
 use chrono::Utc;
@@ -69,7 +69,7 @@ impl Syncer {
     /// A sync of `ctx`'s bookings to `target`, its state under `state_dir`. Reads the queue
     /// left by an earlier run; talks to nobody yet.
     pub fn open(
-        target: &Target,
+        target: &Collection,
         password: Secret,
         ctx: CalendarContext,
         state_dir: &Path,

@@ -7,7 +7,7 @@
 //! `password:USER@HOST:PORT` for a password. Secrets stay in [`Secret`]s, whose Debug is
 //! redacted, and are never logged.
 
-use super::{Options, SshError, Target};
+use super::{Options, SshError, SshHost};
 use crate::secrets::Secret;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -25,7 +25,7 @@ pub fn passphrase_account(key: &Path) -> String {
 }
 
 /// The keyring account of a password.
-pub fn password_account(t: &Target) -> String {
+pub fn password_account(t: &SshHost) -> String {
     format!("password:{}@{}:{}", t.user, t.host, t.port)
 }
 
@@ -52,7 +52,7 @@ fn keyring_forget(account: &str) {
 /// Logs in as `t.user`, or says what was tried.
 pub(crate) fn authenticate(
     sess: &ssh2::Session,
-    t: &Target,
+    t: &SshHost,
     opts: &Options,
 ) -> Result<(), SshError> {
     let user = t.user.as_str();
@@ -114,7 +114,7 @@ pub(crate) fn authenticate(
 }
 
 /// The public key blobs of the IdentityFile keys (from their .pub files).
-fn identity_blobs(t: &Target) -> Vec<Vec<u8>> {
+fn identity_blobs(t: &SshHost) -> Vec<Vec<u8>> {
     t.identity_files
         .iter()
         .filter_map(|k| std::fs::read_to_string(pub_file(k)).ok())
@@ -133,7 +133,7 @@ fn pub_file(key: &Path) -> PathBuf {
 }
 
 /// Tries the ssh-agent's keys.
-fn agent(sess: &ssh2::Session, t: &Target, opts: &Options, tried: &mut Vec<String>) -> bool {
+fn agent(sess: &ssh2::Session, t: &SshHost, opts: &Options, tried: &mut Vec<String>) -> bool {
     if !t.use_agent {
         return false;
     }
@@ -202,7 +202,7 @@ pub(crate) fn is_encrypted(key: &Path) -> bool {
 /// Tries one key file. `Err(Some)` when its passphrase was the problem.
 fn key_file(
     sess: &ssh2::Session,
-    t: &Target,
+    t: &SshHost,
     opts: &Options,
     key: &Path,
 ) -> Result<(), Option<SshError>> {
@@ -273,7 +273,7 @@ fn key_file(
 }
 
 /// Tries the password: the keyring's, else asked for.
-fn password(sess: &ssh2::Session, t: &Target, opts: &Options, tried: &mut Vec<String>) -> bool {
+fn password(sess: &ssh2::Session, t: &SshHost, opts: &Options, tried: &mut Vec<String>) -> bool {
     let account = password_account(t);
     let mut any = false;
     if opts.keyring {

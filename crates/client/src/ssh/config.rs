@@ -26,7 +26,7 @@ const MAX_HOPS: usize = 8;
 
 /// A server name resolved into everything needed to connect to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct SshHost {
     /// The name as the person gave it (an alias, user@host:port, ssh://...).
     pub spec: String,
     /// The host to connect to (HostName).
@@ -40,7 +40,7 @@ pub struct Target {
     /// Use only the keys of `identity_files`, also from the ssh-agent.
     pub identities_only: bool,
     /// Jump hosts, first hop first (ProxyJump), each resolved again.
-    pub proxy_jump: Vec<Target>,
+    pub proxy_jump: Vec<SshHost>,
     /// The person's known_hosts files (UserKnownHostsFile); accepted keys go to the first.
     pub user_known_hosts: Vec<PathBuf>,
     /// The system's known_hosts files (GlobalKnownHostsFile), read only.
@@ -57,16 +57,16 @@ pub struct Target {
     pub use_agent: bool,
 }
 
-impl Target {
+impl SshHost {
     /// Resolves a server name: an alias from ~/.ssh/config, `user@host[:port]` or
     /// `ssh://user@host[:port]`, with its jump hosts.
-    pub fn resolve(spec: &str) -> Result<Target, SshError> {
+    pub fn resolve(spec: &str) -> Result<SshHost, SshError> {
         Self::resolve_with(spec, &SshEnv::default())
     }
 
-    /// [`Target::resolve`] with an explicit home and config file (tests, several people in
+    /// [`SshHost::resolve`] with an explicit home and config file (tests, several people in
     /// one process).
-    pub fn resolve_with(spec: &str, env: &SshEnv) -> Result<Target, SshError> {
+    pub fn resolve_with(spec: &str, env: &SshEnv) -> Result<SshHost, SshError> {
         resolve_chain(spec, env, ssh_installed(), &mut Vec::new())
     }
 
@@ -163,7 +163,7 @@ fn resolve_chain(
     env: &SshEnv,
     openssh: bool,
     stack: &mut Vec<String>,
-) -> Result<Target, SshError> {
+) -> Result<SshHost, SshError> {
     let parsed = parse_spec(spec)?;
     let settings = if openssh {
         ssh_g(spec, &parsed, env)?
@@ -301,7 +301,7 @@ fn ssh_g(spec: &str, parsed: &Spec, env: &SshEnv) -> Result<Settings, SshError> 
     Ok(s)
 }
 
-fn target_from(spec: &str, parsed: &Spec, s: &Settings, env: &SshEnv) -> Result<Target, SshError> {
+fn target_from(spec: &str, parsed: &Spec, s: &Settings, env: &SshEnv) -> Result<SshHost, SshError> {
     let home = env.home();
     let host = s.get("hostname").unwrap_or(&parsed.host).to_string();
     let port = match parsed.port {
@@ -364,7 +364,7 @@ fn target_from(spec: &str, parsed: &Spec, s: &Settings, env: &SshEnv) -> Result<
             None => Some(tokens(v)),
         },
     };
-    Ok(Target {
+    Ok(SshHost {
         spec: spec.to_string(),
         host,
         port,
@@ -501,7 +501,7 @@ mod tests {
             assert_eq!(t.user_known_hosts, vec![home.join(".ssh/lab_hosts")]);
             assert_eq!(t.connect_timeout, Some(Duration::from_secs(7)));
             assert_eq!(t.server_alive_interval, Some(Duration::from_secs(9)));
-            let hops: Vec<String> = t.proxy_jump.iter().map(Target::key).collect();
+            let hops: Vec<String> = t.proxy_jump.iter().map(SshHost::key).collect();
             assert_eq!(hops[0], "carol@10.0.0.1:22");
             assert!(hops[1].starts_with("bob@10.0.0.2:2200"), "{hops:?}");
             assert_eq!(t.known_hosts_name(), "[10.9.8.7]:2222");

@@ -3,7 +3,7 @@
 //! port 22, `@revoked` and `@cert-authority` markers. A line that cannot be read is skipped.
 
 use super::config::host_matches;
-use super::{SshError, Target};
+use super::{SshError, SshHost};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -64,7 +64,7 @@ pub(crate) enum Verdict {
 
 /// The known_hosts files of `target`: the person's (UserKnownHostsFile), then the system's
 /// (GlobalKnownHostsFile).
-fn files(target: &Target) -> impl Iterator<Item = &PathBuf> {
+fn files(target: &SshHost) -> impl Iterator<Item = &PathBuf> {
     target
         .user_known_hosts
         .iter()
@@ -74,7 +74,7 @@ fn files(target: &Target) -> impl Iterator<Item = &PathBuf> {
 /// Where `key` is marked `@revoked` for `target`, in any of its known_hosts files: file and
 /// line (1-based) of the first such line. A revoked key is never accepted, whatever any file
 /// says besides, as OpenSSH does.
-pub(crate) fn revoked(target: &Target, key: &HostKey) -> Option<(PathBuf, usize)> {
+pub(crate) fn revoked(target: &SshHost, key: &HostKey) -> Option<(PathBuf, usize)> {
     let name = target.known_hosts_name();
     for file in files(target) {
         let Ok(text) = std::fs::read_to_string(file) else {
@@ -98,7 +98,7 @@ pub(crate) fn revoked(target: &Target, key: &HostKey) -> Option<(PathBuf, usize)
 /// Checks `key` for `target` against its known_hosts files. A key revoked in any file is
 /// refused ([`Verdict::Changed`] at the revoking line) before any file is asked whether it
 /// knows the key, so a plain entry elsewhere cannot trust it again.
-pub(crate) fn check(target: &Target, key: &HostKey) -> Verdict {
+pub(crate) fn check(target: &SshHost, key: &HostKey) -> Verdict {
     if let Some((file, line)) = revoked(target, key) {
         return Verdict::Changed(file, line);
     }
@@ -132,7 +132,7 @@ pub(crate) fn check(target: &Target, key: &HostKey) -> Verdict {
 }
 
 /// The key types known_hosts holds for `target`, to ask the server for them first.
-pub(crate) fn known_types(target: &Target) -> Vec<String> {
+pub(crate) fn known_types(target: &SshHost) -> Vec<String> {
     let name = target.known_hosts_name();
     let mut types = Vec::new();
     for file in files(target) {
@@ -154,7 +154,7 @@ pub(crate) fn known_types(target: &Target) -> Vec<String> {
 }
 
 /// Appends `key` for `target` to the first of its known_hosts files, in OpenSSH's format.
-pub(crate) fn append(target: &Target, key: &HostKey) -> Result<PathBuf, SshError> {
+pub(crate) fn append(target: &SshHost, key: &HostKey) -> Result<PathBuf, SshError> {
     let file = target
         .user_known_hosts
         .first()
@@ -269,8 +269,8 @@ mod tests {
         b
     }
 
-    fn target(dir: &std::path::Path, port: u16) -> Target {
-        Target {
+    fn target(dir: &std::path::Path, port: u16) -> SshHost {
+        SshHost {
             spec: "lab1".into(),
             host: "lab1.example.org".into(),
             port,

@@ -14,7 +14,7 @@ mod worker;
 pub use channel::{ChannelReader, ChannelWriter};
 pub(crate) use login::phase_error;
 
-use super::{Options, Output, SshError, Target};
+use super::{Options, Output, SshError, SshHost};
 use login::login;
 use std::io::{ErrorKind, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -180,7 +180,7 @@ struct Shared {
 
 impl Session {
     /// Connects (through jump hosts), checks the host key and logs in.
-    pub async fn connect(target: &Target, opts: &Options) -> Result<Session, SshError> {
+    pub async fn connect(target: &SshHost, opts: &Options) -> Result<Session, SshError> {
         Box::pin(connect_inner(target.clone(), opts.clone())).await
     }
 
@@ -247,7 +247,7 @@ impl Session {
     }
 }
 
-async fn connect_inner(target: Target, opts: Options) -> Result<Session, SshError> {
+async fn connect_inner(target: SshHost, opts: Options) -> Result<Session, SshError> {
     if target.proxy_jump.is_empty() {
         let t = target.clone();
         let transport = tokio::task::spawn_blocking(move || tcp(&t))
@@ -277,7 +277,7 @@ async fn connect_inner(target: Target, opts: Options) -> Result<Session, SshErro
 }
 
 /// Connects to `target` through a direct-tcpip channel on `hop`.
-async fn through(hop: &Session, target: &Target, opts: &Options) -> Result<Session, SshError> {
+async fn through(hop: &Session, target: &SshHost, opts: &Options) -> Result<Session, SshError> {
     let (mut rd, mut wr) =
         hop.direct_tcpip(&target.host, target.port)
             .await
@@ -329,12 +329,12 @@ enum Transport {
     Unix(UnixStream),
 }
 
-fn timeout_of(t: &Target) -> Duration {
+fn timeout_of(t: &SshHost) -> Duration {
     t.connect_timeout.unwrap_or(DEFAULT_TIMEOUT)
 }
 
 /// Opens the TCP connection, within ConnectTimeout.
-fn tcp(t: &Target) -> Result<TcpStream, SshError> {
+fn tcp(t: &SshHost) -> Result<TcpStream, SshError> {
     let addr = format!("{}:{}", t.host, t.port);
     let addrs: Vec<_> = match (t.host.as_str(), t.port).to_socket_addrs() {
         Ok(a) => a.collect(),
@@ -388,7 +388,7 @@ fn tcp(t: &Target) -> Result<TcpStream, SshError> {
 
 /// Starts the thread, which logs in and then serves; answers once logged in.
 async fn start(
-    target: Target,
+    target: SshHost,
     opts: Options,
     transport: Transport,
     hops: Vec<Session>,

@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
-use gpubook_client::caldav::{self, CaldavError, SyncNote, Syncer, Target};
+use gpubook_client::caldav::{self, CaldavError, Collection, SyncNote, Syncer};
 use gpubook_client::ical::{CalendarContext, Scope};
 use gpubook_client::live::{self, LiveEvent};
 use gpubook_client::secrets::Secret;
 use gpubook_client::Connection;
 use tokio::sync::{mpsc, Notify};
 
-use super::{sentence, Caldav, CaldavAccount, St, Subscribe};
+use super::{sentence, Caldav, CaldavAccount, Subscribe, SyncState};
 
 /// The sync of one server's bookings to the account's collection(s).
 pub(super) struct ServerSync {
@@ -130,7 +130,7 @@ impl ServerSync {
             let ctx = CalendarContext::load(&conn, scope, self.with_commands)
                 .await
                 .map_err(|e| OpenError::Again(e.to_string()))?;
-            let target = Target {
+            let target = Collection {
                 url: url.clone(),
                 user: self.account.user.clone(),
                 keep_cancelled: false,
@@ -163,7 +163,7 @@ impl ServerSync {
 }
 
 /// What one sync note changes in the status.
-fn note(st: &mut St, id: &str, n: SyncNote) {
+fn note(st: &mut SyncState, id: &str, n: SyncNote) {
     let now = Utc::now();
     let Some(p) = st.per.get_mut(id) else { return };
     match n {

@@ -3,13 +3,13 @@
 
 use super::{timeout_of, Transport, DEFAULT_KEEPALIVE};
 use crate::ssh::known_hosts::{self, HostKey, Verdict};
-use crate::ssh::{auth, Options, SshError, Target};
+use crate::ssh::{auth, Options, SshError, SshHost};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 /// Maps libssh2's error during the connection phase.
-pub(crate) fn phase_error(t: &Target, what: &str, e: ssh2::Error) -> SshError {
+pub(crate) fn phase_error(t: &SshHost, what: &str, e: ssh2::Error) -> SshError {
     use ssh2::ErrorCode::Session as S;
     match e.code() {
         // LIBSSH2_ERROR_TIMEOUT, or a socket timeout
@@ -35,7 +35,7 @@ pub(crate) fn phase_error(t: &Target, what: &str, e: ssh2::Error) -> SshError {
 /// Handshake, host key, login. Returns the session in non-blocking mode, its socket's fd and
 /// the transport (kept open for the session's life).
 pub(super) fn login(
-    t: &Target,
+    t: &SshHost,
     opts: &Options,
     transport: Transport,
 ) -> Result<(ssh2::Session, RawFd, Box<dyn std::any::Any>), SshError> {
@@ -129,7 +129,7 @@ pub(super) fn quick_ack(_fd: RawFd) {}
 
 /// Asks the server for the key types known_hosts holds for it first, as OpenSSH does, so a
 /// known host is not refused for offering another type.
-fn prefer_known_host_keys(sess: &ssh2::Session, t: &Target) {
+fn prefer_known_host_keys(sess: &ssh2::Session, t: &SshHost) {
     let known = known_hosts::known_types(t);
     if known.is_empty() {
         return;
@@ -165,7 +165,7 @@ fn prefer_known_host_keys(sess: &ssh2::Session, t: &Target) {
     let _ = sess.method_pref(ssh2::MethodType::HostKey, &order.join(","));
 }
 
-fn check_host_key(sess: &ssh2::Session, t: &Target, opts: &Options) -> Result<(), SshError> {
+fn check_host_key(sess: &ssh2::Session, t: &SshHost, opts: &Options) -> Result<(), SshError> {
     let Some((blob, _)) = sess.host_key() else {
         return Err(SshError::Protocol {
             server: t.spec.clone(),
