@@ -275,6 +275,15 @@ fn every_subcommand_ends_quietly_into_a_closed_pipe_and_speaks_json_with_json() 
             &["--gpu", "0", "--start", "now", "--for", "30m"],
         );
         started(&lab, &id);
+        c(piper, &["env", &id], Ok);
+        // A shell speaks for itself, not in JSON: into a closed pipe only.
+        if matches!(mode, Mode::ClosedPipe) {
+            c(
+                piper,
+                &["shell", &id, "--", "printenv CUDA_VISIBLE_DEVICES"],
+                Ok,
+            );
+        }
         c(piper, &["release", &id], Ok);
         let id = book(
             &lab,
