@@ -33,6 +33,7 @@
 //! bounded, JSON is parsed into typed messages, and every change is decided by the plan.
 
 pub mod error;
+pub mod event;
 pub mod frame;
 pub mod message;
 pub mod paths;
@@ -40,6 +41,7 @@ pub mod reading;
 pub mod suggest;
 
 pub use error::{ErrorBody, ErrorKind};
+pub use event::{Event, EventKind};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 pub use message::*;
 pub use reading::{GpuProcess, GpuReading, Readings};
