@@ -31,6 +31,7 @@ mod prompt;
 mod requests;
 mod servers_cmd;
 mod targets;
+mod transfers;
 mod watch;
 mod when;
 

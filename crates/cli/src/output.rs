@@ -307,6 +307,11 @@ pub fn event_line(e: &Event, known: &[Gpu]) -> String {
         EventKind::Idle => "booked GPUs idle",
         EventKind::IdleHeld => "booked GPUs hold memory but stay idle",
         EventKind::UsageRecorded => "usage recorded",
+        EventKind::StageProgress => "staging data",
+        EventKind::StageReady => "staged data ready",
+        EventKind::StageFailed => "staging data failed",
+        EventKind::JobSaved => "job results saved",
+        EventKind::SaveFailed => "saving job results failed",
         EventKind::Unknown => "(unknown event)",
     };
     let by = e
@@ -349,6 +354,7 @@ pub fn event_line(e: &Event, known: &[Gpu]) -> String {
             human_duration(chrono::Duration::seconds(*held_secs)),
             if *released { "; released" } else { "" }
         ),
+        Some(note) => crate::transfers::note_text(note),
         None => match (&e.kind, &e.booking.run) {
             (
                 EventKind::JobStarted

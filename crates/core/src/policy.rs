@@ -29,6 +29,9 @@
 //! max_log = "1G"                   # a job's log is cut at this size (K, M, G, T: binary)
 //! max_pending = 20                 # requests one user may have waiting for approval
 //! max_upcoming = 500               # bookings one user may hold that have not ended
+//! scratch = "/scratch/gpubook"     # where staged data is kept, one directory per owner
+//! stage_quota = "500G"             # staged data each owner may keep there; least recently
+//!                                  # used copies are removed beyond it (K, M, G, T: binary)
 //! ```
 //!
 //! Every duration is more than zero and at most [`MAX_POLICY_DAYS`] days (the grid divides a
@@ -193,6 +196,14 @@ pub struct Policy {
     /// it: 500.
     #[serde(default = "default_max_upcoming")]
     pub max_upcoming: u32,
+    /// Where staged data is kept on the server, one directory per owner. Older agents do not
+    /// send it: /scratch/gpubook.
+    #[serde(default = "default_scratch")]
+    pub scratch: String,
+    /// Bytes of staged data one owner may keep in scratch; the least recently used copies
+    /// are removed beyond it. Older agents do not send it: 500 GiB.
+    #[serde(default = "default_stage_quota")]
+    pub stage_quota_bytes: u64,
 }
 
 /// The longest any duration in a policy file may be, in days (`granularity` and `max_grace`
@@ -231,6 +242,17 @@ fn default_max_upcoming() -> u32 {
     500
 }
 
+/// Where staged data is kept unless the policy says otherwise.
+pub const DEFAULT_SCRATCH: &str = "/scratch/gpubook";
+
+fn default_scratch() -> String {
+    DEFAULT_SCRATCH.into()
+}
+
+fn default_stage_quota() -> u64 {
+    500 << 30
+}
+
 impl Default for Policy {
     /// No limits, everyone a user, a 15-minute grid.
     fn default() -> Self {
@@ -256,6 +278,8 @@ impl Default for Policy {
             max_log_bytes: default_max_log(),
             max_pending: default_max_pending(),
             max_upcoming: default_max_upcoming(),
+            scratch: default_scratch(),
+            stage_quota_bytes: default_stage_quota(),
         }
     }
 }
@@ -307,6 +331,15 @@ impl Policy {
             return Err(PolicyError(format!(
                 "idle_held_below: {} is not a percentage from 1 to 100",
                 self.idle_held_below_pct
+            )));
+        }
+        if !self.scratch.starts_with('/')
+            || self.scratch.contains('\0')
+            || self.scratch.split('/').any(|p| p == "..")
+        {
+            return Err(PolicyError(format!(
+                "scratch: {:?} is not an absolute path without '..'",
+                self.scratch
             )));
         }
         if self.max_log_bytes < MIN_LOG_BYTES {

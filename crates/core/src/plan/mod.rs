@@ -167,6 +167,16 @@ pub enum ChangeKind {
     IdleHeld,
     /// Its GPU usage summary was recorded (in `usage`).
     UsageRecorded,
+    /// How far the copy of its staged data has come (in the note).
+    StageProgress,
+    /// Its staged data is in place for its slot (in the note).
+    StageReady,
+    /// Its data could not be staged (why in the note).
+    StageFailed,
+    /// Its job's results were saved (files and where in the note).
+    JobSaved,
+    /// Its job's results could not be saved after every retry (why in the note).
+    SaveFailed,
 }
 
 /// One change the plan made: the booking as it is afterwards.

@@ -189,3 +189,29 @@ fn a_policy_built_by_hand_is_checked_and_its_accessors_never_panic() {
     assert_eq!(p.max_grace(), Duration::days(1));
     assert!(Policy::default().validate().is_ok());
 }
+
+#[test]
+fn scratch_and_stage_quota_are_read_with_defaults() {
+    let p = Policy::from_toml("").unwrap();
+    assert_eq!(p.scratch, "/scratch/gpubook");
+    assert_eq!(p.stage_quota_bytes, 500 << 30);
+    let p = Policy::from_toml("scratch = \"/local/ssd\"\nstage_quota = \"20G\"").unwrap();
+    assert_eq!(
+        (p.scratch.as_str(), p.stage_quota_bytes),
+        ("/local/ssd", 20 << 30)
+    );
+    for (text, field) in [
+        ("scratch = \"tmp\"", "scratch"),
+        ("scratch = \"/a/../etc\"", "scratch"),
+        ("stage_quota = \"lots\"", "stage_quota"),
+    ] {
+        let e = Policy::from_toml(text).unwrap_err().to_string();
+        assert!(e.contains(field), "{text}: {e}");
+    }
+    // An older agent's policy (no such fields) reads with the defaults.
+    let mut old = serde_json::to_value(Policy::default()).unwrap();
+    old.as_object_mut().unwrap().remove("scratch");
+    old.as_object_mut().unwrap().remove("stage_quota_bytes");
+    let p: Policy = serde_json::from_value(old).unwrap();
+    assert_eq!(p.scratch, "/scratch/gpubook");
+}
