@@ -17,12 +17,14 @@
 //! The runner acts on the state's committed events, so the plan and the store stay the single
 //! source of truth: a slot that started is a job to start, a slot that ended is a job to stop.
 
+mod as_owner;
 mod ending;
 mod launch;
 mod limits;
 mod patrol;
 mod spawn;
 
+pub use as_owner::owner_command;
 pub use ending::signal_number;
 
 use crate::identity;
