@@ -27,11 +27,15 @@ pub fn stage(task: &StageTask, report: &mut dyn FnMut(&Progress)) -> Result<Prog
     fs::create_dir_all(&cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
     let mut sizes = Vec::new();
     for (name, source) in &task.entries {
-        if source.starts_with("s3://") {
-            return Err(format!("{name}: {}", super::s3::unsupported(source)));
-        }
-        let src = Path::new(source);
-        let size = tree_size(src).map_err(|e| format!("{name}: cannot read {source}: {e}"))?;
+        let size = match s3_parts(source) {
+            Some((bucket, prefix)) => {
+                super::s3::list(&bucket, &prefix)
+                    .map_err(|e| format!("{name}: {e}"))?
+                    .0
+            }
+            None => tree_size(Path::new(source))
+                .map_err(|e| format!("{name}: cannot read {source}: {e}"))?,
+        };
         sizes.push(size);
     }
     let needed: u64 = sizes.iter().sum();
@@ -61,19 +65,22 @@ pub fn stage(task: &StageTask, report: &mut dyn FnMut(&Progress)) -> Result<Prog
             progress.done_bytes,
             progress.copied_files + progress.kept_files,
         );
-        sync(
-            Path::new(source),
-            &entry.join("data"),
-            &mut progress,
-            &mut |p| {
-                let files = p.copied_files + p.kept_files;
-                if p.done_bytes - last.0 >= REPORT_BYTES || files - last.1 >= REPORT_FILES {
-                    last = (p.done_bytes, files);
-                    report(p);
-                }
-            },
-        )
-        .map_err(|e| format!("{name}: copying {source}: {e}"))?;
+        let mut every = |p: &Progress| {
+            let files = p.copied_files + p.kept_files;
+            if p.done_bytes - last.0 >= REPORT_BYTES || files - last.1 >= REPORT_FILES {
+                last = (p.done_bytes, files);
+                report(p);
+            }
+        };
+        let data = entry.join("data");
+        match s3_parts(source) {
+            Some((bucket, prefix)) => {
+                super::s3::sync(&bucket, &prefix, &data, &mut progress, &mut every)
+                    .map_err(|e| format!("{name}: {e}"))?
+            }
+            None => sync(Path::new(source), &data, &mut progress, &mut every)
+                .map_err(|e| format!("{name}: copying {source}: {e}"))?,
+        }
         let link = task.booking_dir.join(name);
         let _ = fs::remove_file(&link);
         std::os::unix::fs::symlink(entry.join("data"), &link)
@@ -82,6 +89,14 @@ pub fn stage(task: &StageTask, report: &mut dyn FnMut(&Progress)) -> Result<Prog
     }
     progress.name = String::new();
     Ok(progress)
+}
+
+/// The bucket and prefix of an `s3://` source.
+fn s3_parts(source: &str) -> Option<(String, String)> {
+    match gpubook_core::transfer::Location::parse(source).ok()? {
+        gpubook_core::transfer::Location::S3 { bucket, prefix } => Some((bucket, prefix)),
+        gpubook_core::transfer::Location::Path { .. } => None,
+    }
 }
 
 /// Bytes of the regular files under `path` (or of the file `path`).
