@@ -130,6 +130,8 @@ pub struct Jobs {
     /// Job states the store could not take yet (a full disk), newest per booking, with the
     /// event they carry: written again by every patrol until they are in.
     unrecorded: Mutex<HashMap<BookingId, (ChangeKind, JobRun)>>,
+    /// Where each booking's staged data is (see `transfer`): a job waits for it.
+    stages: crate::transfer::StageStates,
 }
 
 impl Jobs {
@@ -153,7 +155,13 @@ impl Jobs {
             stopping: Mutex::new(HashSet::new()),
             sweeping: Mutex::new(HashSet::new()),
             unrecorded: Mutex::new(HashMap::new()),
+            stages: Default::default(),
         }
+    }
+
+    /// Where each booking's staged data is, shared with the stage runner.
+    pub fn stages(&self) -> crate::transfer::StageStates {
+        self.stages.clone()
     }
 
     /// Whether this agent runs jobs as their owners (system mode) or only as itself.

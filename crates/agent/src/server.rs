@@ -167,6 +167,7 @@ pub async fn bind_with(
         state.clone(),
         config.server_name.clone(),
         &config.state_dir,
+        jobs.stages(),
     ));
     let listener = bind_socket(&config.socket, config.shared).await?;
     let (readings_tx, readings) = watch::channel(None);

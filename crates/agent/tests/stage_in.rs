@@ -165,6 +165,15 @@ async fn data_is_staged_before_the_slot_as_the_owner_and_a_second_booking_copies
     let staged = Path::new(&dir).join("coco");
     assert_same_tree(&src, &std::fs::canonicalize(&staged).unwrap(), jobber.uid);
     assert!(dir.starts_with(&scratch.display().to_string()), "{dir}");
+    // Progress came before it, as figures a client can show.
+    let progress = events
+        .seen
+        .iter()
+        .find(|e| e.booking.id == first && e.kind == EventKind::StageProgress)
+        .expect("a stage_progress event before stage_ready");
+    assert!(progress.seq < ready.seq);
+    let (_, _, of, _) = stage_note(progress);
+    assert_eq!(of, total, "the total is known from the first report");
 
     // The job finds it through GPUBOOK_STAGE.
     events
@@ -247,7 +256,7 @@ async fn a_source_the_owner_cannot_read_or_that_is_missing_fails_before_the_slot
     let missing = lab.path().join("no-such-dataset");
     let user = lab.connect_as(&jobber).await;
 
-    let denied = book_staged(&user, "0", 20, &[("s", &secret)], "true").await;
+    let denied = book_staged(&user, "0", 4, &[("s", &secret)], "true").await;
     let e = events
         .wait_for(denied, EventKind::StageFailed, DEADLINE)
         .await;
@@ -256,6 +265,15 @@ async fn a_source_the_owner_cannot_read_or_that_is_missing_fails_before_the_slot
     assert!(
         why.contains("Permission denied") && why.contains("secret"),
         "{why}"
+    );
+    // Its job does not start without its data, and says why.
+    let e = events
+        .wait_for(denied, EventKind::JobFailed, DEADLINE)
+        .await;
+    let msg = e.booking.run.and_then(|r| r.message).unwrap_or_default();
+    assert!(
+        msg.contains("could not be staged") && msg.contains("Permission denied"),
+        "{msg}"
     );
 
     let gone = book_staged(&user, "1", 20, &[("m", &missing)], "true").await;

@@ -22,7 +22,7 @@ use crate::state::State;
 use child::{Line, Progress, SaveTask, StageTask, Task};
 use gpubook_core::{Booking, BookingId, BookingState, ChangeKind, Note};
 use gpubook_proto::EventKind;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -39,6 +39,22 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// Tries of a save before it is given up and notified.
 pub const SAVE_TRIES: u32 = 4;
 
+/// Where a booking's stage is, as the job runner asks before starting its job: one still
+/// copying holds the job back until `stage_ready`; one that failed fails the job's start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageState {
+    /// Being copied.
+    Copying,
+    /// In place.
+    Ready,
+    /// Could not be staged: why.
+    Failed(String),
+}
+
+/// The stage of each booking this agent staged, shared with the job runner. A plain mutex:
+/// never held across an await.
+pub type StageStates = Arc<Mutex<HashMap<BookingId, StageState>>>;
+
 /// The stage and save runner.
 #[derive(Debug)]
 pub struct Transfers {
@@ -50,8 +66,8 @@ pub struct Transfers {
     server: String,
     /// Sizes and throughput of earlier stages.
     history: history::History,
-    /// Bookings whose stage was started (by this agent's run), so it runs once.
-    staged: Mutex<HashSet<BookingId>>,
+    /// Bookings whose stage was started (by this agent's run), so it runs once, and where it is.
+    staged: StageStates,
     /// Bookings whose results were saved or are being saved.
     saved: Mutex<HashSet<BookingId>>,
     /// First back-off between save tries (doubled each time).
@@ -60,7 +76,7 @@ pub struct Transfers {
 
 impl Transfers {
     /// A runner over `state`; its history under `state_dir`.
-    pub fn new(state: Arc<State>, server: String, state_dir: &Path) -> Self {
+    pub fn new(state: Arc<State>, server: String, state_dir: &Path, staged: StageStates) -> Self {
         let save_backoff = std::env::var("GPUBOOK_SAVE_BACKOFF_MS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -70,7 +86,7 @@ impl Transfers {
             exe: std::env::current_exe().unwrap_or_else(|_| "gpubook-agent".into()),
             server,
             history: history::History::new(state_dir.join("stage-history.json")),
-            staged: Mutex::new(HashSet::new()),
+            staged,
             saved: Mutex::new(HashSet::new()),
             save_backoff,
         }
@@ -108,13 +124,16 @@ impl Transfers {
                 .bookings()
                 .filter(|b| matches!(b.state, BookingState::Confirmed | BookingState::Active))
                 .filter(|b| b.job.as_ref().is_some_and(|j| !j.stage.is_empty()))
-                .filter(|b| !staged.contains(&b.id))
+                .filter(|b| !staged.contains_key(&b.id))
                 .filter(|b| b.interval.start - now <= self.lead(b))
                 .cloned()
                 .collect()
         };
         for b in due {
-            self.staged.lock().unwrap().insert(b.id);
+            self.staged
+                .lock()
+                .unwrap()
+                .insert(b.id, StageState::Copying);
             let me = self.clone();
             tokio::spawn(async move { me.stage(b).await });
         }
@@ -182,19 +201,24 @@ impl Transfers {
                 .await
             }
         };
+        let result = match result {
+            Ok(Some(Line::Staged(p))) => Ok(p),
+            Ok(_) => Err("the copy said nothing".to_string()),
+            Err(why) => Err(why),
+        };
+        // Set before the event goes out: the job runner starts the job on it.
+        let state = match &result {
+            Ok(_) => StageState::Ready,
+            Err(why) => StageState::Failed(why.clone()),
+        };
+        self.staged.lock().unwrap().insert(b.id, state);
         match result {
-            Ok(Some(Line::Staged(p))) => {
+            Ok(p) => {
                 let copied = if p.copied_files > 0 { p.done_bytes } else { 0 };
                 self.history
                     .record(&job.stage, p.total_bytes, copied, began.elapsed());
                 self.note(b.id, ChangeKind::StageReady, progress(&p));
             }
-            Ok(_) => self.failed(
-                b.id,
-                ChangeKind::StageFailed,
-                "the copy said nothing".into(),
-                1,
-            ),
             Err(why) => self.failed(b.id, ChangeKind::StageFailed, why, 1),
         }
     }
