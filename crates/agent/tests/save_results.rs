@@ -6,11 +6,12 @@
 
 mod jobs_support;
 
+use gpubook_client::Pushed;
 use gpubook_core::{BookingId, Note, SavedFile};
 use gpubook_proto::EventKind;
 use jobs_support::{
     book, booked, ensure_user, job, root_or_skip, secs, slot_start, Events, Lab, UserConn,
-    DEADLINE, JOBBER, SERVER,
+    DEADLINE, JOBBER, OTHER, SERVER,
 };
 use sha2::Digest;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -86,6 +87,26 @@ async fn the_matching_files_reach_the_directory_as_the_owner_with_checksums_equa
         "only what matches"
     );
     assert!(!dest.join("best.pt.txt").exists());
+
+    // Someone else sees that it was saved, not what or where.
+    let other = lab.connect_as(&ensure_user(OTHER)).await;
+    let (_, mut rx) = other
+        .conn
+        .subscribe(Some(0), false)
+        .await
+        .expect("subscribe");
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Some(Pushed::Event(e))) if e.booking.id == id && e.kind == EventKind::JobSaved => {
+                assert_eq!(e.note, None, "another person's saved files are hidden");
+                assert!(e.booking.job.is_some_and(|j| j.save_to.is_none()));
+                break;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no job_saved for another person: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -330,6 +330,25 @@ impl Transfers {
     }
 }
 
+/// An event as `viewer` may see it: the booking through [`crate::handler::visible`], and a
+/// stage or save note (paths, file names, destinations, reasons) only for its owner and
+/// admins — others see that it happened, not what was copied where.
+pub fn visible_event(
+    viewer: &gpubook_core::Actor,
+    mut e: gpubook_proto::Event,
+) -> gpubook_proto::Event {
+    let own = viewer.role == gpubook_core::Role::Admin || viewer.user == e.booking.owner;
+    let private = matches!(
+        e.note,
+        Some(Note::Stage { .. } | Note::TransferFailed { .. } | Note::Saved { .. })
+    );
+    if private && !own {
+        e.note = None;
+    }
+    e.booking = crate::handler::visible(viewer, e.booking);
+    e
+}
+
 /// `<scratch>/<owner>`, made by the agent and given to the owner; refused when it is anything
 /// but a directory of theirs (a link planted there is never followed).
 fn owner_dir(scratch: &str, owner: &str) -> Result<PathBuf, String> {
