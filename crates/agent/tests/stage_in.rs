@@ -276,6 +276,15 @@ async fn a_source_the_owner_cannot_read_or_that_is_missing_fails_before_the_slot
         "{msg}"
     );
 
+    // A slot two days away is not staged yet: its stage begins 12 hours before it.
+    let later = book_staged(&user, "2", 2 * 86_400, &[("m", &missing)], "true").await;
+    events.drain(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        events.count(later, EventKind::StageFailed),
+        0,
+        "not tried yet"
+    );
+
     let gone = book_staged(&user, "1", 20, &[("m", &missing)], "true").await;
     let e = events
         .wait_for(gone, EventKind::StageFailed, DEADLINE)

@@ -82,3 +82,25 @@ impl History {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_comes_from_the_last_size_and_the_measured_throughput() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stage-history.json");
+        let h = History::new(path.clone());
+        let src = "/nfs/coco".to_string();
+        assert_eq!(h.estimate([&src].into_iter()), chrono::TimeDelta::zero());
+        let one = BTreeMap::from([("coco".to_string(), src.clone())]);
+        // 1 GiB copied in 10 s: 100 MiB/s, kept across a restart.
+        h.record(&one, 1 << 30, 1 << 30, Duration::from_secs(10));
+        let again = History::new(path);
+        assert_eq!(again.estimate([&src].into_iter()).num_seconds(), 10);
+        // A copy that found everything there says nothing about throughput.
+        again.record(&one, 2 << 30, 0, Duration::from_millis(5));
+        assert_eq!(again.estimate([&src].into_iter()).num_seconds(), 20);
+    }
+}

@@ -233,3 +233,24 @@ pub fn sync(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_s_aws_files_are_read_by_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(
+            &path,
+            "# comment\n[default]\nregion = eu-west-1\n\n[profile lab]\n\
+             endpoint_url = http://127.0.0.1:9000\n; other\n",
+        )
+        .unwrap();
+        let ini = read_ini(&path);
+        assert_eq!(ini["default"]["region"], "eu-west-1");
+        assert_eq!(ini["lab"]["endpoint_url"], "http://127.0.0.1:9000");
+        assert!(read_ini(&dir.path().join("missing")).is_empty());
+    }
+}
