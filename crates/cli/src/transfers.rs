@@ -14,6 +14,7 @@ pub fn note_text(note: &Note) -> String {
             copied_files,
             kept_files,
             dir,
+            late,
         } => {
             let pct = (*done_bytes as f64 / (*total_bytes).max(1) as f64 * 100.0).min(100.0);
             let what = if name.is_empty() {
@@ -23,9 +24,14 @@ pub fn note_text(note: &Note) -> String {
             };
             format!(
                 " ({what}{} of {} ({pct:.0} %), {copied_files} files copied, {kept_files} \
-                 already there; in {dir})",
+                 already there; in {dir}{})",
                 format_size(*done_bytes),
                 format_size(*total_bytes),
+                if *late {
+                    "; at this pace it will not be ready when the slot starts: the job waits"
+                } else {
+                    ""
+                }
             )
         }
         Note::TransferFailed { reason, attempts } => {

@@ -356,6 +356,10 @@ pub enum Note {
         kept_files: u64,
         /// Where the job finds it (`$GPUBOOK_STAGE`).
         dir: String,
+        /// At the pace so far the copy ends after the slot starts (the job then waits for
+        /// it). Older agents do not send it.
+        #[serde(default)]
+        late: bool,
     },
     /// A transfer (stage-in or save) failed; `attempts` tries were made.
     TransferFailed {

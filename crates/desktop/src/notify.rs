@@ -227,6 +227,21 @@ pub fn decide(
                 None,
             )
         }
+        EventKind::StageProgress => {
+            let Some(Note::Stage { late: true, .. }) = &ev.note else {
+                return None;
+            };
+            (
+                "stage_failed",
+                format!("Data for {} will not be ready in time", title(b)),
+                format!(
+                    "At the pace of its copy it will not be in place when the slot starts at {}; \
+                     the job waits for it ({when}).",
+                    local_time(start, now)
+                ),
+                None,
+            )
+        }
         EventKind::StageFailed | EventKind::SaveFailed => {
             let reason = match &ev.note {
                 Some(Note::TransferFailed { reason, attempts }) => {
@@ -460,6 +475,25 @@ mod tests {
             n.body.contains("stay where the job left them"),
             "{}",
             n.body
+        );
+        let mut progress = event(EventKind::StageProgress, b.clone(), now);
+        let stage = |late| Note::Stage {
+            name: "coco".into(),
+            done_bytes: 1,
+            total_bytes: 100,
+            copied_files: 1,
+            kept_files: 0,
+            dir: "/scratch/gpubook/ann/booking-7".into(),
+            late,
+        };
+        progress.note = Some(stage(false));
+        assert!(decide(&progress, "lab", "Lab 1", "ann", now, &Settings::default()).is_none());
+        progress.note = Some(stage(true));
+        let n = decide(&progress, "lab", "Lab 1", "ann", now, &Settings::default()).unwrap();
+        assert!(
+            n.summary.contains("will not be ready in time"),
+            "{}",
+            n.summary
         );
         let mut quiet = Settings::default();
         quiet.notify.insert("save_failed".into(), false);

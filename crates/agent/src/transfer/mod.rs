@@ -179,22 +179,28 @@ impl Transfers {
         };
         let dir_text = dir.display().to_string();
         let mut last = std::time::Instant::now() - PROGRESS_EVERY;
-        let progress = |p: &Progress| Note::Stage {
+        let mut warned = false;
+        let progress = |p: &Progress, late: bool| Note::Stage {
             name: p.name.clone(),
             done_bytes: p.done_bytes,
             total_bytes: p.total_bytes,
             copied_files: p.copied_files,
             kept_files: p.kept_files,
             dir: dir_text.clone(),
+            late,
         };
         let result = match owner_dir(&scratch, &b.owner) {
             Err(e) => Err(e),
             Ok(owner_dir) => {
                 self.run_child(&b.owner, &task(owner_dir), |line| {
                     if let Line::Progress(p) = line {
-                        if last.elapsed() >= PROGRESS_EVERY {
+                        let now = self.state.clock.now();
+                        let late = late(p, began.elapsed(), now, b.interval.start);
+                        // A copy found late is told at once, once; the rest every 2 s.
+                        if last.elapsed() >= PROGRESS_EVERY || (late && !warned) {
                             last = std::time::Instant::now();
-                            self.note(b.id, ChangeKind::StageProgress, progress(p));
+                            warned |= late;
+                            self.note(b.id, ChangeKind::StageProgress, progress(p, late));
                         }
                     }
                 })
@@ -217,7 +223,7 @@ impl Transfers {
                 let copied = if p.copied_files > 0 { p.done_bytes } else { 0 };
                 self.history
                     .record(&job.stage, p.total_bytes, copied, began.elapsed());
-                self.note(b.id, ChangeKind::StageReady, progress(&p));
+                self.note(b.id, ChangeKind::StageReady, progress(&p, false));
             }
             Err(why) => self.failed(b.id, ChangeKind::StageFailed, why, 1),
         }
@@ -330,6 +336,22 @@ impl Transfers {
     }
 }
 
+/// Whether, at the pace of the copy so far, it ends after `start` (judged after a few seconds
+/// of copying, so a slow first file does not cry wolf).
+fn late(
+    p: &Progress,
+    took: Duration,
+    now: chrono::DateTime<chrono::Utc>,
+    start: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let secs = took.as_secs_f64();
+    if secs < 3.0 || p.done_bytes == 0 {
+        return false;
+    }
+    let left = p.total_bytes.saturating_sub(p.done_bytes) as f64 / (p.done_bytes as f64 / secs);
+    now + chrono::TimeDelta::milliseconds((left * 1000.0) as i64) > start
+}
+
 /// An event as `viewer` may see it: the booking through [`crate::handler::visible`], and a
 /// stage or save note (paths, file names, destinations, reasons) only for its owner and
 /// admins — others see that it happened, not what was copied where.
@@ -381,4 +403,25 @@ fn owner_dir(scratch: &str, owner: &str) -> Result<PathBuf, String> {
         }
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_late_when_its_pace_ends_it_after_the_start() {
+        let now = chrono::Utc::now();
+        let p = Progress {
+            done_bytes: 100,
+            total_bytes: 1100,
+            ..Progress::default()
+        };
+        // 100 bytes in 10 s: 100 s to go.
+        let took = Duration::from_secs(10);
+        assert!(late(&p, took, now, now + chrono::TimeDelta::seconds(60)));
+        assert!(!late(&p, took, now, now + chrono::TimeDelta::seconds(120)));
+        // Too soon to judge.
+        assert!(!late(&p, Duration::from_secs(1), now, now));
+    }
 }

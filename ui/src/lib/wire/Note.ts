@@ -77,7 +77,12 @@ kept_files: number,
 /**
  * Where the job finds it (`$GPUBOOK_STAGE`).
  */
-dir: string, } | { "kind": "transfer_failed", 
+dir: string, 
+/**
+ * At the pace so far the copy ends after the slot starts (the job then waits for
+ * it). Older agents do not send it.
+ */
+late: boolean, } | { "kind": "transfer_failed", 
 /**
  * In words: what failed and why.
  */
