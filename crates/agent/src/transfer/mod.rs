@@ -70,6 +70,9 @@ pub struct Transfers {
     staged: StageStates,
     /// Bookings whose results were saved or are being saved.
     saved: Mutex<HashSet<BookingId>>,
+    /// One stage at a time per owner: two bookings of the same data never fill one cache
+    /// entry at once, and eviction never runs beside a copy.
+    owner_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// First back-off between save tries (doubled each time).
     save_backoff: Duration,
 }
@@ -88,6 +91,7 @@ impl Transfers {
             history: history::History::new(state_dir.join("stage-history.json")),
             staged,
             saved: Mutex::new(HashSet::new()),
+            owner_locks: Mutex::new(HashMap::new()),
             save_backoff,
         }
     }
@@ -153,7 +157,6 @@ impl Transfers {
     }
 
     async fn stage(self: Arc<Self>, b: Booking) {
-        let began = std::time::Instant::now();
         let (scratch, quota, pinned) = {
             let inner = self.state.lock();
             let p = inner.plan.policy();
@@ -189,6 +192,15 @@ impl Transfers {
             dir: dir_text.clone(),
             late,
         };
+        let lock = self
+            .owner_locks
+            .lock()
+            .unwrap()
+            .entry(b.owner.clone())
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
+        let began = std::time::Instant::now();
         let result = match owner_dir(&scratch, &b.owner) {
             Err(e) => Err(e),
             Ok(owner_dir) => {
