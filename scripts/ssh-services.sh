@@ -21,6 +21,8 @@ done
 command -v useradd >/dev/null 2>&1 || need+=(passwd)
 command -v sha256sum >/dev/null 2>&1 || need+=(coreutils)
 command -v setsid >/dev/null 2>&1 || need+=(util-linux)
+# The CI examples' test (crates/cli/tests/ci_examples_cli.rs) reads examples/ci/*.yml with PyYAML.
+python3 -c 'import yaml' >/dev/null 2>&1 || need+=(python3-yaml)
 if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"

@@ -70,6 +70,7 @@ fn main() {
                     end_signal: None,
                     grace_secs: Some(5),
                     keep_slot: true,
+                    ..Default::default()
                 }),
             })
         };

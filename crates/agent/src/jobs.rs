@@ -17,12 +17,14 @@
 //! The runner acts on the state's committed events, so the plan and the store stay the single
 //! source of truth: a slot that started is a job to start, a slot that ended is a job to stop.
 
+mod as_owner;
 mod ending;
 mod launch;
 mod limits;
 mod patrol;
 mod spawn;
 
+pub use as_owner::owner_command;
 pub use ending::signal_number;
 pub use spawn::job_vars;
 
@@ -129,6 +131,8 @@ pub struct Jobs {
     /// Job states the store could not take yet (a full disk), newest per booking, with the
     /// event they carry: written again by every patrol until they are in.
     unrecorded: Mutex<HashMap<BookingId, (ChangeKind, JobRun)>>,
+    /// Where each booking's staged data is (see `transfer`): a job waits for it.
+    stages: crate::transfer::StageStates,
 }
 
 impl Jobs {
@@ -152,7 +156,13 @@ impl Jobs {
             stopping: Mutex::new(HashSet::new()),
             sweeping: Mutex::new(HashSet::new()),
             unrecorded: Mutex::new(HashMap::new()),
+            stages: Default::default(),
         }
+    }
+
+    /// Where each booking's staged data is, shared with the stage runner.
+    pub fn stages(&self) -> crate::transfer::StageStates {
+        self.stages.clone()
     }
 
     /// Whether this agent runs jobs as their owners (system mode) or only as itself.
@@ -563,70 +573,4 @@ fn describe_exit(exit: Option<Exit>, started: Option<DateTime<Utc>>, now: DateTi
 }
 
 #[cfg(test)]
-mod tests {
-    use super::limits::{parse_limits, LOG_CUT};
-    use super::*;
-
-    #[test]
-    fn signals_by_name() {
-        assert_eq!(signal_number("SIGTERM"), Some(libc::SIGTERM));
-        assert_eq!(signal_number("usr1"), Some(libc::SIGUSR1));
-        assert_eq!(signal_number("SIGINT"), Some(libc::SIGINT));
-        assert_eq!(signal_number("SIGBOGUS"), None);
-        assert_eq!(signal_number("SIGSEGV"), None);
-    }
-
-    #[test]
-    fn the_system_limits_are_read_from_proc() {
-        let text = "Limit                     Soft Limit           Hard Limit           Units\n\
-                    Max cpu time              unlimited            unlimited            seconds\n\
-                    Max open files            1024                 524288               files\n\
-                    Max realtime timeout      unlimited            unlimited            us\n";
-        let limits = parse_limits(text);
-        assert_eq!(limits.len(), 3);
-        let files = limits
-            .iter()
-            .find(|(r, _)| *r == libc::RLIMIT_NOFILE)
-            .unwrap()
-            .1;
-        assert_eq!((files.rlim_cur, files.rlim_max), (1024, 524288));
-        assert!(
-            !system_limits().is_empty(),
-            "pid 1's limits are readable here"
-        );
-    }
-
-    #[test]
-    fn a_log_over_its_limit_is_cut_with_a_line_saying_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("booking-1.log");
-        std::fs::write(&path, vec![b'x'; 10_000]).unwrap();
-        cut_log(&path, 4096);
-        let text = std::fs::read(&path).unwrap();
-        assert_eq!(text.len(), 4096 + LOG_CUT.len());
-        assert!(text.ends_with(LOG_CUT.as_bytes()));
-        // Under the limit: left alone.
-        cut_log(&path, 1 << 20);
-        assert_eq!(std::fs::read(&path).unwrap().len(), 4096 + LOG_CUT.len());
-        // The tail of a large log is read without reading it all.
-        std::fs::write(
-            &path,
-            [vec![b'y'; 1 << 20], b"\nsh: 1: nope: not found\n".to_vec()].concat(),
-        )
-        .unwrap();
-        assert_eq!(last_line(&path).as_deref(), Some("sh: 1: nope: not found"));
-    }
-
-    #[test]
-    fn the_agent_s_variables_cannot_be_overridden() {
-        for name in [
-            "CUDA_VISIBLE_DEVICES",
-            "CUDA_DEVICE_ORDER",
-            "GPUBOOK_JOB_KEY",
-            "GPUBOOK_X",
-        ] {
-            assert!(reserved_var(name), "{name}");
-        }
-        assert!(!reserved_var("WANDB_API_KEY"));
-    }
-}
+mod tests;

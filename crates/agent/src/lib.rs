@@ -24,6 +24,7 @@ pub mod state;
 pub mod store;
 pub mod suggest;
 pub mod timer;
+pub mod transfer;
 pub mod watch;
 
 pub use server::{serve, AgentConfig};

@@ -90,10 +90,20 @@ enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// The copy child the agent starts as a booking's owner (stage-in, save). Internal.
+    #[command(hide = true)]
+    Transfer {
+        /// The task, as JSON.
+        task: String,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
+    if let Command::Transfer { task } = &cli.command {
+        // No runtime: the child copies with plain blocking I/O and exits.
+        std::process::exit(gpubook_agent::transfer::child::main(task));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -192,6 +202,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Transfer { .. } => unreachable!("handled before the runtime starts"),
         Command::Bridge { socket } => {
             let socket = socket.unwrap_or_else(|| {
                 let system = PathBuf::from(gpubook_proto::paths::SYSTEM_SOCKET);

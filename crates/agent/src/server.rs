@@ -81,6 +81,8 @@ pub struct Agent {
     limits: Limits,
     /// Watches the readings: history, usage, intruders, idleness.
     watcher: Arc<crate::watch::Watch>,
+    /// Stages data before slots and saves results after jobs.
+    transfers: Arc<crate::transfer::Transfers>,
     /// Held for the agent's life: one agent per state directory.
     _lock: std::fs::File,
 }
@@ -161,6 +163,12 @@ pub async fn bind_with(
         secret,
         &config.state_dir,
     ));
+    let transfers = Arc::new(crate::transfer::Transfers::new(
+        state.clone(),
+        config.server_name.clone(),
+        &config.state_dir,
+        jobs.stages(),
+    ));
     let listener = bind_socket(&config.socket, config.shared).await?;
     let (readings_tx, readings) = watch::channel(None);
     Ok(Agent {
@@ -183,6 +191,7 @@ pub async fn bind_with(
         sample_interval: config.sample_interval,
         limits: Limits::default(),
         watcher,
+        transfers,
         _lock: lock,
     })
 }
@@ -214,6 +223,7 @@ impl Agent {
         };
         let timer = tokio::spawn(crate::timer::run(self.ctx.state.clone(), stopped(&stop_tx)));
         let jobs = tokio::spawn(self.ctx.jobs.clone().run(stopped(&stop_tx)));
+        let transfers = tokio::spawn(self.transfers.clone().run(stopped(&stop_tx)));
         let sampler = tokio::spawn(crate::sampler::run(
             self.reader.clone(),
             self.sample_interval,
@@ -262,7 +272,7 @@ impl Agent {
             });
         }
         let _ = stop_tx.send(());
-        let _ = tokio::join!(timer, sampler, jobs, watcher);
+        let _ = tokio::join!(timer, sampler, jobs, watcher, transfers);
         let _ = std::fs::remove_file(&self.socket);
     }
 }

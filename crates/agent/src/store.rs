@@ -273,6 +273,11 @@ pub fn event_kind(kind: ChangeKind) -> EventKind {
         ChangeKind::Idle => EventKind::Idle,
         ChangeKind::IdleHeld => EventKind::IdleHeld,
         ChangeKind::UsageRecorded => EventKind::UsageRecorded,
+        ChangeKind::StageProgress => EventKind::StageProgress,
+        ChangeKind::StageReady => EventKind::StageReady,
+        ChangeKind::StageFailed => EventKind::StageFailed,
+        ChangeKind::JobSaved => EventKind::JobSaved,
+        ChangeKind::SaveFailed => EventKind::SaveFailed,
     }
 }
 

@@ -156,6 +156,7 @@ fn alice_job() -> JobSpec {
         end_signal: Some("SIGUSR1".into()),
         grace_secs: Some(60),
         keep_slot: false,
+        ..Default::default()
     }
 }
 
@@ -297,6 +298,7 @@ async fn another_persons_job_is_hidden_in_events_and_listings() {
                     end_signal: None,
                     grace_secs: None,
                     keep_slot: false,
+                    ..Default::default()
                 }),
             }),
         )

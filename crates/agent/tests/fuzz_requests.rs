@@ -240,6 +240,7 @@ fn job() -> impl Strategy<Value = JobSpec> {
                 end_signal,
                 grace_secs,
                 keep_slot,
+                ..Default::default()
             },
         )
 }

@@ -32,6 +32,19 @@ pub struct JobArgs {
     /// Keep the rest of the slot if the job ends early (default: give it back to the lab).
     #[arg(long)]
     pub keep_slot: bool,
+    /// Data copied to the server's local scratch before the slot starts, as you (repeat):
+    /// SOURCE is a path on the server you can read, or s3://bucket/prefix with your
+    /// ~/.aws/credentials there; the job finds it in $GPUBOOK_STAGE/NAME.
+    #[arg(long = "stage", value_name = "NAME=SOURCE")]
+    pub stage: Vec<String>,
+    /// Files to keep when the job ends, a glob relative to its working directory (repeat),
+    /// e.g. 'runs/**/best.pt'; needs --save-to.
+    #[arg(long = "save", value_name = "GLOB")]
+    pub save: Vec<String>,
+    /// Where --save copies them, as you: a directory on the server or s3://bucket/prefix;
+    /// {server}, {id} and {owner} are filled in, e.g. s3://b/yolo/{server}-{id}/.
+    #[arg(long = "save-to", value_name = "DEST")]
+    pub save_to: Option<String>,
     /// The command, run through your login shell at the slot's start. One argument is taken
     /// as a shell command line; several are quoted one by one.
     #[arg(last = true, value_name = "COMMAND")]
@@ -47,6 +60,9 @@ impl JobArgs {
                 || self.end_signal.is_some()
                 || self.grace.is_some()
                 || self.keep_slot
+                || !self.stage.is_empty()
+                || !self.save.is_empty()
+                || self.save_to.is_some()
             {
                 return Err("job options need a command after --".into());
             }
@@ -65,6 +81,17 @@ impl JobArgs {
             }
             env.insert(k.to_string(), v.to_string());
         }
+        let mut stage = BTreeMap::new();
+        for e in &self.stage {
+            let (name, source) = e
+                .split_once('=')
+                .ok_or_else(|| format!("--stage {e:?}: write NAME=SOURCE"))?;
+            if stage.insert(name.to_string(), source.to_string()).is_some() {
+                return Err(format!("--stage {name}: given twice"));
+            }
+        }
+        gpubook_core::transfer::check_transfers(&stage, &self.save, self.save_to.as_deref())
+            .map_err(|e| e.to_string())?;
         Ok(Some(JobSpec {
             command: command_line(&self.command),
             cwd: self.cwd.clone(),
@@ -72,6 +99,9 @@ impl JobArgs {
             end_signal: self.end_signal.clone(),
             grace_secs: self.grace,
             keep_slot: self.keep_slot,
+            stage,
+            save: self.save.clone(),
+            save_to: self.save_to.clone(),
         }))
     }
 }
@@ -397,6 +427,36 @@ mod tests {
         assert!(keep_only.spec().is_err());
     }
 
+    #[test]
+    fn stage_and_save_flags_become_the_job_s_and_are_checked_here() {
+        let with = |stage: &[&str], save: &[&str], to: Option<&str>| JobArgs {
+            stage: stage.iter().map(|s| s.to_string()).collect(),
+            save: save.iter().map(|s| s.to_string()).collect(),
+            save_to: to.map(String::from),
+            command: vec!["true".into()],
+            ..JobArgs::default()
+        };
+        let job = with(
+            &["coco=/nfs/coco"],
+            &["runs/**/best.pt"],
+            Some("s3://b-1/{id}/"),
+        )
+        .spec()
+        .unwrap()
+        .unwrap();
+        assert_eq!(job.stage["coco"], "/nfs/coco");
+        assert_eq!(job.save, vec!["runs/**/best.pt"]);
+        assert_eq!(job.save_to.as_deref(), Some("s3://b-1/{id}/"));
+        let e = with(&["coco"], &[], None).spec().unwrap_err();
+        assert!(e.contains("NAME=SOURCE"), "{e}");
+        let e = with(&["coco=nfs/coco"], &[], None).spec().unwrap_err();
+        assert!(e.contains("absolute path"), "{e}");
+        let e = with(&[], &["*.pt"], None).spec().unwrap_err();
+        assert!(e.contains("--save-to"), "{e}");
+        let e = with(&["a=/x", "a=/y"], &[], None).spec().unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+    }
+
     fn target(name: &str, spec: &str) -> Server {
         Server {
             name: name.into(),
@@ -413,6 +473,7 @@ mod tests {
             end_signal: None,
             grace_secs: None,
             keep_slot: false,
+            ..Default::default()
         };
         place_cwd(
             &mut job,

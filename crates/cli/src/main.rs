@@ -34,6 +34,7 @@ mod servers_cmd;
 mod shell;
 mod suggest;
 mod targets;
+mod transfers;
 mod usage_report;
 mod watch;
 mod when;

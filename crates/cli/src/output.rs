@@ -328,6 +328,11 @@ pub fn event_line(e: &Event, known: &[Gpu]) -> String {
         EventKind::Idle => "booked GPUs idle",
         EventKind::IdleHeld => "booked GPUs hold memory but stay idle",
         EventKind::UsageRecorded => "usage recorded",
+        EventKind::StageProgress => "staging data",
+        EventKind::StageReady => "staged data ready",
+        EventKind::StageFailed => "staging data failed",
+        EventKind::JobSaved => "job results saved",
+        EventKind::SaveFailed => "saving job results failed",
         EventKind::Unknown => "(unknown event)",
     };
     let by = e
@@ -360,6 +365,7 @@ pub fn event_line(e: &Event, known: &[Gpu]) -> String {
         Some(n @ gpubook_core::Note::IdleHeld { .. }) => {
             format!(" ({})", idle_held(n, known).unwrap_or_default())
         }
+        Some(note) => crate::transfers::note_text(note),
         None => match (&e.kind, &e.booking.run) {
             (
                 EventKind::JobStarted

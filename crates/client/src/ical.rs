@@ -436,6 +436,7 @@ mod tests {
                 end_signal: None,
                 grace_secs: None,
                 keep_slot: false,
+                ..Default::default()
             }),
             asap: None,
             pending_reason: None,

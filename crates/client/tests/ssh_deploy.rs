@@ -387,6 +387,7 @@ async fn only_an_older_or_silent_agent_is_replaced_and_its_running_job_is_handed
                 end_signal: None,
                 grace_secs: None,
                 keep_slot: false,
+                ..Default::default()
             }),
         }))
         .await

@@ -69,7 +69,7 @@ impl fmt::Display for BookingState {
 }
 
 /// A job a booking runs in its slot (started and stopped by the agent; see the jobs issue).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
 pub struct JobSpec {
     /// The command line, run through the owner's login shell.
@@ -89,6 +89,19 @@ pub struct JobSpec {
     /// Keep the rest of the slot when the job ends early (default: release it).
     #[serde(default)]
     pub keep_slot: bool,
+    /// Data copied to the server's scratch before the slot starts: a directory name under
+    /// `$GPUBOOK_STAGE` → its source (an absolute path on the server or `s3://bucket/prefix`).
+    /// Older clients send none.
+    #[serde(default)]
+    pub stage: BTreeMap<String, String>,
+    /// Files kept when the job ends: globs relative to its working directory. Older clients
+    /// send none.
+    #[serde(default)]
+    pub save: Vec<String>,
+    /// Where saved files go: a directory on the server or `s3://bucket/prefix`, with
+    /// `{server}`, `{id}` and `{owner}` filled in. Older clients send none.
+    #[serde(default)]
+    pub save_to: Option<String>,
 }
 
 /// The environment variables the agent sets for every job itself; a job may not set them.
@@ -329,6 +342,51 @@ pub enum Note {
         /// Whether the policy released the booking.
         released: bool,
     },
+    /// How far the copy of its staged data has come (also sent once it is ready).
+    Stage {
+        /// The stage entry being copied, or "" for all of them at once.
+        name: String,
+        /// Bytes copied or found already there.
+        done_bytes: u64,
+        /// Bytes in all, as far as known.
+        total_bytes: u64,
+        /// Files copied this time.
+        copied_files: u64,
+        /// Files found already there (same size and modification time), not copied.
+        kept_files: u64,
+        /// Where the job finds it (`$GPUBOOK_STAGE`).
+        dir: String,
+        /// At the pace so far the copy ends after the slot starts (the job then waits for
+        /// it). Older agents do not send it.
+        #[serde(default)]
+        late: bool,
+    },
+    /// A transfer (stage-in or save) failed; `attempts` tries were made.
+    TransferFailed {
+        /// In words: what failed and why.
+        reason: String,
+        /// Tries made so far.
+        attempts: u32,
+    },
+    /// What was saved after the job, and where.
+    Saved {
+        /// The destination, filled in.
+        to: String,
+        /// The files.
+        files: Vec<SavedFile>,
+    },
+}
+
+/// A file saved after a job, its checksum verified at the destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct SavedFile {
+    /// Its path relative to the job's working directory.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-256, hex.
+    pub sha256: String,
 }
 
 impl Booking {
@@ -378,6 +436,7 @@ impl Booking {
                 end_signal: None,
                 grace_secs: None,
                 keep_slot: false,
+                ..JobSpec::default()
             }),
             ..self.clone()
         }

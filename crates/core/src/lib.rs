@@ -16,10 +16,11 @@ pub mod report;
 pub mod size;
 pub mod time;
 pub mod timeline;
+pub mod transfer;
 
 pub use booking::{
-    AsapRequest, Booking, BookingId, BookingState, JobRun, JobSpec, JobState, Note, Usage,
-    MAX_BOOKING_BYTES,
+    AsapRequest, Booking, BookingId, BookingState, JobRun, JobSpec, JobState, Note, SavedFile,
+    Usage, MAX_BOOKING_BYTES,
 };
 pub use error::{Conflict, PlanError};
 pub use gpu::{Gpu, GpuUuid};

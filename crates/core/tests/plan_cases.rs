@@ -1502,6 +1502,7 @@ fn job(command: &str) -> JobSpec {
         end_signal: None,
         grace_secs: None,
         keep_slot: false,
+        ..Default::default()
     }
 }
 

@@ -2162,6 +2162,7 @@ proptest! {
             end_signal: Some("SIGUSR1".into()),
             grace_secs: Some(60),
             keep_slot: true,
+            ..Default::default()
         };
         let json = serde_json::to_vec(&job).expect("json").len()
             + serde_json::to_vec(&title).expect("json").len();

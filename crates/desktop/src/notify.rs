@@ -227,6 +227,62 @@ pub fn decide(
                 None,
             )
         }
+        EventKind::StageProgress => {
+            let Some(Note::Stage { late: true, .. }) = &ev.note else {
+                return None;
+            };
+            (
+                "stage_failed",
+                format!("Data for {} will not be ready in time", title(b)),
+                format!(
+                    "At the pace of its copy it will not be in place when the slot starts at {}; \
+                     the job waits for it ({when}).",
+                    local_time(start, now)
+                ),
+                None,
+            )
+        }
+        EventKind::StageFailed | EventKind::SaveFailed => {
+            let reason = match &ev.note {
+                Some(Note::TransferFailed { reason, attempts }) => {
+                    format!("{reason} (after {attempts} tries)")
+                }
+                _ => "no reason was given".to_string(),
+            };
+            if ev.kind == EventKind::StageFailed {
+                (
+                    "stage_failed",
+                    format!("Data for {} could not be staged", title(b)),
+                    format!(
+                        "{reason}. The slot starts at {} ({when}).",
+                        local_time(start, now)
+                    ),
+                    None,
+                )
+            } else {
+                (
+                    "save_failed",
+                    format!("Results of {} could not be saved", title(b)),
+                    format!("{reason}. The files stay where the job left them ({when})."),
+                    None,
+                )
+            }
+        }
+        EventKind::JobSaved => {
+            let Some(Note::Saved { to, files }) = &ev.note else {
+                return None;
+            };
+            (
+                "job_saved",
+                format!("Results of {} saved", title(b)),
+                format!(
+                    "{} file{} saved to {to}, checksums verified ({when}).",
+                    files.len(),
+                    if files.len() == 1 { "" } else { "s" }
+                ),
+                None,
+            )
+        }
         _ => return None,
     };
     if !settings.wants(kind) {
@@ -397,6 +453,50 @@ mod tests {
         );
         let mut quiet = Settings::default();
         quiet.notify.insert("idle_held".into(), false);
+        assert!(decide(&ev, "lab", "Lab 1", "ann", now, &quiet).is_none());
+    }
+
+    #[test]
+    fn a_failed_stage_or_save_is_notified_with_its_reason() {
+        let now = Utc::now();
+        let b = booking("ann", now + Duration::hours(1), 2);
+        let mut ev = event(EventKind::StageFailed, b.clone(), now);
+        ev.note = Some(Note::TransferFailed {
+            reason: "coco: /nfs/coco: Permission denied (os error 13)".into(),
+            attempts: 1,
+        });
+        let n = decide(&ev, "lab", "Lab 1", "ann", now, &Settings::default()).unwrap();
+        assert_eq!(n.kind, "stage_failed");
+        assert!(n.body.contains("Permission denied"), "{}", n.body);
+        ev.kind = EventKind::SaveFailed;
+        let n = decide(&ev, "lab", "Lab 1", "ann", now, &Settings::default()).unwrap();
+        assert_eq!(n.kind, "save_failed");
+        assert!(
+            n.body.contains("stay where the job left them"),
+            "{}",
+            n.body
+        );
+        let mut progress = event(EventKind::StageProgress, b.clone(), now);
+        let stage = |late| Note::Stage {
+            name: "coco".into(),
+            done_bytes: 1,
+            total_bytes: 100,
+            copied_files: 1,
+            kept_files: 0,
+            dir: "/scratch/gpubook/ann/booking-7".into(),
+            late,
+        };
+        progress.note = Some(stage(false));
+        assert!(decide(&progress, "lab", "Lab 1", "ann", now, &Settings::default()).is_none());
+        progress.note = Some(stage(true));
+        let n = decide(&progress, "lab", "Lab 1", "ann", now, &Settings::default()).unwrap();
+        assert!(
+            n.summary.contains("will not be ready in time"),
+            "{}",
+            n.summary
+        );
+        let mut quiet = Settings::default();
+        quiet.notify.insert("save_failed".into(), false);
         assert!(decide(&ev, "lab", "Lab 1", "ann", now, &quiet).is_none());
     }
 

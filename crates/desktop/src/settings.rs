@@ -17,6 +17,9 @@ pub const NOTIFY_KINDS: &[&str] = &[
     "booking_moved_earlier",
     "intruder",
     "idle_held",
+    "stage_failed",
+    "job_saved",
+    "save_failed",
     "server_unreachable",
     "server_back",
 ];

@@ -33,6 +33,7 @@
 //! bounded, JSON is parsed into typed messages, and every change is decided by the plan.
 
 pub mod error;
+pub mod event;
 pub mod frame;
 pub mod job_env;
 pub mod message;
@@ -42,6 +43,7 @@ pub mod report;
 pub mod suggest;
 
 pub use error::{ErrorBody, ErrorKind};
+pub use event::{Event, EventKind};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 pub use job_env::{JobEnvRequest, JobEnvResponse};
 pub use message::*;

@@ -58,6 +58,7 @@ pub fn job(command: &str) -> JobSpec {
         end_signal: None,
         grace_secs: None,
         keep_slot: false,
+        ..Default::default()
     }
 }
 

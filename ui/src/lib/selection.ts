@@ -88,6 +88,9 @@ export function toBookRequest(sel: Selection, form: BookForm): BookRequest {
         end_signal: form.endSignal.trim() || null,
         grace_secs: null,
         keep_slot: form.keepSlot,
+        stage: {},
+        save: [],
+        save_to: null,
       }
     : null;
   return {

@@ -35,6 +35,22 @@ impl Jobs {
             self.watch_adopted(id, pid, ticks);
             return;
         }
+        // Looked up first: the stage lock is never held while the state's is taken.
+        let stage = self.stages.lock().unwrap().get(&id).cloned();
+        match stage {
+            // Started when its data is in place: `stage_ready` brings it back here.
+            Some(crate::transfer::StageState::Copying) => return,
+            Some(crate::transfer::StageState::Failed(why)) => {
+                let now = self.state.clock.now();
+                self.record(id, ChangeKind::JobFailed, |r| {
+                    r.state = JobState::FailedToStart;
+                    r.ended_at = Some(now);
+                    r.message = Some(format!("its data could not be staged: {why}"));
+                });
+                return self.give_back(&b);
+            }
+            _ => {}
+        }
         match self.spawn(&b, &marks) {
             Ok((child, pid)) => {
                 let ticks = procs::start_ticks(pid);

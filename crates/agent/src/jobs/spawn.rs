@@ -62,6 +62,14 @@ impl Jobs {
             )
             .stderr(log)
             .kill_on_drop(false);
+        if !job.stage.is_empty() {
+            // Staged before the slot by `transfer`: one directory per stage name.
+            let scratch = self.state.lock().plan.policy().scratch.clone();
+            cmd.env(
+                "GPUBOOK_STAGE",
+                crate::transfer::Transfers::stage_dir(&scratch, b),
+            );
+        }
         if let Ok(lang) = std::env::var("LANG") {
             if !job.env.contains_key("LANG") {
                 cmd.env("LANG", lang);

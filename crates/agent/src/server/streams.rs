@@ -3,7 +3,7 @@
 
 use super::bounds::Outbox;
 use super::error;
-use crate::handler::{visible, Caller, Context};
+use crate::handler::{Caller, Context};
 use gpubook_core::BookingId;
 use gpubook_proto::{
     AgentFrame, ErrorKind, LogPiece, Response, SubscribeRequest, SubscribedResponse,
@@ -105,10 +105,10 @@ pub(super) async fn subscribe(
                             break;
                         }
                         last = e.seq;
-                        let frame = AgentFrame::Event(gpubook_proto::Event {
-                            booking: visible(&caller.actor, e.booking.clone()),
-                            ..(*e).clone()
-                        });
+                        let frame = AgentFrame::Event(crate::transfer::visible_event(
+                            &caller.actor,
+                            (*e).clone(),
+                        ));
                         if out.push(&frame).is_err() {
                             return;
                         }
@@ -153,9 +153,9 @@ async fn catch_up(ctx: &Arc<Context>, caller: &Caller, out: &Outbox, last: &mut 
         if batch.is_empty() {
             return true;
         }
-        for mut e in batch {
+        for e in batch {
             *last = e.seq;
-            e.booking = visible(&caller.actor, e.booking);
+            let e = crate::transfer::visible_event(&caller.actor, e);
             if out.send(&AgentFrame::Event(e)).await.is_err() {
                 return false;
             }

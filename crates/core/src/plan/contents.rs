@@ -88,7 +88,8 @@ pub(super) fn check_job(j: &JobSpec, policy: &Policy) -> Result<(), PlanError> {
             ));
         }
     }
-    Ok(())
+    crate::transfer::check_transfers(&j.stage, &j.save, j.save_to.as_deref())
+        .map_err(|e| PlanError::Invalid(e.to_string()))
 }
 
 /// Refuses a title and job that would take more than [`MAX_BOOKING_BYTES`] in JSON, so that
@@ -111,6 +112,14 @@ pub(super) fn check_size(title: &str, job: Option<&JobSpec>) -> Result<(), PlanE
             .map(|(k, v)| json_len(k) + json_len(v) + 2)
             .sum();
         total += env;
+        // Each entry: `"name":"source",` / `"glob",`.
+        total += j
+            .stage
+            .iter()
+            .map(|(k, v)| json_len(k) + json_len(v) + 2)
+            .sum::<usize>();
+        total += j.save.iter().map(|g| json_len(g) + 1).sum::<usize>();
+        total += j.save_to.as_deref().map_or(0, json_len);
     }
     if total > MAX_BOOKING_BYTES {
         return Err(PlanError::Invalid(format!(

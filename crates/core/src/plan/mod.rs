@@ -66,6 +66,9 @@ pub enum When {
 }
 
 /// A change someone asks for.
+// One is built per request and applied at once, never kept in bulk: a job inline (with its
+// stage and save entries) costs nothing worth boxing it for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// A new booking.
@@ -167,6 +170,16 @@ pub enum ChangeKind {
     IdleHeld,
     /// Its GPU usage summary was recorded (in `usage`).
     UsageRecorded,
+    /// How far the copy of its staged data has come (in the note).
+    StageProgress,
+    /// Its staged data is in place for its slot (in the note).
+    StageReady,
+    /// Its data could not be staged (why in the note).
+    StageFailed,
+    /// Its job's results were saved (files and where in the note).
+    JobSaved,
+    /// Its job's results could not be saved after every retry (why in the note).
+    SaveFailed,
 }
 
 /// One change the plan made: the booking as it is afterwards.

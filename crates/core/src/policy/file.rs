@@ -35,9 +35,11 @@ struct PolicyFile {
     max_log: Option<SizeText>,
     max_pending: Option<u32>,
     max_upcoming: Option<u32>,
+    scratch: Option<String>,
+    stage_quota: Option<SizeText>,
 }
 
-/// `max_log` as written: "1G", or a plain number of bytes (with or without quotes).
+/// `max_log` and `stage_quota` as written: "1G", or a plain number of bytes (with or without quotes).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum SizeText {
@@ -59,13 +61,15 @@ impl Policy {
             }
         };
         let d = Policy::default();
-        let max_log_bytes = match f.max_log {
-            None => d.max_log_bytes,
-            Some(SizeText::Bytes(n)) => n,
+        let size = |name: &str, v: Option<SizeText>, default: u64| match v {
+            None => Ok(default),
+            Some(SizeText::Bytes(n)) => Ok(n),
             Some(SizeText::Text(s)) => {
-                parse_size(&s).map_err(|e| PolicyError(format!("max_log: {e}")))?
+                parse_size(&s).map_err(|e| PolicyError(format!("{name}: {e}")))
             }
         };
+        let max_log_bytes = size("max_log", f.max_log, d.max_log_bytes)?;
+        let stage_quota_bytes = size("stage_quota", f.stage_quota, d.stage_quota_bytes)?;
         let policy = Self {
             default_role: f.default_role.unwrap_or(d.default_role),
             admins: f.admins,
@@ -92,6 +96,8 @@ impl Policy {
             max_log_bytes,
             max_pending: f.max_pending.unwrap_or(d.max_pending),
             max_upcoming: f.max_upcoming.unwrap_or(d.max_upcoming),
+            scratch: f.scratch.unwrap_or(d.scratch),
+            stage_quota_bytes,
         };
         policy.validate()?;
         Ok(policy)

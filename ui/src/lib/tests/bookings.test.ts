@@ -92,7 +92,7 @@ describe('how bookings look', () => {
 
   it('shows one own command only when the setting says so, never another person', () => {
     const now = Date.parse('2026-11-26T10:00:00Z');
-    const b = booking(5, { job: { command: 'python train.py', cwd: null, env: {}, end_signal: null, grace_secs: null, keep_slot: false } });
+    const b = booking(5, { job: { command: 'python train.py', cwd: null, env: {}, end_signal: null, grace_secs: null, keep_slot: false, stage: {}, save: [], save_to: null } });
     expect(eventOf('s', b, 'alice', now, true).extendedProps.job).toBe('python train.py');
     expect(eventOf('s', b, 'alice', now, false).extendedProps.job).toBeNull();
     expect(eventOf('s', b, 'bob', now, true).extendedProps.job).toBeNull();

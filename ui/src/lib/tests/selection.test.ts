@@ -148,6 +148,9 @@ describe('a drag selection to a booking request', () => {
       end_signal: 'SIGUSR1',
       grace_secs: null,
       keep_slot: true,
+      stage: {},
+      save: [],
+      save_to: null,
     });
   });
 });

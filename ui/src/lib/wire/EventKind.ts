@@ -3,4 +3,4 @@
 /**
  * What an event says happened.
  */
-export type EventKind = "booking_created" | "booking_changed" | "booking_cancelled" | "booking_approved" | "booking_denied" | "booking_moved_earlier" | "booking_released" | "slot_starting" | "slot_started" | "slot_ending" | "slot_ended" | "job_started" | "job_finished" | "job_stopped" | "job_failed" | "job_lost" | "intruder" | "idle" | "idle_held" | "usage_recorded" | "unknown";
+export type EventKind = "booking_created" | "booking_changed" | "booking_cancelled" | "booking_approved" | "booking_denied" | "booking_moved_earlier" | "booking_released" | "slot_starting" | "slot_started" | "slot_ending" | "slot_ended" | "job_started" | "job_finished" | "job_stopped" | "job_failed" | "job_lost" | "intruder" | "idle" | "idle_held" | "usage_recorded" | "stage_progress" | "stage_ready" | "stage_failed" | "job_saved" | "save_failed" | "unknown";

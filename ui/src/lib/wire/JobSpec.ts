@@ -27,4 +27,20 @@ grace_secs: number | null,
 /**
  * Keep the rest of the slot when the job ends early (default: release it).
  */
-keep_slot: boolean, };
+keep_slot: boolean, 
+/**
+ * Data copied to the server's scratch before the slot starts: a directory name under
+ * `$GPUBOOK_STAGE` → its source (an absolute path on the server or `s3://bucket/prefix`).
+ * Older clients send none.
+ */
+stage: { [key in string]: string }, 
+/**
+ * Files kept when the job ends: globs relative to its working directory. Older clients
+ * send none.
+ */
+save: Array<string>, 
+/**
+ * Where saved files go: a directory on the server or `s3://bucket/prefix`, with
+ * `{server}`, `{id}` and `{owner}` filled in. Older clients send none.
+ */
+save_to: string | null, };

@@ -102,4 +102,14 @@ max_pending: number,
  * user can fill the agent's store; admins are not held to it. Older agents do not send
  * it: 500.
  */
-max_upcoming: number, };
+max_upcoming: number, 
+/**
+ * Where staged data is kept on the server, one directory per owner. Older agents do not
+ * send it: /scratch/gpubook.
+ */
+scratch: string, 
+/**
+ * Bytes of staged data one owner may keep in scratch; the least recently used copies
+ * are removed beyond it. Older agents do not send it: 500 GiB.
+ */
+stage_quota_bytes: number, };
