@@ -41,6 +41,21 @@ fn alice_on_gpu0(gpus: u32, policy: Option<&str>) -> (TempDir, BookingId) {
     (dir, id)
 }
 
+/// The agent over one simulated GPU, sampled every 0.2 s, under `dir`'s policy.toml.
+async fn one_gpu_under_policy(dir: TempDir) -> Agent {
+    let policy = dir.path().join("policy.toml");
+    let policy = policy.to_str().unwrap().to_string();
+    let args = [
+        "--gpus",
+        "sim:1",
+        "--sample-secs",
+        "0.2",
+        "--policy",
+        &policy,
+    ];
+    Agent::start(dir, &args).await
+}
+
 /// Replaces the processes file at `path` whole, as its documentation asks.
 fn put_processes(path: &Path, json: &str) {
     let tmp = path.with_extension("tmp");
@@ -181,21 +196,9 @@ async fn the_stop_policy_stops_an_intruder_when_the_agent_runs_as_root() {
 #[tokio::test]
 async fn an_idle_booking_is_announced_and_left_alone_by_default() {
     let (dir, id) = alice_on_gpu0(1, Some("idle_after = \"1s\"\n"));
-    let policy = dir.path().join("policy.toml");
     // No process from the start: without the file the GPUs would show made-up load.
     put_processes(&Agent::state_dir_in(&dir).join(SIM_PROCESSES_FILE), "[]");
-    let agent = Agent::start(
-        dir,
-        &[
-            "--gpus",
-            "sim:1",
-            "--sample-secs",
-            "0.2",
-            "--policy",
-            policy.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let agent = one_gpu_under_policy(dir).await;
     let mut seen = Seen::subscribe(&agent).await;
     seen.until("the idle event", DEADLINE, |s| {
         !s.of(EventKind::Idle, id).is_empty()
@@ -229,24 +232,12 @@ async fn an_idle_booking_is_announced_and_left_alone_by_default() {
 #[tokio::test]
 async fn an_idle_booking_is_released_by_policy_and_the_queue_moves_up() {
     let (dir, id) = alice_on_gpu0(1, Some("idle_after = \"2s\"\nrelease_idle = true\n"));
-    let policy = dir.path().join("policy.toml");
     let file = Agent::state_dir_in(&dir).join(SIM_PROCESSES_FILE);
     put_processes(
         &file,
         r#"[{"gpu": 0, "pid": 5151, "user": "alice", "used_bytes": 2147483648, "util": 50}]"#,
     );
-    let agent = Agent::start(
-        dir,
-        &[
-            "--gpus",
-            "sim:1",
-            "--sample-secs",
-            "0.2",
-            "--policy",
-            policy.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let agent = one_gpu_under_policy(dir).await;
     let mut seen = Seen::subscribe(&agent).await;
     let conn = agent.connect().await;
     // The test's user asks for GPU 0 for 15 minutes, as soon as possible: after alice.
@@ -332,24 +323,12 @@ async fn an_idle_booking_is_released_by_policy_and_the_queue_moves_up() {
 #[tokio::test]
 async fn memory_held_at_no_load_is_announced_once_through_the_real_agent() {
     let (dir, id) = alice_on_gpu0(1, Some("idle_held_after = \"1s\"\n"));
-    let policy = dir.path().join("policy.toml");
     // Alice's process holds 8 GiB and does nothing.
     put_processes(
         &Agent::state_dir_in(&dir).join(SIM_PROCESSES_FILE),
         r#"[{"gpu": 0, "pid": 4242, "user": "alice", "used_bytes": 8589934592, "util": 0}]"#,
     );
-    let agent = Agent::start(
-        dir,
-        &[
-            "--gpus",
-            "sim:1",
-            "--sample-secs",
-            "0.2",
-            "--policy",
-            policy.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let agent = one_gpu_under_policy(dir).await;
     let mut seen = Seen::subscribe(&agent).await;
     seen.until("the idle-held event", DEADLINE, |s| {
         !s.of(EventKind::IdleHeld, id).is_empty()
