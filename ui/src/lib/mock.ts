@@ -16,6 +16,7 @@ import type { PolicyResponse } from './wire/PolicyResponse';
 import type { Readings } from './wire/Readings';
 import type { Role } from './wire/Role';
 import { ceilTo, floorTo, HOUR, roundTo, toWire } from './time';
+import { err, makeGpus, PEOPLE, rng, TITLES } from './mock-data';
 
 const GRAN = 900; // 15-minute grid
 const ME = 'you';
@@ -28,33 +29,6 @@ type MockServer = {
   nextId: number;
   role: Role;
 };
-
-/** A small deterministic random generator, so screenshots are stable. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 2 ** 32;
-  };
-}
-
-function err(kind: AppError['kind'], message: string, server: string | null = null, extra: Partial<AppError> = {}): AppError {
-  return { kind, message, server, conflicts: [], fingerprint: null, revision: null, ...extra };
-}
-
-function makeGpus(server: string, n: number, model: string, memGiB: number, simulated: boolean): Gpu[] {
-  return Array.from({ length: n }, (_, i) => ({
-    uuid: `${simulated ? 'SIM' : 'GPU'}-${server}-${i.toString(16).padStart(4, '0')}`,
-    index: i,
-    name: simulated ? `Simulated GPU ${i}` : model,
-    memory_total: memGiB * 2 ** 30,
-    server,
-    simulated,
-  }));
-}
-
-const PEOPLE = ['alice', 'bob', 'chen', 'dara', 'emil', 'fatima'];
-const TITLES = ['yolov8 defects', 'llama finetune', 'ablation sweep', 'diffusion eval', 'thesis runs', 'protein fold', 'RL baseline'];
 
 /** The in-memory backend. */
 export class MockBackend implements Host {
