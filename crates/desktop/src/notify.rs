@@ -128,19 +128,14 @@ pub fn decide(
                 to: end + EXTEND_BY,
             }),
         ),
+        // A job that saves results is announced once, by the save's own notice, which says how
+        // the job ended too (unless the person turned that notice off).
+        EventKind::JobFinished | EventKind::JobStopped if saves_results(b, settings) => {
+            return None
+        }
         EventKind::JobFinished => {
-            let run = b.run.as_ref();
-            let how = match (run.and_then(|r| r.exit_code), run.and_then(|r| r.signal)) {
-                (Some(0), _) => "exited with code 0".to_string(),
-                (Some(c), _) => format!("failed with exit code {c}"),
-                (None, Some(s)) => format!("was ended by signal {s}"),
-                (None, None) => "ended".to_string(),
-            };
-            let ran = run
-                .and_then(|r| Some(r.ended_at? - r.started_at?))
-                .map(|d| format!(" after {}", human_duration(d)))
-                .unwrap_or_default();
-            let mut body = format!("It {how}{ran} ({when}).");
+            let how = how_it_ended(b);
+            let mut body = format!("It {how} ({when}).");
             if let Some(u) = &b.usage {
                 body.push_str(&format!(
                     " Mean GPU use {:.0} %, peak memory {:.1} GiB.",
@@ -263,7 +258,10 @@ pub fn decide(
                 (
                     "save_failed",
                     format!("Results of {} could not be saved", title(b)),
-                    format!("{reason}. The files stay where the job left them ({when})."),
+                    format!(
+                        "The job {}. {reason}. The files stay where the job left them ({when}).",
+                        how_it_ended(b)
+                    ),
                     None,
                 )
             }
@@ -274,9 +272,10 @@ pub fn decide(
             };
             (
                 "job_saved",
-                format!("Results of {} saved", title(b)),
+                format!("Job of {} ended; results saved", title(b)),
                 format!(
-                    "{} file{} saved to {to}, checksums verified ({when}).",
+                    "It {}. {} file{} saved to {to}, checksums verified ({when}).",
+                    how_it_ended(b),
                     files.len(),
                     if files.len() == 1 { "" } else { "s" }
                 ),
@@ -294,6 +293,33 @@ pub fn decide(
         body,
         extend,
     })
+}
+
+/// Whether booking `b`'s job saves results the person hears about: then the save's notice
+/// (saved, or could not be saved) tells how the job ended, and the job's own is not shown.
+fn saves_results(b: &Booking, settings: &Settings) -> bool {
+    b.job.as_ref().is_some_and(|j| !j.save.is_empty())
+        && settings.wants("job_saved")
+        && settings.wants("save_failed")
+}
+
+/// How booking `b`'s job ended, for a sentence: "exited with code 0 after 2h 5m".
+fn how_it_ended(b: &Booking) -> String {
+    let run = b.run.as_ref();
+    let how = match (run.and_then(|r| r.exit_code), run.and_then(|r| r.signal)) {
+        (Some(0), _) => "exited with code 0".to_string(),
+        (Some(c), _) => format!("failed with exit code {c}"),
+        (None, Some(s)) => format!("was ended by signal {s}"),
+        (None, None) if run.is_some_and(|r| r.state == gpubook_core::JobState::Stopped) => {
+            "was stopped at the slot's end".to_string()
+        }
+        (None, None) => "ended".to_string(),
+    };
+    let ran = run
+        .and_then(|r| Some(r.ended_at? - r.started_at?))
+        .map(|d| format!(" after {}", human_duration(d)))
+        .unwrap_or_default();
+    format!("{how}{ran}")
 }
 
 /// "Server unreachable" (`up == false`) or "back" (`up == true`).
@@ -498,6 +524,55 @@ mod tests {
         let mut quiet = Settings::default();
         quiet.notify.insert("save_failed".into(), false);
         assert!(decide(&ev, "lab", "Lab 1", "ann", now, &quiet).is_none());
+    }
+
+    #[test]
+    fn a_job_that_saves_results_is_announced_once_with_how_it_ended() {
+        let now = Utc::now();
+        let mut b = booking("ann", now - Duration::hours(1), 2);
+        b.job = Some(gpubook_core::JobSpec {
+            command: "python train.py".into(),
+            save: vec!["runs/**/best.pt".into()],
+            save_to: Some("s3://b/{id}/".into()),
+            ..Default::default()
+        });
+        b.run = Some(JobRun {
+            state: JobState::Finished,
+            pid: Some(1),
+            start_ticks: None,
+            started_at: Some(now - Duration::minutes(62)),
+            ended_at: Some(now),
+            exit_code: Some(0),
+            signal: None,
+            message: None,
+            log: None,
+        });
+        let all = Settings::default();
+        let finished = event(EventKind::JobFinished, b.clone(), now);
+        assert!(decide(&finished, "lab", "Lab 1", "ann", now, &all).is_none());
+        let mut saved = event(EventKind::JobSaved, b, now);
+        saved.note = Some(Note::Saved {
+            to: "s3://b/7/".into(),
+            files: vec![gpubook_core::booking::SavedFile {
+                name: "runs/a/best.pt".into(),
+                size: 10,
+                sha256: "00".into(),
+            }],
+        });
+        let n = decide(&saved, "lab", "Lab 1", "ann", now, &all).unwrap();
+        assert_eq!(n.kind, "job_saved");
+        assert!(n.summary.contains("ended; results saved"), "{}", n.summary);
+        assert!(
+            n.body
+                .starts_with("It exited with code 0 after 1h 2m. 1 file saved to s3://b/7/"),
+            "{}",
+            n.body
+        );
+        // Without the save's notice, the job's own is shown.
+        let mut no_saves = Settings::default();
+        no_saves.notify.insert("job_saved".into(), false);
+        let n = decide(&finished, "lab", "Lab 1", "ann", now, &no_saves).unwrap();
+        assert_eq!(n.kind, "job_finished");
     }
 
     #[test]
