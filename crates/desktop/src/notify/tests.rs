@@ -1,0 +1,239 @@
+//! What each event says to its owner, and when it says nothing.
+
+use super::*;
+use gpubook_core::{BookingState, GpuUuid, Interval, JobRun, JobState};
+
+fn booking(owner: &str, start: DateTime<Utc>, hours: i64) -> Booking {
+    Booking {
+        id: BookingId(7),
+        owner: owner.into(),
+        gpus: vec![GpuUuid("a".into()), GpuUuid("b".into())],
+        interval: Interval::new(start, start + Duration::hours(hours)).unwrap(),
+        title: "train".into(),
+        state: BookingState::Confirmed,
+        job: None,
+        asap: None,
+        pending_reason: None,
+        pending_since: None,
+        created_at: start,
+        revision: 1,
+        warned_start: false,
+        warned_end: false,
+        run: None,
+        usage: None,
+    }
+}
+
+fn event(kind: EventKind, b: Booking, at: DateTime<Utc>) -> Event {
+    Event {
+        seq: 1,
+        at,
+        kind,
+        booking: b,
+        before: None,
+        actor: None,
+        note: None,
+    }
+}
+
+#[test]
+fn own_slot_ending_offers_an_hour_more() {
+    let now = Utc::now();
+    let b = booking("ann", now - Duration::minutes(50), 1);
+    let n = decide(
+        &event(EventKind::SlotEnding, b.clone(), now),
+        "lab",
+        "Lab 1",
+        "ann",
+        now,
+        &Settings::default(),
+    )
+    .unwrap();
+    assert_eq!(n.kind, "slot_ending");
+    assert!(n.summary.contains("ends in 10m"), "{}", n.summary);
+    assert_eq!(
+        n.extend,
+        Some(ExtendOffer {
+            server: "lab".into(),
+            id: BookingId(7),
+            to: b.interval.end + Duration::hours(1)
+        })
+    );
+}
+
+#[test]
+fn memory_held_without_work_says_how_much_and_how_long() {
+    let now = Utc::now();
+    let b = booking("ann", now - Duration::hours(1), 2);
+    let mut ev = event(EventKind::IdleHeld, b, now);
+    ev.note = Some(Note::IdleHeld {
+        gpu: GpuUuid("a".into()),
+        memory_bytes: 8 << 30,
+        util_pct: 1,
+        held_secs: 1800,
+        released: false,
+    });
+    let n = decide(&ev, "lab", "Lab 1", "ann", now, &Settings::default()).unwrap();
+    assert_eq!(n.kind, "idle_held");
+    assert!(n.summary.contains("holds GPU memory"), "{}", n.summary);
+    assert!(n.body.contains("8.0 GiB at 1 %"), "{}", n.body);
+    assert!(
+        n.body.contains("30m") || n.body.contains("30 min"),
+        "{}",
+        n.body
+    );
+    let mut quiet = Settings::default();
+    quiet.notify.insert("idle_held".into(), false);
+    assert!(decide(&ev, "lab", "Lab 1", "ann", now, &quiet).is_none());
+}
+
+#[test]
+fn a_failed_stage_or_save_is_notified_with_its_reason() {
+    let now = Utc::now();
+    let b = booking("ann", now + Duration::hours(1), 2);
+    let mut ev = event(EventKind::StageFailed, b.clone(), now);
+    ev.note = Some(Note::TransferFailed {
+        reason: "coco: /nfs/coco: Permission denied (os error 13)".into(),
+        attempts: 1,
+    });
+    let n = decide(&ev, "lab", "Lab 1", "ann", now, &Settings::default()).unwrap();
+    assert_eq!(n.kind, "stage_failed");
+    assert!(n.body.contains("Permission denied"), "{}", n.body);
+    ev.kind = EventKind::SaveFailed;
+    let n = decide(&ev, "lab", "Lab 1", "ann", now, &Settings::default()).unwrap();
+    assert_eq!(n.kind, "save_failed");
+    assert!(
+        n.body.contains("stay where the job left them"),
+        "{}",
+        n.body
+    );
+    let mut progress = event(EventKind::StageProgress, b.clone(), now);
+    let stage = |late| Note::Stage {
+        name: "coco".into(),
+        done_bytes: 1,
+        total_bytes: 100,
+        copied_files: 1,
+        kept_files: 0,
+        dir: "/scratch/gpubook/ann/booking-7".into(),
+        late,
+    };
+    progress.note = Some(stage(false));
+    assert!(decide(&progress, "lab", "Lab 1", "ann", now, &Settings::default()).is_none());
+    progress.note = Some(stage(true));
+    let n = decide(&progress, "lab", "Lab 1", "ann", now, &Settings::default()).unwrap();
+    assert!(
+        n.summary.contains("will not be ready in time"),
+        "{}",
+        n.summary
+    );
+    let mut quiet = Settings::default();
+    quiet.notify.insert("save_failed".into(), false);
+    assert!(decide(&ev, "lab", "Lab 1", "ann", now, &quiet).is_none());
+}
+
+#[test]
+fn a_job_that_saves_results_is_announced_once_with_how_it_ended() {
+    let now = Utc::now();
+    let mut b = booking("ann", now - Duration::hours(1), 2);
+    b.job = Some(gpubook_core::JobSpec {
+        command: "python train.py".into(),
+        save: vec!["runs/**/best.pt".into()],
+        save_to: Some("s3://b/{id}/".into()),
+        ..Default::default()
+    });
+    b.run = Some(JobRun {
+        state: JobState::Finished,
+        pid: Some(1),
+        start_ticks: None,
+        started_at: Some(now - Duration::minutes(62)),
+        ended_at: Some(now),
+        exit_code: Some(0),
+        signal: None,
+        message: None,
+        log: None,
+    });
+    let all = Settings::default();
+    let finished = event(EventKind::JobFinished, b.clone(), now);
+    assert!(decide(&finished, "lab", "Lab 1", "ann", now, &all).is_none());
+    let mut saved = event(EventKind::JobSaved, b, now);
+    saved.note = Some(Note::Saved {
+        to: "s3://b/7/".into(),
+        files: vec![gpubook_core::booking::SavedFile {
+            name: "runs/a/best.pt".into(),
+            size: 10,
+            sha256: "00".into(),
+        }],
+    });
+    let n = decide(&saved, "lab", "Lab 1", "ann", now, &all).unwrap();
+    assert_eq!(n.kind, "job_saved");
+    assert!(n.summary.contains("ended; results saved"), "{}", n.summary);
+    assert!(
+        n.body
+            .starts_with("It exited with code 0 after 1h 2m. 1 file saved to s3://b/7/"),
+        "{}",
+        n.body
+    );
+    // Without the save's notice, the job's own is shown.
+    let mut no_saves = Settings::default();
+    no_saves.notify.insert("job_saved".into(), false);
+    let n = decide(&finished, "lab", "Lab 1", "ann", now, &no_saves).unwrap();
+    assert_eq!(n.kind, "job_finished");
+}
+
+#[test]
+fn finished_job_says_exit_code_and_duration() {
+    let now = Utc::now();
+    let mut b = booking("ann", now - Duration::hours(1), 2);
+    b.run = Some(JobRun {
+        state: JobState::Finished,
+        pid: Some(1),
+        start_ticks: None,
+        started_at: Some(now - Duration::minutes(62)),
+        ended_at: Some(now),
+        exit_code: Some(3),
+        signal: None,
+        message: None,
+        log: None,
+    });
+    let n = decide(
+        &event(EventKind::JobFinished, b, now),
+        "lab",
+        "Lab 1",
+        "ann",
+        now,
+        &Settings::default(),
+    )
+    .unwrap();
+    assert!(
+        n.body.contains("failed with exit code 3 after 1h 2m"),
+        "{}",
+        n.body
+    );
+}
+
+#[test]
+fn others_old_and_unwanted_events_are_not_shown() {
+    let now = Utc::now();
+    let b = booking("ann", now + Duration::minutes(5), 1);
+    let s = Settings::default();
+    let ev = event(EventKind::SlotStarting, b.clone(), now);
+    assert!(decide(&ev, "lab", "Lab", "bob", now, &s).is_none());
+    assert!(decide(&ev, "lab", "Lab", "ann", now, &s).is_some());
+    // Caught up after a restart: older than the limit.
+    let old = event(
+        EventKind::SlotStarting,
+        b,
+        now - CATCH_UP_LIMIT - Duration::seconds(1),
+    );
+    assert!(decide(&old, "lab", "Lab", "ann", now, &s).is_none());
+    let mut off = Settings::default();
+    off.notify.insert("slot_starting".into(), false);
+    assert!(decide(&ev, "lab", "Lab", "ann", now, &off).is_none());
+    // Bookkeeping events are never shown.
+    let created = event(EventKind::BookingCreated, ev.booking.clone(), now);
+    assert!(decide(&created, "lab", "Lab", "ann", now, &s).is_none());
+    assert!(server_notice("Lab", false, Some("refused"), &s)
+        .unwrap()
+        .summary
+        .contains("cannot be reached"));
+}
