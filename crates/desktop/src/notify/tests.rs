@@ -24,6 +24,21 @@ fn booking(owner: &str, start: DateTime<Utc>, hours: i64) -> Booking {
     }
 }
 
+/// A job that ran 62 minutes up to `now` and exited with `code`.
+fn finished_62_minutes(now: DateTime<Utc>, code: i32) -> JobRun {
+    JobRun {
+        state: JobState::Finished,
+        pid: Some(1),
+        start_ticks: None,
+        started_at: Some(now - Duration::minutes(62)),
+        ended_at: Some(now),
+        exit_code: Some(code),
+        signal: None,
+        message: None,
+        log: None,
+    }
+}
+
 fn event(kind: EventKind, b: Booking, at: DateTime<Utc>) -> Event {
     Event {
         seq: 1,
@@ -141,17 +156,7 @@ fn a_job_that_saves_results_is_announced_once_with_how_it_ended() {
         save_to: Some("s3://b/{id}/".into()),
         ..Default::default()
     });
-    b.run = Some(JobRun {
-        state: JobState::Finished,
-        pid: Some(1),
-        start_ticks: None,
-        started_at: Some(now - Duration::minutes(62)),
-        ended_at: Some(now),
-        exit_code: Some(0),
-        signal: None,
-        message: None,
-        log: None,
-    });
+    b.run = Some(finished_62_minutes(now, 0));
     let all = Settings::default();
     let finished = event(EventKind::JobFinished, b.clone(), now);
     assert!(decide(&finished, "lab", "Lab 1", "ann", now, &all).is_none());
@@ -184,17 +189,7 @@ fn a_job_that_saves_results_is_announced_once_with_how_it_ended() {
 fn finished_job_says_exit_code_and_duration() {
     let now = Utc::now();
     let mut b = booking("ann", now - Duration::hours(1), 2);
-    b.run = Some(JobRun {
-        state: JobState::Finished,
-        pid: Some(1),
-        start_ticks: None,
-        started_at: Some(now - Duration::minutes(62)),
-        ended_at: Some(now),
-        exit_code: Some(3),
-        signal: None,
-        message: None,
-        log: None,
-    });
+    b.run = Some(finished_62_minutes(now, 3));
     let n = decide(
         &event(EventKind::JobFinished, b, now),
         "lab",
