@@ -24,6 +24,13 @@ fn booking(owner: &str, start: DateTime<Utc>, hours: i64) -> Booking {
     }
 }
 
+/// The default settings with notices of `kind` turned off.
+fn without(kind: &str) -> Settings {
+    let mut s = Settings::default();
+    s.notify.insert(kind.into(), false);
+    s
+}
+
 /// A job that ran 62 minutes up to `now` and exited with `code`.
 fn finished_62_minutes(now: DateTime<Utc>, code: i32) -> JobRun {
     JobRun {
@@ -97,9 +104,7 @@ fn memory_held_without_work_says_how_much_and_how_long() {
         "{}",
         n.body
     );
-    let mut quiet = Settings::default();
-    quiet.notify.insert("idle_held".into(), false);
-    assert!(decide(&ev, "lab", "Lab 1", "ann", now, &quiet).is_none());
+    assert!(decide(&ev, "lab", "Lab 1", "ann", now, &without("idle_held")).is_none());
 }
 
 #[test]
@@ -141,9 +146,7 @@ fn a_failed_stage_or_save_is_notified_with_its_reason() {
         "{}",
         n.summary
     );
-    let mut quiet = Settings::default();
-    quiet.notify.insert("save_failed".into(), false);
-    assert!(decide(&ev, "lab", "Lab 1", "ann", now, &quiet).is_none());
+    assert!(decide(&ev, "lab", "Lab 1", "ann", now, &without("save_failed")).is_none());
 }
 
 #[test]
@@ -179,9 +182,7 @@ fn a_job_that_saves_results_is_announced_once_with_how_it_ended() {
         n.body
     );
     // Without the save's notice, the job's own is shown.
-    let mut no_saves = Settings::default();
-    no_saves.notify.insert("job_saved".into(), false);
-    let n = decide(&finished, "lab", "Lab 1", "ann", now, &no_saves).unwrap();
+    let n = decide(&finished, "lab", "Lab 1", "ann", now, &without("job_saved")).unwrap();
     assert_eq!(n.kind, "job_finished");
 }
 
