@@ -2165,3 +2165,54 @@ fn a_user_holds_at_most_max_upcoming_bookings_so_no_one_fills_the_store() {
     assert_eq!(p.upcoming("bob"), 2);
     create(&mut p, &user("bob"), hour(16), now());
 }
+
+#[test]
+fn a_slot_too_short_for_its_end_warning_has_its_end_announced_with_its_start() {
+    // The default warning is 10 minutes: a 15-minute slot would be warned 5 minutes in, just
+    // after "started, yours until 10:15" said the same. It is marked warned as it starts.
+    let mut p = plan(Policy::default());
+    let b = create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("10:15")),
+        now(),
+    );
+    p.tick(today("09:55"));
+    let c = p.tick(today("10:00"));
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].kind, ChangeKind::Started);
+    assert!(c[0].booking.warned_end, "the start announces the end");
+    assert_eq!(p.next_due(), Some(today("10:15")));
+    assert!(p.tick(today("10:05")).is_empty(), "no second word");
+    assert!(p.tick(today("10:14:59")).is_empty());
+
+    // Extended to 11:15 at 10:10, it is long enough again: warned at 11:05.
+    let c = p
+        .apply(
+            &user("bob"),
+            Op::Extend {
+                id: b.id,
+                end: today("11:15"),
+            },
+            today("10:10"),
+        )
+        .unwrap();
+    assert!(!c[0].booking.warned_end);
+    assert_eq!(p.next_due(), Some(today("11:05")));
+    let c = p.tick(today("11:05"));
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].kind, ChangeKind::SlotEnding);
+
+    // Exactly twice the warning (30 minutes, with a 15-minute warning) is warned, 15 in.
+    let mut p = plan(Policy::from_toml("end_warning = \"15m\"").unwrap());
+    create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("10:30")),
+        now(),
+    );
+    let c = p.tick(today("10:00"));
+    assert!(!c[0].booking.warned_end);
+    assert_eq!(p.next_due(), Some(today("10:15")));
+    assert_eq!(p.tick(today("10:15"))[0].kind, ChangeKind::SlotEnding);
+}

@@ -6,6 +6,17 @@
 //! turned off in the settings; when catching up after a restart, events older than
 //! [`CATCH_UP_LIMIT`] are not notified (a "slot starts in 5 minutes" from last night helps
 //! nobody), while the UI still receives them.
+//!
+//! What matters is said once (tests in `notify/tests.rs`):
+//! - A booking with a job speaks when its job ends: one notice, "finished" (or "stopped at
+//!   the slot's end", or "saved" when it saves results), or "could not start". Its slot's
+//!   start is not announced, nor foretold (the job starts by itself), and its end warning
+//!   only while the job still runs, when the warning can save work.
+//! - A slot without a job is announced as it starts, with its end.
+//! - The end warning ("ends in 10 minutes", with "Extend 1 h") comes `end_warning` before
+//!   the end only for a slot at least twice `end_warning` long (the agent's plan decides,
+//!   `gpubook_core::Plan::tick`); a shorter slot has it marked given at its start, and its
+//!   start notice carries the end and the offer to extend instead.
 
 use chrono::{DateTime, Duration, Local, Utc};
 use gpubook_core::{Booking, BookingId, Note};
@@ -102,6 +113,7 @@ pub fn decide(
         local_time(end, now)
     );
     let (kind, summary, body, extend) = match ev.kind {
+        EventKind::SlotStarting | EventKind::SlotStarted if b.job.is_some() => return None,
         EventKind::SlotStarting => (
             "slot_starting",
             if start > now {
@@ -112,12 +124,38 @@ pub fn decide(
             when,
             None,
         ),
+        // Too short for its own end warning: the start says when it ends, and offers more
+        // (shown to whoever wants either notice).
+        EventKind::SlotStarted if b.warned_end => (
+            if settings.wants("slot_started") {
+                "slot_started"
+            } else {
+                "slot_ending"
+            },
+            format!(
+                "{} has started; it ends in {}",
+                title(b),
+                human_duration(end - now)
+            ),
+            format!("{when}. Extend it by an hour if the GPUs are free then."),
+            Some(ExtendOffer {
+                server: server.to_string(),
+                id: b.id,
+                to: end + EXTEND_BY,
+            }),
+        ),
         EventKind::SlotStarted => (
             "slot_started",
             format!("{} has started", title(b)),
             format!("{when}. The GPUs are yours until {}.", local_time(end, now)),
             None,
         ),
+        // A job that already ended has said so; the slot's end is news only to a running job.
+        EventKind::SlotEnding
+            if b.job.is_some() && b.run.as_ref().is_some_and(|r| r.state.is_over()) =>
+        {
+            return None
+        }
         EventKind::SlotEnding => (
             "slot_ending",
             format!("{} ends in {}", title(b), human_duration(end - now)),
@@ -150,6 +188,19 @@ pub fn decide(
                 None,
             )
         }
+        EventKind::JobFailed => (
+            "job_failed",
+            format!("Job of {} could not start", title(b)),
+            format!(
+                "{} ({when}).",
+                b.run
+                    .as_ref()
+                    .and_then(|r| r.message.as_deref())
+                    .map(upper_first)
+                    .unwrap_or_else(|| "No reason was given".to_string())
+            ),
+            None,
+        ),
         EventKind::JobStopped => (
             "job_stopped",
             format!("Job of {} stopped at the slot's end", title(b)),
@@ -304,6 +355,15 @@ fn saves_results(b: &Booking, settings: &Settings) -> bool {
 }
 
 /// How booking `b`'s job ended, for a sentence: "exited with code 0 after 2h 5m".
+/// `s` with its first letter upper case: a reason read as a sentence.
+fn upper_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 fn how_it_ended(b: &Booking) -> String {
     let run = b.run.as_ref();
     let how = match (run.and_then(|r| r.exit_code), run.and_then(|r| r.signal)) {

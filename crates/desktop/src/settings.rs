@@ -12,6 +12,7 @@ pub const NOTIFY_KINDS: &[&str] = &[
     "slot_ending",
     "job_finished",
     "job_stopped",
+    "job_failed",
     "booking_approved",
     "booking_denied",
     "booking_moved_earlier",

@@ -5,7 +5,7 @@
 //!   agent (read back with the gpubook CLI) and on the calendar;
 //! - another person's booking (made by a real second Unix user) cannot be dragged: it stays;
 //! - a job that finishes raises a notification, read on the bus with dbus-monitor;
-//! - 10 minutes before a slot's end the notification offers "Extend 1 h"; chosen in dunst's
+//! - a slot too short for its end warning offers "Extend 1 h" as it starts; chosen in dunst's
 //!   menu, it extends the booking;
 //! - a finished job's panel shows its state with the exit status and the tail of its log; a
 //!   running job's log grows in its open panel as the agent pushes it;
@@ -627,7 +627,8 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
         "the log took {grew_in:?} to show 4 more lines: it is not pushed"
     );
 
-    // 10 minutes before a slot's end: "Extend 1 h", clicked in dunst's menu, extends it.
+    // A slot too short for its own end warning (10 minutes; the policy warns 15 before the
+    // end) says its end as it starts, with "Extend 1 h", clicked in dunst's menu.
     let ending = cli(
         &cli_copy,
         &socket,
@@ -650,7 +651,7 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
         .to_string();
     until("the slot-ending notification with its action", 60, || {
         let log = std::fs::read_to_string(&monitor_log).unwrap_or_default();
-        let at = log.find("\u{201c}ending soon\u{201d} ends in")?;
+        let at = log.find("\u{201c}ending soon\u{201d} has started; it ends in")?;
         log[at..].contains("string \"Extend 1 h\"").then_some(())
     });
     std::thread::sleep(Duration::from_millis(500));

@@ -29,6 +29,11 @@ impl Plan {
                         if now >= b.interval.start {
                             b.warned_start = true;
                             b.state = BookingState::Active;
+                            // A slot too short for its end warning to tell anything new has
+                            // its end announced with its start (see [`warns_end`]).
+                            if !warns_end(&b, self.policy.end_warning()) {
+                                b.warned_end = true;
+                            }
                             if now < b.interval.end {
                                 kinds.push(ChangeKind::Started);
                             }
@@ -36,6 +41,7 @@ impl Plan {
                     }
                     if b.state == BookingState::Active {
                         if !b.warned_end
+                            && warns_end(&b, self.policy.end_warning())
                             && now >= before(b.interval.end, self.policy.end_warning())
                             && now < b.interval.end
                         {
@@ -80,7 +86,9 @@ impl Plan {
                         Some(before(i.start, START_WARNING).min(i.start))
                     }
                     BookingState::Confirmed => Some(i.start),
-                    BookingState::Active if !b.warned_end => {
+                    BookingState::Active
+                        if !b.warned_end && warns_end(b, self.policy.end_warning()) =>
+                    {
                         Some(before(i.end, self.policy.end_warning()))
                     }
                     BookingState::Active => Some(i.end),
@@ -90,6 +98,15 @@ impl Plan {
             })
             .min()
     }
+}
+
+/// Whether a slot gets its own "ends in 10 minutes" warning: only when the warning comes at
+/// least `end_warning` after the slot's start, so a slot shorter than twice `end_warning` is
+/// not warned at (or just after) its start, when "started, yours until 14:10" has just said
+/// the same. Such a slot is marked warned as it starts, and the start's notice carries the end
+/// (and the offer to extend). A slot whose end moves is judged again on its new length.
+fn warns_end(b: &Booking, end_warning: Duration) -> bool {
+    b.interval.end - b.interval.start >= end_warning + end_warning
 }
 
 /// `d` before `t`, or the first instant there is when that is earlier still (a booking

@@ -233,3 +233,124 @@ fn others_old_and_unwanted_events_are_not_shown() {
         .summary
         .contains("cannot be reached"));
 }
+
+/// Every notice the person sees for `events`, in order.
+fn shown(events: &[Event], now: DateTime<Utc>, s: &Settings) -> Vec<Notice> {
+    events
+        .iter()
+        .filter_map(|e| decide(e, "lab", "Lab 1", "ann", now, s))
+        .collect()
+}
+
+#[test]
+fn a_job_that_finishes_and_releases_its_slot_is_one_notice() {
+    let now = Utc::now();
+    let mut b = booking("ann", now - Duration::minutes(62), 2);
+    b.job = Some(gpubook_core::JobSpec {
+        command: "python train.py".into(),
+        ..Default::default()
+    });
+    // A 2-hour slot: its end warning is due, but the job ended first.
+    let mut running = b.clone();
+    running.run = Some(JobRun {
+        state: JobState::Running,
+        ended_at: None,
+        exit_code: None,
+        ..finished_62_minutes(now, 0)
+    });
+    b.run = Some(finished_62_minutes(now, 0));
+    let s = Settings::default();
+    let life = [
+        event(EventKind::SlotStarting, b.clone(), now),
+        event(EventKind::SlotStarted, b.clone(), now),
+        event(EventKind::JobStarted, running.clone(), now),
+        event(EventKind::JobFinished, b.clone(), now),
+        event(EventKind::BookingReleased, b.clone(), now),
+        event(EventKind::SlotEnding, b.clone(), now),
+        event(EventKind::SlotEnded, b.clone(), now),
+    ];
+    let n = shown(&life, now, &s);
+    assert_eq!(n.len(), 1, "{n:#?}");
+    assert_eq!(n[0].kind, "job_finished");
+    assert!(
+        n[0].body.contains("exited with code 0 after 1h 2m"),
+        "{n:?}"
+    );
+
+    // While the job still runs, the end warning can save its work: it is shown.
+    let n = shown(&[event(EventKind::SlotEnding, running, now)], now, &s);
+    assert_eq!(n.len(), 1);
+    assert!(n[0].extend.is_some());
+}
+
+#[test]
+fn a_slot_too_short_for_its_end_warning_says_its_end_as_it_starts() {
+    let now = Utc::now();
+    let mut b = booking("ann", now, 1);
+    b.interval = Interval::new(now, now + Duration::minutes(10)).unwrap();
+    b.state = BookingState::Active;
+    // The agent's plan marks the end as announced when the slot is too short to be warned.
+    b.warned_end = true;
+    let n = shown(
+        &[event(EventKind::SlotStarted, b.clone(), now)],
+        now,
+        &Settings::default(),
+    );
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].kind, "slot_started");
+    assert!(
+        n[0].summary.ends_with("has started; it ends in 10m"),
+        "{}",
+        n[0].summary
+    );
+    assert_eq!(
+        n[0].extend.as_ref().map(|e| e.to),
+        Some(b.interval.end + EXTEND_BY)
+    );
+    // Someone who wants end warnings but not starts still gets this one, as the warning.
+    let n = shown(
+        &[event(EventKind::SlotStarted, b.clone(), now)],
+        now,
+        &without("slot_started"),
+    );
+    assert_eq!(n[0].kind, "slot_ending");
+
+    // A slot long enough for its warning starts with its end time only.
+    b.warned_end = false;
+    let n = shown(
+        &[event(EventKind::SlotStarted, b, now)],
+        now,
+        &Settings::default(),
+    );
+    assert_eq!(n[0].summary, "\u{201c}train\u{201d} has started");
+    assert!(n[0].extend.is_none());
+}
+
+#[test]
+fn a_job_that_could_not_start_says_why() {
+    let now = Utc::now();
+    let mut b = booking("ann", now, 1);
+    b.job = Some(gpubook_core::JobSpec {
+        command: "trian.py".into(),
+        ..Default::default()
+    });
+    b.run = Some(JobRun {
+        state: JobState::FailedToStart,
+        message: Some("the command could not run: trian.py: not found".into()),
+        ..finished_62_minutes(now, 127)
+    });
+    let n = shown(
+        &[event(EventKind::JobFailed, b, now)],
+        now,
+        &Settings::default(),
+    );
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].kind, "job_failed");
+    assert_eq!(n[0].summary, "Job of \u{201c}train\u{201d} could not start");
+    assert!(
+        n[0].body
+            .starts_with("The command could not run: trian.py: not found ("),
+        "{}",
+        n[0].body
+    );
+}
