@@ -97,3 +97,37 @@ export function eventOf(server: string, b: Booking, me: string | null, now: numb
     extendedProps: props,
   };
 }
+
+/** What a block's tooltip says: whose, what, which GPUs, when and where it is in its life. */
+export type BlockDetails = { heading: string; lines: string[] };
+
+const STATE_WORDS: Record<string, string> = {
+  pending_approval: 'awaiting approval',
+  confirmed: 'confirmed',
+  active: 'on now',
+  ended: 'ended',
+  cancelled: 'cancelled',
+  denied: 'denied',
+};
+
+/** The tooltip of booking `b` on `serverName`, whose GPUs are `gpus`, for person `me`. */
+export function blockDetails(
+  b: Booking,
+  serverName: string,
+  gpus: Gpu[],
+  me: string | null,
+  range: (start: number, end: number) => string,
+): BlockDetails {
+  const idx = b.gpus
+    .map((u) => gpus.find((g) => g.uuid === u)?.index)
+    .filter((i): i is number => i !== undefined)
+    .sort((a, c) => a - c);
+  const which = idx.length === 1 ? `GPU ${idx[0]}` : `GPUs ${idx.join(', ')}`;
+  const lines = [
+    `${which} on ${serverName}`,
+    range(Date.parse(b.interval.start), Date.parse(b.interval.end)),
+    STATE_WORDS[b.state] ?? b.state.replaceAll('_', ' '),
+  ];
+  if (b.run) lines.push(`job ${b.run.state.replaceAll('_', ' ')}`);
+  return { heading: `${me !== null && b.owner === me ? 'you' : b.owner} · ${b.title}`, lines };
+}

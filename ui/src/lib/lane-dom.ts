@@ -59,8 +59,11 @@ export function lanePoint(wrap: HTMLElement, vertical: boolean, server: string, 
   return null;
 }
 
-/** Scrolls a timeline so that instant `t` is at its left edge, right of the GPU labels. */
-export function scrollTimelineTo(wrap: HTMLElement, t: number): void {
+/**
+ * Scrolls a timeline so that instant `t` is at client x `at`; by default at its left edge,
+ * right of the GPU labels.
+ */
+export function scrollTimelineTo(wrap: HTMLElement, t: number, at?: number): void {
   const main = wrap.querySelector<HTMLElement>('.ec-main');
   const sidebar = wrap.querySelector<HTMLElement>('.ec-body .ec-sidebar');
   for (const c of wrap.querySelectorAll<HTMLElement>('[data-testid="gpu-lane"]')) {
@@ -69,8 +72,29 @@ export function scrollTimelineTo(wrap: HTMLElement, t: number): void {
     if (t < from || t >= to) continue;
     const r = c.getBoundingClientRect();
     const x = r.left + ((t - from) / (to - from)) * r.width;
-    const left = sidebar ? sidebar.getBoundingClientRect().right : r.left;
+    const left = at ?? (sidebar ? sidebar.getBoundingClientRect().right : r.left);
     if (main) main.scrollLeft += x - left;
     return;
   }
+}
+
+/** The instant under client x `x` on a timeline, or null where no lane is. */
+export function timeAtX(wrap: HTMLElement, x: number): number | null {
+  for (const c of wrap.querySelectorAll<HTMLElement>('[data-testid="gpu-lane"]')) {
+    const r = c.getBoundingClientRect();
+    if (x < r.left || x >= r.right || r.width === 0) continue;
+    const from = Number(c.dataset.start);
+    const to = Number(c.dataset.end);
+    return from + ((x - r.left) / r.width) * (to - from);
+  }
+  return null;
+}
+
+/** The middle of the timeline's visible lanes, in client x (right of the GPU labels). */
+export function visibleMiddleX(wrap: HTMLElement): number {
+  const m = wrap.querySelector<HTMLElement>('.ec-main')?.getBoundingClientRect();
+  const side = wrap.querySelector<HTMLElement>('.ec-body .ec-sidebar')?.getBoundingClientRect();
+  if (!m) return 0;
+  const left = side ? side.right : m.left;
+  return (left + m.right) / 2;
 }

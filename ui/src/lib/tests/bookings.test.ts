@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { BookingBook } from '../bookings';
 import { colourFor } from '../colors';
-import { eventOf } from '../calendar-model';
+import { blockDetails, eventOf } from '../calendar-model';
 import type { Booking } from '../wire/Booking';
 import type { Event } from '../wire/Event';
+import type { Gpu } from '../wire/Gpu';
 
 function booking(id: number, over: Partial<Booking> = {}): Booking {
   return {
@@ -96,5 +97,18 @@ describe('how bookings look', () => {
     expect(eventOf('s', b, 'alice', now, true).extendedProps.job).toBe('python train.py');
     expect(eventOf('s', b, 'alice', now, false).extendedProps.job).toBeNull();
     expect(eventOf('s', b, 'bob', now, true).extendedProps.job).toBeNull();
+  });
+});
+
+describe('a block tooltip', () => {
+  it('says whose, what, which GPUs, when and its state', () => {
+    const gpus = [0, 1, 2].map((i) => ({ uuid: `GPU-${'abc'[i]}`, index: i }) as unknown as Gpu);
+    const range = (a: number, b: number) => `${new Date(a).toISOString()}/${new Date(b).toISOString()}`;
+    const d = blockDetails(booking(3, { gpus: ['GPU-c', 'GPU-a'], state: 'pending_approval' }), 'lab 1', gpus, 'bob', range);
+    expect(d.heading).toBe('alice · run');
+    expect(d.lines).toEqual(['GPUs 0, 2 on lab 1', '2026-11-26T14:00:00.000Z/2026-11-26T18:00:00.000Z', 'awaiting approval']);
+    const mine = blockDetails(booking(4), 'lab 1', gpus, 'alice', range);
+    expect(mine.heading).toBe('you · run');
+    expect(mine.lines[0]).toBe('GPU 0 on lab 1');
   });
 });
