@@ -1,11 +1,12 @@
 // Time zoom of the timeline views: how many pixels an hour takes. The default makes a two-hour
-// block wide enough for "owner · title" (80 px); the 72 hours then scroll sideways. "Fit" is
+// block wide enough for "owner · title" (120 px: about 18 characters, e.g. "alice · bert
+// sweep"); the 72 hours then scroll sideways, about 13 of them in a 1280-px window. "Fit" is
 // the other way round: the whole range across the window, however narrow the blocks.
 
 /** The steps the buttons and Ctrl+wheel (or a pinch) move through, in px per hour. */
 export const ZOOM_STEPS = [8, 12, 16, 24, 32, 40, 60, 80, 120, 160, 240] as const;
 /** What a calendar opens with. */
-export const DEFAULT_PX_PER_HOUR = 40;
+export const DEFAULT_PX_PER_HOUR = 60;
 
 /** The next step in (`dir` > 0) or out from `px`; `px` itself at either end. */
 export function zoomStep(px: number, dir: number): number {

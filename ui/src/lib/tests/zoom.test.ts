@@ -4,7 +4,7 @@ import { DEFAULT_PX_PER_HOUR, fitPxPerHour, slotWidthFor, gatherWheel, zoomStep,
 describe('time zoom', () => {
   it('opens wide enough for a two-hour block to read "owner · title"', () => {
     expect(DEFAULT_PX_PER_HOUR).toBeGreaterThanOrEqual(40);
-    expect(slotWidthFor('next72', DEFAULT_PX_PER_HOUR) * 2).toBeGreaterThanOrEqual(80);
+    expect(slotWidthFor('next72', DEFAULT_PX_PER_HOUR) * 2).toBeGreaterThanOrEqual(120);
   });
 
   it('steps in and out through the levels and stops at the ends', () => {
