@@ -45,6 +45,16 @@ pub struct JobArgs {
     /// {server}, {id} and {owner} are filled in, e.g. s3://b/yolo/{server}-{id}/.
     #[arg(long = "save-to", value_name = "DEST")]
     pub save_to: Option<String>,
+    /// For s3:// in --stage and --save-to: the profile of your ~/.aws/credentials on the
+    /// server to use [default: default].
+    #[arg(long = "s3-profile", value_name = "NAME")]
+    pub s3_profile: Option<String>,
+    /// For s3://: an environment file of yours on the server (AWS_ACCESS_KEY_ID=...,
+    /// AWS_SECRET_ACCESS_KEY=..., AWS_ENDPOINT_URL=..., AWS_REGION=...), an absolute path
+    /// there or ~/...; its values win over the profile's. gpubook never reads it on this
+    /// computer or stores the keys.
+    #[arg(long = "s3-env-file", value_name = "PATH")]
+    pub s3_env_file: Option<String>,
     /// The command, run through your login shell at the slot's start. One argument is taken
     /// as a shell command line; several are quoted one by one.
     #[arg(last = true, value_name = "COMMAND")]
@@ -63,6 +73,8 @@ impl JobArgs {
                 || !self.stage.is_empty()
                 || !self.save.is_empty()
                 || self.save_to.is_some()
+                || self.s3_profile.is_some()
+                || self.s3_env_file.is_some()
             {
                 return Err("job options need a command after --".into());
             }
@@ -90,7 +102,11 @@ impl JobArgs {
                 return Err(format!("--stage {name}: given twice"));
             }
         }
-        gpubook_core::transfer::check_transfers(&stage, &self.save, self.save_to.as_deref())
+        let s3 = gpubook_core::S3Access {
+            profile: self.s3_profile.clone(),
+            env_file: self.s3_env_file.clone(),
+        };
+        gpubook_core::transfer::check_transfers(&stage, &self.save, self.save_to.as_deref(), &s3)
             .map_err(|e| e.to_string())?;
         Ok(Some(JobSpec {
             command: command_line(&self.command),
@@ -102,6 +118,7 @@ impl JobArgs {
             stage,
             save: self.save.clone(),
             save_to: self.save_to.clone(),
+            s3,
         }))
     }
 }

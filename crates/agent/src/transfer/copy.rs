@@ -25,20 +25,10 @@ pub fn cache_key(source: &str) -> String {
 pub fn stage(task: &StageTask, report: &mut dyn FnMut(&Progress)) -> Result<Progress, String> {
     let cache = task.owner_dir.join("cache");
     fs::create_dir_all(&cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
-    let mut sizes = Vec::new();
+    let mut needed = 0;
     for (name, source) in &task.entries {
-        let size = match s3_parts(source) {
-            Some((bucket, prefix)) => {
-                super::s3::list(&bucket, &prefix)
-                    .map_err(|e| format!("{name}: {e}"))?
-                    .0
-            }
-            None => tree_size(Path::new(source))
-                .map_err(|e| format!("{name}: cannot read {source}: {e}"))?,
-        };
-        sizes.push(size);
+        needed += source_size(source, &task.s3).map_err(|e| format!("{name}: {e}"))?;
     }
-    let needed: u64 = sizes.iter().sum();
     if needed > task.quota {
         return Err(format!(
             "the data ({}) is more than the stage quota of {} each person may keep on this \
@@ -75,7 +65,7 @@ pub fn stage(task: &StageTask, report: &mut dyn FnMut(&Progress)) -> Result<Prog
         let data = entry.join("data");
         match s3_parts(source) {
             Some((bucket, prefix)) => {
-                super::s3::sync(&bucket, &prefix, &data, &mut progress, &mut every)
+                super::s3::sync(&bucket, &prefix, &data, &mut progress, &mut every, &task.s3)
                     .map_err(|e| format!("{name}: {e}"))?
             }
             None => sync(Path::new(source), &data, &mut progress, &mut every)
@@ -89,6 +79,15 @@ pub fn stage(task: &StageTask, report: &mut dyn FnMut(&Progress)) -> Result<Prog
     }
     progress.name = String::new();
     Ok(progress)
+}
+
+/// The bytes under a source: the objects under an `s3://` prefix, or the regular files under
+/// a path.
+pub fn source_size(source: &str, s3: &gpubook_core::S3Access) -> Result<u64, String> {
+    match s3_parts(source) {
+        Some((bucket, prefix)) => Ok(super::s3::list(&bucket, &prefix, s3)?.0),
+        None => tree_size(Path::new(source)).map_err(|e| format!("cannot read {source}: {e}")),
+    }
 }
 
 /// The bucket and prefix of an `s3://` source.

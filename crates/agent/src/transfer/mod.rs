@@ -12,6 +12,7 @@
 
 pub mod child;
 mod copy;
+pub mod credentials;
 mod history;
 mod s3;
 mod save;
@@ -45,8 +46,11 @@ pub const SAVE_TRIES: u32 = 4;
 pub enum StageState {
     /// Being copied.
     Copying,
-    /// In place.
-    Ready,
+    /// In place: this many bytes (recorded on the job's run, so length suggestions scale).
+    Ready {
+        /// The staged data's size.
+        bytes: u64,
+    },
     /// Could not be staged: why.
     Failed(String),
 }
@@ -178,6 +182,7 @@ impl Transfers {
                 entries: job.stage.clone().into_iter().collect(),
                 quota,
                 pinned,
+                s3: job.s3.clone(),
             })
         };
         let dir_text = dir.display().to_string();
@@ -226,7 +231,9 @@ impl Transfers {
         };
         // Set before the event goes out: the job runner starts the job on it.
         let state = match &result {
-            Ok(_) => StageState::Ready,
+            Ok(p) => StageState::Ready {
+                bytes: p.total_bytes,
+            },
             Err(why) => StageState::Failed(why.clone()),
         };
         self.staged.lock().unwrap().insert(b.id, state);
@@ -261,6 +268,7 @@ impl Transfers {
             cwd: job.cwd.clone().unwrap_or(account.home),
             globs: job.save.clone(),
             to: to.clone(),
+            s3: job.s3.clone(),
         });
         let (me, id, owner) = (self.clone(), b.id, b.owner.clone());
         tokio::spawn(async move {
@@ -292,49 +300,9 @@ impl Transfers {
         &self,
         owner: &str,
         task: &Task,
-        mut line: impl FnMut(&Line),
+        line: impl FnMut(&Line),
     ) -> Result<Option<Line>, String> {
-        let account = identity::account(owner)
-            .ok_or_else(|| format!("there is no user {owner} on this server"))?;
-        let own_uid = identity::current_uid();
-        if own_uid != 0 && account.uid != own_uid {
-            return Err(format!(
-                "this agent runs in personal mode as uid {own_uid}: it cannot copy for {owner}"
-            ));
-        }
-        let arg = serde_json::to_string(task).map_err(|e| e.to_string())?;
-        let mut child = owner_command(&self.exe, owner, &account, own_uid == 0)
-            .arg("transfer")
-            .arg(arg)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start the copy as {owner}: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no output from the copy")?;
-        let mut stderr = child.stderr.take().ok_or("no output from the copy")?;
-        let err_text = tokio::spawn(async move {
-            let mut s = String::new();
-            let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut s).await;
-            s
-        });
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let mut last = None;
-        while let Ok(Some(text)) = lines.next_line().await {
-            if let Ok(l) = serde_json::from_str::<Line>(&text) {
-                line(&l);
-                last = Some(l);
-            }
-        }
-        let status = child.wait().await.map_err(|e| e.to_string())?;
-        let err = err_text.await.unwrap_or_default();
-        if status.success() {
-            Ok(last)
-        } else {
-            Err(match err.trim() {
-                "" => format!("the copy ended with {status}"),
-                e => e.to_string(),
-            })
-        }
+        run_as(&self.exe, owner, task, line).await
     }
 
     fn note(&self, id: BookingId, kind: ChangeKind, note: Note) {
@@ -345,6 +313,76 @@ impl Transfers {
 
     fn failed(&self, id: BookingId, kind: ChangeKind, reason: String, attempts: u32) {
         self.note(id, kind, Note::TransferFailed { reason, attempts });
+    }
+}
+
+/// Runs the copy child (`exe transfer`) as `owner`; `line` sees each line; the last line, or why it failed.
+pub async fn run_as(
+    exe: &Path,
+    owner: &str,
+    task: &Task,
+    mut line: impl FnMut(&Line),
+) -> Result<Option<Line>, String> {
+    let account = identity::account(owner)
+        .ok_or_else(|| format!("there is no user {owner} on this server"))?;
+    let own_uid = identity::current_uid();
+    if own_uid != 0 && account.uid != own_uid {
+        return Err(format!(
+            "this agent runs in personal mode as uid {own_uid}: it cannot copy for {owner}"
+        ));
+    }
+    let arg = serde_json::to_string(task).map_err(|e| e.to_string())?;
+    let mut child = owner_command(exe, owner, &account, own_uid == 0)
+        .arg("transfer")
+        .arg(arg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the copy as {owner}: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no output from the copy")?;
+    let mut stderr = child.stderr.take().ok_or("no output from the copy")?;
+    let err_text = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut s).await;
+        s
+    });
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut last = None;
+    while let Ok(Some(text)) = lines.next_line().await {
+        if let Ok(l) = serde_json::from_str::<Line>(&text) {
+            line(&l);
+            last = Some(l);
+        }
+    }
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    let err = err_text.await.unwrap_or_default();
+    if status.success() {
+        Ok(last)
+    } else {
+        Err(match err.trim() {
+            "" => format!("the copy ended with {status}"),
+            e => e.to_string(),
+        })
+    }
+}
+
+/// Longest a length suggestion waits for the size of the data to stage.
+pub const MEASURE_FOR: Duration = Duration::from_secs(20);
+
+/// The bytes under `sources`, counted by the copy child as `owner` (so a source they may not
+/// read is refused to them); `Ok(None)` when counting takes longer than [`MEASURE_FOR`].
+pub async fn measure(
+    owner: &str,
+    sources: Vec<String>,
+    s3: gpubook_core::S3Access,
+) -> Result<Option<u64>, String> {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "gpubook-agent".into());
+    let task = Task::Measure(child::MeasureTask { sources, s3 });
+    match tokio::time::timeout(MEASURE_FOR, run_as(&exe, owner, &task, |_| {})).await {
+        Err(_) => Ok(None),
+        Ok(Ok(Some(Line::Measured(bytes)))) => Ok(Some(bytes)),
+        Ok(Ok(_)) => Err("the count said nothing".into()),
+        Ok(Err(why)) => Err(why),
     }
 }
 
