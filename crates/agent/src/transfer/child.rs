@@ -50,6 +50,15 @@ pub struct MeasureTask {
     pub s3: S3Access,
 }
 
+/// Remove the link directories (`booking-N`) of an owner's bookings that are over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TidyTask {
+    /// `<scratch>/<owner>`.
+    pub owner_dir: PathBuf,
+    /// The bookings whose directories stay (not over yet).
+    pub keep: Vec<u64>,
+}
+
 /// What the child is asked to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -60,6 +69,8 @@ pub enum Task {
     Save(SaveTask),
     /// Measure.
     Measure(MeasureTask),
+    /// Tidy.
+    Tidy(TidyTask),
 }
 
 /// How far a stage has come.
@@ -89,6 +100,8 @@ pub enum Line {
     Saved(Vec<SavedFile>),
     /// Measured: the bytes of all the sources.
     Measured(u64),
+    /// Tidied: the directories removed.
+    Tidied(Vec<String>),
 }
 
 /// The child's main: runs the task in `arg`, returns the exit status.
@@ -117,6 +130,7 @@ pub fn main(arg: &str) -> i32 {
             .map(|s| super::copy::source_size(s, &t.s3))
             .sum::<Result<u64, String>>()
             .map(|bytes| emit(&Line::Measured(bytes))),
+        Task::Tidy(t) => super::copy::tidy(&t).map(|gone| emit(&Line::Tidied(gone))),
     };
     match result {
         Ok(()) => 0,

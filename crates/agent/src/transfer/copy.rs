@@ -4,7 +4,7 @@
 //! bookings is copied once; entries not in use are removed least recently used first to stay
 //! under the quota; the booking's directory holds one link per stage name.
 
-use super::child::{Progress, StageTask};
+use super::child::{Progress, StageTask, TidyTask};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -79,6 +79,40 @@ pub fn stage(task: &StageTask, report: &mut dyn FnMut(&Progress)) -> Result<Prog
     }
     progress.name = String::new();
     Ok(progress)
+}
+
+/// Removes the `booking-N` directories under the owner's scratch directory other than those
+/// of `task.keep` (links only: the cached data stays for the next booking, under the quota).
+/// Runs as the owner, and a link planted there is removed, never followed.
+pub fn tidy(task: &TidyTask) -> Result<Vec<String>, String> {
+    let mut gone = Vec::new();
+    let listing = match fs::read_dir(&task.owner_dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(gone),
+        Err(e) => return Err(format!("{}: {e}", task.owner_dir.display())),
+    };
+    for e in listing.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name
+            .strip_prefix("booking-")
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if task.keep.contains(&id) {
+            continue;
+        }
+        let path = e.path();
+        let removed = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
+            Ok(_) => fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        removed.map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+        gone.push(name);
+    }
+    gone.sort();
+    Ok(gone)
 }
 
 /// The bytes under a source: the objects under an `s3://` prefix, or the regular files under

@@ -8,7 +8,9 @@
 //! booking time for a slot that soon), or earlier where the time it will take, from the size
 //! last staged from that source and the throughput measured then (kept in
 //! `STATE_DIR/stage-history.json`), with a margin, says so. Results are saved on the job's
-//! `job_finished` or `job_stopped` event; a failure is tried again with back-off.
+//! `job_finished` or `job_stopped` event; a failure is tried again with back-off. When a
+//! booking is over (and its job too), its `booking-N` directory of links is removed as the
+//! owner; the cached data stays for the next booking, under the quota.
 
 pub mod child;
 mod copy;
@@ -137,6 +139,7 @@ impl Transfers {
                 .cloned()
                 .collect()
         };
+        self.tidy_ended();
         for b in due {
             self.staged
                 .lock()
@@ -144,6 +147,59 @@ impl Transfers {
                 .insert(b.id, StageState::Copying);
             let me = self.clone();
             tokio::spawn(async move { me.stage(b).await });
+        }
+    }
+
+    /// Forgets the stages of bookings that are over (their jobs too) and removes their
+    /// `booking-N` link directories, as each owner, in the background. Directories left by
+    /// an earlier run of the agent go with the next booking of the same owner that ends.
+    fn tidy_ended(self: &Arc<Self>) {
+        let (scratch, by_owner) = {
+            let inner = self.state.lock();
+            let mut staged = self.staged.lock().unwrap();
+            let over = |b: &Booking| {
+                b.state.is_final() && b.run.as_ref().is_none_or(|r| r.state.is_over())
+            };
+            let ended: Vec<BookingId> = staged
+                .keys()
+                .filter(|id| inner.plan.get(**id).is_none_or(over))
+                .copied()
+                .collect();
+            let mut by_owner: HashMap<String, Vec<u64>> = HashMap::new();
+            for id in ended {
+                staged.remove(&id);
+                if let Some(b) = inner.plan.get(id) {
+                    by_owner.entry(b.owner.clone()).or_default();
+                }
+            }
+            for (owner, keep) in by_owner.iter_mut() {
+                keep.extend(
+                    inner
+                        .plan
+                        .bookings()
+                        .filter(|b| &b.owner == owner && !over(b))
+                        .map(|b| b.id.0),
+                );
+            }
+            (inner.plan.policy().scratch.clone(), by_owner)
+        };
+        for (owner, keep) in by_owner {
+            let me = self.clone();
+            let owner_dir = Path::new(&scratch).join(&owner);
+            tokio::spawn(async move {
+                let lock = me
+                    .owner_locks
+                    .lock()
+                    .unwrap()
+                    .entry(owner.clone())
+                    .or_default()
+                    .clone();
+                let _one_at_a_time = lock.lock().await;
+                let task = Task::Tidy(child::TidyTask { owner_dir, keep });
+                if let Err(why) = me.run_child(&owner, &task, |_| {}).await {
+                    eprintln!("gpubook-agent: cannot tidy {owner}'s staged links: {why}");
+                }
+            });
         }
     }
 
