@@ -38,6 +38,8 @@ pub struct Context {
     pub readings: tokio::sync::watch::Receiver<Option<Readings>>,
     /// The job runner.
     pub jobs: Arc<crate::jobs::Jobs>,
+    /// Data sizes being counted for length suggestions, bounded per person.
+    pub measuring: crate::suggest::Measuring,
 }
 
 impl Context {
@@ -75,7 +77,9 @@ impl Context {
                 ))
             }
             Request::Logs(l) => return self.logs(caller, l.id, l.offset).await,
-            Request::Suggest(r) => {
+            Request::Suggest(mut r) => {
+                let user = &caller.actor.user;
+                crate::suggest::measure(&self.measuring, user, &mut r).await?;
                 let inner = self.state.lock();
                 let history = crate::suggest::past_runs(inner.plan.bookings(), &caller.actor.user);
                 return Ok(Response::Suggestion(crate::suggest::answer(&history, &r)));

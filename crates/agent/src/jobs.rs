@@ -323,6 +323,7 @@ impl Jobs {
             signal: None,
             message: None,
             log: None,
+            staged_bytes: None,
         });
         update(&mut run);
         self.write_run(id, kind, run);

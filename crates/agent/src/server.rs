@@ -178,6 +178,7 @@ pub async fn bind_with(
             source,
             readings,
             jobs,
+            measuring: Default::default(),
         }),
         roles: Arc::new(Roles {
             policy,

@@ -246,6 +246,7 @@ async fn another_persons_job_is_hidden_in_events_and_listings() {
             "events-secret".into(),
             dir.path(),
         )),
+        measuring: Default::default(),
     };
     let list = |actor: &Actor| {
         let caller = Caller {

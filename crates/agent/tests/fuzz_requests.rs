@@ -316,7 +316,8 @@ fn request() -> impl Strategy<Value = Request> {
             |(command, gpus, staged_bytes)| Request::Suggest(SuggestRequest {
                 command,
                 gpus,
-                staged_bytes
+                staged_bytes,
+                ..SuggestRequest::default()
             })
         ),
         (time(), time()).prop_map(|(from, to)| Request::Report(ReportRequest { from, to })),

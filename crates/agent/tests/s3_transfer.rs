@@ -1,8 +1,9 @@
 //! Stage-in from and save to S3 through the real agent running as root, for a real non-root
 //! owner whose credentials are theirs on the server (`~/.aws/credentials`, the endpoint in
-//! `~/.aws/config`), against a real S3-compatible server started here on 127.0.0.1: moto's
-//! server mode (`. scripts/s3-services.sh` sets `GPUBOOK_MOTO_SERVER`). Without it the tests
-//! skip, unless `GPUBOOK_REQUIRE_SERVICES=1`. Needs root; see `jobs_support`.
+//! `~/.aws/config`, or the profile or environment file the booking names, read as the owner),
+//! against a real S3-compatible server started here on 127.0.0.1: moto's server mode
+//! (`. scripts/s3-services.sh` sets `GPUBOOK_MOTO_SERVER`). Without it the tests skip, unless
+//! `GPUBOOK_REQUIRE_SERVICES=1`. Needs root; see `jobs_support`.
 
 mod jobs_support;
 
@@ -10,7 +11,7 @@ use gpubook_core::Note;
 use gpubook_proto::EventKind;
 use jobs_support::{
     book, booked, ensure_user, job, require_root, secs, slot_start, Events, Lab, User, DEADLINE,
-    JOBBER, SERVER,
+    JOBBER, OTHER, SERVER,
 };
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
@@ -254,4 +255,136 @@ async fn results_reach_s3_and_s3_data_is_staged_with_the_owner_s_credentials() {
         panic!("stage_ready without figures: {:?}", ready.note);
     };
     assert_eq!((*copied_files, *kept_files), (0, objects.len() as u64));
+}
+
+/// Writes `body` to `path` as `user`'s own, readable by them alone.
+fn owners_file(path: &Path, body: &str, user: &User) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, body).unwrap();
+    std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_profile_or_an_owner_s_environment_file_is_used_and_a_missing_one_is_told() {
+    if !require_root("a_named_profile_or_an_owner_s_environment_file_is_used") {
+        return;
+    }
+    let Some(s3) = moto() else { return };
+    // Not the other test's user: its ~/.aws is written by that test at the same time.
+    let jobber = ensure_user(OTHER);
+    // [default] leads nowhere (a closed port); [lab] and the environment file lead to moto.
+    let aws = jobber.home.join(".aws");
+    let _ = std::fs::remove_dir_all(&aws);
+    owners_file(
+        &aws.join("credentials"),
+        "[default]\naws_access_key_id = d\naws_secret_access_key = d\n\n\
+         [lab]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+        &jobber,
+    );
+    owners_file(
+        &aws.join("config"),
+        &format!(
+            "[default]\nendpoint_url = http://127.0.0.1:1\n\n[profile lab]\n\
+             region = us-east-1\nendpoint_url = http://127.0.0.1:{}\n",
+            s3.port
+        ),
+        &jobber,
+    );
+    std::os::unix::fs::chown(&aws, Some(jobber.uid), Some(jobber.gid)).unwrap();
+    let env_file = jobber.home.join(".config/gpubook-s3.env");
+    owners_file(
+        &env_file,
+        &format!(
+            "# the lab's MinIO\nexport AWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=\"testing\"\n\
+             AWS_ENDPOINT_URL=http://127.0.0.1:{}\n",
+            s3.port
+        ),
+        &jobber,
+    );
+    let lab = Lab::new(4);
+    let scratch = lab.path().join("scratch");
+    lab.policy(&format!("scratch = \"{}\"\n", scratch.display()));
+    let mut lab = lab;
+    lab.start().await;
+    // Root's own, beside it: readable by the agent, not by the owner.
+    let roots = lab.path().join("root-s3.env");
+    std::fs::write(
+        &roots,
+        "AWS_ACCESS_KEY_ID=testing\nAWS_SECRET_ACCESS_KEY=testing\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut events = Events::subscribe(&lab).await;
+    let user = lab.connect_as(&jobber).await;
+    let store = bucket(s3.port);
+    store
+        .put(
+            &ObjectPath::from("named/a.txt"),
+            b"from the lab profile".to_vec().into(),
+        )
+        .await
+        .expect("upload");
+
+    let staged = |gpu: &'static str, profile: Option<&str>, env_file: Option<String>| {
+        let mut spec = job("true");
+        spec.stage
+            .insert("d".into(), format!("s3://{BUCKET}/named"));
+        spec.s3 = gpubook_core::S3Access {
+            profile: profile.map(Into::into),
+            env_file,
+        };
+        let start = slot_start(30);
+        book(&[gpu], start, start + secs(3), "staged", Some(spec))
+    };
+    let reason = |e: &gpubook_proto::Event| match &e.note {
+        Some(Note::TransferFailed { reason, .. }) => reason.clone(),
+        other => panic!("a failure without its reason: {other:?}"),
+    };
+
+    // --s3-profile lab: staged from moto.
+    let by_profile = booked(user.conn.request(staged("0", Some("lab"), None)).await)
+        .booking
+        .id;
+    let ready = events
+        .wait_for(by_profile, EventKind::StageReady, DEADLINE)
+        .await;
+    let Some(Note::Stage { dir, .. }) = &ready.note else {
+        panic!("stage_ready without figures: {:?}", ready.note);
+    };
+    let got = std::fs::read(Path::new(dir).join("d/a.txt")).unwrap();
+    assert_eq!(got, b"from the lab profile");
+
+    // --s3-env-file ~/...: the file alone, with no profile named, reaches moto.
+    let by_file = staged("1", None, Some("~/.config/gpubook-s3.env".into()));
+    let by_file = booked(user.conn.request(by_file).await).booking.id;
+    events
+        .wait_for(by_file, EventKind::StageReady, DEADLINE)
+        .await;
+
+    // A profile that is not there: told before the slot, naming it and what to do.
+    let missing = booked(user.conn.request(staged("2", Some("nope"), None)).await)
+        .booking
+        .id;
+    let e = events
+        .wait_for(missing, EventKind::StageFailed, DEADLINE)
+        .await;
+    assert!(e.at < e.booking.interval.start, "told before the slot");
+    let why = reason(&e);
+    assert!(
+        why.contains("no [nope] profile") && why.contains("--s3-profile"),
+        "{why}"
+    );
+
+    // An environment file the owner may not read is refused, though root could read it.
+    let denied = staged("3", None, Some(roots.display().to_string()));
+    let denied = booked(user.conn.request(denied).await).booking.id;
+    let e = events
+        .wait_for(denied, EventKind::StageFailed, DEADLINE)
+        .await;
+    let why = reason(&e);
+    assert!(
+        why.contains("Permission denied") && why.contains("root-s3.env"),
+        "{why}"
+    );
 }

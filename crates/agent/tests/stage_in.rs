@@ -295,3 +295,68 @@ async fn a_source_the_owner_cannot_read_or_that_is_missing_fails_before_the_slot
         "{why}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_s_links_go_when_it_ends_or_is_cancelled_and_its_data_stays_cached() {
+    if !require_root("a_booking_s_links_go_when_it_ends") {
+        return;
+    }
+    let jobber = ensure_user(JOBBER);
+    let (lab, scratch) = lab_with("").await;
+    let mut events = Events::subscribe(&lab).await;
+    let src = lab.path().join("coco");
+    make_tree(&src, jobber.uid, jobber.gid, 4);
+    let user = lab.connect_as(&jobber).await;
+    let owner_dir = scratch.join(JOBBER);
+
+    let short = book_staged(&user, "0", 4, &[("coco", &src)], "true").await;
+    let later = book_staged(&user, "1", 600, &[("coco", &src)], "true").await;
+    for id in [short, later] {
+        events.wait_for(id, EventKind::StageReady, DEADLINE).await;
+    }
+    let dir = |id: BookingId| owner_dir.join(format!("booking-{id}"));
+    assert!(dir(short).join("coco").exists() && dir(later).join("coco").exists());
+    // Planted by the owner: a link to a directory only root may change. Removed as the link
+    // it is; what it points at is untouched.
+    let roots = lab.path().join("roots");
+    std::fs::create_dir(&roots).unwrap();
+    std::fs::write(roots.join("keep.txt"), b"root's").unwrap();
+    let planted = owner_dir.join("booking-999999");
+    std::os::unix::fs::symlink(&roots, &planted).unwrap();
+    std::os::unix::fs::lchown(&planted, Some(jobber.uid), Some(jobber.gid)).unwrap();
+
+    // The short one's job ends: its links go, the later one's stay.
+    events
+        .wait_for(short, EventKind::JobFinished, DEADLINE)
+        .await;
+    jobs_support::wait_until_within("the ended booking's links removed", DEADLINE, || {
+        !dir(short).exists()
+    })
+    .await;
+    assert!(
+        dir(later).join("coco").exists(),
+        "a booking still to come keeps its links"
+    );
+    assert!(
+        std::fs::symlink_metadata(&planted).is_err(),
+        "the planted link went too"
+    );
+    assert_eq!(std::fs::read(roots.join("keep.txt")).unwrap(), b"root's");
+
+    // Cancelled: its links go as well.
+    user.conn
+        .request(Request::Cancel(CancelRequest { id: later }))
+        .await
+        .expect("cancel");
+    jobs_support::wait_until_within("the cancelled booking's links removed", DEADLINE, || {
+        !dir(later).exists()
+    })
+    .await;
+    // The data itself stays cached for the next booking (evicted only under the quota).
+    let cache: Vec<_> = std::fs::read_dir(owner_dir.join("cache"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(cache.len(), 1);
+    assert_same_tree(&src, &cache[0].path().join("data"), jobber.uid);
+}

@@ -37,8 +37,8 @@ pub async fn one_server(
         }
         (Command::Env { id }, _) => crate::shell::env(&conn, BookingId(*id), json).await?,
         (Command::Wait { id }, _) => {
-            let b = jobs::wait(&conn, BookingId(*id), false, json).await?;
-            return finish_job(&b, json);
+            let e = jobs::wait(&conn, BookingId(*id), false, json, false).await?;
+            return finish_job(&e.booking, json);
         }
         (Command::Usage { id, mine }, _) => {
             crate::usage_report::usage(&conn, *id, *mine, json).await?;
@@ -56,8 +56,11 @@ pub async fn one_server(
             }
             // The job's output is streamed in --json too, as {"id", "log"} lines before the
             // booking at the end.
-            let b = jobs::wait(&conn, r.booking.id, true, json).await?;
-            return finish_job(&b, json);
+            // Then its saved files' place, as a {"id", "job_saved"} line in --json.
+            let e = jobs::wait(&conn, r.booking.id, true, json, true).await?;
+            let saved = crate::saved::report_saved(&e, json);
+            finish_job(&e.booking, json)?;
+            return saved;
         }
         (_, Some(mut req)) => {
             if let (Command::Extend { by: Some(_), .. }, Request::Extend(x)) = (command, &mut req) {

@@ -45,6 +45,16 @@ pub struct JobArgs {
     /// {server}, {id} and {owner} are filled in, e.g. s3://b/yolo/{server}-{id}/.
     #[arg(long = "save-to", value_name = "DEST")]
     pub save_to: Option<String>,
+    /// For s3:// in --stage and --save-to: the profile of your ~/.aws/credentials on the
+    /// server to use [default: default].
+    #[arg(long = "s3-profile", value_name = "NAME")]
+    pub s3_profile: Option<String>,
+    /// For s3://: an environment file of yours on the server (AWS_ACCESS_KEY_ID=...,
+    /// AWS_SECRET_ACCESS_KEY=..., AWS_ENDPOINT_URL=..., AWS_REGION=...), an absolute path
+    /// there or ~/...; its values win over the profile's. gpubook never reads it on this
+    /// computer or stores the keys.
+    #[arg(long = "s3-env-file", value_name = "PATH")]
+    pub s3_env_file: Option<String>,
     /// The command, run through your login shell at the slot's start. One argument is taken
     /// as a shell command line; several are quoted one by one.
     #[arg(last = true, value_name = "COMMAND")]
@@ -63,6 +73,8 @@ impl JobArgs {
                 || !self.stage.is_empty()
                 || !self.save.is_empty()
                 || self.save_to.is_some()
+                || self.s3_profile.is_some()
+                || self.s3_env_file.is_some()
             {
                 return Err("job options need a command after --".into());
             }
@@ -90,7 +102,11 @@ impl JobArgs {
                 return Err(format!("--stage {name}: given twice"));
             }
         }
-        gpubook_core::transfer::check_transfers(&stage, &self.save, self.save_to.as_deref())
+        let s3 = gpubook_core::S3Access {
+            profile: self.s3_profile.clone(),
+            env_file: self.s3_env_file.clone(),
+        };
+        gpubook_core::transfer::check_transfers(&stage, &self.save, self.save_to.as_deref(), &s3)
             .map_err(|e| e.to_string())?;
         Ok(Some(JobSpec {
             command: command_line(&self.command),
@@ -102,6 +118,7 @@ impl JobArgs {
             stage,
             save: self.save.clone(),
             save_to: self.save_to.clone(),
+            s3,
         }))
     }
 }
@@ -237,7 +254,7 @@ pub fn job_status(b: &Booking) -> Option<u8> {
 }
 
 /// A booking with a job whose slot passed without a run is over too: nothing will start.
-fn never_ran(b: &Booking) -> bool {
+pub(crate) fn never_ran(b: &Booking) -> bool {
     b.run.is_none() && b.state.is_final()
 }
 
@@ -330,26 +347,31 @@ pub async fn logs(
 }
 
 /// Waits until booking `id`'s job is over; streams its log on the way if `stream` (with
-/// `json`, as `{"id", "log"}` lines). Returns the booking at the end. A booking without a
-/// job is "not found" (exit 4), as `logs` finds no log for it.
+/// `json`, as `{"id", "log"}` lines); then, if `until_saved` and the job saves files, until
+/// the agent says they were saved or could not be (at most [`crate::saved::SAVE_WAIT`]). A booking without
+/// a job is "not found" (exit 4), as `logs` finds no log for it.
 pub async fn wait(
     conn: &Connection,
     id: BookingId,
     stream: bool,
     json: bool,
-) -> Result<Booking, anyhow::Error> {
+    until_saved: bool,
+) -> Result<crate::saved::Ended, anyhow::Error> {
     // Listen first, then look: an end between the two is not missed.
     let (_, mut events) = conn.subscribe(None, false).await?;
     let mut b = booking(conn, id).await?;
-    if b.job.is_none() {
+    let Some(job) = b.job.clone() else {
         anyhow::bail!(ClientError::Agent(gpubook_proto::ErrorBody::new(
             gpubook_proto::ErrorKind::NotFound,
             format!("booking {id} has no job to wait for"),
         )));
-    }
+    };
+    let saves = until_saved && !job.save.is_empty() && job.save_to.is_some();
+    let mut saved = None;
     let mut out = if json { LogOut::JsonLines } else { LogOut::Raw };
     let mut offset = 0;
     let mut announced_start = false;
+    let mut save_deadline = None;
     let mut tick = tokio::time::interval(Duration::from_millis(300));
     loop {
         if !announced_start && !json {
@@ -358,14 +380,26 @@ pub async fn wait(
                 announced_start = true;
             }
         }
-        if stream && b.run.is_some() {
+        let over = job_status(&b).is_some() || never_ran(&b);
+        if stream && b.run.is_some() && save_deadline.is_none() {
             offset = print_log(conn, id, offset, &mut out).await?.0;
         }
-        if job_status(&b).is_some() || never_ran(&b) {
-            if stream {
-                print_log(conn, id, offset, &mut out).await?;
+        if over {
+            if !saves || saved.is_some() || never_ran(&b) {
+                return Ok(crate::saved::Ended { booking: b, saved });
             }
-            return Ok(b);
+            match save_deadline {
+                None => {
+                    save_deadline = Some(tokio::time::Instant::now() + crate::saved::SAVE_WAIT);
+                    if !json {
+                        eprintln!("gpubook: saving booking {id}'s results");
+                    }
+                }
+                Some(d) if tokio::time::Instant::now() >= d => {
+                    return Ok(crate::saved::Ended { booking: b, saved });
+                }
+                Some(_) => {}
+            }
         }
         tokio::select! {
             ev = events.recv() => match ev {
@@ -373,13 +407,18 @@ pub async fn wait(
                     if !json && matches!(e.kind, EventKind::BookingMovedEarlier | EventKind::SlotStarting) {
                         eprintln!("gpubook: {}", output::booking_line(&e.booking, &[]));
                     }
+                    if matches!(e.kind, EventKind::JobSaved | EventKind::SaveFailed) {
+                        saved = e.note.clone();
+                    }
                     b = e.booking;
                 }
                 Some(Pushed::Error(e)) => anyhow::bail!(ClientError::Agent(e)),
                 Some(_) => {}
                 None => anyhow::bail!(ClientError::ConnectionLost),
             },
-            _ = tick.tick(), if stream => {}
+            _ = tick.tick(), if stream && save_deadline.is_none() => {}
+            _ = tokio::time::sleep_until(save_deadline.unwrap_or_else(tokio::time::Instant::now)),
+                if save_deadline.is_some() => {}
         }
     }
 }
@@ -455,6 +494,21 @@ mod tests {
         assert!(e.contains("--save-to"), "{e}");
         let e = with(&["a=/x", "a=/y"], &[], None).spec().unwrap_err();
         assert!(e.contains("twice"), "{e}");
+        // Which of your S3 credentials on the server: a profile and/or an environment file.
+        let mut s3 = with(&["coco=s3://b-1/coco"], &[], None);
+        s3.s3_profile = Some("lab".into());
+        s3.s3_env_file = Some("~/.config/s3.env".into());
+        let job = s3.spec().unwrap().unwrap();
+        assert_eq!(job.s3.profile.as_deref(), Some("lab"));
+        assert_eq!(job.s3.env_file.as_deref(), Some("~/.config/s3.env"));
+        s3.s3_env_file = Some("s3.env".into());
+        let e = s3.spec().unwrap_err();
+        assert!(e.contains("absolute path on the server or ~/"), "{e}");
+        let alone = JobArgs {
+            s3_profile: Some("lab".into()),
+            ..JobArgs::default()
+        };
+        assert!(alone.spec().unwrap_err().contains("need a command"));
     }
 
     fn target(name: &str, spec: &str) -> Server {

@@ -30,6 +30,7 @@ mod print;
 mod prompt;
 mod report;
 mod requests;
+mod saved;
 mod servers_cmd;
 mod shell;
 mod suggest;

@@ -34,8 +34,9 @@ pub fn placeholder() -> Duration {
     Duration::zero()
 }
 
-/// What to ask about a booking request: its command and GPU count; `None` when it runs no
-/// command.
+/// What to ask about a booking request: its command, GPU count and the data it stages (whose
+/// size the agent counts on the server, so a grown dataset scales the length); `None` when it
+/// runs no command.
 pub fn ask_for(req: &Request) -> Option<SuggestRequest> {
     let Request::Book(b) = req else {
         return None;
@@ -49,6 +50,8 @@ pub fn ask_for(req: &Request) -> Option<SuggestRequest> {
         command: job.command.clone(),
         gpus,
         staged_bytes: None,
+        stage: job.stage.clone(),
+        s3: job.s3.clone(),
     })
 }
 

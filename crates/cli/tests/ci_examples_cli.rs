@@ -1,8 +1,9 @@
 //! The CI examples (examples/ci/*.yml) run as written: their SSH set-up and training scripts
 //! are read out of the YAML (parsed by PyYAML, not copied here) and run by bash, as a runner
 //! would, against the test sshd as a real user with a deploy key and the host key pinned. The
-//! training's exit status comes through, the weights' place read from `--json` output names
-//! the file the job saved, and a host key other than the pinned one is refused (exit 8).
+//! training's exit status comes through, the weights saved by the agent (`--save`) are where
+//! the `job_saved` line of `--json` output says, and a host key other than the pinned one is
+//! refused (exit 8).
 
 mod support;
 
@@ -173,7 +174,13 @@ fn the_ci_examples_train_over_ssh_and_pass_the_status_and_the_weights_on() {
         .trim()
         .split_once('=')
         .map(|(_, v)| PathBuf::from(v))
-        .unwrap_or_else(|| panic!("{ci}: no weights passed on: {}", text(&o)));
+        .unwrap_or_else(|| {
+            panic!(
+                "{ci}: no weights passed on: {}\nrun.json: {}",
+                text(&o),
+                runner.file("run.json")
+            )
+        });
         assert!(
             weights.starts_with(&save_root),
             "{ci}: {}",
@@ -185,6 +192,16 @@ fn the_ci_examples_train_over_ssh_and_pass_the_status_and_the_weights_on() {
             "{ci}: {}",
             weights.display()
         );
+        // Saved by the agent (--save), its place and checksum in a job_saved line.
+        let run_json = runner.file("run.json");
+        let saved: serde_json::Value = run_json
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|v| v.get("job_saved").cloned())
+            .unwrap_or_else(|| panic!("{ci}: no job_saved line: {run_json}"));
+        assert_eq!(saved["files"][0]["name"], "runs/ci/best.pt", "{saved}");
+        assert_eq!(saved["files"][0]["size"], 7, "{saved}");
+        assert_eq!(saved["files"][0]["sha256"].as_str().map(str::len), Some(64));
 
         // A training that fails: its status is the step's, and no weights are passed on.
         let runner = Runner::new(&good, &bin);

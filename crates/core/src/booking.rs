@@ -102,6 +102,10 @@ pub struct JobSpec {
     /// `{server}`, `{id}` and `{owner}` filled in. Older clients send none.
     #[serde(default)]
     pub save_to: Option<String>,
+    /// Which of the owner's S3 credentials its copies use (stage and save with `s3://`).
+    /// Older clients send none: the `[default]` profile.
+    #[serde(default)]
+    pub s3: crate::transfer::S3Access,
 }
 
 /// The environment variables the agent sets for every job itself; a job may not set them.
@@ -274,6 +278,10 @@ pub struct JobRun {
     /// Its log file on the server.
     #[serde(default)]
     pub log: Option<String>,
+    /// The bytes of data staged for it (`JobSpec::stage`), as the copy counted them when it
+    /// was ready; length suggestions scale by it. Older agents send none.
+    #[serde(default)]
+    pub staged_bytes: Option<u64>,
 }
 
 /// How a booking's GPUs were used over its slot.
@@ -427,6 +435,7 @@ impl Booking {
         Booking {
             run: self.run.as_ref().map(|r| JobRun {
                 log: None,
+                staged_bytes: None,
                 ..r.clone()
             }),
             job: self.job.as_ref().map(|_| JobSpec {

@@ -27,3 +27,4 @@ pub use gpu::{Gpu, GpuUuid};
 pub use plan::{Change, ChangeKind, GpuSelection, Op, Plan, When};
 pub use policy::{Actor, Policy, PolicyError, Role, Rule};
 pub use time::Interval;
+pub use transfer::S3Access;

@@ -52,9 +52,71 @@ pub enum TransferError {
         "the save destination {0:?} holds {1}, which is not one of {{server}}, {{id}}, {{owner}}"
     )]
     BadPlaceholder(String, String),
+    /// An S3 profile name that is not one.
+    #[error(
+        "the S3 profile {0:?} is not usable: use letters, digits, '-', '_' or '.', at most 64"
+    )]
+    BadProfile(String),
+    /// An environment file that is not an absolute or `~/` path to a file.
+    #[error(
+        "the S3 environment file {0:?} must be an absolute path on the server or ~/ in your home"
+    )]
+    BadEnvFile(String),
     /// Too many entries, or one too long.
     #[error("{0}")]
     TooMany(String),
+}
+
+/// Which of the owner's own S3 credentials on the server a job's copies use. With neither
+/// field, the `[default]` profile of `~/.aws/credentials` (and `~/.aws/config`). gpubook
+/// never holds the keys themselves: only where, in the owner's account, they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct S3Access {
+    /// A profile of `~/.aws/credentials` other than `default` (its region and
+    /// `endpoint_url` from `[profile NAME]` of `~/.aws/config`).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// An environment file of the owner's (`AWS_ACCESS_KEY_ID=...` lines, as for
+    /// `docker --env-file` or systemd): an absolute path on the server, or `~/...` in their
+    /// home. Its values win over the profile's.
+    #[serde(default)]
+    pub env_file: Option<String>,
+}
+
+impl S3Access {
+    /// Whether it names nothing (the default profile).
+    pub fn is_default(&self) -> bool {
+        self.profile.is_none() && self.env_file.is_none()
+    }
+}
+
+/// Checks which credentials a job names: a profile name of letters, digits, '-', '_' or '.'
+/// (at most 64), an environment file given as an absolute or `~/` path without `..`.
+pub fn check_s3_access(s3: &S3Access) -> Result<(), TransferError> {
+    if let Some(p) = &s3.profile {
+        let ok = !p.is_empty()
+            && p.len() <= 64
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !ok {
+            return Err(TransferError::BadProfile(p.clone()));
+        }
+    }
+    if let Some(f) = &s3.env_file {
+        if f.len() > MAX_LOCATION {
+            return Err(TransferError::TooMany(format!(
+                "the environment file's path is longer than {MAX_LOCATION} bytes"
+            )));
+        }
+        if f.contains('\0') || f.split('/').any(|p| p == "..") {
+            return Err(TransferError::Unsafe(f.clone()));
+        }
+        if !(f.starts_with('/') || f.starts_with("~/")) || f.ends_with('/') {
+            return Err(TransferError::BadEnvFile(f.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// Where data is: on the server's file system, or in an S3 bucket.
@@ -172,6 +234,7 @@ pub fn check_transfers(
     stage: &std::collections::BTreeMap<String, String>,
     save: &[String],
     save_to: Option<&str>,
+    s3: &S3Access,
 ) -> Result<(), TransferError> {
     if stage.len() > MAX_STAGES {
         return Err(TransferError::TooMany(format!(
@@ -189,6 +252,7 @@ pub fn check_transfers(
     for g in save {
         check_glob(g)?;
     }
+    check_s3_access(s3)?;
     match (save.is_empty(), save_to) {
         (true, Some(_)) => Err(TransferError::Incomplete(
             "a save destination needs at least one pattern of files to save (--save GLOB)",
@@ -269,8 +333,41 @@ mod tests {
     fn globs_and_destination_come_together() {
         let none = BTreeMap::new();
         let globs = vec!["*.pt".to_string()];
-        assert!(check_transfers(&none, &globs, None).is_err());
-        assert!(check_transfers(&none, &[], Some("/x")).is_err());
-        assert!(check_transfers(&none, &globs, Some("/x/{id}")).is_ok());
+        let s3 = S3Access::default();
+        assert!(check_transfers(&none, &globs, None, &s3).is_err());
+        assert!(check_transfers(&none, &[], Some("/x"), &s3).is_err());
+        assert!(check_transfers(&none, &globs, Some("/x/{id}"), &s3).is_ok());
+    }
+
+    #[test]
+    fn s3_credentials_are_named_by_a_profile_or_an_owner_s_file() {
+        let with = |profile: Option<&str>, env_file: Option<&str>| S3Access {
+            profile: profile.map(Into::into),
+            env_file: env_file.map(Into::into),
+        };
+        assert!(check_s3_access(&with(Some("lab-minio"), Some("~/.config/s3.env"))).is_ok());
+        assert!(check_s3_access(&with(None, Some("/home/ann/s3.env"))).is_ok());
+        for bad in ["", "a b", "x]", "../x"] {
+            assert!(
+                matches!(
+                    check_s3_access(&with(Some(bad), None)),
+                    Err(TransferError::BadProfile(_))
+                ),
+                "{bad}"
+            );
+        }
+        for bad in ["s3.env", "~/", "~ann/s3.env", "/etc/"] {
+            assert!(
+                matches!(
+                    check_s3_access(&with(None, Some(bad))),
+                    Err(TransferError::BadEnvFile(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            check_s3_access(&with(None, Some("~/../root/s3.env"))),
+            Err(TransferError::Unsafe(_))
+        ));
     }
 }

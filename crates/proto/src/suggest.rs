@@ -1,7 +1,9 @@
 //! Protocol 1.3: a booking's length suggested from the caller's past runs of the same command
 //! on this server (see `gpubook_core::predict`).
 
+use gpubook_core::S3Access;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Asks how long to book a command for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +16,14 @@ pub struct SuggestRequest {
     /// The bytes of data it will stage, where known.
     #[serde(default)]
     pub staged_bytes: Option<u64>,
+    /// What it will stage (`JobSpec::stage`): where `staged_bytes` is absent, the agent counts
+    /// these sources' size as the caller, so the suggestion scales with a dataset that grew
+    /// since the last runs. Older clients send none.
+    #[serde(default)]
+    pub stage: BTreeMap<String, String>,
+    /// Which of the caller's S3 credentials count `s3://` sources. Older clients send none.
+    #[serde(default)]
+    pub s3: S3Access,
 }
 
 /// A suggested length, or why there is none.

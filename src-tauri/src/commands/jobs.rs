@@ -51,7 +51,7 @@ pub async fn suggest_length(
     let req = Request::Suggest(SuggestRequest {
         command,
         gpus,
-        staged_bytes: None,
+        ..SuggestRequest::default()
     });
     match manager.request(&server, req).await? {
         Response::Suggestion(s) => Ok(s),

@@ -91,6 +91,7 @@ export function toBookRequest(sel: Selection, form: BookForm): BookRequest {
         stage: {},
         save: [],
         save_to: null,
+        s3: { profile: null, env_file: null },
       }
     : null;
   return {

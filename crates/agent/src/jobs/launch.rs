@@ -37,9 +37,17 @@ impl Jobs {
         }
         // Looked up first: the stage lock is never held while the state's is taken.
         let stage = self.stages.lock().unwrap().get(&id).cloned();
+        let staged_bytes = match &stage {
+            Some(crate::transfer::StageState::Ready { bytes }) => Some(*bytes),
+            _ => None,
+        };
+        let stages_data = b.job.as_ref().is_some_and(|j| !j.stage.is_empty());
         match stage {
-            // Started when its data is in place: `stage_ready` brings it back here.
+            // Started when its data is in place: `stage_ready` brings it back here. One the
+            // stage runner has not taken up yet (a slot that starts as it is booked, or after
+            // a restart) waits for it too: the patrol brings it back.
             Some(crate::transfer::StageState::Copying) => return,
+            None if stages_data => return,
             Some(crate::transfer::StageState::Failed(why)) => {
                 let now = self.state.clock.now();
                 self.record(id, ChangeKind::JobFailed, |r| {
@@ -72,6 +80,7 @@ impl Jobs {
                     r.started_at = Some(now);
                     r.log = Some(log);
                     r.message = None;
+                    r.staged_bytes = staged_bytes;
                 });
                 let me = self.clone();
                 tokio::spawn(async move {

@@ -3,7 +3,7 @@
 //! progress report on stdout and a last line with the result; an error goes to stderr as one
 //! line and the exit status is 1.
 
-use gpubook_core::SavedFile;
+use gpubook_core::{S3Access, SavedFile};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,6 +21,9 @@ pub struct StageTask {
     pub quota: u64,
     /// Cache keys of data staged for the owner's bookings still to come: never evicted.
     pub pinned: Vec<String>,
+    /// Which of the owner's S3 credentials to use.
+    #[serde(default)]
+    pub s3: S3Access,
 }
 
 /// Save one job's results.
@@ -32,6 +35,28 @@ pub struct SaveTask {
     pub globs: Vec<String>,
     /// The destination, filled in.
     pub to: String,
+    /// Which of the owner's S3 credentials to use.
+    #[serde(default)]
+    pub s3: S3Access,
+}
+
+/// Measure sources: the bytes a stage of them would copy (for a length suggestion).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MeasureTask {
+    /// Source paths or `s3://` URLs.
+    pub sources: Vec<String>,
+    /// Which of the owner's S3 credentials to use.
+    #[serde(default)]
+    pub s3: S3Access,
+}
+
+/// Remove the link directories (`booking-N`) of an owner's bookings that are over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TidyTask {
+    /// `<scratch>/<owner>`.
+    pub owner_dir: PathBuf,
+    /// The bookings whose directories stay (not over yet).
+    pub keep: Vec<u64>,
 }
 
 /// What the child is asked to do.
@@ -42,6 +67,10 @@ pub enum Task {
     Stage(StageTask),
     /// Save.
     Save(SaveTask),
+    /// Measure.
+    Measure(MeasureTask),
+    /// Tidy.
+    Tidy(TidyTask),
 }
 
 /// How far a stage has come.
@@ -69,6 +98,10 @@ pub enum Line {
     Staged(Progress),
     /// Saved: the files.
     Saved(Vec<SavedFile>),
+    /// Measured: the bytes of all the sources.
+    Measured(u64),
+    /// Tidied: the directories removed.
+    Tidied(Vec<String>),
 }
 
 /// The child's main: runs the task in `arg`, returns the exit status.
@@ -91,6 +124,13 @@ pub fn main(arg: &str) -> i32 {
         Task::Stage(t) => super::copy::stage(&t, &mut |p| emit(&Line::Progress(p.clone())))
             .map(|p| emit(&Line::Staged(p))),
         Task::Save(t) => super::save::save(&t).map(|files| emit(&Line::Saved(files))),
+        Task::Measure(t) => t
+            .sources
+            .iter()
+            .map(|s| super::copy::source_size(s, &t.s3))
+            .sum::<Result<u64, String>>()
+            .map(|bytes| emit(&Line::Measured(bytes))),
+        Task::Tidy(t) => super::copy::tidy(&t).map(|gone| emit(&Line::Tidied(gone))),
     };
     match result {
         Ok(()) => 0,

@@ -4,7 +4,7 @@
 //! bookings is copied once; entries not in use are removed least recently used first to stay
 //! under the quota; the booking's directory holds one link per stage name.
 
-use super::child::{Progress, StageTask};
+use super::child::{Progress, StageTask, TidyTask};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,20 +25,10 @@ pub fn cache_key(source: &str) -> String {
 pub fn stage(task: &StageTask, report: &mut dyn FnMut(&Progress)) -> Result<Progress, String> {
     let cache = task.owner_dir.join("cache");
     fs::create_dir_all(&cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
-    let mut sizes = Vec::new();
+    let mut needed = 0;
     for (name, source) in &task.entries {
-        let size = match s3_parts(source) {
-            Some((bucket, prefix)) => {
-                super::s3::list(&bucket, &prefix)
-                    .map_err(|e| format!("{name}: {e}"))?
-                    .0
-            }
-            None => tree_size(Path::new(source))
-                .map_err(|e| format!("{name}: cannot read {source}: {e}"))?,
-        };
-        sizes.push(size);
+        needed += source_size(source, &task.s3).map_err(|e| format!("{name}: {e}"))?;
     }
-    let needed: u64 = sizes.iter().sum();
     if needed > task.quota {
         return Err(format!(
             "the data ({}) is more than the stage quota of {} each person may keep on this \
@@ -75,7 +65,7 @@ pub fn stage(task: &StageTask, report: &mut dyn FnMut(&Progress)) -> Result<Prog
         let data = entry.join("data");
         match s3_parts(source) {
             Some((bucket, prefix)) => {
-                super::s3::sync(&bucket, &prefix, &data, &mut progress, &mut every)
+                super::s3::sync(&bucket, &prefix, &data, &mut progress, &mut every, &task.s3)
                     .map_err(|e| format!("{name}: {e}"))?
             }
             None => sync(Path::new(source), &data, &mut progress, &mut every)
@@ -89,6 +79,49 @@ pub fn stage(task: &StageTask, report: &mut dyn FnMut(&Progress)) -> Result<Prog
     }
     progress.name = String::new();
     Ok(progress)
+}
+
+/// Removes the `booking-N` directories under the owner's scratch directory other than those
+/// of `task.keep` (links only: the cached data stays for the next booking, under the quota).
+/// Runs as the owner, and a link planted there is removed, never followed.
+pub fn tidy(task: &TidyTask) -> Result<Vec<String>, String> {
+    let mut gone = Vec::new();
+    let listing = match fs::read_dir(&task.owner_dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(gone),
+        Err(e) => return Err(format!("{}: {e}", task.owner_dir.display())),
+    };
+    for e in listing.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name
+            .strip_prefix("booking-")
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if task.keep.contains(&id) {
+            continue;
+        }
+        let path = e.path();
+        let removed = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
+            Ok(_) => fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        removed.map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+        gone.push(name);
+    }
+    gone.sort();
+    Ok(gone)
+}
+
+/// The bytes under a source: the objects under an `s3://` prefix, or the regular files under
+/// a path.
+pub fn source_size(source: &str, s3: &gpubook_core::S3Access) -> Result<u64, String> {
+    match s3_parts(source) {
+        Some((bucket, prefix)) => Ok(super::s3::list(&bucket, &prefix, s3)?.0),
+        None => tree_size(Path::new(source)).map_err(|e| format!("cannot read {source}: {e}")),
+    }
 }
 
 /// The bucket and prefix of an `s3://` source.

@@ -8,10 +8,13 @@
 //! booking time for a slot that soon), or earlier where the time it will take, from the size
 //! last staged from that source and the throughput measured then (kept in
 //! `STATE_DIR/stage-history.json`), with a margin, says so. Results are saved on the job's
-//! `job_finished` or `job_stopped` event; a failure is tried again with back-off.
+//! `job_finished` or `job_stopped` event; a failure is tried again with back-off. When a
+//! booking is over (and its job too), its `booking-N` directory of links is removed as the
+//! owner; the cached data stays for the next booking, under the quota.
 
 pub mod child;
 mod copy;
+pub mod credentials;
 mod history;
 mod s3;
 mod save;
@@ -45,8 +48,11 @@ pub const SAVE_TRIES: u32 = 4;
 pub enum StageState {
     /// Being copied.
     Copying,
-    /// In place.
-    Ready,
+    /// In place: this many bytes (recorded on the job's run, so length suggestions scale).
+    Ready {
+        /// The staged data's size.
+        bytes: u64,
+    },
     /// Could not be staged: why.
     Failed(String),
 }
@@ -133,6 +139,7 @@ impl Transfers {
                 .cloned()
                 .collect()
         };
+        self.tidy_ended();
         for b in due {
             self.staged
                 .lock()
@@ -140,6 +147,59 @@ impl Transfers {
                 .insert(b.id, StageState::Copying);
             let me = self.clone();
             tokio::spawn(async move { me.stage(b).await });
+        }
+    }
+
+    /// Forgets the stages of bookings that are over (their jobs too) and removes their
+    /// `booking-N` link directories, as each owner, in the background. Directories left by
+    /// an earlier run of the agent go with the next booking of the same owner that ends.
+    fn tidy_ended(self: &Arc<Self>) {
+        let (scratch, by_owner) = {
+            let inner = self.state.lock();
+            let mut staged = self.staged.lock().unwrap();
+            let over = |b: &Booking| {
+                b.state.is_final() && b.run.as_ref().is_none_or(|r| r.state.is_over())
+            };
+            let ended: Vec<BookingId> = staged
+                .keys()
+                .filter(|id| inner.plan.get(**id).is_none_or(over))
+                .copied()
+                .collect();
+            let mut by_owner: HashMap<String, Vec<u64>> = HashMap::new();
+            for id in ended {
+                staged.remove(&id);
+                if let Some(b) = inner.plan.get(id) {
+                    by_owner.entry(b.owner.clone()).or_default();
+                }
+            }
+            for (owner, keep) in by_owner.iter_mut() {
+                keep.extend(
+                    inner
+                        .plan
+                        .bookings()
+                        .filter(|b| &b.owner == owner && !over(b))
+                        .map(|b| b.id.0),
+                );
+            }
+            (inner.plan.policy().scratch.clone(), by_owner)
+        };
+        for (owner, keep) in by_owner {
+            let me = self.clone();
+            let owner_dir = Path::new(&scratch).join(&owner);
+            tokio::spawn(async move {
+                let lock = me
+                    .owner_locks
+                    .lock()
+                    .unwrap()
+                    .entry(owner.clone())
+                    .or_default()
+                    .clone();
+                let _one_at_a_time = lock.lock().await;
+                let task = Task::Tidy(child::TidyTask { owner_dir, keep });
+                if let Err(why) = me.run_child(&owner, &task, |_| {}).await {
+                    eprintln!("gpubook-agent: cannot tidy {owner}'s staged links: {why}");
+                }
+            });
         }
     }
 
@@ -178,6 +238,7 @@ impl Transfers {
                 entries: job.stage.clone().into_iter().collect(),
                 quota,
                 pinned,
+                s3: job.s3.clone(),
             })
         };
         let dir_text = dir.display().to_string();
@@ -226,7 +287,9 @@ impl Transfers {
         };
         // Set before the event goes out: the job runner starts the job on it.
         let state = match &result {
-            Ok(_) => StageState::Ready,
+            Ok(p) => StageState::Ready {
+                bytes: p.total_bytes,
+            },
             Err(why) => StageState::Failed(why.clone()),
         };
         self.staged.lock().unwrap().insert(b.id, state);
@@ -261,6 +324,7 @@ impl Transfers {
             cwd: job.cwd.clone().unwrap_or(account.home),
             globs: job.save.clone(),
             to: to.clone(),
+            s3: job.s3.clone(),
         });
         let (me, id, owner) = (self.clone(), b.id, b.owner.clone());
         tokio::spawn(async move {
@@ -292,49 +356,9 @@ impl Transfers {
         &self,
         owner: &str,
         task: &Task,
-        mut line: impl FnMut(&Line),
+        line: impl FnMut(&Line),
     ) -> Result<Option<Line>, String> {
-        let account = identity::account(owner)
-            .ok_or_else(|| format!("there is no user {owner} on this server"))?;
-        let own_uid = identity::current_uid();
-        if own_uid != 0 && account.uid != own_uid {
-            return Err(format!(
-                "this agent runs in personal mode as uid {own_uid}: it cannot copy for {owner}"
-            ));
-        }
-        let arg = serde_json::to_string(task).map_err(|e| e.to_string())?;
-        let mut child = owner_command(&self.exe, owner, &account, own_uid == 0)
-            .arg("transfer")
-            .arg(arg)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start the copy as {owner}: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no output from the copy")?;
-        let mut stderr = child.stderr.take().ok_or("no output from the copy")?;
-        let err_text = tokio::spawn(async move {
-            let mut s = String::new();
-            let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut s).await;
-            s
-        });
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let mut last = None;
-        while let Ok(Some(text)) = lines.next_line().await {
-            if let Ok(l) = serde_json::from_str::<Line>(&text) {
-                line(&l);
-                last = Some(l);
-            }
-        }
-        let status = child.wait().await.map_err(|e| e.to_string())?;
-        let err = err_text.await.unwrap_or_default();
-        if status.success() {
-            Ok(last)
-        } else {
-            Err(match err.trim() {
-                "" => format!("the copy ended with {status}"),
-                e => e.to_string(),
-            })
-        }
+        run_as(&self.exe, owner, task, line).await
     }
 
     fn note(&self, id: BookingId, kind: ChangeKind, note: Note) {
@@ -345,6 +369,76 @@ impl Transfers {
 
     fn failed(&self, id: BookingId, kind: ChangeKind, reason: String, attempts: u32) {
         self.note(id, kind, Note::TransferFailed { reason, attempts });
+    }
+}
+
+/// Runs the copy child (`exe transfer`) as `owner`; `line` sees each line; the last line, or why it failed.
+pub async fn run_as(
+    exe: &Path,
+    owner: &str,
+    task: &Task,
+    mut line: impl FnMut(&Line),
+) -> Result<Option<Line>, String> {
+    let account = identity::account(owner)
+        .ok_or_else(|| format!("there is no user {owner} on this server"))?;
+    let own_uid = identity::current_uid();
+    if own_uid != 0 && account.uid != own_uid {
+        return Err(format!(
+            "this agent runs in personal mode as uid {own_uid}: it cannot copy for {owner}"
+        ));
+    }
+    let arg = serde_json::to_string(task).map_err(|e| e.to_string())?;
+    let mut child = owner_command(exe, owner, &account, own_uid == 0)
+        .arg("transfer")
+        .arg(arg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the copy as {owner}: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no output from the copy")?;
+    let mut stderr = child.stderr.take().ok_or("no output from the copy")?;
+    let err_text = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut s).await;
+        s
+    });
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut last = None;
+    while let Ok(Some(text)) = lines.next_line().await {
+        if let Ok(l) = serde_json::from_str::<Line>(&text) {
+            line(&l);
+            last = Some(l);
+        }
+    }
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    let err = err_text.await.unwrap_or_default();
+    if status.success() {
+        Ok(last)
+    } else {
+        Err(match err.trim() {
+            "" => format!("the copy ended with {status}"),
+            e => e.to_string(),
+        })
+    }
+}
+
+/// Longest a length suggestion waits for the size of the data to stage.
+pub const MEASURE_FOR: Duration = Duration::from_secs(20);
+
+/// The bytes under `sources`, counted by the copy child as `owner` (so a source they may not
+/// read is refused to them); `Ok(None)` when counting takes longer than [`MEASURE_FOR`].
+pub async fn measure(
+    owner: &str,
+    sources: Vec<String>,
+    s3: gpubook_core::S3Access,
+) -> Result<Option<u64>, String> {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "gpubook-agent".into());
+    let task = Task::Measure(child::MeasureTask { sources, s3 });
+    match tokio::time::timeout(MEASURE_FOR, run_as(&exe, owner, &task, |_| {})).await {
+        Err(_) => Ok(None),
+        Ok(Ok(Some(Line::Measured(bytes)))) => Ok(Some(bytes)),
+        Ok(Ok(_)) => Err("the count said nothing".into()),
+        Ok(Err(why)) => Err(why),
     }
 }
 

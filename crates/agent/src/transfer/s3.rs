@@ -1,74 +1,32 @@
 //! S3 sources and destinations, in the copy child running as the owner, through
-//! `object_store`. The credentials are the owner's on the server: the `default` profile of
-//! `~/.aws/credentials`, and its region and
-//! `endpoint_url` from `~/.aws/config`. gpubook never stores them.
+//! `object_store`. The credentials are the owner's on the server, as the booking names them
+//! (see [`super::credentials`]). gpubook never stores them.
 
 use super::child::Progress;
 use super::save::hex;
 use futures::StreamExt;
-use gpubook_core::SavedFile;
+use gpubook_core::{S3Access, SavedFile};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The sections of an INI file such as `~/.aws/credentials`: name → key → value.
-fn read_ini(path: &Path) -> HashMap<String, HashMap<String, String>> {
-    let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return out;
-    };
-    let mut section = String::new();
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name.trim().trim_start_matches("profile ").to_string();
-        } else if let Some((k, v)) = line.split_once('=') {
-            let values = out.entry(section.clone()).or_default();
-            values.insert(k.trim().to_string(), v.trim().to_string());
-        }
-    }
-    out
-}
-
-/// A store for `bucket` with the owner's credentials.
-fn store(bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
+/// A store for `bucket` with the owner's credentials that `s3` names.
+fn store(bucket: &str, s3: &S3Access) -> Result<Arc<dyn ObjectStore>, String> {
     let home = PathBuf::from(std::env::var("HOME").unwrap_or_default());
-    let profile = "default".to_string();
-    let creds_path = home.join(".aws/credentials");
-    let creds = read_ini(&creds_path);
-    let config = read_ini(&home.join(".aws/config"));
-    let c = creds.get(&profile).ok_or_else(|| {
-        format!(
-            "no [{profile}] credentials in {} (the booking's owner's, on this server)",
-            creds_path.display()
-        )
-    })?;
-    let key = |k: &str| {
-        c.get(k).cloned().ok_or_else(|| {
-            format!(
-                "{k} is missing from [{profile}] in {}",
-                creds_path.display()
-            )
-        })
-    };
-    let conf = config.get(&profile);
-    let setting = |k: &str| c.get(k).or_else(|| conf.and_then(|m| m.get(k))).cloned();
+    let c = super::credentials::resolve(s3, &home).map_err(|e| e.to_string())?;
     let mut b = AmazonS3Builder::new()
         .with_bucket_name(bucket)
-        .with_access_key_id(key("aws_access_key_id")?)
-        .with_secret_access_key(key("aws_secret_access_key")?)
-        .with_region(setting("region").unwrap_or_else(|| "us-east-1".into()));
-    if let Some(token) = c.get("aws_session_token") {
+        .with_access_key_id(c.access_key_id)
+        .with_secret_access_key(c.secret_access_key)
+        .with_region(c.region);
+    if let Some(token) = c.session_token {
         b = b.with_token(token);
     }
-    if let Some(endpoint) = setting("endpoint_url") {
+    if let Some(endpoint) = c.endpoint {
         b = b
             .with_allow_http(endpoint.starts_with("http://"))
             .with_endpoint(endpoint);
@@ -98,8 +56,9 @@ pub fn save(
     prefix: &str,
     cwd: &Path,
     files: &[PathBuf],
+    s3: &S3Access,
 ) -> Result<Vec<SavedFile>, String> {
-    let store = store(bucket)?;
+    let store = store(bucket, s3)?;
     runtime()?.block_on(async {
         let mut saved = Vec::new();
         for rel in files {
@@ -161,8 +120,12 @@ async fn hash_object(store: &Arc<dyn ObjectStore>, at: &ObjectPath) -> Result<St
 }
 
 /// The objects under `s3://bucket/prefix` and their total size.
-pub fn list(bucket: &str, prefix: &str) -> Result<(u64, Vec<object_store::ObjectMeta>), String> {
-    let store = store(bucket)?;
+pub fn list(
+    bucket: &str,
+    prefix: &str,
+    s3: &S3Access,
+) -> Result<(u64, Vec<object_store::ObjectMeta>), String> {
+    let store = store(bucket, s3)?;
     let under = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
     runtime()?.block_on(async {
         let mut all = Vec::new();
@@ -183,9 +146,10 @@ pub fn sync(
     dst: &Path,
     p: &mut Progress,
     report: &mut dyn FnMut(&Progress),
+    s3: &S3Access,
 ) -> Result<(), String> {
-    let (_, objects) = list(bucket, prefix)?;
-    let store = store(bucket)?;
+    let (_, objects) = list(bucket, prefix, s3)?;
+    let store = store(bucket, s3)?;
     runtime()?.block_on(async {
         for m in objects {
             let rel = m.location.as_ref();
@@ -232,25 +196,4 @@ pub fn sync(
         }
         Ok(())
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_owner_s_aws_files_are_read_by_profile() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config");
-        std::fs::write(
-            &path,
-            "# comment\n[default]\nregion = eu-west-1\n\n[profile lab]\n\
-             endpoint_url = http://127.0.0.1:9000\n; other\n",
-        )
-        .unwrap();
-        let ini = read_ini(&path);
-        assert_eq!(ini["default"]["region"], "eu-west-1");
-        assert_eq!(ini["lab"]["endpoint_url"], "http://127.0.0.1:9000");
-        assert!(read_ini(&dir.path().join("missing")).is_empty());
-    }
 }

@@ -37,7 +37,7 @@ pub fn save(task: &SaveTask) -> Result<Vec<SavedFile>, String> {
     let dest = match Location::parse(&task.to).map_err(|e| e.to_string())? {
         Location::Path { path } => path,
         Location::S3 { bucket, prefix } => {
-            return super::s3::save(&bucket, &prefix, cwd, &found);
+            return super::s3::save(&bucket, &prefix, cwd, &found, &task.s3);
         }
     };
     let mut saved = Vec::new();

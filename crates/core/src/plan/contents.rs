@@ -88,7 +88,7 @@ pub(super) fn check_job(j: &JobSpec, policy: &Policy) -> Result<(), PlanError> {
             ));
         }
     }
-    crate::transfer::check_transfers(&j.stage, &j.save, j.save_to.as_deref())
+    crate::transfer::check_transfers(&j.stage, &j.save, j.save_to.as_deref(), &j.s3)
         .map_err(|e| PlanError::Invalid(e.to_string()))
 }
 
@@ -98,7 +98,7 @@ pub(super) fn check_job(j: &JobSpec, policy: &Policy) -> Result<(), PlanError> {
 /// other fields.
 pub(super) fn check_size(title: &str, job: Option<&JobSpec>) -> Result<(), PlanError> {
     /// Field names, braces, commas, `null`s, numbers and booleans of a job and a title.
-    const FIXED: usize = 160;
+    const FIXED: usize = 200;
     let mut total = FIXED + json_len(title);
     let mut env = 0;
     if let Some(j) = job {
@@ -120,6 +120,8 @@ pub(super) fn check_size(title: &str, job: Option<&JobSpec>) -> Result<(), PlanE
             .sum::<usize>();
         total += j.save.iter().map(|g| json_len(g) + 1).sum::<usize>();
         total += j.save_to.as_deref().map_or(0, json_len);
+        total += j.s3.profile.as_deref().map_or(0, json_len);
+        total += j.s3.env_file.as_deref().map_or(0, json_len);
     }
     if total > MAX_BOOKING_BYTES {
         return Err(PlanError::Invalid(format!(

@@ -43,6 +43,7 @@ fn finished_62_minutes(now: DateTime<Utc>, code: i32) -> JobRun {
         signal: None,
         message: None,
         log: None,
+        staged_bytes: None,
     }
 }
 

@@ -87,13 +87,13 @@ describe('how bookings look', () => {
     expect(eventOf('s', booking(1, { state: 'pending_approval' }), 'alice', now, false).classNames).toContain('st-pending_approval');
     const asap = booking(2, { asap: { count: 1, min_memory: null, duration_secs: 3600, asked_at: '', named: [], exempt: false } });
     expect(eventOf('s', asap, 'alice', now, false).classNames).toContain('asap');
-    const run = booking(3, { state: 'active', run: { state: 'running', pid: 1, start_ticks: null, started_at: null, ended_at: null, exit_code: null, signal: null, message: null, log: null } });
+    const run = booking(3, { state: 'active', run: { state: 'running', pid: 1, start_ticks: null, started_at: null, ended_at: null, exit_code: null, signal: null, message: null, log: null, staged_bytes: null } });
     expect(eventOf('s', run, 'alice', now, false).classNames).toContain('running');
   });
 
   it('shows one own command only when the setting says so, never another person', () => {
     const now = Date.parse('2026-11-26T10:00:00Z');
-    const b = booking(5, { job: { command: 'python train.py', cwd: null, env: {}, end_signal: null, grace_secs: null, keep_slot: false, stage: {}, save: [], save_to: null } });
+    const b = booking(5, { job: { command: 'python train.py', cwd: null, env: {}, end_signal: null, grace_secs: null, keep_slot: false, stage: {}, save: [], save_to: null, s3: { profile: null, env_file: null } } });
     expect(eventOf('s', b, 'alice', now, true).extendedProps.job).toBe('python train.py');
     expect(eventOf('s', b, 'alice', now, false).extendedProps.job).toBeNull();
     expect(eventOf('s', b, 'bob', now, true).extendedProps.job).toBeNull();

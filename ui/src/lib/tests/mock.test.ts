@@ -56,7 +56,7 @@ describe('the mock agent decides on a booking as the admin saw it', () => {
       gpus: { kind: 'named', gpus: ['0'] },
       when: { kind: 'at', start: new Date(start).toISOString(), end: new Date(start + 3_600_000).toISOString() },
       title: 'run',
-      job: { command: './train.sh', cwd: 'runs/7', env: {}, end_signal: null, grace_secs: null, keep_slot: false, stage: {}, save: [], save_to: null },
+      job: { command: './train.sh', cwd: 'runs/7', env: {}, end_signal: null, grace_secs: null, keep_slot: false, stage: {}, save: [], save_to: null, s3: { profile: null, env_file: null } },
     };
     const e = await refusal(m.book('local', request));
     expect(e.kind).toBe('invalid');

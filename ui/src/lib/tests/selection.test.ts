@@ -151,6 +151,7 @@ describe('a drag selection to a booking request', () => {
       stage: {},
       save: [],
       save_to: null,
+      s3: { profile: null, env_file: null },
     });
   });
 });

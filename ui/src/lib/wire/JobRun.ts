@@ -41,4 +41,9 @@ message: string | null,
 /**
  * Its log file on the server.
  */
-log: string | null, };
+log: string | null, 
+/**
+ * The bytes of data staged for it (`JobSpec::stage`), as the copy counted them when it
+ * was ready; length suggestions scale by it. Older agents send none.
+ */
+staged_bytes: number | null, };
