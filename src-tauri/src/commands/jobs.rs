@@ -1,5 +1,8 @@
 //! Jobs: the log of a booking's job, and how long to book one.
 
+use std::collections::BTreeMap;
+
+use gpubook_core::S3Access;
 use gpubook_proto::{LogsResponse, Request, Response, SuggestRequest, SuggestionResponse};
 use tauri::AppHandle;
 
@@ -25,12 +28,15 @@ pub async fn job_logs(
 const SUGGEST_MINOR: u32 = 3;
 
 /// How long to book `command` on `server` with `gpus` GPUs, from the person's past runs of it
-/// there. An agent too old to suggest answers as one with nothing to go by, saying so.
+/// there, scaled to the size of what `stage` names (counted by the agent as the person). An
+/// agent too old to suggest answers as one with nothing to go by, saying so.
 pub async fn suggest_length(
     app: &AppHandle,
     server: String,
     command: String,
     gpus: u32,
+    stage: Option<BTreeMap<String, String>>,
+    s3: Option<S3Access>,
 ) -> Answer<SuggestionResponse> {
     let manager = manager(app);
     let (conn, name) = manager.connection(&server)?;
@@ -51,6 +57,8 @@ pub async fn suggest_length(
     let req = Request::Suggest(SuggestRequest {
         command,
         gpus,
+        stage: stage.unwrap_or_default(),
+        s3: s3.unwrap_or_default(),
         ..SuggestRequest::default()
     });
     match manager.request(&server, req).await? {

@@ -14,6 +14,7 @@ import type { LogPayload } from './app/LogPayload';
 import type { LogsResponse } from './wire/LogsResponse';
 import type { PolicyResponse } from './wire/PolicyResponse';
 import type { ReadingsPayload } from './app/ReadingsPayload';
+import type { S3Access } from './wire/S3Access';
 import type { ServerView } from './app/ServerView';
 import type { Settings } from './app/Settings';
 import type { SuggestionResponse } from './wire/SuggestionResponse';
@@ -38,7 +39,7 @@ export interface CommandArgs {
   approve: { server: string; id: number; rev?: number | null };
   deny: { server: string; id: number; reason?: string | null; rev?: number | null };
   job_logs: { server: string; id: number; offset?: number | null; follow?: boolean | null };
-  suggest_length: { server: string; command: string; gpus: number };
+  suggest_length: { server: string; command: string; gpus: number; stage?: { [key in string]: string } | null; s3?: S3Access | null };
   settings: Record<string, never>;
   set_settings: { settings: Settings };
   export_ics: { mine: boolean };
@@ -167,9 +168,11 @@ export interface Api {
   /**
    * How long to book `command` on `server` with `gpus` GPUs: the server's suggestion from
    * the person's own past runs of it there (`length_secs` absent, and `says` why, when
-   * there is nothing to go by or the server's agent is too old to suggest).
+   * there is nothing to go by or the server's agent is too old to suggest). `stage`: what
+   * the booking will stage (`name → source`), counted by the agent as the person so the
+   * suggestion scales with the data's size, read with the `s3` credentials named.
    */
-  suggestLength(server: string, command: string, gpus: number): Promise<SuggestionResponse>;
+  suggestLength(server: string, command: string, gpus: number, stage?: { [key in string]: string } | null, s3?: S3Access | null): Promise<SuggestionResponse>;
   /** The settings. */
   settings(): Promise<Settings>;
   /** Saves the settings. */
@@ -235,7 +238,7 @@ export function makeApi(host: Host): Api {
     approve: (server, id, rev) => host.invoke('approve', { server, id, rev }),
     deny: (server, id, reason, rev) => host.invoke('deny', { server, id, reason, rev }),
     jobLogs: (server, id, offset, follow) => host.invoke('job_logs', { server, id, offset, follow }),
-    suggestLength: (server, command, gpus) => host.invoke('suggest_length', { server, command, gpus }),
+    suggestLength: (server, command, gpus, stage, s3) => host.invoke('suggest_length', { server, command, gpus, stage, s3 }),
     settings: () => host.invoke('settings', {}),
     setSettings: (settings) => host.invoke('set_settings', { settings }),
     exportIcs: (mine) => host.invoke('export_ics', { mine }),

@@ -9,12 +9,34 @@ export const GONE: ReadonlySet<string> = new Set(['cancelled', 'denied']);
 /** An intruder seen on a booked GPU. */
 export type Intruder = { gpu: string; booking: number; pid: number; user: string | null; at: string };
 
-/** Bookings and intruders per server. */
+/** Where a booking's stage-in stands, from the agent's `stage_progress` events. */
+export type Staging = {
+  /** Bytes copied or found already there, and in all as far as known. */
+  done: number;
+  total: number;
+  copied: number;
+  kept: number;
+  /** At the pace so far it ends after the slot starts. */
+  late: boolean;
+  /** `ready` (all there), `copying`, or `failed` with the agent's reason. */
+  state: 'copying' | 'ready' | 'failed';
+  reason: string | null;
+};
+
+/** How far along `s` is, 0 to 1 (1 when ready; 0 while nothing is known). */
+export function stagedFraction(s: Staging): number {
+  if (s.state === 'ready') return 1;
+  return s.total > 0 ? Math.min(1, s.done / s.total) : 0;
+}
+
+/** Bookings, intruders and stage-ins per server. */
 export class BookingBook {
   /** server → booking id → booking. */
   readonly byServer = new Map<string, Map<number, Booking>>();
   /** server → GPU uuid → intruder on it, while its booking lasts. */
   readonly intruders = new Map<string, Map<string, Intruder>>();
+  /** server → booking id → its stage-in, while the agent reports it. */
+  readonly staging = new Map<string, Map<number, Staging>>();
   /** server → last event number applied (events at or below it are repeats). */
   readonly lastSeq = new Map<string, number>();
 
@@ -61,10 +83,43 @@ export class BookingBook {
       });
       changed = true;
     }
+    changed = this.applyStage(server, ev) || changed;
     if (ev.kind === 'slot_ended' || ev.kind === 'booking_released') {
       changed = this.clearIntruders(server, ev.booking.id) || changed;
     }
     return changed;
+  }
+
+  /** Follows a booking's stage-in: progress, ready, or failed with its reason. */
+  private applyStage(server: string, ev: Event): boolean {
+    if (!['stage_progress', 'stage_ready', 'stage_failed'].includes(ev.kind)) return false;
+    let m = this.staging.get(server);
+    if (!m) this.staging.set(server, (m = new Map()));
+    const before = m.get(ev.booking.id);
+    const s: Staging = before ? { ...before } : { done: 0, total: 0, copied: 0, kept: 0, late: false, state: 'copying', reason: null };
+    if (ev.note?.kind === 'stage') {
+      s.done = ev.note.done_bytes;
+      s.total = ev.note.total_bytes;
+      s.copied = ev.note.copied_files;
+      s.kept = ev.note.kept_files;
+      s.late = ev.note.late;
+    }
+    if (ev.kind === 'stage_ready') {
+      s.state = 'ready';
+      s.late = false;
+    } else if (ev.kind === 'stage_failed') {
+      s.state = 'failed';
+      s.reason = ev.note?.kind === 'transfer_failed' ? ev.note.reason : null;
+    } else {
+      s.state = 'copying';
+    }
+    m.set(ev.booking.id, s);
+    return true;
+  }
+
+  /** A booking's stage-in, if it has one the agent reported. */
+  stageOf(server: string, id: number): Staging | undefined {
+    return this.staging.get(server)?.get(id);
   }
 
   private clearIntruders(server: string, booking: number): boolean {
@@ -84,6 +139,7 @@ export class BookingBook {
   drop(server: string): void {
     this.byServer.delete(server);
     this.intruders.delete(server);
+    this.staging.delete(server);
     this.lastSeq.delete(server);
   }
 

@@ -4,6 +4,7 @@ import type { Booking } from './wire/Booking';
 import type { Gpu } from './wire/Gpu';
 import { colourFor } from './colors';
 import { laneId, type Lane } from './selection';
+import { stagedFraction, type Staging } from './bookings';
 
 /** Extra data carried on each calendar event. */
 export type BookingProps = {
@@ -14,6 +15,8 @@ export type BookingProps = {
   own: boolean;
   asap: boolean;
   job: string | null;
+  /** How far its data's copy before the slot is (0 to 1) while it runs; null otherwise. */
+  staged: number | null;
   selection?: boolean;
 };
 
@@ -70,7 +73,7 @@ export function draggable(b: Booking, own: boolean, now: number): boolean {
 }
 
 /** One calendar event for a booking (shown in each of its GPU lanes). */
-export function eventOf(server: string, b: Booking, me: string | null, now: number, showCommand: boolean) {
+export function eventOf(server: string, b: Booking, me: string | null, now: number, showCommand: boolean, staging?: Staging) {
   const own = me !== null && b.owner === me;
   const colour = own ? { background: 'var(--own-bg)', border: 'var(--own-border)', text: 'var(--own-text)' } : colourFor(b.owner);
   const props: BookingProps = {
@@ -81,6 +84,7 @@ export function eventOf(server: string, b: Booking, me: string | null, now: numb
     own,
     asap: !!b.asap,
     job: own && showCommand && b.job ? b.job.command : null,
+    staged: staging && staging.state === 'copying' ? stagedFraction(staging) : null,
   };
   return {
     id: `${server}:${b.id}`,

@@ -1,6 +1,7 @@
 // The drag rectangle: over time and across adjacent GPU lanes of one server, snapped to the
 // policy's granularity, turned into a BookRequest. Pure: the calendar feeds it points.
 import type { BookRequest } from './wire/BookRequest';
+import type { JobData } from './jobdata';
 import type { JobSpec } from './wire/JobSpec';
 import { ceilTo, floorTo, toWire } from './time';
 
@@ -64,6 +65,11 @@ export type BookForm = {
   cwd: string;
   endSignal: string;
   keepSlot: boolean;
+  /** Data staged before the slot and files saved after it (lib/jobdata.ts); none if absent. */
+  data?: JobData;
+  /** Which of the owner's S3 credentials: a profile, or an environment file on the server. */
+  s3Profile?: string;
+  s3EnvFile?: string;
 };
 
 /**
@@ -88,10 +94,10 @@ export function toBookRequest(sel: Selection, form: BookForm): BookRequest {
         end_signal: form.endSignal.trim() || null,
         grace_secs: null,
         keep_slot: form.keepSlot,
-        stage: {},
-        save: [],
-        save_to: null,
-        s3: { profile: null, env_file: null },
+        stage: form.data?.stage ?? {},
+        save: form.data?.save ?? [],
+        save_to: form.data?.save_to ?? null,
+        s3: { profile: form.s3Profile?.trim() || null, env_file: form.s3EnvFile?.trim() || null },
       }
     : null;
   return {

@@ -62,8 +62,10 @@ macro_rules! with_app_commands {
             jobs::job_logs(server: String, id: u64, offset: Option<u64>, follow: Option<bool>) -> LogsResponse;
             /// How long to book `command` on `server` with `gpus` GPUs: the server's suggestion from
             /// the person's own past runs of it there (`length_secs` absent, and `says` why, when
-            /// there is nothing to go by or the server's agent is too old to suggest).
-            jobs::suggest_length(server: String, command: String, gpus: u32) -> SuggestionResponse;
+            /// there is nothing to go by or the server's agent is too old to suggest). `stage`: what
+            /// the booking will stage (`name → source`), counted by the agent as the person so the
+            /// suggestion scales with the data's size, read with the `s3` credentials named.
+            jobs::suggest_length(server: String, command: String, gpus: u32, stage: Option<BTreeMap<String, String>>, s3: Option<S3Access>) -> SuggestionResponse;
             /// The settings.
             settings::settings() -> Settings;
             /// Saves the settings.

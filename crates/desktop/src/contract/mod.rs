@@ -19,11 +19,12 @@ pub mod types {
         Settings,
     };
     pub use chrono::{DateTime, Utc};
-    pub use gpubook_core::Booking;
+    pub use gpubook_core::{Booking, S3Access};
     pub use gpubook_proto::{
         BookRequest, BookingResponse, GpusResponse, LogsResponse, PolicyResponse,
         SuggestionResponse,
     };
+    pub use std::collections::BTreeMap;
 }
 
 /// An event the app pushes to the web view: its name there and the type of its payload.

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BookingBook } from '../bookings';
+import { BookingBook, stagedFraction } from '../bookings';
 import { colourFor } from '../colors';
 import { blockDetails, eventOf } from '../calendar-model';
 import type { Booking } from '../wire/Booking';
@@ -110,5 +110,26 @@ describe('a block tooltip', () => {
     const mine = blockDetails(booking(4), 'lab 1', gpus, 'alice', range);
     expect(mine.heading).toBe('you · run');
     expect(mine.lines[0]).toBe('GPU 0 on lab 1');
+  });
+});
+
+describe("a booking's stage-in", () => {
+  it('follows the agent: progress, late, ready, failed; the block shows the copy', () => {
+    const book = new BookingBook();
+    const b = booking(5, { job: { command: 'x', cwd: null, env: {}, end_signal: null, grace_secs: null, keep_slot: false, stage: { coco: '/d' }, save: [], save_to: null, s3: { profile: null, env_file: null } } });
+    const note = (done: number, late = false) => ({ kind: 'stage' as const, name: '', done_bytes: done, total_bytes: 400, copied_files: 3, kept_files: 1, dir: '/scratch/x', late });
+    book.apply('lab1', event(1, b, { kind: 'stage_progress', note: note(100) }));
+    expect(book.stageOf('lab1', 5)).toMatchObject({ done: 100, total: 400, state: 'copying' });
+    expect(stagedFraction(book.stageOf('lab1', 5)!)).toBe(0.25);
+    expect(eventOf('lab1', b, 'alice', Date.now(), false, book.stageOf('lab1', 5)).extendedProps.staged).toBe(0.25);
+    book.apply('lab1', event(2, b, { kind: 'stage_progress', note: note(200, true) }));
+    expect(book.stageOf('lab1', 5)!.late).toBe(true);
+    book.apply('lab1', event(3, b, { kind: 'stage_ready', note: note(400) }));
+    expect(book.stageOf('lab1', 5)).toMatchObject({ state: 'ready', late: false });
+    expect(stagedFraction(book.stageOf('lab1', 5)!)).toBe(1);
+    // Ready: no bar on the block any more.
+    expect(eventOf('lab1', b, 'alice', Date.now(), false, book.stageOf('lab1', 5)).extendedProps.staged).toBeNull();
+    book.apply('lab1', event(4, booking(6), { kind: 'stage_failed', note: { kind: 'transfer_failed', reason: 'no such file', attempts: 4 } }));
+    expect(book.stageOf('lab1', 6)).toMatchObject({ state: 'failed', reason: 'no such file' });
   });
 });
