@@ -407,6 +407,10 @@ pub async fn wait(
                     if !json && matches!(e.kind, EventKind::BookingMovedEarlier | EventKind::SlotStarting) {
                         eprintln!("gpubook: {}", output::booking_line(&e.booking, &[]));
                     }
+                    // The copy of its data before the slot: a progress line as it goes.
+                    if !json && matches!(e.kind, EventKind::StageProgress | EventKind::StageReady | EventKind::StageFailed) {
+                        eprintln!("gpubook: {}", output::event_line(&e, &[]));
+                    }
                     if matches!(e.kind, EventKind::JobSaved | EventKind::SaveFailed) {
                         saved = e.note.clone();
                     }

@@ -12,7 +12,7 @@ use gpubook_agent::state::State;
 use gpubook_client::Connection;
 use gpubook_core::{Actor, Booking, Op, Role};
 use std::fs::OpenOptions;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -80,6 +80,25 @@ impl AgentProcess {
         let mut agent = Self::stopped(tempfile::tempdir().expect("temp dir"), gpus);
         agent.name = name.into();
         agent.extra = vec!["--sample-secs".into(), "0.5".into()];
+        agent.restart().await;
+        agent
+    }
+
+    /// Starts a shared agent (every local user may connect, as a system agent lets them) with
+    /// the lab's `policy` (TOML), in a fresh directory that every user can reach. The real
+    /// binary: what it spawns for users (copies, jobs) is the agent's own.
+    pub async fn shared_with_policy(gpus: u32, policy: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("open the agent's directory to its users");
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, policy).expect("write the policy");
+        let mut agent = Self::stopped(dir, gpus);
+        agent.extra = vec![
+            "--shared".into(),
+            "--policy".into(),
+            path.display().to_string(),
+        ];
         agent.restart().await;
         agent
     }

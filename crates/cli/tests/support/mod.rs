@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use gpubook_testkit::agent::InProcessAgent;
+use gpubook_testkit::agent::{AgentProcess, InProcessAgent};
 use gpubook_testkit::users::runnable_by_all;
 use gpubook_testkit::wait_until_blocking;
 use std::os::unix::process::CommandExt;
@@ -23,7 +23,7 @@ pub fn ensure_user(name: &str, groups: &[&str]) -> Ids {
 /// this process, in a directory every user may traverse. Stopped on drop.
 pub struct Lab {
     /// The agent; dropped (stopped) before its runtime.
-    agent: InProcessAgent,
+    agent: Agent,
     /// The agent's socket.
     pub socket: PathBuf,
     /// The CLI, where every user can run it.
@@ -32,7 +32,35 @@ pub struct Lab {
     _rt: tokio::runtime::Runtime,
 }
 
+/// In this process (most tests), or the real binary where the test needs what the agent
+/// spawns for users (the copy of staged data runs the agent's own program).
+enum Agent {
+    InProcess(InProcessAgent),
+    Process(AgentProcess),
+}
+
 impl Lab {
+    /// As [`Lab::start`], with the real agent binary as a child process.
+    pub fn start_binary(policy_toml: &str, gpus: u32) -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let agent = rt.block_on(AgentProcess::shared_with_policy(gpus, policy_toml));
+        let socket = agent.socket();
+        let cli = runnable_by_all(
+            &PathBuf::from(env!("CARGO_BIN_EXE_gpubook")),
+            socket.parent().unwrap(),
+        );
+        let lab = Lab {
+            socket,
+            agent: Agent::Process(agent),
+            cli,
+            _rt: rt,
+        };
+        wait_until_blocking("the agent to answer `gpubook whoami`", || {
+            lab.gpubook(None, &["whoami"]).status.success()
+        });
+        lab
+    }
+
     /// Starts the agent with `policy_toml` serving `gpus` (`sim:N`), and waits until the CLI
     /// reaches it.
     pub fn start(policy_toml: &str, gpus: &str) -> Self {
@@ -59,7 +87,7 @@ impl Lab {
         let cli = runnable_by_all(&PathBuf::from(env!("CARGO_BIN_EXE_gpubook")), agent.path());
         let lab = Lab {
             socket: agent.socket(),
-            agent,
+            agent: Agent::InProcess(agent),
             cli,
             _rt: rt,
         };
