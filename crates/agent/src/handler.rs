@@ -38,6 +38,8 @@ pub struct Context {
     pub readings: tokio::sync::watch::Receiver<Option<Readings>>,
     /// The job runner.
     pub jobs: Arc<crate::jobs::Jobs>,
+    /// News while away: the caller's e-mail and webhook targets, and the sender.
+    pub notify: Arc<crate::notify::Notify>,
 }
 
 impl Context {
@@ -82,6 +84,9 @@ impl Context {
             }
             Request::Report(r) => return crate::report::answer(self, caller, r).await,
             Request::JobEnv(r) => return self.job_env(caller, r.id),
+            r @ (Request::NotifySet(_) | Request::NotifyShow(_) | Request::NotifyClear(_)) => {
+                return crate::notify::answer(&self.notify, caller, r).await
+            }
             Request::Book(b) => {
                 if b.job.is_some() && !self.jobs.system_mode() && caller.uid != self.jobs.own_uid()
                 {
