@@ -465,7 +465,7 @@ async fn latency_job_end_to_mail_and_webhook() {
         return;
     };
     let jobber = ensure_user(JOBBER);
-    let mut lab = Lab::new(8);
+    let mut lab = Lab::new(32);
     lab.policy(&rx.mail_policy());
     lab.start().await;
     let script = lab.script("quick.sh", "#!/bin/sh\nsleep 0.$(( $$ % 9 + 1 ))\nexit 0\n");
@@ -483,7 +483,9 @@ async fn latency_job_end_to_mail_and_webhook() {
     )
     .await;
     let mut events = Events::subscribe(&lab).await;
-    let rounds = 5;
+    // Each booking on a GPU of its own: a booking right after another on the same GPU would
+    // have the earlier job stopped early to free it.
+    let rounds = 4;
     let mut ids = Vec::new();
     for r in 0..rounds {
         let start = slot_start(2 + 3 * r);
@@ -491,9 +493,9 @@ async fn latency_job_end_to_mail_and_webhook() {
             let b = booked(
                 user.conn
                     .request(book(
-                        &[&g.to_string()],
+                        &[&(8 * r + g).to_string()],
                         start,
-                        start + secs(2),
+                        start + secs(3),
                         "bench",
                         Some(job(&script.display().to_string())),
                     ))
@@ -504,10 +506,19 @@ async fn latency_job_end_to_mail_and_webhook() {
         }
     }
     let n = ids.len();
-    wait_until_within("every mail and POST", Duration::from_secs(90), || {
-        rx.mails().len() >= n && rx.posts().len() >= n
-    })
-    .await;
+    let until = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < until && (rx.mails().len() < n || rx.posts().len() < n) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    events.drain(Duration::from_millis(200)).await;
+    assert!(
+        rx.mails().len() >= n && rx.posts().len() >= n,
+        "{} mails and {} POSTs of {n}; events:\n{}\ndeliveries: {:?}",
+        rx.mails().len(),
+        rx.posts().len(),
+        events.describe(),
+        show(&user.conn).await
+    );
     let mut to_mail = Vec::new();
     let mut to_hook = Vec::new();
     for id in &ids {
