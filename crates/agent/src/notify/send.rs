@@ -218,7 +218,7 @@ pub async fn post(
             } else if e.is_connect() {
                 format!("cannot connect: {}", source_chain(&e))
             } else {
-                format!("{}", source_chain(&e))
+                source_chain(&e)
             };
             Outcome::Retry(what)
         }
