@@ -51,9 +51,10 @@ pub enum WebhookFormat {
     Json,
 }
 
-/// Where one person's notifications go.
+/// Where one person's notifications go. (Inlined into [`NotifyTarget`] on the wire, so it
+/// has no TypeScript file of its own.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "channel", rename_all = "snake_case")]
 pub enum Channel {
     /// A mail to this address, through the lab's SMTP server (the policy's `[mail]`).
