@@ -136,7 +136,22 @@ async fn a_job_finishing_with_no_app_connected_is_mailed_and_posted_once_even_ac
     assert_eq!(ev["booking"]["id"], b.id.0, "{p}");
     assert_eq!(ev["booking"]["run"]["exit_code"], 3, "{p}");
 
-    // Killed and started again: nothing is sent twice.
+    // Once the agent has recorded both as sent (a receiver writes its record before it
+    // answers, and the agent commits after the answer: a kill in between repeats the
+    // delivery, with the same Message-ID; see SECURITY.md), it is killed and started again:
+    // nothing is sent twice.
+    let user = lab.connect_as(&jobber).await;
+    let until = Instant::now() + DEADLINE;
+    while show(&user.conn)
+        .await
+        .deliveries
+        .iter()
+        .any(|d| d.state != DeliveryState::Sent)
+    {
+        assert!(Instant::now() < until, "{:?}", show(&user.conn).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(user);
     lab.kill();
     lab.start().await;
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -238,6 +253,16 @@ async fn a_hanging_receiver_slows_neither_booking_nor_another_persons_news() {
         || rx.posts().iter().any(|p| p["path"] == "/ok/other"),
     )
     .await;
+    // Only the other person's own booking reached their webhook, not the jobber's slots.
+    assert_eq!(
+        rx.posts()
+            .iter()
+            .filter(|p| p["path"] == "/ok/other")
+            .count(),
+        1,
+        "{:?}",
+        rx.posts()
+    );
     assert!(
         rx.hangs().len() <= 3,
         "each delivery is one try in flight: {:?}",
