@@ -33,6 +33,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 . ./scripts/calendar-services.sh # Radicale, icalendar, D-Bus, gnome-keyring; sets GPUBOOK_PYTHON, GPUBOOK_REQUIRE_SERVICES=1
 . ./scripts/ssh-services.sh      # sshd and the OpenSSH client tools
 . ./scripts/s3-services.sh       # moto's S3 server; sets GPUBOOK_MOTO_SERVER
+. ./scripts/mail-services.sh     # aiosmtpd's SMTP server; sets GPUBOOK_MAIL_PYTHON
 echo "== cargo test"
 cargo test --workspace 2>&1
 

@@ -40,6 +40,8 @@ pub struct Context {
     pub jobs: Arc<crate::jobs::Jobs>,
     /// Data sizes being counted for length suggestions, bounded per person.
     pub measuring: crate::suggest::Measuring,
+    /// News while away: the caller's e-mail and webhook targets, and the sender.
+    pub notify: Arc<crate::notify::Notify>,
 }
 
 impl Context {
@@ -86,6 +88,9 @@ impl Context {
             }
             Request::Report(r) => return crate::report::answer(self, caller, r).await,
             Request::JobEnv(r) => return self.job_env(caller, r.id),
+            r @ (Request::NotifySet(_) | Request::NotifyShow(_) | Request::NotifyClear(_)) => {
+                return crate::notify::answer(&self.notify, caller, r).await
+            }
             Request::Book(b) => {
                 if b.job.is_some() && !self.jobs.system_mode() && caller.uid != self.jobs.own_uid()
                 {

@@ -131,14 +131,25 @@ pub async fn bind_with(
     })?;
     let lock = lock_state_dir(&config.state_dir)?;
     tighten_state_dir(&config.state_dir)?;
-    let policy = match &config.policy {
-        Some(p) => Policy::from_toml(
-            &std::fs::read_to_string(p)
+    let policy_text = match &config.policy {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read policy file {}", p.display()))?,
-        )
-        .with_context(|| format!("policy file {}", p.display()))?,
-        None => Policy::default(),
+        ),
+        None => None,
     };
+    let policy = match (&config.policy, &policy_text) {
+        (Some(p), Some(text)) => {
+            Policy::from_toml(text).with_context(|| format!("policy file {}", p.display()))?
+        }
+        _ => Policy::default(),
+    };
+    let mail = crate::notify::mail_from_policy(policy_text.as_deref()).with_context(|| {
+        format!(
+            "policy file {}",
+            config.policy.clone().unwrap_or_default().display()
+        )
+    })?;
     let reader = gpu::ReaderOptions {
         sim_processes: reader
             .sim_processes
@@ -169,6 +180,12 @@ pub async fn bind_with(
         &config.state_dir,
         jobs.stages(),
     ));
+    let notify = Arc::new(crate::notify::Notify::open(
+        &config.state_dir.join("agent.db"),
+        state.clone(),
+        config.server_name.clone(),
+        mail,
+    )?);
     let listener = bind_socket(&config.socket, config.shared).await?;
     let (readings_tx, readings) = watch::channel(None);
     Ok(Agent {
@@ -179,6 +196,7 @@ pub async fn bind_with(
             readings,
             jobs,
             measuring: Default::default(),
+            notify,
         }),
         roles: Arc::new(Roles {
             policy,
@@ -233,6 +251,7 @@ impl Agent {
             stopped(&stop_tx),
         ));
         let watcher = tokio::spawn(crate::watch::run(self.watcher.clone(), stopped(&stop_tx)));
+        let notify = tokio::spawn(self.ctx.notify.clone().run(stopped(&stop_tx)));
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let per_uid = Arc::new(PerUid::default());
         let mut last_accept_error: Option<std::time::Instant> = None;
@@ -273,7 +292,7 @@ impl Agent {
             });
         }
         let _ = stop_tx.send(());
-        let _ = tokio::join!(timer, sampler, jobs, watcher, transfers);
+        let _ = tokio::join!(timer, sampler, jobs, watcher, transfers, notify);
         let _ = std::fs::remove_file(&self.socket);
     }
 }

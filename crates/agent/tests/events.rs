@@ -247,6 +247,15 @@ async fn another_persons_job_is_hidden_in_events_and_listings() {
             dir.path(),
         )),
         measuring: Default::default(),
+        notify: std::sync::Arc::new(
+            gpubook_agent::notify::Notify::open(
+                &dir.path().join("agent.db"),
+                state.clone(),
+                "lab".into(),
+                None,
+            )
+            .unwrap(),
+        ),
     };
     let list = |actor: &Actor| {
         let caller = Caller {

@@ -206,6 +206,9 @@ fn type_of(r: &Request) -> &'static str {
         Request::Suggest(_) => "suggest",
         Request::Report(_) => "report",
         Request::JobEnv(_) => "job_env",
+        Request::NotifySet(_) => "notify_set",
+        Request::NotifyShow(_) => "notify_show",
+        Request::NotifyClear(_) => "notify_clear",
     }
 }
 
@@ -322,6 +325,26 @@ fn request() -> impl Strategy<Value = Request> {
         ),
         (time(), time()).prop_map(|(from, to)| Request::Report(ReportRequest { from, to })),
         booking().prop_map(|id| Request::JobEnv(gpubook_proto::JobEnvRequest { id })),
+        prop::collection::vec((".{0,80}", any::<bool>()), 0..6).prop_map(|ts| {
+            use gpubook_proto::{Channel, EventKind, NotifySetRequest, NotifyTarget};
+            let targets = ts
+                .into_iter()
+                .map(|(s, mail)| NotifyTarget {
+                    channel: if mail {
+                        Channel::Email { address: s }
+                    } else {
+                        Channel::Webhook {
+                            url: s,
+                            format: Default::default(),
+                        }
+                    },
+                    kinds: vec![EventKind::JobFinished],
+                })
+                .collect();
+            Request::NotifySet(NotifySetRequest { targets })
+        }),
+        Just(Request::NotifyShow(Default::default())),
+        Just(Request::NotifyClear(Default::default())),
     ]
 }
 

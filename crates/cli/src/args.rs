@@ -201,6 +201,9 @@ pub enum Command {
     /// GPU-hours booked, used, idle-held and released early per user (--by user) or per GPU
     /// (--by gpu) over a window [default: the last 7 days]; yours alone unless you are an admin.
     Report(crate::report::ReportArgs),
+    /// News while away: the server mails your events or POSTs them to a webhook, even when
+    /// no app runs (notify set --email A --webhook URL --kinds job_finished,...; show; clear).
+    Notify(crate::notify::NotifyArgs),
 }
 
 #[derive(Debug, Args)]

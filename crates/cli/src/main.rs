@@ -25,6 +25,7 @@ mod dispatch;
 mod failure;
 mod jobs;
 mod multi;
+mod notify;
 mod output;
 mod print;
 mod prompt;

@@ -27,6 +27,13 @@ pub fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request
         | Command::Caldav(_) => return Ok(None),
         // Read by report::run, which prints by its own flags.
         Command::Report(a) => return crate::report::request(a, now).map(|_| None),
+        // Read by notify::run, which may ask twice (set --add).
+        Command::Notify(a) => {
+            if let crate::notify::NotifyCommand::Set(s) = &a.command {
+                crate::notify::targets(s)?;
+            }
+            return Ok(None);
+        }
         Command::Run(a) => {
             if a.job.command.is_empty() {
                 return Err(usage("gpubook run needs a command after --".into()));

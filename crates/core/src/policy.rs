@@ -32,12 +32,20 @@
 //! scratch = "/scratch/gpubook"     # where staged data is kept, one directory per owner
 //! stage_quota = "500G"             # staged data each owner may keep there; least recently
 //!                                  # used copies are removed beyond it (K, M, G, T: binary)
+//!
+//! [mail]                           # how the agent sends people's notifications by e-mail
+//! server = "smtp.lab.org"          # (absent: no e-mail; see `mail`)
+//! port = 587
+//! tls = "starttls"                 # or "tls" (implicit, port 465) or "none"
+//! sender = "gpubook <gpubook@lab.org>"
+//! credentials_file = "/etc/gpubook/smtp-credentials"   # root's alone: user, then password
 //! ```
 //!
 //! Every duration is more than zero and at most [`MAX_POLICY_DAYS`] days (the grid divides a
 //! day, `max_grace` is at most a day), so no later arithmetic on them can overflow.
 
 mod file;
+pub mod mail;
 
 use crate::duration::format_duration;
 use crate::size::format_size;

@@ -37,6 +37,7 @@ pub mod event;
 pub mod frame;
 pub mod job_env;
 pub mod message;
+pub mod notify;
 pub mod paths;
 pub mod reading;
 pub mod report;
@@ -47,6 +48,10 @@ pub use event::{Event, EventKind};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 pub use job_env::{JobEnvRequest, JobEnvResponse};
 pub use message::*;
+pub use notify::{
+    Channel, Delivery, DeliveryState, NotifyClearRequest, NotifyResponse, NotifySetRequest,
+    NotifyShowRequest, NotifyTarget, WebhookFormat,
+};
 pub use reading::{GpuProcess, GpuReading, Readings};
 pub use report::{ReportRequest, ReportResponse};
 pub use suggest::{SuggestRequest, SuggestionResponse};
@@ -68,7 +73,10 @@ pub const PROTOCOL_MAJOR: u32 = 1;
 ///   GPU-hours booked, used, idle-held and released early per user and per GPU over a window
 ///   (a user sees their own line, admins everyone's). A client checks the welcome's minor
 ///   before it asks; a 1.2 agent refuses these request types as unknown.
-pub const PROTOCOL_MINOR: u32 = 3;
+/// - 1.4: news while away: [`Request::NotifySet`], [`Request::NotifyShow`] and
+///   [`Request::NotifyClear`] keep the caller's own e-mail and webhook targets, which the
+///   agent sends their events to itself (see [`notify`]). A 1.3 agent refuses them as unknown.
+pub const PROTOCOL_MINOR: u32 = 4;
 
 /// The minor version both sides speak when the client offers `major.minor`, or the error that
 /// refuses the connection when the majors differ.

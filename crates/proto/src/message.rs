@@ -4,6 +4,7 @@
 use crate::error::ErrorBody;
 use crate::event::Event;
 use crate::job_env::{JobEnvRequest, JobEnvResponse};
+use crate::notify::{NotifyClearRequest, NotifyResponse, NotifySetRequest, NotifyShowRequest};
 use crate::reading::Readings;
 use crate::report::{ReportRequest, ReportResponse};
 use crate::suggest::{SuggestRequest, SuggestionResponse};
@@ -134,6 +135,12 @@ pub enum Request {
     Report(ReportRequest),
     /// Protocol 1.3: the variables a started booking's job has, for its owner's shell.
     JobEnv(JobEnvRequest),
+    /// Protocol 1.4: replace the caller's e-mail and webhook targets.
+    NotifySet(NotifySetRequest),
+    /// Protocol 1.4: the caller's targets and their recent deliveries.
+    NotifyShow(NotifyShowRequest),
+    /// Protocol 1.4: remove the caller's targets.
+    NotifyClear(NotifyClearRequest),
 }
 
 impl Request {
@@ -155,6 +162,9 @@ impl Request {
         "suggest",
         "report",
         "job_env",
+        "notify_set",
+        "notify_show",
+        "notify_clear",
     ];
 }
 
@@ -411,6 +421,9 @@ pub enum Response {
     Report(ReportResponse),
     /// To [`Request::JobEnv`].
     JobEnv(JobEnvResponse),
+    /// To [`Request::NotifySet`], [`Request::NotifyShow`] and [`Request::NotifyClear`]: the
+    /// caller's targets afterwards.
+    Notify(NotifyResponse),
 }
 
 /// The GPUs.

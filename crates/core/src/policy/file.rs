@@ -37,6 +37,9 @@ struct PolicyFile {
     max_upcoming: Option<u32>,
     scratch: Option<String>,
     stage_quota: Option<SizeText>,
+    /// The `[mail]` table, read by [`super::mail::MailSettings::from_policy_toml`].
+    #[allow(dead_code)]
+    mail: Option<serde::de::IgnoredAny>,
 }
 
 /// `max_log` and `stage_quota` as written: "1G", or a plain number of bytes (with or without quotes).
