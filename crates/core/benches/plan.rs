@@ -214,6 +214,7 @@ fn outcome<T>(r: &Result<T, gpubook_core::PlanError>) -> &'static str {
         Err(E::NotFound(_)) => "not found",
         Err(E::NotAllowed(_)) => "not allowed",
         Err(E::Changed { .. }) => "changed",
+        Err(E::Maintenance(_)) => "maintenance",
     }
 }
 
