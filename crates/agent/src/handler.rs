@@ -82,6 +82,7 @@ impl Context {
             }
             Request::Report(r) => return crate::report::answer(self, caller, r).await,
             Request::JobEnv(r) => return self.job_env(caller, r.id),
+            Request::Maintenance(r) => return crate::maintenance::answer(self, caller, r).await,
             Request::Book(b) => {
                 if b.job.is_some() && !self.jobs.system_mode() && caller.uid != self.jobs.own_uid()
                 {
@@ -280,7 +281,7 @@ impl Context {
     }
 
     /// GPU references (UUIDs or indices) → UUIDs, refusing unknown ones.
-    fn resolve(&self, refs: &[String]) -> Result<Vec<GpuUuid>, ErrorBody> {
+    pub(crate) fn resolve(&self, refs: &[String]) -> Result<Vec<GpuUuid>, ErrorBody> {
         let inner = self.state.lock();
         refs.iter().map(|r| resolve_one(&inner.plan, r)).collect()
     }

@@ -229,6 +229,7 @@ impl Agent {
             self.sample_interval,
             self.readings_tx,
             self.watcher.clone(),
+            self.ctx.state.clone(),
             stopped(&stop_tx),
         ));
         let watcher = tokio::spawn(crate::watch::run(self.watcher.clone(), stopped(&stop_tx)));

@@ -201,6 +201,11 @@ pub enum Command {
     /// GPU-hours booked, used, idle-held and released early per user (--by user) or per GPU
     /// (--by gpu) over a window [default: the last 7 days]; yours alone unless you are an admin.
     Report(crate::report::ReportArgs),
+    /// Take GPUs out of service (admins): gpubook maintenance --gpu 2,3 --start "sat 8:00"
+    /// --for 4h --reason "driver 570" (or --all for the whole server). Bookings in the way
+    /// move to the earliest free time or are cancelled; their owners are told. Also
+    /// `maintenance ls` and `maintenance end ID`.
+    Maintenance(crate::maintenance::MaintenanceArgs),
 }
 
 #[derive(Debug, Args)]

@@ -49,6 +49,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             count,
         } => return watch::watch(target, *after, *readings, *count, cli.json).await,
         Command::Report(a) => return crate::report::run(a, target, cli.json).await,
+        Command::Maintenance(a) => return crate::maintenance::run(a, target, cli.json).await,
         _ => {}
     }
     let conn = target.connect().await?;

@@ -89,5 +89,6 @@ pub fn print_response(resp: &Response, known: &[Gpu], json: bool, done: &str) {
         Response::Suggestion(s) => println!("{}", s.says),
         Response::Report(r) => println!("{}", crate::report::table(r, crate::report::By::User)),
         Response::JobEnv(e) => print!("{}", crate::shell::exports(&e.vars)),
+        Response::Maintenance(m) => print_json(m),
     }
 }

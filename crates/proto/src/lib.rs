@@ -36,6 +36,7 @@ pub mod error;
 pub mod event;
 pub mod frame;
 pub mod job_env;
+pub mod maintenance;
 pub mod message;
 pub mod paths;
 pub mod reading;
@@ -46,6 +47,7 @@ pub use error::{ErrorBody, ErrorKind};
 pub use event::{Event, EventKind};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 pub use job_env::{JobEnvRequest, JobEnvResponse};
+pub use maintenance::{MaintenanceRequest, MaintenanceResponse};
 pub use message::*;
 pub use reading::{GpuProcess, GpuReading, Readings};
 pub use report::{ReportRequest, ReportResponse};
@@ -68,7 +70,13 @@ pub const PROTOCOL_MAJOR: u32 = 1;
 ///   GPU-hours booked, used, idle-held and released early per user and per GPU over a window
 ///   (a user sees their own line, admins everyone's). A client checks the welcome's minor
 ///   before it asks; a 1.2 agent refuses these request types as unknown.
-pub const PROTOCOL_MINOR: u32 = 3;
+/// - 1.4: [`Request::Maintenance`]: an admin takes GPUs or the whole server out of service
+///   for a period, lists and ends periods; bookings in the way are moved, cancelled or cut
+///   short with a `maintenance` note on their events; booking into maintenance is refused
+///   with the error kind `maintenance`; a GPU reading may carry a `fault` (lost, in error),
+///   and the agent then takes that GPU out of service itself. A 1.3 agent refuses the
+///   request type as unknown.
+pub const PROTOCOL_MINOR: u32 = 4;
 
 /// The minor version both sides speak when the client offers `major.minor`, or the error that
 /// refuses the connection when the majors differ.

@@ -4,6 +4,7 @@
 use crate::error::ErrorBody;
 use crate::event::Event;
 use crate::job_env::{JobEnvRequest, JobEnvResponse};
+use crate::maintenance::{MaintenanceRequest, MaintenanceResponse};
 use crate::reading::Readings;
 use crate::report::{ReportRequest, ReportResponse};
 use crate::suggest::{SuggestRequest, SuggestionResponse};
@@ -134,6 +135,8 @@ pub enum Request {
     Report(ReportRequest),
     /// Protocol 1.3: the variables a started booking's job has, for its owner's shell.
     JobEnv(JobEnvRequest),
+    /// Protocol 1.4: create, list or end maintenance (creating and ending: admins).
+    Maintenance(MaintenanceRequest),
 }
 
 impl Request {
@@ -155,6 +158,7 @@ impl Request {
         "suggest",
         "report",
         "job_env",
+        "maintenance",
     ];
 }
 
@@ -411,6 +415,8 @@ pub enum Response {
     Report(ReportResponse),
     /// To [`Request::JobEnv`].
     JobEnv(JobEnvResponse),
+    /// To [`Request::Maintenance`].
+    Maintenance(MaintenanceResponse),
 }
 
 /// The GPUs.

@@ -61,6 +61,9 @@ fn request_types_match_the_enum() {
             to: Utc::now(),
         }),
         Request::JobEnv(JobEnvRequest { id: BookingId(1) }),
+        Request::Maintenance(MaintenanceRequest::List {
+            include_past: false,
+        }),
     ]) {
         let v = serde_json::to_value(&req).unwrap();
         assert_eq!(v["type"], *t);

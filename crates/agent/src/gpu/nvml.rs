@@ -249,7 +249,9 @@ fn read_all(devices: &[(Gpu, Device<'_>)], users: &mut UserCache) -> Readings {
 /// One reading of one GPU; a field that cannot be read is zero (or, for the total memory,
 /// what the inventory says).
 fn read_gpu(gpu: &Gpu, device: &Device<'_>, users: &mut UserCache) -> GpuReading {
-    let memory = device.memory_info().ok();
+    let memory = device.memory_info();
+    let fault = memory.as_ref().err().and_then(fault_of);
+    let memory = memory.ok();
     let util = device.utilization_rates().ok();
     let power_limit_mw = device
         .enforced_power_limit()
@@ -275,6 +277,17 @@ fn read_gpu(gpu: &Gpu, device: &Device<'_>, users: &mut UserCache) -> GpuReading
         power_mw: device.power_usage().unwrap_or(0),
         power_limit_mw,
         processes,
+        fault,
+    }
+}
+
+/// The fault an NVML error names, if it says the GPU is unusable (the agent then takes it out
+/// of service); any other error is a field that could not be read.
+fn fault_of(e: &NvmlError) -> Option<String> {
+    match e {
+        NvmlError::GpuLost => Some("lost: NVML says the GPU has fallen off the bus".into()),
+        NvmlError::ResetRequired => Some("in error: NVML says the GPU needs a reset".into()),
+        _ => None,
     }
 }
 
@@ -469,6 +482,7 @@ mod tests {
                 power_mw: 0,
                 power_limit_mw: 0,
                 processes: Vec::new(),
+                fault: None,
             }],
         }
     }
