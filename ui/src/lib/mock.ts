@@ -38,7 +38,7 @@ export class MockBackend implements Host {
   private settingsValue: Settings = {
     notify: {
       slot_starting: true, slot_started: true, slot_ending: true, job_finished: true, job_stopped: true,
-      booking_approved: true, booking_denied: true, booking_moved_earlier: true, intruder: true, server_unreachable: true, server_back: true,
+      booking_approved: true, booking_denied: true, booking_moved_earlier: true, maintenance: true, intruder: true, server_unreachable: true, server_back: true,
     },
     show_own_command_in_calendar: false,
   };
