@@ -1,7 +1,7 @@
 //! Bookings and GPUs: each command is one request to the server's agent; the agent decides.
 
 use chrono::{DateTime, Utc};
-use gpubook_core::Booking;
+use gpubook_core::{Booking, Maintenance};
 use gpubook_desktop::AsapAnyResponse;
 use gpubook_proto::{BookRequest, BookingResponse, GpusResponse, PolicyResponse};
 use tauri::AppHandle;
@@ -26,6 +26,11 @@ pub async fn bookings(
 /// The policy of `server` and the person's role there.
 pub async fn policy(app: &AppHandle, server: String) -> Answer<PolicyResponse> {
     manager(app).policy(&server).await
+}
+
+/// The maintenance periods of `server` (ended ones included).
+pub async fn maintenance(app: &AppHandle, server: String) -> Answer<Vec<Maintenance>> {
+    manager(app).maintenance(&server).await
 }
 
 /// Books on `server`.

@@ -12,6 +12,7 @@ import type { EventPayload } from './app/EventPayload';
 import type { GpusResponse } from './wire/GpusResponse';
 import type { LogPayload } from './app/LogPayload';
 import type { LogsResponse } from './wire/LogsResponse';
+import type { Maintenance } from './wire/Maintenance';
 import type { PolicyResponse } from './wire/PolicyResponse';
 import type { ReadingsPayload } from './app/ReadingsPayload';
 import type { ServerView } from './app/ServerView';
@@ -29,6 +30,7 @@ export interface CommandArgs {
   gpus: { server: string };
   bookings: { server: string; from: string; to: string };
   policy: { server: string };
+  maintenance: { server: string };
   book: { server: string; request: BookRequest };
   asap_any: { request: BookRequest };
   cancel: { server: string; id: number };
@@ -62,6 +64,7 @@ export interface CommandResults {
   gpus: GpusResponse;
   bookings: Array<Booking>;
   policy: PolicyResponse;
+  maintenance: Array<Maintenance>;
   book: BookingResponse;
   asap_any: AsapAnyResponse;
   cancel: BookingResponse;
@@ -142,6 +145,11 @@ export interface Api {
   bookings(server: string, from: string, to: string): Promise<Array<Booking>>;
   /** The policy of `server` and the person's role there. */
   policy(server: string): Promise<PolicyResponse>;
+  /**
+   * The maintenance periods of `server` (ended ones included), drawn as their own
+   * blocks; none from an agent too old to have maintenance (protocol before 1.4).
+   */
+  maintenance(server: string): Promise<Array<Maintenance>>;
   /** Books on `server`. */
   book(server: string, request: BookRequest): Promise<BookingResponse>;
   /** Books "as soon as possible" on the connected server where it would start soonest. */
@@ -226,6 +234,7 @@ export function makeApi(host: Host): Api {
     gpus: (server) => host.invoke('gpus', { server }),
     bookings: (server, from, to) => host.invoke('bookings', { server, from, to }),
     policy: (server) => host.invoke('policy', { server }),
+    maintenance: (server) => host.invoke('maintenance', { server }),
     book: (server, request) => host.invoke('book', { server, request }),
     asapAny: (request) => host.invoke('asap_any', { request }),
     cancel: (server, id) => host.invoke('cancel', { server, id }),

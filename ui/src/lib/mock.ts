@@ -12,6 +12,7 @@ import type { Event } from './wire/Event';
 import type { EventKind } from './wire/EventKind';
 import type { Gpu } from './wire/Gpu';
 import type { LogsResponse } from './wire/LogsResponse';
+import type { Maintenance } from './wire/Maintenance';
 import type { PolicyResponse } from './wire/PolicyResponse';
 import type { Readings } from './wire/Readings';
 import type { Role } from './wire/Role';
@@ -25,6 +26,7 @@ type MockServer = {
   view: ServerView;
   gpus: Gpu[];
   bookings: Map<number, Booking>;
+  maintenance: Maintenance[];
   seq: number;
   nextId: number;
   role: Role;
@@ -74,6 +76,7 @@ export class MockBackend implements Host {
       view: { id, name, state, detail: simulated ? 'Simulated GPUs: no NVIDIA GPU found here.' : null, user: ME, role, simulated, needs_login: false, follows_logs: true },
       gpus,
       bookings: new Map(),
+      maintenance: [],
       seq: 0,
       nextId: 1,
       role,
@@ -108,6 +111,20 @@ export class MockBackend implements Host {
           this.event(s, 'intruder', mine, null, { kind: 'intruder', gpu: s.gpus[4].uuid, pid: 31337, user: 'mallory', used_bytes: 9 * 2 ** 30, stopped: false });
         }, 2500));
       }
+    }
+    if (s.view.id === 'lab1') {
+      // A driver update on GPUs 6 and 7 tomorrow: nothing is booked into it.
+      const start = floorTo(now, 3600) + 20 * HOUR;
+      const end = start + 4 * HOUR;
+      const gpus = [s.gpus[6].uuid, s.gpus[7].uuid];
+      for (const b of [...s.bookings.values()]) {
+        const overlaps = Date.parse(b.interval.start) < end && start < Date.parse(b.interval.end);
+        if (overlaps && b.gpus.some((g) => gpus.includes(g))) s.bookings.delete(b.id);
+      }
+      s.maintenance.push({
+        id: 1, gpus, whole_server: false, interval: { start: toWire(start), end: toWire(end) },
+        reason: 'driver 570', by: 'root', cause: 'admin', created_at: toWire(now - HOUR),
+      });
     }
     if (s.view.id === 'local') {
       const a = this.put(s, ME, [s.gpus[2].uuid, s.gpus[3].uuid], floorTo(now, 3600) + HOUR * 30, floorTo(now, 3600) + HOUR * 34, 'my long run', now, true);
@@ -294,6 +311,7 @@ export class MockBackend implements Host {
         });
     },
     policy: (a) => this.policy(this.server(a.server)),
+    maintenance: (a) => structuredClone(this.server(a.server).maintenance),
     book: (a) => this.book(this.server(a.server), a.request, Date.now()),
     asap_any: (a) => this.asapAny(a.request, Date.now()),
     move_booking: (a) => {

@@ -40,6 +40,9 @@ macro_rules! with_app_commands {
             bookings::bookings(server: String, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Booking>;
             /// The policy of `server` and the person's role there.
             bookings::policy(server: String) -> PolicyResponse;
+            /// The maintenance periods of `server` (ended ones included), drawn as their own
+            /// blocks; none from an agent too old to have maintenance (protocol before 1.4).
+            bookings::maintenance(server: String) -> Vec<Maintenance>;
             /// Books on `server`.
             bookings::book(server: String, request: BookRequest) -> BookingResponse;
             /// Books "as soon as possible" on the connected server where it would start soonest.

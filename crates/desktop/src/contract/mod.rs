@@ -19,7 +19,7 @@ pub mod types {
         Settings,
     };
     pub use chrono::{DateTime, Utc};
-    pub use gpubook_core::Booking;
+    pub use gpubook_core::{Booking, Maintenance};
     pub use gpubook_proto::{
         BookRequest, BookingResponse, GpusResponse, LogsResponse, PolicyResponse,
         SuggestionResponse,

@@ -2,10 +2,11 @@
 //! bookings, decisions, GPUs, the policy, job logs, "as soon as possible" on any server.
 
 use chrono::{DateTime, Utc};
-use gpubook_core::{Booking, BookingId};
+use gpubook_core::{Booking, BookingId, Maintenance};
 use gpubook_proto::{
     ApproveRequest, BookRequest, BookingResponse, CancelRequest, DenyRequest, ExtendRequest,
-    GpuChoice, GpusRequest, GpusResponse, ListRequest, LogsRequest, LogsResponse, MoveRequest,
+    GpuChoice, GpusRequest, GpusResponse, ListRequest, LogsRequest, LogsResponse,
+    MaintenanceRequest, MoveRequest,
     PolicyRequest, PolicyResponse, ReleaseRequest, Request, Response, WhenChoice,
 };
 
@@ -27,6 +28,20 @@ impl Manager {
         match self.request(id, Request::Gpus(GpusRequest {})).await? {
             Response::Gpus(g) => Ok(g),
             other => Err(unexpected(id, "the GPUs", &other)),
+        }
+    }
+
+    /// The maintenance periods of server `id`, ended ones included; none from an agent older
+    /// than protocol 1.4, which has none.
+    pub async fn maintenance(&self, id: &str) -> Result<Vec<Maintenance>, AppError> {
+        let (conn, _) = self.connection(id)?;
+        if conn.welcome().minor < 4 {
+            return Ok(Vec::new());
+        }
+        let req = Request::Maintenance(MaintenanceRequest::List { include_past: true });
+        match self.request(id, req).await? {
+            Response::Maintenance(m) => Ok(m.maintenance),
+            other => Err(unexpected(id, "the maintenance periods", &other)),
         }
     }
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MockBackend } from '../mock';
+import { maintenanceEventOf } from '../calendar-model';
 import { makeApi, type Api } from '../api';
 import type { AppError } from '../app-types';
 import type { Booking } from '../wire/Booking';
@@ -61,5 +62,25 @@ describe('the mock agent decides on a booking as the admin saw it', () => {
     const e = await refusal(m.book('local', request));
     expect(e.kind).toBe('invalid');
     expect(e.message).toContain('absolute path on the server');
+  });
+});
+
+describe('maintenance is its own kind of block', () => {
+  it('comes from the server, holds no booking, and is drawn striped and fixed', async () => {
+    const api = makeApi(new MockBackend());
+    const periods = await api.maintenance('lab1');
+    expect(periods).toHaveLength(1);
+    const m = periods[0];
+    expect(m.reason).toBe('driver 570');
+    const now = Date.now();
+    const list = await api.bookings('lab1', new Date(now - DAY).toISOString(), new Date(now + 9 * DAY).toISOString());
+    const [ms, me] = [Date.parse(m.interval.start), Date.parse(m.interval.end)];
+    const inside = list.filter((b) => b.gpus.some((g) => m.gpus.includes(g)) && Date.parse(b.interval.start) < me && ms < Date.parse(b.interval.end));
+    expect(inside).toEqual([]);
+    const ev = maintenanceEventOf('lab1', m, now);
+    expect(ev.classNames).toContain('maintenance');
+    expect(ev.editable).toBe(false);
+    expect(ev.resourceIds).toHaveLength(2);
+    expect(ev.extendedProps.maintenance?.reason).toBe('driver 570');
   });
 });
