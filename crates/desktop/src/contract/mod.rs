@@ -21,8 +21,8 @@ pub mod types {
     pub use chrono::{DateTime, Utc};
     pub use gpubook_core::{Booking, Maintenance};
     pub use gpubook_proto::{
-        BookRequest, BookingResponse, GpusResponse, LogsResponse, PolicyResponse,
-        SuggestionResponse,
+        BookRequest, BookingResponse, GpusResponse, LogsResponse, MaintenanceResponse,
+        PolicyResponse, SuggestionResponse,
     };
 }
 

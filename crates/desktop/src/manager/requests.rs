@@ -6,8 +6,8 @@ use gpubook_core::{Booking, BookingId, Maintenance};
 use gpubook_proto::{
     ApproveRequest, BookRequest, BookingResponse, CancelRequest, DenyRequest, ExtendRequest,
     GpuChoice, GpusRequest, GpusResponse, ListRequest, LogsRequest, LogsResponse,
-    MaintenanceRequest, MoveRequest,
-    PolicyRequest, PolicyResponse, ReleaseRequest, Request, Response, WhenChoice,
+    MaintenanceRequest, MaintenanceResponse, MoveRequest, PolicyRequest, PolicyResponse,
+    ReleaseRequest, Request, Response, WhenChoice,
 };
 
 use super::Manager;
@@ -42,6 +42,27 @@ impl Manager {
         match self.request(id, req).await? {
             Response::Maintenance(m) => Ok(m.maintenance),
             other => Err(unexpected(id, "the maintenance periods", &other)),
+        }
+    }
+
+    /// Takes `gpus` (all when `None`) of server `id` out of service over `start..end`.
+    pub async fn create_maintenance(
+        &self,
+        id: &str,
+        gpus: Option<Vec<String>>,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        reason: String,
+    ) -> Result<MaintenanceResponse, AppError> {
+        let req = Request::Maintenance(MaintenanceRequest::Create {
+            gpus,
+            start,
+            end,
+            reason,
+        });
+        match self.request(id, req).await? {
+            Response::Maintenance(m) => Ok(m),
+            other => Err(unexpected(id, "the maintenance", &other)),
         }
     }
 

@@ -84,3 +84,27 @@ describe('maintenance is its own kind of block', () => {
     expect(ev.extendedProps.maintenance?.reason).toBe('driver 570');
   });
 });
+
+describe('an admin takes GPUs out of service from the app', () => {
+  it('is refused to a user, and for an admin cancels what is in the way', async () => {
+    const api = makeApi(new MockBackend());
+    const now = Date.now();
+    const from = new Date(now - DAY).toISOString();
+    const to = new Date(now + 9 * DAY).toISOString();
+    // lab1: the person is a user there.
+    const no = await refusal(api.createMaintenance('lab1', null, new Date(now + DAY).toISOString(), new Date(now + DAY + 3_600_000).toISOString(), 'x'));
+    expect(no.kind).toBe('not_allowed');
+    // local: an admin. Take GPU 2 for a day from tomorrow.
+    const gpu = (await api.gpus('local')).gpus[2].uuid;
+    const start = new Date(now + DAY).toISOString();
+    const end = new Date(now + 2 * DAY).toISOString();
+    const r = await api.createMaintenance('local', [gpu], start, end, 'driver 570');
+    expect(r.maintenance[0].gpus).toEqual([gpu]);
+    expect(await api.maintenance('local')).toHaveLength(1);
+    for (const b of r.changed) expect(['cancelled', 'active']).toContain(b.state);
+    const live = (await api.bookings('local', from, to)).filter(
+      (b) => (b.state === 'confirmed' || b.state === 'active') && b.gpus.includes(gpu) && Date.parse(b.interval.start) < Date.parse(end) && Date.parse(start) < Date.parse(b.interval.end),
+    );
+    expect(live).toEqual([]);
+  });
+});
