@@ -415,7 +415,8 @@ fn main() {
     for n in 0..SAMPLES / 10 {
         let mut p = plan.clone();
         let (_, window) = random_at(&mut rng);
-        let gpus = (n % 8 != 0).then(|| pick_gpus(&mut rng, 1 + rng.range(0, 7) as usize));
+        let width = 1 + rng.range(0, 7) as usize;
+        let gpus = (n % 8 != 0).then(|| pick_gpus(&mut rng, width));
         let window = Interval {
             start: window.start,
             end: window.start + Duration::seconds(rng.range(8, 32) * QUARTER),
