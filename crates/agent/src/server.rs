@@ -477,6 +477,7 @@ async fn connection(
                 subscription = Some(tokio::spawn(subscribe(
                     ctx.clone(),
                     caller.clone(),
+                    welcome.minor,
                     id,
                     s,
                     out.clone(),

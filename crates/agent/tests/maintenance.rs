@@ -24,7 +24,7 @@ use std::time::Duration;
 /// Traps SIGTERM (writing when it came) and otherwise waits.
 const TRAPPER: &str = r#"#!/bin/bash
 out="$1"
-trap 'date +%s.%N > "$out/term"; exit 0' TERM
+trap 'date +%s.%N > "$out/term.tmp"; mv "$out/term.tmp" "$out/term"; exit 0' TERM
 touch "$out/ready"
 while :; do sleep 0.1; done
 "#;
@@ -283,6 +283,39 @@ async fn a_gpu_reported_lost_is_taken_out_of_service_until_an_admin_puts_it_back
         )
         .maintenance
     };
+    // A 1.3 client cannot parse a maintenance note: it gets the change without it.
+    let (mut to_agent, mut from_agent, _bridge) = lab.raw_as(&other);
+    let hello = gpubook_proto::ClientFrame::Hello(gpubook_proto::Hello {
+        major: 1,
+        minor: 3,
+        client: "old".into(),
+    });
+    gpubook_proto::write_frame(&mut to_agent, &hello)
+        .await
+        .unwrap();
+    let subscribe = gpubook_proto::ClientFrame::Request {
+        id: 1,
+        body: Request::Subscribe(gpubook_proto::SubscribeRequest {
+            after: Some(0),
+            readings: false,
+        }),
+    };
+    gpubook_proto::write_frame(&mut to_agent, &subscribe)
+        .await
+        .unwrap();
+    let old_view = loop {
+        let frame = tokio::time::timeout(DEADLINE, gpubook_proto::read_frame(&mut from_agent))
+            .await
+            .expect("a frame in time")
+            .unwrap()
+            .expect("the agent keeps the connection");
+        let v: serde_json::Value = serde_json::from_slice(&frame).unwrap();
+        if v["type"] == "event" && v["kind"] == "booking_changed" && v["booking"]["id"] == b.id.0 {
+            break v;
+        }
+    };
+    assert!(old_view["note"].is_null(), "{old_view}");
+
     let open = list().await;
     assert_eq!(open.len(), 1, "one period, however often the fault is read");
     assert_eq!(open[0].cause, MaintenanceCause::Fault);

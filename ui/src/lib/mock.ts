@@ -13,7 +13,7 @@ import type { EventKind } from './wire/EventKind';
 import type { Gpu } from './wire/Gpu';
 import type { LogsResponse } from './wire/LogsResponse';
 import type { Maintenance } from './wire/Maintenance';
-import type { MaintenanceResponse } from './wire/MaintenanceResponse';
+import { seededPeriod, takeOutOfService } from './mock-maintenance';
 import type { PolicyResponse } from './wire/PolicyResponse';
 import type { Readings } from './wire/Readings';
 import type { Role } from './wire/Role';
@@ -113,20 +113,7 @@ export class MockBackend implements Host {
         }, 2500));
       }
     }
-    if (s.view.id === 'lab1') {
-      // A driver update on GPUs 6 and 7 tomorrow: nothing is booked into it.
-      const start = floorTo(now, 3600) + 20 * HOUR;
-      const end = start + 4 * HOUR;
-      const gpus = [s.gpus[6].uuid, s.gpus[7].uuid];
-      for (const b of [...s.bookings.values()]) {
-        const overlaps = Date.parse(b.interval.start) < end && start < Date.parse(b.interval.end);
-        if (overlaps && b.gpus.some((g) => gpus.includes(g))) s.bookings.delete(b.id);
-      }
-      s.maintenance.push({
-        id: 1, gpus, whole_server: false, interval: { start: toWire(start), end: toWire(end) },
-        reason: 'driver 570', by: 'root', cause: 'admin', created_at: toWire(now - HOUR),
-      });
-    }
+    if (s.view.id === 'lab1') s.maintenance.push(seededPeriod(s.bookings, s.gpus, floorTo(now, 3600), now));
     if (s.view.id === 'local') {
       const a = this.put(s, ME, [s.gpus[2].uuid, s.gpus[3].uuid], floorTo(now, 3600) + HOUR * 30, floorTo(now, 3600) + HOUR * 34, 'my long run', now, true);
       a.state = 'pending_approval';
@@ -313,7 +300,7 @@ export class MockBackend implements Host {
     },
     policy: (a) => this.policy(this.server(a.server)),
     maintenance: (a) => structuredClone(this.server(a.server).maintenance),
-    create_maintenance: (a) => this.takeOutOfService(this.server(a.server), a.gpus ?? null, a.start, a.end, a.reason, Date.now()),
+    create_maintenance: (a) => { const s = this.server(a.server); return takeOutOfService(s, a, ME, Date.now(), (kind, b, before, note) => this.event(s, kind, b, before, note)); },
     book: (a) => this.book(this.server(a.server), a.request, Date.now()),
     asap_any: (a) => this.asapAny(a.request, Date.now()),
     move_booking: (a) => {
@@ -470,30 +457,6 @@ export class MockBackend implements Host {
     save_ics: () => '/home/you/Downloads/gpubook-bookings.ics',
   };
 
-  /** An admin's maintenance: bookings in the way are cancelled, running ones end at its start
-   * (the real agent moves what fits first; the mock keeps it simple). */
-  private takeOutOfService(s: MockServer, gpus: string[] | null, start: string, end: string, reason: string, now: number): MaintenanceResponse {
-    if (s.role !== 'admin') throw err('not_allowed', `Only an admin can take GPUs out of service on ${s.view.name}.`, s.view.id);
-    const uuids = gpus ?? s.gpus.map((g) => g.uuid);
-    const m: Maintenance = {
-      id: s.maintenance.length + 1, gpus: uuids, whole_server: gpus === null, interval: { start, end },
-      reason, by: ME, cause: 'admin', created_at: toWire(now),
-    };
-    s.maintenance.push(m);
-    const changed: Booking[] = [];
-    for (const c of this.conflicts(s, uuids, Date.parse(start), Date.parse(end))) {
-      const b = s.bookings.get(c.booking)!;
-      const before = { ...b.interval };
-      const active = b.state === 'active';
-      if (active) b.interval = { start: b.interval.start, end: start };
-      else b.state = 'cancelled';
-      this.event(s, active ? 'booking_changed' : 'booking_cancelled', b, before, {
-        kind: 'maintenance', id: m.id, reason, window: m.interval, outcome: active ? 'cut_short' : 'cancelled',
-      });
-      changed.push(structuredClone(b));
-    }
-    return { server: s.view.name, maintenance: [m], changed, event: s.seq };
-  }
 
   private policy(s: MockServer): PolicyResponse {
     return {
