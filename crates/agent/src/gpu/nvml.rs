@@ -426,6 +426,19 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_gpu_or_one_that_needs_a_reset_is_a_fault_and_nothing_else_is() {
+        assert!(fault_of(&NvmlError::GpuLost).is_some_and(|f| f.starts_with("lost")));
+        assert!(fault_of(&NvmlError::ResetRequired).is_some_and(|f| f.contains("reset")));
+        for e in [
+            NvmlError::NotSupported,
+            NvmlError::NoPermission,
+            NvmlError::Unknown,
+        ] {
+            assert_eq!(fault_of(&e), None, "{e:?}");
+        }
+    }
+
+    #[test]
     fn init_errors_without_a_driver_are_no_driver() {
         for e in [
             NvmlError::LibraryNotFound,
