@@ -91,6 +91,7 @@ impl Context {
             r @ (Request::NotifySet(_) | Request::NotifyShow(_) | Request::NotifyClear(_)) => {
                 return crate::notify::answer(&self.notify, caller, r).await
             }
+            Request::Maintenance(r) => return crate::maintenance::answer(self, caller, r).await,
             Request::Book(b) => {
                 if b.job.is_some() && !self.jobs.system_mode() && caller.uid != self.jobs.own_uid()
                 {
@@ -289,7 +290,7 @@ impl Context {
     }
 
     /// GPU references (UUIDs or indices) → UUIDs, refusing unknown ones.
-    fn resolve(&self, refs: &[String]) -> Result<Vec<GpuUuid>, ErrorBody> {
+    pub(crate) fn resolve(&self, refs: &[String]) -> Result<Vec<GpuUuid>, ErrorBody> {
         let inner = self.state.lock();
         refs.iter().map(|r| resolve_one(&inner.plan, r)).collect()
     }

@@ -15,6 +15,7 @@ pub mod handler;
 pub mod identity;
 pub mod install;
 pub mod jobs;
+pub mod maintenance;
 pub mod notify;
 pub mod procs;
 pub mod report;

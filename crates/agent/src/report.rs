@@ -35,14 +35,13 @@ pub async fn answer(
                 .collect();
             (bookings, inner.plan.gpus().to_vec())
         };
+        let out_of_service = out_of_service(&state, window);
         let facts = facts(&state, &bookings)?;
-        Ok::<_, ErrorBody>(report::compute(
-            &bookings,
-            &facts,
-            &gpus,
-            window,
-            only.as_deref(),
-        ))
+        let mut report = report::compute(&bookings, &facts, &gpus, window, only.as_deref());
+        for line in &mut report.gpus {
+            line.maintenance_secs = out_of_service.get(&line.uuid).copied().unwrap_or(0);
+        }
+        Ok::<_, ErrorBody>(report)
     })
     .await
     .map_err(|e| ErrorBody::new(ErrorKind::Internal, format!("agent task failed: {e}")))??;
@@ -51,6 +50,28 @@ pub async fn answer(
         everyone,
         report,
     }))
+}
+
+/// Per GPU, seconds of `window` (up to now) it spent in maintenance.
+fn out_of_service(
+    state: &crate::state::State,
+    window: gpubook_core::Interval,
+) -> std::collections::HashMap<gpubook_core::GpuUuid, i64> {
+    let now = state.clock.now();
+    let mut out = std::collections::HashMap::new();
+    let inner = state.lock();
+    for m in inner.plan.maintenance() {
+        let until = m.interval.end.min(now);
+        let Some(part) = gpubook_core::Interval::new(m.interval.start, until)
+            .and_then(|i| i.intersection(&window))
+        else {
+            continue;
+        };
+        for g in &m.gpus {
+            *out.entry(g.clone()).or_insert(0) += part.duration().num_seconds();
+        }
+    }
+    out
 }
 
 /// The facts the stored events hold about `bookings`: cancellations, releases, the watch's

@@ -9,14 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Reads `reader` every `interval`, hands each reading to `watcher`, then publishes it in
-/// `out`, until `shutdown` resolves. A failed reading is logged once per run of failures and
+/// Reads `reader` every `interval`, hands each reading to `watcher`, takes a GPU it reports
+/// faulty out of service in `state` (see `maintenance`), then publishes it in `out`, until
+/// `shutdown` resolves. A failed reading is logged once per run of failures and
 /// the last good reading is withdrawn.
 pub async fn run(
     reader: Arc<Mutex<Box<dyn GpuReader>>>,
     interval: Duration,
     out: watch::Sender<Option<Readings>>,
     watcher: Arc<Watch>,
+    state: Arc<crate::state::State>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -28,11 +30,12 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = &mut shutdown => return,
         }
-        let (r, w) = (reader.clone(), watcher.clone());
+        let (r, w, st) = (reader.clone(), watcher.clone(), state.clone());
         let reading = tokio::task::spawn_blocking(move || {
             let reading = r.lock().unwrap_or_else(|p| p.into_inner()).read();
             if let Ok(readings) = &reading {
                 w.observe(readings);
+                crate::maintenance::take_out_faulty(&st, readings);
             }
             reading
         })

@@ -248,6 +248,7 @@ impl Agent {
             self.sample_interval,
             self.readings_tx,
             self.watcher.clone(),
+            self.ctx.state.clone(),
             stopped(&stop_tx),
         ));
         let watcher = tokio::spawn(crate::watch::run(self.watcher.clone(), stopped(&stop_tx)));
@@ -496,6 +497,7 @@ async fn connection(
                 subscription = Some(tokio::spawn(subscribe(
                     ctx.clone(),
                     caller.clone(),
+                    welcome.minor,
                     id,
                     s,
                     out.clone(),

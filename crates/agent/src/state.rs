@@ -4,7 +4,7 @@
 use crate::clock::Clock;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use gpubook_core::{Actor, Change, Gpu, Op, Plan, PlanError, Policy};
+use gpubook_core::{Actor, Change, Gpu, Maintenance, MaintenanceId, Op, Plan, PlanError, Policy};
 use gpubook_proto::{ErrorBody, ErrorKind, Event};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, Notify};
@@ -35,6 +35,15 @@ pub struct State {
 /// What a successful change returns: the events it wrote, in order.
 pub type Committed = Vec<Event>;
 
+/// A maintenance period to write in the same transaction as the booking changes it caused.
+#[derive(Debug, Clone)]
+pub enum PeriodWrite {
+    /// Made or changed.
+    Put(Maintenance),
+    /// Withdrawn before it started.
+    Delete(MaintenanceId),
+}
+
 impl State {
     /// State over `store`, with the plan loaded from it.
     pub fn load(
@@ -43,7 +52,8 @@ impl State {
         policy: Policy,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StoreError> {
-        let plan = Plan::new(gpus, policy, store.bookings()?);
+        let plan =
+            Plan::new(gpus, policy, store.bookings()?).with_maintenance(store.maintenance()?);
         let (events, _) = broadcast::channel(4096);
         Ok(Self {
             inner: Mutex::new(Inner { plan, store }),
@@ -99,23 +109,53 @@ impl State {
         self.transact(None, now, |plan| Ok(decide(plan, now)))
     }
 
+    /// Runs `decide` (a maintenance decision by `actor`) as one transaction: the periods it
+    /// returns are written with the booking changes and their events, or none of them is.
+    pub fn decide_periods(
+        &self,
+        actor: Option<&str>,
+        decide: impl FnOnce(
+            &mut Plan,
+            DateTime<Utc>,
+        ) -> Result<(Vec<Change>, Vec<PeriodWrite>), PlanError>,
+    ) -> Result<Committed, ErrorBody> {
+        let now = self.clock.now();
+        self.transact_periods(actor, now, |plan| decide(plan, now))
+    }
+
     fn transact(
         &self,
         actor: Option<&str>,
         now: DateTime<Utc>,
         decide: impl FnOnce(&mut Plan) -> Result<Vec<Change>, PlanError>,
     ) -> Result<Committed, ErrorBody> {
+        self.transact_periods(actor, now, |plan| Ok((decide(plan)?, Vec::new())))
+    }
+
+    fn transact_periods(
+        &self,
+        actor: Option<&str>,
+        now: DateTime<Utc>,
+        decide: impl FnOnce(&mut Plan) -> Result<(Vec<Change>, Vec<PeriodWrite>), PlanError>,
+    ) -> Result<Committed, ErrorBody> {
         let mut guard = self.lock();
         let Inner { plan, store } = &mut *guard;
         let mut tx = store.begin().map_err(unavailable)?;
-        let changes = decide(plan)?;
-        if changes.is_empty() {
+        let (changes, periods) = decide(plan)?;
+        if changes.is_empty() && periods.is_empty() {
             return Ok(Vec::new());
         }
-        let written = tx.record(&changes, actor, now).and_then(|events| {
-            tx.commit()?;
-            Ok(events)
-        });
+        let written = periods
+            .iter()
+            .try_for_each(|p| match p {
+                PeriodWrite::Put(m) => tx.put_maintenance(m),
+                PeriodWrite::Delete(id) => tx.delete_maintenance(*id),
+            })
+            .and_then(|()| tx.record(&changes, actor, now))
+            .and_then(|events| {
+                tx.commit()?;
+                Ok(events)
+            });
         match written {
             Ok(events) => {
                 for e in &events {
@@ -129,8 +169,8 @@ impl State {
                 // The plan moved ahead of the store: bring it back to what was committed.
                 let gpus = plan.gpus().to_vec();
                 let policy = plan.policy().clone();
-                if let Ok(bookings) = store.bookings() {
-                    *plan = Plan::new(gpus, policy, bookings);
+                if let (Ok(bookings), Ok(periods)) = (store.bookings(), store.maintenance()) {
+                    *plan = Plan::new(gpus, policy, bookings).with_maintenance(periods);
                 }
                 Err(unavailable(e))
             }

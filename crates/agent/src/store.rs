@@ -7,14 +7,17 @@
 //! reused, even after the newest event's row is gone.
 
 use chrono::{DateTime, Utc};
-use gpubook_core::{Booking, Change, ChangeKind};
+use gpubook_core::{Booking, Change, ChangeKind, Maintenance, MaintenanceId};
 use gpubook_proto::{Event, EventKind};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::Path;
 use thiserror::Error;
 
 /// The schema version this build writes; older ones are migrated on open.
-const SCHEMA_VERSION: i64 = 1;
+///
+/// - 1: bookings and events.
+/// - 2: maintenance periods (table `maintenance`, one JSON row each).
+const SCHEMA_VERSION: i64 = 2;
 
 /// A storage failure.
 #[derive(Debug, Error)]
@@ -68,6 +71,9 @@ impl Store {
                  at TEXT NOT NULL,
                  kind TEXT NOT NULL,
                  booking INTEGER NOT NULL,
+                 data TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS maintenance (
+                 id INTEGER PRIMARY KEY,
                  data TEXT NOT NULL);",
         )?;
         let version: Option<i64> = conn
@@ -78,6 +84,13 @@ impl Store {
             .and_then(|v| v.parse().ok());
         match version {
             Some(v) if v > SCHEMA_VERSION => return Err(StoreError::TooNew(v)),
+            // Each migration only adds a table, made above; the version records it.
+            Some(v) if v < SCHEMA_VERSION => {
+                conn.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema'",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
+            }
             Some(_) => {}
             None => {
                 conn.execute(
@@ -128,6 +141,19 @@ impl Store {
     /// Every booking stored.
     pub fn bookings(&self) -> Result<Vec<Booking>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT data FROM bookings ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
+    /// Every maintenance period stored.
+    pub fn maintenance(&self) -> Result<Vec<Maintenance>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT data FROM maintenance ORDER BY id")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for row in rows {
@@ -241,6 +267,23 @@ impl Tx<'_> {
             events.push(event);
         }
         Ok(events)
+    }
+
+    /// Writes maintenance period `m` as it is now.
+    pub fn put_maintenance(&mut self, m: &Maintenance) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO maintenance (id, data) VALUES (?1, ?2)
+             ON CONFLICT(id) DO UPDATE SET data = ?2",
+            params![m.id.0 as i64, serde_json::to_string(m)?],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets maintenance period `id` (withdrawn before it started).
+    pub fn delete_maintenance(&mut self, id: MaintenanceId) -> Result<(), StoreError> {
+        self.tx
+            .execute("DELETE FROM maintenance WHERE id = ?1", [id.0 as i64])?;
+        Ok(())
     }
 
     /// Makes the transaction durable (fsync under `synchronous=FULL`).

@@ -11,9 +11,9 @@ use gpubook_agent::request::{parse_request, MAX_ECHO, MAX_MESSAGE};
 use gpubook_core::{BookingId, Interval, JobSpec};
 use gpubook_proto::{
     ApproveRequest, BookRequest, CancelRequest, ClientFrame, DenyRequest, ErrorBody, ExtendRequest,
-    GpuChoice, GpusRequest, ListCursor, ListRequest, LogsRequest, MoveRequest, PolicyRequest,
-    ReleaseRequest, ReportRequest, Request, SubscribeRequest, SuggestRequest, WhenChoice,
-    WhoamiRequest,
+    GpuChoice, GpusRequest, ListCursor, ListRequest, LogsRequest, MaintenanceRequest, MoveRequest,
+    PolicyRequest, ReleaseRequest, ReportRequest, Request, SubscribeRequest, SuggestRequest,
+    WhenChoice, WhoamiRequest,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -209,6 +209,7 @@ fn type_of(r: &Request) -> &'static str {
         Request::NotifySet(_) => "notify_set",
         Request::NotifyShow(_) => "notify_show",
         Request::NotifyClear(_) => "notify_clear",
+        Request::Maintenance(_) => "maintenance",
     }
 }
 
@@ -345,6 +346,25 @@ fn request() -> impl Strategy<Value = Request> {
         }),
         Just(Request::NotifyShow(Default::default())),
         Just(Request::NotifyClear(Default::default())),
+        prop_oneof![
+            (
+                proptest::option::of(proptest::collection::vec("[0-9]{1,2}", 0..4)),
+                time(),
+                time(),
+                ".{0,80}"
+            )
+                .prop_map(|(gpus, start, end, reason)| MaintenanceRequest::Create {
+                    gpus,
+                    start,
+                    end,
+                    reason
+                }),
+            any::<bool>().prop_map(|include_past| MaintenanceRequest::List { include_past }),
+            any::<u64>().prop_map(|n| MaintenanceRequest::End {
+                id: gpubook_core::MaintenanceId(n)
+            }),
+        ]
+        .prop_map(Request::Maintenance),
     ]
 }
 

@@ -204,6 +204,11 @@ pub enum Command {
     /// News while away: the server mails your events or POSTs them to a webhook, even when
     /// no app runs (notify set --email A --webhook URL --kinds job_finished,...; show; clear).
     Notify(crate::notify::NotifyArgs),
+    /// Take GPUs out of service (admins): gpubook maintenance --gpu 2,3 --start "sat 8:00"
+    /// --for 4h --reason "driver 570" (or --all for the whole server). Bookings in the way
+    /// move to the earliest free time or are cancelled; their owners are told. Also
+    /// `maintenance ls` and `maintenance end ID`.
+    Maintenance(crate::maintenance::MaintenanceArgs),
 }
 
 #[derive(Debug, Args)]

@@ -50,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         } => return watch::watch(target, *after, *readings, *count, cli.json).await,
         Command::Report(a) => return crate::report::run(a, target, cli.json).await,
         Command::Notify(a) => return crate::notify::run(a, target, cli.json).await,
+        Command::Maintenance(a) => return crate::maintenance::run(a, target, cli.json).await,
         _ => {}
     }
     let conn = target.connect().await?;

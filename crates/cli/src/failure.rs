@@ -42,6 +42,7 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::Invalid | ErrorKind::UnknownRequest | ErrorKind::Malformed => 2,
         ErrorKind::Conflict
+        | ErrorKind::Maintenance
         | ErrorKind::NotAllowed
         | ErrorKind::OverPolicy
         | ErrorKind::NotStarted

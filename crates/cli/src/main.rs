@@ -24,6 +24,7 @@ mod decide;
 mod dispatch;
 mod failure;
 mod jobs;
+mod maintenance;
 mod multi;
 mod notify;
 mod output;

@@ -365,6 +365,13 @@ pub fn event_line(e: &Event, known: &[Gpu]) -> String {
         Some(n @ gpubook_core::Note::IdleHeld { .. }) => {
             format!(" ({})", idle_held(n, known).unwrap_or_default())
         }
+        Some(gpubook_core::Note::Maintenance {
+            id, reason, window, ..
+        }) => format!(
+            " (maintenance {id}: {reason}, {} to {})",
+            when(window.start),
+            when(window.end)
+        ),
         Some(note) => crate::transfers::note_text(note),
         None => match (&e.kind, &e.booking.run) {
             (

@@ -90,5 +90,6 @@ pub fn print_response(resp: &Response, known: &[Gpu], json: bool, done: &str) {
         Response::Report(r) => println!("{}", crate::report::table(r, crate::report::By::User)),
         Response::JobEnv(e) => print!("{}", crate::shell::exports(&e.vars)),
         Response::Notify(n) => print!("{}", crate::notify::table(n, "this server")),
+        Response::Maintenance(m) => print_json(m),
     }
 }

@@ -34,6 +34,8 @@ pub fn build_request(cmd: &Command, now: DateTime<Utc>) -> Result<Option<Request
             }
             return Ok(None);
         }
+        // Read by maintenance::run, which prints by its own action.
+        Command::Maintenance(a) => return crate::maintenance::request(a, now).map(|_| None),
         Command::Run(a) => {
             if a.job.command.is_empty() {
                 return Err(usage("gpubook run needs a command after --".into()));

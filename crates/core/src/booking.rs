@@ -376,6 +376,18 @@ pub enum Note {
         /// Tries made so far.
         attempts: u32,
     },
+    /// Maintenance moved, cancelled or cut this booking short (protocol 1.4); the booking's
+    /// own interval is its new time, the event's `before` its old one.
+    Maintenance {
+        /// Which maintenance period.
+        id: crate::maintenance::MaintenanceId,
+        /// Why, as the admin gave it ("driver 570") or the fault the agent saw.
+        reason: String,
+        /// When the GPUs are out of service.
+        window: Interval,
+        /// What became of the booking.
+        outcome: MaintenanceOutcome,
+    },
     /// What was saved after the job, and where.
     Saved {
         /// The destination, filled in.
@@ -383,6 +395,21 @@ pub enum Note {
         /// The files.
         files: Vec<SavedFile>,
     },
+}
+
+/// What maintenance did to a booking in its way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+#[serde(rename_all = "snake_case")]
+pub enum MaintenanceOutcome {
+    /// Moved, whole, to the earliest free start (same GPU count and length).
+    Moved,
+    /// Cancelled: nothing fitted within the horizon.
+    Cancelled,
+    /// Running: it now ends at the maintenance's start (its job gets its end signal then).
+    CutShort,
+    /// Running, and the maintenance starts now: it ended.
+    Ended,
 }
 
 /// A file saved after a job, its checksum verified at the destination.

@@ -39,6 +39,9 @@ pub enum PlanError {
     /// The request makes no sense (end before start, a start in the past, zero GPUs, ...).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// Some of the GPUs are out of service for maintenance then (protocol 1.4).
+    #[error("maintenance: {0}")]
+    Maintenance(String),
     /// Beyond the lab's policy, and the policy does not let an admin approve it.
     #[error("over the lab's policy ({rule}): {message}")]
     OverPolicy {

@@ -9,6 +9,7 @@ pub mod booking;
 pub mod duration;
 pub mod error;
 pub mod gpu;
+pub mod maintenance;
 pub mod plan;
 pub mod policy;
 pub mod predict;
@@ -19,12 +20,13 @@ pub mod timeline;
 pub mod transfer;
 
 pub use booking::{
-    AsapRequest, Booking, BookingId, BookingState, JobRun, JobSpec, JobState, Note, SavedFile,
-    Usage, MAX_BOOKING_BYTES,
+    AsapRequest, Booking, BookingId, BookingState, JobRun, JobSpec, JobState, MaintenanceOutcome,
+    Note, SavedFile, Usage, MAX_BOOKING_BYTES,
 };
 pub use error::{Conflict, PlanError};
 pub use gpu::{Gpu, GpuUuid};
-pub use plan::{Change, ChangeKind, GpuSelection, Op, Plan, When};
+pub use maintenance::{Maintenance, MaintenanceCause, MaintenanceId, NewMaintenance};
+pub use plan::{Change, ChangeKind, GpuSelection, Op, Plan, When, AGENT_USER};
 pub use policy::{Actor, Policy, PolicyError, Role, Rule};
 pub use time::Interval;
 pub use transfer::S3Access;

@@ -21,8 +21,9 @@
 //! - **intruder_events**: intruder notes on the user's bookings; **intrusions_caused**:
 //!   intruder notes naming the user as the process's owner on someone else's booking.
 //! - Per GPU, **used** is a booking's used share split evenly over its GPUs (the remainder to
-//!   the first ones, so the GPUs add up to the users). **maintenance** is 0 until maintenance
-//!   periods exist; the column is kept so reports keep their shape.
+//!   the first ones, so the GPUs add up to the users). **maintenance** (seconds of the
+//!   window, up to now, the GPU spent in maintenance) is filled in by the agent, which holds
+//!   the periods; [`compute`] leaves it 0.
 
 use crate::booking::{Booking, BookingId, BookingState, Note};
 use crate::gpu::{Gpu, GpuUuid};
@@ -103,7 +104,7 @@ pub struct GpuLine {
     pub booked_secs: i64,
     /// Seconds it had a process or load (its share of its bookings' use).
     pub used_secs: i64,
-    /// Seconds out of service for maintenance: 0 until maintenance exists.
+    /// Seconds out of service for maintenance (filled in by the agent from its periods).
     pub maintenance_secs: i64,
 }
 

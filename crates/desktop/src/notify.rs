@@ -19,7 +19,7 @@
 //!   start notice carries the end and the offer to extend instead.
 
 use chrono::{DateTime, Duration, Local, Utc};
-use gpubook_core::{Booking, BookingId, Note};
+use gpubook_core::{Booking, BookingId, MaintenanceOutcome, Note};
 use gpubook_proto::{Event, EventKind};
 
 use crate::settings::Settings;
@@ -112,6 +112,21 @@ pub fn decide(
         local_time(start, now),
         local_time(end, now)
     );
+    if let Some(Note::Maintenance {
+        reason,
+        window,
+        outcome,
+        ..
+    }) = &ev.note
+    {
+        let (summary, body) = maintenance_text(b, ev, reason, window, *outcome, name, now);
+        return settings.wants("maintenance").then_some(Notice {
+            kind: "maintenance",
+            summary,
+            body,
+            extend: None,
+        });
+    }
     let (kind, summary, body, extend) = match ev.kind {
         EventKind::SlotStarting | EventKind::SlotStarted if b.job.is_some() => return None,
         EventKind::SlotStarting => (
@@ -344,6 +359,56 @@ pub fn decide(
         body,
         extend,
     })
+}
+
+/// What a booking's owner is told when maintenance moved, cancelled or cut short `b`: the
+/// reason, when the GPUs are out of service, and the new time.
+fn maintenance_text(
+    b: &Booking,
+    ev: &Event,
+    reason: &str,
+    window: &gpubook_core::Interval,
+    outcome: MaintenanceOutcome,
+    name: &str,
+    now: DateTime<Utc>,
+) -> (String, String) {
+    let why = format!(
+        "Maintenance on {name} ({reason}) from {}",
+        local_time(window.start, now)
+    );
+    let was = ev
+        .before
+        .map(|i| format!(" instead of {}", local_time(i.start, now)))
+        .unwrap_or_default();
+    match outcome {
+        MaintenanceOutcome::Moved => (
+            format!("{} moved for maintenance", title(b)),
+            format!(
+                "{why}. It now runs {}\u{2013}{}{was}, on {}.",
+                local_time(b.interval.start, now),
+                local_time(b.interval.end, now),
+                gpus(b)
+            ),
+        ),
+        MaintenanceOutcome::Cancelled => (
+            format!("{} cancelled for maintenance", title(b)),
+            format!(
+                "{why}. No {} were free for it in time; book again.",
+                gpus(b)
+            ),
+        ),
+        MaintenanceOutcome::CutShort => (
+            format!("{} ends early for maintenance", title(b)),
+            format!(
+                "{why}. It now ends at {}: a running job gets its end signal then.",
+                local_time(b.interval.end, now)
+            ),
+        ),
+        MaintenanceOutcome::Ended => (
+            format!("{} ended for maintenance", title(b)),
+            format!("{why}: its GPUs went out of service now."),
+        ),
+    }
 }
 
 /// Whether booking `b`'s job saves results the person hears about: then the save's notice

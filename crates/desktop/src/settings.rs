@@ -16,6 +16,7 @@ pub const NOTIFY_KINDS: &[&str] = &[
     "booking_approved",
     "booking_denied",
     "booking_moved_earlier",
+    "maintenance",
     "intruder",
     "idle_held",
     "stage_failed",

@@ -42,6 +42,8 @@ pub enum ErrorKind {
     NotStarted,
     /// The booking is over: its slot ended, or it was cancelled or denied. Added in 1.3.
     Ended,
+    /// Some of the GPUs are out of service for maintenance then. Added in 1.4.
+    Maintenance,
     /// A kind this client does not know (from a newer agent).
     #[serde(other)]
     Other,
@@ -66,6 +68,7 @@ impl ErrorKind {
             Self::Changed => "changed",
             Self::NotStarted => "not_started",
             Self::Ended => "ended",
+            Self::Maintenance => "maintenance",
             Self::Other => "other",
         }
     }
@@ -122,6 +125,7 @@ impl From<PlanError> for ErrorBody {
                 revision: None,
             },
             PlanError::NotAllowed(_) => Self::new(ErrorKind::NotAllowed, message),
+            PlanError::Maintenance(_) => Self::new(ErrorKind::Maintenance, message),
             PlanError::NotFound(_) => Self::new(ErrorKind::NotFound, message),
             PlanError::Invalid(_) => Self::new(ErrorKind::Invalid, message),
             PlanError::OverPolicy { rule, .. } => Self {

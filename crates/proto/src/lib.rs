@@ -36,6 +36,7 @@ pub mod error;
 pub mod event;
 pub mod frame;
 pub mod job_env;
+pub mod maintenance;
 pub mod message;
 pub mod notify;
 pub mod paths;
@@ -47,6 +48,7 @@ pub use error::{ErrorBody, ErrorKind};
 pub use event::{Event, EventKind};
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 pub use job_env::{JobEnvRequest, JobEnvResponse};
+pub use maintenance::{MaintenanceRequest, MaintenanceResponse};
 pub use message::*;
 pub use notify::{
     Channel, Delivery, DeliveryState, NotifyClearRequest, NotifyResponse, NotifySetRequest,
@@ -76,6 +78,12 @@ pub const PROTOCOL_MAJOR: u32 = 1;
 /// - 1.4: news while away: [`Request::NotifySet`], [`Request::NotifyShow`] and
 ///   [`Request::NotifyClear`] keep the caller's own e-mail and webhook targets, which the
 ///   agent sends their events to itself (see [`notify`]). A 1.3 agent refuses them as unknown.
+///   Also in 1.4, [`Request::Maintenance`]: an admin takes GPUs or the whole server out of service
+///   for a period, lists and ends periods; bookings in the way are moved, cancelled or cut
+///   short with a `maintenance` note on their events; booking into maintenance is refused
+///   with the error kind `maintenance`; a GPU reading may carry a `fault` (lost, in error),
+///   and the agent then takes that GPU out of service itself. A 1.3 agent refuses the
+///   request type as unknown.
 pub const PROTOCOL_MINOR: u32 = 4;
 
 /// The minor version both sides speak when the client offers `major.minor`, or the error that

@@ -4,6 +4,7 @@
 use crate::error::ErrorBody;
 use crate::event::Event;
 use crate::job_env::{JobEnvRequest, JobEnvResponse};
+use crate::maintenance::{MaintenanceRequest, MaintenanceResponse};
 use crate::notify::{NotifyClearRequest, NotifyResponse, NotifySetRequest, NotifyShowRequest};
 use crate::reading::Readings;
 use crate::report::{ReportRequest, ReportResponse};
@@ -141,6 +142,8 @@ pub enum Request {
     NotifyShow(NotifyShowRequest),
     /// Protocol 1.4: remove the caller's targets.
     NotifyClear(NotifyClearRequest),
+    /// Protocol 1.4: create, list or end maintenance (creating and ending: admins).
+    Maintenance(MaintenanceRequest),
 }
 
 impl Request {
@@ -165,6 +168,7 @@ impl Request {
         "notify_set",
         "notify_show",
         "notify_clear",
+        "maintenance",
     ];
 }
 
@@ -424,6 +428,8 @@ pub enum Response {
     /// To [`Request::NotifySet`], [`Request::NotifyShow`] and [`Request::NotifyClear`]: the
     /// caller's targets afterwards.
     Notify(NotifyResponse),
+    /// To [`Request::Maintenance`].
+    Maintenance(MaintenanceResponse),
 }
 
 /// The GPUs.

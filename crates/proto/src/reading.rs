@@ -43,6 +43,12 @@ pub struct GpuReading {
     pub power_limit_mw: u32,
     /// Compute processes on it.
     pub processes: Vec<GpuProcess>,
+    /// Why the GPU is not usable ("lost", "reset required"), when the reader says it is not;
+    /// the agent then takes it out of service until an admin puts it back. Added in 1.4;
+    /// older agents send none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub fault: Option<String>,
 }
 
 /// A reading of every GPU of a server at one moment.

@@ -14,7 +14,7 @@ fn unknown_event_kinds_and_error_kinds_are_tolerated() {
 
 #[test]
 fn request_types_match_the_enum() {
-    for (t, req) in Request::TYPES.iter().zip([
+    let all = [
         Request::Whoami(WhoamiRequest {}),
         Request::Gpus(GpusRequest {}),
         Request::List(ListRequest::default()),
@@ -61,7 +61,20 @@ fn request_types_match_the_enum() {
             to: Utc::now(),
         }),
         Request::JobEnv(JobEnvRequest { id: BookingId(1) }),
-    ]) {
+        Request::NotifySet(gpubook_proto::NotifySetRequest::default()),
+        Request::NotifyShow(gpubook_proto::NotifyShowRequest::default()),
+        Request::NotifyClear(gpubook_proto::NotifyClearRequest::default()),
+        Request::Maintenance(MaintenanceRequest::List {
+            include_past: false,
+        }),
+    ];
+    // Every type has its case here: a zip would stop quietly at the shorter list.
+    assert_eq!(
+        all.len(),
+        Request::TYPES.len(),
+        "a request type without its case here"
+    );
+    for (t, req) in Request::TYPES.iter().zip(all) {
         let v = serde_json::to_value(&req).unwrap();
         assert_eq!(v["type"], *t);
     }

@@ -1,9 +1,11 @@
 //! Bookings and GPUs: each command is one request to the server's agent; the agent decides.
 
 use chrono::{DateTime, Utc};
-use gpubook_core::Booking;
+use gpubook_core::{Booking, Maintenance};
 use gpubook_desktop::AsapAnyResponse;
-use gpubook_proto::{BookRequest, BookingResponse, GpusResponse, PolicyResponse};
+use gpubook_proto::{
+    BookRequest, BookingResponse, GpusResponse, MaintenanceResponse, PolicyResponse,
+};
 use tauri::AppHandle;
 
 use super::{manager, Answer};
@@ -26,6 +28,25 @@ pub async fn bookings(
 /// The policy of `server` and the person's role there.
 pub async fn policy(app: &AppHandle, server: String) -> Answer<PolicyResponse> {
     manager(app).policy(&server).await
+}
+
+/// The maintenance periods of `server` (ended ones included).
+pub async fn maintenance(app: &AppHandle, server: String) -> Answer<Vec<Maintenance>> {
+    manager(app).maintenance(&server).await
+}
+
+/// Takes GPUs of `server` out of service (admins).
+pub async fn create_maintenance(
+    app: &AppHandle,
+    server: String,
+    gpus: Option<Vec<String>>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    reason: String,
+) -> Answer<MaintenanceResponse> {
+    manager(app)
+        .create_maintenance(&server, gpus, start, end, reason)
+        .await
 }
 
 /// Books on `server`.

@@ -12,6 +12,8 @@ import type { EventPayload } from './app/EventPayload';
 import type { GpusResponse } from './wire/GpusResponse';
 import type { LogPayload } from './app/LogPayload';
 import type { LogsResponse } from './wire/LogsResponse';
+import type { Maintenance } from './wire/Maintenance';
+import type { MaintenanceResponse } from './wire/MaintenanceResponse';
 import type { PolicyResponse } from './wire/PolicyResponse';
 import type { ReadingsPayload } from './app/ReadingsPayload';
 import type { S3Access } from './wire/S3Access';
@@ -30,6 +32,8 @@ export interface CommandArgs {
   gpus: { server: string };
   bookings: { server: string; from: string; to: string };
   policy: { server: string };
+  maintenance: { server: string };
+  create_maintenance: { server: string; gpus?: Array<string> | null; start: string; end: string; reason: string };
   book: { server: string; request: BookRequest };
   asap_any: { request: BookRequest };
   cancel: { server: string; id: number };
@@ -63,6 +67,8 @@ export interface CommandResults {
   gpus: GpusResponse;
   bookings: Array<Booking>;
   policy: PolicyResponse;
+  maintenance: Array<Maintenance>;
+  create_maintenance: MaintenanceResponse;
   book: BookingResponse;
   asap_any: AsapAnyResponse;
   cancel: BookingResponse;
@@ -143,6 +149,17 @@ export interface Api {
   bookings(server: string, from: string, to: string): Promise<Array<Booking>>;
   /** The policy of `server` and the person's role there. */
   policy(server: string): Promise<PolicyResponse>;
+  /**
+   * The maintenance periods of `server` (ended ones included), drawn as their own
+   * blocks; none from an agent too old to have maintenance (protocol before 1.4).
+   */
+  maintenance(server: string): Promise<Array<Maintenance>>;
+  /**
+   * Takes GPUs (UUIDs or indices; all of the server when absent) of `server` out of
+   * service from `start` to `end` for `reason` (admins; a user is refused with
+   * `not_allowed`). The answer lists the bookings it moved or cancelled.
+   */
+  createMaintenance(server: string, gpus: Array<string> | null, start: string, end: string, reason: string): Promise<MaintenanceResponse>;
   /** Books on `server`. */
   book(server: string, request: BookRequest): Promise<BookingResponse>;
   /** Books "as soon as possible" on the connected server where it would start soonest. */
@@ -229,6 +246,8 @@ export function makeApi(host: Host): Api {
     gpus: (server) => host.invoke('gpus', { server }),
     bookings: (server, from, to) => host.invoke('bookings', { server, from, to }),
     policy: (server) => host.invoke('policy', { server }),
+    maintenance: (server) => host.invoke('maintenance', { server }),
+    createMaintenance: (server, gpus, start, end, reason) => host.invoke('create_maintenance', { server, gpus, start, end, reason }),
     book: (server, request) => host.invoke('book', { server, request }),
     asapAny: (request) => host.invoke('asap_any', { request }),
     cancel: (server, id) => host.invoke('cancel', { server, id }),

@@ -2,12 +2,15 @@
 import type { ServerView } from './app-types';
 import type { Booking } from './wire/Booking';
 import type { Gpu } from './wire/Gpu';
+import type { Maintenance } from './wire/Maintenance';
 import { colourFor } from './colors';
 import { laneId, type Lane } from './selection';
 import { stagedFraction, type Staging } from './bookings';
 
 /** Extra data carried on each calendar event. */
 export type BookingProps = {
+  /** Set on a maintenance block (then `id` is the period's number and `owner` who made it). */
+  maintenance?: { reason: string; fault: boolean; whole: boolean };
   server: string;
   id: number;
   owner: string;
@@ -70,6 +73,36 @@ export function bookingClasses(b: Booking, own: boolean, now: number): string[] 
 export function draggable(b: Booking, own: boolean, now: number): boolean {
   return own && (b.state === 'confirmed' || b.state === 'pending_approval' || b.state === 'active') &&
     Date.parse(b.interval.end) > now;
+}
+
+/** One calendar event for a maintenance period: its own kind of block, never draggable. */
+export function maintenanceEventOf(server: string, m: Maintenance, now: number) {
+  const fault = m.cause === 'fault';
+  const props: BookingProps = {
+    server,
+    id: m.id,
+    owner: m.by,
+    state: 'maintenance',
+    own: false,
+    asap: false,
+    job: null,
+    staged: null,
+    maintenance: { reason: m.reason, fault, whole: m.whole_server },
+  };
+  const c = ['maintenance', fault ? 'fault' : 'planned'];
+  if (Date.parse(m.interval.end) <= now) c.push('past');
+  return {
+    id: `${server}:m${m.id}`,
+    resourceIds: m.gpus.map((u) => laneId(server, u)),
+    start: new Date(m.interval.start),
+    end: new Date(m.interval.end),
+    title: fault ? `Out of service: ${m.reason}` : `Maintenance: ${m.reason}`,
+    editable: false,
+    startEditable: false,
+    durationEditable: false,
+    classNames: c,
+    extendedProps: props,
+  };
 }
 
 /** One calendar event for a booking (shown in each of its GPU lanes). */

@@ -12,6 +12,8 @@ import type { Event } from './wire/Event';
 import type { EventKind } from './wire/EventKind';
 import type { Gpu } from './wire/Gpu';
 import type { LogsResponse } from './wire/LogsResponse';
+import type { Maintenance } from './wire/Maintenance';
+import { seededPeriod, takeOutOfService } from './mock-maintenance';
 import type { PolicyResponse } from './wire/PolicyResponse';
 import type { Readings } from './wire/Readings';
 import type { Role } from './wire/Role';
@@ -25,6 +27,7 @@ type MockServer = {
   view: ServerView;
   gpus: Gpu[];
   bookings: Map<number, Booking>;
+  maintenance: Maintenance[];
   seq: number;
   nextId: number;
   role: Role;
@@ -38,7 +41,7 @@ export class MockBackend implements Host {
   private settingsValue: Settings = {
     notify: {
       slot_starting: true, slot_started: true, slot_ending: true, job_finished: true, job_stopped: true,
-      booking_approved: true, booking_denied: true, booking_moved_earlier: true, intruder: true, server_unreachable: true, server_back: true,
+      booking_approved: true, booking_denied: true, booking_moved_earlier: true, maintenance: true, intruder: true, server_unreachable: true, server_back: true,
     },
     show_own_command_in_calendar: false,
   };
@@ -74,6 +77,7 @@ export class MockBackend implements Host {
       view: { id, name, state, detail: simulated ? 'Simulated GPUs: no NVIDIA GPU found here.' : null, user: ME, role, simulated, needs_login: false, follows_logs: true },
       gpus,
       bookings: new Map(),
+      maintenance: [],
       seq: 0,
       nextId: 1,
       role,
@@ -109,6 +113,7 @@ export class MockBackend implements Host {
         }, 2500));
       }
     }
+    if (s.view.id === 'lab1') s.maintenance.push(seededPeriod(s.bookings, s.gpus, floorTo(now, 3600), now));
     if (s.view.id === 'local') {
       const a = this.put(s, ME, [s.gpus[2].uuid, s.gpus[3].uuid], floorTo(now, 3600) + HOUR * 30, floorTo(now, 3600) + HOUR * 34, 'my long run', now, true);
       a.state = 'pending_approval';
@@ -294,6 +299,8 @@ export class MockBackend implements Host {
         });
     },
     policy: (a) => this.policy(this.server(a.server)),
+    maintenance: (a) => structuredClone(this.server(a.server).maintenance),
+    create_maintenance: (a) => { const s = this.server(a.server); return takeOutOfService(s, a, ME, Date.now(), (kind, b, before, note) => this.event(s, kind, b, before, note)); },
     book: (a) => this.book(this.server(a.server), a.request, Date.now()),
     asap_any: (a) => this.asapAny(a.request, Date.now()),
     move_booking: (a) => {
@@ -449,6 +456,7 @@ export class MockBackend implements Host {
     // A browser has no Downloads folder to write into: the path the app would answer.
     save_ics: () => '/home/you/Downloads/gpubook-bookings.ics',
   };
+
 
   private policy(s: MockServer): PolicyResponse {
     return {

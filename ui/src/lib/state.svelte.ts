@@ -9,6 +9,7 @@ import { BookingBook } from './bookings';
 import type { EventPayload } from './app-types';
 import type { Booking } from './wire/Booking';
 import type { Gpu } from './wire/Gpu';
+import type { Maintenance } from './wire/Maintenance';
 import type { PolicyResponse } from './wire/PolicyResponse';
 import type { Readings } from './wire/Readings';
 import type { Event } from './wire/Event';
@@ -25,6 +26,8 @@ export class AppState {
   gpus = $state<Record<string, Gpu[]>>({});
   readings = $state<Record<string, Readings>>({});
   policies = $state<Record<string, PolicyResponse>>({});
+  /** Per server, its maintenance periods: drawn as their own blocks. */
+  maintenance = $state<Record<string, Maintenance[]>>({});
   /** Raised on every change of `book`, so derived views recompute. */
   version = $state(0);
   /** The last pushed events, newest first (for the status line). */
@@ -69,6 +72,8 @@ export class AppState {
 
   private onEvent(p: EventPayload) {
     if (this.book.apply(p.server, p.event)) this.version++;
+    // A booking moved for maintenance: the period itself is new to the calendar.
+    if (p.event.note?.kind === 'maintenance') void this.loadMaintenance(p.server);
     this.lastEvent = p;
   }
 
@@ -76,18 +81,30 @@ export class AppState {
   async loadServer(id: string): Promise<void> {
     const api = this.api!;
     try {
-      const [g, pol, list] = await Promise.all([
+      const [g, pol, list, periods] = await Promise.all([
         api.gpus(id),
         api.policy(id),
         api.bookings(id, toWire(this.from), toWire(this.to)),
+        api.maintenance(id),
       ]);
       this.gpus[id] = g.gpus;
+      this.maintenance[id] = periods;
       if (g.readings) this.readings[id] = g.readings;
       this.policies[id] = pol;
       this.book.load(id, list);
       this.loaded.add(id);
       this.version++;
       if (typeof document !== 'undefined') document.body.dataset.ready = 'true';
+    } catch (e) {
+      this.loadError = toAppError(e).message;
+    }
+  }
+
+  /** Reads a server's maintenance periods again. */
+  async loadMaintenance(id: string): Promise<void> {
+    try {
+      this.maintenance[id] = await this.api!.maintenance(id);
+      this.version++;
     } catch (e) {
       this.loadError = toAppError(e).message;
     }

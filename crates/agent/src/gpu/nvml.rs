@@ -249,7 +249,9 @@ fn read_all(devices: &[(Gpu, Device<'_>)], users: &mut UserCache) -> Readings {
 /// One reading of one GPU; a field that cannot be read is zero (or, for the total memory,
 /// what the inventory says).
 fn read_gpu(gpu: &Gpu, device: &Device<'_>, users: &mut UserCache) -> GpuReading {
-    let memory = device.memory_info().ok();
+    let memory = device.memory_info();
+    let fault = memory.as_ref().err().and_then(fault_of);
+    let memory = memory.ok();
     let util = device.utilization_rates().ok();
     let power_limit_mw = device
         .enforced_power_limit()
@@ -275,6 +277,17 @@ fn read_gpu(gpu: &Gpu, device: &Device<'_>, users: &mut UserCache) -> GpuReading
         power_mw: device.power_usage().unwrap_or(0),
         power_limit_mw,
         processes,
+        fault,
+    }
+}
+
+/// The fault an NVML error names, if it says the GPU is unusable (the agent then takes it out
+/// of service); any other error is a field that could not be read.
+fn fault_of(e: &NvmlError) -> Option<String> {
+    match e {
+        NvmlError::GpuLost => Some("lost: NVML says the GPU has fallen off the bus".into()),
+        NvmlError::ResetRequired => Some("in error: NVML says the GPU needs a reset".into()),
+        _ => None,
     }
 }
 
@@ -413,6 +426,19 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_gpu_or_one_that_needs_a_reset_is_a_fault_and_nothing_else_is() {
+        assert!(fault_of(&NvmlError::GpuLost).is_some_and(|f| f.starts_with("lost")));
+        assert!(fault_of(&NvmlError::ResetRequired).is_some_and(|f| f.contains("reset")));
+        for e in [
+            NvmlError::NotSupported,
+            NvmlError::NoPermission,
+            NvmlError::Unknown,
+        ] {
+            assert_eq!(fault_of(&e), None, "{e:?}");
+        }
+    }
+
+    #[test]
     fn init_errors_without_a_driver_are_no_driver() {
         for e in [
             NvmlError::LibraryNotFound,
@@ -469,6 +495,7 @@ mod tests {
                 power_mw: 0,
                 power_limit_mw: 0,
                 processes: Vec::new(),
+                fault: None,
             }],
         }
     }

@@ -124,6 +124,7 @@ impl From<RecordedGpu> for GpuReading {
                     used_bytes: p.used_bytes,
                 })
                 .collect(),
+            fault: None,
         }
     }
 }

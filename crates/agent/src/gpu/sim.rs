@@ -20,6 +20,10 @@
 //! - `used_bytes`: GPU memory it holds (default 0);
 //! - `util`: the utilisation, in percent, it puts on the GPU (default 0).
 //!
+//! An entry `{"gpu": 2, "fault": "lost"}` (no `pid`) is not a process: it makes GPU 2 report
+//! that fault, as NVML reports a GPU that fell off the bus, and the agent takes the GPU out of
+//! service until an admin puts it back.
+//!
 //! The file is read again whenever it changes (its modification time, size or inode), at the
 //! next reading. Write it whole: write a temporary file next to it and rename it into place.
 //!
@@ -79,8 +83,12 @@ struct Loaded {
 struct SimProcess {
     /// Which GPU.
     gpu: GpuRef,
-    /// Its pid.
-    pid: u32,
+    /// Its pid; absent only in a fault entry.
+    #[serde(default)]
+    pid: Option<u32>,
+    /// A fault the GPU reports instead (an entry that is not a process).
+    #[serde(default)]
+    fault: Option<String>,
     /// Its user, when known.
     #[serde(default)]
     user: Option<String>,
@@ -188,10 +196,16 @@ fn parse_processes(text: &str, gpus: &[Gpu]) -> Result<Vec<Vec<SimProcess>>, Str
             };
             return Err(format!(
                 "process {} names GPU {named}, but the simulated GPUs are 0 to {}",
-                p.pid,
+                p.pid.unwrap_or(0),
                 gpus.len().saturating_sub(1)
             ));
         };
+        if p.pid.is_none() && p.fault.is_none() {
+            return Err(format!(
+                "an entry for GPU {} has neither a pid (a process) nor a fault",
+                gpus[i].index
+            ));
+        }
         per_gpu[i].push(p);
     }
     Ok(per_gpu)
@@ -211,9 +225,13 @@ impl GpuReader for SimReader {
             .iter()
             .enumerate()
             .map(|(i, g)| {
+                let fault = processes
+                    .as_ref()
+                    .and_then(|per_gpu| per_gpu[i].iter().find_map(|p| p.fault.clone()));
                 let (util, memory_used, procs) = match &processes {
                     Some(per_gpu) => {
-                        let procs = &per_gpu[i];
+                        let procs: Vec<&SimProcess> =
+                            per_gpu[i].iter().filter(|p| p.fault.is_none()).collect();
                         let util = procs.iter().map(|p| p.util).sum::<u32>().min(100);
                         let memory = procs
                             .iter()
@@ -223,7 +241,7 @@ impl GpuReader for SimReader {
                         let procs = procs
                             .iter()
                             .map(|p| GpuProcess {
-                                pid: p.pid,
+                                pid: p.pid.unwrap_or(0),
                                 user: p.user.clone(),
                                 used_bytes: p.used_bytes,
                             })
@@ -249,6 +267,7 @@ impl GpuReader for SimReader {
                     power_mw: 60_000 + util * 3_000,
                     power_limit_mw: 400_000,
                     processes: procs,
+                    fault,
                 }
             })
             .collect();

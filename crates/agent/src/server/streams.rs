@@ -66,10 +66,20 @@ pub(super) async fn follow_log(ctx: Arc<Context>, id: BookingId, mut next: u64, 
     }
 }
 
+/// `e` as a client speaking protocol 1.`minor` can read it: before 1.4 a client cannot parse a
+/// maintenance note, so it gets the booking's change without it.
+fn for_minor(mut e: gpubook_proto::Event, minor: u32) -> gpubook_proto::Event {
+    if minor < 4 && matches!(e.note, Some(gpubook_core::Note::Maintenance { .. })) {
+        e.note = None;
+    }
+    e
+}
+
 /// Events after `s.after` from the store, then live ones, each exactly once, in order.
 pub(super) async fn subscribe(
     ctx: Arc<Context>,
     caller: Caller,
+    minor: u32,
     id: u64,
     s: SubscribeRequest,
     out: Outbox,
@@ -90,7 +100,7 @@ pub(super) async fn subscribe(
     let mut last = s.after.unwrap_or(latest);
     let mut readings = ctx.readings.clone();
     loop {
-        if !catch_up(&ctx, &caller, &out, &mut last).await {
+        if !catch_up(&ctx, &caller, minor, &out, &mut last).await {
             return;
         }
         loop {
@@ -105,9 +115,9 @@ pub(super) async fn subscribe(
                             break;
                         }
                         last = e.seq;
-                        let frame = AgentFrame::Event(crate::transfer::visible_event(
-                            &caller.actor,
-                            (*e).clone(),
+                        let frame = AgentFrame::Event(for_minor(
+                            crate::transfer::visible_event(&caller.actor, (*e).clone()),
+                            minor,
                         ));
                         if out.push(&frame).is_err() {
                             return;
@@ -133,7 +143,13 @@ pub(super) async fn subscribe(
 }
 
 /// Sends stored events after `last`; false when the client is gone.
-async fn catch_up(ctx: &Arc<Context>, caller: &Caller, out: &Outbox, last: &mut u64) -> bool {
+async fn catch_up(
+    ctx: &Arc<Context>,
+    caller: &Caller,
+    minor: u32,
+    out: &Outbox,
+    last: &mut u64,
+) -> bool {
     loop {
         let batch = {
             let inner = ctx.state.lock();
@@ -155,7 +171,7 @@ async fn catch_up(ctx: &Arc<Context>, caller: &Caller, out: &Outbox, last: &mut 
         }
         for e in batch {
             *last = e.seq;
-            let e = crate::transfer::visible_event(&caller.actor, e);
+            let e = for_minor(crate::transfer::visible_event(&caller.actor, e), minor);
             if out.send(&AgentFrame::Event(e)).await.is_err() {
                 return false;
             }

@@ -12,16 +12,19 @@ use crate::booking::{
 };
 use crate::error::{Conflict, PlanError};
 use crate::gpu::{Gpu, GpuUuid};
+use crate::maintenance::{Maintenance, MaintenanceId};
 use crate::policy::{Actor, OverPolicy, Policy, Role, Rule};
 use crate::time::{ceil_to, floor_to, round_to, week_start, whole_seconds, Interval};
 use crate::timeline::Timeline;
 
 mod contents;
 mod limits;
+mod maintenance;
 mod ops;
 mod queue;
 mod timer;
 use chrono::{DateTime, Duration, Utc};
+pub use maintenance::AGENT_USER;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// How long before a slot starts "starts in 5 minutes" is announced.
@@ -221,6 +224,13 @@ pub struct Plan {
     asap: BTreeSet<(DateTime<Utc>, BookingId)>,
     /// The next booking's number.
     next_id: u64,
+    /// Every maintenance period, ended ones included (the calendar shows the recent past).
+    maintenance: BTreeMap<MaintenanceId, Maintenance>,
+    /// Per GPU, the maintenance periods taking it out of service (keyed by the period's
+    /// number in the booking-number slot: a separate timeline, so the two never mix).
+    blocked: HashMap<GpuUuid, Timeline>,
+    /// The next maintenance period's number.
+    next_maintenance: u64,
 }
 
 impl Plan {
@@ -239,6 +249,9 @@ impl Plan {
             waiting: HashMap::new(),
             asap: BTreeSet::new(),
             next_id: 1,
+            maintenance: BTreeMap::new(),
+            blocked: HashMap::new(),
+            next_maintenance: 1,
         };
         for b in bookings {
             plan.next_id = plan.next_id.max(b.id.0.saturating_add(1));
@@ -368,12 +381,22 @@ impl Plan {
             .unwrap_or_default()
     }
 
-    /// Earliest `t >= from` with `[t, t + d)` free on `gpu`.
+    /// Earliest `t >= from` with `[t, t + d)` free on `gpu`: held by no booking and in no
+    /// maintenance. Each timeline's fit is at or after the other's guess, so alternating
+    /// between them only moves forward and stops where both agree.
     fn next_fit(&self, gpu: &GpuUuid, from: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-        self.holds
-            .get(gpu)
-            .map(|t| t.next_fit(from, d))
-            .unwrap_or(from)
+        let mut t = from;
+        loop {
+            let held = self.holds.get(gpu).map_or(t, |tl| tl.next_fit(t, d));
+            let free = self
+                .blocked
+                .get(gpu)
+                .map_or(held, |tl| tl.next_fit(held, d));
+            if free == t {
+                return t;
+            }
+            t = free;
+        }
     }
 
     /// Applies `op` asked by `actor` at `now`. On success, every booking it changed, in order;

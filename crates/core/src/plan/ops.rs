@@ -42,10 +42,16 @@ impl Plan {
                 let free: Vec<GpuUuid> = candidates
                     .iter()
                     .filter(|g| self.overlapping(g, &interval, None).is_empty())
+                    .filter(|g| {
+                        self.maintenance_in_way(&[(*g).clone()], &interval)
+                            .is_empty()
+                    })
                     .take(count)
                     .cloned()
                     .collect();
                 if free.len() < count {
+                    // Maintenance is named first: no booking moving away would free it.
+                    self.refuse_maintenance(&candidates, &interval)?;
                     return Err(PlanError::Conflict(self.conflicts(
                         &candidates,
                         &interval,
@@ -269,6 +275,9 @@ impl Plan {
             if !conflicts.is_empty() {
                 return Err(PlanError::Conflict(conflicts));
             }
+            // What the booking already had stays (maintenance made since cut it short, so
+            // only a later end could reach into it); what the change adds must be free.
+            self.refuse_maintenance(&gpus, &interval)?;
         }
         if let (false, Some((rule, message))) = (waiting, broken.first()) {
             return Err(PlanError::OverPolicy {
@@ -435,6 +444,7 @@ impl Plan {
             if !conflicts.is_empty() {
                 return Err(PlanError::Conflict(conflicts));
             }
+            self.refuse_maintenance(&b.gpus, &b.interval)?;
         }
         new.state = BookingState::Confirmed;
         new.pending_reason = None;

@@ -40,6 +40,13 @@ macro_rules! with_app_commands {
             bookings::bookings(server: String, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Booking>;
             /// The policy of `server` and the person's role there.
             bookings::policy(server: String) -> PolicyResponse;
+            /// The maintenance periods of `server` (ended ones included), drawn as their own
+            /// blocks; none from an agent too old to have maintenance (protocol before 1.4).
+            bookings::maintenance(server: String) -> Vec<Maintenance>;
+            /// Takes GPUs (UUIDs or indices; all of the server when absent) of `server` out of
+            /// service from `start` to `end` for `reason` (admins; a user is refused with
+            /// `not_allowed`). The answer lists the bookings it moved or cancelled.
+            bookings::create_maintenance(server: String, gpus: Option<Vec<String>>, start: DateTime<Utc>, end: DateTime<Utc>, reason: String) -> MaintenanceResponse;
             /// Books on `server`.
             bookings::book(server: String, request: BookRequest) -> BookingResponse;
             /// Books "as soon as possible" on the connected server where it would start soonest.

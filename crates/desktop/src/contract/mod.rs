@@ -19,10 +19,10 @@ pub mod types {
         Settings,
     };
     pub use chrono::{DateTime, Utc};
-    pub use gpubook_core::{Booking, S3Access};
+    pub use gpubook_core::{Booking, Maintenance, S3Access};
     pub use gpubook_proto::{
-        BookRequest, BookingResponse, GpusResponse, LogsResponse, PolicyResponse,
-        SuggestionResponse,
+        BookRequest, BookingResponse, GpusResponse, LogsResponse, MaintenanceResponse,
+        PolicyResponse, SuggestionResponse,
     };
     pub use std::collections::BTreeMap;
 }

@@ -2,11 +2,12 @@
 //! bookings, decisions, GPUs, the policy, job logs, "as soon as possible" on any server.
 
 use chrono::{DateTime, Utc};
-use gpubook_core::{Booking, BookingId};
+use gpubook_core::{Booking, BookingId, Maintenance};
 use gpubook_proto::{
     ApproveRequest, BookRequest, BookingResponse, CancelRequest, DenyRequest, ExtendRequest,
-    GpuChoice, GpusRequest, GpusResponse, ListRequest, LogsRequest, LogsResponse, MoveRequest,
-    PolicyRequest, PolicyResponse, ReleaseRequest, Request, Response, WhenChoice,
+    GpuChoice, GpusRequest, GpusResponse, ListRequest, LogsRequest, LogsResponse,
+    MaintenanceRequest, MaintenanceResponse, MoveRequest, PolicyRequest, PolicyResponse,
+    ReleaseRequest, Request, Response, WhenChoice,
 };
 
 use super::Manager;
@@ -27,6 +28,41 @@ impl Manager {
         match self.request(id, Request::Gpus(GpusRequest {})).await? {
             Response::Gpus(g) => Ok(g),
             other => Err(unexpected(id, "the GPUs", &other)),
+        }
+    }
+
+    /// The maintenance periods of server `id`, ended ones included; none from an agent older
+    /// than protocol 1.4, which has none.
+    pub async fn maintenance(&self, id: &str) -> Result<Vec<Maintenance>, AppError> {
+        let (conn, _) = self.connection(id)?;
+        if conn.welcome().minor < 4 {
+            return Ok(Vec::new());
+        }
+        let req = Request::Maintenance(MaintenanceRequest::List { include_past: true });
+        match self.request(id, req).await? {
+            Response::Maintenance(m) => Ok(m.maintenance),
+            other => Err(unexpected(id, "the maintenance periods", &other)),
+        }
+    }
+
+    /// Takes `gpus` (all when `None`) of server `id` out of service over `start..end`.
+    pub async fn create_maintenance(
+        &self,
+        id: &str,
+        gpus: Option<Vec<String>>,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        reason: String,
+    ) -> Result<MaintenanceResponse, AppError> {
+        let req = Request::Maintenance(MaintenanceRequest::Create {
+            gpus,
+            start,
+            end,
+            reason,
+        });
+        match self.request(id, req).await? {
+            Response::Maintenance(m) => Ok(m),
+            other => Err(unexpected(id, "the maintenance", &other)),
         }
     }
 

@@ -355,3 +355,46 @@ fn a_job_that_could_not_start_says_why() {
         n[0].body
     );
 }
+
+#[test]
+fn maintenance_tells_the_owner_the_reason_and_the_new_time() {
+    let now = Utc::now();
+    let before = booking("ann", now + Duration::hours(2), 1);
+    let mut moved = before.clone();
+    moved.interval = Interval::new(now + Duration::hours(6), now + Duration::hours(7)).unwrap();
+    let window = Interval::new(now + Duration::hours(1), now + Duration::hours(6)).unwrap();
+    let mut ev = event(EventKind::BookingChanged, moved, now);
+    ev.before = Some(before.interval);
+    ev.note = Some(Note::Maintenance {
+        id: gpubook_core::MaintenanceId(1),
+        reason: "driver 570".into(),
+        window,
+        outcome: MaintenanceOutcome::Moved,
+    });
+    let n = decide(&ev, "lab", "Lab 1", "ann", now, &Settings::default()).unwrap();
+    assert_eq!(n.kind, "maintenance");
+    assert!(n.summary.contains("moved for maintenance"), "{}", n.summary);
+    assert!(n.body.contains("driver 570"), "{}", n.body);
+    assert!(
+        n.body.contains(&local_time(now + Duration::hours(6), now)),
+        "{}",
+        n.body
+    );
+    // Someone else's booking says nothing to ann; turned off, nothing either.
+    let mut theirs = ev.clone();
+    theirs.booking.owner = "bob".into();
+    assert!(decide(&theirs, "lab", "Lab 1", "ann", now, &Settings::default()).is_none());
+    assert!(decide(&ev, "lab", "Lab 1", "ann", now, &without("maintenance")).is_none());
+    // Cancelled.
+    let mut gone = ev.clone();
+    gone.kind = EventKind::BookingCancelled;
+    if let Some(Note::Maintenance { outcome, .. }) = &mut gone.note {
+        *outcome = MaintenanceOutcome::Cancelled;
+    }
+    let n = decide(&gone, "lab", "Lab 1", "ann", now, &Settings::default()).unwrap();
+    assert!(
+        n.summary.contains("cancelled for maintenance"),
+        "{}",
+        n.summary
+    );
+}

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MockBackend } from '../mock';
+import { maintenanceEventOf } from '../calendar-model';
 import { makeApi, type Api } from '../api';
 import type { AppError } from '../app-types';
 import type { Booking } from '../wire/Booking';
@@ -61,5 +62,49 @@ describe('the mock agent decides on a booking as the admin saw it', () => {
     const e = await refusal(m.book('local', request));
     expect(e.kind).toBe('invalid');
     expect(e.message).toContain('absolute path on the server');
+  });
+});
+
+describe('maintenance is its own kind of block', () => {
+  it('comes from the server, holds no booking, and is drawn striped and fixed', async () => {
+    const api = makeApi(new MockBackend());
+    const periods = await api.maintenance('lab1');
+    expect(periods).toHaveLength(1);
+    const m = periods[0];
+    expect(m.reason).toBe('driver 570');
+    const now = Date.now();
+    const list = await api.bookings('lab1', new Date(now - DAY).toISOString(), new Date(now + 9 * DAY).toISOString());
+    const [ms, me] = [Date.parse(m.interval.start), Date.parse(m.interval.end)];
+    const inside = list.filter((b) => b.gpus.some((g) => m.gpus.includes(g)) && Date.parse(b.interval.start) < me && ms < Date.parse(b.interval.end));
+    expect(inside).toEqual([]);
+    const ev = maintenanceEventOf('lab1', m, now);
+    expect(ev.classNames).toContain('maintenance');
+    expect(ev.editable).toBe(false);
+    expect(ev.resourceIds).toHaveLength(2);
+    expect(ev.extendedProps.maintenance?.reason).toBe('driver 570');
+  });
+});
+
+describe('an admin takes GPUs out of service from the app', () => {
+  it('is refused to a user, and for an admin cancels what is in the way', async () => {
+    const api = makeApi(new MockBackend());
+    const now = Date.now();
+    const from = new Date(now - DAY).toISOString();
+    const to = new Date(now + 9 * DAY).toISOString();
+    // lab1: the person is a user there.
+    const no = await refusal(api.createMaintenance('lab1', null, new Date(now + DAY).toISOString(), new Date(now + DAY + 3_600_000).toISOString(), 'x'));
+    expect(no.kind).toBe('not_allowed');
+    // local: an admin. Take GPU 2 for a day from tomorrow.
+    const gpu = (await api.gpus('local')).gpus[2].uuid;
+    const start = new Date(now + DAY).toISOString();
+    const end = new Date(now + 2 * DAY).toISOString();
+    const r = await api.createMaintenance('local', [gpu], start, end, 'driver 570');
+    expect(r.maintenance[0].gpus).toEqual([gpu]);
+    expect(await api.maintenance('local')).toHaveLength(1);
+    for (const b of r.changed) expect(['cancelled', 'active']).toContain(b.state);
+    const live = (await api.bookings('local', from, to)).filter(
+      (b) => (b.state === 'confirmed' || b.state === 'active') && b.gpus.includes(gpu) && Date.parse(b.interval.start) < Date.parse(end) && Date.parse(start) < Date.parse(b.interval.end),
+    );
+    expect(live).toEqual([]);
   });
 });

@@ -3,4 +3,4 @@
 /**
  * What kind of error; programs match on this.
  */
-export type ErrorKind = "conflict" | "not_allowed" | "not_found" | "invalid" | "over_policy" | "unavailable" | "incompatible" | "unknown_request" | "malformed" | "too_large" | "connection_lost" | "internal" | "changed" | "not_started" | "ended" | "other";
+export type ErrorKind = "conflict" | "not_allowed" | "not_found" | "invalid" | "over_policy" | "unavailable" | "incompatible" | "unknown_request" | "malformed" | "too_large" | "connection_lost" | "internal" | "changed" | "not_started" | "ended" | "maintenance" | "other";

@@ -26,6 +26,6 @@ booked_secs: number,
  */
 used_secs: number, 
 /**
- * Seconds out of service for maintenance: 0 until maintenance exists.
+ * Seconds out of service for maintenance (filled in by the agent from its periods).
  */
 maintenance_secs: number, };

@@ -49,4 +49,10 @@ power_limit_mw: number,
 /**
  * Compute processes on it.
  */
-processes: Array<GpuProcess>, };
+processes: Array<GpuProcess>, 
+/**
+ * Why the GPU is not usable ("lost", "reset required"), when the reader says it is not;
+ * the agent then takes it out of service until an admin puts it back. Added in 1.4;
+ * older agents send none.
+ */
+fault?: string, };

@@ -8,6 +8,7 @@ import type { GpusRequest } from "./GpusRequest";
 import type { JobEnvRequest } from "./JobEnvRequest";
 import type { ListRequest } from "./ListRequest";
 import type { LogsRequest } from "./LogsRequest";
+import type { MaintenanceRequest } from "./MaintenanceRequest";
 import type { MoveRequest } from "./MoveRequest";
 import type { NotifyClearRequest } from "./NotifyClearRequest";
 import type { NotifySetRequest } from "./NotifySetRequest";
@@ -22,4 +23,4 @@ import type { WhoamiRequest } from "./WhoamiRequest";
 /**
  * What a client asks.
  */
-export type Request = { "type": "whoami" } & WhoamiRequest | { "type": "gpus" } & GpusRequest | { "type": "list" } & ListRequest | { "type": "book" } & BookRequest | { "type": "cancel" } & CancelRequest | { "type": "extend" } & ExtendRequest | { "type": "move" } & MoveRequest | { "type": "release" } & ReleaseRequest | { "type": "approve" } & ApproveRequest | { "type": "deny" } & DenyRequest | { "type": "subscribe" } & SubscribeRequest | { "type": "policy" } & PolicyRequest | { "type": "logs" } & LogsRequest | { "type": "suggest" } & SuggestRequest | { "type": "report" } & ReportRequest | { "type": "job_env" } & JobEnvRequest | { "type": "notify_set" } & NotifySetRequest | { "type": "notify_show" } & NotifyShowRequest | { "type": "notify_clear" } & NotifyClearRequest;
+export type Request = { "type": "whoami" } & WhoamiRequest | { "type": "gpus" } & GpusRequest | { "type": "list" } & ListRequest | { "type": "book" } & BookRequest | { "type": "cancel" } & CancelRequest | { "type": "extend" } & ExtendRequest | { "type": "move" } & MoveRequest | { "type": "release" } & ReleaseRequest | { "type": "approve" } & ApproveRequest | { "type": "deny" } & DenyRequest | { "type": "subscribe" } & SubscribeRequest | { "type": "policy" } & PolicyRequest | { "type": "logs" } & LogsRequest | { "type": "suggest" } & SuggestRequest | { "type": "report" } & ReportRequest | { "type": "job_env" } & JobEnvRequest | { "type": "notify_set" } & NotifySetRequest | { "type": "notify_show" } & NotifyShowRequest | { "type": "notify_clear" } & NotifyClearRequest | { "type": "maintenance" } & MaintenanceRequest;

@@ -4,6 +4,7 @@ import type { BookingsResponse } from "./BookingsResponse";
 import type { GpusResponse } from "./GpusResponse";
 import type { JobEnvResponse } from "./JobEnvResponse";
 import type { LogsResponse } from "./LogsResponse";
+import type { MaintenanceResponse } from "./MaintenanceResponse";
 import type { NotifyResponse } from "./NotifyResponse";
 import type { PolicyResponse } from "./PolicyResponse";
 import type { ReportResponse } from "./ReportResponse";
@@ -14,4 +15,4 @@ import type { Welcome } from "./Welcome";
 /**
  * An answer.
  */
-export type Response = { "type": "whoami" } & Welcome | { "type": "gpus" } & GpusResponse | { "type": "bookings" } & BookingsResponse | { "type": "booking" } & BookingResponse | { "type": "subscribed" } & SubscribedResponse | { "type": "policy" } & PolicyResponse | { "type": "logs" } & LogsResponse | { "type": "suggestion" } & SuggestionResponse | { "type": "report" } & ReportResponse | { "type": "job_env" } & JobEnvResponse | { "type": "notify" } & NotifyResponse;
+export type Response = { "type": "whoami" } & Welcome | { "type": "gpus" } & GpusResponse | { "type": "bookings" } & BookingsResponse | { "type": "booking" } & BookingResponse | { "type": "subscribed" } & SubscribedResponse | { "type": "policy" } & PolicyResponse | { "type": "logs" } & LogsResponse | { "type": "suggestion" } & SuggestionResponse | { "type": "report" } & ReportResponse | { "type": "job_env" } & JobEnvResponse | { "type": "notify" } & NotifyResponse | { "type": "maintenance" } & MaintenanceResponse;
