@@ -3,11 +3,13 @@
 //! and streams events to subscribers.
 
 mod bounds;
+mod roles;
 mod state_dir;
 mod streams;
 
 pub use bounds::{Limits, IDLE_TIMEOUT, MAX_CONNECTIONS_PER_UID, MAX_ERROR_MESSAGE, OUTBOX_BYTES};
 use bounds::{Outbox, PerUid};
+use roles::Roles;
 use state_dir::{bind_socket, lock_state_dir, tighten_state_dir};
 use streams::{follow_log, subscribe};
 
@@ -19,7 +21,7 @@ use crate::request::parse_request;
 use crate::state::State;
 use crate::store::Store;
 use anyhow::Context as _;
-use gpubook_core::{Actor, BookingId, Policy, Role};
+use gpubook_core::{Actor, BookingId, Policy};
 use gpubook_proto::{
     read_frame, write_frame, AgentFrame, ClientFrame, ErrorBody, ErrorKind, FrameError, Readings,
     Request, Response, Welcome, PROTOCOL_MAJOR,
@@ -85,26 +87,6 @@ pub struct Agent {
     transfers: Arc<crate::transfer::Transfers>,
     /// Held for the agent's life: one agent per state directory.
     _lock: std::fs::File,
-}
-
-/// How roles are given.
-#[derive(Debug)]
-struct Roles {
-    /// The policy.
-    policy: Policy,
-    /// Whether an admin wrote a policy file; without one the agent's own user is admin.
-    from_file: bool,
-    /// The agent's own uid.
-    own_uid: u32,
-}
-
-impl Roles {
-    fn role_of(&self, id: &Identity) -> Role {
-        if id.uid == 0 || (!self.from_file && id.uid == self.own_uid) {
-            return Role::Admin;
-        }
-        self.policy.role_of(&id.user, &id.groups)
-    }
 }
 
 /// Opens the state, the GPU reader and the socket.
