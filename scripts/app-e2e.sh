@@ -23,5 +23,8 @@ export GPUBOOK_APP_BINARY="$target/debug/gpubook-app"
 export GPUBOOK_AGENT_BINARY="$target/debug/gpubook-agent"
 export GPUBOOK_CLI_BINARY="$target/debug/gpubook"
 export GPUBOOK_SCREENSHOTS="${GPUBOOK_SCREENSHOTS:-$PWD/target/screenshots}"
+# The baseline of the app's memory: an empty Tauri window (src-tauri/examples/empty-window.rs).
+cargo build -p gpubook-app --example empty-window
+export GPUBOOK_EMPTY_WINDOW_BINARY="$target/debug/examples/empty-window"
 cargo test -p gpubook-e2e --test app -- --nocapture
 echo "app-e2e: screenshots in $GPUBOOK_SCREENSHOTS"

@@ -303,6 +303,31 @@ fn every_subcommand_ends_quietly_into_a_closed_pipe_and_speaks_json_with_json() 
         c(None, &["deny", &id, "--reason", "not now"], Ok);
         c(None, &["watch", "--after", "0", "--count", "2"], Ok);
         c(None, &["policy"], Ok);
+        c(
+            None,
+            &[
+                "maintenance",
+                "--gpu",
+                "1",
+                "--start",
+                &at(30),
+                "--for",
+                "1h",
+                "--reason",
+                "driver 570",
+            ],
+            Ok,
+        );
+        c(None, &["maintenance", "ls"], Ok);
+        // Each round makes one period: m1, then m2.
+        c(None, &["maintenance", "end", &format!("m{}", i + 1)], Ok);
+        c(
+            piper,
+            &["notify", "set", "--webhook", "http://127.0.0.1:9/hook"],
+            Ok,
+        );
+        c(piper, &["notify", "show"], Ok);
+        c(piper, &["notify", "clear"], Ok);
         let id = book(
             &lab,
             piper,

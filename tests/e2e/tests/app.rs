@@ -626,12 +626,44 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
                 Some(format!("{} {:.0} MiB", name.trim(), mib(rss(*p))))
             })
             .collect();
+        let app_pss = tree_pss(pid);
         println!(
             "FIGURE app memory with 3 servers: RSS {:.0} MiB, PSS {:.0} MiB (gpubook-app and its WebKit processes: {})",
             mib(tree_rss(pid)),
-            mib(tree_pss(pid)),
+            mib(app_pss),
             procs.join(", ")
         );
+        // The baseline: an empty Tauri 2 window on the same display, the same WebKitGTK and
+        // settings (src-tauri/examples/empty-window.rs), measured the same way.
+        if let Some(bin) = std::env::var_os("GPUBOOK_EMPTY_WINDOW_BINARY") {
+            let empty = Proc::spawn(
+                "the empty Tauri window",
+                Command::new(&bin)
+                    .env("DISPLAY", &display)
+                    .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            );
+            until("the empty window's web process", 30, || {
+                descendants(empty.pid())
+                    .iter()
+                    .any(|p| {
+                        std::fs::read_to_string(format!("/proc/{p}/comm"))
+                            .is_ok_and(|c| c.starts_with("WebKitWebProces"))
+                    })
+                    .then_some(())
+            });
+            // Settled: as long as the app had before it was measured.
+            std::thread::sleep(Duration::from_secs(5));
+            let empty_pss = tree_pss(empty.pid());
+            println!(
+                "FIGURE memory against an empty Tauri window: empty window PSS {:.0} MiB (RSS {:.0} MiB); gpubook with 3 servers PSS {:.0} MiB: {:.2}x (goal 1.15x)",
+                mib(empty_pss),
+                mib(tree_rss(empty.pid())),
+                mib(app_pss),
+                app_pss as f64 / empty_pss.max(1) as f64
+            );
+        }
     }
 
     // Frame time while dragging over a week x 32 GPUs x 2,000 bookings, measured in the
