@@ -9,7 +9,8 @@
 #     /usr/lib/gpubook and the person's data (~/.config/gpubook, ~/.local/state/gpubook) alone;
 #  4. the agent .deb beside the app's (no file owned twice): installed, enabled, removed; the
 #     admin's policy and /var/lib/gpubook are left alone;
-#  5. scripts/cross-check.sh: the client's crates check for aarch64-apple-darwin.
+#  5. scripts/cross-check.sh: the app's crates check for x86_64-pc-windows-gnu (with the CLI) and
+#     the client's for aarch64-apple-darwin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS

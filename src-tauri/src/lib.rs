@@ -9,7 +9,7 @@ mod tray;
 use std::sync::Arc;
 
 use gpubook_desktop::notify::DesktopNotifier;
-use gpubook_desktop::{local, paths, Address, Files, Manager};
+use gpubook_desktop::{local, Files, Manager};
 use tauri::{Manager as _, WindowEvent};
 
 /// The main window's label (capabilities/default.json names it).
@@ -43,14 +43,26 @@ pub fn run() {
                 // SSH servers of the list: the keyring's secrets (stored with consent).
                 gpubook_desktop::prompt::options(),
             );
-            // This computer: the pump keeps trying while the agent starts.
-            let socket = local::socket();
-            manager.add("local", "This computer", Address::Unix(socket.clone()));
-            std::thread::spawn(move || {
-                if let Err(e) = local::ensure(&socket, &paths::data_dir().join("local")) {
-                    eprintln!("gpubook: {e}");
-                }
-            });
+            // This computer: the pump keeps trying while the agent starts. Linux only; elsewhere
+            // the app has SSH servers only.
+            #[cfg(target_os = "linux")]
+            {
+                let socket = local::socket();
+                manager.add(
+                    "local",
+                    "This computer",
+                    gpubook_desktop::Address::Unix(socket.clone()),
+                );
+                std::thread::spawn(move || {
+                    if let Err(e) =
+                        local::ensure(&socket, &gpubook_desktop::paths::data_dir().join("local"))
+                    {
+                        eprintln!("gpubook: {e}");
+                    }
+                });
+            }
+            #[cfg(not(target_os = "linux"))]
+            eprintln!("gpubook: {}", local::NOT_HERE);
             commands::servers::add_saved(&manager);
             app.manage(manager.clone());
             app.manage(commands::calendar::FeedState::start(manager));

@@ -21,8 +21,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Servers(a) = &cli.command {
         return servers_cmd::run(a, cli.json);
     }
+    #[cfg(unix)]
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
+    // No uids (nor local agents) on Windows; the uid names only a local socket.
+    #[cfg(not(unix))]
+    let uid = 0;
     let opts = targets::ssh_options(cli.accept_new_host_key);
     let targets = targets::resolve(&cli.server, all, uid, &opts)?;
     let now = Utc::now();

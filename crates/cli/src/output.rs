@@ -18,6 +18,7 @@ pub fn out(args: std::fmt::Arguments<'_>) {
 pub fn stdout_failed(e: &std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         // SAFETY: restoring the default action of SIGPIPE and raising it has no memory effects.
+        #[cfg(unix)]
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             libc::raise(libc::SIGPIPE);

@@ -20,7 +20,6 @@ use gpubook_client::ssh::SshHost;
 use gpubook_client::{Connection, Endpoint};
 use gpubook_core::BookingId;
 use gpubook_proto::{ErrorKind, JobEnvRequest, JobEnvResponse, Request, Response};
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 /// The first protocol minor whose agents answer `Request::JobEnv`.
@@ -104,7 +103,14 @@ pub async fn shell(
                 .unwrap_or_default()
         );
     }
-    let err = cmd.exec();
+    #[cfg(unix)]
+    let err = std::os::unix::process::CommandExt::exec(&mut cmd);
+    // No exec on Windows: the shell runs as a child, and its status becomes ours.
+    #[cfg(windows)]
+    let err = match cmd.status() {
+        Ok(status) => std::process::exit(status.code().unwrap_or(1)),
+        Err(e) => e,
+    };
     Err(anyhow!("cannot start {:?}: {err}", cmd.get_program()).into())
 }
 

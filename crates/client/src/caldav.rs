@@ -501,14 +501,7 @@ pub async fn check_account(url: &str, user: &str, password: Secret) -> Result<()
 }
 
 /// Where a person's gpubook state lives: `$XDG_STATE_HOME/gpubook`, else
-/// `~/.local/state/gpubook`; `None` without a home.
+/// `~/.local/state/gpubook` (`%LOCALAPPDATA%\gpubook` on Windows); `None` without a home.
 pub fn state_dir() -> Option<PathBuf> {
-    let from = |v: &str| {
-        std::env::var_os(v)
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-    };
-    from("XDG_STATE_HOME")
-        .map(|d| d.join("gpubook"))
-        .or_else(|| from("HOME").map(|h| h.join(".local/state/gpubook")))
+    crate::places::state_home().map(|d| d.join("gpubook"))
 }

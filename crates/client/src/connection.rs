@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
 /// Why a request got no answer from the agent, or the agent's refusal.
@@ -160,18 +159,32 @@ impl Connection {
             path: path.to_path_buf(),
             error,
         };
-        match gpubook_proto::paths::check_socket_dir(path) {
-            // No directory, no socket: connecting says so in the usual words.
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(unreachable(e)),
-            _ => {}
+        #[cfg(not(unix))]
+        {
+            let _ = (client, also);
+            Err(unreachable(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "an agent's local socket exists on Linux (and other Unix systems) only; \
+                 reach the agent over SSH instead (gpubook --server NAME)",
+            )))
         }
-        let stream = UnixStream::connect(path).await.map_err(unreachable)?;
-        let uid = stream.peer_cred().map_err(unreachable)?.uid();
-        check_agent_uid(path, uid, effective_uid(), also).map_err(|f| {
-            unreachable(std::io::Error::new(std::io::ErrorKind::PermissionDenied, f))
-        })?;
-        let (rd, wr) = stream.into_split();
-        Self::over(rd, wr, client).await
+        #[cfg(unix)]
+        {
+            match gpubook_proto::paths::check_socket_dir(path) {
+                // No directory, no socket: connecting says so in the usual words.
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(unreachable(e)),
+                _ => {}
+            }
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(unreachable)?;
+            let uid = stream.peer_cred().map_err(unreachable)?.uid();
+            check_agent_uid(path, uid, effective_uid(), also).map_err(|f| {
+                unreachable(std::io::Error::new(std::io::ErrorKind::PermissionDenied, f))
+            })?;
+            let (rd, wr) = stream.into_split();
+            Self::over(rd, wr, client).await
+        }
     }
 
     /// Says hello over any byte stream (a socket, SSH stdio) and starts the reader.
@@ -347,6 +360,7 @@ fn answer(waiters: &Waiters, id: u64, r: Result<Response, ClientError>) {
 }
 
 /// This process's effective uid: the one an agent sees on the socket.
+#[cfg(unix)]
 fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }

@@ -12,6 +12,8 @@ pub mod endpoint;
 pub mod feed;
 pub mod ical;
 pub mod live;
+pub mod places;
+mod private_files;
 pub mod secrets;
 pub mod servers;
 pub mod ssh;

@@ -111,20 +111,13 @@ pub struct ServerList {
 }
 
 /// The list's file: `$XDG_CONFIG_HOME/gpubook/servers.toml`, else
-/// `$HOME/.config/gpubook/servers.toml`. `GPUBOOK_SERVERS` overrides both (tests, scripts).
+/// `$HOME/.config/gpubook/servers.toml` (`%APPDATA%\gpubook\servers.toml` on Windows).
+/// `GPUBOOK_SERVERS` overrides both (tests, scripts).
 pub fn default_path() -> Result<PathBuf, ServersError> {
     if let Some(p) = std::env::var_os("GPUBOOK_SERVERS").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
-    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|p| !p.is_empty()) {
-        Some(x) if Path::new(&x).is_absolute() => PathBuf::from(x),
-        _ => {
-            let home = std::env::var_os("HOME")
-                .filter(|h| !h.is_empty())
-                .ok_or(ServersError::NoConfigDir)?;
-            PathBuf::from(home).join(".config")
-        }
-    };
+    let base = crate::places::config_home().ok_or(ServersError::NoConfigDir)?;
     Ok(base.join("gpubook").join("servers.toml"))
 }
 

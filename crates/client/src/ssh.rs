@@ -63,19 +63,27 @@ pub struct SshEnv {
     pub agent_socket: Option<PathBuf>,
 }
 
+/// Where OpenSSH for Windows' ssh-agent service listens: a named pipe, which libssh2 opens.
+#[cfg(windows)]
+pub const WINDOWS_AGENT_PIPE: &str = r"\\.\pipe\openssh-ssh-agent";
+
 impl SshEnv {
     /// The home directory in use.
     pub fn home(&self) -> PathBuf {
         self.home.clone().unwrap_or_else(config::process_home)
     }
 
-    /// The ssh-agent's socket in use, if any.
+    /// The ssh-agent's socket in use, if any. On Windows, without `SSH_AUTH_SOCK`, the named
+    /// pipe of OpenSSH for Windows' agent service (libssh2 also tries Pageant there).
     pub fn agent_socket(&self) -> Option<PathBuf> {
-        self.agent_socket.clone().or_else(|| {
+        let env = self.agent_socket.clone().or_else(|| {
             std::env::var_os("SSH_AUTH_SOCK")
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from)
-        })
+        });
+        #[cfg(windows)]
+        let env = env.or_else(|| Some(PathBuf::from(WINDOWS_AGENT_PIPE)));
+        env
     }
 
     /// Whether `home` is the passwd entry's home (then OpenSSH finds ~/.ssh/config itself).

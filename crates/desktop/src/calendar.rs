@@ -49,17 +49,10 @@ pub async fn export_ics(m: &Manager, mine: bool) -> Result<String, AppError> {
     Ok(ical::calendar(name, &events, Utc::now()))
 }
 
-/// Where downloads go: `$XDG_DOWNLOAD_DIR`, else ~/Downloads.
+/// Where downloads go: `$XDG_DOWNLOAD_DIR`, else ~/Downloads (the Downloads folder on
+/// Windows).
 pub fn download_dir() -> PathBuf {
-    std::env::var_os("XDG_DOWNLOAD_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/tmp"))
-                .join("Downloads")
-        })
+    gpubook_client::places::download_dir().unwrap_or_else(|| std::env::temp_dir().join("Downloads"))
 }
 
 /// Writes [`export_ics`]'s calendar to `dir` as gpubook-bookings-DATE.ics (or -2, -3...

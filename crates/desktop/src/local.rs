@@ -1,17 +1,41 @@
 //! "This computer": the local agent, used if one already listens, otherwise started by the app.
+//!
+//! Linux only: the agent runs jobs on this machine's NVIDIA GPUs through NVML and Linux
+//! process control, so elsewhere (a Mac, Windows) the app has SSH servers only and says so
+//! with [`NOT_HERE`].
 
+/// Why This computer is missing off Linux, as the app says it.
+pub const NOT_HERE: &str = "This computer (a local gpubook agent) runs on Linux only; \
+     on this system add your lab's servers over SSH.";
+
+/// Whether This computer is offered on this platform.
+pub const AVAILABLE: bool = cfg!(target_os = "linux");
+
+/// This process's uid, which names the person's own agent socket; 0 where there are no uids
+/// (Windows, where no local socket is used).
+pub fn uid() -> u32 {
+    #[cfg(unix)]
+    // SAFETY: getuid cannot fail and touches no memory.
+    return unsafe { libc::getuid() };
+    #[cfg(not(unix))]
+    return 0;
+}
+
+#[cfg(target_os = "linux")]
 use std::path::{Path, PathBuf};
+#[cfg(target_os = "linux")]
 use std::process::{Command, Stdio};
+#[cfg(target_os = "linux")]
 use std::time::{Duration, Instant};
 
 /// The socket the app uses for This computer: `$GPUBOOK_SOCKET`, else the system agent's if
 /// it runs, else the person's own.
+#[cfg(target_os = "linux")]
 pub fn socket() -> PathBuf {
-    // SAFETY: getuid cannot fail and touches no memory.
-    let uid = unsafe { libc::getuid() };
-    gpubook_client::endpoint::local_socket(uid)
+    gpubook_client::endpoint::local_socket(uid())
 }
 
+#[cfg(target_os = "linux")]
 /// The gpubook-agent binary: `$GPUBOOK_AGENT_BINARY`, else next to the app's executable,
 /// else the desktop package's build for this machine (`/usr/lib/gpubook/agents/<arch>/`),
 /// else on `PATH`.
@@ -38,10 +62,12 @@ pub fn agent_binary() -> Option<PathBuf> {
     })
 }
 
+#[cfg(target_os = "linux")]
 fn answers(socket: &Path) -> bool {
     std::os::unix::net::UnixStream::connect(socket).is_ok()
 }
 
+#[cfg(target_os = "linux")]
 /// How This computer's agent came to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LocalAgent {
@@ -56,6 +82,7 @@ pub enum LocalAgent {
     },
 }
 
+#[cfg(target_os = "linux")]
 /// Makes sure an agent listens on `socket`: uses a running one, else starts
 /// `gpubook-agent serve` with its state in `state_dir`, on real GPUs through NVML, or on 4
 /// simulated GPUs where NVML is absent. Blocks for up to a few seconds.

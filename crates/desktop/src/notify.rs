@@ -490,16 +490,25 @@ impl Notifier for DesktopNotifier {
             note.appname("gpubook")
                 .summary(&n.summary)
                 .body(&n.body)
-                .icon("gpubook")
-                .hint(notify_rust::Hint::Category(format!("gpubook.{}", n.kind)));
-            let actions = on_extend.is_some()
-                && notify_rust::get_capabilities()
-                    .map(|c| c.iter().any(|c| c == "actions"))
-                    .unwrap_or(false);
-            if actions {
-                note.action("extend", "Extend 1 h");
-            }
+                .icon("gpubook");
+            // Categories and action buttons are the freedesktop server's (D-Bus); macOS's and
+            // Windows' backends show the notice without the Extend button.
+            #[cfg(all(unix, not(target_os = "macos")))]
+            let actions = {
+                note.hint(notify_rust::Hint::Category(format!("gpubook.{}", n.kind)));
+                let actions = on_extend.is_some()
+                    && notify_rust::get_capabilities()
+                        .map(|c| c.iter().any(|c| c == "actions"))
+                        .unwrap_or(false);
+                if actions {
+                    note.action("extend", "Extend 1 h");
+                }
+                actions
+            };
+            #[cfg(not(all(unix, not(target_os = "macos"))))]
+            let actions = false;
             match note.show() {
+                #[cfg(all(unix, not(target_os = "macos")))]
                 Ok(handle) => {
                     if let (true, Some(cb)) = (actions, on_extend) {
                         let mut cb = Some(cb);
@@ -511,6 +520,10 @@ impl Notifier for DesktopNotifier {
                             }
                         });
                     }
+                }
+                #[cfg(not(all(unix, not(target_os = "macos"))))]
+                Ok(_) => {
+                    let _ = (actions, on_extend);
                 }
                 Err(e) => eprintln!("gpubook: cannot show a notification: {e}"),
             }

@@ -1,29 +1,22 @@
-//! Where the app keeps its files (XDG base directories).
+//! Where the app keeps its files: the XDG base directories on Unix, the known folders on
+//! Windows ([`gpubook_client::places`]); the temporary directory when there is no home.
 
+use gpubook_client::places;
 use std::path::PathBuf;
 
-fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
-}
-
-fn xdg(var: &str, fallback: &str) -> PathBuf {
-    std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home().join(fallback))
-}
-
-/// `$XDG_CONFIG_HOME/gpubook`: settings.
+/// `$XDG_CONFIG_HOME/gpubook` (`%APPDATA%\gpubook` on Windows): settings.
 pub fn config_dir() -> PathBuf {
-    xdg("XDG_CONFIG_HOME", ".config").join("gpubook")
+    places::config_home()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("gpubook")
 }
 
-/// `$XDG_DATA_HOME/gpubook`: what the app remembers, the local agent's state.
+/// `$XDG_DATA_HOME/gpubook` (`%LOCALAPPDATA%\gpubook` on Windows): what the app remembers,
+/// the local agent's state.
 pub fn data_dir() -> PathBuf {
-    xdg("XDG_DATA_HOME", ".local/share").join("gpubook")
+    places::data_home()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("gpubook")
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves

@@ -13,8 +13,7 @@ use crate::manager::{name_for, Manager};
 use crate::prompt;
 
 fn uid() -> u32 {
-    // SAFETY: getuid cannot fail and touches no memory.
-    unsafe { libc::getuid() }
+    crate::local::uid()
 }
 
 fn load(list: &Path) -> Result<ServerList, AppError> {
@@ -23,8 +22,15 @@ fn load(list: &Path) -> Result<ServerList, AppError> {
 }
 
 fn parse(spec: &str) -> Result<Endpoint, AppError> {
-    Endpoint::parse(spec.trim(), uid())
-        .map_err(|e| AppError::app(AppOnlyKind::Internal, e.to_string(), None).with_kind_invalid())
+    let ep = Endpoint::parse(spec.trim(), uid()).map_err(|e| {
+        AppError::app(AppOnlyKind::Internal, e.to_string(), None).with_kind_invalid()
+    })?;
+    if matches!(ep, Endpoint::Unix(_)) && !crate::local::AVAILABLE {
+        return Err(
+            AppError::app(AppOnlyKind::Internal, crate::local::NOT_HERE, None).with_kind_invalid(),
+        );
+    }
+    Ok(ep)
 }
 
 /// Adds the servers of the list at `list` to `m`, each under its name. A list that cannot be

@@ -1,5 +1,6 @@
 //! "This computer": the app starts gpubook-agent when none listens (NVML, else 4 simulated
 //! GPUs) and uses a running one otherwise.
+#![cfg(target_os = "linux")]
 
 use gpubook_desktop::local::{self, LocalAgent};
 

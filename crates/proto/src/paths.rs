@@ -6,10 +6,17 @@
 //! `/tmp/gpubook-UID`. Anyone may create that name in `/tmp`, so it is used only when it is a
 //! real directory owned by UID with mode 0700 ([`checked_runtime_dir`] makes it so when it is
 //! absent); a client also checks who serves the socket it reached ([`trusted_agent_uid`]).
+//!
+//! Agents and their sockets exist on Unix only: the checks that read Unix owners and modes are
+//! `cfg(unix)`; the names are everywhere (a client elsewhere reaches agents over SSH).
 
+#[cfg(unix)]
 use std::io;
+#[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+#[cfg(unix)]
+use std::path::Path;
+use std::path::PathBuf;
 
 /// The system agent's socket (installed by an admin; jobs run as their owners).
 pub const SYSTEM_SOCKET: &str = "/run/gpubook/agent.sock";
@@ -38,6 +45,7 @@ pub fn tmp_runtime_dir(uid: u32) -> PathBuf {
     PathBuf::from(format!("{TMP_PREFIX}{uid}"))
 }
 
+#[cfg(unix)]
 /// [`runtime_dir`], safe to put `uid`'s socket in. The `/tmp/gpubook-UID` fallback is made
 /// (mode 0700) when absent, and refused when it is not a directory owned by `uid` with mode
 /// 0700: another local user could have made it to catch the socket. `$XDG_RUNTIME_DIR/gpubook`
@@ -57,6 +65,7 @@ pub fn checked_runtime_dir(uid: u32) -> io::Result<PathBuf> {
     Ok(dir)
 }
 
+#[cfg(unix)]
 /// Checks that `dir` is a directory (not a link to one) owned by `uid` with mode 0700, so no
 /// one else can put a socket in it. The error, of kind `PermissionDenied`, says what is wrong
 /// and what to do.
@@ -89,6 +98,7 @@ pub fn check_private_dir(dir: &Path, uid: u32) -> io::Result<()> {
     Ok(())
 }
 
+#[cfg(unix)]
 /// When `socket` lies in a `/tmp/gpubook-UID` fallback directory: [`check_private_dir`] of
 /// that directory for that UID. A socket anywhere else is left alone (its directory is the
 /// admin's, the person's runtime directory, or one they named).
@@ -121,7 +131,7 @@ pub fn socket_from_env() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

@@ -19,6 +19,74 @@ pub(super) fn read_stdin_password() -> Result<Secret, Failure> {
     Ok(Secret::new(line))
 }
 
+/// The terminal's echo, off while this lives (when stdin is a terminal).
+#[cfg(unix)]
+struct EchoOff(Option<libc::termios>);
+
+#[cfg(unix)]
+impl EchoOff {
+    fn new() -> Self {
+        // SAFETY: termios is plain data that tcgetattr fills in; fd 0 is a terminal (checked).
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::tcgetattr(0, &mut t) } != 0 {
+            return Self(None);
+        }
+        let saved = t;
+        t.c_lflag &= !libc::ECHO;
+        t.c_lflag |= libc::ECHONL;
+        // SAFETY: sets the attributes just read, with echo off.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+        Self(Some(saved))
+    }
+}
+
+#[cfg(unix)]
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            // SAFETY: restores what tcgetattr read.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, saved) };
+        }
+    }
+}
+
+/// The console's echo, off while this lives (when stdin is a console).
+#[cfg(windows)]
+struct EchoOff(Option<u32>);
+
+#[cfg(windows)]
+impl EchoOff {
+    fn new() -> Self {
+        use windows_sys::Win32::System::Console::{
+            GetConsoleMode, GetStdHandle, SetConsoleMode, ENABLE_ECHO_INPUT, STD_INPUT_HANDLE,
+        };
+        let mut mode = 0;
+        // SAFETY: the process's own stdin handle and a u32 to fill in.
+        unsafe {
+            let h = GetStdHandle(STD_INPUT_HANDLE);
+            if GetConsoleMode(h, &mut mode) == 0 {
+                return Self(None);
+            }
+            SetConsoleMode(h, mode & !ENABLE_ECHO_INPUT);
+        }
+        Self(Some(mode))
+    }
+}
+
+#[cfg(windows)]
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        use windows_sys::Win32::System::Console::{GetStdHandle, SetConsoleMode, STD_INPUT_HANDLE};
+        if let Some(mode) = self.0 {
+            // SAFETY: restores the mode read from the process's own stdin handle.
+            unsafe { SetConsoleMode(GetStdHandle(STD_INPUT_HANDLE), mode) };
+            // The newline typed was not echoed.
+            eprintln!();
+        }
+    }
+}
+
 /// Asks on the terminal with echo off.
 pub(super) fn read_terminal_password(prompt: &str) -> Result<String, Failure> {
     let stdin = std::io::stdin();
@@ -29,23 +97,10 @@ pub(super) fn read_terminal_password(prompt: &str) -> Result<String, Failure> {
     }
     eprint!("{prompt}");
     let _ = std::io::stderr().flush();
-    // SAFETY: termios is plain data that tcgetattr fills in; fd 0 is a terminal (checked).
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let got = unsafe { libc::tcgetattr(0, &mut t) } == 0;
-    let saved = t;
-    if got {
-        t.c_lflag &= !libc::ECHO;
-        t.c_lflag |= libc::ECHONL;
-        // SAFETY: sets the attributes just read, with echo off.
-        unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
-    }
+    let echo = EchoOff::new();
     let mut line = String::new();
     let r = stdin.lock().read_line(&mut line);
-    if got {
-        // SAFETY: restores what tcgetattr read.
-        unsafe { libc::tcsetattr(0, libc::TCSANOW, &saved) };
-    }
+    drop(echo);
     r.context("cannot read the password")?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }

@@ -8,12 +8,11 @@
 
 use super::CaldavError;
 use crate::ical::EventData;
+use crate::private_files;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The file format's version.
@@ -93,23 +92,17 @@ impl StateFile {
             path: path.to_path_buf(),
             error: e.to_string(),
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| err(dir, &e))?;
+        private_files::create_dir_all(dir).map_err(|e| err(dir, &e))?;
         let name = format!("caldav-{:016x}", fnv1a(&[url, user, server]));
         let path = dir.join(format!("{name}.json"));
         let lock_path = dir.join(format!("{name}.lock"));
-        let lock = OpenOptions::new()
+        let lock = private_files::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .mode(0o600)
             .open(&lock_path)
             .map_err(|e| err(&lock_path, &e))?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if !matches!(private_files::try_lock(&lock), Ok(true)) {
             return Err(CaldavError::Busy {
                 url: url.to_string(),
                 path,
@@ -152,11 +145,10 @@ impl StateFile {
         };
         let tmp = self.path.with_extension("json.tmp");
         let body = serde_json::to_vec(&self.saved).expect("the state serialises");
-        let mut f = OpenOptions::new()
+        let mut f = private_files::options()
             .create(true)
             .truncate(true)
             .write(true)
-            .mode(0o600)
             .open(&tmp)
             .map_err(err)?;
         f.write_all(&body).map_err(err)?;

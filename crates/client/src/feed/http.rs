@@ -240,25 +240,20 @@ fn read_token(path: &std::path::Path) -> std::io::Result<Option<String>> {
 /// rename, so a feed reading it ([`FeedServer::bind_stored`]) sees the old token or the new
 /// one, never half of either.
 pub fn stored_token(dir: &std::path::Path, renew: bool) -> std::io::Result<String> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let path = dir.join(TOKEN_FILE);
     if !renew {
         if let Some(t) = read_token(&path)? {
             return Ok(t);
         }
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    crate::private_files::create_dir_all(dir)?;
     let token = new_token();
     // One name per process, so two renewing at once do not write into each other's file.
     let tmp = dir.join(format!("{TOKEN_FILE}.{}.tmp", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = crate::private_files::options()
         .create(true)
         .truncate(true)
         .write(true)
-        .mode(0o600)
         .open(&tmp)?;
     std::io::Write::write_all(&mut f, token.as_bytes())?;
     f.sync_all()?;

@@ -172,8 +172,7 @@ pub(crate) fn append(target: &SshHost, key: &HostKey) -> Result<PathBuf, SshErro
     if let Some(dir) = file.parent() {
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(fail)?;
-            let _ =
-                std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+            let _ = crate::private_files::restrict_dir(dir);
         }
     }
     let mut f = std::fs::OpenOptions::new()

@@ -9,6 +9,7 @@
 
 mod channel;
 mod login;
+mod sock;
 mod worker;
 
 pub use channel::{ChannelReader, ChannelWriter};
@@ -18,7 +19,6 @@ use super::{Options, Output, SshError, SshHost};
 use login::login;
 use std::io::{ErrorKind, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,7 +56,7 @@ struct Handle {
     /// Commands to the thread.
     tx: std_mpsc::Sender<Cmd>,
     /// Writing a byte wakes the thread from `poll`.
-    wake: Arc<UnixStream>,
+    wake: Arc<sock::Pair>,
     /// Set by the thread when the connection dropped.
     lost: Arc<LostFlag>,
 }
@@ -289,13 +289,13 @@ async fn through(hop: &Session, target: &SshHost, opts: &Options) -> Result<Sess
                 },
                 other => other,
             })?;
-    let (ours, theirs) = UnixStream::pair().map_err(|e| SshError::Protocol {
+    let (ours, theirs) = sock::pair().map_err(|e| SshError::Protocol {
         server: target.spec.clone(),
         what: "making a socket pair for the jump".into(),
         detail: e.to_string(),
     })?;
     ours.set_nonblocking(true).ok();
-    let ours = tokio::net::UnixStream::from_std(ours).map_err(|e| SshError::Protocol {
+    let ours = sock::AsyncPair::from_std(ours).map_err(|e| SshError::Protocol {
         server: target.spec.clone(),
         what: "making a socket pair for the jump".into(),
         detail: e.to_string(),
@@ -315,7 +315,7 @@ async fn through(hop: &Session, target: &SshHost, opts: &Options) -> Result<Sess
     start(
         target.clone(),
         opts.clone(),
-        Transport::Unix(theirs),
+        Transport::Pair(theirs),
         Vec::new(),
     )
     .await
@@ -325,8 +325,8 @@ async fn through(hop: &Session, target: &SshHost, opts: &Options) -> Result<Sess
 enum Transport {
     /// Straight to the server.
     Tcp(TcpStream),
-    /// Through a jump host's channel.
-    Unix(UnixStream),
+    /// Through a jump host's channel: one end of a local socket pair.
+    Pair(sock::Pair),
 }
 
 fn timeout_of(t: &SshHost) -> Duration {
@@ -393,7 +393,7 @@ async fn start(
     transport: Transport,
     hops: Vec<Session>,
 ) -> Result<Session, SshError> {
-    let (wake_a, wake_b) = UnixStream::pair().map_err(|e| SshError::Protocol {
+    let (wake_a, wake_b) = sock::pair().map_err(|e| SshError::Protocol {
         server: target.spec.clone(),
         what: "making the wake socket".into(),
         detail: e.to_string(),
@@ -454,7 +454,7 @@ mod tests {
 
     #[test]
     fn a_lost_connection_says_why() {
-        let (wake, _other) = UnixStream::pair().unwrap();
+        let (wake, _other) = sock::pair().unwrap();
         let (tx, _rx) = std_mpsc::channel();
         let handle = Handle {
             server: Arc::from("lab1"),

@@ -1,12 +1,11 @@
 //! Connecting and logging in, on the session's thread with libssh2 blocking: the socket's
 //! options, the handshake, the host key against known_hosts, authentication.
 
+use super::sock::{self, quick_ack, Raw};
 use super::{timeout_of, Transport, DEFAULT_KEEPALIVE};
 use crate::ssh::known_hosts::{self, HostKey, Verdict};
 use crate::ssh::{auth, Options, SshError, SshHost};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
 
 /// Maps libssh2's error during the connection phase.
 pub(crate) fn phase_error(t: &SshHost, what: &str, e: ssh2::Error) -> SshError {
@@ -38,7 +37,7 @@ pub(super) fn login(
     t: &SshHost,
     opts: &Options,
     transport: Transport,
-) -> Result<(ssh2::Session, RawFd, Box<dyn std::any::Any>), SshError> {
+) -> Result<(ssh2::Session, Raw, Box<dyn std::any::Any>), SshError> {
     let mut sess = ssh2::Session::new().map_err(|e| phase_error(t, "starting libssh2", e))?;
     let limit = timeout_of(t);
     sess.set_timeout(limit.as_millis().min(u32::MAX as u128) as u32);
@@ -46,14 +45,14 @@ pub(super) fn login(
     let keep: Box<dyn std::any::Any>;
     match transport {
         Transport::Tcp(s) => {
-            fd = s.as_raw_fd();
-            tcp_keepalive(fd, t.server_alive_interval.unwrap_or(DEFAULT_KEEPALIVE));
+            fd = sock::raw_of(&s);
+            sock::tcp_keepalive(fd, t.server_alive_interval.unwrap_or(DEFAULT_KEEPALIVE));
             let _ = s.set_read_timeout(Some(limit));
             keep = Box::new(s.try_clone().ok());
             sess.set_tcp_stream(s);
         }
-        Transport::Unix(s) => {
-            fd = s.as_raw_fd();
+        Transport::Pair(s) => {
+            fd = sock::raw_of(&s);
             keep = Box::new(s.try_clone().ok());
             sess.set_tcp_stream(s);
         }
@@ -74,58 +73,6 @@ pub(super) fn login(
     sess.set_blocking(false);
     Ok((sess, fd, keep))
 }
-
-/// TCP keepalives on the socket: SSH keepalives keep idle connections open, but libssh2 does
-/// not notice when their answers stop coming (a laptop asleep, Wi-Fi gone); the kernel does,
-/// after three unanswered probes, and the session then ends as lost.
-fn tcp_keepalive(fd: RawFd, interval: Duration) {
-    let secs = interval.as_secs().clamp(1, 3600) as libc::c_int;
-    let set = |level, name, value: libc::c_int| {
-        // SAFETY: a valid socket and a pointer to an int of the size given.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
-    };
-    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
-    // The idle time before the first probe: TCP_KEEPALIVE on macOS.
-    #[cfg(target_os = "macos")]
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPALIVE, secs);
-    #[cfg(not(target_os = "macos"))]
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs);
-    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
-}
-
-/// Acknowledges what arrives at once instead of after Linux's delayed-ACK timer: sshd does not
-/// set TCP_NODELAY on sessions without a terminal, so its second small packet in a row (a
-/// channel's confirmation, then its data) waits for our ACK of the first. The kernel drops
-/// back to delayed ACKs on its own, so this is set again before each wait. A no-op on the
-/// socket pair of a jump.
-/// Linux only: elsewhere there is no such option, and nothing is done.
-#[cfg(target_os = "linux")]
-pub(super) fn quick_ack(fd: RawFd) {
-    let one: libc::c_int = 1;
-    // SAFETY: a valid socket and a pointer to an int of the size given.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-/// [`quick_ack`] off Linux: nothing to do.
-#[cfg(not(target_os = "linux"))]
-pub(super) fn quick_ack(_fd: RawFd) {}
 
 /// Asks the server for the key types known_hosts holds for it first, as OpenSSH does, so a
 /// known host is not refused for offering another type.

@@ -1,7 +1,7 @@
 //! The session thread's loop: commands from the async side, every channel pumped without
 //! blocking, `poll` on the SSH socket and the wake socket, keepalives on a timer.
 
-use super::login::quick_ack;
+use super::sock::{self, quick_ack, Pair, Raw};
 use super::{
     describe, Cmd, LostFlag, Open, Opened, Shared, DEFAULT_TIMEOUT, EAGAIN, READ_QUEUE,
     STDERR_LIMIT,
@@ -9,8 +9,6 @@ use super::{
 use crate::ssh::SshError;
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -47,9 +45,9 @@ pub(super) struct Worker {
     /// The session, non-blocking.
     sess: ssh2::Session,
     /// Its socket.
-    fd: RawFd,
+    fd: Raw,
     /// Bytes here mean "look at the command queue".
-    wake: UnixStream,
+    wake: Pair,
     /// Commands from the async side.
     cmds: std_mpsc::Receiver<Cmd>,
     /// Open channels.
@@ -72,8 +70,8 @@ impl Worker {
     pub(super) fn new(
         server: String,
         sess: ssh2::Session,
-        fd: RawFd,
-        wake: UnixStream,
+        fd: Raw,
+        wake: Pair,
         cmds: std_mpsc::Receiver<Cmd>,
         lost: Arc<LostFlag>,
         keepalive_at: Instant,
@@ -165,48 +163,34 @@ impl Worker {
             timeout = timeout.min(Duration::from_millis(10));
         }
         let dirs = self.sess.block_directions();
-        let mut events = 0;
-        if reading
+        let read = reading
             || matches!(
                 dirs,
                 ssh2::BlockDirections::Inbound | ssh2::BlockDirections::Both
-            )
-        {
-            events |= libc::POLLIN;
-        }
-        if matches!(
+            );
+        let write = matches!(
             dirs,
             ssh2::BlockDirections::Outbound | ssh2::BlockDirections::Both
-        ) {
-            events |= libc::POLLOUT;
-        }
-        let mut fds = [
-            libc::pollfd {
-                fd: self.fd,
-                events,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: fds is a valid array of two pollfd for the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.as_millis() as libc::c_int) };
-        if n < 0 {
+        );
+        let Some(seen) = sock::poll(
+            self.fd,
+            read,
+            write,
+            Some(sock::raw_of(&self.wake)),
+            timeout,
+        ) else {
             return Ok(());
-        }
-        if fds[1].revents & libc::POLLIN != 0 {
+        };
+        if seen.woken {
             let mut sink = [0u8; 256];
             while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
         }
-        if fds[0].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+        if seen.error {
             return Err("the socket reports an error".into());
         }
         // A hang-up: while a channel reads, its reads drain what is left and then fail;
         // with nobody reading, the connection is simply gone.
-        if fds[0].revents & libc::POLLHUP != 0 && !reading {
+        if seen.hangup && !reading {
             return Err("the server hung up".into());
         }
         Ok(())
@@ -488,13 +472,7 @@ impl Worker {
 
     /// Whether the SSH socket reports a hang-up or an error.
     fn socket_gone(&self) -> bool {
-        let mut fd = libc::pollfd {
-            fd: self.fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, no waiting.
-        let n = unsafe { libc::poll(&mut fd, 1, 0) };
-        n > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+        sock::poll(self.fd, true, false, None, Duration::ZERO)
+            .is_some_and(|seen| seen.hangup || seen.error)
     }
 }
