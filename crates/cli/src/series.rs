@@ -6,7 +6,6 @@ use crate::print::print_json;
 use crate::Failure;
 use anyhow::anyhow;
 use gpubook_core::series::SeriesPoint;
-use gpubook_core::size::format_size;
 use gpubook_core::BookingId;
 use gpubook_proto::{ErrorKind, Request, Response, UsageSeriesRequest, UsageSeriesResponse};
 
@@ -99,7 +98,7 @@ pub fn text(s: &UsageSeriesResponse) -> String {
             top.max(1)
         };
         let of = if g.memory_total > 0 {
-            format!(" of {}", format_size(g.memory_total))
+            format!(" of {}", gib(g.memory_total))
         } else {
             String::new()
         };
@@ -107,10 +106,15 @@ pub fn text(s: &UsageSeriesResponse) -> String {
             "{}  memory  {}  peak {}{of}\n",
             " ".repeat(name.chars().count()),
             bars(&mem, scale as f64),
-            format_size(top)
+            gib(top)
         );
     }
     out
+}
+
+/// Bytes as GiB with one decimal, as `gpus` and `usage` show memory.
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 /// Mean utilisation over every reading, and the peak.
