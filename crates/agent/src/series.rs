@@ -45,6 +45,8 @@ struct Open {
     current: HashMap<GpuUuid, (i64, Bucket)>,
     /// Readings since the open buckets were last written.
     unflushed: u32,
+    /// The slot's end as last written (it moves when the booking is extended or released).
+    end: DateTime<Utc>,
 }
 
 /// The recorder: the connection and the bookings being recorded.
@@ -354,6 +356,7 @@ fn begin(conn: &Connection, a: &Active) -> rusqlite::Result<Open> {
         cap: series::points_per_gpu(a.gpus.len()),
         current: HashMap::new(),
         unflushed: 0,
+        end: DateTime::<Utc>::MIN_UTC,
     })
 }
 
@@ -366,8 +369,11 @@ fn record(conn: &Connection, a: &Active, mut open: Open, r: &Readings) -> rusqli
         open = coarsen(conn, a.id, open)?;
         index = series::bucket_index(open.origin, open.width, r.at).unwrap_or(0);
     }
-    conn.prepare_cached("UPDATE usage_series_info SET end_ms = ?2 WHERE booking = ?1")?
-        .execute(params![a.id.0 as i64, ms(a.interval.end)])?;
+    if open.end != a.interval.end {
+        conn.prepare_cached("UPDATE usage_series_info SET end_ms = ?2 WHERE booking = ?1")?
+            .execute(params![a.id.0 as i64, ms(a.interval.end)])?;
+        open.end = a.interval.end;
+    }
     for g in r.gpus.iter().filter(|g| a.gpus.contains(&g.uuid)) {
         let slot = match open.current.remove(&g.uuid) {
             Some((i, b)) if i == index => (i, b),
