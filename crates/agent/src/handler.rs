@@ -42,6 +42,8 @@ pub struct Context {
     pub measuring: crate::suggest::Measuring,
     /// News while away: the caller's e-mail and webhook targets, and the sender.
     pub notify: Arc<crate::notify::Notify>,
+    /// Each started booking's GPU readings over its slot.
+    pub series: Arc<crate::series::Series>,
 }
 
 impl Context {
@@ -88,6 +90,7 @@ impl Context {
             }
             Request::Report(r) => return crate::report::answer(self, caller, r).await,
             Request::JobEnv(r) => return self.job_env(caller, r.id),
+            Request::UsageSeries(r) => return crate::series::answer(self, caller, r.id).await,
             r @ (Request::NotifySet(_) | Request::NotifyShow(_) | Request::NotifyClear(_)) => {
                 return crate::notify::answer(&self.notify, caller, r).await
             }
@@ -426,7 +429,7 @@ pub fn visible(viewer: &Actor, b: Booking) -> Booking {
     }
 }
 
-fn no_booking(id: BookingId) -> ErrorBody {
+pub(crate) fn no_booking(id: BookingId) -> ErrorBody {
     ErrorBody::new(
         ErrorKind::NotFound,
         format!("there is no booking {id} on this server"),

@@ -21,6 +21,7 @@ pub mod procs;
 pub mod report;
 pub mod request;
 pub mod sampler;
+pub mod series;
 pub mod server;
 pub mod state;
 pub mod store;

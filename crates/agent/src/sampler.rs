@@ -1,15 +1,17 @@
 //! Reads the GPUs on a fixed interval and publishes the latest reading. Readings are pushed to
 //! subscribers live; they are not events and are not stored. Each reading goes through the
-//! [`Watch`] (history, usage, intruders, idleness) before it is published.
+//! [`Watch`] (history, usage, intruders, idleness) and into the bookings' series ([`Series`])
+//! before it is published.
 
 use crate::gpu::GpuReader;
+use crate::series::Series;
 use crate::watch::Watch;
 use gpubook_proto::Readings;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Reads `reader` every `interval`, hands each reading to `watcher`, takes a GPU it reports
+/// Reads `reader` every `interval`, hands each reading to `watcher` and `series`, takes a GPU it reports
 /// faulty out of service in `state` (see `maintenance`), then publishes it in `out`, until
 /// `shutdown` resolves. A failed reading is logged once per run of failures and
 /// the last good reading is withdrawn.
@@ -17,7 +19,7 @@ pub async fn run(
     reader: Arc<Mutex<Box<dyn GpuReader>>>,
     interval: Duration,
     out: watch::Sender<Option<Readings>>,
-    watcher: Arc<Watch>,
+    (watcher, series): (Arc<Watch>, Arc<Series>),
     state: Arc<crate::state::State>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -28,14 +30,20 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => break,
         }
-        let (r, w, st) = (reader.clone(), watcher.clone(), state.clone());
+        let (r, w, st, se) = (
+            reader.clone(),
+            watcher.clone(),
+            state.clone(),
+            series.clone(),
+        );
         let reading = tokio::task::spawn_blocking(move || {
             let reading = r.lock().unwrap_or_else(|p| p.into_inner()).read();
             if let Ok(readings) = &reading {
                 w.observe(readings);
                 crate::maintenance::take_out_faulty(&st, readings);
+                se.observe(&st, readings);
             }
             reading
         })
@@ -55,4 +63,6 @@ pub async fn run(
             Err(e) => eprintln!("gpubook-agent: GPU reader task failed: {e}"),
         }
     }
+    // The open buckets of the bookings' series, so a restart continues them.
+    let _ = tokio::task::spawn_blocking(move || series.flush()).await;
 }

@@ -168,6 +168,9 @@ pub async fn bind_with(
         config.server_name.clone(),
         mail,
     )?);
+    let series = Arc::new(crate::series::Series::open(
+        &config.state_dir.join("agent.db"),
+    )?);
     let listener = bind_socket(&config.socket, config.shared).await?;
     let (readings_tx, readings) = watch::channel(None);
     Ok(Agent {
@@ -179,6 +182,7 @@ pub async fn bind_with(
             jobs,
             measuring: Default::default(),
             notify,
+            series,
         }),
         roles: Arc::new(Roles {
             policy,
@@ -229,7 +233,7 @@ impl Agent {
             self.reader.clone(),
             self.sample_interval,
             self.readings_tx,
-            self.watcher.clone(),
+            (self.watcher.clone(), self.ctx.series.clone()),
             self.ctx.state.clone(),
             stopped(&stop_tx),
         ));

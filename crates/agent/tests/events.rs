@@ -256,6 +256,9 @@ async fn another_persons_job_is_hidden_in_events_and_listings() {
             )
             .unwrap(),
         ),
+        series: std::sync::Arc::new(
+            gpubook_agent::series::Series::open(&dir.path().join("agent.db")).unwrap(),
+        ),
     };
     let list = |actor: &Actor| {
         let caller = Caller {

@@ -206,6 +206,7 @@ fn type_of(r: &Request) -> &'static str {
         Request::Suggest(_) => "suggest",
         Request::Report(_) => "report",
         Request::JobEnv(_) => "job_env",
+        Request::UsageSeries(_) => "usage_series",
         Request::NotifySet(_) => "notify_set",
         Request::NotifyShow(_) => "notify_show",
         Request::NotifyClear(_) => "notify_clear",
@@ -326,6 +327,7 @@ fn request() -> impl Strategy<Value = Request> {
         ),
         (time(), time()).prop_map(|(from, to)| Request::Report(ReportRequest { from, to })),
         booking().prop_map(|id| Request::JobEnv(gpubook_proto::JobEnvRequest { id })),
+        booking().prop_map(|id| Request::UsageSeries(gpubook_proto::UsageSeriesRequest { id })),
         prop::collection::vec((".{0,80}", any::<bool>()), 0..6).prop_map(|ts| {
             use gpubook_proto::{Channel, EventKind, NotifySetRequest, NotifyTarget};
             let targets = ts

@@ -189,6 +189,9 @@ pub enum Command {
         /// Only your own bookings.
         #[arg(long)]
         mine: bool,
+        /// The booking's GPU utilisation and memory over its slot (its owner and admins).
+        #[arg(long, requires = "id")]
+        series: bool,
     },
     /// Your bookings as an iCalendar file on stdout: `gpubook ics > bookings.ics`.
     Ics(calendar::IcsArgs),

@@ -40,7 +40,15 @@ pub async fn one_server(
             let e = jobs::wait(&conn, BookingId(*id), false, json, false).await?;
             return finish_job(&e.booking, json);
         }
-        (Command::Usage { id, mine }, _) => {
+        (
+            Command::Usage {
+                id: Some(id),
+                series: true,
+                ..
+            },
+            _,
+        ) => crate::series::show(&conn, BookingId(*id), json).await?,
+        (Command::Usage { id, mine, .. }, _) => {
             crate::usage_report::usage(&conn, *id, *mine, json).await?;
         }
         (Command::Run(_), Some(req)) => {

@@ -33,6 +33,7 @@ mod prompt;
 mod report;
 mod requests;
 mod saved;
+mod series;
 mod servers_cmd;
 mod shell;
 mod suggest;

@@ -91,5 +91,6 @@ pub fn print_response(resp: &Response, known: &[Gpu], json: bool, done: &str) {
         Response::JobEnv(e) => print!("{}", crate::shell::exports(&e.vars)),
         Response::Notify(n) => print!("{}", crate::notify::table(n, "this server")),
         Response::Maintenance(m) => print_json(m),
+        Response::UsageSeries(s) => print!("{}", crate::series::text(s)),
     }
 }

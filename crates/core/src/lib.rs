@@ -14,6 +14,7 @@ pub mod plan;
 pub mod policy;
 pub mod predict;
 pub mod report;
+pub mod series;
 pub mod size;
 pub mod time;
 pub mod timeline;

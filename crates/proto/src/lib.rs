@@ -42,6 +42,7 @@ pub mod notify;
 pub mod paths;
 pub mod reading;
 pub mod report;
+pub mod series;
 pub mod suggest;
 
 pub use error::{ErrorBody, ErrorKind};
@@ -56,6 +57,7 @@ pub use notify::{
 };
 pub use reading::{GpuProcess, GpuReading, Readings};
 pub use report::{ReportRequest, ReportResponse};
+pub use series::{GpuSeries, UsageSeriesRequest, UsageSeriesResponse};
 pub use suggest::{SuggestRequest, SuggestionResponse};
 
 /// The protocol's major version: peers with different majors do not talk.
@@ -83,7 +85,9 @@ pub const PROTOCOL_MAJOR: u32 = 1;
 ///   short with a `maintenance` note on their events; booking into maintenance is refused
 ///   with the error kind `maintenance`; a GPU reading may carry a `fault` (lost, in error),
 ///   and the agent then takes that GPU out of service itself. A 1.3 agent refuses the
-///   request type as unknown.
+///   request type as unknown. Added later in 1.4, [`Request::UsageSeries`]: a booking's GPU
+///   utilisation and memory over its slot, for its owner and admins; an agent from before it
+///   refuses the type as unknown, which the client reports as such.
 pub const PROTOCOL_MINOR: u32 = 4;
 
 /// The minor version both sides speak when the client offers `major.minor`, or the error that

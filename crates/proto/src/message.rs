@@ -8,6 +8,7 @@ use crate::maintenance::{MaintenanceRequest, MaintenanceResponse};
 use crate::notify::{NotifyClearRequest, NotifyResponse, NotifySetRequest, NotifyShowRequest};
 use crate::reading::Readings;
 use crate::report::{ReportRequest, ReportResponse};
+use crate::series::{UsageSeriesRequest, UsageSeriesResponse};
 use crate::suggest::{SuggestRequest, SuggestionResponse};
 use chrono::{DateTime, Utc};
 use gpubook_core::{Booking, BookingId, Gpu, Interval, JobSpec, Policy, Role};
@@ -144,6 +145,8 @@ pub enum Request {
     NotifyClear(NotifyClearRequest),
     /// Protocol 1.4: create, list or end maintenance (creating and ending: admins).
     Maintenance(MaintenanceRequest),
+    /// Protocol 1.4: a booking's GPU utilisation and memory over its slot (owner, admins).
+    UsageSeries(UsageSeriesRequest),
 }
 
 impl Request {
@@ -169,6 +172,7 @@ impl Request {
         "notify_show",
         "notify_clear",
         "maintenance",
+        "usage_series",
     ];
 }
 
@@ -430,6 +434,8 @@ pub enum Response {
     Notify(NotifyResponse),
     /// To [`Request::Maintenance`].
     Maintenance(MaintenanceResponse),
+    /// To [`Request::UsageSeries`].
+    UsageSeries(UsageSeriesResponse),
 }
 
 /// The GPUs.

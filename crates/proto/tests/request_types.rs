@@ -67,6 +67,7 @@ fn request_types_match_the_enum() {
         Request::Maintenance(MaintenanceRequest::List {
             include_past: false,
         }),
+        Request::UsageSeries(UsageSeriesRequest { id: BookingId(1) }),
     ];
     // Every type has its case here: a zip would stop quietly at the shorter list.
     assert_eq!(

@@ -7,6 +7,7 @@ pub mod calendar;
 pub mod jobs;
 pub mod servers;
 pub mod settings;
+pub mod usage;
 
 use gpubook_desktop::Manager;
 use tauri::{AppHandle, Manager as _, State};

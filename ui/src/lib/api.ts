@@ -20,6 +20,7 @@ import type { S3Access } from './wire/S3Access';
 import type { ServerView } from './app/ServerView';
 import type { Settings } from './app/Settings';
 import type { SuggestionResponse } from './wire/SuggestionResponse';
+import type { UsageSeriesResponse } from './wire/UsageSeriesResponse';
 
 /** The arguments of each command, as they travel (camelCase keys). */
 export interface CommandArgs {
@@ -44,6 +45,7 @@ export interface CommandArgs {
   deny: { server: string; id: number; reason?: string | null; rev?: number | null };
   job_logs: { server: string; id: number; offset?: number | null; follow?: boolean | null };
   suggest_length: { server: string; command: string; gpus: number; stage?: { [key in string]: string } | null; s3?: S3Access | null };
+  usage_series: { server: string; id: number };
   settings: Record<string, never>;
   set_settings: { settings: Settings };
   export_ics: { mine: boolean };
@@ -79,6 +81,7 @@ export interface CommandResults {
   deny: BookingResponse;
   job_logs: LogsResponse;
   suggest_length: SuggestionResponse;
+  usage_series: UsageSeriesResponse;
   settings: Settings;
   set_settings: null;
   export_ics: string;
@@ -190,6 +193,12 @@ export interface Api {
    * suggestion scales with the data's size, read with the `s3` credentials named.
    */
   suggestLength(server: string, command: string, gpus: number, stage?: { [key in string]: string } | null, s3?: S3Access | null): Promise<SuggestionResponse>;
+  /**
+   * Booking `id`'s GPU utilisation and memory over its slot, as the agent kept them (its
+   * owner and admins; anyone else rejects with `not_allowed`). An agent too old to keep
+   * them rejects with `unknown_request`.
+   */
+  usageSeries(server: string, id: number): Promise<UsageSeriesResponse>;
   /** The settings. */
   settings(): Promise<Settings>;
   /** Saves the settings. */
@@ -258,6 +267,7 @@ export function makeApi(host: Host): Api {
     deny: (server, id, reason, rev) => host.invoke('deny', { server, id, reason, rev }),
     jobLogs: (server, id, offset, follow) => host.invoke('job_logs', { server, id, offset, follow }),
     suggestLength: (server, command, gpus, stage, s3) => host.invoke('suggest_length', { server, command, gpus, stage, s3 }),
+    usageSeries: (server, id) => host.invoke('usage_series', { server, id }),
     settings: () => host.invoke('settings', {}),
     setSettings: (settings) => host.invoke('set_settings', { settings }),
     exportIcs: (mine) => host.invoke('export_ics', { mine }),

@@ -14,6 +14,7 @@ import type { Gpu } from './wire/Gpu';
 import type { LogsResponse } from './wire/LogsResponse';
 import type { Maintenance } from './wire/Maintenance';
 import { seededPeriod, takeOutOfService } from './mock-maintenance';
+import { mockUsageSeries } from './mock-usage';
 import type { PolicyResponse } from './wire/PolicyResponse';
 import type { Readings } from './wire/Readings';
 import type { Role } from './wire/Role';
@@ -352,8 +353,8 @@ export class MockBackend implements Host {
       this.event(s, 'booking_released', b);
       return this.answer(b, s);
     },
-    approve: (a) => this.decide('approve', a),
-    deny: (a) => this.decide('deny', a),
+    approve: (a) => this.decide('approve', a), deny: (a) => this.decide('deny', a),
+    usage_series: (a) => { const s = this.server(a.server); return mockUsageSeries(s, this.booking(s, a.id), ME, Date.now()); },
     // The mock "remembers" six runs of `python train.py`; any other command has none.
     suggest_length: (a) => {
       this.server(a.server);

@@ -131,6 +131,17 @@ impl Agent {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
+    /// Kills the agent with SIGKILL (no chance to write anything more) and gives back its
+    /// directory, to start another agent on the same state.
+    pub fn kill(mut self) -> TempDir {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
     /// A new client connection, after the handshake.
     pub async fn connect(&self) -> Connection {
         Connection::unix(&self.socket(), "watch-test")

@@ -73,6 +73,10 @@ macro_rules! with_app_commands {
             /// the booking will stage (`name → source`), counted by the agent as the person so the
             /// suggestion scales with the data's size, read with the `s3` credentials named.
             jobs::suggest_length(server: String, command: String, gpus: u32, stage: Option<BTreeMap<String, String>>, s3: Option<S3Access>) -> SuggestionResponse;
+            /// Booking `id`'s GPU utilisation and memory over its slot, as the agent kept them (its
+            /// owner and admins; anyone else rejects with `not_allowed`). An agent too old to keep
+            /// them rejects with `unknown_request`.
+            usage::usage_series(server: String, id: u64) -> UsageSeriesResponse;
             /// The settings.
             settings::settings() -> Settings;
             /// Saves the settings.

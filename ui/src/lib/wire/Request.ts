@@ -18,9 +18,10 @@ import type { ReleaseRequest } from "./ReleaseRequest";
 import type { ReportRequest } from "./ReportRequest";
 import type { SubscribeRequest } from "./SubscribeRequest";
 import type { SuggestRequest } from "./SuggestRequest";
+import type { UsageSeriesRequest } from "./UsageSeriesRequest";
 import type { WhoamiRequest } from "./WhoamiRequest";
 
 /**
  * What a client asks.
  */
-export type Request = { "type": "whoami" } & WhoamiRequest | { "type": "gpus" } & GpusRequest | { "type": "list" } & ListRequest | { "type": "book" } & BookRequest | { "type": "cancel" } & CancelRequest | { "type": "extend" } & ExtendRequest | { "type": "move" } & MoveRequest | { "type": "release" } & ReleaseRequest | { "type": "approve" } & ApproveRequest | { "type": "deny" } & DenyRequest | { "type": "subscribe" } & SubscribeRequest | { "type": "policy" } & PolicyRequest | { "type": "logs" } & LogsRequest | { "type": "suggest" } & SuggestRequest | { "type": "report" } & ReportRequest | { "type": "job_env" } & JobEnvRequest | { "type": "notify_set" } & NotifySetRequest | { "type": "notify_show" } & NotifyShowRequest | { "type": "notify_clear" } & NotifyClearRequest | { "type": "maintenance" } & MaintenanceRequest;
+export type Request = { "type": "whoami" } & WhoamiRequest | { "type": "gpus" } & GpusRequest | { "type": "list" } & ListRequest | { "type": "book" } & BookRequest | { "type": "cancel" } & CancelRequest | { "type": "extend" } & ExtendRequest | { "type": "move" } & MoveRequest | { "type": "release" } & ReleaseRequest | { "type": "approve" } & ApproveRequest | { "type": "deny" } & DenyRequest | { "type": "subscribe" } & SubscribeRequest | { "type": "policy" } & PolicyRequest | { "type": "logs" } & LogsRequest | { "type": "suggest" } & SuggestRequest | { "type": "report" } & ReportRequest | { "type": "job_env" } & JobEnvRequest | { "type": "notify_set" } & NotifySetRequest | { "type": "notify_show" } & NotifyShowRequest | { "type": "notify_clear" } & NotifyClearRequest | { "type": "maintenance" } & MaintenanceRequest | { "type": "usage_series" } & UsageSeriesRequest;

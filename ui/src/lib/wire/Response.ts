@@ -10,9 +10,10 @@ import type { PolicyResponse } from "./PolicyResponse";
 import type { ReportResponse } from "./ReportResponse";
 import type { SubscribedResponse } from "./SubscribedResponse";
 import type { SuggestionResponse } from "./SuggestionResponse";
+import type { UsageSeriesResponse } from "./UsageSeriesResponse";
 import type { Welcome } from "./Welcome";
 
 /**
  * An answer.
  */
-export type Response = { "type": "whoami" } & Welcome | { "type": "gpus" } & GpusResponse | { "type": "bookings" } & BookingsResponse | { "type": "booking" } & BookingResponse | { "type": "subscribed" } & SubscribedResponse | { "type": "policy" } & PolicyResponse | { "type": "logs" } & LogsResponse | { "type": "suggestion" } & SuggestionResponse | { "type": "report" } & ReportResponse | { "type": "job_env" } & JobEnvResponse | { "type": "notify" } & NotifyResponse | { "type": "maintenance" } & MaintenanceResponse;
+export type Response = { "type": "whoami" } & Welcome | { "type": "gpus" } & GpusResponse | { "type": "bookings" } & BookingsResponse | { "type": "booking" } & BookingResponse | { "type": "subscribed" } & SubscribedResponse | { "type": "policy" } & PolicyResponse | { "type": "logs" } & LogsResponse | { "type": "suggestion" } & SuggestionResponse | { "type": "report" } & ReportResponse | { "type": "job_env" } & JobEnvResponse | { "type": "notify" } & NotifyResponse | { "type": "maintenance" } & MaintenanceResponse | { "type": "usage_series" } & UsageSeriesResponse;
