@@ -77,10 +77,21 @@ for _ in $(seq 300); do
   kill -0 "$app_pid" 2>/dev/null || break
   sleep 0.1
 done
+# The agent it started for This computer runs the package's own build, and outlives the app.
+package_agents() {
+  for link in /proc/[0-9]*/exe; do
+    case "$(readlink "$link" 2>/dev/null)" in
+      /usr/lib/gpubook/agents/*) p=${link#/proc/}; echo "${p%/exe}" ;;
+    esac
+  done
+}
+for _ in $(seq 100); do [ -n "$(package_agents)" ] && break; sleep 0.1; done
 kill "$app_pid" 2>/dev/null || true
 wait "$app_pid" 2>/dev/null || true
 [ -n "$shown" ] || { cat "$work/app.log" >&2; fail "the installed app showed no gpubook window"; }
 echo "package-test: the installed app showed its window on $DISPLAY"
+[ -n "$(package_agents)" ] || fail "the installed app started no agent for This computer"
+echo "package-test: its agent for This computer runs (pid $(package_agents | tr '\n' ' '))"
 
 step "agent .deb beside the app's"
 mkdir -p /var/lib/gpubook && echo "bookings" > /var/lib/gpubook/package-test.keep
@@ -107,6 +118,9 @@ rmdir /var/lib/gpubook 2>/dev/null || true
 
 step "app .deb: remove"
 dpkg -r gpubook >/dev/null
+# Its prerm stopped the agents it had started (src-tauri/packaging/app-prerm.sh).
+for _ in $(seq 100); do [ -z "$(package_agents)" ] && break; sleep 0.1; done
+[ -z "$(package_agents)" ] || fail "the app's agent still runs after removal: pid $(package_agents)"
 [ ! -e /usr/lib/gpubook ] || fail "files left under /usr/lib/gpubook: $(find /usr/lib/gpubook)"
 [ ! -e /usr/bin/gpubook ] && [ ! -e /usr/bin/gpubook-app ] || fail "binaries left in /usr/bin"
 [ "$(cat "$HOME/.config/gpubook/servers.toml.keep")" = mine ] || fail "removal touched ~/.config/gpubook"
