@@ -15,8 +15,8 @@ if ! command -v x86_64-w64-mingw32-gcc >/dev/null; then
 fi
 rustup target list --installed | grep -qx x86_64-pc-windows-gnu || rustup target add x86_64-pc-windows-gnu
 cargo check --quiet --target x86_64-pc-windows-gnu \
-  -p gpubook-core -p gpubook-proto -p gpubook-client -p gpubook-desktop -p gpubook-cli
-echo "cross-check: gpubook-core, -proto, -client, -desktop and -cli check for x86_64-pc-windows-gnu"
+  -p gpubook-core -p gpubook-proto -p gpubook-client -p gpubook-desktop -p gpubook-cli -p gpubook-app
+echo "cross-check: gpubook-core, -proto, -client, -desktop, -cli and the Tauri app check for x86_64-pc-windows-gnu"
 
 venv="${GPUBOOK_ZIG_VENV:-/var/tmp/gpubook-zig-venv}"
 [ -x "$venv/bin/python" ] && "$venv/bin/python" -m ziglang version >/dev/null 2>&1 || {
