@@ -756,6 +756,49 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     println!("the panel shows the job's log: {shown:?}, state {state}");
     d.screenshot(&shots.join("booking-panel.png"));
 
+    // Its GPU use over the slot, drawn in the panel from the agent's series: the points read
+    // back from the page are the agent's, as `gpubook usage N --series` gives them.
+    let drawn = until("the usage chart with its points", 20, || {
+        let v = d.exec(
+            "const g = [...document.querySelectorAll('[data-testid=usage-gpu]')]; const c = document.querySelector('[data-testid=usage-chart]'); return c && g.length ? {verdict: c.dataset.verdict, gpus: g.map(e => JSON.parse(e.dataset.points))} : null;",
+            json!([]),
+        );
+        (!v.is_null() && v["gpus"][0].as_array().is_some_and(|p| !p.is_empty())).then_some(v)
+    });
+    let series = cli(
+        &cli_copy,
+        &socket,
+        None,
+        &["usage", &job_id.to_string(), "--series"],
+    );
+    let agent: Vec<(f64, u64)> = series["gpus"][0]["points"]
+        .as_array()
+        .expect("the agent's points")
+        .iter()
+        .map(|p| {
+            (
+                p["util_mean"].as_f64().unwrap(),
+                p["memory_mean"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let page: Vec<(f64, u64)> = drawn["gpus"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[1].as_f64().unwrap(), p[2].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        page, agent,
+        "the drawn series is not the agent's: {drawn} vs {series}"
+    );
+    assert_ne!(drawn["verdict"], "error", "{drawn}");
+    println!(
+        "the panel draws the job's GPU use: {} point(s), verdict {}",
+        page.len(),
+        drawn["verdict"]
+    );
+
     // A running job's log in its open panel grows as the job writes it: pushed by the agent
     // (a line every 0.5 s shows within the second, where asking every 5 s could not).
     let ticker_id = book_job(

@@ -61,9 +61,9 @@ export function lanePoint(wrap: HTMLElement, vertical: boolean, server: string, 
 
 /**
  * Scrolls a timeline so that instant `t` is at client x `at`; by default at its left edge,
- * right of the GPU labels.
+ * right of the GPU labels. False when `t` is not in the range shown.
  */
-export function scrollTimelineTo(wrap: HTMLElement, t: number, at?: number): void {
+export function scrollTimelineTo(wrap: HTMLElement, t: number, at?: number): boolean {
   const main = wrap.querySelector<HTMLElement>('.ec-main');
   const sidebar = wrap.querySelector<HTMLElement>('.ec-body .ec-sidebar');
   for (const c of wrap.querySelectorAll<HTMLElement>('[data-testid="gpu-lane"]')) {
@@ -74,8 +74,9 @@ export function scrollTimelineTo(wrap: HTMLElement, t: number, at?: number): voi
     const x = r.left + ((t - from) / (to - from)) * r.width;
     const left = at ?? (sidebar ? sidebar.getBoundingClientRect().right : r.left);
     if (main) main.scrollLeft += x - left;
-    return;
+    return true;
   }
+  return false;
 }
 
 /** The instant under client x `x` on a timeline, or null where no lane is. */
