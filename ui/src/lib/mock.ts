@@ -14,6 +14,7 @@ import type { Gpu } from './wire/Gpu';
 import type { LogsResponse } from './wire/LogsResponse';
 import type { Maintenance } from './wire/Maintenance';
 import { seededPeriod, takeOutOfService } from './mock-maintenance';
+import { awayHandlers } from './mock-away';
 import type { PolicyResponse } from './wire/PolicyResponse';
 import type { Readings } from './wire/Readings';
 import type { Role } from './wire/Role';
@@ -455,8 +456,8 @@ export class MockBackend implements Host {
     export_ics: (a) => this.ics(a.mine),
     // A browser has no Downloads folder to write into: the path the app would answer.
     save_ics: () => '/home/you/Downloads/gpubook-bookings.ics',
+    ...awayHandlers((id) => this.server(id), ME),
   };
-
 
   private policy(s: MockServer): PolicyResponse {
     return {

@@ -22,7 +22,7 @@ pub mod types {
     pub use gpubook_core::{Booking, Maintenance, S3Access};
     pub use gpubook_proto::{
         BookRequest, BookingResponse, GpusResponse, LogsResponse, MaintenanceResponse,
-        PolicyResponse, SuggestionResponse,
+        NotifyResponse, NotifyTarget, PolicyResponse, ReportResponse, SuggestionResponse,
     };
     pub use std::collections::BTreeMap;
 }
