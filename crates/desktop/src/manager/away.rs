@@ -64,7 +64,10 @@ impl Manager {
         to: DateTime<Utc>,
     ) -> Result<ReportResponse, AppError> {
         self.at_least(id, REPORT_MINOR, "has no reports")?;
-        match self.request(id, Request::Report(ReportRequest { from, to })).await? {
+        match self
+            .request(id, Request::Report(ReportRequest { from, to }))
+            .await?
+        {
             Response::Report(r) => Ok(r),
             other => Err(AppError::internal(format!(
                 "Server {id} answered something else than a report ({other:?})."
