@@ -130,7 +130,7 @@ export function scaleTop(series: Series[]): number {
   const most = Math.max(0, ...series.flatMap((s) => s.points.map((p) => Math.max(p.booked, p.used, p.maintenance)))) / 3600;
   if (most <= 0) return 1;
   const step = 10 ** Math.floor(Math.log10(most));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * step >= most) return m * step;
+  for (const m of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * step >= most) return m * step;
   return 10 * step;
 }
 

@@ -75,7 +75,7 @@ describe('the series drawn', () => {
   it('shares one round scale at or above every bar', () => {
     expect(scaleTop(userSeries(weekly))).toBe(10); // alice's 10 h
     expect(scaleTop([])).toBe(1);
-    expect(scaleTop(userSeries([week('a', 'b', [user('x', 3 * 3600 + 1, 0)])]))).toBe(5);
+    expect(scaleTop(userSeries([week('a', 'b', [user('x', 3 * 3600 + 1, 0)])]))).toBe(4);
     expect(share(1, 4)).toBe('25 %');
     expect(share(0, 0)).toBe('–');
   });
