@@ -15,8 +15,7 @@ use gpubook_desktop::{
     Address, EventPayload, Files, Manager, ReadingsPayload, ServerState, ServerView, Sink,
 };
 use gpubook_proto::{
-    BookRequest, Channel, ErrorKind, EventKind, GpuChoice, NotifyTarget, WebhookFormat,
-    WhenChoice,
+    BookRequest, Channel, ErrorKind, EventKind, GpuChoice, NotifyTarget, WebhookFormat, WhenChoice,
 };
 use gpubook_testkit::agent::InProcessAgent;
 use gpubook_testkit::wait_until;
@@ -48,10 +47,7 @@ async fn connected(agent: &InProcessAgent, app: &tempfile::TempDir) -> Manager {
         Default::default(),
     );
     m.add("lab", "Lab test", Address::Unix(agent.socket()));
-    wait_until("connected", || {
-        m.views()[0].state == ServerState::Connected
-    })
-    .await;
+    wait_until("connected", || m.views()[0].state == ServerState::Connected).await;
     m
 }
 
@@ -76,7 +72,10 @@ async fn a_persons_webhook_is_kept_by_the_agent_and_bad_targets_change_nothing()
     let hook = webhook("http://127.0.0.1:9/hooks/secret");
     let set = m.notify_set("lab", vec![hook.clone()]).await.unwrap();
     assert_eq!(set.targets, vec![hook.clone()]);
-    assert_eq!(m.notify_show("lab").await.unwrap().targets, vec![hook.clone()]);
+    assert_eq!(
+        m.notify_show("lab").await.unwrap().targets,
+        vec![hook.clone()]
+    );
 
     // Refused by the app's own check: nothing reaches the agent, the webhook stays.
     let bad = m
@@ -135,7 +134,12 @@ async fn a_report_counts_a_bookings_gpu_hours_and_refuses_an_empty_window() {
         .await
         .unwrap();
     assert_eq!(r.server, agent.connect().await.welcome().server);
-    let line = r.report.users.iter().find(|u| u.user == me).expect("my line");
+    let line = r
+        .report
+        .users
+        .iter()
+        .find(|u| u.user == me)
+        .expect("my line");
     assert_eq!(line.booked_gpu_secs, 2 * 90 * 60, "{line:?}");
     assert_eq!(line.used_gpu_secs, 0, "not started yet");
     let per_gpu: Vec<i64> = r.report.gpus.iter().map(|g| g.booked_secs).collect();

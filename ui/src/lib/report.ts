@@ -13,7 +13,7 @@ export type Span = { start: number; end: number };
 export type Point = Span & { booked: number; used: number; maintenance: number };
 
 /** One user's or one GPU's figures over the weeks. */
-export type Series = { key: string; label: string; points: Point[]; booked: number; used: number };
+export type Series = { key: string; label: string; sub: string; points: Point[]; booked: number; used: number };
 
 /** Local midnight at or before `t`. */
 function midnight(t: number): number {
@@ -92,7 +92,7 @@ export function checkSpan(span: Span): string | null {
 export function userSeries(weekly: ReportResponse[]): Series[] {
   const names = new Set(weekly.flatMap((r) => r.report.users.map((u) => u.user)));
   return [...names].sort().map((user) =>
-    build(user, user, weekly, (r) => {
+    build(user, user, '', weekly, (r) => {
       const l = r.report.users.find((u) => u.user === user);
       return [l?.booked_gpu_secs ?? 0, l?.used_gpu_secs ?? 0, 0];
     }),
@@ -106,19 +106,19 @@ export function gpuSeries(weekly: ReportResponse[]): Series[] {
   return [...gpus.entries()]
     .sort((a, b) => a[1].index - b[1].index)
     .map(([uuid, g]) =>
-      build(uuid, `GPU ${g.index} · ${g.name}`, weekly, (r) => {
+      build(uuid, `GPU ${g.index}`, g.name, weekly, (r) => {
         const l = r.report.gpus.find((x) => x.uuid === uuid);
         return [l?.booked_secs ?? 0, l?.used_secs ?? 0, l?.maintenance_secs ?? 0];
       }),
     );
 }
 
-function build(key: string, label: string, weekly: ReportResponse[], pick: (r: ReportResponse) => [number, number, number]): Series {
+function build(key: string, label: string, sub: string, weekly: ReportResponse[], pick: (r: ReportResponse) => [number, number, number]): Series {
   const points = weekly.map((r) => {
     const [booked, used, maintenance] = pick(r);
     return { start: Date.parse(r.report.window.start), end: Date.parse(r.report.window.end), booked, used, maintenance };
   });
-  return { key, label, points, booked: sum(points.map((p) => p.booked)), used: sum(points.map((p) => p.used)) };
+  return { key, label, sub, points, booked: sum(points.map((p) => p.booked)), used: sum(points.map((p) => p.used)) };
 }
 
 function sum(xs: number[]): number {

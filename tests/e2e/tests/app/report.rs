@@ -105,6 +105,20 @@ fn expected(report: &dyn Fn(&str, &str) -> Value, weeks: &[(String, String)], by
 /// Opens the Reports page on server "local" and checks both charts against `report`, the
 /// CLI's `report --from A --to B --json` on the same agent. Screenshots go to `shots`.
 pub fn check_report_page(d: &Driver, report: &dyn Fn(&str, &str) -> Value, shots: &Path) {
+    // A job's use is recorded when its slot ends: wait for one (the ticker ends in about
+    // 30 s), so the "used" series is drawn with something in it, not only zeros.
+    let around = |days: i64| {
+        (chrono::Utc::now() + chrono::Duration::days(days))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    until("a booking's recorded use in the report", 120, || {
+        let r = report(&around(-30), &around(30));
+        r["report"]["users"]
+            .as_array()?
+            .iter()
+            .any(|u| u["used_gpu_secs"].as_i64() > Some(0))
+            .then_some(())
+    });
     d.click(&d.wait_for("[data-testid=\"nav-report\"]", 5));
     d.wait_for("[data-testid=\"report-server\"]", 10);
     d.exec(
@@ -162,8 +176,11 @@ pub fn check_report_page(d: &Driver, report: &dyn Fn(&str, &str) -> Value, shots
         assert_eq!(weeks[0].0, from);
         assert_eq!(weeks[3].1, to);
         assert!(weeks.windows(2).all(|w| w[0].1 == w[1].0), "{weeks:?}");
-        let booked: i64 = got.values().flatten().map(|(_, f)| f[0]).sum();
-        assert!(booked > 0, "nothing booked drawn: {got:?}");
+        let sum = |i: usize| -> i64 { got.values().flatten().map(|(_, f)| f[i]).sum() };
+        assert!(
+            sum(0) > 0 && sum(1) > 0,
+            "nothing booked or used drawn: {got:?}"
+        );
         if by == "gpu" {
             assert_eq!(got.len(), 4, "one chart per simulated GPU: {got:?}");
         } else {

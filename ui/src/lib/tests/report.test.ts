@@ -68,7 +68,7 @@ describe('the series drawn', () => {
   it('has one series per GPU in index order, with its maintenance', () => {
     const s = gpuSeries(weekly);
     expect(s.map((x) => x.key)).toEqual(['GPU-a', 'GPU-b']);
-    expect(s[0].label).toBe('GPU 0 · H200');
+    expect([s[0].label, s[0].sub]).toEqual(['GPU 0', 'H200']);
     expect(s[0].points.map((p) => p.maintenance)).toEqual([3600, 0]);
   });
 
