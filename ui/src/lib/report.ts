@@ -134,12 +134,14 @@ export function scaleTop(series: Series[]): number {
   return 10 * step;
 }
 
-/** GPU-seconds as hours with one decimal ("12.5"). */
+/** GPU-seconds as hours with one decimal ("12.5"); "<0.1" for a little that is not none. */
 export function hours(secs: number): string {
-  return (secs / 3600).toFixed(1);
+  return secs > 0 && secs < 180 ? '<0.1' : (secs / 3600).toFixed(1);
 }
 
-/** Used as a share of booked ("63 %"), or "–" when nothing was booked. */
+/** Used as a share of booked ("63 %", "<1 %"), or "–" when nothing was booked. */
 export function share(used: number, booked: number): string {
-  return booked > 0 ? `${Math.round((100 * used) / booked)} %` : '–';
+  if (booked <= 0) return '–';
+  const p = Math.round((100 * used) / booked);
+  return p === 0 && used > 0 ? '<1 %' : `${p} %`;
 }

@@ -177,6 +177,13 @@ pub fn check_report_page(d: &Driver, report: &dyn Fn(&str, &str) -> Value, shots
         assert_eq!(weeks[3].1, to);
         assert!(weeks.windows(2).all(|w| w[0].1 == w[1].0), "{weeks:?}");
         let sum = |i: usize| -> i64 { got.values().flatten().map(|(_, f)| f[i]).sum() };
+        eprintln!(
+            "report by {by} drawn as the CLI reports it: {} series over {} weeks, {} GPU-s booked, {} used",
+            got.len(),
+            got.values().next().map_or(0, Vec::len),
+            sum(0),
+            sum(1)
+        );
         assert!(
             sum(0) > 0 && sum(1) > 0,
             "nothing booked or used drawn: {got:?}"

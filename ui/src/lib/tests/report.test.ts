@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkSpan, dateOf, defaultRange, gpuSeries, rangeOfDates, scaleTop, share, userSeries, weekStart, weeks } from '../report';
+import { checkSpan, dateOf, defaultRange, gpuSeries, hours, rangeOfDates, scaleTop, share, userSeries, weekStart, weeks } from '../report';
 import type { ReportResponse } from '../wire/ReportResponse';
 import type { UserLine } from '../wire/UserLine';
 
@@ -78,5 +78,7 @@ describe('the series drawn', () => {
     expect(scaleTop(userSeries([week('a', 'b', [user('x', 3 * 3600 + 1, 0)])]))).toBe(4);
     expect(share(1, 4)).toBe('25 %');
     expect(share(0, 0)).toBe('–');
+    expect(share(30, 20_000)).toBe('<1 %');
+    expect([hours(0), hours(30), hours(5400)]).toEqual(['0.0', '<0.1', '1.5']);
   });
 });
