@@ -2,6 +2,7 @@
 //! settings, and the live connection requests go over. The event relay (one live session per server) is in [`events`],
 //! one server's state in [`server`], the requests in [`requests`].
 
+mod away;
 mod events;
 mod names;
 mod requests;

@@ -2,6 +2,7 @@
 //! in crates/desktop/src/contract/declare.rs (docs/app-contract.md), which src/handlers.rs
 //! expands into the Tauri commands that call these. Each only calls gpubook-desktop.
 
+pub mod away;
 pub mod bookings;
 pub mod calendar;
 pub mod jobs;

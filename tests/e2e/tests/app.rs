@@ -20,6 +20,8 @@
 //!   "you · e2e training" at 60 (the default), 80 and 120 px per hour; fitted to 72 hours, its tooltip (on
 //!   hover and on keyboard focus) gives owner, title, GPUs, times and state; a screenshot at
 //!   each level;
+//! - the Reports page's charts read back against `gpubook report`, and news while away set
+//!   through the app and read back from the agent (app/report.rs);
 //! - figures: cold start to an interactive calendar, the app's memory with 3 servers.
 
 use std::os::unix::fs::PermissionsExt;
@@ -36,6 +38,10 @@ const E2E: &str = "the app's end-to-end test";
 use serde_json::{json, Value};
 
 const OTHER: &str = "gpb-e2e-other";
+
+/// The Reports page and "News while away" (their checks, in their own file).
+#[path = "app/report.rs"]
+mod report;
 
 fn screenshots() -> PathBuf {
     let dir = std::env::var_os("GPUBOOK_SCREENSHOTS")
@@ -990,6 +996,18 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
         e["err"]["message"].as_str().unwrap().contains("no server"),
         "{e}"
     );
+    // Reports drawn as the CLI reports them; news while away set, shown and cleared.
+    let cli_report = |from: &str, to: &str| -> Value {
+        cli(
+            &cli_copy,
+            &socket,
+            None,
+            &["report", "--from", from, "--to", to],
+        )
+    };
+    report::check_report_page(&d, &cli_report, &shots);
+    let notify_show = || cli(&cli_copy, &socket, None, &["notify", "show"]);
+    report::check_news_while_away(&d, &invoke, &notify_show, &shots);
     // Capabilities: only the declared commands; a core window command is refused.
     let e = invoke("plugin:window|close", json!({}));
     assert!(

@@ -14,8 +14,11 @@ import type { LogPayload } from './app/LogPayload';
 import type { LogsResponse } from './wire/LogsResponse';
 import type { Maintenance } from './wire/Maintenance';
 import type { MaintenanceResponse } from './wire/MaintenanceResponse';
+import type { NotifyResponse } from './wire/NotifyResponse';
+import type { NotifyTarget } from './wire/NotifyTarget';
 import type { PolicyResponse } from './wire/PolicyResponse';
 import type { ReadingsPayload } from './app/ReadingsPayload';
+import type { ReportResponse } from './wire/ReportResponse';
 import type { S3Access } from './wire/S3Access';
 import type { ServerView } from './app/ServerView';
 import type { Settings } from './app/Settings';
@@ -46,6 +49,10 @@ export interface CommandArgs {
   job_logs: { server: string; id: number; offset?: number | null; follow?: boolean | null };
   suggest_length: { server: string; command: string; gpus: number; stage?: { [key in string]: string } | null; s3?: S3Access | null };
   usage_series: { server: string; id: number };
+  notify_show: { server: string };
+  notify_set: { server: string; targets: Array<NotifyTarget> };
+  notify_clear: { server: string };
+  report: { server: string; from: string; to: string };
   settings: Record<string, never>;
   set_settings: { settings: Settings };
   export_ics: { mine: boolean };
@@ -82,6 +89,10 @@ export interface CommandResults {
   job_logs: LogsResponse;
   suggest_length: SuggestionResponse;
   usage_series: UsageSeriesResponse;
+  notify_show: NotifyResponse;
+  notify_set: NotifyResponse;
+  notify_clear: NotifyResponse;
+  report: ReportResponse;
   settings: Settings;
   set_settings: null;
   export_ics: string;
@@ -199,6 +210,26 @@ export interface Api {
    * them rejects with `unknown_request`.
    */
   usageSeries(server: string, id: number): Promise<UsageSeriesResponse>;
+  /**
+   * The person's own e-mail and webhook targets on `server` (news the agent sends
+   * itself while the app is closed), how their latest deliveries went, and whether the
+   * server can send mail. Refused with `incompatible` by an agent before protocol 1.4.
+   */
+  notifyShow(server: string): Promise<NotifyResponse>;
+  /**
+   * Replaces the person's targets on `server` with `targets` (at most 4, each with at
+   * least one kind of event); a bad address or URL is refused with `invalid` and
+   * nothing changes. Answers the targets as the agent keeps them.
+   */
+  notifySet(server: string, targets: Array<NotifyTarget>): Promise<NotifyResponse>;
+  /** Removes the person's targets on `server`; deliveries not yet made are dropped. */
+  notifyClear(server: string): Promise<NotifyResponse>;
+  /**
+   * GPU-hours booked, used, idle-held and released early per user and per GPU on
+   * `server` over `from..to` (at most 366 days): everyone's for an admin, the
+   * person's own line otherwise. Refused with `incompatible` before protocol 1.3.
+   */
+  report(server: string, from: string, to: string): Promise<ReportResponse>;
   /** The settings. */
   settings(): Promise<Settings>;
   /** Saves the settings. */
@@ -268,6 +299,10 @@ export function makeApi(host: Host): Api {
     jobLogs: (server, id, offset, follow) => host.invoke('job_logs', { server, id, offset, follow }),
     suggestLength: (server, command, gpus, stage, s3) => host.invoke('suggest_length', { server, command, gpus, stage, s3 }),
     usageSeries: (server, id) => host.invoke('usage_series', { server, id }),
+    notifyShow: (server) => host.invoke('notify_show', { server }),
+    notifySet: (server, targets) => host.invoke('notify_set', { server, targets }),
+    notifyClear: (server) => host.invoke('notify_clear', { server }),
+    report: (server, from, to) => host.invoke('report', { server, from, to }),
     settings: () => host.invoke('settings', {}),
     setSettings: (settings) => host.invoke('set_settings', { settings }),
     exportIcs: (mine) => host.invoke('export_ics', { mine }),

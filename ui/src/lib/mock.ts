@@ -15,11 +15,12 @@ import type { LogsResponse } from './wire/LogsResponse';
 import type { Maintenance } from './wire/Maintenance';
 import { seededPeriod, takeOutOfService } from './mock-maintenance';
 import { mockUsageSeries } from './mock-usage';
+import { awayHandlers } from './mock-away';
 import type { PolicyResponse } from './wire/PolicyResponse';
 import type { Readings } from './wire/Readings';
 import type { Role } from './wire/Role';
 import { ceilTo, floorTo, HOUR, roundTo, toWire } from './time';
-import { err, makeGpus, PEOPLE, rng, TITLES } from './mock-data';
+import { err, makeGpus, mockIcs, PEOPLE, rng, TITLES } from './mock-data';
 
 const GRAN = 900; // 15-minute grid
 const ME = 'you';
@@ -453,11 +454,11 @@ export class MockBackend implements Host {
       this.emit('gpubook://caldav', structuredClone(this.caldav));
       return null;
     },
-    export_ics: (a) => this.ics(a.mine),
+    export_ics: (a) => mockIcs(this.servers.values(), a.mine, ME),
     // A browser has no Downloads folder to write into: the path the app would answer.
     save_ics: () => '/home/you/Downloads/gpubook-bookings.ics',
+    ...awayHandlers((id) => this.server(id), ME),
   };
-
 
   private policy(s: MockServer): PolicyResponse {
     return {
@@ -581,20 +582,5 @@ export class MockBackend implements Host {
     }
     if (!best) throw err('unavailable', reasons.join(' ') || 'No server is connected.');
     return { server: best.s.view.id, response: this.book(best.s, req, now) };
-  }
-
-  private ics(mine: boolean): string {
-    const lines = ['BEGIN:VCALENDAR', 'VERSION:2.0', 'PRODID:-//gpubook//mock//EN'];
-    const stamp = toWire(Date.now()).replace(/[-:]/g, '');
-    for (const s of this.servers.values()) {
-      for (const b of s.bookings.values()) {
-        if (mine && b.owner !== ME) continue;
-        lines.push('BEGIN:VEVENT', `UID:${b.id}@${s.view.name}`, `DTSTAMP:${stamp}`,
-          `DTSTART:${b.interval.start.replace(/[-:]/g, '')}`, `DTEND:${b.interval.end.replace(/[-:]/g, '')}`,
-          `SUMMARY:${b.gpus.length}× GPU on ${s.view.name} — ${b.title}`, `SEQUENCE:${b.revision}`, 'END:VEVENT');
-      }
-    }
-    lines.push('END:VCALENDAR');
-    return lines.join('\r\n') + '\r\n';
   }
 }

@@ -77,6 +77,20 @@ macro_rules! with_app_commands {
             /// owner and admins; anyone else rejects with `not_allowed`). An agent too old to keep
             /// them rejects with `unknown_request`.
             usage::usage_series(server: String, id: u64) -> UsageSeriesResponse;
+            /// The person's own e-mail and webhook targets on `server` (news the agent sends
+            /// itself while the app is closed), how their latest deliveries went, and whether the
+            /// server can send mail. Refused with `incompatible` by an agent before protocol 1.4.
+            away::notify_show(server: String) -> NotifyResponse;
+            /// Replaces the person's targets on `server` with `targets` (at most 4, each with at
+            /// least one kind of event); a bad address or URL is refused with `invalid` and
+            /// nothing changes. Answers the targets as the agent keeps them.
+            away::notify_set(server: String, targets: Vec<NotifyTarget>) -> NotifyResponse;
+            /// Removes the person's targets on `server`; deliveries not yet made are dropped.
+            away::notify_clear(server: String) -> NotifyResponse;
+            /// GPU-hours booked, used, idle-held and released early per user and per GPU on
+            /// `server` over `from..to` (at most 366 days): everyone's for an admin, the
+            /// person's own line otherwise. Refused with `incompatible` before protocol 1.3.
+            away::report(server: String, from: DateTime<Utc>, to: DateTime<Utc>) -> ReportResponse;
             /// The settings.
             settings::settings() -> Settings;
             /// Saves the settings.

@@ -22,7 +22,8 @@ pub mod types {
     pub use gpubook_core::{Booking, Maintenance, S3Access};
     pub use gpubook_proto::{
         BookRequest, BookingResponse, GpusResponse, LogsResponse, MaintenanceResponse,
-        PolicyResponse, SuggestionResponse, UsageSeriesResponse,
+        NotifyResponse, NotifyTarget, PolicyResponse, ReportResponse, SuggestionResponse,
+        UsageSeriesResponse,
     };
     pub use std::collections::BTreeMap;
 }
