@@ -71,16 +71,18 @@ function chart(g: GpuSeries, box: Box, x: (t: number) => number, bucket: number)
   };
 }
 
-/** An SVG path through `g`'s points, broken where a bucket is missing. */
+/** An SVG path through `g`'s points, broken where a bucket is missing. A point alone between
+ * breaks (a short slot, or one reading between two gaps) is a zero-length `h0`, which the
+ * chart's round line caps draw as a dot. */
 function path(g: GpuSeries, bucket: number, xy: (p: GpuSeries['points'][number]) => [number, number]): string {
+  const joined = (a: GpuSeries['points'][number] | undefined, b: GpuSeries['points'][number] | undefined) =>
+    !!a && !!b && Date.parse(b.at) - Date.parse(a.at) <= bucket;
   let d = '';
-  let prev: number | null = null;
-  for (const p of g.points) {
-    const t = Date.parse(p.at);
+  g.points.forEach((p, i) => {
     const [px, py] = xy(p);
-    d += `${prev !== null && t - prev <= bucket ? 'L' : 'M'}${px},${py} `;
-    prev = t;
-  }
+    const [before, after] = [joined(g.points[i - 1], p), joined(p, g.points[i + 1])];
+    d += before ? `L${px},${py} ` : `M${px},${py} ${after ? '' : 'h0 '}`;
+  });
   return d.trim();
 }
 

@@ -35,7 +35,7 @@ describe('a booking\'s series is shaped for its chart', () => {
 
   it('breaks the line where buckets are missing (the agent was down)', () => {
     const [c] = shapeSeries(series([point(0, 10, 0), point(1, 10, 0), point(5, 10, 0)]), { width: 600, height: 100 });
-    expect(c.util).toBe('M5,90 L15,90 M55,90');
+    expect(c.util).toBe('M5,90 L15,90 M55,90 h0');
   });
 
   it('says whether the booking was used', () => {
