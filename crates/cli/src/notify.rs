@@ -118,37 +118,7 @@ fn kind(name: &str) -> Result<EventKind, Failure> {
 
 /// Every kind's name.
 fn all_kinds() -> Vec<String> {
-    use EventKind::*;
-    [
-        BookingCreated,
-        BookingChanged,
-        BookingCancelled,
-        BookingApproved,
-        BookingDenied,
-        BookingMovedEarlier,
-        BookingReleased,
-        SlotStarting,
-        SlotStarted,
-        SlotEnding,
-        SlotEnded,
-        JobStarted,
-        JobFinished,
-        JobStopped,
-        JobFailed,
-        JobLost,
-        Intruder,
-        Idle,
-        IdleHeld,
-        UsageRecorded,
-        StageProgress,
-        StageReady,
-        StageFailed,
-        JobSaved,
-        SaveFailed,
-    ]
-    .into_iter()
-    .map(kind_name)
-    .collect()
+    EventKind::KNOWN.iter().copied().map(kind_name).collect()
 }
 
 fn kind_name(k: EventKind) -> String {

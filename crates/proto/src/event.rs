@@ -64,6 +64,79 @@ pub enum EventKind {
     Unknown,
 }
 
+impl EventKind {
+    /// Every kind an agent sends (all but [`EventKind::Unknown`]), in declaration order: the
+    /// choices a person has where kinds are named (`gpubook notify set --kinds`).
+    pub const KNOWN: &'static [EventKind] = &[
+        EventKind::BookingCreated,
+        EventKind::BookingChanged,
+        EventKind::BookingCancelled,
+        EventKind::BookingApproved,
+        EventKind::BookingDenied,
+        EventKind::BookingMovedEarlier,
+        EventKind::BookingReleased,
+        EventKind::SlotStarting,
+        EventKind::SlotStarted,
+        EventKind::SlotEnding,
+        EventKind::SlotEnded,
+        EventKind::JobStarted,
+        EventKind::JobFinished,
+        EventKind::JobStopped,
+        EventKind::JobFailed,
+        EventKind::JobLost,
+        EventKind::Intruder,
+        EventKind::Idle,
+        EventKind::IdleHeld,
+        EventKind::UsageRecorded,
+        EventKind::StageProgress,
+        EventKind::StageReady,
+        EventKind::StageFailed,
+        EventKind::JobSaved,
+        EventKind::SaveFailed,
+    ];
+}
+
+#[cfg(test)]
+mod known_tests {
+    use super::EventKind;
+
+    /// Adding a kind breaks this match until it is listed in [`EventKind::KNOWN`] too.
+    #[test]
+    fn every_kind_but_unknown_is_known() {
+        for k in EventKind::KNOWN {
+            match k {
+                EventKind::BookingCreated => {}
+                EventKind::BookingChanged => {}
+                EventKind::BookingCancelled => {}
+                EventKind::BookingApproved => {}
+                EventKind::BookingDenied => {}
+                EventKind::BookingMovedEarlier => {}
+                EventKind::BookingReleased => {}
+                EventKind::SlotStarting => {}
+                EventKind::SlotStarted => {}
+                EventKind::SlotEnding => {}
+                EventKind::SlotEnded => {}
+                EventKind::JobStarted => {}
+                EventKind::JobFinished => {}
+                EventKind::JobStopped => {}
+                EventKind::JobFailed => {}
+                EventKind::JobLost => {}
+                EventKind::Intruder => {}
+                EventKind::Idle => {}
+                EventKind::IdleHeld => {}
+                EventKind::UsageRecorded => {}
+                EventKind::StageProgress => {}
+                EventKind::StageReady => {}
+                EventKind::StageFailed => {}
+                EventKind::JobSaved => {}
+                EventKind::SaveFailed => {}
+                EventKind::Unknown => panic!("Unknown is not a kind an agent sends"),
+            }
+        }
+        assert_eq!(EventKind::KNOWN.len(), 25);
+    }
+}
+
 /// A durable, numbered event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
