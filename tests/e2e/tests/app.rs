@@ -693,16 +693,21 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
         r["median_ms"], r["p95_ms"], r["max_ms"], r["load_ms"], r["update_ms"]
     );
 
-    // How the cost grows: the same bench (fewer frames) at 100, 500 and 2,000 bookings.
+    // How the cost grows: the same bench (fewer frames) at 100, 500, 2,000 and 10,000
+    // bookings, and with a cluster's 256 GPU rows.
     let mut table = vec![
         "| GPUs | bookings | drag median / p95 (ms) | load (ms) | one pushed change (ms) |"
             .to_string(),
         "| --- | --- | --- | --- | --- |".to_string(),
     ];
-    // 10,000 bookings, and a cluster's 256 GPU rows with 2,000, are left out: the library's
-    // calendar kept the web view busy for over two minutes on each (BENCHMARKS.md), past any
-    // WebDriver call's patience.
-    for (gpus, n) in [(32, 100), (32, 500), (32, 2000)] {
+    for (gpus, n) in [
+        (32, 100),
+        (32, 500),
+        (32, 2000),
+        (32, 10000),
+        (256, 2000),
+        (256, 10000),
+    ] {
         d.exec(
             "window.__benchResult = null; window.__gpubookBench({gpus: arguments[0], bookings: arguments[1], frames: 60}).then(r => window.__benchResult = r, e => window.__benchResult = {error: String(e)}); return true",
             json!([gpus, n]),

@@ -3,6 +3,9 @@
 import type { Booking } from './wire/Booking';
 import type { Event } from './wire/Event';
 
+/** The most journal entries kept; a reader further behind reads everything again. */
+export const JOURNAL_MAX = 50_000;
+
 /** States a booking leaves the calendar in. */
 export const GONE: ReadonlySet<string> = new Set(['cancelled', 'denied']);
 
@@ -39,6 +42,22 @@ export class BookingBook {
   readonly staging = new Map<string, Map<number, Staging>>();
   /** server → last event number applied (events at or below it are repeats). */
   readonly lastSeq = new Map<string, number>();
+  /**
+   * What changed, in order: `[server, booking id]` for a booking (or its stage-in), `[server,
+   * null]` when a whole server was dropped. The timeline reads it from where it last stopped
+   * (lib/lane-index.ts), so one pushed change costs it one booking, not all of them.
+   */
+  readonly journal: [string, number | null][] = [];
+  /** How many entries were cut from the journal's front (it keeps at most `JOURNAL_MAX`). */
+  journalBase = 0;
+
+  private note(server: string, id: number | null): void {
+    if (this.journal.length >= JOURNAL_MAX) {
+      this.journalBase += this.journal.length;
+      this.journal.length = 0;
+    }
+    this.journal.push([server, id]);
+  }
 
   private server(id: string): Map<number, Booking> {
     let m = this.byServer.get(id);
@@ -56,6 +75,7 @@ export class BookingBook {
     if (old && old.revision > b.revision) return false;
     if (old && old.revision === b.revision && old.state === b.state && sameRun(old, b)) return false;
     m.set(b.id, b);
+    this.note(server, b.id);
     if (b.state === 'ended' || GONE.has(b.state)) this.clearIntruders(server, b.id);
     return true;
   }
@@ -114,6 +134,7 @@ export class BookingBook {
       s.state = 'copying';
     }
     m.set(ev.booking.id, s);
+    this.note(server, ev.booking.id);
     return true;
   }
 
@@ -141,6 +162,7 @@ export class BookingBook {
     this.intruders.delete(server);
     this.staging.delete(server);
     this.lastSeq.delete(server);
+    this.note(server, null);
   }
 
   /** A server's bookings that still belong on the calendar. */
