@@ -22,7 +22,9 @@
 //!   each level;
 //! - the Reports page's charts read back against `gpubook report`, and news while away set
 //!   through the app and read back from the agent (app/report.rs);
-//! - figures: cold start to an interactive calendar, the app's memory with 3 servers.
+//! - the timeline across a DST change, the app started in Europe/Berlin (app/dst.rs);
+//! - figures: cold start to an interactive calendar, the app's memory with 3 servers, and the
+//!   calendar's bench at 100 to 10,000 bookings and 256 GPU rows.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,10 @@ const OTHER: &str = "gpb-e2e-other";
 /// The Reports page and "News while away" (their checks, in their own file).
 #[path = "app/report.rs"]
 mod report;
+
+/// The timeline across a DST change, in the app started in Europe/Berlin.
+#[path = "app/dst.rs"]
+mod dst;
 
 fn screenshots() -> PathBuf {
     let dir = std::env::var_os("GPUBOOK_SCREENSHOTS")
@@ -355,28 +361,29 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     )
     .unwrap();
     let port = 4444 + (std::process::id() % 1000) as u16;
-    let _driver = Proc::spawn(
-        "tauri-driver",
-        Command::new("tauri-driver")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--native-port",
-                &(port + 1000).to_string(),
-            ])
-            .env("DISPLAY", &display)
-            .env("DBUS_SESSION_BUS_ADDRESS", &bus)
-            .env("GPUBOOK_SOCKET", &socket)
-            .env("GPUBOOK_AGENT_BINARY", &agent_bin)
-            .env("XDG_CONFIG_HOME", &config)
-            .env("GPUBOOK_SSH_CONFIG", &ssh_config)
-            .env("XDG_DATA_HOME", dir.join("data"))
-            .env("XDG_RUNTIME_DIR", dir.join("runtime"))
-            .env("XDG_DOWNLOAD_DIR", dir.join("downloads"))
-            .env_remove("WAYLAND_DISPLAY")
-            .stdout(std::fs::File::create(shots.join("app-stdout.log")).unwrap())
-            .stderr(std::fs::File::create(shots.join("app-stderr.log")).unwrap()),
-    );
+    let tauri_driver = |port: u16, log: &str| {
+        let mut c = Command::new("tauri-driver");
+        c.args([
+            "--port",
+            &port.to_string(),
+            "--native-port",
+            &(port + 1000).to_string(),
+        ])
+        .env("DISPLAY", &display)
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+        .env("GPUBOOK_SOCKET", &socket)
+        .env("GPUBOOK_AGENT_BINARY", &agent_bin)
+        .env("XDG_CONFIG_HOME", &config)
+        .env("GPUBOOK_SSH_CONFIG", &ssh_config)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("XDG_RUNTIME_DIR", dir.join("runtime"))
+        .env("XDG_DOWNLOAD_DIR", dir.join("downloads"))
+        .env_remove("WAYLAND_DISPLAY")
+        .stdout(std::fs::File::create(shots.join(format!("{log}-stdout.log"))).unwrap())
+        .stderr(std::fs::File::create(shots.join(format!("{log}-stderr.log"))).unwrap());
+        c
+    };
+    let _driver = Proc::spawn("tauri-driver", &mut tauri_driver(port, "app"));
     std::fs::create_dir_all(dir.join("runtime")).unwrap();
     let url = format!("http://127.0.0.1:{port}");
     until("tauri-driver", 20, || {
@@ -1084,6 +1091,49 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     d.quit();
     for pid in before {
         // SAFETY: a plain kill(2) of the app this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    until("the app to exit", 20, || pids_of(&app).is_empty().then_some(()));
+
+    // The timeline across a DST change: the app again, in Europe/Berlin.
+    let change = dst::next_eu_spring_forward(Utc::now());
+    let across = cli(
+        &cli_copy,
+        &socket,
+        None,
+        &[
+            "book",
+            "--gpu",
+            "0",
+            "--start",
+            &iso(change - ChronoDuration::hours(1)),
+            "--for",
+            "4h",
+            "--title",
+            "across DST",
+        ],
+    );
+    let across_id = booked_id(&across);
+    let berlin_port = port + 1;
+    let _berlin_driver = Proc::spawn(
+        "tauri-driver (Europe/Berlin)",
+        tauri_driver(berlin_port, "app-berlin").env("TZ", "Europe/Berlin"),
+    );
+    let berlin_url = format!("http://127.0.0.1:{berlin_port}");
+    until("tauri-driver (Europe/Berlin)", 20, || {
+        reqwest::blocking::get(format!("{berlin_url}/status"))
+            .ok()
+            .map(drop)
+    });
+    let d = Driver::new(&berlin_url, &app).expect("a WebDriver session in Europe/Berlin");
+    until("body[data-ready=true] in Europe/Berlin", 60, || {
+        (d.exec("return document.body.dataset.ready === 'true'", json!([])) == json!(true))
+            .then_some(())
+    });
+    dst::check_timeline_across_dst(&d, change, across_id, &shots);
+    d.quit();
+    for pid in pids_of(&app) {
+        // SAFETY: as above.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     }
 }
