@@ -1093,7 +1093,9 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
         // SAFETY: a plain kill(2) of the app this test started.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     }
-    until("the app to exit", 20, || pids_of(&app).is_empty().then_some(()));
+    until("the app to exit", 20, || {
+        pids_of(&app).is_empty().then_some(())
+    });
 
     // The timeline across a DST change: the app again, in Europe/Berlin.
     let change = dst::next_eu_spring_forward(Utc::now());

@@ -73,10 +73,21 @@ pub fn check_timeline_across_dst(d: &Driver, change: DateTime<Utc>, id: u64, sho
         let a = a.as_f64().unwrap_or_else(|| panic!("{what}: {v}"));
         assert!((a - b).abs() <= 1.5, "{what}: {a} px, not {b} px: {v}");
     };
-    assert_eq!(v["time"], "01:00\u{2013}06:00", "the block's local times: {v}");
-    near(&v["width"], 4.0 * px - 1.0, "the block is its 4 real hours wide");
+    assert_eq!(
+        v["time"], "01:00\u{2013}06:00",
+        "the block's local times: {v}"
+    );
+    near(
+        &v["width"],
+        4.0 * px - 1.0,
+        "the block is its 4 real hours wide",
+    );
     assert_eq!(v["day"]["hours"], 23.0, "{v}");
-    near(&v["day"]["width"], 23.0 * px, "the day of the change is 23 hours wide");
+    near(
+        &v["day"]["width"],
+        23.0 * px,
+        "the day of the change is 23 hours wide",
+    );
     let gap = v["m06"].as_f64().unwrap() - v["m00"].as_f64().unwrap();
     assert!(
         (gap - 5.0 * px).abs() <= 1.5,
