@@ -1,18 +1,208 @@
-//! What the desktop app's end-to-end test needs: the services it starts (Xvfb, a D-Bus
-//! session bus with dunst, a D-Bus monitor, agents, tauri-driver) and a small W3C WebDriver
-//! client over HTTP.
+//! What the desktop app's end-to-end tests need: the services they start (Xvfb, a D-Bus
+//! session bus with dunst, a D-Bus monitor, agents, tauri-driver), the built binaries, and a
+//! small W3C WebDriver client over HTTP.
 //!
-//! The test runs when `GPUBOOK_E2E=1` (scripts/app-e2e.sh sets it after building the UI and
-//! the app). A missing service fails it when `GPUBOOK_REQUIRE_SERVICES=1`, else skips it (the
-//! rule of gpubook-testkit, which the test uses).
+//! The tests run when `GPUBOOK_E2E=1` (scripts/app-e2e.sh sets it after building the UI and
+//! the app). A missing service fails them when `GPUBOOK_REQUIRE_SERVICES=1`, else skips them
+//! (the rule of gpubook-testkit).
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use gpubook_testkit::require::{missing, Need};
 use serde_json::{json, Value};
+
+/// Whether the E2E tests run (`GPUBOOK_E2E=1`); says why not otherwise.
+pub fn enabled(test: &str) -> bool {
+    let on = std::env::var("GPUBOOK_E2E").ok().as_deref() == Some("1");
+    if !on {
+        eprintln!("SKIPPED: {test} runs with GPUBOOK_E2E=1 (scripts/app-e2e.sh builds and runs it)");
+    }
+    on
+}
+
+/// Where screenshots and logs go: `$GPUBOOK_SCREENSHOTS`, else target/screenshots (made).
+pub fn screenshots() -> PathBuf {
+    let dir = std::env::var_os("GPUBOOK_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots")
+        });
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The built binaries an E2E test drives.
+#[derive(Debug)]
+pub struct Binaries {
+    /// The desktop app.
+    pub app: PathBuf,
+    /// gpubook-agent.
+    pub agent: PathBuf,
+    /// The CLI.
+    pub cli: PathBuf,
+}
+
+/// The built binaries, when each is there and every tool in `tools` is on PATH; otherwise
+/// the testkit's rule (fail when required, else skip: `None`).
+pub fn binaries_and_tools(test: &str, tools: &[&str]) -> Option<Binaries> {
+    let b = Binaries {
+        app: binary("GPUBOOK_APP_BINARY", "gpubook-app"),
+        agent: binary("GPUBOOK_AGENT_BINARY", "gpubook-agent"),
+        cli: binary("GPUBOOK_CLI_BINARY", "gpubook"),
+    };
+    for (what, p) in [
+        ("the app", &b.app),
+        ("gpubook-agent", &b.agent),
+        ("gpubook", &b.cli),
+    ] {
+        if !p.is_file() {
+            missing(
+                test,
+                Need::Service,
+                &format!("{what} is not built at {}", p.display()),
+                "run scripts/app-e2e.sh, which builds them",
+            );
+            return None;
+        }
+    }
+    for tool in tools {
+        if which(tool).is_none() {
+            missing(
+                test,
+                Need::Service,
+                &format!("{tool} is not installed"),
+                "run scripts/setup-debian.sh (tauri-driver: cargo install tauri-driver --locked)",
+            );
+            return None;
+        }
+    }
+    Some(b)
+}
+
+/// tauri-driver on `port` (its WebKitWebDriver on `port + 1000`), for an app on `display`
+/// and the session bus `bus`, with `env` added to (and `WAYLAND_DISPLAY` removed from) the
+/// app's environment; its output in `app-stdout.log` / `app-stderr.log` of `logs`. Returns
+/// it with its URL, once it answers.
+pub fn tauri_driver<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+    port: u16,
+    display: &str,
+    bus: &str,
+    env: impl IntoIterator<Item = (K, V)>,
+    logs: &Path,
+) -> (Proc, String) {
+    let mut cmd = Command::new("tauri-driver");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--native-port",
+        &(port + 1000).to_string(),
+    ])
+    .env("DISPLAY", display)
+    .env("DBUS_SESSION_BUS_ADDRESS", bus)
+    .env_remove("WAYLAND_DISPLAY")
+    .stdout(std::fs::File::create(logs.join("app-stdout.log")).unwrap())
+    .stderr(std::fs::File::create(logs.join("app-stderr.log")).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let p = Proc::spawn("tauri-driver", &mut cmd);
+    let url = format!("http://127.0.0.1:{port}");
+    until("tauri-driver", 20, || {
+        reqwest::blocking::get(format!("{url}/status"))
+            .ok()
+            .map(drop)
+    });
+    (p, url)
+}
+
+/// A WebDriver session on the app `app` through the tauri-driver at `url`; panics with the
+/// driver's log (in `logs`) when none opens.
+pub fn open_app(url: &str, app: &Path, logs: &Path) -> Driver {
+    Driver::new(url, app).unwrap_or_else(|e| {
+        panic!(
+            "no WebDriver session: {e}; driver log: {}",
+            std::fs::read_to_string(logs.join("app-stderr.log")).unwrap_or_default()
+        )
+    })
+}
+
+/// Waits until the calendar is interactive (`body[data-ready=true]`).
+pub fn wait_ready(d: &Driver, secs: u64) {
+    until("body[data-ready=true]", secs, || {
+        (d.exec("return document.body.dataset.ready === 'true'", json!([])) == json!(true))
+            .then_some(())
+    });
+}
+
+/// A real agent with 4 simulated GPUs named `name`, serving on `dir/NAME.sock` (shared mode
+/// when `shared`), its policy warning owners 15 minutes before a slot ends; its log in
+/// `logs`. Returns it with its socket once it answers.
+pub fn start_agent(bin: &Path, dir: &Path, name: &str, shared: bool, logs: &Path) -> (Proc, PathBuf) {
+    let socket = dir.join(format!("{name}.sock"));
+    let policy = dir.join("policy.toml");
+    // Root is admin whatever the policy says (the agent makes uid 0 admin). Owners hear of a
+    // slot's end 15 minutes before it, so a 15-minute slot is warned at once.
+    std::fs::write(
+        &policy,
+        "admins = [\"nobody-admin\"]\nend_warning = \"15m\"\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .arg("--state-dir")
+        .arg(dir.join(format!("{name}-state")))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--gpus", "sim:4", "--name", name, "--sample-secs", "1"])
+        .arg("--policy")
+        .arg(&policy)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(logs.join(format!("{name}.log"))).unwrap());
+    if shared {
+        cmd.arg("--shared");
+    }
+    let p = Proc::spawn(name, &mut cmd);
+    until("the agent's socket", 20, || {
+        std::os::unix::net::UnixStream::connect(&socket)
+            .ok()
+            .map(drop)
+    });
+    (p, socket)
+}
+
+/// The time as the agent and the CLI write it (RFC 3339, seconds, `Z`).
+pub fn iso(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The bookings of `gpubook ls --json`'s answer.
+pub fn bookings(v: &Value) -> Vec<Value> {
+    v.get("bookings")
+        .and_then(Value::as_array)
+        .or_else(|| v.as_array())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The point on the calendar (viewport pixels) of GPU `gpu` of `server` at `t`, from the
+/// calendar's own geometry.
+pub fn point(d: &Driver, server: &str, gpu: u32, t: chrono::DateTime<chrono::Utc>) -> (f64, f64) {
+    let p = d.exec(
+        "return window.__gpubook && window.__gpubook.pointFor(arguments[0], arguments[1], arguments[2]);",
+        json!([server, gpu, iso(t)]),
+    );
+    (
+        p["x"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no point for GPU {gpu} of {server} at {t}: {p}")),
+        p["y"].as_f64().unwrap(),
+    )
+}
 
 /// The program `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
