@@ -20,7 +20,9 @@ use serde_json::{json, Value};
 pub fn enabled(test: &str) -> bool {
     let on = std::env::var("GPUBOOK_E2E").ok().as_deref() == Some("1");
     if !on {
-        eprintln!("SKIPPED: {test} runs with GPUBOOK_E2E=1 (scripts/app-e2e.sh builds and runs it)");
+        eprintln!(
+            "SKIPPED: {test} runs with GPUBOOK_E2E=1 (scripts/app-e2e.sh builds and runs it)"
+        );
     }
     on
 }
@@ -142,7 +144,13 @@ pub fn wait_ready(d: &Driver, secs: u64) {
 /// A real agent with 4 simulated GPUs named `name`, serving on `dir/NAME.sock` (shared mode
 /// when `shared`), its policy warning owners 15 minutes before a slot ends; its log in
 /// `logs`. Returns it with its socket once it answers.
-pub fn start_agent(bin: &Path, dir: &Path, name: &str, shared: bool, logs: &Path) -> (Proc, PathBuf) {
+pub fn start_agent(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    shared: bool,
+    logs: &Path,
+) -> (Proc, PathBuf) {
     let socket = dir.join(format!("{name}.sock"));
     let policy = dir.join("policy.toml");
     // Root is admin whatever the policy says (the agent makes uid 0 admin). Owners hear of a

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
 use gpubook_e2e::*;
 use gpubook_testkit::keyring::KeyringSession;
+use gpubook_testkit::require::{missing, Need};
 use gpubook_testkit::sshd::{self, Sshd, User};
 use gpubook_testkit::users::runnable_by_all;
 use serde_json::{json, Value};
@@ -87,7 +88,9 @@ fn personal_socket(user: &User) -> Option<PathBuf> {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             let i = args.iter().position(|a| *a == b"--socket")?;
-            Some(PathBuf::from(String::from_utf8_lossy(args.get(i + 1)?).into_owned()))
+            Some(PathBuf::from(
+                String::from_utf8_lossy(args.get(i + 1)?).into_owned(),
+            ))
         })
 }
 
@@ -135,7 +138,21 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
 
 #[test]
 fn add_a_lab_server_over_ssh_book_there_and_see_its_refusals() {
-    if !enabled(E2E) || !sshd::available(E2E) {
+    if !enabled(E2E) {
+        return;
+    }
+    // sshd switches to the user who logs in, and the user is made here: root. Under
+    // GPUBOOK_REQUIRE_SERVICES a missing part fails the run, as for the other services.
+    if !gpubook_testkit::require::is_root() {
+        missing(
+            E2E,
+            Need::Service,
+            "not root (sshd and a Unix user need it)",
+            "run it as root",
+        );
+        return;
+    }
+    if !sshd::available(E2E) {
         return;
     }
     let Some(bins) = binaries_and_tools(
@@ -374,7 +391,10 @@ fn add_a_lab_server_over_ssh_book_there_and_see_its_refusals() {
     ] {
         assert!(shown.contains(part), "{part:?} not in {shown:?}");
     }
-    assert_eq!(refusal["signIn"], false, "a password does not fix a host key");
+    assert_eq!(
+        refusal["signIn"], false,
+        "a password does not fix a host key"
+    );
     d.screenshot(&shots.join("6-host-key-changed.png"));
     until("the refusal's notification", 30, || {
         let log = std::fs::read_to_string(&monitor_log).unwrap_or_default();
@@ -414,7 +434,9 @@ fn add_a_lab_server_over_ssh_book_there_and_see_its_refusals() {
     println!("login refused: {waiting}");
     d.screenshot(&shots.join("7-sign-in-offered.png"));
     d.click(&d.wait_for(
-        &format!("[data-testid=\"server-status\"][data-server=\"{HOST}\"] [data-testid=\"sign-in\"]"),
+        &format!(
+            "[data-testid=\"server-status\"][data-server=\"{HOST}\"] [data-testid=\"sign-in\"]"
+        ),
         5,
     ));
     d.wait_for("[data-testid=\"secret-dialog\"]", 10);

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use chrono::Utc;
-use gpubook_client::live::{LiveEvent, LiveEvents, LiveOptions, LiveSession, LiveStatus, StartAt};
 use gpubook_client::endpoint::DialError;
+use gpubook_client::live::{LiveEvent, LiveEvents, LiveOptions, LiveSession, LiveStatus, StartAt};
 use gpubook_client::ssh::SshErrorKind;
 use gpubook_client::{Connection, Pushed};
 use gpubook_proto::{Event, ExtendRequest, ListRequest, Request, Welcome};
@@ -171,7 +171,10 @@ async fn connected(
 fn down(inner: &Inner, s: &Server, st: LiveStatus, cur: &mut Current) {
     // A changed (or revoked) host key is a refusal, not an outage: said at once as what it
     // is, and tried again on the outage schedule (the admin may put the key back).
-    if let Some(reason) = st.reason().filter(|_| s.host_key_refused.load(Ordering::SeqCst)) {
+    if let Some(reason) = st
+        .reason()
+        .filter(|_| s.host_key_refused.load(Ordering::SeqCst))
+    {
         let reason = reason.to_string();
         set_status_why(
             inner,

@@ -128,10 +128,8 @@ pub(super) fn set_status_why(
 ) {
     {
         let mut st = s.status.lock().unwrap();
-        let changed = st.state != state
-            || st.detail != detail
-            || welcome.is_some()
-            || st.waits != waits;
+        let changed =
+            st.state != state || st.detail != detail || welcome.is_some() || st.waits != waits;
         st.state = state;
         st.detail = detail;
         st.waits = waits;
