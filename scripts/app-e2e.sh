@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The desktop app's end-to-end test: builds the UI and the app (scripts/app-build.sh), then
+# The desktop app's end-to-end tests: builds the UI and the app (scripts/app-build.sh), then
 # drives it with tauri-driver + WebKitWebDriver under Xvfb against real agents with simulated
-# GPUs, a real D-Bus session bus and dunst (tests/e2e/tests/app.rs starts them all).
+# GPUs, a real D-Bus session bus and dunst (tests/e2e/tests/app.rs starts them all), then
+# adds a lab server over SSH (tests/e2e/tests/ssh_app.rs).
 # Screenshots go to $GPUBOOK_SCREENSHOTS (default target/screenshots).
 # With GPUBOOK_REQUIRE_SERVICES=1 a missing tool fails the run instead of skipping it.
 set -euo pipefail
@@ -27,4 +28,8 @@ export GPUBOOK_SCREENSHOTS="${GPUBOOK_SCREENSHOTS:-$PWD/target/screenshots}"
 cargo build -p gpubook-app --example empty-window
 export GPUBOOK_EMPTY_WINDOW_BINARY="$target/debug/examples/empty-window"
 cargo test -p gpubook-e2e --test app -- --nocapture
+# The way to a lab server, clicked through: a real sshd on 127.0.0.1, a real Unix user, a
+# D-Bus session with gnome-keyring (tests/e2e/tests/ssh_app.rs; root, scripts/ssh-services.sh
+# and scripts/calendar-services.sh install the parts). Screenshots in $GPUBOOK_SCREENSHOTS/ssh.
+cargo test -p gpubook-e2e --test ssh_app -- --nocapture
 echo "app-e2e: screenshots in $GPUBOOK_SCREENSHOTS"

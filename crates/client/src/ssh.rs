@@ -34,6 +34,9 @@ pub trait Prompt: Send + Sync + std::fmt::Debug {
     fn secret(&self, server: &str, question: &str) -> Option<String>;
     /// Ask a yes/no question (store in keyring? accept this host key?).
     fn confirm(&self, question: &str) -> bool;
+    /// A login to `server` begins (every connection, a reconnection too, logs in afresh): a
+    /// prompt that answers each question once per login starts over. By default nothing.
+    fn login_starts(&self, _server: &str) {}
 }
 
 /// How to connect beyond what the SSH config says.

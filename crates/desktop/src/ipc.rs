@@ -39,6 +39,9 @@ pub struct ServerView {
     /// Logging in failed (no key it accepts, no password kept): the app tries again only
     /// every few minutes (so as not to lock the account) until the person signs in.
     pub needs_login: bool,
+    /// The server's host key changed (or is revoked) since it was trusted: refused, as
+    /// OpenSSH refuses it; `detail` says the new key's fingerprint and what to do.
+    pub host_key_changed: bool,
     /// The agent pushes a job's log as it grows (protocol 1.1): the app follows a log rather
     /// than asking for it again.
     pub follows_logs: bool,

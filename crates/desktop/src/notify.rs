@@ -478,6 +478,17 @@ pub fn server_notice(
     })
 }
 
+/// "Refused: its host key changed": the server answered with another key than the one
+/// trusted (`detail` says which, and what to do). Under the "unreachable" setting.
+pub fn host_key_notice(name: &str, detail: &str, settings: &Settings) -> Option<Notice> {
+    settings.wants("server_unreachable").then(|| Notice {
+        kind: "server_unreachable",
+        summary: format!("{name} refused: its host key changed"),
+        body: format!("{detail}. gpubook does not connect to it until the key is checked."),
+        extend: None,
+    })
+}
+
 /// The real notifier: notify-rust on the session bus.
 #[derive(Debug, Default)]
 pub struct DesktopNotifier;

@@ -1,8 +1,9 @@
 //! Passwords and passphrases typed in the app for an SSH server: given to the SSH login when
 //! it asks, kept only in memory for this run, and stored in the OS keyring only when the
 //! person said so. What was typed for a server answers that server only (never a jump host
-//! on the way to it), and each question at most once (a wrong passphrase is not retried with
-//! the same text: the login goes on to the next method).
+//! on the way to it), and each question at most once per login (a wrong passphrase is not
+//! retried with the same text: the login goes on to the next method); the next login (a
+//! reconnection after the network or the server went away) is answered again.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ pub struct AppPrompt {
     server: Option<String>,
     secret: Option<String>,
     remember: bool,
-    /// The questions already answered.
+    /// The questions already answered in the current login.
     asked: Mutex<HashSet<String>>,
 }
 
@@ -56,6 +57,12 @@ impl ssh::Prompt for AppPrompt {
             self.secret.clone()
         } else {
             None
+        }
+    }
+
+    fn login_starts(&self, server: &str) {
+        if self.server.as_deref() == Some(server.trim()) {
+            self.asked.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
     }
 
@@ -120,5 +127,22 @@ mod tests {
             Some("hunter2")
         );
         assert_eq!(p.secret("lab1", "Password for a@lab1:"), None);
+    }
+
+    #[test]
+    fn the_next_login_is_answered_again_but_a_jump_hosts_login_changes_nothing() {
+        let p = AppPrompt::new("lab1", Some("hunter2".into()), false);
+        p.login_starts("lab1");
+        assert!(p.secret("lab1", "Password for a@lab1:").is_some());
+        assert_eq!(p.secret("lab1", "Password for a@lab1:"), None);
+        // A jump host's login on the way does not reopen lab1's questions...
+        p.login_starts("jump.example");
+        assert_eq!(p.secret("lab1", "Password for a@lab1:"), None);
+        // ...lab1's next login (a reconnection) does: the password typed for this run.
+        p.login_starts("lab1");
+        assert_eq!(
+            p.secret("lab1", "Password for a@lab1:").as_deref(),
+            Some("hunter2")
+        );
     }
 }

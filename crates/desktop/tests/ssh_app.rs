@@ -8,7 +8,8 @@
 //! a password fails with `auth` until the person types it (not kept anywhere without
 //! consent); a restarted app reconnects to the saved list, and the server whose password was
 //! not kept waits for the person to sign in (a wrong password changes nothing, the right one
-//! connects it); removing a server takes it out of the list.
+//! connects it); a server whose host key changed is shown refused (the new key's
+//! fingerprint), never trusted; removing a server takes it out of the list.
 //!
 //! The test sets this process's HOME and SSH environment as the app would find them, so it is
 //! the only test in this file.
@@ -81,7 +82,7 @@ fn add_an_ssh_server_as_the_app_does() {
     if !sshd::available("add_an_ssh_server_as_the_app_does") {
         return;
     }
-    let sshd = Sshd::start("");
+    let mut sshd = Sshd::start("");
     let user = User::fresh("gpb-ssh-app");
     let pw_user = User::fresh("gpb-ssh-apppw");
     pw_user.set_password("app password 1");
@@ -290,6 +291,33 @@ fn add_an_ssh_server_as_the_app_does() {
         assert_eq!(v.user.as_deref(), Some(pw_user.name.as_str()));
         let ids_after: Vec<String> = m2.views().into_iter().map(|v| v.id).collect();
         assert_eq!(ids_after, ids, "signing in keeps the server in its place");
+
+        // The server comes back with another host key: refused at once, said as such (the
+        // new key's fingerprint), never trusted, and no password asked for.
+        let trusted = sshd::read(&known_hosts);
+        sshd.new_host_key();
+        let new_key = sshd.fingerprint();
+        let until = Instant::now() + sshd::DEADLINE;
+        let refused = loop {
+            let v = m2.views().into_iter().find(|v| v.id == "lab1").unwrap();
+            if v.host_key_changed {
+                break v;
+            }
+            assert!(Instant::now() < until, "no host key refusal: {v:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(refused.state, ServerState::Unreachable, "{refused:?}");
+        assert!(!refused.needs_login, "{refused:?}");
+        let detail = refused.detail.clone().unwrap_or_default();
+        assert!(
+            detail.contains("CHANGED") && detail.contains(&new_key),
+            "{detail}"
+        );
+        assert_eq!(
+            sshd::read(&known_hosts),
+            trusted,
+            "the new key was not trusted"
+        );
 
         // Removed: out of the app and the list.
         servers::remove(&m2, &list, "lab1").unwrap();

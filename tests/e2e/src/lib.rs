@@ -1,18 +1,219 @@
-//! What the desktop app's end-to-end test needs: the services it starts (Xvfb, a D-Bus
-//! session bus with dunst, a D-Bus monitor, agents, tauri-driver) and a small W3C WebDriver
-//! client over HTTP.
+//! What the desktop app's end-to-end tests need: the services they start (Xvfb, a D-Bus
+//! session bus with dunst, a D-Bus monitor, agents, tauri-driver), the built binaries, and a
+//! small W3C WebDriver client over HTTP ([`driver`]).
 //!
-//! The test runs when `GPUBOOK_E2E=1` (scripts/app-e2e.sh sets it after building the UI and
-//! the app). A missing service fails it when `GPUBOOK_REQUIRE_SERVICES=1`, else skips it (the
-//! rule of gpubook-testkit, which the test uses).
+//! The tests run when `GPUBOOK_E2E=1` (scripts/app-e2e.sh sets it after building the UI and
+//! the app). A missing service fails them when `GPUBOOK_REQUIRE_SERVICES=1`, else skips them
+//! (the rule of gpubook-testkit).
 
+pub mod driver;
+pub use driver::{Driver, Element, ELEMENT};
+
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use gpubook_testkit::require::{missing, Need};
 use serde_json::{json, Value};
+
+/// Whether the E2E tests run (`GPUBOOK_E2E=1`); says why not otherwise.
+pub fn enabled(test: &str) -> bool {
+    let on = std::env::var("GPUBOOK_E2E").ok().as_deref() == Some("1");
+    if !on {
+        eprintln!(
+            "SKIPPED: {test} runs with GPUBOOK_E2E=1 (scripts/app-e2e.sh builds and runs it)"
+        );
+    }
+    on
+}
+
+/// Where screenshots and logs go: `$GPUBOOK_SCREENSHOTS`, else target/screenshots (made).
+pub fn screenshots() -> PathBuf {
+    let dir = std::env::var_os("GPUBOOK_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots")
+        });
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The built binaries an E2E test drives.
+#[derive(Debug)]
+pub struct Binaries {
+    /// The desktop app.
+    pub app: PathBuf,
+    /// gpubook-agent.
+    pub agent: PathBuf,
+    /// The CLI.
+    pub cli: PathBuf,
+}
+
+/// The built binaries, when each is there and every tool in `tools` is on PATH; otherwise
+/// the testkit's rule (fail when required, else skip: `None`).
+pub fn binaries_and_tools(test: &str, tools: &[&str]) -> Option<Binaries> {
+    let b = Binaries {
+        app: binary("GPUBOOK_APP_BINARY", "gpubook-app"),
+        agent: binary("GPUBOOK_AGENT_BINARY", "gpubook-agent"),
+        cli: binary("GPUBOOK_CLI_BINARY", "gpubook"),
+    };
+    for (what, p) in [
+        ("the app", &b.app),
+        ("gpubook-agent", &b.agent),
+        ("gpubook", &b.cli),
+    ] {
+        if !p.is_file() {
+            missing(
+                test,
+                Need::Service,
+                &format!("{what} is not built at {}", p.display()),
+                "run scripts/app-e2e.sh, which builds them",
+            );
+            return None;
+        }
+    }
+    for tool in tools {
+        if which(tool).is_none() {
+            missing(
+                test,
+                Need::Service,
+                &format!("{tool} is not installed"),
+                "run scripts/setup-debian.sh (tauri-driver: cargo install tauri-driver --locked)",
+            );
+            return None;
+        }
+    }
+    Some(b)
+}
+
+/// tauri-driver on `port` (its WebKitWebDriver on `port + 1000`), for an app on `display`
+/// and the session bus `bus`, with `env` added to (and `WAYLAND_DISPLAY` removed from) the
+/// app's environment; its output in `<log_name>-stdout.log` / `<log_name>-stderr.log` of `logs`. Returns
+/// it with its URL, once it answers.
+pub fn tauri_driver<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+    port: u16,
+    display: &str,
+    bus: &str,
+    env: impl IntoIterator<Item = (K, V)>,
+    logs: &Path,
+    log_name: &str,
+) -> (Proc, String) {
+    let mut cmd = Command::new("tauri-driver");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--native-port",
+        &(port + 1000).to_string(),
+    ])
+    .env("DISPLAY", display)
+    .env("DBUS_SESSION_BUS_ADDRESS", bus)
+    .env_remove("WAYLAND_DISPLAY")
+    .stdout(std::fs::File::create(logs.join(format!("{log_name}-stdout.log"))).unwrap())
+    .stderr(std::fs::File::create(logs.join(format!("{log_name}-stderr.log"))).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let p = Proc::spawn("tauri-driver", &mut cmd);
+    let url = format!("http://127.0.0.1:{port}");
+    until("tauri-driver", 20, || {
+        reqwest::blocking::get(format!("{url}/status"))
+            .ok()
+            .map(drop)
+    });
+    (p, url)
+}
+
+/// A WebDriver session on the app `app` through the tauri-driver at `url`; panics with the
+/// driver's log (in `logs`) when none opens.
+pub fn open_app(url: &str, app: &Path, logs: &Path) -> Driver {
+    Driver::new(url, app).unwrap_or_else(|e| {
+        panic!(
+            "no WebDriver session: {e}; driver log: {}",
+            std::fs::read_to_string(logs.join("app-stderr.log")).unwrap_or_default()
+        )
+    })
+}
+
+/// Waits until the calendar is interactive (`body[data-ready=true]`).
+pub fn wait_ready(d: &Driver, secs: u64) {
+    until("body[data-ready=true]", secs, || {
+        (d.exec("return document.body.dataset.ready === 'true'", json!([])) == json!(true))
+            .then_some(())
+    });
+}
+
+/// A real agent with 4 simulated GPUs named `name`, serving on `dir/NAME.sock` (shared mode
+/// when `shared`), its policy warning owners 15 minutes before a slot ends; its log in
+/// `logs`. Returns it with its socket once it answers.
+pub fn start_agent(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    shared: bool,
+    logs: &Path,
+) -> (Proc, PathBuf) {
+    let socket = dir.join(format!("{name}.sock"));
+    let policy = dir.join("policy.toml");
+    // Root is admin whatever the policy says (the agent makes uid 0 admin). Owners hear of a
+    // slot's end 15 minutes before it, so a 15-minute slot is warned at once.
+    std::fs::write(
+        &policy,
+        "admins = [\"nobody-admin\"]\nend_warning = \"15m\"\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .arg("--state-dir")
+        .arg(dir.join(format!("{name}-state")))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--gpus", "sim:4", "--name", name, "--sample-secs", "1"])
+        .arg("--policy")
+        .arg(&policy)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(logs.join(format!("{name}.log"))).unwrap());
+    if shared {
+        cmd.arg("--shared");
+    }
+    let p = Proc::spawn(name, &mut cmd);
+    until("the agent's socket", 20, || {
+        std::os::unix::net::UnixStream::connect(&socket)
+            .ok()
+            .map(drop)
+    });
+    (p, socket)
+}
+
+/// The time as the agent and the CLI write it (RFC 3339, seconds, `Z`).
+pub fn iso(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The bookings of `gpubook ls --json`'s answer.
+pub fn bookings(v: &Value) -> Vec<Value> {
+    v.get("bookings")
+        .and_then(Value::as_array)
+        .or_else(|| v.as_array())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The point on the calendar (viewport pixels) of GPU `gpu` of `server` at `t`, from the
+/// calendar's own geometry.
+pub fn point(d: &Driver, server: &str, gpu: u32, t: chrono::DateTime<chrono::Utc>) -> (f64, f64) {
+    let p = d.exec(
+        "return window.__gpubook && window.__gpubook.pointFor(arguments[0], arguments[1], arguments[2]);",
+        json!([server, gpu, iso(t)]),
+    );
+    (
+        p["x"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no point for GPU {gpu} of {server} at {t}: {p}")),
+        p["y"].as_f64().unwrap(),
+    )
+}
 
 /// The program `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
@@ -150,166 +351,6 @@ pub fn bus_has(addr: &str, name: &str) -> bool {
         ])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
-}
-
-/// A WebDriver session.
-#[derive(Debug)]
-pub struct Driver {
-    http: reqwest::blocking::Client,
-    base: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // Ends the session (and so the app) also when the test fails half-way.
-        self.quit();
-    }
-}
-
-/// A found element's id.
-pub type Element = String;
-
-pub const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-impl Driver {
-    /// Opens a session on the WebDriver at `url` for the Tauri app `application`.
-    pub fn new(url: &str, application: &Path) -> Result<Self, String> {
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let v: Value = http
-            .post(format!("{url}/session"))
-            .json(&json!({"capabilities": {"alwaysMatch": {
-                "tauri:options": {"application": application}
-            }}}))
-            .send()
-            .map_err(|e| e.to_string())?
-            .json()
-            .map_err(|e| e.to_string())?;
-        let id = v["value"]["sessionId"]
-            .as_str()
-            .ok_or_else(|| format!("no session: {v}"))?;
-        Ok(Self {
-            http,
-            base: format!("{url}/session/{id}"),
-        })
-    }
-
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        self.try_call(method, path, body)
-            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
-    }
-
-    /// A WebDriver command's value, or the error value it answered with.
-    fn try_call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, Value> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let v: Value = req
-            .send()
-            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"))
-            .json()
-            .unwrap_or_else(|e| panic!("WebDriver {path}: {e}"));
-        if v["value"].get("error").is_some() {
-            return Err(v["value"].clone());
-        }
-        Ok(v["value"].clone())
-    }
-
-    /// Runs `script` (a function body) with `args` in the page.
-    pub fn exec(&self, script: &str, args: Value) -> Value {
-        self.call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": script, "args": args})),
-        )
-    }
-
-    /// Every element matching the CSS `selector`.
-    pub fn find_all(&self, selector: &str) -> Vec<Element> {
-        let body = json!({"using": "css selector", "value": selector});
-        let v = match self.try_call(reqwest::Method::POST, "/elements", Some(body)) {
-            Ok(v) => v,
-            // Found while the calendar redrew it: nothing for now, look again.
-            Err(e) if e["error"] == "stale element reference" => return Vec::new(),
-            Err(e) => panic!("WebDriver /elements: {e}"),
-        };
-        if std::env::var_os("GPUBOOK_E2E_DEBUG").is_some() {
-            eprintln!("find_all {selector}: {v}");
-        }
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| e[ELEMENT].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// The first element matching `selector`, waiting up to `secs`.
-    pub fn wait_for(&self, selector: &str, secs: u64) -> Element {
-        until(selector, secs, || {
-            self.find_all(selector).into_iter().next()
-        })
-    }
-
-    /// Clicks an element.
-    pub fn click(&self, el: &Element) {
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{el}/click"),
-            Some(json!({})),
-        );
-    }
-
-    /// Types into an element.
-    pub fn type_into(&self, el: &Element, text: &str) {
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{el}/value"),
-            Some(json!({"text": text})),
-        );
-    }
-
-    /// W3C pointer actions: press at `from`, move through `via` to `to`, release.
-    pub fn drag(&self, from: (f64, f64), to: (f64, f64)) {
-        let mid = ((from.0 + to.0) / 2.0, (from.1 + to.1) / 2.0);
-        let actions = json!({"actions": [{
-            "type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
-            "actions": [
-                {"type": "pointerMove", "duration": 0, "origin": "viewport", "x": from.0.round() as i64, "y": from.1.round() as i64},
-                {"type": "pointerDown", "button": 0},
-                {"type": "pause", "duration": 100},
-                {"type": "pointerMove", "duration": 250, "origin": "viewport", "x": mid.0.round() as i64, "y": mid.1.round() as i64},
-                {"type": "pointerMove", "duration": 250, "origin": "viewport", "x": to.0.round() as i64, "y": to.1.round() as i64},
-                {"type": "pause", "duration": 100},
-                {"type": "pointerUp", "button": 0}
-            ]
-        }]});
-        self.call(reqwest::Method::POST, "/actions", Some(actions));
-        let _ = self.http.delete(format!("{}/actions", self.base)).send();
-    }
-
-    /// A PNG of the window, written to `path`.
-    pub fn screenshot(&self, path: &Path) {
-        let b64 = self.call(reqwest::Method::GET, "/screenshot", None);
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(b64.as_str().expect("base64"))
-            .expect("a PNG");
-        std::fs::write(path, png).expect("write the screenshot");
-    }
-
-    /// Ends the session (the app quits).
-    pub fn quit(&self) {
-        let _ = self.http.delete(&self.base).send();
-    }
 }
 
 /// The resident memory of `pid` and all its descendants, in bytes (from /proc).

@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, Utc};
 use gpubook_e2e::*;
-use gpubook_testkit::require::{missing, Need};
 
 /// This test, as the require-or-skip rule names it.
 const E2E: &str = "the app's end-to-end test";
@@ -48,16 +47,6 @@ mod report;
 /// The timeline across a DST change, in the app started in Europe/Berlin.
 #[path = "app/dst.rs"]
 mod dst;
-
-fn screenshots() -> PathBuf {
-    let dir = std::env::var_os("GPUBOOK_SCREENSHOTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots")
-        });
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The CLI as `user` (None: root), JSON out.
 fn cli(cli: &Path, socket: &Path, user: Option<&str>, args: &[&str]) -> Value {
@@ -99,47 +88,6 @@ fn book_job(cli_bin: &Path, socket: &Path, gpu: &str, title: &str, command: &str
         "book", "--gpu", gpu, "--asap", "--for", "15m", "--title", title, "--", command,
     ];
     booked_id(&cli(cli_bin, socket, None, &args))
-}
-
-fn bookings(v: &Value) -> Vec<Value> {
-    v.get("bookings")
-        .and_then(Value::as_array)
-        .or_else(|| v.as_array())
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn start_agent(bin: &Path, dir: &Path, name: &str, shared: bool) -> (Proc, PathBuf) {
-    let socket = dir.join(format!("{name}.sock"));
-    let policy = dir.join("policy.toml");
-    // Root is admin whatever the policy says (the agent makes uid 0 admin). Owners hear of a
-    // slot's end 15 minutes before it, so a 15-minute slot is warned at once.
-    std::fs::write(
-        &policy,
-        "admins = [\"nobody-admin\"]\nend_warning = \"15m\"\n",
-    )
-    .unwrap();
-    let mut cmd = Command::new(bin);
-    cmd.arg("serve")
-        .arg("--state-dir")
-        .arg(dir.join(format!("{name}-state")))
-        .arg("--socket")
-        .arg(&socket)
-        .args(["--gpus", "sim:4", "--name", name, "--sample-secs", "1"])
-        .arg("--policy")
-        .arg(&policy)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(screenshots().join(format!("{name}.log"))).unwrap());
-    if shared {
-        cmd.arg("--shared");
-    }
-    let p = Proc::spawn(name, &mut cmd);
-    until("the agent's socket", 20, || {
-        std::os::unix::net::UnixStream::connect(&socket)
-            .ok()
-            .map(drop)
-    });
-    (p, socket)
 }
 
 /// The app's tray menu as text (gdbus's rendering of com.canonical.dbusmenu.GetLayout), read
@@ -199,56 +147,33 @@ fn click_booking(d: &Driver, id: u64) {
     );
 }
 
-fn iso(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 #[test]
 fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
-    if std::env::var("GPUBOOK_E2E").ok().as_deref() != Some("1") {
-        eprintln!("SKIPPED: the app's E2E test runs with GPUBOOK_E2E=1 (scripts/app-e2e.sh builds and runs it)");
+    if !enabled("the app's E2E test") {
         return;
     }
-    let app = binary("GPUBOOK_APP_BINARY", "gpubook-app");
-    let agent_bin = binary("GPUBOOK_AGENT_BINARY", "gpubook-agent");
-    let cli_bin = binary("GPUBOOK_CLI_BINARY", "gpubook");
-    for (what, p) in [
-        ("the app", &app),
-        ("gpubook-agent", &agent_bin),
-        ("gpubook", &cli_bin),
-    ] {
-        if !p.is_file() {
-            missing(
-                E2E,
-                Need::Service,
-                &format!("{what} is not built at {}", p.display()),
-                "run scripts/app-e2e.sh, which builds them",
-            );
-            return;
-        }
-    }
-    for tool in [
-        "Xvfb",
-        "dbus-daemon",
-        "dbus-send",
-        "dbus-monitor",
-        "gdbus",
-        "dunst",
-        "tauri-driver",
-        "WebKitWebDriver",
-        "runuser",
-        "useradd",
-    ] {
-        if which(tool).is_none() {
-            missing(
-                E2E,
-                Need::Service,
-                &format!("{tool} is not installed"),
-                "run scripts/setup-debian.sh (tauri-driver: cargo install tauri-driver --locked)",
-            );
-            return;
-        }
-    }
+    let Some(Binaries {
+        app,
+        agent: agent_bin,
+        cli: cli_bin,
+    }) = binaries_and_tools(
+        E2E,
+        &[
+            "Xvfb",
+            "dbus-daemon",
+            "dbus-send",
+            "dbus-monitor",
+            "gdbus",
+            "dunst",
+            "tauri-driver",
+            "WebKitWebDriver",
+            "runuser",
+            "useradd",
+        ],
+    )
+    else {
+        return;
+    };
     let shots = screenshots();
 
     // A directory every user may traverse: sockets and the CLI for the other user.
@@ -313,9 +238,9 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     );
 
     // This computer (shared, so the other user can book) and two more servers: 3 in all.
-    let (_agent, socket) = start_agent(&agent_bin, dir, "e2e-local", true);
-    let (_a2, s2) = start_agent(&agent_bin, dir, "e2e-lab2", false);
-    let (_a3, s3) = start_agent(&agent_bin, dir, "e2e-lab3", false);
+    let (_agent, socket) = start_agent(&agent_bin, dir, "e2e-local", true, &shots);
+    let (_a2, s2) = start_agent(&agent_bin, dir, "e2e-lab2", false, &shots);
+    let (_a3, s3) = start_agent(&agent_bin, dir, "e2e-lab3", false, &shots);
     let config = dir.join("config");
     std::fs::create_dir_all(config.join("gpubook")).unwrap();
     std::fs::write(
@@ -361,49 +286,22 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     )
     .unwrap();
     let port = 4444 + (std::process::id() % 1000) as u16;
-    let tauri_driver = |port: u16, log: &str| {
-        let mut c = Command::new("tauri-driver");
-        c.args([
-            "--port",
-            &port.to_string(),
-            "--native-port",
-            &(port + 1000).to_string(),
-        ])
-        .env("DISPLAY", &display)
-        .env("DBUS_SESSION_BUS_ADDRESS", &bus)
-        .env("GPUBOOK_SOCKET", &socket)
-        .env("GPUBOOK_AGENT_BINARY", &agent_bin)
-        .env("XDG_CONFIG_HOME", &config)
-        .env("GPUBOOK_SSH_CONFIG", &ssh_config)
-        .env("XDG_DATA_HOME", dir.join("data"))
-        .env("XDG_RUNTIME_DIR", dir.join("runtime"))
-        .env("XDG_DOWNLOAD_DIR", dir.join("downloads"))
-        .env_remove("WAYLAND_DISPLAY")
-        .stdout(std::fs::File::create(shots.join(format!("{log}-stdout.log"))).unwrap())
-        .stderr(std::fs::File::create(shots.join(format!("{log}-stderr.log"))).unwrap());
-        c
-    };
-    let _driver = Proc::spawn("tauri-driver", &mut tauri_driver(port, "app"));
     std::fs::create_dir_all(dir.join("runtime")).unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    until("tauri-driver", 20, || {
-        reqwest::blocking::get(format!("{url}/status"))
-            .ok()
-            .map(drop)
-    });
+    let app_env = vec![
+        ("GPUBOOK_SOCKET", socket.clone().into_os_string()),
+        ("GPUBOOK_AGENT_BINARY", agent_bin.clone().into_os_string()),
+        ("XDG_CONFIG_HOME", config.clone().into_os_string()),
+        ("GPUBOOK_SSH_CONFIG", ssh_config.clone().into_os_string()),
+        ("XDG_DATA_HOME", dir.join("data").into_os_string()),
+        ("XDG_RUNTIME_DIR", dir.join("runtime").into_os_string()),
+        ("XDG_DOWNLOAD_DIR", dir.join("downloads").into_os_string()),
+    ];
+    let (_driver, url) = tauri_driver(port, &display, &bus, app_env.clone(), &shots, "app");
 
     // Cold start: from asking for the session to the calendar being interactive.
     let t0 = Instant::now();
-    let d = Driver::new(&url, &app).unwrap_or_else(|e| {
-        panic!(
-            "no WebDriver session: {e}; driver log: {}",
-            std::fs::read_to_string(shots.join("app-stderr.log")).unwrap_or_default()
-        )
-    });
-    until("body[data-ready=true]", 60, || {
-        (d.exec("return document.body.dataset.ready === 'true'", json!([])) == json!(true))
-            .then_some(())
-    });
+    let d = open_app(&url, &app, &shots);
+    wait_ready(&d, 60);
     let cold = t0.elapsed();
     println!(
         "FIGURE cold start to interactive calendar: {:.2} s",
@@ -434,18 +332,7 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     let start =
         Utc::now().duration_trunc(ChronoDuration::hours(1)).unwrap() + ChronoDuration::hours(2);
     let end = start + ChronoDuration::hours(2);
-    let point = |gpu: u32, t: DateTime<Utc>| -> (f64, f64) {
-        let p = d.exec(
-            "return window.__gpubook && window.__gpubook.pointFor(arguments[0], arguments[1], arguments[2]);",
-            json!(["local", gpu, iso(t)]),
-        );
-        (
-            p["x"]
-                .as_f64()
-                .unwrap_or_else(|| panic!("no point for GPU {gpu} at {t}: {p}")),
-            p["y"].as_f64().unwrap(),
-        )
-    };
+    let point = |gpu: u32, t: DateTime<Utc>| point(&d, "local", gpu, t);
     let from = point(0, start + ChronoDuration::minutes(5));
     let to = point(1, end - ChronoDuration::minutes(5));
     d.drag(from, to);
@@ -965,7 +852,7 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     let saved = std::fs::read_to_string(config.join("gpubook/app-settings.json")).unwrap();
     assert!(saved.contains("\"intruder\": false"), "{saved}");
     // Adding a server (here a socket; SSH servers go the same way) and removing it.
-    let (_a4, s4) = start_agent(&agent_bin, dir, "e2e-lab4", false);
+    let (_a4, s4) = start_agent(&agent_bin, dir, "e2e-lab4", false, &shots);
     let added = invoke(
         "add_server",
         json!({"spec": format!("unix:{}", s4.display())}),
@@ -1117,16 +1004,18 @@ fn drag_to_book_refuse_other_peoples_and_notify_a_finished_job() {
     );
     let across_id = booked_id(&across);
     let berlin_port = port + 1;
-    let _berlin_driver = Proc::spawn(
-        "tauri-driver (Europe/Berlin)",
-        tauri_driver(berlin_port, "app-berlin").env("TZ", "Europe/Berlin"),
+    let berlin_env = app_env
+        .iter()
+        .cloned()
+        .chain([("TZ", "Europe/Berlin".into())]);
+    let (_berlin_driver, berlin_url) = tauri_driver(
+        berlin_port,
+        &display,
+        &bus,
+        berlin_env,
+        &shots,
+        "app-berlin",
     );
-    let berlin_url = format!("http://127.0.0.1:{berlin_port}");
-    until("tauri-driver (Europe/Berlin)", 20, || {
-        reqwest::blocking::get(format!("{berlin_url}/status"))
-            .ok()
-            .map(drop)
-    });
     let d = Driver::new(&berlin_url, &app).expect("a WebDriver session in Europe/Berlin");
     until("body[data-ready=true] in Europe/Berlin", 60, || {
         (d.exec("return document.body.dataset.ready === 'true'", json!([])) == json!(true))

@@ -56,6 +56,9 @@ pub(crate) fn authenticate(
     opts: &Options,
 ) -> Result<(), SshError> {
     let user = t.user.as_str();
+    if let Some(p) = &opts.prompt {
+        p.login_starts(&t.spec);
+    }
     let methods = match sess.auth_methods(user) {
         Ok(m) => m.to_string(),
         Err(_) if sess.authenticated() => return Ok(()),

@@ -4,15 +4,18 @@
 //! and to the tray's list of the person's own bookings, and turns the session's status
 //! into the server's state, "unreachable" and "back" notices included.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use chrono::Utc;
+use gpubook_client::endpoint::DialError;
 use gpubook_client::live::{LiveEvent, LiveEvents, LiveOptions, LiveSession, LiveStatus, StartAt};
+use gpubook_client::ssh::SshErrorKind;
 use gpubook_client::{Connection, Pushed};
 use gpubook_proto::{Event, ExtendRequest, ListRequest, Request, Welcome};
 use tokio::sync::watch;
 
-use super::server::{set_status, set_status_login, Server};
+use super::server::{set_status, set_status_why, Server, Waits};
 use super::{connect, Inner};
 use crate::error::AppError;
 use crate::ipc::{EventPayload, LogPayload, ReadingsPayload, ServerState};
@@ -35,10 +38,21 @@ pub(super) fn start_session(inner: &Arc<Inner>, s: &Arc<Server>) -> (LiveSession
         let (inner, s) = (weak_inner.upgrade()?, weak_server.upgrade()?);
         inner.last_seen.last_event(&last_seen_key(&s, w))
     };
+    let dialled = Arc::downgrade(s);
     LiveSession::start(
         move || {
-            let (address, ssh) = (address.clone(), ssh.clone());
-            async move { connect(&address, &ssh).await }
+            let (address, ssh, dialled) = (address.clone(), ssh.clone(), dialled.clone());
+            async move {
+                let r = connect(&address, &ssh).await;
+                // Told before the session reports the failure, so its status reads it.
+                if let Some(s) = dialled.upgrade() {
+                    s.host_key_refused.store(
+                        matches!(&r, Err(DialError::Deploy(d)) if d.ssh_kind() == Some(SshErrorKind::HostKeyChanged)),
+                        Ordering::SeqCst,
+                    );
+                }
+                r
+            }
         },
         LiveOptions {
             start: StartAt::Remembered(Arc::new(remembered)),
@@ -155,6 +169,30 @@ async fn connected(
 /// The session is down (or connecting): the server's state, and "unreachable" notified
 /// once per outage of a server that was up.
 fn down(inner: &Inner, s: &Server, st: LiveStatus, cur: &mut Current) {
+    // A changed (or revoked) host key is a refusal, not an outage: said at once as what it
+    // is, and tried again on the outage schedule (the admin may put the key back).
+    if let Some(reason) = st
+        .reason()
+        .filter(|_| s.host_key_refused.load(Ordering::SeqCst))
+    {
+        let reason = reason.to_string();
+        set_status_why(
+            inner,
+            s,
+            ServerState::Unreachable,
+            Some(reason.clone()),
+            None,
+            Waits::HostKey,
+        );
+        if cur.was_up && !cur.notified_down {
+            cur.notified_down = true;
+            let settings = inner.settings.lock().unwrap().clone();
+            if let Some(n) = notify::host_key_notice(&s.name(), &reason, &settings) {
+                inner.notifier.show(n, None);
+            }
+        }
+        return;
+    }
     match st {
         LiveStatus::Connecting | LiveStatus::Connected { .. } => {}
         LiveStatus::Reconnecting { reason, .. } => {
@@ -167,7 +205,14 @@ fn down(inner: &Inner, s: &Server, st: LiveStatus, cur: &mut Current) {
         }
         // A refused login waits for the person (Manager::sign_in).
         LiveStatus::LoginRefused { reason, .. } => {
-            set_status_login(inner, s, ServerState::Unreachable, Some(reason), None, true);
+            set_status_why(
+                inner,
+                s,
+                ServerState::Unreachable,
+                Some(reason),
+                None,
+                Waits::Login,
+            );
         }
         LiveStatus::Unreachable { reason, .. } => {
             set_status(

@@ -2,6 +2,7 @@
 //! the person's own bookings on it, and how a change of state is told.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use gpubook_client::live::{LiveEvents, LiveSession};
@@ -18,8 +19,20 @@ pub(super) struct Status {
     pub(super) state: ServerState,
     pub(super) detail: Option<String>,
     pub(super) welcome: Option<Welcome>,
-    /// The last try failed to log in.
-    pub(super) needs_login: bool,
+    /// What the server waits for the person to do, if anything.
+    pub(super) waits: Waits,
+}
+
+/// What a server that is not connected waits for the person to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Waits {
+    /// Nothing: it is connected or the app keeps trying.
+    #[default]
+    Nothing,
+    /// To sign in: the last try failed to log in.
+    Login,
+    /// To check the server's new host key with its admin: the last try refused it.
+    HostKey,
 }
 
 /// One server and what the app knows of it.
@@ -37,6 +50,9 @@ pub(super) struct Server {
     /// The person's own bookings that have not ended, for the tray.
     pub(super) mine: Mutex<BTreeMap<BookingId, Booking>>,
     pub(super) stop: Notify,
+    /// The last dial refused the server's host key (changed or revoked); set by the dial
+    /// before the live session reports the failure.
+    pub(super) host_key_refused: AtomicBool,
 }
 
 impl Server {
@@ -51,11 +67,12 @@ impl Server {
                 state: ServerState::Connecting,
                 detail: None,
                 welcome: None,
-                needs_login: false,
+                waits: Waits::Nothing,
             }),
             session: Mutex::new(None),
             mine: Mutex::new(BTreeMap::new()),
             stop: Notify::new(),
+            host_key_refused: AtomicBool::new(false),
         })
     }
 
@@ -69,7 +86,8 @@ impl Server {
             user: s.welcome.as_ref().map(|w| w.user.clone()),
             role: s.welcome.as_ref().map(|w| w.role),
             simulated: s.welcome.as_ref().is_some_and(|w| w.simulated),
-            needs_login: s.needs_login,
+            needs_login: s.waits == Waits::Login,
+            host_key_changed: s.waits == Waits::HostKey,
             follows_logs: s.welcome.as_ref().is_some_and(|w| w.minor >= 1),
         }
     }
@@ -96,27 +114,25 @@ pub(super) fn set_status(
     detail: Option<String>,
     welcome: Option<Welcome>,
 ) {
-    set_status_login(inner, s, state, detail, welcome, false);
+    set_status_why(inner, s, state, detail, welcome, Waits::Nothing);
 }
 
-/// [`set_status`], saying whether the try failed to log in.
-pub(super) fn set_status_login(
+/// [`set_status`], saying what the server waits for the person to do.
+pub(super) fn set_status_why(
     inner: &Inner,
     s: &Server,
     state: ServerState,
     detail: Option<String>,
     welcome: Option<Welcome>,
-    login_failed: bool,
+    waits: Waits,
 ) {
     {
         let mut st = s.status.lock().unwrap();
-        let changed = st.state != state
-            || st.detail != detail
-            || welcome.is_some()
-            || st.needs_login != login_failed;
+        let changed =
+            st.state != state || st.detail != detail || welcome.is_some() || st.waits != waits;
         st.state = state;
         st.detail = detail;
-        st.needs_login = login_failed;
+        st.waits = waits;
         if let Some(w) = welcome {
             st.welcome = Some(w);
         }

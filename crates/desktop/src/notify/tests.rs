@@ -233,6 +233,21 @@ fn others_old_and_unwanted_events_are_not_shown() {
         .unwrap()
         .summary
         .contains("cannot be reached"));
+    // A changed host key is said as a refusal, not as an outage the app waits out.
+    let n = host_key_notice("Lab", "the host key of Lab has CHANGED (now ...)", &s).unwrap();
+    assert_eq!(n.summary, "Lab refused: its host key changed");
+    assert!(
+        n.body.contains("CHANGED") && !n.body.contains("keeps trying"),
+        "{n:?}"
+    );
+    assert!(host_key_notice("Lab", "x", &off_unreachable()).is_none());
+}
+
+/// Settings with "server unreachable" notices off.
+fn off_unreachable() -> Settings {
+    let mut s = Settings::default();
+    s.notify.insert("server_unreachable".into(), false);
+    s
 }
 
 /// Every notice the person sees for `events`, in order.

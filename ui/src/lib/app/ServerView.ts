@@ -40,6 +40,11 @@ simulated: boolean,
  */
 needs_login: boolean, 
 /**
+ * The server's host key changed (or is revoked) since it was trusted: refused, as
+ * OpenSSH refuses it; `detail` says the new key's fingerprint and what to do.
+ */
+host_key_changed: boolean, 
+/**
  * The agent pushes a job's log as it grows (protocol 1.1): the app follows a log rather
  * than asking for it again.
  */
