@@ -34,6 +34,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 . ./scripts/ssh-services.sh      # sshd and the OpenSSH client tools
 . ./scripts/s3-services.sh       # moto's S3 server; sets GPUBOOK_MOTO_SERVER
 . ./scripts/mail-services.sh     # aiosmtpd's SMTP server; sets GPUBOOK_MAIL_PYTHON
+. ./scripts/slurm-services.sh    # slurmctld + slurmd (4 gres/gpu) with munge; sets SLURM_CONF, GPUBOOK_SLURM=1
 echo "== cargo test"
 cargo test --workspace 2>&1
 

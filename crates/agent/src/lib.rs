@@ -23,6 +23,7 @@ pub mod request;
 pub mod sampler;
 pub mod series;
 pub mod server;
+pub mod slurm;
 pub mod state;
 pub mod store;
 pub mod suggest;

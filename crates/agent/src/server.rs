@@ -144,7 +144,12 @@ pub async fn bind_with(
     let store = Store::open(&config.state_dir.join("agent.db"))?;
     let instance = store.instance_id()?;
     let secret = store.job_secret()?;
-    let state = Arc::new(State::load(store, gpus, policy.clone(), clock)?);
+    let mut state = State::load(store, gpus, policy.clone(), clock)?;
+    if config.gpus == Source::Slurm {
+        let version = crate::slurm::check_version()?;
+        state.set_holder(Arc::new(crate::slurm::hold::SlurmHolder::new(version)));
+    }
+    let state = Arc::new(state);
     let watcher = Arc::new(crate::watch::Watch::new(
         state.clone(),
         config.sample_interval,
@@ -227,6 +232,10 @@ impl Agent {
             }
         };
         let timer = tokio::spawn(crate::timer::run(self.ctx.state.clone(), stopped(&stop_tx)));
+        let holds = tokio::spawn(crate::slurm::keep_holds(
+            self.ctx.state.clone(),
+            stopped(&stop_tx),
+        ));
         let jobs = tokio::spawn(self.ctx.jobs.clone().run(stopped(&stop_tx)));
         let transfers = tokio::spawn(self.transfers.clone().run(stopped(&stop_tx)));
         let sampler = tokio::spawn(crate::sampler::run(
@@ -279,7 +288,7 @@ impl Agent {
             });
         }
         let _ = stop_tx.send(());
-        let _ = tokio::join!(timer, sampler, jobs, watcher, transfers, notify);
+        let _ = tokio::join!(timer, holds, sampler, jobs, watcher, transfers, notify);
         let _ = std::fs::remove_file(&self.socket);
     }
 }

@@ -30,6 +30,20 @@ pub struct State {
     pub changed: Notify,
     /// The clock every decision uses.
     pub clock: Arc<dyn Clock>,
+    /// What holds the bookings outside the store (Slurm's reservations), if anything.
+    holder: Option<Arc<dyn Holder>>,
+}
+
+/// Something outside the store that must hold what the plan holds (Slurm's reservations for
+/// `--gpus slurm`): told of every decision before it is committed, so that a booking never
+/// stands without its hold, or the reverse.
+pub trait Holder: Send + Sync + std::fmt::Debug {
+    /// Makes the outside hold what `changes` (decided at `now`, not yet committed) say; an
+    /// error refuses the whole decision, and nothing is committed.
+    fn hold(&self, changes: &[Change], now: DateTime<Utc>) -> Result<(), ErrorBody>;
+    /// Brings the outside in line with all of `plan` (at start, after a failed decision, and
+    /// from time to time); what fails is tried again next time.
+    fn reconcile(&self, plan: &Plan, now: DateTime<Utc>);
 }
 
 /// What a successful change returns: the events it wrote, in order.
@@ -60,7 +74,27 @@ impl State {
             events,
             changed: Notify::new(),
             clock,
+            holder: None,
         })
+    }
+
+    /// Has `holder` hold every booking from now on, after bringing it in line with the plan.
+    pub fn set_holder(&mut self, holder: Arc<dyn Holder>) {
+        holder.reconcile(&self.lock().plan, self.clock.now());
+        self.holder = Some(holder);
+    }
+
+    /// Brings the holder (if any) in line with the plan; blocks on it: call it from
+    /// `spawn_blocking`.
+    pub fn reconcile_holds(&self) {
+        if let Some(h) = &self.holder {
+            h.reconcile(&self.lock().plan, self.clock.now());
+        }
+    }
+
+    /// Whether bookings are held outside the store (by Slurm).
+    pub fn has_holder(&self) -> bool {
+        self.holder.is_some()
     }
 
     /// The state, for reading. Never hold it across an `.await`.
@@ -145,6 +179,14 @@ impl State {
         if changes.is_empty() && periods.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(h) = &self.holder {
+            if let Err(refused) = h.hold(&changes, now) {
+                drop(tx);
+                reload(plan, store);
+                h.reconcile(plan, now);
+                return Err(refused);
+            }
+        }
         let written = periods
             .iter()
             .try_for_each(|p| match p {
@@ -167,14 +209,22 @@ impl State {
             }
             Err(e) => {
                 // The plan moved ahead of the store: bring it back to what was committed.
-                let gpus = plan.gpus().to_vec();
-                let policy = plan.policy().clone();
-                if let (Ok(bookings), Ok(periods)) = (store.bookings(), store.maintenance()) {
-                    *plan = Plan::new(gpus, policy, bookings).with_maintenance(periods);
+                reload(plan, store);
+                if let Some(h) = &self.holder {
+                    h.reconcile(plan, now);
                 }
                 Err(unavailable(e))
             }
         }
+    }
+}
+
+/// Brings `plan` back to what `store` has committed.
+fn reload(plan: &mut Plan, store: &Store) {
+    let gpus = plan.gpus().to_vec();
+    let policy = plan.policy().clone();
+    if let (Ok(bookings), Ok(periods)) = (store.bookings(), store.maintenance()) {
+        *plan = Plan::new(gpus, policy, bookings).with_maintenance(periods);
     }
 }
 

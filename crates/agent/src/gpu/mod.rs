@@ -44,9 +44,12 @@ pub enum GpuError {
         /// What is wrong.
         why: String,
     },
-    /// A `--gpus` value that is not `nvml`, `sim:N` or `replay:FILE`.
-    #[error("--gpus {0:?}: expected nvml, sim:N (N from 1 to 64) or replay:FILE")]
+    /// A `--gpus` value that is not `nvml`, `slurm`, `sim:N` or `replay:FILE`.
+    #[error("--gpus {0:?}: expected nvml, slurm, sim:N (N from 1 to 64) or replay:FILE")]
     BadSource(String),
+    /// The cluster's GPUs could not be read from Slurm.
+    #[error("{0}")]
+    Slurm(String),
 }
 
 /// Something that reads a server's GPUs.
@@ -55,7 +58,7 @@ pub trait GpuReader: Send + std::fmt::Debug {
     fn inventory(&self) -> Vec<Gpu>;
     /// One reading of every GPU.
     fn read(&mut self) -> Result<Readings, GpuError>;
-    /// "nvml", "replay" or "simulated": shown to people.
+    /// "nvml", "replay", "simulated" or "slurm": shown to people.
     fn source(&self) -> &'static str;
     /// Whether the GPUs are simulated (the calendar says so).
     fn simulated(&self) -> bool {
@@ -72,6 +75,8 @@ pub enum Source {
     Sim(u32),
     /// Readings recorded in a file, played back.
     Replay(PathBuf),
+    /// A Slurm cluster's GPUs (`gres/gpu`), held and run by Slurm (see [`crate::slurm`]).
+    Slurm,
 }
 
 impl std::str::FromStr for Source {
@@ -81,6 +86,8 @@ impl std::str::FromStr for Source {
         let bad = || GpuError::BadSource(s.to_string());
         if s == "nvml" {
             Ok(Source::Nvml)
+        } else if s == "slurm" {
+            Ok(Source::Slurm)
         } else if let Some(n) = s.strip_prefix("sim:") {
             let n: u32 = n.parse().map_err(|_| bad())?;
             if !(1..=64).contains(&n) {
@@ -140,5 +147,6 @@ pub fn open_with(
         Source::Replay(path) => {
             Box::new(replay::ReplayReader::open(path, server)?.with_speed(options.replay_speed))
         }
+        Source::Slurm => Box::new(crate::slurm::reader::SlurmReader::open(server)?),
     })
 }

@@ -69,6 +69,8 @@ pub struct Lab {
     owner: Option<User>,
     /// More arguments for `serve` (limits for a test).
     extra: Vec<String>,
+    /// `--gpus` other than `sim:<gpus>` (`slurm`).
+    source: Option<String>,
 }
 
 impl Lab {
@@ -91,7 +93,15 @@ impl Lab {
             child: None,
             owner: None,
             extra: Vec::new(),
+            source: None,
         }
+    }
+
+    /// A lab whose agent serves the Slurm cluster of `scripts/slurm-services.sh`.
+    pub fn slurm() -> Self {
+        let mut lab = Self::new(0);
+        lab.source = Some("slurm".into());
+        lab
     }
 
     /// Passes `args` to `serve` at every later start.
@@ -227,7 +237,11 @@ impl Lab {
             .arg("--socket")
             .arg(self.socket())
             .arg("--gpus")
-            .arg(format!("sim:{}", self.gpus))
+            .arg(
+                self.source
+                    .clone()
+                    .unwrap_or_else(|| format!("sim:{}", self.gpus)),
+            )
             .arg("--name")
             .arg(SERVER)
             .arg("--policy")

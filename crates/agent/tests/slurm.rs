@@ -1,0 +1,389 @@
+//! The agent on a real Slurm cluster (`--gpus slurm`): Debian's slurmctld and slurmd with
+//! munge, one node `gpunode1` with 4 `gres/gpu`, started by `scripts/slurm-services.sh`.
+//!
+//! - A booking is a reservation `gpubook-<id>` for its owner (read back with `scontrol show
+//!   reservation`); moving, extending and cancelling it change or delete the reservation.
+//! - Another user's `sbatch --gres=gpu:4` waits while a booking holds the node, and runs after.
+//! - Slurm's refusal (the node busy with someone's job) refuses the booking with Slurm's words,
+//!   and nothing is stored.
+//! - An agent killed with SIGKILL while a reservation was deleted by hand, and a stray
+//!   `gpubook-` reservation made: the restarted agent puts back the one and deletes the other.
+//!
+//! The tests share the one cluster, so they take turns. Needs root and the Slurm services
+//! (with GPUBOOK_REQUIRE_SERVICES set they fail, not skip, when either is missing).
+
+mod jobs_support;
+
+use chrono::{DateTime, Utc};
+use gpubook_agent::slurm::json::{reservation_fields, JobsReply};
+use gpubook_client::ClientError;
+use gpubook_core::BookingId;
+use gpubook_proto::{
+    BookRequest, CancelRequest, ErrorKind, ExtendRequest, GpuChoice, MoveRequest, Request,
+    Response, WhenChoice,
+};
+use gpubook_testkit::require::{missing, require_tools, Need};
+use jobs_support::{booked, ensure_user, require_root, secs, slot_start, Lab, User};
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The owner of the bookings.
+const ALICE: &str = "gpb-slurm-alice";
+/// Someone who uses Slurm directly.
+const BOB: &str = "gpb-slurm-bob";
+
+/// One test at a time on the one cluster.
+static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Whether the Slurm services run (and the test runs as root).
+fn slurm_up(test: &str) -> bool {
+    if !require_root(test)
+        || !require_tools(
+            test,
+            &["scontrol", "sbatch", "squeue", "sinfo"],
+            "run `. scripts/slurm-services.sh`",
+        )
+    {
+        return false;
+    }
+    let up = Command::new("scontrol")
+        .arg("ping")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("is UP"));
+    up || missing(
+        test,
+        Need::Service,
+        "slurmctld does not answer `scontrol ping`",
+        "run `. scripts/slurm-services.sh`",
+    )
+}
+
+/// Runs a Slurm command (as root, in UTC); its output, or its words when it fails.
+fn slurm(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program)
+        .args(args)
+        .env("TZ", "UTC")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// No gpubook reservation and no job of the test users: each test starts from a clean cluster.
+fn clean_cluster() {
+    for user in [ALICE, BOB] {
+        let _ = slurm("scancel", &["--user", user]);
+    }
+    if let Ok(out) = slurm("scontrol", &["show", "reservation", "--oneliner"]) {
+        for line in out.lines() {
+            if let Some(name) = reservation_fields(line).get("ReservationName") {
+                if name.starts_with("gpubook-") {
+                    let _ = slurm("scontrol", &["delete", &format!("ReservationName={name}")]);
+                }
+            }
+        }
+    }
+}
+
+/// Booking `id`'s reservation as `scontrol show reservation` reads it, if there is one.
+fn reservation(id: BookingId) -> Option<BTreeMap<String, String>> {
+    let out = slurm(
+        "scontrol",
+        &[
+            "show",
+            "reservation",
+            &format!("gpubook-{id}"),
+            "--oneliner",
+        ],
+    )
+    .ok()?;
+    let f = reservation_fields(out.lines().next()?);
+    (f.get("ReservationName")? == &format!("gpubook-{id}")).then_some(f)
+}
+
+/// Slurm's time format, as the reservation shows it (UTC).
+fn slurm_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+/// `count` GPUs from `start` to `end`.
+fn book_count(count: u32, start: DateTime<Utc>, end: DateTime<Utc>, title: &str) -> Request {
+    Request::Book(BookRequest {
+        gpus: GpuChoice::Count {
+            count,
+            min_memory: None,
+        },
+        when: WhenChoice::At { start, end },
+        title: title.into(),
+        job: None,
+    })
+}
+
+/// Job `id`'s state in `squeue --json`.
+fn job_state(id: &str) -> String {
+    let out = slurm("squeue", &["--json", "--states=all"]).expect("squeue --json");
+    let reply: JobsReply = serde_json::from_str(&out).expect("squeue's JSON");
+    reply
+        .jobs
+        .iter()
+        .find(|j| j.job_id.to_string() == id)
+        .map(|j| j.job_state.clone())
+        .unwrap_or_default()
+}
+
+/// Waits until `f` holds, up to `limit`; panics with `what`.
+async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn users() -> (User, User) {
+    (ensure_user(ALICE), ensure_user(BOB))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_is_a_reservation_moved_extended_and_cancelled_with_it() {
+    if !slurm_up("a_booking_is_a_reservation_moved_extended_and_cancelled_with_it") {
+        return;
+    }
+    let _turn = CLUSTER.lock().await;
+    clean_cluster();
+    let (alice, _) = users();
+    let mut lab = Lab::slurm();
+    lab.start().await;
+    let user = lab.connect_as(&alice).await;
+
+    let start = slot_start(3600);
+    let end = start + secs(7200);
+    let b = booked(user.conn.request(book_count(2, start, end, "train")).await).booking;
+    assert_eq!(b.gpus.len(), 2);
+    let r = reservation(b.id).expect("the booking's reservation");
+    assert_eq!(r["Users"], ALICE);
+    assert_eq!(r["Nodes"], "gpunode1");
+    assert_eq!(r["StartTime"], slurm_time(start));
+    assert_eq!(r["EndTime"], slurm_time(end));
+    assert!(r["Flags"].contains("OVERLAP"), "{r:?}");
+
+    // Moved an hour later: the reservation moves with it.
+    let (start2, end2) = (start + secs(3600), end + secs(3600));
+    let moved = user
+        .conn
+        .request(Request::Move(MoveRequest {
+            id: b.id,
+            start: start2,
+            end: end2,
+            gpus: None,
+        }))
+        .await
+        .expect("moved");
+    assert!(matches!(moved, Response::Booking(_)), "{moved:?}");
+    let r = reservation(b.id).expect("still reserved");
+    assert_eq!(
+        (r["StartTime"].as_str(), r["EndTime"].as_str()),
+        (slurm_time(start2).as_str(), slurm_time(end2).as_str())
+    );
+
+    // Extended by half an hour.
+    let end3 = end2 + secs(1800);
+    user.conn
+        .request(Request::Extend(ExtendRequest {
+            id: b.id,
+            end: end3,
+        }))
+        .await
+        .expect("extended");
+    assert_eq!(
+        reservation(b.id).expect("still reserved")["EndTime"],
+        slurm_time(end3)
+    );
+
+    // Cancelled: the reservation is gone.
+    user.conn
+        .request(Request::Cancel(CancelRequest { id: b.id }))
+        .await
+        .expect("cancelled");
+    assert!(
+        reservation(b.id).is_none(),
+        "the reservation outlived its booking"
+    );
+    clean_cluster();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_gpu_job_waits_while_a_booking_holds_the_node_and_runs_after() {
+    if !slurm_up("another_users_gpu_job_waits_while_a_booking_holds_the_node") {
+        return;
+    }
+    let _turn = CLUSTER.lock().await;
+    clean_cluster();
+    let (alice, _) = users();
+    let mut lab = Lab::slurm();
+    lab.start().await;
+    let user = lab.connect_as(&alice).await;
+
+    let start = slot_start(2);
+    let end = start + secs(20);
+    let b = booked(user.conn.request(book_count(1, start, end, "hold")).await).booking;
+    assert!(reservation(b.id).is_some());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Bob asks Slurm itself for all four GPUs while Alice's booking holds the node.
+    let job = slurm(
+        "runuser",
+        &[
+            "-u",
+            BOB,
+            "--",
+            "sbatch",
+            "--parsable",
+            "--gres=gpu:4",
+            "--time=1",
+            "--output=/dev/null",
+            "--wrap",
+            "true",
+        ],
+    )
+    .expect("bob's sbatch");
+    let job = job.trim().to_string();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        job_state(&job),
+        "PENDING",
+        "bob's job ran inside alice's booking"
+    );
+    // After the slot's end Slurm lets it run.
+    until(
+        "bob's job completed after the booking",
+        Duration::from_secs(60),
+        || job_state(&job) == "COMPLETED",
+    )
+    .await;
+    assert!(Utc::now() >= end, "bob's job ended before the booking did");
+    clean_cluster();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored() {
+    if !slurm_up("slurms_refusal_refuses_the_booking_in_its_words") {
+        return;
+    }
+    let _turn = CLUSTER.lock().await;
+    clean_cluster();
+    let (alice, _) = users();
+    let mut lab = Lab::slurm();
+    lab.start().await;
+    let user = lab.connect_as(&alice).await;
+
+    // Bob's own Slurm job runs on the node for the next half hour.
+    let job = slurm(
+        "runuser",
+        &[
+            "-u",
+            BOB,
+            "--",
+            "sbatch",
+            "--parsable",
+            "--gres=gpu:1",
+            "--time=30",
+            "--output=/dev/null",
+            "--wrap",
+            "sleep 600",
+        ],
+    )
+    .expect("bob's sbatch");
+    let job = job.trim().to_string();
+    until("bob's job running", Duration::from_secs(20), || {
+        job_state(&job) == "RUNNING"
+    })
+    .await;
+
+    let start = slot_start(60);
+    let refused = user
+        .conn
+        .request(book_count(1, start, start + secs(600), "now"))
+        .await
+        .expect_err("booked over a running Slurm job");
+    let ClientError::Agent(body) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(body.kind, ErrorKind::NotAllowed, "{body:?}");
+    assert!(
+        body.message.contains("Requested nodes are busy") && body.message.contains("nothing"),
+        "{}",
+        body.message
+    );
+    let listed = user
+        .conn
+        .request(Request::List(Default::default()))
+        .await
+        .expect("ls");
+    let Response::Bookings(list) = listed else {
+        panic!("{listed:?}")
+    };
+    assert!(list.bookings.is_empty(), "a refused booking was stored");
+    clean_cluster();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_puts_back_what_slurm_lost_and_removes_what_it_does_not_hold() {
+    if !slurm_up("a_restarted_agent_puts_back_what_slurm_lost") {
+        return;
+    }
+    let _turn = CLUSTER.lock().await;
+    clean_cluster();
+    let (alice, _) = users();
+    let mut lab = Lab::slurm();
+    lab.start().await;
+    let user = lab.connect_as(&alice).await;
+    let start = slot_start(3600);
+    let b = booked(
+        user.conn
+            .request(book_count(1, start, start + secs(3600), "kept"))
+            .await,
+    )
+    .booking;
+    assert!(reservation(b.id).is_some());
+    drop(user);
+    lab.kill();
+
+    // While no agent runs: the booking's reservation deleted by hand, a stray one made.
+    slurm(
+        "scontrol",
+        &["delete", &format!("ReservationName=gpubook-{}", b.id)],
+    )
+    .expect("delete by hand");
+    slurm(
+        "scontrol",
+        &[
+            "create",
+            "reservation",
+            "ReservationName=gpubook-9999",
+            &format!("StartTime={}", slurm_time(start)),
+            "Duration=10",
+            "Users=root",
+            "Nodes=gpunode1",
+            "Flags=OVERLAP",
+        ],
+    )
+    .expect("a stray reservation");
+
+    lab.start().await;
+    let r = reservation(b.id).expect("the booking's reservation is back");
+    assert_eq!(r["Users"], ALICE);
+    assert_eq!(r["StartTime"], slurm_time(start));
+    assert!(
+        reservation(BookingId(9999)).is_none(),
+        "a gpubook- reservation no booking holds was left"
+    );
+    // Nothing twice: one reservation for the one booking.
+    let all = slurm("scontrol", &["show", "reservation", "--oneliner"]).unwrap();
+    assert_eq!(all.matches("ReservationName=gpubook-").count(), 1, "{all}");
+    clean_cluster();
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Installs and starts what the Slurm tests (crates/agent/tests/slurm*.rs) use for real: Debian's
+# slurm-wlm (22.05 on Debian 12) with munge, one slurmctld and one slurmd on 127.0.0.1, on
+# ports of their own, with a node "gpunode1" that has 4 `gres/gpu` of type h200 backed by
+# device files this script creates (there is no GPU here; Slurm only checks the files exist).
+#
+# Job records come from the controller's memory (`squeue --json --states=all`), kept for an
+# hour after a job ends (MinJobAge=3600): no slurmdbd/MariaDB is needed.
+#
+# Source it to get SLURM_CONF (the tests' cluster) and GPUBOOK_SLURM=1; the Slurm tests then
+# fail, not skip, when a part is missing:
+#     . scripts/slurm-services.sh
+set -euo pipefail
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    slurm-wlm slurm-client munge >/dev/null
+fi
+
+dir="${GPUBOOK_SLURM_DIR:-/var/lib/gpubook-test-slurm}"
+conf="$dir/slurm.conf"
+$sudo mkdir -p "$dir/dev" "$dir/state" "$dir/spool" "$dir/log"
+# Character devices, as Slurm requires: the harmless null, zero, full and random devices under
+# other names, so that each "GPU" is a device of its own.
+i=0
+for minor in 3 5 7 8; do
+  [ -c "$dir/dev/gpu$i" ] || { $sudo rm -f "$dir/dev/gpu$i"; $sudo mknod -m 666 "$dir/dev/gpu$i" c 1 "$minor"; }
+  i=$((i + 1))
+done
+host="$(hostname)"
+$sudo tee "$conf" >/dev/null <<EOF
+# Written by gpubook's scripts/slurm-services.sh for its tests.
+ClusterName=gpubook
+SlurmctldHost=$host(127.0.0.1)
+SlurmctldPort=16817
+SlurmdPort=16818
+SlurmUser=root
+AuthType=auth/munge
+StateSaveLocation=$dir/state
+SlurmdSpoolDir=$dir/spool/%n
+SlurmctldPidFile=$dir/slurmctld.pid
+SlurmdPidFile=$dir/slurmd-%n.pid
+SlurmctldLogFile=$dir/log/slurmctld.log
+SlurmdLogFile=$dir/log/slurmd-%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=1,bf_interval=1
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+GresTypes=gpu
+MinJobAge=3600
+ReturnToService=2
+MpiDefault=none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SlurmdParameters=config_overrides
+KillWait=5
+NodeName=gpunode1 NodeHostname=localhost NodeAddr=127.0.0.1 CPUs=8 Sockets=1 CoresPerSocket=8 ThreadsPerCore=1 RealMemory=2000 Gres=gpu:h200:4 State=UNKNOWN
+PartitionName=gpu Nodes=gpunode1 Default=YES MaxTime=INFINITE State=UP
+EOF
+$sudo tee "$dir/gres.conf" >/dev/null <<EOF
+NodeName=gpunode1 Name=gpu Type=h200 File=$dir/dev/gpu[0-1] Cores=0-3
+NodeName=gpunode1 Name=gpu Type=h200 File=$dir/dev/gpu[2-3] Cores=4-7
+EOF
+export SLURM_CONF="$conf"
+
+# munge: one key, one daemon.
+if ! pgrep -x munged >/dev/null; then
+  [ -s /etc/munge/munge.key ] || $sudo /usr/sbin/mungekey --create >/dev/null 2>&1 || true
+  $sudo mkdir -p /run/munge && $sudo chown munge: /run/munge
+  $sudo runuser -u munge -- /usr/sbin/munged || $sudo /usr/sbin/munged --force
+fi
+munge -n | unmunge >/dev/null
+
+# The daemons, started once; a running pair from an earlier run of this script is kept.
+if ! scontrol ping 2>/dev/null | grep -q "is UP"; then
+  $sudo pkill -x slurmctld 2>/dev/null || true
+  $sudo slurmctld -f "$conf"
+fi
+if ! pgrep -x slurmd >/dev/null; then
+  $sudo slurmd -f "$conf" -N gpunode1
+fi
+for _ in $(seq 1 60); do
+  if sinfo -h -N -o '%N %t' 2>/dev/null | grep -Eq 'gpunode1 (idle|mix|alloc|resv)'; then
+    break
+  fi
+  sleep 0.5
+done
+sinfo -h -N -o '%N %t' | grep -Eq 'gpunode1 (idle|mix|alloc|resv)' || {
+  echo "slurm services: gpunode1 is not up:" >&2
+  sinfo -N >&2 || true
+  tail -n 20 "$dir/log/slurmctld.log" >&2 || true
+  exit 1
+}
+echo "slurm services: $(slurmctld -V), node gpunode1 with 4 gres/gpu, SLURM_CONF=$conf"
+export GPUBOOK_SLURM=1
