@@ -198,6 +198,12 @@ impl Context {
         Ok((b.owner.clone(), done))
     }
 
+    /// Where booking `id`'s job log is, as its run records it.
+    fn log_of(&self, id: BookingId) -> Option<String> {
+        let inner = self.state.lock();
+        inner.plan.get(id)?.run.as_ref()?.log.clone()
+    }
+
     /// The variables booking `id`'s job has, for its owner's own shell while the slot is on
     /// (see `gpubook_proto::job_env`).
     fn job_env(&self, caller: &Caller, id: BookingId) -> Result<Response, ErrorBody> {
@@ -255,10 +261,18 @@ impl Context {
                 format!("the log of booking {id} is {owner}'s; only they and admins can read it"),
             ));
         }
-        let path = self.jobs.log_path(id);
-        let read = tokio::task::spawn_blocking(move || read_from(&path, offset, done))
-            .await
-            .map_err(|e| ErrorBody::new(ErrorKind::Internal, e.to_string()))?;
+        let read = if self.source == "slurm" {
+            // Slurm wrote it where the owner's job runs: read as the owner.
+            let path = self.log_of(id);
+            crate::slurm::runner::read_log(&owner, path.as_deref(), offset, LOG_CHUNK)
+                .await
+                .map(|buf| chunk(buf, offset, done))
+        } else {
+            let path = self.jobs.log_path(id);
+            tokio::task::spawn_blocking(move || read_from(&path, offset, done))
+                .await
+                .map_err(|e| ErrorBody::new(ErrorKind::Internal, e.to_string()))?
+        };
         let (data, next, _) = read.map_err(|e| {
             ErrorBody::new(ErrorKind::Unavailable, format!("cannot read the log: {e}"))
         })?;
@@ -361,12 +375,18 @@ pub fn read_from(
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
     f.take(LOG_CHUNK).read_to_end(&mut buf)?;
+    Ok(chunk(buf, offset, done))
+}
+
+/// A read of up to [`LOG_CHUNK`] bytes at `offset` as the answer: the text, where the next
+/// read starts, and whether this was the end.
+fn chunk(mut buf: Vec<u8>, offset: u64, done: bool) -> (String, u64, bool) {
     let at_end = (buf.len() as u64) < LOG_CHUNK;
     if !(done && at_end) {
         buf.truncate(whole_chars(&buf));
     }
     let next = offset + buf.len() as u64;
-    Ok((String::from_utf8_lossy(&buf).into_owned(), next, at_end))
+    (String::from_utf8_lossy(&buf).into_owned(), next, at_end)
 }
 
 /// The length of `buf` without an incomplete UTF-8 character at its end (bytes that are not

@@ -25,14 +25,16 @@ mod patrol;
 mod spawn;
 
 pub use as_owner::owner_command;
+pub(crate) use ending::end_signal;
 pub use ending::signal_number;
 pub use spawn::job_vars;
+pub(crate) use spawn::login_shell;
 
 use crate::identity;
 use crate::procs;
 use crate::state::State;
 use chrono::{DateTime, Utc};
-use ending::{cgroup, end_signal, terminate, unconfirmed};
+use ending::{cgroup, terminate, unconfirmed};
 use gpubook_core::{Booking, BookingId, BookingState, ChangeKind, JobRun, JobState};
 use limits::{cut_log, last_line, system_limits};
 use std::collections::{HashMap, HashSet};

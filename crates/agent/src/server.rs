@@ -236,7 +236,13 @@ impl Agent {
             self.ctx.state.clone(),
             stopped(&stop_tx),
         ));
-        let jobs = tokio::spawn(self.ctx.jobs.clone().run(stopped(&stop_tx)));
+        // On Slurm, Slurm runs the jobs: gpubook submits and follows them.
+        let jobs = if self.ctx.source == "slurm" {
+            let slurm = Arc::new(crate::slurm::runner::SlurmJobs::new(self.ctx.state.clone()));
+            tokio::spawn(slurm.run(stopped(&stop_tx)))
+        } else {
+            tokio::spawn(self.ctx.jobs.clone().run(stopped(&stop_tx)))
+        };
         let transfers = tokio::spawn(self.transfers.clone().run(stopped(&stop_tx)));
         let sampler = tokio::spawn(crate::sampler::run(
             self.reader.clone(),

@@ -8,6 +8,11 @@
 //!   and nothing is stored.
 //! - An agent killed with SIGKILL while a reservation was deleted by hand, and a stray
 //!   `gpubook-` reservation made: the restarted agent puts back the one and deletes the other.
+//! - A booking's job runs through `sbatch` as its owner inside its reservation (its uid,
+//!   `SLURM_JOB_ID`, Slurm's `CUDA_VISIBLE_DEVICES`, its log written as the owner and read
+//!   through `logs`); its exit status reaches gpubook and the rest of the slot goes back.
+//! - A job still running at the slot's end is stopped (`job_stopped`), and an agent killed
+//!   mid-slot follows the job it submitted instead of submitting it again.
 //!
 //! The tests share the one cluster, so they take turns. Needs root and the Slurm services
 //! (with GPUBOOK_REQUIRE_SERVICES set they fail, not skip, when either is missing).
@@ -18,12 +23,15 @@ use chrono::{DateTime, Utc};
 use gpubook_agent::slurm::json::{reservation_fields, JobsReply};
 use gpubook_client::ClientError;
 use gpubook_core::BookingId;
+use gpubook_core::JobState;
 use gpubook_proto::{
-    BookRequest, CancelRequest, ErrorKind, ExtendRequest, GpuChoice, MoveRequest, Request,
-    Response, WhenChoice,
+    BookRequest, CancelRequest, ErrorKind, EventKind, ExtendRequest, GpuChoice, LogsRequest,
+    MoveRequest, Request, Response, WhenChoice,
 };
 use gpubook_testkit::require::{missing, require_tools, Need};
-use jobs_support::{booked, ensure_user, require_root, secs, slot_start, Lab, User};
+use jobs_support::{
+    booked, ensure_user, job, require_root, secs, slot_start, Events, Lab, User, DEADLINE,
+};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -385,5 +393,167 @@ async fn a_restarted_agent_puts_back_what_slurm_lost_and_removes_what_it_does_no
     // Nothing twice: one reservation for the one booking.
     let all = slurm("scontrol", &["show", "reservation", "--oneliner"]).unwrap();
     assert_eq!(all.matches("ReservationName=gpubook-").count(), 1, "{all}");
+    clean_cluster();
+}
+
+/// `count` GPUs from `start` to `end`, running `command` in `cwd`.
+fn book_job(
+    count: u32,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    command: &str,
+    cwd: &std::path::Path,
+) -> Request {
+    let mut spec = job(command);
+    spec.cwd = Some(cwd.display().to_string());
+    let Request::Book(mut b) = book_count(count, start, end, "slurm job") else {
+        unreachable!()
+    };
+    b.job = Some(spec);
+    Request::Book(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_as_its_owner_in_its_reservation_and_its_exit_status_comes_back() {
+    if !slurm_up("a_job_runs_as_its_owner_in_its_reservation") {
+        return;
+    }
+    let _turn = CLUSTER.lock().await;
+    clean_cluster();
+    let (alice, _) = users();
+    let mut lab = Lab::slurm();
+    lab.start().await;
+    let mut events = Events::subscribe(&lab).await;
+    let work = lab.out_dir("work", &alice);
+    let user = lab.connect_as(&alice).await;
+
+    let start = slot_start(2);
+    let b = booked(
+        user.conn
+            .request(book_job(
+                2,
+                start,
+                start + secs(120),
+                "echo uid=$(id -u) job=$SLURM_JOB_ID resv=$SLURM_JOB_RESERVATION \
+                 gpus=$CUDA_VISIBLE_DEVICES; exit 3",
+                &work,
+            ))
+            .await,
+    )
+    .booking;
+    let started = events.wait_for(b.id, EventKind::JobStarted, DEADLINE).await;
+    let number = started
+        .booking
+        .run
+        .as_ref()
+        .and_then(gpubook_agent::slurm::runner::job_number)
+        .expect("the Slurm job's number recorded");
+    let done = events
+        .wait_for(b.id, EventKind::JobFinished, DEADLINE)
+        .await;
+    let run = done.booking.run.expect("its run");
+    assert_eq!(run.exit_code, Some(3), "{run:?}");
+    // The rest of the slot went back, and the reservation with it.
+    events
+        .wait_for(b.id, EventKind::BookingReleased, DEADLINE)
+        .await;
+    until("the reservation deleted", Duration::from_secs(20), || {
+        reservation(b.id).is_none()
+    })
+    .await;
+
+    let logs = user
+        .conn
+        .request(Request::Logs(LogsRequest {
+            id: b.id,
+            offset: 0,
+            follow: None,
+        }))
+        .await
+        .expect("logs");
+    let Response::Logs(logs) = logs else {
+        panic!("{logs:?}")
+    };
+    assert_eq!(
+        logs.data.trim(),
+        format!(
+            "uid={} job={number} resv=gpubook-{} gpus=0,1",
+            alice.uid, b.id
+        )
+    );
+    let log = work.join(format!("gpubook-{}.log", b.id));
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&log).unwrap()),
+        alice.uid,
+        "the log was not written as its owner"
+    );
+    clean_cluster();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_still_running_at_the_slots_end_is_stopped_and_a_restart_submits_nothing_twice() {
+    if !slurm_up("a_job_still_running_at_the_slots_end_is_stopped") {
+        return;
+    }
+    let _turn = CLUSTER.lock().await;
+    clean_cluster();
+    let (alice, _) = users();
+    let mut lab = Lab::slurm();
+    lab.start().await;
+    let mut events = Events::subscribe(&lab).await;
+    let work = lab.out_dir("work", &alice);
+    let user = lab.connect_as(&alice).await;
+
+    let start = slot_start(2);
+    let end = start + secs(25);
+    let b = booked(
+        user.conn
+            .request(book_job(1, start, end, "sleep 600", &work))
+            .await,
+    )
+    .booking;
+    let running = events
+        .wait_until(b.id, EventKind::JobStarted, DEADLINE, |e| {
+            e.booking
+                .run
+                .as_ref()
+                .is_some_and(|r| r.state == JobState::Running)
+        })
+        .await;
+    let number = running
+        .booking
+        .run
+        .as_ref()
+        .and_then(gpubook_agent::slurm::runner::job_number)
+        .unwrap();
+
+    // The agent killed mid-slot and started again: the job is followed, not submitted again.
+    drop(user);
+    lab.kill();
+    lab.start().await;
+    let mut events = Events::subscribe(&lab).await;
+    let stopped = events
+        .wait_for(b.id, EventKind::JobStopped, Duration::from_secs(60))
+        .await;
+    assert!(Utc::now() >= end, "stopped before the slot's end");
+    let run = stopped.booking.run.unwrap();
+    assert_eq!(run.state, JobState::Stopped);
+    assert_eq!(job_state(&number.to_string()), "CANCELLED");
+    let out = slurm("squeue", &["--json", "--states=all"]).unwrap();
+    let reply: JobsReply = serde_json::from_str(&out).unwrap();
+    let named = reply
+        .jobs
+        .iter()
+        // Earlier runs' stores numbered their bookings alike: only this booking's jobs count.
+        .filter(|j| j.name == format!("gpubook-{}", b.id) && j.user_name == ALICE)
+        .filter(|j| j.submit_time >= b.created_at.timestamp())
+        .count();
+    assert_eq!(named, 1, "the booking's job was submitted more than once");
+    assert_eq!(
+        events.count(b.id, EventKind::JobStopped),
+        1,
+        "{}",
+        events.describe()
+    );
     clean_cluster();
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// The booking's end signal (number and name) and grace period: its own, else the default,
 /// never more than the policy's `max_grace` (a booking asking for more is refused when made;
 /// this holds older ones, and the default, to a policy that allows less).
-pub(super) fn end_signal(b: &Booking, max_grace_secs: i64) -> (i32, String, Duration) {
+pub(crate) fn end_signal(b: &Booking, max_grace_secs: i64) -> (i32, String, Duration) {
     let job = b.job.as_ref();
     let named = job.and_then(|j| j.end_signal.as_deref());
     let (signal, name) = match named.and_then(signal_number) {

@@ -216,7 +216,7 @@ pub fn job_vars(b: &Booking) -> Vec<(&'static str, String)> {
 }
 
 /// The owner's login shell, or /bin/sh where it is not a real shell (nologin, false).
-fn login_shell(a: &Account) -> String {
+pub(crate) fn login_shell(a: &Account) -> String {
     let s = a.shell.trim();
     if s.is_empty() || s.ends_with("nologin") || s.ends_with("/false") {
         "/bin/sh".into()

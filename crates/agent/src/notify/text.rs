@@ -15,6 +15,14 @@ pub fn render(ev: &Event, server: &str) -> (String, String) {
         EventKind::JobStopped => format!("Job of {t} stopped at the slot's end"),
         EventKind::JobFailed => format!("Job of {t} could not be started"),
         EventKind::JobLost => format!("Job of {t} was lost"),
+        // On Slurm a job is first submitted (starting), then runs when Slurm starts it.
+        EventKind::JobStarted
+            if b.run
+                .as_ref()
+                .is_some_and(|r| r.state == JobState::Starting) =>
+        {
+            format!("Job of {t} was submitted")
+        }
         EventKind::JobStarted => format!("Job of {t} started"),
         EventKind::JobSaved => format!("Job of {t} ended; results saved"),
         EventKind::SaveFailed => format!("Results of {t} could not be saved"),

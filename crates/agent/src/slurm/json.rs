@@ -51,9 +51,14 @@ pub struct Job {
     /// Whose.
     #[serde(default)]
     pub user_name: String,
-    /// "PENDING", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", …
-    #[serde(default)]
+    /// "PENDING", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", … (a list of
+    /// them from 23.02 on: the first is taken).
+    #[serde(default, deserialize_with = "one_state")]
     pub job_state: String,
+    /// How it ended: a wait status up to 22.05 (768: exit 3), an object with `return_code`
+    /// and `signal` from 23.02 on.
+    #[serde(default)]
+    pub exit_code: serde_json::Value,
     /// The reservation it runs in, if any.
     #[serde(default)]
     pub resv_name: String,
@@ -63,12 +68,62 @@ pub struct Job {
     /// Its GRES per node, e.g. "gres:gpu:2".
     #[serde(default)]
     pub tres_per_node: String,
+    /// When it was submitted (Unix seconds).
+    #[serde(default, deserialize_with = "number")]
+    pub submit_time: i64,
     /// When it started or is expected to (Unix seconds; 0 when unknown).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub start_time: i64,
     /// When it ended or will end at the latest (Unix seconds).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "number")]
     pub end_time: i64,
+}
+
+impl Job {
+    /// Its exit as a wait status, whichever way this Slurm writes it.
+    pub fn exit_code_raw(&self) -> Option<i64> {
+        match &self.exit_code {
+            serde_json::Value::Number(n) => n.as_i64(),
+            serde_json::Value::Object(o) => {
+                let code = o.get("return_code").and_then(set_number)?;
+                let signal = o
+                    .get("signal")
+                    .and_then(|s| s.get("id"))
+                    .and_then(set_number)
+                    .unwrap_or(0);
+                Some((code & 0xff) << 8 | (signal & 0x7f))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A number, plain (up to 22.05) or as `{"set": true, "number": n}` (23.02 on).
+fn set_number(v: &serde_json::Value) -> Option<i64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::Object(o) if o.get("set") != Some(&serde_json::Value::Bool(false)) => {
+            o.get("number").and_then(|n| n.as_i64())
+        }
+        _ => None,
+    }
+}
+
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(set_number(&v).unwrap_or(0))
+}
+
+fn one_state<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Array(a) => a
+            .first()
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        _ => String::new(),
+    })
 }
 
 /// One GRES entry of a node: `gpu[:type]:count[(…)]`.
@@ -189,6 +244,28 @@ mod tests {
         assert_eq!(gpu_gres("gpu:8")[0].count, 8);
         assert!(gpu_gres("").is_empty());
         assert!(gpu_gres("(null)").is_empty());
+    }
+
+    #[test]
+    fn jobs_as_22_05_and_23_02_write_them() {
+        let old: JobsReply = serde_json::from_str(
+            r#"{"jobs":[{"job_id":7,"name":"gpubook-3","user_name":"alice","job_state":"FAILED",
+            "exit_code":768,"start_time":1700000000,"end_time":1700000060}]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.jobs[0].exit_code_raw(), Some(768));
+        assert_eq!(old.jobs[0].job_state, "FAILED");
+        let new: JobsReply = serde_json::from_str(
+            r#"{"jobs":[{"job_id":8,"job_state":["COMPLETED"],
+            "exit_code":{"status":["SUCCESS"],"return_code":{"set":true,"number":3},
+            "signal":{"id":{"set":false,"number":0}}},
+            "start_time":{"set":true,"infinite":false,"number":1700000000},
+            "end_time":{"set":true,"infinite":false,"number":1700000060}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(new.jobs[0].exit_code_raw(), Some(768));
+        assert_eq!(new.jobs[0].job_state, "COMPLETED");
+        assert_eq!(new.jobs[0].end_time, 1_700_000_060);
     }
 
     #[test]

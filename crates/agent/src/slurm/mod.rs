@@ -18,6 +18,7 @@
 pub mod hold;
 pub mod json;
 pub mod reader;
+pub mod runner;
 
 use std::process::Command;
 use thiserror::Error;

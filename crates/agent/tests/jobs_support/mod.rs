@@ -391,12 +391,24 @@ impl Events {
     /// The first event of `kind` about booking `id` (already seen, or the next one to come),
     /// failing after `limit`.
     pub async fn wait_for(&mut self, id: BookingId, kind: EventKind, limit: Duration) -> Event {
+        self.wait_until(id, kind, limit, |_| true).await
+    }
+
+    /// The first event of `kind` about booking `id` that `wanted` accepts, failing after
+    /// `limit`.
+    pub async fn wait_until(
+        &mut self,
+        id: BookingId,
+        kind: EventKind,
+        limit: Duration,
+        wanted: impl Fn(&Event) -> bool,
+    ) -> Event {
         let until = tokio::time::Instant::now() + limit;
         loop {
             if let Some(e) = self
                 .seen
                 .iter()
-                .find(|e| e.booking.id == id && e.kind == kind)
+                .find(|e| e.booking.id == id && e.kind == kind && wanted(e))
             {
                 return e.clone();
             }
