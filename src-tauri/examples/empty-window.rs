@@ -4,7 +4,7 @@
 //! gpubook code: what is left of the app's memory above it is gpubook's own.
 
 fn main() {
-    // The app's own settings, from the same function (compositing off).
+    // The app's own settings, from the same function (compositing and JSC's FTL off).
     gpubook_app_lib::webkit::configure_env();
     let mut context = tauri::generate_context!();
     // Not the app's window (it would load the app's page): one of our own below.
