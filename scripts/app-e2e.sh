@@ -5,6 +5,8 @@
 # adds a lab server over SSH (tests/e2e/tests/ssh_app.rs).
 # Screenshots go to $GPUBOOK_SCREENSHOTS (default target/screenshots).
 # With GPUBOOK_REQUIRE_SERVICES=1 a missing tool fails the run instead of skipping it.
+#   scripts/app-e2e.sh            the debug build
+#   scripts/app-e2e.sh --release  the release build: the figures BENCHMARKS.md gives
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -18,15 +20,21 @@ if ((${#missing[@]})); then
   if [[ "${GPUBOOK_REQUIRE_SERVICES:-}" == 1 ]]; then echo "$msg" >&2; exit 1; fi
   echo "SKIPPED $msg"; exit 0
 fi
-scripts/app-build.sh
+profile=debug
+args=()
+if [[ "${1:-}" == "--release" ]]; then
+  profile=release
+  args=(--release)
+fi
+scripts/app-build.sh "${args[@]}"
 export GPUBOOK_E2E=1
-export GPUBOOK_APP_BINARY="$target/debug/gpubook-app"
-export GPUBOOK_AGENT_BINARY="$target/debug/gpubook-agent"
-export GPUBOOK_CLI_BINARY="$target/debug/gpubook"
+export GPUBOOK_APP_BINARY="$target/$profile/gpubook-app"
+export GPUBOOK_AGENT_BINARY="$target/$profile/gpubook-agent"
+export GPUBOOK_CLI_BINARY="$target/$profile/gpubook"
 export GPUBOOK_SCREENSHOTS="${GPUBOOK_SCREENSHOTS:-$PWD/target/screenshots}"
 # The baseline of the app's memory: an empty Tauri window (src-tauri/examples/empty-window.rs).
-cargo build -p gpubook-app --example empty-window
-export GPUBOOK_EMPTY_WINDOW_BINARY="$target/debug/examples/empty-window"
+cargo build "${args[@]}" -p gpubook-app --example empty-window
+export GPUBOOK_EMPTY_WINDOW_BINARY="$target/$profile/examples/empty-window"
 cargo test -p gpubook-e2e --test app -- --nocapture
 # The way to a lab server, clicked through: a real sshd on 127.0.0.1, a real Unix user, a
 # D-Bus session with gnome-keyring (tests/e2e/tests/ssh_app.rs; root, scripts/ssh-services.sh

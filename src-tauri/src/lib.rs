@@ -5,6 +5,7 @@ mod commands;
 mod handlers;
 mod sink;
 mod tray;
+pub mod webkit;
 
 use std::sync::Arc;
 
