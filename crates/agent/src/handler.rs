@@ -32,7 +32,7 @@ pub struct Context {
     pub state: Arc<State>,
     /// The server's name.
     pub server: String,
-    /// "nvml", "replay" or "simulated".
+    /// "nvml", "replay", "simulated" or "slurm".
     pub source: &'static str,
     /// The latest GPU reading.
     pub readings: tokio::sync::watch::Receiver<Option<Readings>>,
@@ -118,6 +118,7 @@ impl Context {
             Request::Move(r) => {
                 let interval = Interval::new(r.start, r.end).ok_or_else(end_after_start)?;
                 let gpus = match r.gpus {
+                    Some(_) if self.source == "slurm" => return Err(slurm_chooses()),
                     Some(refs) => Some(self.resolve(&refs)?),
                     None => None,
                 };
@@ -281,6 +282,7 @@ impl Context {
 
     fn book_op(&self, b: BookRequest) -> Result<Op, ErrorBody> {
         let gpus = match b.gpus {
+            GpuChoice::Named { .. } if self.source == "slurm" => return Err(slurm_chooses()),
             GpuChoice::Named { gpus } => GpuSelection::Named(self.resolve(&gpus)?),
             GpuChoice::Count { count, min_memory } => GpuSelection::Count { count, min_memory },
         };
@@ -453,6 +455,15 @@ pub(crate) fn no_booking(id: BookingId) -> ErrorBody {
     ErrorBody::new(
         ErrorKind::NotFound,
         format!("there is no booking {id} on this server"),
+    )
+}
+
+/// On Slurm the devices are Slurm's to pick when the job starts.
+fn slurm_chooses() -> ErrorBody {
+    ErrorBody::new(
+        ErrorKind::Invalid,
+        "on a Slurm cluster Slurm picks a node's GPUs when the job starts: book a number of \
+         GPUs (`gpubook book --count 2`), not GPUs by index or UUID",
     )
 }
 

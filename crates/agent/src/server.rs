@@ -394,6 +394,7 @@ async fn connection(
             uid,
             role: caller.actor.role,
             simulated: ctx.source == "simulated",
+            slurm: ctx.source == "slurm",
         }),
         Ok((Err(error), _)) => {
             let _ = out.push(&AgentFrame::Error { id: None, error });

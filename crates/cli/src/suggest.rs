@@ -175,6 +175,7 @@ mod tests {
             uid: 1000,
             role: Role::User,
             simulated: true,
+            slurm: false,
         }
     }
 

@@ -36,6 +36,9 @@ pub struct ServerView {
     pub role: Option<Role>,
     /// Whether its GPUs are simulated.
     pub simulated: bool,
+    /// Slurm picks a node's devices when the job starts: a selection books that many GPUs of
+    /// the node, and the lanes are for display only.
+    pub slurm: bool,
     /// Logging in failed (no key it accepts, no password kept): the app tries again only
     /// every few minutes (so as not to lock the account) until the person signs in.
     pub needs_login: bool,

@@ -96,6 +96,10 @@ pub struct Welcome {
     pub role: Role,
     /// Whether the GPUs are simulated.
     pub simulated: bool,
+    /// Slurm holds the GPUs and picks a node's devices when the job starts: book a number of
+    /// GPUs of one node, not GPUs by index (older agents leave it out: false).
+    #[serde(default)]
+    pub slurm: bool,
 }
 
 /// What a client asks.

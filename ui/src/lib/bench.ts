@@ -92,7 +92,7 @@ async function bench(hooks: Hooks, opts: BenchOptions = {}): Promise<BenchResult
   monday.setHours(0, 0, 0, 0);
   monday.setDate(monday.getDate() - ((monday.getDay() + 6) % 7));
   const { gpus, bookings } = synthetic(nGpus, nBookings, monday.getTime());
-  const server: ServerView = { id: 'bench', name: 'bench', state: 'connected', detail: null, user: 'you', role: 'user', simulated: false, needs_login: false, host_key_changed: false, follows_logs: true };
+  const server: ServerView = { id: 'bench', name: 'bench', state: 'connected', detail: null, user: 'you', role: 'user', simulated: false, slurm: false, needs_login: false, host_key_changed: false, follows_logs: true };
   let result: BenchResult | undefined;
   let t0 = 0;
   try {

@@ -76,7 +76,7 @@ export class MockBackend implements Host {
 
   private addServer(id: string, name: string, gpus: Gpu[], role: Role, simulated: boolean, state: ServerView['state'], now: number) {
     const s: MockServer = {
-      view: { id, name, state, detail: simulated ? 'Simulated GPUs: no NVIDIA GPU found here.' : null, user: ME, role, simulated, needs_login: false, host_key_changed: false, follows_logs: true },
+      view: { id, name, state, detail: simulated ? 'Simulated GPUs: no NVIDIA GPU found here.' : null, user: ME, role, simulated, slurm: false, needs_login: false, host_key_changed: false, follows_logs: true },
       gpus,
       bookings: new Map(),
       maintenance: [],

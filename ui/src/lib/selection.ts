@@ -83,8 +83,12 @@ export function cwdProblem(cwd: string): string | null {
   return `The working directory must be an absolute path on the server (starting with /), not "${c}".`;
 }
 
-/** The booking request for a selection and the dialog's fields; times go out in UTC. */
-export function toBookRequest(sel: Selection, form: BookForm): BookRequest {
+/**
+ * The booking request for a selection and the dialog's fields; times go out in UTC. On a Slurm
+ * server (`slurm`) Slurm picks the node's devices when the job starts: the selection books
+ * that many GPUs, its lanes are for display only.
+ */
+export function toBookRequest(sel: Selection, form: BookForm, slurm = false): BookRequest {
   const command = form.command.trim();
   const job: JobSpec | null = command
     ? {
@@ -101,7 +105,9 @@ export function toBookRequest(sel: Selection, form: BookForm): BookRequest {
       }
     : null;
   return {
-    gpus: { kind: 'named', gpus: sel.lanes.map((l) => l.uuid) },
+    gpus: slurm
+      ? { kind: 'count', count: sel.lanes.length, min_memory: null }
+      : { kind: 'named', gpus: sel.lanes.map((l) => l.uuid) },
     when: { kind: 'at', start: toWire(sel.start), end: toWire(sel.end) },
     title: form.title.trim(),
     job,

@@ -11,7 +11,7 @@
 //! - Followed with `squeue --json --states=all` (one call a second while any job is live):
 //!   running → `job_started`; completed or failed → `job_finished` with its exit status, and
 //!   the rest of the slot given back unless the booking keeps it; cancelled at or after the
-//!   slot's end → `job_stopped`; refused by `sbatch` → `job_failed` with Slurm's words.
+//!   slot's end, or ended by its end signal near it → `job_stopped`; refused by `sbatch` → `job_failed` with Slurm's words.
 //! - At the slot's end gpubook cancels what still runs (`scancel`: SIGTERM, then SIGKILL after
 //!   Slurm's KillWait); the booking's end signal went out `grace` seconds before the time
 //!   limit, from Slurm (`--signal=B:…`): on Slurm the grace comes before the end (at most
@@ -34,6 +34,9 @@ use std::time::Duration;
 
 /// How often Slurm's records are read while a booking's job is live.
 pub const POLL: Duration = Duration::from_secs(1);
+
+/// How late Slurm may send a job's `--signal` (it looks every half-minute or so).
+const SIGNAL_SLACK_SECS: i64 = 30;
 
 /// What the run's message starts with for a submitted job, before its number.
 const SUBMITTED: &str = "Slurm job ";
@@ -178,6 +181,17 @@ impl SlurmJobs {
             "COMPLETED" | "FAILED" | "OUT_OF_MEMORY" | "NODE_FAIL" | "BOOT_FAIL" => {
                 let (code, signal) = wait_status(job.exit_code_raw());
                 let ended = from_unix(job.end_time).unwrap_or(now);
+                if signal.is_some() && signal == self.end_signal_near(b, ended) {
+                    self.record(b, ChangeKind::JobStopped, |r| {
+                        r.state = JobState::Stopped;
+                        r.ended_at = Some(ended);
+                        r.signal = signal;
+                        r.message = Some(format!(
+                            "{SUBMITTED}{number} ended on its end signal before its slot's end"
+                        ));
+                    });
+                    return;
+                }
                 let words = match job.job_state.as_str() {
                     "COMPLETED" | "FAILED" => String::new(),
                     s => format!(" ({s})"),
@@ -220,6 +234,17 @@ impl SlurmJobs {
                 }
             }
         }
+    }
+
+    /// The booking's end signal if `ended` is when Slurm sends it: within its grace (and
+    /// Slurm's half-minute of slack in sending it) of the slot's end. A job that ends on it
+    /// there was stopped at its end, not finished.
+    fn end_signal_near(&self, b: &Booking, ended: DateTime<Utc>) -> Option<i32> {
+        let max_grace = self.state.lock().plan.policy().max_grace_secs;
+        let (signal, _, grace) = crate::jobs::end_signal(b, max_grace);
+        let grace = chrono::Duration::from_std(grace).unwrap_or_default();
+        let slack = chrono::Duration::seconds(SIGNAL_SLACK_SECS);
+        (ended >= b.interval.end - grace - slack).then_some(signal)
     }
 
     /// Submits booking `b`'s job as its owner; `job_failed` with Slurm's words when refused.

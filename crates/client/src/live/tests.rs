@@ -86,6 +86,7 @@ async fn scripted_agent(hold: Duration) -> Connection {
             uid: 1000,
             role: gpubook_core::Role::User,
             simulated: true,
+            slurm: false,
         });
         write_frame(&mut wr, &welcome).await.unwrap();
         let sub = read_frame(&mut rd).await.unwrap().unwrap();

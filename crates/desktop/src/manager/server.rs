@@ -86,6 +86,7 @@ impl Server {
             user: s.welcome.as_ref().map(|w| w.user.clone()),
             role: s.welcome.as_ref().map(|w| w.role),
             simulated: s.welcome.as_ref().is_some_and(|w| w.simulated),
+            slurm: s.welcome.as_ref().is_some_and(|w| w.slurm),
             needs_login: s.waits == Waits::Login,
             host_key_changed: s.waits == Waits::HostKey,
             follows_logs: s.welcome.as_ref().is_some_and(|w| w.minor >= 1),

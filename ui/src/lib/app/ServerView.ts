@@ -35,6 +35,11 @@ role: Role | null,
  */
 simulated: boolean, 
 /**
+ * Slurm picks a node's devices when the job starts: a selection books that many GPUs of
+ * the node, and the lanes are for display only.
+ */
+slurm: boolean, 
+/**
  * Logging in failed (no key it accepts, no password kept): the app tries again only
  * every few minutes (so as not to lock the account) until the person signs in.
  */

@@ -90,6 +90,14 @@ describe('a drag selection to a booking request', () => {
     });
   });
 
+  it('books that many GPUs of the node on a Slurm server, where Slurm picks the devices', () => {
+    process.env.TZ = 'UTC';
+    const a = fromLocalInput('2026-11-26T14:00')!;
+    const sel = selectionOf(lanes, { fromLane: 2, toLane: 4, anchor: a, current: a + 3_600_000 }, 900)!;
+    expect(toBookRequest(sel, form, true).gpus).toEqual({ kind: 'count', count: 3, min_memory: null });
+    expect(toBookRequest(sel, form, false).gpus).toEqual({ kind: 'named', gpus: ['GPU-a', 'GPU-b', 'GPU-c'] });
+  });
+
   it('sends local times as UTC in a zone east of UTC (Asia/Kolkata, +05:30)', () => {
     process.env.TZ = 'Asia/Kolkata';
     const a = fromLocalInput('2026-11-26T14:00')!;

@@ -36,4 +36,9 @@ role: Role,
 /**
  * Whether the GPUs are simulated.
  */
-simulated: boolean, };
+simulated: boolean, 
+/**
+ * Slurm holds the GPUs and picks a node's devices when the job starts: book a number of
+ * GPUs of one node, not GPUs by index (older agents leave it out: false).
+ */
+slurm: boolean, };
