@@ -139,6 +139,7 @@ fn main() {
             memory_total: 80 << 30,
             server: "bench".into(),
             simulated: true,
+            node: None,
         })
         .collect();
     let windows = [("one week", 7), ("30 days", 30), ("366 days", 366)];

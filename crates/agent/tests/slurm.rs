@@ -596,7 +596,7 @@ async fn a_job_still_running_at_the_slots_end_is_stopped_and_a_restart_submits_n
         .iter()
         // Earlier runs' stores numbered their bookings alike: only this booking's jobs count.
         .filter(|j| j.name == format!("gpubook-{}", b.id) && j.user_name == ALICE)
-        .filter(|j| j.submit_time >= b.created_at.timestamp())
+        .filter(|j| j.comment == gpubook_agent::slurm::runner::job_mark(&b))
         .count();
     assert_eq!(named, 1, "the booking's job was submitted more than once");
     assert_eq!(

@@ -266,6 +266,7 @@ mod tests {
                 memory_total: 1 << 37,
                 server: server.into(),
                 simulated: true,
+                node: None,
             }],
             viewer: "alice".into(),
             with_commands: false,

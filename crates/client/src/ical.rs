@@ -410,6 +410,7 @@ mod tests {
             memory_total: 1 << 37,
             server: "lab1".into(),
             simulated: false,
+            node: None,
         };
         CalendarContext {
             server: "lab1".into(),

@@ -1,5 +1,7 @@
 //! How long the plan takes to decide, at the size of a busy lab's year: 64 GPUs and 100,000
 //! bookings of 1 to 48 hours. Run with `cargo bench -p gpubook-core --bench plan`.
+//! `GPUBOOK_BENCH_CLUSTER=1` makes it a Slurm cluster's size instead: 256 GPUs on 32 nodes of
+//! 8, where a booking by count takes its GPUs from one node.
 //!
 //! Each decision is timed alone. Read-only questions (`conflicts`, `place`) run on the one
 //! plan. Decisions that change the plan (`apply`) run on a clone made outside the timed
@@ -16,7 +18,21 @@ use gpubook_core::{
 use std::hint::black_box;
 use std::time::Instant;
 
-const GPUS: usize = 64;
+/// The lab's GPUs: 64 on one server, or a cluster's 256 on nodes of [`NODE`].
+fn gpu_count() -> usize {
+    if cluster() {
+        256
+    } else {
+        64
+    }
+}
+
+fn cluster() -> bool {
+    std::env::var_os("GPUBOOK_BENCH_CLUSTER").is_some_and(|v| v == "1")
+}
+
+/// GPUs per node in a cluster.
+const NODE: usize = 8;
 const BOOKINGS: usize = 100_000;
 const OWNERS: usize = 24;
 const SAMPLES: usize = 2_000;
@@ -52,7 +68,7 @@ fn uuid(i: usize) -> GpuUuid {
 }
 
 fn gpus() -> Vec<Gpu> {
-    (0..GPUS)
+    (0..gpu_count())
         .map(|i| Gpu {
             uuid: uuid(i),
             index: i as u32,
@@ -60,6 +76,7 @@ fn gpus() -> Vec<Gpu> {
             memory_total: 141 << 30,
             server: "bench".into(),
             simulated: true,
+            node: cluster().then(|| format!("node{:02}", i / NODE)),
         })
         .collect()
 }
@@ -90,11 +107,11 @@ fn width(rng: &mut Rng) -> usize {
 /// four or eight) that is free soonest, after a gap of up to four hours or none; bookings
 /// before `now` have ended, and a few later ones were cancelled or wait for approval.
 fn year(rng: &mut Rng, start: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Booking> {
-    let mut free_from = vec![start; GPUS];
+    let mut free_from = vec![start; gpu_count()];
     let mut out = Vec::with_capacity(BOOKINGS);
     while out.len() < BOOKINGS {
         let w = width(rng);
-        let (first, frontier) = (0..GPUS / w)
+        let (first, frontier) = (0..gpu_count() / w)
             .map(|k| (k * w, (k * w..k * w + w).map(|g| free_from[g]).max()))
             .min_by_key(|(_, f)| *f)
             .expect("at least one group");
@@ -150,7 +167,7 @@ fn year(rng: &mut Rng, start: DateTime<Utc>, now: DateTime<Utc>) -> Vec<Booking>
 fn pick_gpus(rng: &mut Rng, n: usize) -> Vec<GpuUuid> {
     let mut picked: Vec<usize> = Vec::with_capacity(n);
     while picked.len() < n {
-        let g = rng.range(0, GPUS as i64 - 1) as usize;
+        let g = rng.range(0, gpu_count() as i64 - 1) as usize;
         if !picked.contains(&g) {
             picked.push(g);
         }
@@ -256,13 +273,14 @@ fn main() {
     drop(copy);
 
     println!("gpubook-core plan benchmark");
+    let gpus_n = gpu_count();
     println!(
-        "  {GPUS} GPUs, {BOOKINGS} bookings ({holding} holding GPUs) from {} to {} ({} days), \
+        "  {gpus_n} GPUs, {BOOKINGS} bookings ({holding} holding GPUs) from {} to {} ({} days), \
          {gpu_hours} GPU-hours booked ({:.0}% of the span), {OWNERS} owners",
         start.format("%Y-%m-%d"),
         last_end.format("%Y-%m-%d"),
         (last_end - start).num_days(),
-        100.0 * gpu_hours as f64 / ((last_end - start).num_hours() as f64 * GPUS as f64)
+        100.0 * gpu_hours as f64 / ((last_end - start).num_hours() as f64 * gpus_n as f64)
     );
     let per_owner = plan.bookings().filter(|b| b.owner == "user07").count();
     println!(
@@ -363,7 +381,7 @@ fn main() {
     // (b) "As soon as possible": the earliest start at which N GPUs are free for a while,
     // asked at a random moment of the year (so a batch's bookings do not queue up behind
     // each other).
-    let all: Vec<GpuUuid> = (0..GPUS).map(uuid).collect();
+    let all: Vec<GpuUuid> = (0..gpu_count()).map(uuid).collect();
     let asked_at =
         |rng: &mut Rng| now + Duration::seconds(rng.range(0, horizon * 9 / 10) * QUARTER);
     let asap = |rng: &mut Rng| {

@@ -38,4 +38,8 @@ pub struct Gpu {
     /// True for the simulated set offered where there is no NVIDIA GPU; shown as such.
     #[serde(default)]
     pub simulated: bool,
+    /// The node of a cluster it is in (Slurm); none on a plain server, which is one node. A
+    /// booking by count takes all its GPUs from one node.
+    #[serde(default)]
+    pub node: Option<String>,
 }

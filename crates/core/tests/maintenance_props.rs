@@ -45,6 +45,7 @@ fn server() -> Vec<Gpu> {
             memory_total: m * GIB,
             server: "lab1".into(),
             simulated: true,
+            node: None,
         })
         .collect()
 }

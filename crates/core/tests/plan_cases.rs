@@ -55,6 +55,7 @@ fn server() -> Vec<Gpu> {
             memory_total: mem * GIB,
             server: "lab1".into(),
             simulated: true,
+            node: None,
         })
         .collect()
 }
@@ -2215,4 +2216,83 @@ fn a_slot_too_short_for_its_end_warning_has_its_end_announced_with_its_start() {
     assert!(!c[0].booking.warned_end);
     assert_eq!(p.next_due(), Some(today("10:15")));
     assert_eq!(p.tick(today("10:15"))[0].kind, ChangeKind::SlotEnding);
+}
+
+/// A cluster of two nodes, `n1` with GPUs 0–1 and `n2` with GPUs 2–4.
+fn cluster() -> Plan {
+    let gpus = (0..5)
+        .map(|i| Gpu {
+            uuid: uuid(i),
+            index: i as u32,
+            name: format!("Node GPU {i}"),
+            memory_total: 80 * GIB,
+            server: "cluster".into(),
+            simulated: false,
+            node: Some(if i < 2 { "n1" } else { "n2" }.into()),
+        })
+        .collect();
+    Plan::new(gpus, Policy::default(), Vec::new())
+}
+
+fn any(count: u32) -> GpuSelection {
+    GpuSelection::Count {
+        count,
+        min_memory: None,
+    }
+}
+
+#[test]
+fn a_booking_by_count_takes_its_gpus_from_one_node_of_a_cluster() {
+    let mut p = cluster();
+    // n1 has one GPU free from 10:00; n2 all three: two GPUs come from n2, not one of each.
+    create(
+        &mut p,
+        &user("bob"),
+        book_at(named(&[0]), today("10:00"), today("12:00")),
+        now(),
+    );
+    let b = create(
+        &mut p,
+        &user("ana"),
+        book_at(any(2), today("10:00"), today("11:00")),
+        now(),
+    );
+    assert_eq!(b.gpus, vec![uuid(2), uuid(3)]);
+    // One GPU left on n2 and one on n1: three free GPUs, but no node has two.
+    let before = snapshot(&p);
+    let e = p
+        .apply(
+            &user("cy"),
+            book_at(any(2), today("10:00"), today("11:00")),
+            now(),
+        )
+        .unwrap_err();
+    assert!(matches!(e, PlanError::Conflict(_)), "{e:?}");
+    assert_eq!(snapshot(&p), before);
+    // More than any node has is refused as such, whatever is free.
+    let e = p
+        .apply(
+            &user("cy"),
+            book_at(any(4), today("14:00"), today("15:00")),
+            now(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        e,
+        PlanError::Invalid("asks for 4 GPUs on one node; the most a node here has is 3".into())
+    );
+    // As soon as possible: the earliest time some node has two free, here n2 from 11:00.
+    let q = create(
+        &mut p,
+        &user("cy"),
+        book_asap(any(2), Duration::hours(1)),
+        today("10:00"),
+    );
+    assert_eq!(q.interval.start, today("11:00"));
+    assert!(
+        q.gpus
+            .iter()
+            .all(|g| [uuid(2), uuid(3), uuid(4)].contains(g)),
+        "{q:?}"
+    );
 }

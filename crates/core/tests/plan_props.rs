@@ -60,6 +60,7 @@ fn server() -> Vec<Gpu> {
             memory_total: mem * GIB,
             server: "lab1".into(),
             simulated: true,
+            node: None,
         })
         .collect()
 }

@@ -16,6 +16,7 @@ fn gpu(i: u32) -> Gpu {
         memory_total: 1 << 34,
         server: "lab".into(),
         simulated: true,
+        node: None,
     }
 }
 

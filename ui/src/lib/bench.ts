@@ -54,7 +54,7 @@ function quantile(xs: number[], q: number): number {
 
 function synthetic(nGpus: number, nBookings: number, weekStart: number): { gpus: Gpu[]; bookings: Booking[] } {
   const gpus: Gpu[] = Array.from({ length: nGpus }, (_, i) => ({
-    uuid: `GPU-bench-${i}`, index: i, name: 'NVIDIA H200', memory_total: 141 * 2 ** 30, server: 'bench', simulated: false,
+    uuid: `GPU-bench-${i}`, index: i, name: 'NVIDIA H200', memory_total: 141 * 2 ** 30, server: 'bench', simulated: false, node: null,
   }));
   let seed = 12345;
   const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);

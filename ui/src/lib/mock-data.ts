@@ -28,6 +28,7 @@ export function makeGpus(server: string, n: number, model: string, memGiB: numbe
     memory_total: memGiB * 2 ** 30,
     server,
     simulated,
+    node: null,
   }));
 }
 

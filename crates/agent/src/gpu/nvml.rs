@@ -224,6 +224,7 @@ fn list_devices<'n>(nvml: &'n Nvml, server: &str) -> Result<Vec<(Gpu, Device<'n>
             memory_total: device.memory_info().map_or(0, |m| m.total),
             server: server.to_string(),
             simulated: false,
+            node: None,
         };
         devices.push((gpu, device));
     }

@@ -150,6 +150,7 @@ impl ReplayReader {
                 memory_total: g.memory_total,
                 server: server.to_string(),
                 simulated: false,
+                node: None,
             })
             .collect();
         Ok(Self {

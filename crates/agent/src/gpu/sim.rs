@@ -121,6 +121,7 @@ impl SimReader {
                 memory_total: SIM_MEMORY,
                 server: server.to_string(),
                 simulated: true,
+                node: None,
             })
             .collect();
         Self {

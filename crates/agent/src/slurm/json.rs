@@ -60,6 +60,9 @@ pub struct Job {
     #[serde(default)]
     pub exit_code: serde_json::Value,
     /// The reservation it runs in, if any.
+    /// The job's comment: gpubook's mark of which booking submitted it.
+    #[serde(default)]
+    pub comment: String,
     #[serde(default)]
     pub resv_name: String,
     /// Its nodes, e.g. "gpunode1".

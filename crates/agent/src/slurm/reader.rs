@@ -79,6 +79,7 @@ pub fn inventory(nodes: &[Node], server: &str) -> Vec<Gpu> {
                     memory_total: 0,
                     server: server.to_string(),
                     simulated: false,
+                    node: Some(node.name.clone()),
                 });
                 i += 1;
             }

@@ -16,8 +16,9 @@
 //!   Slurm's KillWait); the booking's end signal went out `grace` seconds before the time
 //!   limit, from Slurm (`--signal=B:…`): on Slurm the grace comes before the end (at most
 //!   half the slot: a 25-s slot with a 30-s grace is signalled half-way, not at its start).
-//! - Never twice: before submitting, a job named `gpubook-<id>` of the owner that Slurm still
-//!   knows is taken for the booking's (a crash between `sbatch` and the record); a submitted
+//! - Never twice: before submitting, a job named `gpubook-<id>` of the owner, whose comment
+//!   marks this booking (its number and creation time), that Slurm still knows is taken for
+//!   the booking's (a crash between `sbatch` and the record); a submitted
 //!   job's number is recorded with the booking, and a job Slurm has forgotten (after
 //!   MinJobAge) is reported lost, not submitted again.
 
@@ -44,6 +45,16 @@ const SUBMITTED: &str = "Slurm job ";
 /// The Slurm job of booking `id` is named this.
 pub fn job_name(id: BookingId) -> String {
     hold::name(id)
+}
+
+/// The comment booking `b`'s job carries: its number and when it was made, to the microsecond.
+pub fn job_mark(b: &Booking) -> String {
+    format!(
+        "gpubook booking {} made {}",
+        b.id,
+        b.created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )
 }
 
 /// The Slurm job number recorded in a run.
@@ -322,12 +333,12 @@ fn find<'a>(jobs: &'a [Job], b: &Booking) -> Option<&'a Job> {
     if let Some(n) = b.run.as_ref().and_then(job_number) {
         return jobs.iter().find(|j| j.job_id == n);
     }
-    // Only one submitted for this booking: a booking of the same number from another
-    // agent's store (a reinstall) is older than this one.
+    // Marked for this booking: a booking of the same number from another agent's store (a
+    // reinstall) was made at another time.
     let name = job_name(b.id);
-    let since = b.created_at.timestamp();
+    let mark = job_mark(b);
     jobs.iter()
-        .filter(|j| j.name == name && j.user_name == b.owner && j.submit_time >= since)
+        .filter(|j| j.name == name && j.user_name == b.owner && j.comment == mark)
         .max_by_key(|j| j.job_id)
 }
 
@@ -422,6 +433,7 @@ pub fn sbatch_args(
     vec![
         "--parsable".into(),
         format!("--job-name={}", job_name(b.id)),
+        format!("--comment={}", job_mark(b)),
         format!("--reservation={}", hold::name(b.id)),
         format!("--gres=gpu:{}", b.gpus.len()),
         format!("--time={minutes}"),

@@ -159,6 +159,7 @@ mod tests {
                 memory_total: mem,
                 server: server.into(),
                 simulated: true,
+                node: None,
             })
             .collect()
     }

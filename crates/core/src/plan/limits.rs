@@ -33,6 +33,33 @@ impl Plan {
     }
 
     /// `gpus` sorted by their index (what CUDA_VISIBLE_DEVICES lists, in that order).
+    /// Where `count` of `candidates` may be taken from: each node's candidates, nodes in the
+    /// order of their first GPU, those with at least `count`. A booking by count never spans
+    /// nodes (on Slurm a job runs on one); GPUs named one by one (all the candidates) are taken
+    /// as named. A plain server is one node.
+    pub(super) fn one_node(&self, candidates: &[GpuUuid], count: usize) -> Vec<Vec<GpuUuid>> {
+        if count >= candidates.len() {
+            return vec![candidates.to_vec()];
+        }
+        let mut nodes: Vec<(Option<&str>, Vec<GpuUuid>)> = Vec::new();
+        for u in candidates {
+            let node = self
+                .gpus
+                .iter()
+                .find(|g| &g.uuid == u)
+                .and_then(|g| g.node.as_deref());
+            match nodes.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, gpus)) => gpus.push(u.clone()),
+                None => nodes.push((node, vec![u.clone()])),
+            }
+        }
+        nodes
+            .into_iter()
+            .map(|(_, gpus)| gpus)
+            .filter(|gpus| gpus.len() >= count)
+            .collect()
+    }
+
     pub(super) fn in_index_order(&self, mut gpus: Vec<GpuUuid>) -> Vec<GpuUuid> {
         gpus.sort_by_key(|u| {
             self.gpus
@@ -71,6 +98,17 @@ impl Plan {
                 "asks for {count} GPUs with at least {:.0} GiB; this server has {} such GPUs",
                 min_memory.unwrap_or(0) as f64 / (1u64 << 30) as f64,
                 eligible.len()
+            )));
+        }
+        if self.one_node(&eligible, count as usize).is_empty() {
+            let most = self
+                .one_node(&eligible, 1)
+                .iter()
+                .map(Vec::len)
+                .max()
+                .unwrap_or(0);
+            return Err(PlanError::Invalid(format!(
+                "asks for {count} GPUs on one node; the most a node here has is {most}"
             )));
         }
         Ok(eligible)

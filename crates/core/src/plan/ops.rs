@@ -39,16 +39,22 @@ impl Plan {
         let (interval, gpus, asap) = match when {
             When::At(requested) => {
                 let interval = self.snap(requested, now)?;
-                let free: Vec<GpuUuid> = candidates
-                    .iter()
-                    .filter(|g| self.overlapping(g, &interval, None).is_empty())
-                    .filter(|g| {
-                        self.maintenance_in_way(&[(*g).clone()], &interval)
-                            .is_empty()
+                // The first node with `count` free (a plain server is one node).
+                let free: Vec<GpuUuid> = self
+                    .one_node(&candidates, count)
+                    .into_iter()
+                    .map(|node| {
+                        node.into_iter()
+                            .filter(|g| self.overlapping(g, &interval, None).is_empty())
+                            .filter(|g| {
+                                self.maintenance_in_way(std::slice::from_ref(g), &interval)
+                                    .is_empty()
+                            })
+                            .take(count)
+                            .collect::<Vec<_>>()
                     })
-                    .take(count)
-                    .cloned()
-                    .collect();
+                    .find(|free| free.len() == count)
+                    .unwrap_or_default();
                 if free.len() < count {
                     // Maintenance is named first: no booking moving away would free it.
                     self.refuse_maintenance(&candidates, &interval)?;

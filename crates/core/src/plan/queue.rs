@@ -10,9 +10,29 @@ const MAX_POLICY_STEPS: usize = 256;
 
 impl Plan {
     /// Where an "as soon as possible" request goes: the earliest start at or after `from`
-    /// at which `count` of `candidates` are free for `d`, and which of them (lowest index
-    /// first). `None` when fewer than `count` candidates exist.
+    /// at which `count` of `candidates` are free for `d`, all on one node (see
+    /// [`Plan::one_node`]), and which of them (lowest index first). `None` when no node has
+    /// `count` candidates.
     pub fn place(
+        &self,
+        candidates: &[GpuUuid],
+        count: usize,
+        d: Duration,
+        from: DateTime<Utc>,
+    ) -> Option<(DateTime<Utc>, Vec<GpuUuid>)> {
+        let mut best: Option<(DateTime<Utc>, Vec<GpuUuid>)> = None;
+        for node in self.one_node(candidates, count) {
+            if let Some((start, gpus)) = self.place_on(&node, count, d, from) {
+                if best.as_ref().is_none_or(|(b, _)| start < *b) {
+                    best = Some((start, gpus));
+                }
+            }
+        }
+        best
+    }
+
+    /// [`Plan::place`] among `candidates` as they are.
+    fn place_on(
         &self,
         candidates: &[GpuUuid],
         count: usize,

@@ -28,4 +28,9 @@ server: string,
 /**
  * True for the simulated set offered where there is no NVIDIA GPU; shown as such.
  */
-simulated: boolean, };
+simulated: boolean, 
+/**
+ * The node of a cluster it is in (Slurm); none on a plain server, which is one node. A
+ * booking by count takes all its GPUs from one node.
+ */
+node: string | null, };
