@@ -3,7 +3,7 @@
 //! record, gpubook's event and the command's first instruction), job end → gpubook's event.
 //!
 //! Run as root with the test cluster up (`. scripts/slurm-services.sh`):
-//! `cargo bench -p gpubook-agent --bench slurm` (about a minute and a half). Prints figures;
+//! `cargo bench -p gpubook-agent --bench slurm` (about a minute). Prints figures;
 //! asserts nothing about speed (see BENCHMARKS.md). Without root or Slurm it says so and stops.
 
 use chrono::{DateTime, Duration as CDuration, Utc};
@@ -131,8 +131,10 @@ fn main() {
         for k in 0..JOBS {
             let start = t0 + CDuration::seconds(k as i64 * STAGGER);
             let f = out.join(format!("job-{k}"));
+            // Runs of 1.00 to 1.99 s, so that the ends fall anywhere between two looks.
             let command = format!(
-                "date +%s.%N > {f}.start; sleep 1; date +%s.%N > {f}.end",
+                "date +%s.%N > {f}.start; sleep 1.{:02}; date +%s.%N > {f}.end",
+                (k * 37) % 100,
                 f = f.display()
             );
             let job = JobSpec {

@@ -238,6 +238,18 @@ impl Context {
                 )
             }
         }
+        if self.source == "slurm" {
+            // Slurm gives the devices to a job, not to a shell outside it.
+            return refused(
+                ErrorKind::Invalid,
+                format!(
+                    "on Slurm the GPUs come with a job in the booking's reservation: run \
+                     `srun --reservation={} --gres=gpu:{} --pty $SHELL` for a shell on them",
+                    crate::slurm::hold::name(id),
+                    b.gpus.len()
+                ),
+            );
+        }
         let vars = crate::jobs::job_vars(b)
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
@@ -262,22 +274,32 @@ impl Context {
                 format!("the log of booking {id} is {owner}'s; only they and admins can read it"),
             ));
         }
-        let read = if self.source == "slurm" {
-            // Slurm wrote it where the owner's job runs: read as the owner.
-            let path = self.log_of(id);
-            crate::slurm::runner::read_log(&owner, path.as_deref(), offset, LOG_CHUNK)
-                .await
-                .map(|buf| chunk(buf, offset, done))
-        } else {
-            let path = self.jobs.log_path(id);
-            tokio::task::spawn_blocking(move || read_from(&path, offset, done))
-                .await
-                .map_err(|e| ErrorBody::new(ErrorKind::Internal, e.to_string()))?
-        };
-        let (data, next, _) = read.map_err(|e| {
+        let (data, next, _) = self.read_log(id, &owner, offset, done).await.map_err(|e| {
             ErrorBody::new(ErrorKind::Unavailable, format!("cannot read the log: {e}"))
         })?;
         Ok(Response::Logs(LogsResponse { data, next, done }))
+    }
+
+    /// Up to [`LOG_CHUNK`] of booking `id`'s log from `offset` (see [`read_from`]), wherever
+    /// its runner keeps it: the agent's jobs directory, or on Slurm the file Slurm wrote where
+    /// the owner's job runs, read as the owner.
+    pub(crate) async fn read_log(
+        &self,
+        id: BookingId,
+        owner: &str,
+        offset: u64,
+        done: bool,
+    ) -> std::io::Result<(String, u64, bool)> {
+        if self.source == "slurm" {
+            let path = self.log_of(id);
+            return crate::slurm::runner::read_log(owner, path.as_deref(), offset, LOG_CHUNK)
+                .await
+                .map(|buf| chunk(buf, offset, done));
+        }
+        let path = self.jobs.log_path(id);
+        tokio::task::spawn_blocking(move || read_from(&path, offset, done))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     fn book_op(&self, b: BookRequest) -> Result<Op, ErrorBody> {

@@ -21,7 +21,7 @@ mod jobs_support;
 
 use chrono::{DateTime, Utc};
 use gpubook_agent::slurm::json::{reservation_fields, JobsReply};
-use gpubook_client::ClientError;
+use gpubook_client::{ClientError, Pushed};
 use gpubook_core::BookingId;
 use gpubook_core::JobState;
 use gpubook_proto::{
@@ -552,7 +552,13 @@ async fn a_job_still_running_at_the_slots_end_is_stopped_and_a_restart_submits_n
     let end = start + secs(25);
     let b = booked(
         user.conn
-            .request(book_job(1, start, end, "sleep 600", &work))
+            .request(book_job(
+                1,
+                start,
+                end,
+                "echo first; sleep 5; echo second; sleep 600",
+                &work,
+            ))
             .await,
     )
     .booking;
@@ -570,6 +576,51 @@ async fn a_job_still_running_at_the_slots_end_is_stopped_and_a_restart_submits_n
         .as_ref()
         .and_then(gpubook_agent::slurm::runner::job_number)
         .unwrap();
+
+    // The app follows the log as the Slurm job writes it: pushed, read as its owner.
+    let (_, mut pushed) = user.conn.subscribe(None, false).await.unwrap();
+    let answer = user
+        .conn
+        .request(Request::Logs(LogsRequest {
+            id: b.id,
+            offset: 0,
+            follow: Some(true),
+        }))
+        .await
+        .expect("follow the log");
+    let Response::Logs(first) = answer else {
+        panic!("{answer:?}")
+    };
+    assert!(!first.data.contains("second"), "{first:?}");
+    let mut text = first.data.clone();
+    let until = Instant::now() + Duration::from_secs(20);
+    while !text.contains("second") {
+        assert!(Instant::now() < until, "the log was not pushed: {text:?}");
+        match tokio::time::timeout(Duration::from_secs(1), pushed.recv()).await {
+            Ok(Some(Pushed::Log(p))) => text.push_str(&p.data),
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => panic!("the connection ended"),
+        }
+    }
+    assert_eq!(text, "first\nsecond\n");
+
+    // `gpubook env` cannot hand Slurm's devices to a shell: it says how to get one.
+    let env = user
+        .conn
+        .request(Request::JobEnv(gpubook_proto::job_env::JobEnvRequest {
+            id: b.id,
+        }))
+        .await
+        .expect_err("env on Slurm");
+    let ClientError::Agent(body) = env else {
+        panic!("{env:?}")
+    };
+    assert!(
+        body.message
+            .contains(&format!("srun --reservation=gpubook-{}", b.id)),
+        "{}",
+        body.message
+    );
 
     // The agent killed mid-slot and started again: the job is followed, not submitted again.
     drop(user);

@@ -388,7 +388,7 @@ fn main() {
         let count = [1, 1, 2, 4, 8][rng.range(0, 4) as usize];
         (count, Duration::seconds(rng.range(4, 96) * QUARTER))
     };
-    let mut s = Series::new("place(), 1-8 of 64 GPUs, 1-24 h");
+    let mut s = Series::new("place(), 1-8 GPUs, 1-24 h");
     for _ in 0..SAMPLES {
         let (count, d) = asap(&mut rng);
         let from = asked_at(&mut rng);

@@ -23,15 +23,11 @@ const LOG_POLL: Duration = Duration::from_millis(250);
 /// the client. The caller was allowed to read the log when the follow began.
 pub(super) async fn follow_log(ctx: Arc<Context>, id: BookingId, mut next: u64, out: Outbox) {
     let mut events = ctx.state.events.subscribe();
-    let path = ctx.jobs.log_path(id);
     loop {
-        let Ok((_, done)) = ctx.log_state(id) else {
+        let Ok((owner, done)) = ctx.log_state(id) else {
             return;
         };
-        let p = path.clone();
-        let read =
-            tokio::task::spawn_blocking(move || crate::handler::read_from(&p, next, done)).await;
-        let Ok(Ok((data, to, at_end))) = read else {
+        let Ok((data, to, at_end)) = ctx.read_log(id, &owner, next, done).await else {
             return;
         };
         let finished = done && at_end;

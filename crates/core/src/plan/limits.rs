@@ -38,16 +38,17 @@ impl Plan {
     /// nodes (on Slurm a job runs on one); GPUs named one by one (all the candidates) are taken
     /// as named. A plain server is one node.
     pub(super) fn one_node(&self, candidates: &[GpuUuid], count: usize) -> Vec<Vec<GpuUuid>> {
-        if count >= candidates.len() {
+        if count >= candidates.len() || self.gpus.iter().all(|g| g.node.is_none()) {
             return vec![candidates.to_vec()];
         }
+        let node_of: std::collections::HashMap<&GpuUuid, &str> = self
+            .gpus
+            .iter()
+            .filter_map(|g| Some((&g.uuid, g.node.as_deref()?)))
+            .collect();
         let mut nodes: Vec<(Option<&str>, Vec<GpuUuid>)> = Vec::new();
         for u in candidates {
-            let node = self
-                .gpus
-                .iter()
-                .find(|g| &g.uuid == u)
-                .and_then(|g| g.node.as_deref());
+            let node = node_of.get(u).copied();
             match nodes.iter_mut().find(|(n, _)| *n == node) {
                 Some((_, gpus)) => gpus.push(u.clone()),
                 None => nodes.push((node, vec![u.clone()])),
