@@ -55,6 +55,7 @@ impl Context {
                 return Ok(Response::Gpus(GpusResponse {
                     server: self.server.clone(),
                     source: self.source.to_string(),
+                    outside: self.outside(&gpus).await,
                     gpus,
                     readings: self.readings.borrow().clone(),
                 }));
@@ -278,6 +279,29 @@ impl Context {
             ErrorBody::new(ErrorKind::Unavailable, format!("cannot read the log: {e}"))
         })?;
         Ok(Response::Logs(LogsResponse { data, next, done }))
+    }
+
+    /// What holds `gpus` outside gpubook: on Slurm its jobs and other reservations (read now;
+    /// what cannot be read is logged and left out), elsewhere nothing.
+    async fn outside(&self, gpus: &[gpubook_core::Gpu]) -> Vec<gpubook_proto::OutsideHold> {
+        if self.source != "slurm" {
+            return Vec::new();
+        }
+        let gpus = gpus.to_vec();
+        let now = self.state.clock.now();
+        let read =
+            tokio::task::spawn_blocking(move || crate::slurm::outside::read(&gpus, now)).await;
+        match read {
+            Ok(Ok(holds)) => holds,
+            Ok(Err(e)) => {
+                eprintln!("gpubook-agent: cannot read what Slurm holds: {e}");
+                Vec::new()
+            }
+            Err(e) => {
+                eprintln!("gpubook-agent: cannot read what Slurm holds: {e}");
+                Vec::new()
+            }
+        }
     }
 
     /// Up to [`LOG_CHUNK`] of booking `id`'s log from `offset` (see [`read_from`]), wherever

@@ -630,9 +630,15 @@ async fn a_job_still_running_at_the_slots_end_is_stopped_and_a_restart_submits_n
     let stopped = events
         .wait_for(b.id, EventKind::JobStopped, Duration::from_secs(60))
         .await;
-    assert!(Utc::now() >= end, "stopped before the slot's end");
     let run = stopped.booking.run.unwrap();
     assert_eq!(run.state, JobState::Stopped);
+    // Not before its end signal's time: the default 30-s grace, capped at half of this 25-s
+    // slot, puts it about 12 s before the end (3 s allowed for Slurm's own timing).
+    let ended = run.ended_at.expect("when it ended");
+    assert!(
+        ended >= end - secs(15),
+        "stopped at {ended}, before its end signal was due (the slot ends at {end})"
+    );
     // Cancelled by gpubook at the end, or ended by the end signal Slurm sent within the grace
     // before it (Slurm sends it on its own schedule): either way stopped, not finished.
     let slurm_state = job_state(&number.to_string());
@@ -656,5 +662,87 @@ async fn a_job_still_running_at_the_slots_end_is_stopped_and_a_restart_submits_n
         "{}",
         events.describe()
     );
+    clean_cluster();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slurm_jobs_and_reservations_made_outside_gpubook_are_shown_busy_with_their_owner() {
+    if !slurm_up("slurm_jobs_and_reservations_made_outside_gpubook_are_shown_busy") {
+        return;
+    }
+    let _turn = CLUSTER.lock().await;
+    clean_cluster();
+    let (alice, _) = users();
+    let mut lab = Lab::slurm();
+    lab.start().await;
+    let user = lab.connect_as(&alice).await;
+
+    // Bob's own job on two GPUs, and an admin's reservation of the node later today.
+    let job = slurm(
+        "runuser",
+        &[
+            "-u",
+            BOB,
+            "--",
+            "sbatch",
+            "--parsable",
+            "--job-name=train",
+            "--gres=gpu:2",
+            "--time=30",
+            "--output=/dev/null",
+            "--wrap",
+            "sleep 600",
+        ],
+    )
+    .expect("bob's sbatch");
+    let job = job.trim().to_string();
+    until("bob's job running", Duration::from_secs(20), || {
+        job_state(&job) == "RUNNING"
+    })
+    .await;
+    let maint = slot_start(3 * 3600);
+    slurm(
+        "scontrol",
+        &[
+            "create",
+            "reservation",
+            "ReservationName=outside-maint",
+            &format!("StartTime={}", slurm_time(maint)),
+            "Duration=60",
+            "Nodes=gpunode1",
+            "Users=root",
+        ],
+    )
+    .expect("an admin's reservation");
+
+    let answer = user
+        .conn
+        .request(Request::Gpus(Default::default()))
+        .await
+        .expect("gpus");
+    let _ = slurm("scontrol", &["delete", "ReservationName=outside-maint"]);
+    let Response::Gpus(gpus) = answer else {
+        panic!("{answer:?}")
+    };
+    let find = |title: &str| {
+        gpus.outside
+            .iter()
+            .find(|o| o.title == title)
+            .unwrap_or_else(|| panic!("no {title:?} among {:?}", gpus.outside))
+            .clone()
+    };
+    let bobs = find(&format!("Slurm job {job}: train"));
+    assert_eq!(bobs.owner, BOB);
+    assert_eq!(bobs.gpus.len(), 2, "{bobs:?}");
+    assert!(bobs.start <= Utc::now() && bobs.end > Utc::now() + secs(25 * 60));
+    let resv = find("Slurm reservation outside-maint");
+    assert_eq!(resv.owner, "root");
+    assert_eq!(
+        resv.gpus.len(),
+        4,
+        "a whole-node reservation is all its GPUs"
+    );
+    assert_eq!((resv.start, resv.end), (maint, maint + secs(3600)));
+    assert_eq!(gpus.outside.len(), 2, "{:?}", gpus.outside);
     clean_cluster();
 }

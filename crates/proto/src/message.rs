@@ -11,7 +11,7 @@ use crate::report::{ReportRequest, ReportResponse};
 use crate::series::{UsageSeriesRequest, UsageSeriesResponse};
 use crate::suggest::{SuggestRequest, SuggestionResponse};
 use chrono::{DateTime, Utc};
-use gpubook_core::{Booking, BookingId, Gpu, Interval, JobSpec, Policy, Role};
+use gpubook_core::{Booking, BookingId, Gpu, GpuUuid, Interval, JobSpec, Policy, Role};
 use serde::{Deserialize, Serialize};
 
 /// What a client sends.
@@ -455,6 +455,28 @@ pub struct GpusResponse {
     /// The latest reading, if any has been made.
     #[serde(default)]
     pub readings: Option<Readings>,
+    /// What holds these GPUs outside gpubook now or later (on Slurm: jobs, and reservations
+    /// gpubook did not make), drawn as busy; none on a plain server or from an older agent.
+    #[serde(default)]
+    pub outside: Vec<OutsideHold>,
+}
+
+/// Something outside gpubook holding GPUs of the server: on Slurm a job running or expected to
+/// start, or a reservation gpubook did not make. It is not in the plan; a booking over it is
+/// refused by Slurm, in its words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]
+pub struct OutsideHold {
+    /// The lanes it is drawn on: Slurm picks the devices, so a node's last ones, for display.
+    pub gpus: Vec<GpuUuid>,
+    /// From.
+    pub start: DateTime<Utc>,
+    /// To (a job's time limit).
+    pub end: DateTime<Utc>,
+    /// Whose: the job's user, a reservation's users.
+    pub owner: String,
+    /// What: "Slurm job 42: train", "Slurm reservation maint".
+    pub title: String,
 }
 
 /// Bookings, in start order, one page at a time: a page stays well under the frame limit.

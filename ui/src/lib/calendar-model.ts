@@ -11,6 +11,9 @@ import { stagedFraction, type Staging } from './bookings';
 export type BookingProps = {
   /** Set on a maintenance block (then `id` is the period's number and `owner` who made it). */
   maintenance?: { reason: string; fault: boolean; whole: boolean };
+  /** Set on what holds GPUs outside gpubook (a Slurm job or reservation): drawn busy, never
+   * opened or moved; `owner` is whose it is. */
+  outside?: true;
   server: string;
   id: number;
   owner: string;

@@ -5,7 +5,8 @@
 
 import { GONE, type BookingBook } from './bookings';
 import type { Maintenance } from './wire/Maintenance';
-import { bookingItem, bookingKey, maintenanceItem, type Item } from './timeline-items';
+import { bookingItem, bookingKey, maintenanceItem, outsideItem, type Item } from './timeline-items';
+import type { OutsideHold } from './wire/OutsideHold';
 
 /** Items per lane, sorted by start. */
 export class LaneIndex {
@@ -123,12 +124,19 @@ export class BookSync {
   /** What every item depends on besides its booking: servers shown, users, the setting. */
   private context = '';
   private maintenance = new Map<string, Maintenance[]>();
+  private outside = new Map<string, OutsideHold[]>();
 
   /**
    * Brings the index up to date: the number of items put or removed, or -1 where it was
    * rebuilt (the first time, a different set of servers, a dropped server, a bulk load).
    */
-  sync(book: BookingBook, servers: ShownServer[], showCommand: boolean, maintenance: Record<string, Maintenance[] | undefined>): number {
+  sync(
+    book: BookingBook,
+    servers: ShownServer[],
+    showCommand: boolean,
+    maintenance: Record<string, Maintenance[] | undefined>,
+    outside: Record<string, OutsideHold[] | undefined> = {},
+  ): number {
     const ctx = JSON.stringify([servers.map((s) => [s.id, s.user]), showCommand]);
     const end = book.journalBase + book.journal.length;
     const from = this.pos - book.journalBase;
@@ -145,11 +153,15 @@ export class BookSync {
     if (rebuild) {
       const all: Item[] = [];
       this.maintenance.clear();
+      this.outside.clear();
       for (const s of servers) {
         for (const b of book.visible(s.id)) all.push(bookingItem(s.id, b, s.user, showCommand, book.stageOf(s.id, b.id)));
         const periods = maintenance[s.id] ?? [];
         this.maintenance.set(s.id, periods);
         for (const m of periods) all.push(maintenanceItem(s.id, m));
+        const holds = outside[s.id] ?? [];
+        this.outside.set(s.id, holds);
+        holds.forEach((o, k) => all.push(outsideItem(s.id, o, k)));
       }
       this.index.reset(all);
       return -1;
@@ -166,7 +178,18 @@ export class BookSync {
       n++;
     }
     for (const s of servers) n += this.syncMaintenance(s.id, maintenance[s.id] ?? []);
+    for (const s of servers) n += this.syncOutside(s.id, outside[s.id] ?? []);
     return n;
+  }
+
+  /** Replaces a server's outside holds when its list is a new one. */
+  private syncOutside(server: string, holds: OutsideHold[]): number {
+    const old = this.outside.get(server) ?? [];
+    if (old === holds) return 0;
+    old.forEach((o, k) => this.index.remove(outsideItem(server, o, k).key));
+    holds.forEach((o, k) => this.index.put(outsideItem(server, o, k)));
+    this.outside.set(server, holds);
+    return old.length + holds.length;
   }
 
   /** Replaces a server's maintenance items when its list is a new one. */

@@ -286,7 +286,7 @@ export class MockBackend implements Host {
     servers: () => [...this.servers.values()].map((s) => s.view),
     gpus: (a) => {
       const s = this.server(a.server);
-      return { server: s.view.name, source: s.view.simulated ? 'simulated' : 'nvml', gpus: s.gpus, readings: null };
+      return { server: s.view.name, source: s.view.simulated ? 'simulated' : 'nvml', gpus: s.gpus, readings: null, outside: [] };
     },
     bookings: (a) => {
       const s = this.server(a.server);

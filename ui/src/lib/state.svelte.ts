@@ -10,6 +10,7 @@ import type { EventPayload } from './app-types';
 import type { Booking } from './wire/Booking';
 import type { Gpu } from './wire/Gpu';
 import type { Maintenance } from './wire/Maintenance';
+import type { OutsideHold } from './wire/OutsideHold';
 import type { PolicyResponse } from './wire/PolicyResponse';
 import type { Readings } from './wire/Readings';
 import type { Event } from './wire/Event';
@@ -18,6 +19,9 @@ import { toWire } from './time';
 const DAY = 86_400_000;
 
 /** Everything the screens show. */
+/** How often Slurm servers' outside holds are read again, ms. */
+const OUTSIDE_EVERY = 30_000;
+
 export class AppState {
   backend: Backend | null = null;
   /** The contract's commands and events, typed; set by `start`. */
@@ -28,6 +32,8 @@ export class AppState {
   policies = $state<Record<string, PolicyResponse>>({});
   /** Per server, its maintenance periods: drawn as their own blocks. */
   maintenance = $state<Record<string, Maintenance[]>>({});
+  /** Per server, what holds its GPUs outside gpubook (Slurm's jobs and reservations). */
+  outside = $state<Record<string, OutsideHold[]>>({});
   /** Raised on every change of `book`, so derived views recompute. */
   version = $state(0);
   /** The last pushed events, newest first (for the status line). */
@@ -55,6 +61,8 @@ export class AppState {
     });
     try {
       this.servers = await api.servers();
+      // Slurm's own jobs come and go without a gpubook event: looked at again every 30 s.
+      if (typeof window !== 'undefined') setInterval(() => void this.refreshOutside(), OUTSIDE_EVERY);
     } catch (e) {
       this.loadError = toAppError(e).message;
       return;
@@ -89,6 +97,7 @@ export class AppState {
       ]);
       this.gpus[id] = g.gpus;
       this.maintenance[id] = periods;
+      this.outside[id] = g.outside ?? [];
       if (g.readings) this.readings[id] = g.readings;
       this.policies[id] = pol;
       this.book.load(id, list);
@@ -98,6 +107,21 @@ export class AppState {
     } catch (e) {
       this.loadError = toAppError(e).message;
     }
+  }
+
+  /** Reads again what holds the GPUs of the connected Slurm servers outside gpubook. */
+  async refreshOutside(): Promise<void> {
+    const slurm = this.servers.filter((s) => s.slurm && s.state === 'connected' && this.loaded.has(s.id));
+    await Promise.all(
+      slurm.map(async (s) => {
+        try {
+          this.outside[s.id] = (await this.api!.gpus(s.id)).outside ?? [];
+          this.version++;
+        } catch {
+          // Shown on the next load; the calendar keeps what it had.
+        }
+      }),
+    );
   }
 
   /** Reads a server's maintenance periods again. */

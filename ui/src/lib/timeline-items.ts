@@ -5,6 +5,7 @@
 
 import type { Booking } from './wire/Booking';
 import type { Maintenance } from './wire/Maintenance';
+import type { OutsideHold } from './wire/OutsideHold';
 import { bookingClasses, type BookingProps } from './calendar-model';
 import { colourFor } from './colors';
 import { laneId } from './selection';
@@ -103,6 +104,26 @@ export function maintenanceItem(server: string, m: Maintenance): Item {
       maintenance: { reason: m.reason, fault, whole: m.whole_server },
     },
     classes: `maintenance ${fault ? 'fault' : 'planned'}`,
+    background: '',
+    text: '',
+    canMove: false,
+    canResize: false,
+  };
+}
+
+/** The item of what holds GPUs outside gpubook (`k`: its place in the server's list). */
+export function outsideItem(server: string, o: OutsideHold, k: number): Item {
+  const start = Date.parse(o.start);
+  const end = Date.parse(o.end);
+  return {
+    key: `${server}:o${k}:${o.title}`,
+    start,
+    end,
+    lanes: o.gpus.map((u) => laneId(server, u)),
+    title: o.title,
+    timeText: clockRange(start, end),
+    props: { server, id: k, owner: o.owner, state: 'outside', own: false, asap: false, job: null, staged: null, outside: true },
+    classes: 'outside',
     background: '',
     text: '',
     canMove: false,

@@ -17,6 +17,7 @@
 
 pub mod hold;
 pub mod json;
+pub mod outside;
 pub mod reader;
 pub mod runner;
 

@@ -47,10 +47,13 @@ pub fn job_name(id: BookingId) -> String {
     hold::name(id)
 }
 
+/// What the comment of every job gpubook submits starts with.
+pub const MARK_PREFIX: &str = "gpubook booking ";
+
 /// The comment booking `b`'s job carries: its number and when it was made, to the microsecond.
 pub fn job_mark(b: &Booking) -> String {
     format!(
-        "gpubook booking {} made {}",
+        "{MARK_PREFIX}{} made {}",
         b.id,
         b.created_at
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)

@@ -184,3 +184,28 @@ describe('dragging on the timeline', () => {
     expect(editedTimes('resize', T0, T0 + H, -5 * H, 900)).toEqual({ start: T0, end: T0 + 15 * 60_000 });
   });
 });
+
+describe('what Slurm holds outside gpubook', () => {
+  const servers = [{ id: 'lab', user: 'alice' }];
+  const hold = (start: number, end: number, gpus: string[]) => ({
+    gpus, start: iso(start), end: iso(end), owner: 'bob', title: 'Slurm job 42: train',
+  });
+
+  it('draws each hold on its lanes, busy and never movable, and follows a new list', () => {
+    const book = new BookingBook();
+    book.load('lab', [booking(1, T0, T0 + H)]);
+    const sync = new BookSync();
+    const first = [hold(T0 + H, T0 + 3 * H, ['g0', 'g1'])];
+    sync.sync(book, servers, false, {}, { lab: first });
+    const on = sync.index.query('lab/g1', T0, T0 + 4 * H);
+    expect(on).toHaveLength(1);
+    expect(on[0].props.outside).toBe(true);
+    expect(on[0].props.owner).toBe('bob');
+    expect(on[0].classes).toBe('outside');
+    expect([on[0].canMove, on[0].canResize]).toEqual([false, false]);
+    expect(sync.index.query('lab/g0', T0, T0 + 4 * H).map((i) => i.key)).toEqual(['lab:1', on[0].key]);
+    // The job ended in Slurm: the next list no longer has it, and the block goes.
+    expect(sync.sync(book, servers, false, {}, { lab: [] })).toBe(1);
+    expect(sync.index.query('lab/g1', T0, T0 + 4 * H)).toHaveLength(0);
+  });
+});

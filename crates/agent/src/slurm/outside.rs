@@ -1,0 +1,267 @@
+//! What holds a cluster's GPUs outside gpubook, for the calendar to draw as busy: Slurm's jobs
+//! (running, or pending with the start the controller expects) that ask for GPUs, and the
+//! reservations gpubook did not make. gpubook's own jobs and reservations are its bookings.
+//!
+//! Slurm picks a job's devices itself, so a hold is drawn on lanes of its node chosen for
+//! display: the node's last free ones at its time (gpubook places bookings from the first).
+
+use super::hold::PREFIX;
+use super::json::{reservation_fields, Job, JobsReply};
+use super::reader::node_of;
+use super::runner::MARK_PREFIX;
+use super::{run, SlurmError};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use gpubook_core::{Gpu, GpuUuid};
+use gpubook_proto::OutsideHold;
+
+/// `scontrol`'s time format (the agent runs Slurm's commands with TZ=UTC).
+const TIME: &str = "%Y-%m-%dT%H:%M:%S";
+
+/// What holds `gpus` outside gpubook from `now` on, read from Slurm now.
+pub fn read(gpus: &[Gpu], now: DateTime<Utc>) -> Result<Vec<OutsideHold>, SlurmError> {
+    let out = run("squeue", &["--json", "--states=all"])?;
+    let reply: JobsReply = serde_json::from_str(&out).map_err(|e| SlurmError::Output {
+        command: "squeue --json".into(),
+        why: e.to_string(),
+    })?;
+    let resv = run("scontrol", &["show", "reservation", "--oneliner"])?;
+    let mut wanted = jobs(&reply.jobs, now);
+    wanted.extend(reservations(&resv, now));
+    Ok(place(gpus, wanted))
+}
+
+/// One hold before its lanes are chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wanted {
+    /// The node names (a job's or a reservation's).
+    pub nodes: Vec<String>,
+    /// GPUs per node; `None`: all of each node's (a whole-node reservation).
+    pub count: Option<usize>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub owner: String,
+    pub title: String,
+}
+
+/// The jobs that hold or will hold GPUs after `now`, gpubook's own left out.
+pub fn jobs(jobs: &[Job], now: DateTime<Utc>) -> Vec<Wanted> {
+    jobs.iter()
+        .filter(|j| !(j.resv_name.starts_with(PREFIX) || j.comment.starts_with(MARK_PREFIX)))
+        .filter_map(|j| {
+            let live = matches!(
+                j.job_state.as_str(),
+                "RUNNING" | "COMPLETING" | "CONFIGURING" | "SUSPENDED" | "PENDING"
+            );
+            let count = gpu_count(&j.tres_per_node)?;
+            let start = DateTime::from_timestamp(j.start_time, 0)?;
+            let end = DateTime::from_timestamp(j.end_time, 0)?;
+            (live && j.start_time > 0 && end > start && end > now).then(|| Wanted {
+                nodes: hostnames(&j.nodes),
+                count: Some(count),
+                start,
+                end,
+                owner: j.user_name.clone(),
+                title: format!("Slurm job {}: {}", j.job_id, j.name),
+            })
+        })
+        .collect()
+}
+
+/// The reservations in `scontrol show reservation --oneliner`'s output that gpubook did not
+/// make and that end after `now`.
+pub fn reservations(out: &str, now: DateTime<Utc>) -> Vec<Wanted> {
+    out.lines()
+        .filter_map(|line| {
+            let f = reservation_fields(line);
+            let name = f.get("ReservationName")?;
+            if name.starts_with(PREFIX) {
+                return None;
+            }
+            let time = |k: &str| {
+                NaiveDateTime::parse_from_str(f.get(k)?, TIME)
+                    .ok()
+                    .map(|t| t.and_utc())
+            };
+            let (start, end) = (time("StartTime")?, time("EndTime")?);
+            let owner = match (f.get("Users"), f.get("Accounts")) {
+                (Some(u), _) if u != "(null)" => u.clone(),
+                (_, Some(a)) if a != "(null)" => format!("account {a}"),
+                _ => "Slurm".into(),
+            };
+            (end > now).then(|| Wanted {
+                nodes: hostnames(f.get("Nodes").map_or("", String::as_str)),
+                count: f.get("TRES").and_then(|t| gpu_count(t)),
+                start,
+                end,
+                owner,
+                title: format!("Slurm reservation {name}"),
+            })
+        })
+        .collect()
+}
+
+/// The GPUs asked for in a TRES string ("gres:gpu:4", "gres:gpu:h200:2", "cpu=8,gres/gpu=2");
+/// `None` when it asks for none.
+pub fn gpu_count(tres: &str) -> Option<usize> {
+    tres.split(',')
+        .filter(|e| e.contains("gpu"))
+        .map(|e| {
+            e.rsplit([':', '='])
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1)
+        })
+        .find(|n| *n > 0)
+}
+
+/// The names in a Slurm host list: "n1", "n1,n2", or a range ("gpu[1-3,5]") expanded by
+/// `scontrol show hostnames`.
+fn hostnames(list: &str) -> Vec<String> {
+    if list.contains('[') {
+        if let Ok(out) = run("scontrol", &["show", "hostnames", list]) {
+            return out.split_whitespace().map(str::to_string).collect();
+        }
+    }
+    list.split(',')
+        .filter(|s| !s.is_empty() && *s != "(null)")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Chooses each hold's lanes among `gpus`: per node, the last ones not drawn on by a hold
+/// already placed over the same time (the last ones when all are).
+pub fn place(gpus: &[Gpu], mut wanted: Vec<Wanted>) -> Vec<OutsideHold> {
+    wanted.sort_by_key(|w| (w.start, w.end));
+    let mut placed: Vec<OutsideHold> = Vec::new();
+    for w in wanted {
+        let mut lanes = Vec::new();
+        for node in &w.nodes {
+            let on_node: Vec<&GpuUuid> = gpus
+                .iter()
+                .map(|g| &g.uuid)
+                .filter(|u| node_of(u) == Some(node.as_str()))
+                .collect();
+            let n = w.count.unwrap_or(on_node.len()).min(on_node.len());
+            let taken = |u: &GpuUuid| {
+                placed
+                    .iter()
+                    .any(|p| p.start < w.end && w.start < p.end && p.gpus.contains(u))
+            };
+            let mut chosen: Vec<GpuUuid> = on_node
+                .iter()
+                .rev()
+                .filter(|u| !taken(u))
+                .take(n)
+                .map(|u| (*u).clone())
+                .collect();
+            for u in on_node.iter().rev() {
+                if chosen.len() >= n {
+                    break;
+                }
+                if !chosen.contains(u) {
+                    chosen.push((*u).clone());
+                }
+            }
+            chosen.reverse();
+            lanes.extend(chosen);
+        }
+        if lanes.is_empty() {
+            continue;
+        }
+        placed.push(OutsideHold {
+            gpus: lanes,
+            start: w.start,
+            end: w.end,
+            owner: w.owner,
+            title: w.title,
+        });
+    }
+    placed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slurm::reader::uuid;
+
+    fn gpus() -> Vec<Gpu> {
+        (0..4)
+            .map(|i| Gpu {
+                uuid: uuid("n1", i),
+                index: i,
+                name: "n1 · H200".into(),
+                memory_total: 0,
+                server: "c".into(),
+                simulated: false,
+                node: Some("n1".into()),
+            })
+            .collect()
+    }
+
+    fn at(h: u32) -> DateTime<Utc> {
+        format!("2026-12-04T{h:02}:00:00Z").parse().unwrap()
+    }
+
+    #[test]
+    fn gpu_counts_from_tres_strings() {
+        assert_eq!(gpu_count("gres:gpu:4"), Some(4));
+        assert_eq!(gpu_count("gres:gpu:h200:2"), Some(2));
+        assert_eq!(gpu_count("cpu=8,gres/gpu=2"), Some(2));
+        assert_eq!(gpu_count("gres:gpu"), Some(1));
+        assert_eq!(gpu_count("cpu=8,mem=2000M"), None);
+        assert_eq!(gpu_count(""), None);
+    }
+
+    #[test]
+    fn holds_go_on_the_nodes_last_lanes_side_by_side_when_they_overlap() {
+        let w = |count, start, end, title: &str| Wanted {
+            nodes: vec!["n1".into()],
+            count,
+            start: at(start),
+            end: at(end),
+            owner: "bob".into(),
+            title: title.into(),
+        };
+        let placed = place(
+            &gpus(),
+            vec![
+                w(Some(1), 10, 12, "a"),
+                w(Some(2), 11, 13, "b"),
+                w(Some(1), 12, 14, "c"),
+                w(None, 20, 21, "whole"),
+            ],
+        );
+        let lanes = |t: &str| {
+            placed
+                .iter()
+                .find(|p| p.title == t)
+                .unwrap()
+                .gpus
+                .iter()
+                .map(|u| u.0.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lanes("a"), ["SLURM-n1-3"]);
+        assert_eq!(lanes("b"), ["SLURM-n1-1", "SLURM-n1-2"]);
+        assert_eq!(lanes("c"), ["SLURM-n1-3"]);
+        assert_eq!(lanes("whole").len(), 4);
+    }
+
+    #[test]
+    fn reservations_other_than_gpubook_s() {
+        let out = "ReservationName=maint StartTime=2026-12-04T20:00:00 \
+                   EndTime=2026-12-04T22:00:00 Duration=02:00:00 Nodes=n1 NodeCnt=1 \
+                   CoreCnt=8 Features=(null) PartitionName=(null) Flags=MAINT \
+                   TRES=cpu=8 Users=root Groups=(null) Accounts=(null) Licenses=(null) \
+                   State=INACTIVE BurstBuffer=(null) Watts=n/a\n\
+                   ReservationName=gpubook-7 StartTime=2026-12-04T20:00:00 \
+                   EndTime=2026-12-04T22:00:00 Nodes=n1 Users=alice State=INACTIVE\n";
+        let r = reservations(out, at(10));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].title, "Slurm reservation maint");
+        assert_eq!(r[0].owner, "root");
+        assert_eq!(r[0].count, None);
+        assert_eq!((r[0].start, r[0].end), (at(20), at(22)));
+        assert!(reservations(out, at(23)).is_empty());
+    }
+}
