@@ -55,7 +55,7 @@ impl Context {
                 return Ok(Response::Gpus(GpusResponse {
                     server: self.server.clone(),
                     source: self.source.to_string(),
-                    outside: self.outside(&gpus).await,
+                    outside: self.outside(caller, &gpus).await,
                     gpus,
                     readings: self.readings.borrow().clone(),
                 }));
@@ -282,15 +282,32 @@ impl Context {
     }
 
     /// What holds `gpus` outside gpubook: on Slurm its jobs and other reservations (read now;
-    /// what cannot be read is logged and left out), elsewhere nothing.
-    async fn outside(&self, gpus: &[gpubook_core::Gpu]) -> Vec<gpubook_proto::OutsideHold> {
+    /// what cannot be read is logged and left out), as `caller` may see them (Slurm's
+    /// PrivateData), elsewhere nothing.
+    async fn outside(
+        &self,
+        caller: &Caller,
+        gpus: &[gpubook_core::Gpu],
+    ) -> Vec<gpubook_proto::OutsideHold> {
         if self.source != "slurm" {
             return Vec::new();
         }
         let gpus = gpus.to_vec();
         let now = self.state.clock.now();
-        let read =
-            tokio::task::spawn_blocking(move || crate::slurm::outside::read(&gpus, now)).await;
+        let booked: Vec<_> = {
+            let inner = self.state.lock();
+            inner
+                .plan
+                .bookings()
+                .filter(|b| b.state.holds_gpus() && b.interval.end > now)
+                .map(|b| (b.gpus.clone(), b.interval))
+                .collect()
+        };
+        let viewer = (caller.actor.role != Role::Admin).then(|| caller.actor.user.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            crate::slurm::outside::read(&gpus, &booked, now, viewer.as_deref())
+        })
+        .await;
         match read {
             Ok(Ok(holds)) => holds,
             Ok(Err(e)) => {

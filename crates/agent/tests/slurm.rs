@@ -746,3 +746,83 @@ async fn slurm_jobs_and_reservations_made_outside_gpubook_are_shown_busy_with_th
     assert_eq!(gpus.outside.len(), 2, "{:?}", gpus.outside);
     clean_cluster();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slurmctld_restarted_mid_slot_loses_nothing_and_duplicates_nothing() {
+    if !slurm_up("a_slurmctld_restarted_mid_slot_loses_nothing") {
+        return;
+    }
+    let _turn = CLUSTER.lock().await;
+    clean_cluster();
+    let (alice, _) = users();
+    let mut lab = Lab::slurm();
+    lab.start().await;
+    let mut events = Events::subscribe(&lab).await;
+    let work = lab.out_dir("work", &alice);
+    let user = lab.connect_as(&alice).await;
+
+    let start = slot_start(2);
+    let end = start + secs(30);
+    let b = booked(
+        user.conn
+            .request(book_job(1, start, end, "sleep 600", &work))
+            .await,
+    )
+    .booking;
+    events
+        .wait_until(b.id, EventKind::JobStarted, DEADLINE, |e| {
+            e.booking
+                .run
+                .as_ref()
+                .is_some_and(|r| r.state == JobState::Running)
+        })
+        .await;
+
+    // The controller goes away for a few seconds and comes back from its saved state.
+    let conf = std::env::var("SLURM_CONF").expect("SLURM_CONF");
+    let _ = slurm("pkill", &["-x", "slurmctld"]);
+    until("slurmctld gone", Duration::from_secs(20), || {
+        slurm("pgrep", &["-x", "slurmctld"]).is_err()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    slurm("slurmctld", &["-f", &conf]).expect("slurmctld started again");
+    until("slurmctld answers", Duration::from_secs(30), || {
+        slurm("scontrol", &["ping"]).is_ok_and(|o| o.contains("UP"))
+    })
+    .await;
+    assert!(
+        reservation(b.id).is_some(),
+        "the booking's reservation was lost"
+    );
+
+    let stopped = events
+        .wait_for(b.id, EventKind::JobStopped, Duration::from_secs(90))
+        .await;
+    assert_eq!(stopped.booking.run.unwrap().state, JobState::Stopped);
+    let running = |e: &gpubook_proto::Event| {
+        e.booking.id == b.id
+            && e.kind == EventKind::JobStarted
+            && e.booking
+                .run
+                .as_ref()
+                .is_some_and(|r| r.state == JobState::Running)
+    };
+    assert_eq!(
+        events.seen.iter().filter(|e| running(e)).count(),
+        1,
+        "{}",
+        events.describe()
+    );
+    assert_eq!(events.count(b.id, EventKind::JobStopped), 1);
+    assert_eq!(events.count(b.id, EventKind::JobLost), 0);
+    let out = slurm("squeue", &["--json", "--states=all"]).unwrap();
+    let reply: JobsReply = serde_json::from_str(&out).unwrap();
+    let mark = gpubook_agent::slurm::runner::job_mark(&b);
+    assert_eq!(
+        reply.jobs.iter().filter(|j| j.comment == mark).count(),
+        1,
+        "the booking's job was submitted again"
+    );
+    clean_cluster();
+}

@@ -11,14 +11,26 @@ use super::reader::node_of;
 use super::runner::MARK_PREFIX;
 use super::{run, SlurmError};
 use chrono::{DateTime, NaiveDateTime, Utc};
-use gpubook_core::{Gpu, GpuUuid};
+use gpubook_core::{Gpu, GpuUuid, Interval};
 use gpubook_proto::OutsideHold;
 
 /// `scontrol`'s time format (the agent runs Slurm's commands with TZ=UTC).
 const TIME: &str = "%Y-%m-%dT%H:%M:%S";
 
-/// What holds `gpus` outside gpubook from `now` on, read from Slurm now.
-pub fn read(gpus: &[Gpu], now: DateTime<Utc>) -> Result<Vec<OutsideHold>, SlurmError> {
+/// What holds `gpus` outside gpubook from `now` on, read from Slurm now, as `viewer` may see
+/// it (`None`: an admin, who sees all).
+///
+/// The agent reads Slurm as root. Where the cluster keeps jobs or reservations private
+/// (`PrivateData=jobs`, `reservations`), another user's are shown only as busy: no name, no
+/// owner, as Slurm itself would show that viewer nothing of them.
+pub fn read(
+    gpus: &[Gpu],
+    booked: &[(Vec<GpuUuid>, Interval)],
+    now: DateTime<Utc>,
+    viewer: Option<&str>,
+) -> Result<Vec<OutsideHold>, SlurmError> {
+    let config = run("scontrol", &["show", "config"])?;
+    let private = private_data(&config);
     let out = run("squeue", &["--json", "--states=all"])?;
     let reply: JobsReply = serde_json::from_str(&out).map_err(|e| SlurmError::Output {
         command: "squeue --json".into(),
@@ -27,7 +39,48 @@ pub fn read(gpus: &[Gpu], now: DateTime<Utc>) -> Result<Vec<OutsideHold>, SlurmE
     let resv = run("scontrol", &["show", "reservation", "--oneliner"])?;
     let mut wanted = jobs(&reply.jobs, now);
     wanted.extend(reservations(&resv, now));
-    Ok(place(gpus, wanted))
+    if let Some(viewer) = viewer {
+        for w in &mut wanted {
+            hide(w, viewer, &private);
+        }
+    }
+    Ok(place(gpus, booked, wanted))
+}
+
+/// What `PrivateData` hides, from `scontrol show config`: "jobs", "reservations", "all"…
+pub fn private_data(config: &str) -> Vec<String> {
+    config
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "PrivateData").then(|| {
+                v.split(',')
+                    .map(|s| s.trim().to_lowercase())
+                    .filter(|s| !s.is_empty() && s != "none")
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// `w` as `viewer` may see it under `private`: someone else's private job or reservation is
+/// only busy.
+pub fn hide(w: &mut Wanted, viewer: &str, private: &[String]) {
+    let is = |what: &str| private.iter().any(|p| p == what || p == "all");
+    let reservation = w.title.starts_with("Slurm reservation");
+    let hidden = if reservation {
+        is("reservations") && !w.owner.split(',').any(|u| u == viewer)
+    } else {
+        is("jobs") && w.owner != viewer
+    };
+    if hidden {
+        w.owner = "someone".into();
+        w.title = if reservation {
+            "Slurm reservation".into()
+        } else {
+            "Slurm job".into()
+        };
+    }
 }
 
 /// One hold before its lanes are chosen.
@@ -128,9 +181,13 @@ fn hostnames(list: &str) -> Vec<String> {
         .collect()
 }
 
-/// Chooses each hold's lanes among `gpus`: per node, the last ones not drawn on by a hold
-/// already placed over the same time (the last ones when all are).
-pub fn place(gpus: &[Gpu], mut wanted: Vec<Wanted>) -> Vec<OutsideHold> {
+/// Chooses each hold's lanes among `gpus`: per node, the last ones neither `booked` in gpubook
+/// nor drawn on by a hold already placed over the same time (the last ones when all are).
+pub fn place(
+    gpus: &[Gpu],
+    booked: &[(Vec<GpuUuid>, Interval)],
+    mut wanted: Vec<Wanted>,
+) -> Vec<OutsideHold> {
     wanted.sort_by_key(|w| (w.start, w.end));
     let mut placed: Vec<OutsideHold> = Vec::new();
     for w in wanted {
@@ -146,6 +203,9 @@ pub fn place(gpus: &[Gpu], mut wanted: Vec<Wanted>) -> Vec<OutsideHold> {
                 placed
                     .iter()
                     .any(|p| p.start < w.end && w.start < p.end && p.gpus.contains(u))
+                    || booked
+                        .iter()
+                        .any(|(g, i)| i.start < w.end && w.start < i.end && g.contains(u))
             };
             let mut chosen: Vec<GpuUuid> = on_node
                 .iter()
@@ -203,6 +263,41 @@ mod tests {
     }
 
     #[test]
+    fn private_jobs_of_others_are_only_busy() {
+        let config = "Configuration data as of 2026-12-04T12:00:00\n\
+                      PreemptType             = preempt/none\n\
+                      PrivateData             = jobs,usage\n\
+                      ProctrackType           = proctrack/linuxproc\n";
+        let private = private_data(config);
+        assert_eq!(private, ["jobs", "usage"]);
+        assert!(private_data("PrivateData             = none\n").is_empty());
+        let job = |owner: &str, title: &str| Wanted {
+            nodes: vec!["n1".into()],
+            count: Some(1),
+            start: at(10),
+            end: at(11),
+            owner: owner.into(),
+            title: title.into(),
+        };
+        let mut bobs = job("bob", "Slurm job 7: secret-project");
+        hide(&mut bobs, "ana", &private);
+        assert_eq!(
+            (bobs.owner.as_str(), bobs.title.as_str()),
+            ("someone", "Slurm job")
+        );
+        let mut anas = job("ana", "Slurm job 8: mine");
+        hide(&mut anas, "ana", &private);
+        assert_eq!(anas.title, "Slurm job 8: mine");
+        // Reservations are not private under this config.
+        let mut resv = job("root", "Slurm reservation maint");
+        hide(&mut resv, "ana", &private);
+        assert_eq!(resv.owner, "root");
+        let mut resv = job("root,bob", "Slurm reservation maint");
+        hide(&mut resv, "ana", &["all".to_string()]);
+        assert_eq!(resv.title, "Slurm reservation");
+    }
+
+    #[test]
     fn gpu_counts_from_tres_strings() {
         assert_eq!(gpu_count("gres:gpu:4"), Some(4));
         assert_eq!(gpu_count("gres:gpu:h200:2"), Some(2));
@@ -222,8 +317,18 @@ mod tests {
             owner: "bob".into(),
             title: title.into(),
         };
+        // gpubook's own booking on lane 3 from 10:00 to 11:00 is avoided while it lasts; the
+        // whole node's hold takes all four lanes whatever is there.
+        let booked = [(
+            vec![uuid("n1", 3)],
+            Interval {
+                start: at(10),
+                end: at(11),
+            },
+        )];
         let placed = place(
             &gpus(),
+            &booked,
             vec![
                 w(Some(1), 10, 12, "a"),
                 w(Some(2), 11, 13, "b"),
@@ -241,9 +346,9 @@ mod tests {
                 .map(|u| u.0.clone())
                 .collect::<Vec<_>>()
         };
-        assert_eq!(lanes("a"), ["SLURM-n1-3"]);
-        assert_eq!(lanes("b"), ["SLURM-n1-1", "SLURM-n1-2"]);
-        assert_eq!(lanes("c"), ["SLURM-n1-3"]);
+        assert_eq!(lanes("a"), ["SLURM-n1-2"]);
+        assert_eq!(lanes("b"), ["SLURM-n1-1", "SLURM-n1-3"]);
+        assert_eq!(lanes("c"), ["SLURM-n1-2"]);
         assert_eq!(lanes("whole").len(), 4);
     }
 
