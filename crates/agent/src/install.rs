@@ -185,6 +185,12 @@ pub fn unit_text(opts: &InstallOptions) -> String {
     if let Some(name) = &opts.name {
         let _ = write!(exec, " --name {name}");
     }
+    // On Slurm the agent talks to the controller through munge: both first, where they run here.
+    let after = if opts.gpus == "slurm" {
+        "network.target munge.service slurmctld.service"
+    } else {
+        "network.target nvidia-persistenced.service"
+    };
     format!(
         "\
 # Installed by `gpubook-agent install --system`; running it again rewrites this file.
@@ -193,7 +199,7 @@ pub fn unit_text(opts: &InstallOptions) -> String {
 [Unit]
 Description=gpubook agent: the lab's GPU bookings, enforced on this server
 Documentation=https://github.com/gpubook/gpubook
-After=network.target nvidia-persistenced.service
+After={after}
 
 [Service]
 # The agent stays in the foreground: its process is the one systemd watches.

@@ -520,3 +520,21 @@ fn the_unit_raises_the_descriptor_limit_and_has_no_sandboxing_jobs_would_inherit
         );
     }
 }
+
+#[test]
+fn a_slurm_install_runs_the_agent_on_slurm_after_munge_and_the_controller() {
+    let root = tempfile::tempdir().unwrap();
+    let out = install(root.path(), &["--gpus", "slurm", "--name", "cluster"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unit = unit_of(root.path());
+    assert!(unit.contains("--gpus slurm --name cluster"), "{unit}");
+    assert!(
+        unit.contains("After=network.target munge.service slurmctld.service"),
+        "{unit}"
+    );
+    assert!(!unit.contains("nvidia-persistenced"), "{unit}");
+}
