@@ -81,6 +81,35 @@ fn slurm(program: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// A test's turn on the cluster (tests take turns): the cluster cleaned, alice, and a started
+/// Slurm agent; `None` where the cluster is not there (the test then says so and passes, or
+/// fails where it is required).
+async fn turn(test: &str) -> Option<(tokio::sync::MutexGuard<'static, ()>, User, Lab)> {
+    if !slurm_up(test) {
+        return None;
+    }
+    let guard = CLUSTER.lock().await;
+    clean_cluster();
+    let (alice, _) = users();
+    let mut lab = Lab::slurm();
+    lab.start().await;
+    Some((guard, alice, lab))
+}
+
+/// `sbatch` run by bob with `args`: his job's number, or Slurm's words.
+fn bob_sbatch(args: &[&str]) -> Result<String, String> {
+    let mut all = vec![
+        "-u",
+        BOB,
+        "--",
+        "sbatch",
+        "--parsable",
+        "--output=/dev/null",
+    ];
+    all.extend_from_slice(args);
+    slurm("runuser", &all).map(|out| out.trim().to_string())
+}
+
 /// No gpubook reservation and no job of the test users: each test starts from a clean cluster.
 fn clean_cluster() {
     for user in [ALICE, BOB] {
@@ -158,14 +187,11 @@ fn users() -> (User, User) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_booking_is_a_reservation_moved_extended_and_cancelled_with_it() {
-    if !slurm_up("a_booking_is_a_reservation_moved_extended_and_cancelled_with_it") {
+    let Some((_turn, alice, lab)) =
+        turn("a_booking_is_a_reservation_moved_extended_and_cancelled_with_it").await
+    else {
         return;
-    }
-    let _turn = CLUSTER.lock().await;
-    clean_cluster();
-    let (alice, _) = users();
-    let mut lab = Lab::slurm();
-    lab.start().await;
+    };
     let user = lab.connect_as(&alice).await;
 
     let start = slot_start(3600);
@@ -226,14 +252,11 @@ async fn a_booking_is_a_reservation_moved_extended_and_cancelled_with_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_users_gpu_job_waits_while_a_booking_holds_the_node_and_runs_after() {
-    if !slurm_up("another_users_gpu_job_waits_while_a_booking_holds_the_node") {
+    let Some((_turn, alice, lab)) =
+        turn("another_users_gpu_job_waits_while_a_booking_holds_the_node").await
+    else {
         return;
-    }
-    let _turn = CLUSTER.lock().await;
-    clean_cluster();
-    let (alice, _) = users();
-    let mut lab = Lab::slurm();
-    lab.start().await;
+    };
     let user = lab.connect_as(&alice).await;
 
     let start = slot_start(2);
@@ -243,40 +266,15 @@ async fn another_users_gpu_job_waits_while_a_booking_holds_the_node_and_runs_aft
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Bob asks Slurm itself for all four GPUs while Alice's booking holds the node.
-    let job = slurm(
-        "runuser",
-        &[
-            "-u",
-            BOB,
-            "--",
-            "sbatch",
-            "--parsable",
-            "--gres=gpu:4",
-            "--time=1",
-            "--output=/dev/null",
-            "--wrap",
-            "true",
-        ],
-    )
-    .expect("bob's sbatch");
-    let job = job.trim().to_string();
+    let job = bob_sbatch(&["--gres=gpu:4", "--time=1", "--wrap", "true"]).expect("bob's sbatch");
     // Nor can he submit into her reservation: it is hers alone.
-    let into = slurm(
-        "runuser",
-        &[
-            "-u",
-            BOB,
-            "--",
-            "sbatch",
-            "--parsable",
-            &format!("--reservation=gpubook-{}", b.id),
-            "--gres=gpu:1",
-            "--time=1",
-            "--output=/dev/null",
-            "--wrap",
-            "true",
-        ],
-    );
+    let into = bob_sbatch(&[
+        &format!("--reservation=gpubook-{}", b.id),
+        "--gres=gpu:1",
+        "--time=1",
+        "--wrap",
+        "true",
+    ]);
     assert!(
         into.as_ref().is_err_and(|e| e.contains("ccess denied")),
         "bob submitted into alice's reservation: {into:?}"
@@ -300,34 +298,15 @@ async fn another_users_gpu_job_waits_while_a_booking_holds_the_node_and_runs_aft
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored() {
-    if !slurm_up("slurms_refusal_refuses_the_booking_in_its_words") {
+    let Some((_turn, alice, lab)) = turn("slurms_refusal_refuses_the_booking_in_its_words").await
+    else {
         return;
-    }
-    let _turn = CLUSTER.lock().await;
-    clean_cluster();
-    let (alice, _) = users();
-    let mut lab = Lab::slurm();
-    lab.start().await;
+    };
     let user = lab.connect_as(&alice).await;
 
     // Bob's own Slurm job runs on the node for the next half hour.
-    let job = slurm(
-        "runuser",
-        &[
-            "-u",
-            BOB,
-            "--",
-            "sbatch",
-            "--parsable",
-            "--gres=gpu:1",
-            "--time=30",
-            "--output=/dev/null",
-            "--wrap",
-            "sleep 600",
-        ],
-    )
-    .expect("bob's sbatch");
-    let job = job.trim().to_string();
+    let job =
+        bob_sbatch(&["--gres=gpu:1", "--time=30", "--wrap", "sleep 600"]).expect("bob's sbatch");
     until("bob's job running", Duration::from_secs(20), || {
         job_state(&job) == "RUNNING"
     })
@@ -385,14 +364,10 @@ async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_puts_back_what_slurm_lost_and_removes_what_it_does_not_hold() {
-    if !slurm_up("a_restarted_agent_puts_back_what_slurm_lost") {
+    let Some((_turn, alice, mut lab)) = turn("a_restarted_agent_puts_back_what_slurm_lost").await
+    else {
         return;
-    }
-    let _turn = CLUSTER.lock().await;
-    clean_cluster();
-    let (alice, _) = users();
-    let mut lab = Lab::slurm();
-    lab.start().await;
+    };
     let user = lab.connect_as(&alice).await;
     let start = slot_start(3600);
     let b = booked(
@@ -457,16 +432,41 @@ fn book_job(
     Request::Book(b)
 }
 
+/// Alice's one-GPU booking from 2 s on until `end` whose job runs `command` (in her work
+/// directory), once Slurm runs it: the booking and its Slurm job's number.
+async fn running_job(
+    lab: &Lab,
+    events: &mut Events,
+    user: &jobs_support::UserConn,
+    alice: &User,
+    end: DateTime<Utc>,
+    command: &str,
+) -> (gpubook_core::Booking, u64) {
+    let work = lab.out_dir("work", alice);
+    let request = book_job(1, slot_start(2), end, command, &work);
+    let b = booked(user.conn.request(request).await).booking;
+    let running = events
+        .wait_until(b.id, EventKind::JobStarted, DEADLINE, |e| {
+            e.booking
+                .run
+                .as_ref()
+                .is_some_and(|r| r.state == JobState::Running)
+        })
+        .await;
+    let number = running
+        .booking
+        .run
+        .as_ref()
+        .and_then(gpubook_agent::slurm::runner::job_number)
+        .expect("the Slurm job's number");
+    (b, number)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_as_its_owner_in_its_reservation_and_its_exit_status_comes_back() {
-    if !slurm_up("a_job_runs_as_its_owner_in_its_reservation") {
+    let Some((_turn, alice, lab)) = turn("a_job_runs_as_its_owner_in_its_reservation").await else {
         return;
-    }
-    let _turn = CLUSTER.lock().await;
-    clean_cluster();
-    let (alice, _) = users();
-    let mut lab = Lab::slurm();
-    lab.start().await;
+    };
     let mut events = Events::subscribe(&lab).await;
     let work = lab.out_dir("work", &alice);
     let user = lab.connect_as(&alice).await;
@@ -536,46 +536,24 @@ async fn a_job_runs_as_its_owner_in_its_reservation_and_its_exit_status_comes_ba
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_still_running_at_the_slots_end_is_stopped_and_a_restart_submits_nothing_twice() {
-    if !slurm_up("a_job_still_running_at_the_slots_end_is_stopped") {
+    let Some((_turn, alice, mut lab)) =
+        turn("a_job_still_running_at_the_slots_end_is_stopped").await
+    else {
         return;
-    }
-    let _turn = CLUSTER.lock().await;
-    clean_cluster();
-    let (alice, _) = users();
-    let mut lab = Lab::slurm();
-    lab.start().await;
+    };
     let mut events = Events::subscribe(&lab).await;
-    let work = lab.out_dir("work", &alice);
     let user = lab.connect_as(&alice).await;
 
-    let start = slot_start(2);
-    let end = start + secs(25);
-    let b = booked(
-        user.conn
-            .request(book_job(
-                1,
-                start,
-                end,
-                "echo first; sleep 5; echo second; sleep 600",
-                &work,
-            ))
-            .await,
+    let end = slot_start(2 + 25);
+    let (b, number) = running_job(
+        &lab,
+        &mut events,
+        &user,
+        &alice,
+        end,
+        "echo first; sleep 5; echo second; sleep 600",
     )
-    .booking;
-    let running = events
-        .wait_until(b.id, EventKind::JobStarted, DEADLINE, |e| {
-            e.booking
-                .run
-                .as_ref()
-                .is_some_and(|r| r.state == JobState::Running)
-        })
-        .await;
-    let number = running
-        .booking
-        .run
-        .as_ref()
-        .and_then(gpubook_agent::slurm::runner::job_number)
-        .unwrap();
+    .await;
 
     // The app follows the log as the Slurm job writes it: pushed, read as its owner.
     let (_, mut pushed) = user.conn.subscribe(None, false).await.unwrap();
@@ -667,35 +645,22 @@ async fn a_job_still_running_at_the_slots_end_is_stopped_and_a_restart_submits_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slurm_jobs_and_reservations_made_outside_gpubook_are_shown_busy_with_their_owner() {
-    if !slurm_up("slurm_jobs_and_reservations_made_outside_gpubook_are_shown_busy") {
+    let Some((_turn, alice, lab)) =
+        turn("slurm_jobs_and_reservations_made_outside_gpubook_are_shown_busy").await
+    else {
         return;
-    }
-    let _turn = CLUSTER.lock().await;
-    clean_cluster();
-    let (alice, _) = users();
-    let mut lab = Lab::slurm();
-    lab.start().await;
+    };
     let user = lab.connect_as(&alice).await;
 
     // Bob's own job on two GPUs, and an admin's reservation of the node later today.
-    let job = slurm(
-        "runuser",
-        &[
-            "-u",
-            BOB,
-            "--",
-            "sbatch",
-            "--parsable",
-            "--job-name=train",
-            "--gres=gpu:2",
-            "--time=30",
-            "--output=/dev/null",
-            "--wrap",
-            "sleep 600",
-        ],
-    )
+    let job = bob_sbatch(&[
+        "--job-name=train",
+        "--gres=gpu:2",
+        "--time=30",
+        "--wrap",
+        "sleep 600",
+    ])
     .expect("bob's sbatch");
-    let job = job.trim().to_string();
     until("bob's job running", Duration::from_secs(20), || {
         job_state(&job) == "RUNNING"
     })
@@ -749,34 +714,15 @@ async fn slurm_jobs_and_reservations_made_outside_gpubook_are_shown_busy_with_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slurmctld_restarted_mid_slot_loses_nothing_and_duplicates_nothing() {
-    if !slurm_up("a_slurmctld_restarted_mid_slot_loses_nothing") {
+    let Some((_turn, alice, lab)) = turn("a_slurmctld_restarted_mid_slot_loses_nothing").await
+    else {
         return;
-    }
-    let _turn = CLUSTER.lock().await;
-    clean_cluster();
-    let (alice, _) = users();
-    let mut lab = Lab::slurm();
-    lab.start().await;
+    };
     let mut events = Events::subscribe(&lab).await;
-    let work = lab.out_dir("work", &alice);
     let user = lab.connect_as(&alice).await;
 
-    let start = slot_start(2);
-    let end = start + secs(30);
-    let b = booked(
-        user.conn
-            .request(book_job(1, start, end, "sleep 600", &work))
-            .await,
-    )
-    .booking;
-    events
-        .wait_until(b.id, EventKind::JobStarted, DEADLINE, |e| {
-            e.booking
-                .run
-                .as_ref()
-                .is_some_and(|r| r.state == JobState::Running)
-        })
-        .await;
+    let end = slot_start(2 + 30);
+    let (b, _) = running_job(&lab, &mut events, &user, &alice, end, "sleep 600").await;
 
     // The controller goes away for a few seconds and comes back from its saved state.
     let conf = std::env::var("SLURM_CONF").expect("SLURM_CONF");
