@@ -145,10 +145,7 @@ pub async fn bind_with(
     let instance = store.instance_id()?;
     let secret = store.job_secret()?;
     let mut state = State::load(store, gpus, policy.clone(), clock)?;
-    if config.gpus == Source::Slurm {
-        let version = crate::slurm::check_version()?;
-        state.set_holder(Arc::new(crate::slurm::hold::SlurmHolder::new(version)));
-    }
+    crate::slurm::hold_in_slurm(&mut state, &config.gpus)?;
     let state = Arc::new(state);
     let watcher = Arc::new(crate::watch::Watch::new(
         state.clone(),
@@ -231,15 +228,13 @@ impl Agent {
                 let _ = rx.recv().await;
             }
         };
-        let timer = tokio::spawn(crate::timer::run(self.ctx.state.clone(), stopped(&stop_tx)));
-        let holds = tokio::spawn(crate::slurm::keep_holds(
-            self.ctx.state.clone(),
-            stopped(&stop_tx),
-        ));
-        // On Slurm, Slurm runs the jobs: gpubook submits and follows them.
+        let state = &self.ctx.state;
+        let timer = tokio::spawn(crate::timer::run(state.clone(), stopped(&stop_tx)));
+        let holds = tokio::spawn(crate::slurm::keep_holds(state.clone(), stopped(&stop_tx)));
         let jobs = if self.ctx.source == "slurm" {
-            let slurm = Arc::new(crate::slurm::runner::SlurmJobs::new(self.ctx.state.clone()));
-            tokio::spawn(slurm.run(stopped(&stop_tx)))
+            // Slurm runs the jobs: gpubook submits and follows them.
+            let follow = crate::slurm::runner::follow(state.clone(), stopped(&stop_tx));
+            tokio::spawn(follow)
         } else {
             tokio::spawn(self.ctx.jobs.clone().run(stopped(&stop_tx)))
         };
@@ -249,7 +244,7 @@ impl Agent {
             self.sample_interval,
             self.readings_tx,
             (self.watcher.clone(), self.ctx.series.clone()),
-            self.ctx.state.clone(),
+            state.clone(),
             stopped(&stop_tx),
         ));
         let watcher = tokio::spawn(crate::watch::run(self.watcher.clone(), stopped(&stop_tx)));

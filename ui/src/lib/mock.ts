@@ -13,6 +13,7 @@ import type { EventKind } from './wire/EventKind';
 import type { Gpu } from './wire/Gpu';
 import type { LogsResponse } from './wire/LogsResponse';
 import type { OutsideHold } from './wire/OutsideHold';
+import { clusterGpus, clusterHolds } from './mock-cluster';
 import type { Maintenance } from './wire/Maintenance';
 import { seededPeriod, takeOutOfService } from './mock-maintenance';
 import { mockUsageSeries } from './mock-usage';
@@ -95,22 +96,10 @@ export class MockBackend implements Host {
 
   /** A Slurm cluster of two 4-GPU nodes, with Slurm's own jobs and an admin's reservation. */
   private addCluster(now: number) {
-    const gpus: Gpu[] = ['node1', 'node2'].flatMap((node, n) =>
-      Array.from({ length: 4 }, (_, i) => ({
-        uuid: `SLURM-${node}-${i}`, index: n * 4 + i, name: `${node} · H200`, memory_total: 0,
-        server: 'cluster', simulated: false, node,
-      })),
-    );
-    this.addServer('cluster', 'cluster', gpus, 'user', false, 'connected', now);
+    this.addServer('cluster', 'cluster', clusterGpus(), 'user', false, 'connected', now);
     const s = this.servers.get('cluster')!;
     s.view = { ...s.view, slurm: true };
-    const t = floorTo(now, 3600);
-    const iso = (ms: number) => new Date(ms).toISOString();
-    s.outside = [
-      { gpus: ['SLURM-node1-2', 'SLURM-node1-3'], start: iso(t - 3 * HOUR), end: iso(t + 5 * HOUR), owner: 'chen', title: 'Slurm job 4127: llama-sft' },
-      { gpus: ['SLURM-node2-3'], start: iso(t + 2 * HOUR), end: iso(t + 14 * HOUR), owner: 'dara', title: 'Slurm job 4133: sweep (pending)' },
-      { gpus: s.gpus.filter((g) => g.node === 'node2').map((g) => g.uuid), start: iso(t + 30 * HOUR), end: iso(t + 34 * HOUR), owner: 'root', title: 'Slurm reservation firmware' },
-    ];
+    s.outside = clusterHolds(now);
   }
 
   /** Fills a server with other people's bookings and a few of one's own. */
@@ -311,8 +300,7 @@ export class MockBackend implements Host {
     servers: () => [...this.servers.values()].map((s) => s.view),
     gpus: (a) => {
       const s = this.server(a.server);
-      const source = s.view.slurm ? 'slurm' : s.view.simulated ? 'simulated' : 'nvml';
-      return { server: s.view.name, source, gpus: s.gpus, readings: null, outside: s.outside };
+      return { server: s.view.name, source: s.view.slurm ? 'slurm' : s.view.simulated ? 'simulated' : 'nvml', gpus: s.gpus, readings: null, outside: s.outside };
     },
     bookings: (a) => {
       const s = this.server(a.server);

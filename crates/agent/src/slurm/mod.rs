@@ -148,6 +148,20 @@ pub fn parse_version(text: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// On a Slurm cluster (`--gpus slurm`), makes `state`'s bookings held by Slurm reservations,
+/// once Slurm's version is checked; elsewhere nothing.
+pub fn hold_in_slurm(
+    state: &mut crate::state::State,
+    source: &crate::gpu::Source,
+) -> Result<(), SlurmError> {
+    if *source != crate::gpu::Source::Slurm {
+        return Ok(());
+    }
+    let version = check_version()?;
+    state.set_holder(std::sync::Arc::new(hold::SlurmHolder::new(version)));
+    Ok(())
+}
+
 /// Checks that this Slurm answers in JSON; its version otherwise.
 pub fn check_version() -> Result<(u32, u32), SlurmError> {
     let v = version()?;

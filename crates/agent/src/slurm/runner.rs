@@ -69,6 +69,11 @@ pub fn job_number(run: &JobRun) -> Option<u64> {
         .ok()
 }
 
+/// Follows the bookings' jobs of `state` through Slurm until `shutdown`.
+pub async fn follow(state: Arc<State>, shutdown: impl std::future::Future<Output = ()>) {
+    Arc::new(SlurmJobs::new(state)).run(shutdown).await
+}
+
 /// Runs bookings' jobs through Slurm.
 #[derive(Debug)]
 pub struct SlurmJobs {
