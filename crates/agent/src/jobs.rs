@@ -315,18 +315,7 @@ impl Jobs {
             Some(run) => Some(run),
             None => self.state.lock().plan.get(id).and_then(|b| b.run.clone()),
         };
-        let mut run = current.unwrap_or(JobRun {
-            state: JobState::Starting,
-            pid: None,
-            start_ticks: None,
-            started_at: None,
-            ended_at: None,
-            exit_code: None,
-            signal: None,
-            message: None,
-            log: None,
-            staged_bytes: None,
-        });
+        let mut run = current.unwrap_or_else(JobRun::starting);
         update(&mut run);
         self.write_run(id, kind, run);
     }

@@ -772,3 +772,38 @@ async fn a_slurmctld_restarted_mid_slot_loses_nothing_and_duplicates_nothing() {
     );
     clean_cluster();
 }
+
+/// How many `squeue` reads (REQUEST_JOB_INFO) slurmctld has answered, from `sdiag`.
+fn job_info_reads() -> u64 {
+    let out = slurm("sdiag", &[]).expect("sdiag");
+    out.lines()
+        .find(|l| l.trim_start().starts_with("REQUEST_JOB_INFO "))
+        .and_then(|l| l.split("count:").nth(1))
+        .and_then(|c| c.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("REQUEST_JOB_INFO in sdiag's output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_asking_in_a_loop_does_not_make_the_agent_read_slurm_in_a_loop() {
+    let Some((_turn, alice, lab)) = turn("a_user_asking_in_a_loop_does_not_read_slurm").await
+    else {
+        return;
+    };
+    let user = lab.connect_as(&alice).await;
+    let before = job_info_reads();
+    let started = Instant::now();
+    for _ in 0..200 {
+        let answer = user.conn.request(Request::Gpus(Default::default())).await;
+        assert!(matches!(answer, Ok(Response::Gpus(_))), "{answer:?}");
+    }
+    let windows = started.elapsed().as_secs() / 5 + 1;
+    let reads = job_info_reads() - before;
+    assert!(
+        reads <= windows,
+        "200 requests in {:?} made slurmctld answer {reads} job reads",
+        started.elapsed()
+    );
+    assert!(reads >= 1, "the outside holds were never read");
+    clean_cluster();
+}

@@ -284,6 +284,24 @@ pub struct JobRun {
     pub staged_bytes: Option<u64>,
 }
 
+impl JobRun {
+    /// A run just begun: starting, nothing known of it yet.
+    pub fn starting() -> Self {
+        Self {
+            state: JobState::Starting,
+            pid: None,
+            start_ticks: None,
+            started_at: None,
+            ended_at: None,
+            exit_code: None,
+            signal: None,
+            message: None,
+            log: None,
+            staged_bytes: None,
+        }
+    }
+}
+
 /// How a booking's GPUs were used over its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS), ts(export))]

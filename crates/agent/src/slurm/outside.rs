@@ -6,19 +6,36 @@
 //! display: the node's last free ones at its time (gpubook places bookings from the first).
 
 use super::hold::PREFIX;
-use super::json::{reservation_fields, Job, JobsReply};
+use super::json::{reservation_fields, Job};
 use super::reader::node_of;
-use super::runner::MARK_PREFIX;
+use super::runner::{read_jobs, MARK_PREFIX};
 use super::{run, SlurmError};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use gpubook_core::{Gpu, GpuUuid, Interval};
 use gpubook_proto::OutsideHold;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// `scontrol`'s time format (the agent runs Slurm's commands with TZ=UTC).
 const TIME: &str = "%Y-%m-%dT%H:%M:%S";
 
-/// What holds `gpus` outside gpubook from `now` on, read from Slurm now, as `viewer` may see
-/// it (`None`: an admin, who sees all).
+/// How long one reading of Slurm serves every caller: each calendar asks every 30 s, and
+/// someone asking in a loop must not make the root agent run Slurm's commands in a loop.
+pub const FRESH_FOR: Duration = Duration::from_secs(5);
+
+/// What Slurm held at the last reading, before anyone's view of it.
+#[derive(Debug, Clone)]
+struct Seen {
+    wanted: Vec<Wanted>,
+    /// What `PrivateData` hides.
+    private: Vec<String>,
+}
+
+/// The last reading, shared by every caller for [`FRESH_FOR`].
+static LAST: Mutex<Option<(Instant, Seen)>> = Mutex::new(None);
+
+/// What holds `gpus` outside gpubook from `now` on, as `viewer` may see it (`None`: an admin,
+/// who sees all), from a reading of Slurm at most [`FRESH_FOR`] old.
 ///
 /// The agent reads Slurm as root. Where the cluster keeps jobs or reservations private
 /// (`PrivateData=jobs`, `reservations`), another user's are shown only as busy: no name, no
@@ -29,22 +46,41 @@ pub fn read(
     now: DateTime<Utc>,
     viewer: Option<&str>,
 ) -> Result<Vec<OutsideHold>, SlurmError> {
-    let config = run("scontrol", &["show", "config"])?;
-    let private = private_data(&config);
-    let out = run("squeue", &["--json", "--states=all"])?;
-    let reply: JobsReply = serde_json::from_str(&out).map_err(|e| SlurmError::Output {
-        command: "squeue --json".into(),
-        why: e.to_string(),
+    let Seen {
+        mut wanted,
+        private,
+    } = fresh(&LAST, FRESH_FOR, || {
+        let private = private_data(&run("scontrol", &["show", "config"])?);
+        let mut wanted = jobs(&read_jobs()?, now);
+        let resv = run("scontrol", &["show", "reservation", "--oneliner"])?;
+        wanted.extend(reservations(&resv, now));
+        Ok(Seen { wanted, private })
     })?;
-    let resv = run("scontrol", &["show", "reservation", "--oneliner"])?;
-    let mut wanted = jobs(&reply.jobs, now);
-    wanted.extend(reservations(&resv, now));
+    wanted.retain(|w| w.end > now);
     if let Some(viewer) = viewer {
         for w in &mut wanted {
             hide(w, viewer, &private);
         }
     }
     Ok(place(gpus, booked, wanted))
+}
+
+/// The value in `slot` if it is younger than `fresh`, else `fetch`'s, kept there. The slot
+/// stays locked while `fetch` runs, so callers arriving together cause one fetch.
+fn fresh<T: Clone, E>(
+    slot: &Mutex<Option<(Instant, T)>>,
+    fresh: Duration,
+    fetch: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    let mut last = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, value)) = last.as_ref() {
+        if at.elapsed() < fresh {
+            return Ok(value.clone());
+        }
+    }
+    let value = fetch()?;
+    *last = Some((Instant::now(), value.clone()));
+    Ok(value)
 }
 
 /// What `PrivateData` hides, from `scontrol show config`: "jobs", "reservations", "all"…
@@ -295,6 +331,32 @@ mod tests {
         let mut resv = job("root,bob", "Slurm reservation maint");
         hide(&mut resv, "ana", &["all".to_string()]);
         assert_eq!(resv.title, "Slurm reservation");
+    }
+
+    #[test]
+    fn callers_within_the_fresh_window_share_one_reading() {
+        let slot = Mutex::new(None);
+        let mut fetches = 0;
+        for _ in 0..100 {
+            let got: Result<u32, ()> = fresh(&slot, Duration::from_secs(60), || {
+                fetches += 1;
+                Ok(7)
+            });
+            assert_eq!(got, Ok(7));
+        }
+        assert_eq!(fetches, 1, "a burst of requests read Slurm more than once");
+        // A failed reading is not kept: the next caller tries again.
+        let empty = Mutex::new(None);
+        assert_eq!(
+            fresh(&empty, Duration::ZERO, || Err::<u32, _>("down")),
+            Err("down")
+        );
+        assert_eq!(fresh(&empty, Duration::ZERO, || Ok::<_, &str>(1)), Ok(1));
+        assert_eq!(
+            fresh(&slot, Duration::ZERO, || Ok::<_, ()>(8)),
+            Ok(8),
+            "stale: read again"
+        );
     }
 
     #[test]

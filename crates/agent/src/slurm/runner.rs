@@ -127,7 +127,7 @@ impl SlurmJobs {
         if live.is_empty() {
             return;
         }
-        let jobs = match jobs() {
+        let jobs = match read_jobs() {
             Ok(j) => j,
             Err(e) => {
                 eprintln!("gpubook-agent: cannot read Slurm's jobs: {e}");
@@ -284,18 +284,7 @@ impl SlurmJobs {
     }
 
     fn record(&self, b: &Booking, kind: ChangeKind, update: impl FnOnce(&mut JobRun)) {
-        let mut run = b.run.clone().unwrap_or(JobRun {
-            state: JobState::Starting,
-            pid: None,
-            start_ticks: None,
-            started_at: None,
-            ended_at: None,
-            exit_code: None,
-            signal: None,
-            message: None,
-            log: None,
-            staged_bytes: None,
-        });
+        let mut run = b.run.clone().unwrap_or_else(JobRun::starting);
         update(&mut run);
         if let Err(e) = self
             .state
@@ -326,8 +315,8 @@ impl SlurmJobs {
     }
 }
 
-/// Every job Slurm keeps.
-fn jobs() -> Result<Vec<Job>, SlurmError> {
+/// Every job Slurm keeps (`squeue --json --states=all`).
+pub(super) fn read_jobs() -> Result<Vec<Job>, SlurmError> {
     let out = run("squeue", &["--json", "--states=all"])?;
     let reply: JobsReply = serde_json::from_str(&out).map_err(|e| SlurmError::Output {
         command: "squeue --json".into(),
@@ -509,16 +498,8 @@ mod tests {
     #[test]
     fn the_job_number_from_the_run() {
         let mut run = JobRun {
-            state: JobState::Starting,
-            pid: None,
-            start_ticks: None,
-            started_at: None,
-            ended_at: None,
-            exit_code: None,
-            signal: None,
             message: Some("Slurm job 42 (submitted)".into()),
-            log: None,
-            staged_bytes: None,
+            ..JobRun::starting()
         };
         assert_eq!(job_number(&run), Some(42));
         run.message = Some("the command could not run".into());
