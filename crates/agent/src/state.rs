@@ -4,7 +4,9 @@
 use crate::clock::Clock;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use gpubook_core::{Actor, Change, Gpu, Maintenance, MaintenanceId, Op, Plan, PlanError, Policy};
+use gpubook_core::{
+    Actor, Change, Gpu, Maintenance, MaintenanceId, Op, Outside, Plan, PlanError, Policy,
+};
 use gpubook_proto::{ErrorBody, ErrorKind, Event};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{broadcast, Notify};
@@ -44,6 +46,12 @@ pub trait Holder: Send + Sync + std::fmt::Debug {
     /// Brings the outside in line with all of `plan` (at start, after a failed decision, and
     /// from time to time); what fails is tried again next time.
     fn reconcile(&self, plan: &Plan, now: DateTime<Utc>);
+    /// What holds the GPUs outside gpubook now, for the plan to book around (see
+    /// [`gpubook_core::Outside`]); `None` when it cannot be read, and the plan keeps what it
+    /// had.
+    fn outside(&self, _plan: &Plan, _now: DateTime<Utc>) -> Option<Vec<Outside>> {
+        None
+    }
 }
 
 /// What a successful change returns: the events it wrote, in order.
@@ -88,7 +96,12 @@ impl State {
     /// `spawn_blocking`.
     pub fn reconcile_holds(&self) {
         if let Some(h) = &self.holder {
-            h.reconcile(&self.lock().plan, self.clock.now());
+            let mut inner = self.lock();
+            let now = self.clock.now();
+            if let Some(outside) = h.outside(&inner.plan, now) {
+                inner.plan.set_outside(outside);
+            }
+            h.reconcile(&inner.plan, now);
         }
     }
 
@@ -109,7 +122,15 @@ impl State {
     /// Blocks on the disk: call it from `spawn_blocking`.
     pub fn change(&self, actor: &Actor, op: Op) -> Result<Committed, ErrorBody> {
         let now = self.clock.now();
-        self.transact(Some(&actor.user), now, |plan| plan.apply(actor, op, now))
+        let outside = self.holder.as_ref();
+        self.transact(Some(&actor.user), now, |plan| {
+            // What Slurm holds now, so that the plan books around it (read at most a few
+            // seconds ago; when it cannot be read, what was read last).
+            if let Some(o) = outside.and_then(|h| h.outside(plan, now)) {
+                plan.set_outside(o);
+            }
+            plan.apply(actor, op, now)
+        })
     }
 
     /// Fires whatever slot transitions are due now.
@@ -223,8 +244,10 @@ impl State {
 fn reload(plan: &mut Plan, store: &Store) {
     let gpus = plan.gpus().to_vec();
     let policy = plan.policy().clone();
+    let outside = plan.outside().to_vec();
     if let (Ok(bookings), Ok(periods)) = (store.bookings(), store.maintenance()) {
         *plan = Plan::new(gpus, policy, bookings).with_maintenance(periods);
+        plan.set_outside(outside);
     }
 }
 

@@ -172,6 +172,14 @@ fn job_state(id: &str) -> String {
         .unwrap_or_default()
 }
 
+/// When job `id`'s time is up, as `squeue --json` says.
+fn job_end_time(id: &str) -> DateTime<Utc> {
+    let out = slurm("squeue", &["--json", "--states=all"]).expect("squeue --json");
+    let reply: JobsReply = serde_json::from_str(&out).expect("squeue's JSON");
+    let job = reply.jobs.iter().find(|j| j.job_id.to_string() == id);
+    DateTime::from_timestamp(job.expect("the job").end_time, 0).expect("an end time")
+}
+
 /// Waits until `f` holds, up to `limit`; panics with `what`.
 async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -303,15 +311,90 @@ async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored()
         return;
     };
     let user = lab.connect_as(&alice).await;
+    let none_stored = || async {
+        let listed = user
+            .conn
+            .request(Request::List(Default::default()))
+            .await
+            .expect("ls");
+        let Response::Bookings(list) = listed else {
+            panic!("{listed:?}")
+        };
+        list.bookings
+    };
 
-    // Bob's own Slurm job runs on the node for the next half hour.
-    let job =
-        bob_sbatch(&["--gres=gpu:1", "--time=30", "--wrap", "sleep 600"]).expect("bob's sbatch");
+    // Bob's own GPU job runs on the node for the next half hour: gpubook knows, and books
+    // around it (Slurm would not let the whole node be reserved while it runs).
+    let job = bob_sbatch(&[
+        "--gres=gpu:1",
+        "--time=30",
+        "--job-name=sweep",
+        "--wrap",
+        "sleep 600",
+    ])
+    .expect("bob's sbatch");
     until("bob's job running", Duration::from_secs(20), || {
         job_state(&job) == "RUNNING"
     })
     .await;
+    let job_end = job_end_time(&job);
+    // The agent reads Slurm at most every few seconds: the next reading sees the job.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let start = slot_start(60);
+    let refused = user
+        .conn
+        .request(book_count(1, start, start + secs(600), "now"))
+        .await
+        .expect_err("booked over a running Slurm job");
+    let ClientError::Agent(body) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(body.kind, ErrorKind::Conflict, "{body:?}");
+    assert!(
+        body.message
+            .contains(&format!("Slurm job {job}: sweep ({BOB})"))
+            && body.message.contains(&job_end.format("%H:%M").to_string()),
+        "{}",
+        body.message
+    );
+    assert!(
+        none_stored().await.is_empty(),
+        "a refused booking was stored"
+    );
 
+    // As soon as possible: when bob's job's time is up, and Slurm holds it for alice then.
+    let asap = Request::Book(BookRequest {
+        gpus: GpuChoice::Count {
+            count: 2,
+            min_memory: None,
+        },
+        when: WhenChoice::Asap { duration_secs: 600 },
+        title: "after bob".into(),
+        job: None,
+    });
+    let b = booked(user.conn.request(asap).await).booking;
+    assert!(
+        b.interval.start >= job_end && b.interval.start <= job_end + secs(60),
+        "as soon as possible at {} while bob's job ends at {job_end}",
+        b.interval.start
+    );
+    let held = reservation(b.id).expect("the reservation for the queued booking");
+    assert_eq!(held["StartTime"], slurm_time(b.interval.start), "{held:?}");
+    user.conn
+        .request(Request::Cancel(CancelRequest { id: b.id }))
+        .await
+        .expect("cancel");
+    slurm("scancel", &[job.as_str()]).expect("scancel bob's job");
+
+    // A job without GPUs on the node is not drawn, but Slurm does not let a whole node be
+    // reserved while it runs: Slurm's refusal, in its words, and nothing stored.
+    let cpu = bob_sbatch(&["--time=30", "--wrap", "sleep 600"]).expect("bob's CPU job");
+    until("bob's CPU job running", Duration::from_secs(20), || {
+        job_state(&cpu) == "RUNNING"
+    })
+    .await;
+    // (once the agent's reading no longer has bob's cancelled GPU job)
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let start = slot_start(60);
     let refused = user
         .conn
@@ -327,15 +410,11 @@ async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored()
         "{}",
         body.message
     );
-    let listed = user
-        .conn
-        .request(Request::List(Default::default()))
-        .await
-        .expect("ls");
-    let Response::Bookings(list) = listed else {
-        panic!("{listed:?}")
-    };
-    assert!(list.bookings.is_empty(), "a refused booking was stored");
+    let left = none_stored().await;
+    assert!(
+        left.iter().all(|l| l.id == b.id),
+        "a refused booking was stored: {left:?}"
+    );
 
     // GPUs by index are Slurm's to pick: refused with a message saying so, before Slurm is asked.
     assert!(

@@ -42,6 +42,10 @@ pub enum PlanError {
     /// Some of the GPUs are out of service for maintenance then (protocol 1.4).
     #[error("maintenance: {0}")]
     Maintenance(String),
+    /// Something outside gpubook holds the GPUs then (on a Slurm cluster, Slurm's jobs and
+    /// reservations); no booking is in the way. Sent as a `conflict` with no bookings.
+    #[error("busy: {0}")]
+    Busy(String),
     /// Beyond the lab's policy, and the policy does not let an admin approve it.
     #[error("over the lab's policy ({rule}): {message}")]
     OverPolicy {

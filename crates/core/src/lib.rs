@@ -27,7 +27,7 @@ pub use booking::{
 pub use error::{Conflict, PlanError};
 pub use gpu::{Gpu, GpuUuid};
 pub use maintenance::{Maintenance, MaintenanceCause, MaintenanceId, NewMaintenance};
-pub use plan::{Change, ChangeKind, GpuSelection, Op, Plan, When, AGENT_USER};
+pub use plan::{Change, ChangeKind, GpuSelection, Op, Outside, Plan, When, AGENT_USER};
 pub use policy::{Actor, Policy, PolicyError, Role, Rule};
 pub use time::Interval;
 pub use transfer::S3Access;

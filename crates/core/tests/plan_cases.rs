@@ -9,7 +9,7 @@ use gpubook_core::plan::{END_WARNING, START_WARNING};
 use gpubook_core::policy::OverPolicy;
 use gpubook_core::{
     Actor, Booking, BookingId, BookingState, ChangeKind, Conflict, Gpu, GpuSelection, GpuUuid,
-    Interval, JobSpec, Op, Plan, PlanError, Policy, Role, Rule, When, MAX_BOOKING_BYTES,
+    Interval, JobSpec, Op, Outside, Plan, PlanError, Policy, Role, Rule, When, MAX_BOOKING_BYTES,
 };
 use std::collections::BTreeMap;
 
@@ -2294,5 +2294,99 @@ fn a_booking_by_count_takes_its_gpus_from_one_node_of_a_cluster() {
             .iter()
             .all(|g| [uuid(2), uuid(3), uuid(4)].contains(g)),
         "{q:?}"
+    );
+}
+
+fn outside(gpus: &[usize], from: &str, to: &str, what: &str) -> Outside {
+    Outside {
+        gpus: gpus.iter().map(|i| uuid(*i)).collect(),
+        interval: Interval {
+            start: today(from),
+            end: today(to),
+        },
+        what: what.into(),
+    }
+}
+
+#[test]
+fn bookings_go_around_what_slurm_holds_outside_gpubook() {
+    let mut p = cluster();
+    // Bob's Slurm job holds all of n2 until 12:00, an admin's reservation n1 from 13:00.
+    p.set_outside(vec![
+        outside(&[2, 3, 4], "09:00", "12:00", "Slurm job 42: train (bob)"),
+        outside(&[2], "10:00", "11:00", "Slurm job 43: eval (bob)"),
+        outside(&[0, 1], "13:00", "15:00", "Slurm reservation maint (root)"),
+    ]);
+    // Two GPUs now: n1, where Slurm can hold them, not n2 where Bob's job runs.
+    let b = create(
+        &mut p,
+        &user("ana"),
+        book_at(any(2), today("10:00"), today("11:00")),
+        now(),
+    );
+    assert_eq!(b.gpus, vec![uuid(0), uuid(1)]);
+    // Three: only n2 has three, and Slurm holds it then: refused with what holds it.
+    let before = snapshot(&p);
+    let e = p
+        .apply(
+            &user("cy"),
+            book_at(any(3), today("10:00"), today("11:00")),
+            now(),
+        )
+        .unwrap_err();
+    let PlanError::Busy(words) = &e else {
+        panic!("{e:?}")
+    };
+    assert!(words.contains("Slurm job 42: train (bob)"), "{words}");
+    assert!(words.contains("12:00"), "{words}");
+    assert_eq!(snapshot(&p), before);
+    // As soon as possible: three GPUs when Bob's job has ended, not before.
+    let q = create(
+        &mut p,
+        &user("cy"),
+        book_asap(any(3), Duration::hours(1)),
+        today("10:00"),
+    );
+    assert_eq!(q.interval.start, today("12:00"));
+    // Two GPUs for three hours from 11:00: n1 is the admin's from 13:00, n2 Bob's until 12:00
+    // and cy's until 13:00; the earliest is n2 at 13:00.
+    let r = create(
+        &mut p,
+        &user("dan"),
+        book_asap(any(2), Duration::hours(3)),
+        today("10:00"),
+    );
+    assert_eq!(r.interval.start, today("13:00"));
+    assert!(r
+        .gpus
+        .iter()
+        .all(|g| [uuid(2), uuid(3), uuid(4)].contains(g)));
+    // Ana's booking moved into the reservation is refused, and stays where it was.
+    let e = p
+        .apply(
+            &user("ana"),
+            Op::Move {
+                id: b.id,
+                interval: Interval {
+                    start: today("12:00"),
+                    end: today("14:00"),
+                },
+                gpus: None,
+            },
+            now(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, PlanError::Busy(w) if w.contains("Slurm reservation maint (root)")),
+        "{e:?}"
+    );
+    assert_eq!(p.get(b.id).unwrap().interval.start, today("10:00"));
+    // Once Slurm holds nothing, the same booking goes through.
+    p.set_outside(Vec::new());
+    create(
+        &mut p,
+        &user("cy"),
+        book_at(any(3), today("10:00"), today("11:00")),
+        now(),
     );
 }

@@ -126,6 +126,7 @@ impl From<PlanError> for ErrorBody {
             },
             PlanError::NotAllowed(_) => Self::new(ErrorKind::NotAllowed, message),
             PlanError::Maintenance(_) => Self::new(ErrorKind::Maintenance, message),
+            PlanError::Busy(_) => Self::new(ErrorKind::Conflict, message),
             PlanError::NotFound(_) => Self::new(ErrorKind::NotFound, message),
             PlanError::Invalid(_) => Self::new(ErrorKind::Invalid, message),
             PlanError::OverPolicy { rule, .. } => Self {

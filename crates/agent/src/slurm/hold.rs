@@ -26,7 +26,7 @@ use super::reader::node_of;
 use super::{run, SlurmError, GRES_RESERVATION_VERSION};
 use crate::state::Holder;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use gpubook_core::{Booking, BookingId, Change, ChangeKind, Plan};
+use gpubook_core::{Booking, BookingId, Change, ChangeKind, Outside, Plan};
 use gpubook_proto::{ErrorBody, ErrorKind};
 use std::collections::BTreeMap;
 
@@ -267,6 +267,18 @@ impl Holder for SlurmHolder {
 
     fn reconcile(&self, plan: &Plan, now: DateTime<Utc>) {
         SlurmHolder::reconcile(self, plan, now)
+    }
+
+    fn outside(&self, plan: &Plan, now: DateTime<Utc>) -> Option<Vec<Outside>> {
+        let booked: Vec<_> = plan
+            .bookings()
+            .filter(|b| b.state.holds_gpus() && b.interval.end > now)
+            .map(|b| (b.gpus.clone(), b.interval))
+            .collect();
+        let whole_nodes = !self.gres;
+        super::outside::blocking(plan.gpus(), &booked, now, whole_nodes)
+            .map_err(|e| eprintln!("gpubook-agent: cannot read what Slurm holds: {e}"))
+            .ok()
     }
 }
 

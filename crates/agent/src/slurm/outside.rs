@@ -11,7 +11,7 @@ use super::reader::node_of;
 use super::runner::{read_jobs, MARK_PREFIX};
 use super::{run, SlurmError};
 use chrono::{DateTime, NaiveDateTime, Utc};
-use gpubook_core::{Gpu, GpuUuid, Interval};
+use gpubook_core::{Gpu, GpuUuid, Interval, Outside};
 use gpubook_proto::OutsideHold;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -49,20 +49,63 @@ pub fn read(
     let Seen {
         mut wanted,
         private,
-    } = fresh(&LAST, FRESH_FOR, || {
-        let private = private_data(&run("scontrol", &["show", "config"])?);
-        let mut wanted = jobs(&read_jobs()?, now);
-        let resv = run("scontrol", &["show", "reservation", "--oneliner"])?;
-        wanted.extend(reservations(&resv, now));
-        Ok(Seen { wanted, private })
-    })?;
-    wanted.retain(|w| w.end > now);
+    } = seen(now)?;
     if let Some(viewer) = viewer {
         for w in &mut wanted {
             hide(w, viewer, &private);
         }
     }
     Ok(place(gpus, booked, wanted))
+}
+
+/// What Slurm holds after `now`, from a reading at most [`FRESH_FOR`] old.
+fn seen(now: DateTime<Utc>) -> Result<Seen, SlurmError> {
+    let mut seen = fresh(&LAST, FRESH_FOR, || {
+        let private = private_data(&run("scontrol", &["show", "config"])?);
+        let mut wanted = jobs(&read_jobs()?, now);
+        let resv = run("scontrol", &["show", "reservation", "--oneliner"])?;
+        wanted.extend(reservations(&resv, now));
+        Ok(Seen { wanted, private })
+    })?;
+    seen.wanted.retain(|w| w.end > now);
+    Ok(seen)
+}
+
+/// What the plan must book around (see [`gpubook_core::Outside`]): Slurm's running jobs and
+/// the reservations gpubook did not make, which Slurm would not let a gpubook reservation
+/// take. Pending jobs are left out: a reservation comes first and Slurm starts them after.
+/// With `whole_nodes` (Slurm before 23.02, where gpubook's reservation holds the whole node)
+/// each takes all of its nodes' GPUs; otherwise as many as it asks for. Described as nobody
+/// in particular may see them where `PrivateData` hides them: the plan answers everyone.
+pub fn blocking(
+    gpus: &[Gpu],
+    booked: &[(Vec<GpuUuid>, Interval)],
+    now: DateTime<Utc>,
+    whole_nodes: bool,
+) -> Result<Vec<Outside>, SlurmError> {
+    let Seen { wanted, private } = seen(now)?;
+    let wanted = wanted
+        .into_iter()
+        .filter(|w| w.blocks)
+        .map(|mut w| {
+            if whole_nodes {
+                w.count = None;
+            }
+            hide(&mut w, "", &private);
+            w
+        })
+        .collect();
+    Ok(place(gpus, booked, wanted)
+        .into_iter()
+        .map(|h| Outside {
+            gpus: h.gpus,
+            interval: Interval {
+                start: h.start,
+                end: h.end,
+            },
+            what: format!("{} ({})", h.title, h.owner),
+        })
+        .collect())
 }
 
 /// The value in `slot` if it is younger than `fresh`, else `fetch`'s, kept there. The slot
@@ -130,6 +173,9 @@ pub struct Wanted {
     pub end: DateTime<Utc>,
     pub owner: String,
     pub title: String,
+    /// Whether a gpubook reservation cannot take its GPUs (running jobs, reservations), not
+    /// only drawn (pending jobs).
+    pub blocks: bool,
 }
 
 /// The jobs that hold or will hold GPUs after `now`, gpubook's own left out.
@@ -151,6 +197,7 @@ pub fn jobs(jobs: &[Job], now: DateTime<Utc>) -> Vec<Wanted> {
                 end,
                 owner: j.user_name.clone(),
                 title: format!("Slurm job {}: {}", j.job_id, j.name),
+                blocks: j.job_state != "PENDING",
             })
         })
         .collect()
@@ -184,6 +231,7 @@ pub fn reservations(out: &str, now: DateTime<Utc>) -> Vec<Wanted> {
                 end,
                 owner,
                 title: format!("Slurm reservation {name}"),
+                blocks: true,
             })
         })
         .collect()
@@ -314,6 +362,7 @@ mod tests {
             end: at(11),
             owner: owner.into(),
             title: title.into(),
+            blocks: true,
         };
         let mut bobs = job("bob", "Slurm job 7: secret-project");
         hide(&mut bobs, "ana", &private);
@@ -378,6 +427,7 @@ mod tests {
             end: at(end),
             owner: "bob".into(),
             title: title.into(),
+            blocks: true,
         };
         // gpubook's own booking on lane 3 from 10:00 to 11:00 is avoided while it lasts; the
         // whole node's hold takes all four lanes whatever is there.

@@ -21,10 +21,12 @@ mod contents;
 mod limits;
 mod maintenance;
 mod ops;
+mod outside;
 mod queue;
 mod timer;
 use chrono::{DateTime, Duration, Utc};
 pub use maintenance::AGENT_USER;
+pub use outside::Outside;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// How long before a slot starts "starts in 5 minutes" is announced.
@@ -231,6 +233,10 @@ pub struct Plan {
     blocked: HashMap<GpuUuid, Timeline>,
     /// The next maintenance period's number.
     next_maintenance: u64,
+    /// What holds the GPUs outside gpubook (Slurm's jobs and reservations), as last read.
+    outside: Vec<Outside>,
+    /// Per GPU, the union of `outside`'s holds on it.
+    outside_busy: HashMap<GpuUuid, Timeline>,
 }
 
 impl Plan {
@@ -252,6 +258,8 @@ impl Plan {
             maintenance: BTreeMap::new(),
             blocked: HashMap::new(),
             next_maintenance: 1,
+            outside: Vec::new(),
+            outside_busy: HashMap::new(),
         };
         for b in bookings {
             plan.next_id = plan.next_id.max(b.id.0.saturating_add(1));
@@ -381,9 +389,9 @@ impl Plan {
             .unwrap_or_default()
     }
 
-    /// Earliest `t >= from` with `[t, t + d)` free on `gpu`: held by no booking and in no
-    /// maintenance. Each timeline's fit is at or after the other's guess, so alternating
-    /// between them only moves forward and stops where both agree.
+    /// Earliest `t >= from` with `[t, t + d)` free on `gpu`: held by no booking, in no
+    /// maintenance and by nothing outside gpubook. Each timeline's fit is at or after the
+    /// others' guess, so going round them only moves forward and stops where all agree.
     fn next_fit(&self, gpu: &GpuUuid, from: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         let mut t = from;
         loop {
@@ -392,6 +400,7 @@ impl Plan {
                 .blocked
                 .get(gpu)
                 .map_or(held, |tl| tl.next_fit(held, d));
+            let free = self.outside_fit(gpu, free, d);
             if free == t {
                 return t;
             }

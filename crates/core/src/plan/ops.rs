@@ -50,19 +50,21 @@ impl Plan {
                                 self.maintenance_in_way(std::slice::from_ref(g), &interval)
                                     .is_empty()
                             })
+                            .filter(|g| !self.outside_in_way(g, &interval))
                             .take(count)
                             .collect::<Vec<_>>()
                     })
                     .find(|free| free.len() == count)
                     .unwrap_or_default();
                 if free.len() < count {
-                    // Maintenance is named first: no booking moving away would free it.
-                    self.refuse_maintenance(&candidates, &interval)?;
-                    return Err(PlanError::Conflict(self.conflicts(
-                        &candidates,
-                        &interval,
-                        None,
-                    )));
+                    // What stands in the way on the nodes big enough: maintenance first (no
+                    // booking moving away would free it), then what Slurm holds, then bookings.
+                    let fitting = self.one_node(&candidates, count).concat();
+                    self.refuse_maintenance(&fitting, &interval)?;
+                    self.refuse_outside(&fitting, &interval, None)?;
+                    return Err(PlanError::Conflict(
+                        self.conflicts(&fitting, &interval, None),
+                    ));
                 }
                 (interval, free, None)
             }
@@ -284,6 +286,7 @@ impl Plan {
             // What the booking already had stays (maintenance made since cut it short, so
             // only a later end could reach into it); what the change adds must be free.
             self.refuse_maintenance(&gpus, &interval)?;
+            self.refuse_outside(&gpus, &interval, Some(id))?;
         }
         if let (false, Some((rule, message))) = (waiting, broken.first()) {
             return Err(PlanError::OverPolicy {
@@ -451,6 +454,7 @@ impl Plan {
                 return Err(PlanError::Conflict(conflicts));
             }
             self.refuse_maintenance(&b.gpus, &b.interval)?;
+            self.refuse_outside(&b.gpus, &b.interval, Some(id))?;
         }
         new.state = BookingState::Confirmed;
         new.pending_reason = None;
