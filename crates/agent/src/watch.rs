@@ -201,10 +201,11 @@ enum Finding {
 }
 
 /// Whether an agent reading GPUs from `source` may signal the processes it sees: only as root
-/// (system mode), and never for a replay, whose pids belong to another machine.
+/// (system mode), and never for a replay or on Slurm, whose pids belong to other machines
+/// (Slurm's node agents' readings; Slurm's own cgroups confine its jobs there).
 pub fn may_stop_processes(source: &str) -> bool {
     // SAFETY: geteuid cannot fail.
-    source != "replay" && unsafe { libc::geteuid() } == 0
+    !matches!(source, "replay" | "slurm") && unsafe { libc::geteuid() } == 0
 }
 
 impl Watch {
@@ -387,7 +388,11 @@ impl Watch {
             .map(|b| Active {
                 id: b.id,
                 owner: b.owner.clone(),
-                gpus: b.gpus.clone(),
+                // Where Slurm picked the job's GPUs, those are the ones it uses.
+                gpus: match b.run.as_ref().map(|r| &r.devices) {
+                    Some(devices) if !devices.is_empty() => devices.clone(),
+                    _ => b.gpus.clone(),
+                },
             })
             .collect();
         let p = plan.policy();

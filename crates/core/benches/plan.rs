@@ -232,6 +232,7 @@ fn outcome<T>(r: &Result<T, gpubook_core::PlanError>) -> &'static str {
         Err(E::NotAllowed(_)) => "not allowed",
         Err(E::Changed { .. }) => "changed",
         Err(E::Maintenance(_)) => "maintenance",
+        Err(E::Busy(_)) => "busy",
     }
 }
 

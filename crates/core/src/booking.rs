@@ -282,6 +282,11 @@ pub struct JobRun {
     /// was ready; length suggestions scale by it. Older agents send none.
     #[serde(default)]
     pub staged_bytes: Option<u64>,
+    /// The GPUs its job was given, where something other than gpubook picks them (Slurm,
+    /// when the job starts): the booking's own GPUs are then only where it is drawn, and
+    /// these are the ones its usage and intruders are read on. Older agents send none.
+    #[serde(default)]
+    pub devices: Vec<GpuUuid>,
 }
 
 impl JobRun {
@@ -298,6 +303,7 @@ impl JobRun {
             message: None,
             log: None,
             staged_bytes: None,
+            devices: Vec::new(),
         }
     }
 }

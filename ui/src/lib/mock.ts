@@ -122,7 +122,7 @@ export class MockBackend implements Host {
       const t = floorTo(now, 900);
       const mine = this.put(s, ME, [s.gpus[4].uuid], t - 2 * HOUR, t + 3 * HOUR, 'resnet sweep', now, true);
       mine.state = 'active';
-      mine.run = { state: 'running', pid: 7100, start_ticks: null, started_at: toWire(t - 2 * HOUR), ended_at: null, exit_code: null, signal: null, message: null, log: '/tmp/job.log', staged_bytes: null };
+      mine.run = { state: 'running', pid: 7100, start_ticks: null, started_at: toWire(t - 2 * HOUR), ended_at: null, exit_code: null, signal: null, message: null, log: '/tmp/job.log', staged_bytes: null, devices: [] };
       if (typeof window !== 'undefined') {
         this.timers.push(window.setTimeout(() => {
           this.event(s, 'intruder', mine, null, { kind: 'intruder', gpu: s.gpus[4].uuid, pid: 31337, user: 'mallory', used_bytes: 9 * 2 ** 30, stopped: false });
@@ -149,7 +149,7 @@ export class MockBackend implements Host {
       job: owner === ME ? { command: 'python train.py', cwd: null, env: {}, end_signal: null, grace_secs: null, keep_slot: false, stage: {}, save: [], save_to: null, s3: { profile: null, env_file: null } } : null,
       asap: null, pending_reason: null, pending_since: null, created_at: toWire(now - 86_400_000), revision: 1,
       warned_start: false, warned_end: false,
-      run: started && end > now ? { state: 'running', pid: 4242 + id, start_ticks: null, started_at: toWire(start), ended_at: null, exit_code: null, signal: null, message: null, log: '/tmp/job.log', staged_bytes: null } : null,
+      run: started && end > now ? { state: 'running', pid: 4242 + id, start_ticks: null, started_at: toWire(start), ended_at: null, exit_code: null, signal: null, message: null, log: '/tmp/job.log', staged_bytes: null, devices: [] } : null,
       usage: null,
     };
     s.bookings.set(id, b);
@@ -246,7 +246,7 @@ export class MockBackend implements Host {
         const end = Date.parse(b.interval.end);
         if (b.state === 'confirmed' && start <= now) {
           b.state = 'active';
-          if (b.job) b.run = { state: 'running', pid: 5000 + b.id, start_ticks: null, started_at: toWire(now), ended_at: null, exit_code: null, signal: null, message: null, log: '/tmp/job.log', staged_bytes: null };
+          if (b.job) b.run = { state: 'running', pid: 5000 + b.id, start_ticks: null, started_at: toWire(now), ended_at: null, exit_code: null, signal: null, message: null, log: '/tmp/job.log', staged_bytes: null, devices: [] };
           this.event(s, 'slot_started', b);
         } else if (b.state === 'active' && end <= now) {
           b.state = 'ended';

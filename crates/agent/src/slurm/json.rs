@@ -80,9 +80,25 @@ pub struct Job {
     /// When it ended or will end at the latest (Unix seconds).
     #[serde(default, deserialize_with = "number")]
     pub end_time: i64,
+    /// The GRES it was given, per node, with their indexes ("gpu:h200:2(IDX:0-1)").
+    #[serde(default)]
+    pub gres_detail: Vec<String>,
 }
 
 impl Job {
+    /// The indexes of the GPUs it was given on its node (from `gres_detail`), in order.
+    pub fn gpu_indexes(&self) -> Vec<u32> {
+        let mut idx: Vec<u32> = self
+            .gres_detail
+            .iter()
+            .flat_map(|d| gpu_gres(d))
+            .flat_map(|g| g.used)
+            .collect();
+        idx.sort_unstable();
+        idx.dedup();
+        idx
+    }
+
     /// Its exit as a wait status, whichever way this Slurm writes it.
     pub fn exit_code_raw(&self) -> Option<i64> {
         match &self.exit_code {

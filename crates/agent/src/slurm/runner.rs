@@ -187,9 +187,15 @@ impl SlurmJobs {
             "RUNNING" | "COMPLETING" => {
                 if state != Some(JobState::Running) {
                     let started = from_unix(job.start_time).unwrap_or(now);
+                    let node = job.nodes.clone();
                     self.record(b, ChangeKind::JobStarted, |r| {
                         r.state = JobState::Running;
                         r.started_at = Some(started);
+                        r.devices = job
+                            .gpu_indexes()
+                            .into_iter()
+                            .map(|i| super::reader::uuid(&node, i))
+                            .collect();
                         r.message = Some(format!("{SUBMITTED}{number} running on {}", job.nodes));
                     });
                 }

@@ -107,7 +107,7 @@ impl Plan {
         }
         Err(PlanError::Busy(format!(
             "the GPUs are held outside gpubook then: {}; book another time, or ask for the \
-             earliest free time (`gpubook book --asap`)",
+             earliest free time (`gpubook book --count N --for 2h --asap`)",
             in_way.join("; ")
         )))
     }

@@ -44,6 +44,7 @@ fn finished_62_minutes(now: DateTime<Utc>, code: i32) -> JobRun {
         message: None,
         log: None,
         staged_bytes: None,
+        devices: Vec::new(),
     }
 }
 

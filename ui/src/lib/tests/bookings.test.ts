@@ -87,7 +87,7 @@ describe('how bookings look', () => {
     expect(eventOf('s', booking(1, { state: 'pending_approval' }), 'alice', now, false).classNames).toContain('st-pending_approval');
     const asap = booking(2, { asap: { count: 1, min_memory: null, duration_secs: 3600, asked_at: '', named: [], exempt: false } });
     expect(eventOf('s', asap, 'alice', now, false).classNames).toContain('asap');
-    const run = booking(3, { state: 'active', run: { state: 'running', pid: 1, start_ticks: null, started_at: null, ended_at: null, exit_code: null, signal: null, message: null, log: null, staged_bytes: null } });
+    const run = booking(3, { state: 'active', run: { state: 'running', pid: 1, start_ticks: null, started_at: null, ended_at: null, exit_code: null, signal: null, message: null, log: null, staged_bytes: null, devices: [] } });
     expect(eventOf('s', run, 'alice', now, false).classNames).toContain('running');
   });
 
