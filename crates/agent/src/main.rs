@@ -51,6 +51,19 @@ enum Command {
         /// [default: STATE_DIR/sim-processes.json]. Format: see the README.
         #[arg(long)]
         sim_processes: Option<PathBuf>,
+        /// On a Slurm compute node: also write each reading to DIR/<node>.json (a directory
+        /// on the cluster's shared file system, writable by this user only), for the Slurm
+        /// agent's --node-readings.
+        #[arg(long, value_name = "DIR")]
+        publish_readings: Option<PathBuf>,
+        /// With --publish-readings, the node's name as Slurm knows it [default: the short
+        /// host name].
+        #[arg(long, requires = "publish_readings")]
+        node_name: Option<String>,
+        /// With --gpus slurm: show the live readings the nodes' agents write to DIR (see
+        /// --publish-readings) on their GPUs.
+        #[arg(long, value_name = "DIR")]
+        node_readings: Option<PathBuf>,
         /// Seconds a connection that follows nothing may stay silent (tests).
         #[arg(long, hide = true, default_value_t = gpubook_agent::server::IDLE_TIMEOUT.as_secs())]
         idle_timeout_secs: u64,
@@ -128,6 +141,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sample_secs,
             replay_speed,
             sim_processes,
+            publish_readings,
+            node_name,
+            node_readings,
             idle_timeout_secs,
             max_connections_per_uid,
         } => {
@@ -136,6 +152,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => default_state_dir()?,
             };
             let gpus: Source = gpus.parse()?;
+            if node_readings.is_some() && gpus != Source::Slurm {
+                anyhow::bail!("--node-readings is for --gpus slurm");
+            }
             if !(0.05..=3600.0).contains(&sample_secs) {
                 anyhow::bail!("--sample-secs must be between 0.05 and 3600");
             }
@@ -167,9 +186,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 shared,
                 sample_interval: std::time::Duration::from_secs_f64(sample_secs),
             };
+            let publish_readings = match publish_readings {
+                None => None,
+                Some(dir) => {
+                    let node = node_name.unwrap_or_else(|| {
+                        let host = host_name();
+                        host.split('.').next().unwrap_or(&host).to_string()
+                    });
+                    if !gpubook_agent::slurm::nodes::valid_node(&node) {
+                        anyhow::bail!("--node-name {node:?} is not a host name");
+                    }
+                    Some((dir, node))
+                }
+            };
             let reader = gpubook_agent::gpu::ReaderOptions {
                 replay_speed,
                 sim_processes,
+                publish_readings,
+                node_readings,
             };
             let limits = gpubook_agent::server::Limits {
                 idle: std::time::Duration::from_secs(idle_timeout_secs.max(1)),

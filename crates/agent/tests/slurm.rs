@@ -634,6 +634,27 @@ async fn a_job_still_running_at_the_slots_end_is_stopped_and_a_restart_submits_n
     )
     .await;
 
+    // Slurm picked the job's GPUs: those are recorded, as Slurm's own record says.
+    let listed = jobs_support::listed(&user.conn, b.id).await;
+    let devices = listed.run.expect("its run").devices;
+    let detail = slurm("scontrol", &["show", "job", "-d", &number.to_string()]).unwrap();
+    let idx = detail
+        .split("IDX:")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .expect("scontrol shows the job's GPU indexes");
+    let want: Vec<String> = gpubook_agent::slurm::json::gpu_gres(&format!("gpu:1(IDX:{idx})"))
+        .into_iter()
+        .flat_map(|g| g.used)
+        .map(|i| format!("SLURM-gpunode1-{i}"))
+        .collect();
+    assert_eq!(
+        devices.iter().map(|d| d.0.clone()).collect::<Vec<_>>(),
+        want,
+        "the GPUs Slurm gave the job"
+    );
+    assert_eq!(devices.len(), b.gpus.len());
+
     // The app follows the log as the Slurm job writes it: pushed, read as its owner.
     let (_, mut pushed) = user.conn.subscribe(None, false).await.unwrap();
     let answer = user
@@ -885,4 +906,89 @@ async fn a_user_asking_in_a_loop_does_not_make_the_agent_read_slurm_in_a_loop() 
     );
     assert!(reads >= 1, "the outside holds were never read");
     clean_cluster();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_from_a_gpubook_agent_on_the_node_show_on_its_lanes() {
+    let Some((_turn, alice, mut lab)) = turn("readings_from_a_gpubook_agent_on_the_node").await
+    else {
+        return;
+    };
+    // The cluster's shared directory, writable by root only, and an agent on gpunode1 that
+    // reads its GPU (a real H200's recorded NVML readings: this machine has none) and
+    // writes what it reads there.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let node_state = tempfile::tempdir().unwrap();
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/nvml/h200/nvml-busy.json"
+    );
+    let mut node_agent = Command::new(lab.agent_bin())
+        .args(["serve", "--shared", "--name", "gpunode1", "--gpus"])
+        .arg(format!("replay:{fixture}"))
+        .arg("--state-dir")
+        .arg(node_state.path())
+        .arg("--socket")
+        .arg(node_state.path().join("agent.sock"))
+        .arg("--publish-readings")
+        .arg(shared.path())
+        .args(["--node-name", "gpunode1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the node's agent");
+    lab.kill();
+    let dir = shared.path().to_string_lossy().into_owned();
+    lab.serve_args(&["--node-readings", &dir]);
+    lab.start().await;
+    let user = lab.connect_as(&alice).await;
+
+    let mut lanes = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let answer = user.conn.request(Request::Gpus(Default::default())).await;
+        let Ok(Response::Gpus(gpus)) = answer else {
+            panic!("{answer:?}")
+        };
+        lanes = gpus.readings.map(|r| r.gpus).unwrap_or_default();
+        if lanes.first().is_some_and(|g| g.memory_total > 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = node_agent.kill();
+    let _ = node_agent.wait();
+    // The node's GPU 0 is lane gpunode1-0, with what NVML read on the H200.
+    let first = lanes.first().expect("a reading of the lanes");
+    assert_eq!(first.uuid.0, "SLURM-gpunode1-0");
+    assert_eq!(first.memory_total, 150_754_820_096, "{first:?}");
+    assert_eq!(first.memory_used, 22_534_750_208);
+    assert_eq!(first.util_gpu, 100);
+    assert_eq!(first.processes.len(), 1, "{first:?}");
+    // The node has one GPU in the recording: the other lanes keep what Slurm reports.
+    assert!(lanes[1..].iter().all(|g| g.memory_total == 0), "{lanes:?}");
+
+    // A directory anyone may write is not trusted: its readings stop showing.
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let answer = user.conn.request(Request::Gpus(Default::default())).await;
+    let Ok(Response::Gpus(gpus)) = answer else {
+        panic!("{answer:?}")
+    };
+    let lanes = gpus.readings.map(|r| r.gpus).unwrap_or_default();
+    assert_eq!(
+        lanes[0].memory_total, 0,
+        "read from a world-writable directory"
+    );
+    let log = lab.log();
+    assert!(log.contains("group or others may write it"), "{log}");
 }

@@ -112,6 +112,11 @@ pub struct ReaderOptions {
     pub replay_speed: f64,
     /// The file that tells simulated GPUs which processes run on them (see [`sim`]).
     pub sim_processes: Option<PathBuf>,
+    /// On a Slurm node: the shared directory and node name to write each reading to, for the
+    /// Slurm agent (see [`crate::slurm::nodes`]).
+    pub publish_readings: Option<(PathBuf, String)>,
+    /// On Slurm: the shared directory the nodes' agents write their readings to.
+    pub node_readings: Option<PathBuf>,
 }
 
 impl Default for ReaderOptions {
@@ -120,6 +125,8 @@ impl Default for ReaderOptions {
         Self {
             replay_speed: 1.0,
             sim_processes: None,
+            publish_readings: None,
+            node_readings: None,
         }
     }
 }
@@ -135,7 +142,7 @@ pub fn open_with(
     server: &str,
     options: &ReaderOptions,
 ) -> Result<Box<dyn GpuReader>, GpuError> {
-    Ok(match source {
+    let reader: Box<dyn GpuReader> = match source {
         Source::Nvml => Box::new(nvml::NvmlReader::open(server)?),
         Source::Sim(n) => {
             let sim = sim::SimReader::new(*n, server);
@@ -147,6 +154,17 @@ pub fn open_with(
         Source::Replay(path) => {
             Box::new(replay::ReplayReader::open(path, server)?.with_speed(options.replay_speed))
         }
-        Source::Slurm => Box::new(crate::slurm::reader::SlurmReader::open(server)?),
+        Source::Slurm => Box::new(
+            crate::slurm::reader::SlurmReader::open(server)?
+                .with_node_readings(options.node_readings.clone()),
+        ),
+    };
+    Ok(match &options.publish_readings {
+        Some((dir, node)) => Box::new(crate::slurm::nodes::Publishing::new(
+            reader,
+            dir.clone(),
+            node.clone(),
+        )),
+        None => reader,
     })
 }

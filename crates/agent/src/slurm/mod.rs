@@ -3,6 +3,7 @@
 //!
 //! - [`reader`]: the cluster's GPUs, one per `gres/gpu` of every node (`sinfo --json`), and
 //!   which of them Slurm has allocated now.
+//! - [`nodes`]: live readings of the nodes' GPUs, from gpubook agents on the nodes.
 //! - [`hold`]: every confirmed booking is held by a Slurm reservation named `gpubook-<id>`,
 //!   made, changed and deleted in the same decision as the booking (see [`crate::state::Holder`]),
 //!   and brought back in line after a crash of either side.
@@ -17,6 +18,7 @@
 
 pub mod hold;
 pub mod json;
+pub mod nodes;
 pub mod outside;
 pub mod reader;
 pub mod runner;

@@ -32,6 +32,10 @@ pub fn node_of(uuid: &GpuUuid) -> Option<&str> {
 #[derive(Debug)]
 pub struct SlurmReader {
     gpus: Vec<Gpu>,
+    /// Where the nodes' agents write their readings (see [`super::nodes`]), if anywhere.
+    node_readings: Option<std::path::PathBuf>,
+    /// The last complaint about them, so it is logged once.
+    complained: Option<String>,
 }
 
 impl SlurmReader {
@@ -53,7 +57,17 @@ impl SlurmReader {
                     .into(),
             ));
         }
-        Ok(Self { gpus })
+        Ok(Self {
+            gpus,
+            node_readings: None,
+            complained: None,
+        })
+    }
+
+    /// Shows the live readings the nodes' agents write to `dir` (see [`super::nodes`]).
+    pub fn with_node_readings(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.node_readings = dir;
+        self
     }
 }
 
@@ -98,8 +112,9 @@ impl GpuReader for SlurmReader {
     }
 
     fn read(&mut self) -> Result<Readings, GpuError> {
-        Ok(Readings {
-            at: chrono::Utc::now(),
+        let now = chrono::Utc::now();
+        let mut readings = Readings {
+            at: now,
             gpus: self
                 .gpus
                 .iter()
@@ -118,7 +133,18 @@ impl GpuReader for SlurmReader {
                     fault: None,
                 })
                 .collect(),
-        })
+        };
+        if let Some(dir) = &self.node_readings {
+            let complained = &mut self.complained;
+            super::nodes::merge(&self.gpus, &mut readings, dir, now, &mut |e| {
+                let e = e.to_string();
+                if complained.as_ref() != Some(&e) {
+                    eprintln!("gpubook-agent: node readings: {e}");
+                    *complained = Some(e);
+                }
+            });
+        }
+        Ok(readings)
     }
 
     fn source(&self) -> &'static str {
