@@ -2,7 +2,8 @@
 # Installs and starts what the Slurm tests (crates/agent/tests/slurm*.rs) use for real: Debian's
 # slurm-wlm (22.05 on Debian 12) with munge, one slurmctld and one slurmd on 127.0.0.1, on
 # ports of their own, with a node "gpunode1" that has 4 `gres/gpu` of type h200 backed by
-# device files this script creates (there is no GPU here; Slurm only checks the files exist).
+# device files this script creates (there is no GPU here), each job confined to its own by
+# Slurm's device cgroup where the host allows it.
 #
 # Job records come from the controller's memory (`squeue --json --states=all`), kept for an
 # hour after a job ends (MinJobAge=3600): no slurmdbd/MariaDB is needed.
@@ -23,13 +24,31 @@ fi
 dir="${GPUBOOK_SLURM_DIR:-/var/lib/gpubook-test-slurm}"
 conf="$dir/slurm.conf"
 $sudo mkdir -p "$dir/dev" "$dir/state" "$dir/spool" "$dir/log"
-# Character devices, as Slurm requires: the harmless null, zero, full and random devices under
-# other names, so that each "GPU" is a device of its own.
-i=0
-for minor in 3 5 7 8; do
-  [ -c "$dir/dev/gpu$i" ] || { $sudo rm -f "$dir/dev/gpu$i"; $sudo mknod -m 666 "$dir/dev/gpu$i" c 1 "$minor"; }
-  i=$((i + 1))
+# Character devices, as Slurm requires, one per "GPU", with a major number reserved for local
+# use (240) that no driver claims: opening one fails with "No such device" where the job may
+# use it, and with "Operation not permitted" where Slurm's device cgroup denies it.
+for i in 0 1 2 3; do
+  f="$dir/dev/gpu$i"
+  if [ ! -c "$f" ] || [ "$(stat -c '%t:%T' "$f")" != "f0:$i" ]; then
+    $sudo rm -f "$f"
+    $sudo mknod -m 666 "$f" c 240 "$i"
+  fi
 done
+# Jobs are confined to their GPUs by Slurm's device cgroup where this host lets Slurm make
+# cgroups (cgroup v1's devices controller, as in this project's containers); elsewhere the
+# cluster runs without confinement, and the confinement test says so.
+cgroup_conf="$dir/cgroup.conf"
+before="$( (cat "$conf" "$cgroup_conf" 2>/dev/null || true) | md5sum)"
+if [ -w /sys/fs/cgroup/devices ] && [ -d /sys/fs/cgroup/freezer ]; then
+  proctrack=proctrack/cgroup
+  task=task/cgroup
+  printf '%s\n' CgroupPlugin=cgroup/v1 CgroupMountpoint=/sys/fs/cgroup ConstrainDevices=yes \
+    ConstrainCores=no ConstrainRAMSpace=no | $sudo tee "$cgroup_conf" >/dev/null
+else
+  proctrack=proctrack/linuxproc
+  task=task/none
+  $sudo rm -f "$cgroup_conf"
+fi
 host="$(hostname)"
 $sudo tee "$conf" >/dev/null <<EOF
 # Written by gpubook's scripts/slurm-services.sh for its tests.
@@ -45,8 +64,8 @@ SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd-%n.pid
 SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd-%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+ProctrackType=$proctrack
+TaskPlugin=$task
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1,bf_interval=1
 SelectType=select/cons_tres
@@ -76,7 +95,16 @@ if ! pgrep -x munged >/dev/null; then
 fi
 munge -n | unmunge >/dev/null
 
-# The daemons, started once; a running pair from an earlier run of this script is kept.
+# The daemons, started once; a running pair from an earlier run of this script is kept, unless
+# the configuration changed.
+if [ "$before" != "$( (cat "$conf" "$cgroup_conf" 2>/dev/null || true) | md5sum)" ]; then
+  $sudo pkill -x slurmd 2>/dev/null || true
+  $sudo pkill -x slurmctld 2>/dev/null || true
+  for _ in $(seq 1 40); do
+    pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || break
+    sleep 0.25
+  done
+fi
 if ! scontrol ping 2>/dev/null | grep -q "is UP"; then
   $sudo pkill -x slurmctld 2>/dev/null || true
   $sudo slurmctld -f "$conf"

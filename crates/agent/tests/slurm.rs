@@ -4,13 +4,16 @@
 //! - A booking is a reservation `gpubook-<id>` for its owner (read back with `scontrol show
 //!   reservation`); moving, extending and cancelling it change or delete the reservation.
 //! - Another user's `sbatch --gres=gpu:4` waits while a booking holds the node, and runs after.
-//! - Slurm's refusal (the node busy with someone's job) refuses the booking with Slurm's words,
-//!   and nothing is stored.
+//! - gpubook books around Slurm's running GPU jobs (refused as busy at their time, "as soon as
+//!   possible" after them); Slurm's own refusal (a job without GPUs on the node) refuses the
+//!   booking with Slurm's words; nothing refused is stored.
 //! - An agent killed with SIGKILL while a reservation was deleted by hand, and a stray
 //!   `gpubook-` reservation made: the restarted agent puts back the one and deletes the other.
 //! - A booking's job runs through `sbatch` as its owner inside its reservation (its uid,
 //!   `SLURM_JOB_ID`, Slurm's `CUDA_VISIBLE_DEVICES`, its log written as the owner and read
-//!   through `logs`); its exit status reaches gpubook and the rest of the slot goes back.
+//!   through `logs`), confined by Slurm's device cgroup to the GPUs it was given, which are
+//!   recorded with its run; its exit status reaches gpubook and the rest of the slot goes back.
+//! - Readings written by a gpubook agent on the node show on the node's lanes.
 //! - A job still running at the slot's end is stopped (`job_stopped`), and an agent killed
 //!   mid-slot follows the job it submitted instead of submitting it again.
 //!
@@ -170,6 +173,27 @@ fn job_state(id: &str) -> String {
         .find(|j| j.job_id.to_string() == id)
         .map(|j| j.job_state.clone())
         .unwrap_or_default()
+}
+
+/// The test cluster's directory (its configuration, device files).
+fn cluster_dir() -> std::path::PathBuf {
+    std::env::var_os("SLURM_CONF")
+        .map(std::path::PathBuf::from)
+        .and_then(|c| c.parent().map(|d| d.to_path_buf()))
+        .unwrap_or_else(|| "/var/lib/gpubook-test-slurm".into())
+}
+
+/// Whether the test cluster confines jobs to their GPUs (Slurm's device cgroup, where
+/// `scripts/slurm-services.sh` found the host lets Slurm make cgroups); says so where not.
+fn confined(test: &str) -> bool {
+    cluster_dir().join("cgroup.conf").exists()
+        || missing(
+            test,
+            Need::Service,
+            "the test cluster runs without Slurm's device cgroup (this host gives no cgroup \
+             v1 devices controller), so confinement was not checked",
+            "run `. scripts/slurm-services.sh` on a host with /sys/fs/cgroup/devices",
+        )
 }
 
 /// When job `id`'s time is up, as `squeue --json` says.
@@ -550,6 +574,14 @@ async fn a_job_runs_as_its_owner_in_its_reservation_and_its_exit_status_comes_ba
     let work = lab.out_dir("work", &alice);
     let user = lab.connect_as(&alice).await;
 
+    // The job also tries each of the node's four GPU device files: Slurm's device cgroup
+    // lets it open the two it was given (they have no driver: "No such device"), and denies
+    // the other two ("Operation not permitted").
+    let devices = cluster_dir().join("dev");
+    let probe = format!(
+        "for i in 0 1 2 3; do echo gpu$i: $( (: < {}/gpu$i) 2>&1 | sed 's/.*: //'); done",
+        devices.display()
+    );
     let start = slot_start(2);
     let b = booked(
         user.conn
@@ -557,8 +589,10 @@ async fn a_job_runs_as_its_owner_in_its_reservation_and_its_exit_status_comes_ba
                 2,
                 start,
                 start + secs(120),
-                "echo uid=$(id -u) job=$SLURM_JOB_ID resv=$SLURM_JOB_RESERVATION \
-                 gpus=$CUDA_VISIBLE_DEVICES; exit 3",
+                &format!(
+                    "echo uid=$(id -u) job=$SLURM_JOB_ID resv=$SLURM_JOB_RESERVATION \
+                     gpus=$CUDA_VISIBLE_DEVICES; {probe}; exit 3"
+                ),
                 &work,
             ))
             .await,
@@ -597,13 +631,27 @@ async fn a_job_runs_as_its_owner_in_its_reservation_and_its_exit_status_comes_ba
     let Response::Logs(logs) = logs else {
         panic!("{logs:?}")
     };
+    let mut lines = logs.data.lines();
     assert_eq!(
-        logs.data.trim(),
+        lines.next().unwrap_or_default(),
         format!(
             "uid={} job={number} resv=gpubook-{} gpus=0,1",
             alice.uid, b.id
         )
     );
+    let opened: Vec<&str> = lines.collect();
+    if confined("a_job_runs_as_its_owner_in_its_reservation") {
+        assert_eq!(
+            opened,
+            [
+                "gpu0: No such device or address",
+                "gpu1: No such device or address",
+                "gpu2: Operation not permitted",
+                "gpu3: Operation not permitted"
+            ],
+            "the job reached GPUs Slurm did not give it"
+        );
+    }
     let log = work.join(format!("gpubook-{}.log", b.id));
     assert_eq!(
         std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&log).unwrap()),
