@@ -23,11 +23,11 @@ fi
 
 dir="${GPUBOOK_SLURM_DIR:-/var/lib/gpubook-test-slurm}"
 conf="$dir/slurm.conf"
-$sudo mkdir -p "$dir/dev" "$dir/state" "$dir/spool" "$dir/log"
+$sudo mkdir -p "$dir/dev" "$dir/state" "$dir/spool/gpunode1" "$dir/spool/gpunode2" "$dir/log"
 # Character devices, as Slurm requires, one per "GPU", with a major number reserved for local
 # use (240) that no driver claims: opening one fails with "No such device" where the job may
 # use it, and with "Operation not permitted" where Slurm's device cgroup denies it.
-for i in 0 1 2 3; do
+for i in 0 1 2 3 4 5; do
   f="$dir/dev/gpu$i"
   if [ ! -c "$f" ] || [ "$(stat -c '%t:%T' "$f")" != "f0:$i" ]; then
     $sudo rm -f "$f"
@@ -50,10 +50,29 @@ else
   $sudo rm -f "$cgroup_conf"
 fi
 host="$(hostname)"
+# A second node, gpunode2 with 2 GPUs, runs its slurmd in a network namespace of its own (a
+# host runs one slurmd per port), reached over a veth pair; the controller listens on the
+# host's end of it, which the host reaches as well. Where namespaces cannot be made, the
+# cluster has gpunode1 only (and the two-node test says so).
+ns=gpubook-slurm2
+ctld_addr=127.0.0.1
+nodes=gpunode1
+if ip netns list 2>/dev/null | grep -qw "$ns" || $sudo ip netns add "$ns" 2>/dev/null; then
+  if ! ip link show gpbslurm-h >/dev/null 2>&1; then
+    $sudo ip link add gpbslurm-h type veth peer name gpbslurm-n netns "$ns"
+    $sudo ip addr add 10.213.0.1/30 dev gpbslurm-h
+    $sudo ip link set gpbslurm-h up
+    $sudo ip netns exec "$ns" ip addr add 10.213.0.2/30 dev gpbslurm-n
+    $sudo ip netns exec "$ns" ip link set gpbslurm-n up
+    $sudo ip netns exec "$ns" ip link set lo up
+  fi
+  ctld_addr=10.213.0.1
+  nodes=gpunode1,gpunode2
+fi
 $sudo tee "$conf" >/dev/null <<EOF
 # Written by gpubook's scripts/slurm-services.sh for its tests.
 ClusterName=gpubook
-SlurmctldHost=$host(127.0.0.1)
+SlurmctldHost=$host($ctld_addr)
 SlurmctldPort=16817
 SlurmdPort=16818
 SlurmUser=root
@@ -79,11 +98,13 @@ AccountingStorageType=accounting_storage/none
 SlurmdParameters=config_overrides
 KillWait=5
 NodeName=gpunode1 NodeHostname=localhost NodeAddr=127.0.0.1 CPUs=8 Sockets=1 CoresPerSocket=8 ThreadsPerCore=1 RealMemory=2000 Gres=gpu:h200:4 State=UNKNOWN
-PartitionName=gpu Nodes=gpunode1 Default=YES MaxTime=INFINITE State=UP
+$( [ "$nodes" = gpunode1 ] || echo "NodeName=gpunode2 NodeAddr=10.213.0.2 CPUs=8 Sockets=1 CoresPerSocket=8 ThreadsPerCore=1 RealMemory=2000 Gres=gpu:h200:2 State=UNKNOWN")
+PartitionName=gpu Nodes=$nodes Default=YES MaxTime=INFINITE State=UP
 EOF
 $sudo tee "$dir/gres.conf" >/dev/null <<EOF
 NodeName=gpunode1 Name=gpu Type=h200 File=$dir/dev/gpu[0-1] Cores=0-3
 NodeName=gpunode1 Name=gpu Type=h200 File=$dir/dev/gpu[2-3] Cores=4-7
+NodeName=gpunode2 Name=gpu Type=h200 File=$dir/dev/gpu[4-5] Cores=0-7
 EOF
 export SLURM_CONF="$conf"
 
@@ -109,20 +130,27 @@ if ! scontrol ping 2>/dev/null | grep -q "is UP"; then
   $sudo pkill -x slurmctld 2>/dev/null || true
   $sudo slurmctld -f "$conf"
 fi
-if ! pgrep -x slurmd >/dev/null; then
+if ! pgrep -f -- "slurmd -f $conf -N gpunode1" >/dev/null; then
   $sudo slurmd -f "$conf" -N gpunode1
 fi
+if [ "$nodes" != gpunode1 ] && ! pgrep -f -- "slurmd -f $conf -N gpunode2" >/dev/null; then
+  # nsenter, not `ip netns exec`: the node keeps the host's /sys, cgroups included.
+  $sudo nsenter --net="/run/netns/$ns" slurmd -f "$conf" -N gpunode2
+fi
+up() {
+  for n in ${nodes//,/ }; do
+    sinfo -h -N -n "$n" -o '%N %t' 2>/dev/null | grep -Eq "$n (idle|mix|alloc|resv)" || return 1
+  done
+}
 for _ in $(seq 1 60); do
-  if sinfo -h -N -o '%N %t' 2>/dev/null | grep -Eq 'gpunode1 (idle|mix|alloc|resv)'; then
-    break
-  fi
+  up && break
   sleep 0.5
 done
-sinfo -h -N -o '%N %t' | grep -Eq 'gpunode1 (idle|mix|alloc|resv)' || {
-  echo "slurm services: gpunode1 is not up:" >&2
+up || {
+  echo "slurm services: $nodes not up:" >&2
   sinfo -N >&2 || true
   tail -n 20 "$dir/log/slurmctld.log" >&2 || true
   exit 1
 }
-echo "slurm services: $(slurmctld -V), node gpunode1 with 4 gres/gpu, SLURM_CONF=$conf"
+echo "slurm services: $(slurmctld -V), nodes gpunode1 (4 gres/gpu)$([ "$nodes" = gpunode1 ] || echo " and gpunode2 (2, in network namespace $ns)"), SLURM_CONF=$conf"
 export GPUBOOK_SLURM=1

@@ -1,5 +1,6 @@
-//! The agent on a real Slurm cluster (`--gpus slurm`): Debian's slurmctld and slurmd with
-//! munge, one node `gpunode1` with 4 `gres/gpu`, started by `scripts/slurm-services.sh`.
+//! The agent on a real Slurm cluster (`--gpus slurm`): Debian's slurmctld and slurmds with
+//! munge, node `gpunode1` with 4 `gres/gpu` and `gpunode2` with 2 (in a network namespace of
+//! its own), started by `scripts/slurm-services.sh`.
 //!
 //! - A booking is a reservation `gpubook-<id>` for its owner (read back with `scontrol show
 //!   reservation`); moving, extending and cancelling it change or delete the reservation.
@@ -14,6 +15,7 @@
 //!   through `logs`), confined by Slurm's device cgroup to the GPUs it was given, which are
 //!   recorded with its run; its exit status reaches gpubook and the rest of the slot goes back.
 //! - Readings written by a gpubook agent on the node show on the node's lanes.
+//! - With bob's job on gpunode1, a booking goes to gpunode2 and its job runs there.
 //! - A job still running at the slot's end is stopped (`job_stopped`), and an agent killed
 //!   mid-slot follows the job it submitted instead of submitting it again.
 //!
@@ -99,7 +101,7 @@ async fn turn(test: &str) -> Option<(tokio::sync::MutexGuard<'static, ()>, User,
     Some((guard, alice, lab))
 }
 
-/// `sbatch` run by bob with `args`: his job's number, or Slurm's words.
+/// `sbatch` run by bob on gpunode1 with `args`: his job's number, or Slurm's words.
 fn bob_sbatch(args: &[&str]) -> Result<String, String> {
     let mut all = vec![
         "-u",
@@ -108,6 +110,7 @@ fn bob_sbatch(args: &[&str]) -> Result<String, String> {
         "sbatch",
         "--parsable",
         "--output=/dev/null",
+        "--nodelist=gpunode1",
     ];
     all.extend_from_slice(args);
     slurm("runuser", &all).map(|out| out.trim().to_string())
@@ -347,8 +350,9 @@ async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored()
         list.bookings
     };
 
-    // Bob's own GPU job runs on the node for the next half hour: gpubook knows, and books
-    // around it (Slurm would not let the whole node be reserved while it runs).
+    // Bob's own GPU job runs on gpunode1 for the next half hour: gpubook knows, and books
+    // around it (Slurm would not let the whole node be reserved while it runs). Three GPUs
+    // are asked for each time below: only gpunode1 has that many.
     let job = bob_sbatch(&[
         "--gres=gpu:1",
         "--time=30",
@@ -367,7 +371,7 @@ async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored()
     let start = slot_start(60);
     let refused = user
         .conn
-        .request(book_count(1, start, start + secs(600), "now"))
+        .request(book_count(3, start, start + secs(600), "now"))
         .await
         .expect_err("booked over a running Slurm job");
     let ClientError::Agent(body) = refused else {
@@ -389,7 +393,7 @@ async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored()
     // As soon as possible: when bob's job's time is up, and Slurm holds it for alice then.
     let asap = Request::Book(BookRequest {
         gpus: GpuChoice::Count {
-            count: 2,
+            count: 3,
             min_memory: None,
         },
         when: WhenChoice::Asap { duration_secs: 600 },
@@ -422,7 +426,7 @@ async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored()
     let start = slot_start(60);
     let refused = user
         .conn
-        .request(book_count(1, start, start + secs(600), "now"))
+        .request(book_count(3, start, start + secs(600), "now"))
         .await
         .expect_err("booked over a running Slurm job");
     let ClientError::Agent(body) = refused else {
@@ -1039,4 +1043,119 @@ async fn readings_from_a_gpubook_agent_on_the_node_show_on_its_lanes() {
     );
     let log = lab.log();
     assert!(log.contains("group or others may write it"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_goes_to_the_node_slurm_can_hold_and_its_job_runs_there() {
+    let Some((_turn, alice, lab)) = turn("a_booking_goes_to_the_node_slurm_can_hold").await else {
+        return;
+    };
+    let two = slurm("sinfo", &["-h", "-N", "-o", "%N"]).unwrap_or_default();
+    if !two.lines().any(|n| n.trim() == "gpunode2")
+        && !missing(
+            "a_booking_goes_to_the_node_slurm_can_hold",
+            Need::Service,
+            "the test cluster has no gpunode2 (no network namespace could be made)",
+            "run `. scripts/slurm-services.sh` as root on a host that allows `ip netns add`",
+        )
+    {
+        return;
+    }
+    let mut events = Events::subscribe(&lab).await;
+    let work = lab.out_dir("work", &alice);
+    let user = lab.connect_as(&alice).await;
+
+    // Bob's GPU job runs on gpunode1 (4 GPUs) for half an hour.
+    let job = bob_sbatch(&[
+        "--gres=gpu:1",
+        "--time=30",
+        "--job-name=long",
+        "--wrap",
+        "sleep 600",
+    ])
+    .expect("bob's sbatch");
+    until("bob's job running", Duration::from_secs(20), || {
+        job_state(&job) == "RUNNING"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // Two GPUs now: gpunode2, which Slurm can reserve, and the job runs there, confined to
+    // the GPUs Slurm gave it (gpunode2's are device files gpu4 and gpu5).
+    let devices = cluster_dir().join("dev");
+    let start = slot_start(2);
+    let b = booked(
+        user.conn
+            .request(book_job(
+                2,
+                start,
+                start + secs(120),
+                &format!(
+                    "echo node=$SLURMD_NODENAME gpus=$CUDA_VISIBLE_DEVICES; for i in 0 1 4 5; \
+                     do echo gpu$i: $( (: < {}/gpu$i) 2>&1 | sed 's/.*: //'); done",
+                    devices.display()
+                ),
+                &work,
+            ))
+            .await,
+    )
+    .booking;
+    assert!(
+        b.gpus.iter().all(|g| g.0.starts_with("SLURM-gpunode2-")),
+        "{:?}",
+        b.gpus
+    );
+    let held = reservation(b.id).expect("the booking's reservation");
+    assert_eq!(held["Nodes"], "gpunode2", "{held:?}");
+    events
+        .wait_for(b.id, EventKind::JobFinished, DEADLINE)
+        .await;
+    let logs = user
+        .conn
+        .request(Request::Logs(LogsRequest {
+            id: b.id,
+            offset: 0,
+            follow: None,
+        }))
+        .await
+        .expect("logs");
+    let Response::Logs(logs) = logs else {
+        panic!("{logs:?}")
+    };
+    let lines: Vec<&str> = logs.data.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("node=gpunode2 gpus=0,1"),
+        "{lines:?}"
+    );
+    if confined("a_booking_goes_to_the_node_slurm_can_hold") {
+        // gpunode1's device files are not gpunode2's GPUs: Slurm leaves them alone.
+        assert_eq!(
+            lines[1..],
+            [
+                "gpu0: No such device or address",
+                "gpu1: No such device or address",
+                "gpu4: No such device or address",
+                "gpu5: No such device or address"
+            ]
+        );
+    }
+
+    // Three GPUs: only gpunode1 has that many, and bob's job holds it: refused as busy, and
+    // as soon as possible is when his job's time is up.
+    let refused = user
+        .conn
+        .request(book_count(3, slot_start(60), slot_start(660), "three"))
+        .await
+        .expect_err("three GPUs over bob's job");
+    let ClientError::Agent(body) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(body.kind, ErrorKind::Conflict, "{body:?}");
+    assert!(
+        body.message.contains(&format!("Slurm job {job}: long")),
+        "{}",
+        body.message
+    );
+    clean_cluster();
 }
