@@ -861,6 +861,32 @@ async fn slurm_jobs_and_reservations_made_outside_gpubook_are_shown_busy_with_th
     );
     assert_eq!((resv.start, resv.end), (maint, maint + secs(3600)));
     assert_eq!(gpus.outside.len(), 2, "{:?}", gpus.outside);
+    // Without a node agent, each lane says whether Slurm has given it to a job: bob's two.
+    let mut allocated = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let answer = user.conn.request(Request::Gpus(Default::default())).await;
+        let Ok(Response::Gpus(now)) = answer else {
+            panic!("{answer:?}")
+        };
+        allocated = now
+            .readings
+            .map(|r| r.gpus)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|g| g.allocated == Some(true))
+            .map(|g| g.uuid.0)
+            .collect();
+        if allocated.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        allocated,
+        ["SLURM-gpunode1-0", "SLURM-gpunode1-1"],
+        "the lanes Slurm allocated to bob's job"
+    );
     clean_cluster();
 }
 
@@ -1157,5 +1183,45 @@ async fn a_booking_goes_to_the_node_slurm_can_hold_and_its_job_runs_there() {
         "{}",
         body.message
     );
+    clean_cluster();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_waiting_for_approval_is_held_by_slurm_once_an_admin_approves() {
+    let Some((_turn, alice, mut lab)) = turn("a_booking_waiting_for_approval_is_held").await else {
+        return;
+    };
+    lab.kill();
+    lab.policy(
+        "default_role = \"user\"\nadmins = [\"root\"]\nweekly_quota_gpu_hours = 1\n\
+         over_policy = \"approval\"\n",
+    );
+    lab.start().await;
+    let user = lab.connect_as(&alice).await;
+    // Two GPUs for an hour is over alice's weekly hour: it waits, and Slurm holds nothing.
+    let start = slot_start(3600);
+    let b = booked(
+        user.conn
+            .request(book_count(2, start, start + secs(3600), "big run"))
+            .await,
+    )
+    .booking;
+    assert_eq!(b.state, gpubook_core::BookingState::PendingApproval);
+    assert!(
+        reservation(b.id).is_none(),
+        "a waiting booking was reserved"
+    );
+    // An admin approves: the reservation is made in the same decision, for alice.
+    let admin = lab.root().await;
+    admin
+        .request(Request::Approve(gpubook_proto::ApproveRequest {
+            id: b.id,
+            rev: Some(b.revision),
+        }))
+        .await
+        .expect("approve");
+    let held = reservation(b.id).expect("the approved booking's reservation");
+    assert_eq!(held["Users"], ALICE, "{held:?}");
+    assert_eq!(held["StartTime"], slurm_time(start), "{held:?}");
     clean_cluster();
 }

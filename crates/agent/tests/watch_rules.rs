@@ -121,6 +121,7 @@ fn gpu(i: u32, util: u32, memory_used: u64, processes: Vec<GpuProcess>) -> GpuRe
         power_limit_mw: 400_000,
         processes,
         fault: None,
+        allocated: None,
     }
 }
 

@@ -49,6 +49,12 @@ pub struct GpuReading {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "ts", ts(optional))]
     pub fault: Option<String>,
+    /// On Slurm, whether Slurm has given this GPU to a job now (`sinfo`'s `gres_used`); what
+    /// the GPU page shows where no live reading of the node comes. Newer than 1.4; other
+    /// readers send none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub allocated: Option<bool>,
 }
 
 /// A reading of every GPU of a server at one moment.

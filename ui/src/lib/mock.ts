@@ -13,7 +13,7 @@ import type { EventKind } from './wire/EventKind';
 import type { Gpu } from './wire/Gpu';
 import type { LogsResponse } from './wire/LogsResponse';
 import type { OutsideHold } from './wire/OutsideHold';
-import { clusterGpus, clusterHolds } from './mock-cluster';
+import { clusterGpus, clusterHolds, slurmLane } from './mock-cluster';
 import type { Maintenance } from './wire/Maintenance';
 import { seededPeriod, takeOutOfService } from './mock-maintenance';
 import { mockUsageSeries } from './mock-usage';
@@ -197,7 +197,6 @@ export class MockBackend implements Host {
 
   /** What is followed: key server/id → where the next piece starts. */
   private followed = new Map<string, { server: string; id: number; next: number }>();
-
   private pushLogs() {
     const all = this.logText(Date.now());
     for (const f of this.followed.values()) {
@@ -221,7 +220,7 @@ export class MockBackend implements Host {
           );
           const util = busy ? Math.round(70 + 25 * Math.sin(t / 7 + g.index)) : Math.round(2 * Math.random());
           const mem = busy ? g.memory_total * (0.5 + 0.3 * Math.sin(t / 11 + g.index)) : 300 * 2 ** 20;
-          return {
+          const live = {
             uuid: g.uuid, index: g.index, name: g.name, memory_used: Math.round(mem), memory_total: g.memory_total,
             util_gpu: util, util_mem: Math.round(util * 0.6), temperature_c: busy ? 68 + (g.index % 5) : 34,
             power_mw: busy ? 450_000 + g.index * 3000 : 70_000, power_limit_mw: 700_000,
@@ -232,6 +231,7 @@ export class MockBackend implements Host {
                 ]
               : [],
           };
+          return s.view.slurm ? slurmLane(live, s.outside, now) : live;
         }),
       };
       this.emit('gpubook://readings', { server: s.view.id, readings });

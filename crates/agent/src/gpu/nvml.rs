@@ -279,6 +279,7 @@ fn read_gpu(gpu: &Gpu, device: &Device<'_>, users: &mut UserCache) -> GpuReading
         power_limit_mw,
         processes,
         fault,
+        allocated: None,
     }
 }
 
@@ -497,6 +498,7 @@ mod tests {
                 power_limit_mw: 0,
                 processes: Vec::new(),
                 fault: None,
+                allocated: None,
             }],
         }
     }

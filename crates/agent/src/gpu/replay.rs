@@ -125,6 +125,7 @@ impl From<RecordedGpu> for GpuReading {
                 })
                 .collect(),
             fault: None,
+            allocated: None,
         }
     }
 }

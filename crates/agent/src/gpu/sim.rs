@@ -269,6 +269,7 @@ impl GpuReader for SimReader {
                     power_limit_mw: 400_000,
                     processes: procs,
                     fault,
+                    allocated: None,
                 }
             })
             .collect();

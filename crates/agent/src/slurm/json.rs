@@ -269,11 +269,13 @@ mod tests {
     fn jobs_as_22_05_and_23_02_write_them() {
         let old: JobsReply = serde_json::from_str(
             r#"{"jobs":[{"job_id":7,"name":"gpubook-3","user_name":"alice","job_state":"FAILED",
-            "exit_code":768,"start_time":1700000000,"end_time":1700000060}]}"#,
+            "exit_code":768,"start_time":1700000000,"end_time":1700000060,
+            "gres_detail":["gpu:h200:2(IDX:1,3)"]}]}"#,
         )
         .unwrap();
         assert_eq!(old.jobs[0].exit_code_raw(), Some(768));
         assert_eq!(old.jobs[0].job_state, "FAILED");
+        assert_eq!(old.jobs[0].gpu_indexes(), [1, 3]);
         let new: JobsReply = serde_json::from_str(
             r#"{"jobs":[{"job_id":8,"job_state":["COMPLETED"],
             "exit_code":{"status":["SUCCESS"],"return_code":{"set":true,"number":3},
@@ -285,6 +287,7 @@ mod tests {
         assert_eq!(new.jobs[0].exit_code_raw(), Some(768));
         assert_eq!(new.jobs[0].job_state, "COMPLETED");
         assert_eq!(new.jobs[0].end_time, 1_700_000_060);
+        assert!(new.jobs[0].gpu_indexes().is_empty());
     }
 
     #[test]

@@ -281,6 +281,7 @@ mod tests {
                     power_limit_mw: 0,
                     processes: Vec::new(),
                     fault: None,
+                    allocated: None,
                 })
                 .collect(),
         }

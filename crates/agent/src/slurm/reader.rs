@@ -36,6 +36,25 @@ pub struct SlurmReader {
     node_readings: Option<std::path::PathBuf>,
     /// The last complaint about them, so it is logged once.
     complained: Option<String>,
+    /// Which lanes Slurm has allocated, and when that was read (`sinfo --json`, at most
+    /// every [`ALLOCATED_EVERY`]).
+    allocated: Option<(std::time::Instant, Vec<GpuUuid>)>,
+}
+
+/// How often the lanes' allocation is read from Slurm (the GPUs are sampled every second).
+pub const ALLOCATED_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The lanes Slurm has allocated now, from `sinfo --json`'s `gres_used` ("gpu:h200:2(IDX:0-1)").
+pub fn allocated(nodes: &[Node]) -> Vec<GpuUuid> {
+    nodes
+        .iter()
+        .flat_map(|n| {
+            gpu_gres(&n.gres_used)
+                .into_iter()
+                .flat_map(|g| g.used)
+                .map(|i| uuid(&n.name, i))
+        })
+        .collect()
 }
 
 impl SlurmReader {
@@ -61,6 +80,7 @@ impl SlurmReader {
             gpus,
             node_readings: None,
             complained: None,
+            allocated: None,
         })
     }
 
@@ -131,9 +151,28 @@ impl GpuReader for SlurmReader {
                     power_limit_mw: 0,
                     processes: Vec::new(),
                     fault: None,
+                    allocated: None,
                 })
                 .collect(),
         };
+        let stale = self
+            .allocated
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= ALLOCATED_EVERY);
+        if stale {
+            let read = run("sinfo", &["--json"]).ok().and_then(|out| {
+                serde_json::from_str::<NodesReply>(&out)
+                    .ok()
+                    .map(|r| allocated(&r.nodes))
+            });
+            // What cannot be read now is shown as unknown, not as free.
+            self.allocated = read.map(|a| (std::time::Instant::now(), a));
+        }
+        if let Some((_, used)) = &self.allocated {
+            for g in &mut readings.gpus {
+                g.allocated = Some(used.contains(&g.uuid));
+            }
+        }
         if let Some(dir) = &self.node_readings {
             let complained = &mut self.complained;
             super::nodes::merge(&self.gpus, &mut readings, dir, now, &mut |e| {
@@ -190,5 +229,14 @@ mod tests {
         assert_eq!(node_of(&gpus[3].uuid), Some("n2"));
         assert_eq!(node_of(&uuid("gpu-node-07", 3)), Some("gpu-node-07"));
         assert_eq!(node_of(&GpuUuid("GPU-5a85".into())), None);
+    }
+
+    #[test]
+    fn allocated_lanes_from_gres_used() {
+        let mut n1 = node("n1", "gpu:h200:4(S:0)");
+        n1.gres_used = "gpu:h200:2(IDX:1,3)".into();
+        let mut n2 = node("n2", "gpu:a100:2(S:0)");
+        n2.gres_used = "gpu:a100:0(IDX:N/A)".into();
+        assert_eq!(allocated(&[n1, n2]), [uuid("n1", 1), uuid("n1", 3)]);
     }
 }

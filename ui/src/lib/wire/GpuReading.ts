@@ -55,4 +55,10 @@ processes: Array<GpuProcess>,
  * the agent then takes it out of service until an admin puts it back. Added in 1.4;
  * older agents send none.
  */
-fault?: string, };
+fault?: string, 
+/**
+ * On Slurm, whether Slurm has given this GPU to a job now (`sinfo`'s `gres_used`); what
+ * the GPU page shows where no live reading of the node comes. Newer than 1.4; other
+ * readers send none.
+ */
+allocated?: boolean, };
