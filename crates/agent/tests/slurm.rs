@@ -851,6 +851,7 @@ async fn slurm_jobs_and_reservations_made_outside_gpubook_are_shown_busy_with_th
     let bobs = find(&format!("Slurm job {job}: train"));
     assert_eq!(bobs.owner, BOB);
     assert_eq!(bobs.gpus.len(), 2, "{bobs:?}");
+    let drawn: Vec<String> = bobs.gpus.iter().map(|g| g.0.clone()).collect();
     assert!(bobs.start <= Utc::now() && bobs.end > Utc::now() + secs(25 * 60));
     let resv = find("Slurm reservation outside-maint");
     assert_eq!(resv.owner, "root");
@@ -887,6 +888,7 @@ async fn slurm_jobs_and_reservations_made_outside_gpubook_are_shown_busy_with_th
         ["SLURM-gpunode1-0", "SLURM-gpunode1-1"],
         "the lanes Slurm allocated to bob's job"
     );
+    assert_eq!(drawn, allocated, "bob's job is drawn where Slurm runs it");
     clean_cluster();
 }
 

@@ -232,7 +232,12 @@ fn job_cell(b: &Booking) -> String {
     };
     match r.state {
         JobState::Starting => "starting".into(),
-        JobState::Running => format!("running (pid {})", r.pid.unwrap_or(0)),
+        JobState::Running => match (r.pid, r.message.as_deref()) {
+            (Some(pid), _) => format!("running (pid {pid})"),
+            // On Slurm: "Slurm job 234 running on gpunode1".
+            (None, Some(m)) if m.starts_with("Slurm job ") => format!("running ({m})"),
+            _ => "running".into(),
+        },
         JobState::Finished => ended,
         JobState::Stopped => format!("stopped, {ended}"),
         JobState::FailedToStart => "failed to start".into(),
@@ -245,11 +250,17 @@ pub fn gpus_table(gpus: &[Gpu], readings: Option<&Readings>) -> String {
     let rows: Vec<Vec<String>> = gpus
         .iter()
         .map(|g| {
-            let r = readings.and_then(|r| r.gpus.iter().find(|x| x.uuid == g.uuid));
+            let found = readings.and_then(|r| r.gpus.iter().find(|x| x.uuid == g.uuid));
+            // On Slurm a lane no node agent reads says only whether Slurm gave it to a job.
+            let slurm_only = found
+                .filter(|r| r.memory_total == 0)
+                .and_then(|r| r.allocated);
+            let r = found.filter(|_| slurm_only.is_none());
+            let total = found.map_or(g.memory_total, |r| r.memory_total.max(g.memory_total));
             vec![
                 g.index.to_string(),
                 g.name.clone(),
-                format!("{:.0} GiB", g.memory_total as f64 / (1u64 << 30) as f64),
+                format!("{:.0} GiB", total as f64 / (1u64 << 30) as f64),
                 r.map(|r| format!("{}%", r.util_gpu)).unwrap_or("-".into()),
                 r.map(|r| format!("{:.1} GiB", r.memory_used as f64 / (1u64 << 30) as f64))
                     .unwrap_or("-".into()),
@@ -264,7 +275,11 @@ pub fn gpus_table(gpus: &[Gpu], readings: Option<&Readings>) -> String {
                         .collect::<Vec<_>>()
                         .join(" ")
                 })
-                .unwrap_or_default(),
+                .unwrap_or_else(|| match slurm_only {
+                    Some(true) => "in a Slurm job".into(),
+                    Some(false) => "free in Slurm".into(),
+                    None => String::new(),
+                }),
                 g.uuid.0.clone(),
             ]
         })

@@ -57,6 +57,8 @@ pub fn publish(dir: &Path, node: &str, readings: &Readings) -> std::io::Result<(
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
+    // Readable by the controller's agent whatever this agent's umask (its state is 0700).
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     f.write_all(&json)?;
     f.sync_data()?;
     std::fs::rename(&tmp, dir.join(format!("{node}.json")))
@@ -315,6 +317,10 @@ mod tests {
         let dir = shared();
         let now = Utc::now();
         publish(dir.path(), "n1", &n1_reading(now)).unwrap();
+        let mode = std::fs::metadata(dir.path().join("n1.json"))
+            .unwrap()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644, "readable by the controller's agent");
         let gpus = lanes();
         let mut base = blank(&gpus, now);
         let mut errors = Vec::new();

@@ -176,6 +176,9 @@ pub struct Wanted {
     /// Whether a gpubook reservation cannot take its GPUs (running jobs, reservations), not
     /// only drawn (pending jobs).
     pub blocks: bool,
+    /// The GPUs Slurm gave it on its node, where it says (a running job's `gres_detail`): it
+    /// is drawn on those lanes, not chosen ones.
+    pub indexes: Vec<u32>,
 }
 
 /// The jobs that hold or will hold GPUs after `now`, gpubook's own left out.
@@ -198,6 +201,7 @@ pub fn jobs(jobs: &[Job], now: DateTime<Utc>) -> Vec<Wanted> {
                 owner: j.user_name.clone(),
                 title: format!("Slurm job {}: {}", j.job_id, j.name),
                 blocks: j.job_state != "PENDING",
+                indexes: j.gpu_indexes(),
             })
         })
         .collect()
@@ -232,6 +236,7 @@ pub fn reservations(out: &str, now: DateTime<Utc>) -> Vec<Wanted> {
                 owner,
                 title: format!("Slurm reservation {name}"),
                 blocks: true,
+                indexes: Vec::new(),
             })
         })
         .collect()
@@ -265,8 +270,9 @@ fn hostnames(list: &str) -> Vec<String> {
         .collect()
 }
 
-/// Chooses each hold's lanes among `gpus`: per node, the last ones neither `booked` in gpubook
-/// nor drawn on by a hold already placed over the same time (the last ones when all are).
+/// Chooses each hold's lanes among `gpus`: the GPUs Slurm gave a running job where it says
+/// which; otherwise per node the last ones neither `booked` in gpubook nor drawn on by a hold
+/// already placed over the same time (the last ones when all are).
 pub fn place(
     gpus: &[Gpu],
     booked: &[(Vec<GpuUuid>, Interval)],
@@ -283,6 +289,19 @@ pub fn place(
                 .filter(|u| node_of(u) == Some(node.as_str()))
                 .collect();
             let n = w.count.unwrap_or(on_node.len()).min(on_node.len());
+            // Where Slurm says which GPUs a job has, those are its lanes.
+            if w.nodes.len() == 1 && !w.indexes.is_empty() {
+                let exact: Vec<GpuUuid> = w
+                    .indexes
+                    .iter()
+                    .map(|i| super::reader::uuid(node, *i))
+                    .filter(|u| on_node.contains(&u))
+                    .collect();
+                if exact.len() == w.indexes.len() {
+                    lanes.extend(exact);
+                    continue;
+                }
+            }
             let taken = |u: &GpuUuid| {
                 placed
                     .iter()
@@ -363,6 +382,7 @@ mod tests {
             owner: owner.into(),
             title: title.into(),
             blocks: true,
+            indexes: Vec::new(),
         };
         let mut bobs = job("bob", "Slurm job 7: secret-project");
         hide(&mut bobs, "ana", &private);
@@ -428,6 +448,7 @@ mod tests {
             owner: "bob".into(),
             title: title.into(),
             blocks: true,
+            indexes: Vec::new(),
         };
         // gpubook's own booking on lane 3 from 10:00 to 11:00 is avoided while it lasts; the
         // whole node's hold takes all four lanes whatever is there.
@@ -446,6 +467,10 @@ mod tests {
                 w(Some(2), 11, 13, "b"),
                 w(Some(1), 12, 14, "c"),
                 w(None, 20, 21, "whole"),
+                Wanted {
+                    indexes: vec![0, 1],
+                    ..w(Some(2), 20, 22, "running on 0 and 1")
+                },
             ],
         );
         let lanes = |t: &str| {
@@ -462,6 +487,8 @@ mod tests {
         assert_eq!(lanes("b"), ["SLURM-n1-1", "SLURM-n1-3"]);
         assert_eq!(lanes("c"), ["SLURM-n1-2"]);
         assert_eq!(lanes("whole").len(), 4);
+        // A running job is drawn where Slurm put it, whatever else is there.
+        assert_eq!(lanes("running on 0 and 1"), ["SLURM-n1-0", "SLURM-n1-1"]);
     }
 
     #[test]
