@@ -348,6 +348,7 @@ impl Context {
             GpuChoice::Named { .. } if self.source == "slurm" => return Err(slurm_chooses()),
             GpuChoice::Named { gpus } => GpuSelection::Named(self.resolve(&gpus)?),
             GpuChoice::Count { count, min_memory } => GpuSelection::Count { count, min_memory },
+            GpuChoice::OnNode { node, count } => GpuSelection::OnNode { node, count },
         };
         let when = match b.when {
             WhenChoice::At { start, end } => {

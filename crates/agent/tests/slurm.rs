@@ -6,8 +6,8 @@
 //!   reservation`); moving, extending and cancelling it change or delete the reservation.
 //! - Another user's `sbatch --gres=gpu:4` waits while a booking holds the node, and runs after.
 //! - gpubook books around Slurm's running GPU jobs (refused as busy at their time, "as soon as
-//!   possible" after them); Slurm's own refusal (a job without GPUs on the node) refuses the
-//!   booking with Slurm's words; nothing refused is stored.
+//!   possible" after them), not around jobs without GPUs; Slurm's own refusal (its controller
+//!   down) refuses the booking with Slurm's words; nothing refused is stored.
 //! - An agent killed with SIGKILL while a reservation was deleted by hand, and a stray
 //!   `gpubook-` reservation made: the restarted agent puts back the one and deletes the other.
 //! - A booking's job runs through `sbatch` as its owner inside its reservation (its uid,
@@ -282,6 +282,23 @@ async fn a_booking_is_a_reservation_moved_extended_and_cancelled_with_it() {
         reservation(b.id).is_none(),
         "the reservation outlived its booking"
     );
+
+    // A rectangle drawn on gpunode2's lanes books gpunode2, though gpunode1 is free too.
+    let on_node = Request::Book(BookRequest {
+        gpus: GpuChoice::OnNode {
+            node: "gpunode2".into(),
+            count: 2,
+        },
+        when: WhenChoice::At { start, end },
+        title: "on node 2".into(),
+        job: None,
+    });
+    let two = booked(user.conn.request(on_node).await).booking;
+    assert!(
+        two.gpus.iter().all(|g| g.0.starts_with("SLURM-gpunode2-")),
+        "{two:?}"
+    );
+    assert_eq!(reservation(two.id).expect("reserved")["Nodes"], "gpunode2");
     clean_cluster();
 }
 
@@ -414,8 +431,7 @@ async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored()
         .expect("cancel");
     slurm("scancel", &[job.as_str()]).expect("scancel bob's job");
 
-    // A job without GPUs on the node is not drawn, but Slurm does not let a whole node be
-    // reserved while it runs: Slurm's refusal, in its words, and nothing stored.
+    // A job without GPUs on the node takes none of them: the node is still booked.
     let cpu = bob_sbatch(&["--time=30", "--wrap", "sleep 600"]).expect("bob's CPU job");
     until("bob's CPU job running", Duration::from_secs(20), || {
         job_state(&cpu) == "RUNNING"
@@ -424,23 +440,62 @@ async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored()
     // (once the agent's reading no longer has bob's cancelled GPU job)
     tokio::time::sleep(Duration::from_secs(6)).await;
     let start = slot_start(60);
+    let beside = booked(
+        user.conn
+            .request(book_count(3, start, start + secs(600), "beside a CPU job"))
+            .await,
+    )
+    .booking;
+    assert!(reservation(beside.id).is_some());
+
+    // Slurm's controller down: the booking is refused with what Slurm said, and nothing is
+    // stored (the reservation could not be made, so neither is the booking).
+    let _ = slurm("pkill", &["-x", "slurmctld"]);
+    until("slurmctld gone", Duration::from_secs(20), || {
+        slurm("pgrep", &["-x", "slurmctld"]).is_err()
+    })
+    .await;
     let refused = user
         .conn
-        .request(book_count(3, start, start + secs(600), "now"))
-        .await
-        .expect_err("booked over a running Slurm job");
+        .request(book_count(
+            1,
+            slot_start(7200),
+            slot_start(7800),
+            "controller down",
+        ))
+        .await;
+    // The next one does not wait for Slurm's timeout again: it is refused at once, saying why.
+    let again = user
+        .conn
+        .request(book_count(1, slot_start(7200), slot_start(7800), "again"))
+        .await;
+    let conf = std::env::var("SLURM_CONF").expect("SLURM_CONF");
+    slurm("slurmctld", &["-f", &conf]).expect("slurmctld started again");
+    until("slurmctld answers", Duration::from_secs(30), || {
+        slurm("scontrol", &["ping"]).is_ok_and(|o| o.contains("UP"))
+    })
+    .await;
+    let refused = refused.expect_err("booked while slurmctld was down");
     let ClientError::Agent(body) = refused else {
         panic!("{refused:?}")
     };
-    assert_eq!(body.kind, ErrorKind::NotAllowed, "{body:?}");
     assert!(
-        body.message.contains("Requested nodes are busy") && body.message.contains("nothing"),
+        body.message.contains("Unable to contact slurm controller")
+            && body.message.contains("nothing"),
         "{}",
         body.message
     );
-    let left = none_stored().await;
+    let Err(ClientError::Agent(again)) = again else {
+        panic!("booked again while slurmctld was down: {again:?}")
+    };
     assert!(
-        left.iter().all(|l| l.id == b.id),
+        again.message.contains("controller did not answer"),
+        "{}",
+        again.message
+    );
+    let left: Vec<_> = none_stored().await.into_iter().map(|l| l.id).collect();
+    assert!(
+        left.contains(&beside.id) && left.iter().all(|id| *id == b.id || *id == beside.id),
         "a refused booking was stored: {left:?}"
     );
 
@@ -685,6 +740,23 @@ async fn a_job_still_running_at_the_slots_end_is_stopped_and_a_restart_submits_n
         "echo first; sleep 5; echo second; sleep 600",
     )
     .await;
+
+    // gpubook's own job running on gpunode1 does not keep Slurm from holding the node's other
+    // two GPUs for another booking.
+    let beside = booked(
+        user.conn
+            .request(book_count(2, slot_start(5), end, "beside the job"))
+            .await,
+    )
+    .booking;
+    assert!(
+        beside
+            .gpus
+            .iter()
+            .all(|g| g.0.starts_with("SLURM-gpunode1-")),
+        "{beside:?}"
+    );
+    assert!(reservation(beside.id).is_some());
 
     // Slurm picked the job's GPUs: those are recorded, as Slurm's own record says.
     let listed = jobs_support::listed(&user.conn, b.id).await;

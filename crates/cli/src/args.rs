@@ -244,6 +244,10 @@ pub struct BookArgs {
     /// With --count: at least this much memory per GPU (40G, 80000M).
     #[arg(long, requires = "count", conflicts_with = "gpus")]
     pub min_mem: Option<String>,
+    /// With --count on a Slurm cluster: the node to take them from (as `gpubook gpus` names
+    /// it); Slurm picks which of its GPUs.
+    #[arg(long, requires = "count", conflicts_with_all = ["gpus", "min_mem"])]
+    pub node: Option<String>,
     /// Start, in your time zone: 14:00, 9am, "fri 14:00", "next tuesday 9am", "in 2h", now,
     /// 2026-11-27T14:00.
     #[arg(

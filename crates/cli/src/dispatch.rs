@@ -123,7 +123,7 @@ async fn several(
     match (&cli.command, request) {
         (Command::Gpus { .. }, _) => multi::gpus(targets, json).await,
         (Command::Ls(_), Some(Request::List(l))) => multi::ls(targets, l, json).await,
-        (Command::Book(a), Some(req)) if a.asap && a.count.is_some() => {
+        (Command::Book(a), Some(req)) if a.asap && a.count.is_some() && a.node.is_none() => {
             let Request::Book(b) = &req else {
                 unreachable!("book builds a booking request")
             };

@@ -260,7 +260,11 @@ pub fn gpus_table(gpus: &[Gpu], readings: Option<&Readings>) -> String {
             vec![
                 g.index.to_string(),
                 g.name.clone(),
-                format!("{:.0} GiB", total as f64 / (1u64 << 30) as f64),
+                if total == 0 {
+                    "-".into()
+                } else {
+                    format!("{:.0} GiB", total as f64 / (1u64 << 30) as f64)
+                },
                 r.map(|r| format!("{}%", r.util_gpu)).unwrap_or("-".into()),
                 r.map(|r| format!("{:.1} GiB", r.memory_used as f64 / (1u64 << 30) as f64))
                     .unwrap_or("-".into()),

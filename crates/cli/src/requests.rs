@@ -140,6 +140,10 @@ pub fn book_request(a: &BookArgs, now: DateTime<Utc>) -> Result<Request, Failure
         }
     };
     let gpus = match a.count {
+        Some(count) if a.node.is_some() => GpuChoice::OnNode {
+            node: a.node.clone().unwrap_or_default(),
+            count,
+        },
         Some(count) => GpuChoice::Count {
             count,
             min_memory: a

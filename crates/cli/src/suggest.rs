@@ -43,7 +43,7 @@ pub fn ask_for(req: &Request) -> Option<SuggestRequest> {
     };
     let job = b.job.as_ref()?;
     let gpus = match &b.gpus {
-        GpuChoice::Count { count, .. } => *count,
+        GpuChoice::Count { count, .. } | GpuChoice::OnNode { count, .. } => *count,
         GpuChoice::Named { gpus } => gpus.len() as u32,
     };
     Some(SuggestRequest {

@@ -157,6 +157,10 @@ pub struct AsapRequest {
     /// Asked by an admin, so moving it earlier is not held to the policy's limits.
     #[serde(default)]
     pub exempt: bool,
+    /// The node it asks for, on a cluster (`GpuSelection::OnNode`); older agents store none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub node: Option<String>,
 }
 
 impl AsapRequest {

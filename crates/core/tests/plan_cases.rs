@@ -2390,3 +2390,69 @@ fn bookings_go_around_what_slurm_holds_outside_gpubook() {
         now(),
     );
 }
+
+#[test]
+fn a_booking_on_a_node_stays_on_that_node() {
+    let mut p = cluster();
+    let on = |node: &str, count| GpuSelection::OnNode {
+        node: node.into(),
+        count,
+    };
+    // n1 is free, but the rectangle was drawn on n2: n2 it is.
+    let b = create(
+        &mut p,
+        &user("ana"),
+        book_at(on("n2", 2), today("10:00"), today("11:00")),
+        now(),
+    );
+    assert!(b
+        .gpus
+        .iter()
+        .all(|g| [uuid(2), uuid(3), uuid(4)].contains(g)));
+    // As soon as possible on n2 waits for n2 (n1 would be free now), and stays there when the
+    // queue moves it earlier.
+    let q = create(
+        &mut p,
+        &user("cy"),
+        book_asap(on("n2", 2), Duration::hours(1)),
+        today("10:00"),
+    );
+    assert_eq!(q.interval.start, today("11:00"));
+    assert!(q
+        .gpus
+        .iter()
+        .all(|g| [uuid(2), uuid(3), uuid(4)].contains(g)));
+    p.apply(&user("ana"), Op::Cancel { id: b.id }, now())
+        .unwrap();
+    let moved = p.get(q.id).unwrap();
+    assert_eq!(moved.interval.start, now(), "{moved:?}");
+    assert!(moved
+        .gpus
+        .iter()
+        .all(|g| [uuid(2), uuid(3), uuid(4)].contains(g)));
+    // No such node; more GPUs than the node has.
+    let before = snapshot(&p);
+    let e = p
+        .apply(
+            &user("cy"),
+            book_at(on("n9", 1), today("14:00"), today("15:00")),
+            now(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, PlanError::NotFound(m) if m.contains("n9")),
+        "{e:?}"
+    );
+    let e = p
+        .apply(
+            &user("cy"),
+            book_at(on("n1", 3), today("14:00"), today("15:00")),
+            now(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        e,
+        PlanError::Invalid("asks for 3 GPUs of node n1, which has 2".into())
+    );
+    assert_eq!(snapshot(&p), before);
+}

@@ -1949,6 +1949,7 @@ fn wild_booking() -> impl Strategy<Value = Booking> {
                         asked_at: t0(),
                         named: Vec::new(),
                         exempt: false,
+                        node: None,
                     }),
                     pending_reason: None,
                     pending_since: None,

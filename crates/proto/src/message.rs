@@ -237,6 +237,14 @@ pub enum GpuChoice {
         #[serde(default)]
         min_memory: Option<u64>,
     },
+    /// Any `count` GPUs of one node of a cluster (on Slurm, what a rectangle across a node's
+    /// lanes asks for). Newer than 1.4: an older agent answers `malformed`.
+    OnNode {
+        /// The node, as `Gpu::node` names it.
+        node: String,
+        /// How many.
+        count: u32,
+    },
 }
 
 /// When a booking asks for its GPUs.

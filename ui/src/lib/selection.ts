@@ -6,7 +6,7 @@ import type { JobSpec } from './wire/JobSpec';
 import { ceilTo, floorTo, toWire } from './time';
 
 /** One GPU lane, in display order. */
-export type Lane = { server: string; uuid: string; index: number };
+export type Lane = { server: string; uuid: string; index: number; node?: string | null };
 
 /** The calendar's resource id of a lane. */
 export function laneId(server: string, uuid: string): string {
@@ -104,10 +104,14 @@ export function toBookRequest(sel: Selection, form: BookForm, slurm = false): Bo
         s3: { profile: form.s3Profile?.trim() || null, env_file: form.s3EnvFile?.trim() || null },
       }
     : null;
+  // On Slurm: that many GPUs of the node the lanes belong to (Slurm picks which).
+  const nodes = [...new Set(sel.lanes.map((l) => l.node ?? null))];
   return {
-    gpus: slurm
-      ? { kind: 'count', count: sel.lanes.length, min_memory: null }
-      : { kind: 'named', gpus: sel.lanes.map((l) => l.uuid) },
+    gpus: !slurm
+      ? { kind: 'named', gpus: sel.lanes.map((l) => l.uuid) }
+      : nodes.length === 1 && nodes[0]
+        ? { kind: 'on_node', node: nodes[0], count: sel.lanes.length }
+        : { kind: 'count', count: sel.lanes.length, min_memory: null },
     when: { kind: 'at', start: toWire(sel.start), end: toWire(sel.end) },
     title: form.title.trim(),
     job,

@@ -14,7 +14,9 @@
 //! - before 23.02 a reservation cannot hold GPUs by count (`TRES=gres/gpu` is refused, and a
 //!   core-count reservation leaves the GPUs to anyone's `--gres=gpu` job): the whole node is
 //!   held, for the booking's owner, with `Flags=OVERLAP` so that several gpubook bookings on the
-//!   same node at the same time each have their reservation. gpubook's plan keeps their GPU
+//!   same node at the same time each have their reservation, and `IGNORE_JOBS` so that a job
+//!   running there (another booking's, or one without GPUs) does not refuse it: Slurm's own
+//!   GPU jobs are in the plan ([`super::outside::blocking`]), which books around them. gpubook's plan keeps their GPU
 //!   counts within the node's GPUs, and each booking's job asks for its own count.
 //!
 //! A slot's end needs nothing: the reservation ends with it and Slurm removes it. A slot
@@ -169,7 +171,11 @@ impl SlurmHolder {
             format!("EndTime={}", w.end.format(TIME)),
             format!("Users={}", w.user),
             format!("Nodes={}", w.node),
-            "Flags=OVERLAP".to_string(),
+            // OVERLAP: several gpubook bookings share a node; IGNORE_JOBS: jobs running on
+            // the node do not refuse it (gpubook's own, which the plan keeps within the
+            // node's GPUs, and jobs without GPUs; Slurm's GPU jobs are in the plan, which
+            // books around them).
+            "Flags=OVERLAP,IGNORE_JOBS".to_string(),
         ];
         if self.gres {
             args.push(format!("TRES=gres/gpu={}", w.count));

@@ -101,13 +101,38 @@ pub async fn keep_holds(
     }
 }
 
+/// How long a Slurm command may take to fail before the controller counts as not answering.
+const NOT_ANSWERING_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// For how long after the controller did not answer commands fail at once, with its words,
+/// instead of each waiting for Slurm's own timeout under the plan's lock.
+pub const DOWN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// When the controller last did not answer, and what Slurm said then.
+static DOWN: std::sync::Mutex<Option<(std::time::Instant, String)>> = std::sync::Mutex::new(None);
+
 /// Runs `program args…` with `TZ=UTC` and returns its standard output; Slurm's own words when
-/// it fails.
+/// it fails. While the controller is not answering (a command failed after waiting
+/// [`NOT_ANSWERING_AFTER`], within [`DOWN_FOR`]) it fails at once with those words.
 pub fn run(program: &str, args: &[&str]) -> Result<String, SlurmError> {
     let command = std::iter::once(program)
         .chain(args.iter().copied())
         .collect::<Vec<_>>()
         .join(" ");
+    if program != "sinfo" || args != ["--version"] {
+        let down = DOWN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, words)) = down.as_ref().filter(|(at, _)| at.elapsed() < DOWN_FOR) {
+            return Err(SlurmError::Refused {
+                command,
+                words: format!(
+                    "{words} (Slurm's controller did not answer {} s ago; asked again after {} s)",
+                    at.elapsed().as_secs(),
+                    DOWN_FOR.as_secs()
+                ),
+            });
+        }
+    }
+    let started = std::time::Instant::now();
     let out = Command::new(program)
         .args(args)
         .env("TZ", "UTC")
@@ -123,6 +148,10 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, SlurmError> {
         } else {
             words
         };
+        if started.elapsed() >= NOT_ANSWERING_AFTER {
+            *DOWN.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((std::time::Instant::now(), words.clone()));
+        }
         return Err(SlurmError::Refused { command, words });
     }
     String::from_utf8(out.stdout).map_err(|e| SlurmError::Output {

@@ -90,6 +90,7 @@ pub fn blocking(
         .map(|mut w| {
             if whole_nodes {
                 w.count = None;
+                w.indexes.clear();
             }
             hide(&mut w, "", &private);
             w

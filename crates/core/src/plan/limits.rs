@@ -72,6 +72,33 @@ impl Plan {
         gpus
     }
 
+    /// The GPUs of node `node` for a booking of `count` of them.
+    pub(super) fn on_node(&self, node: &str, count: u32) -> Result<Vec<GpuUuid>, PlanError> {
+        if count == 0 {
+            return Err(PlanError::Invalid(
+                "a booking needs at least one GPU".into(),
+            ));
+        }
+        let gpus: Vec<GpuUuid> = self
+            .gpus
+            .iter()
+            .filter(|g| g.node.as_deref() == Some(node))
+            .map(|g| g.uuid.clone())
+            .collect();
+        if gpus.is_empty() {
+            return Err(PlanError::NotFound(format!(
+                "this server has no node {node:?}"
+            )));
+        }
+        if gpus.len() < count as usize {
+            return Err(PlanError::Invalid(format!(
+                "asks for {count} GPUs of node {node}, which has {}",
+                gpus.len()
+            )));
+        }
+        Ok(gpus)
+    }
+
     pub(super) fn eligible(
         &self,
         count: u32,

@@ -57,6 +57,14 @@ pub enum GpuSelection {
         /// Minimum memory per GPU, in bytes.
         min_memory: Option<u64>,
     },
+    /// Any `count` GPUs of the node `node` of a cluster (what a rectangle across one Slurm
+    /// node's lanes asks for: that many GPUs of that node, whichever its scheduler picks).
+    OnNode {
+        /// The node, as its GPUs name it ([`crate::Gpu::node`]).
+        node: String,
+        /// How many.
+        count: u32,
+    },
 }
 
 /// When a booking asks for its GPUs.

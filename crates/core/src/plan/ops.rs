@@ -35,6 +35,14 @@ impl Plan {
                 let eligible = self.eligible(*count, *min_memory)?;
                 (eligible, *count as usize, *min_memory, Vec::new())
             }
+            GpuSelection::OnNode { node, count } => {
+                let on_node = self.on_node(node, *count)?;
+                (on_node, *count as usize, None, Vec::new())
+            }
+        };
+        let node = match &selection {
+            GpuSelection::OnNode { node, .. } => Some(node.clone()),
+            _ => None,
         };
         let (interval, gpus, asap) = match when {
             When::At(requested) => {
@@ -82,6 +90,7 @@ impl Plan {
                     asked_at: now,
                     named,
                     exempt: actor.role == Role::Admin,
+                    node,
                 };
                 (Interval { start, end }, gpus, Some(asap))
             }

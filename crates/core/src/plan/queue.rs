@@ -169,6 +169,7 @@ impl Plan {
                 .gpus
                 .iter()
                 .filter(|g| asap.min_memory.is_none_or(|m| g.memory_total >= m))
+                .filter(|g| asap.node.is_none() || g.node == asap.node)
                 .map(|g| g.uuid.clone())
                 .collect();
             (eligible, asap.count as usize)

@@ -107,14 +107,15 @@ impl Manager {
     /// goes to the chosen one, whose agent decides. `req` must ask for a count of GPUs
     /// "as soon as possible".
     pub async fn asap_any(&self, req: BookRequest) -> Result<AsapAnyResponse, AppError> {
-        let (count, min_memory) =
-            match &req.gpus {
-                GpuChoice::Count { count, min_memory } => (*count, *min_memory),
-                GpuChoice::Named { .. } => return Err(AppError::internal(
+        let (count, min_memory) = match &req.gpus {
+            GpuChoice::Count { count, min_memory } => (*count, *min_memory),
+            GpuChoice::Named { .. } | GpuChoice::OnNode { .. } => {
+                return Err(AppError::internal(
                     "\"As soon as possible\" on any server needs a number of GPUs, not named ones.",
                 )
-                .with_kind_invalid()),
-            };
+                .with_kind_invalid())
+            }
+        };
         let duration_secs = match &req.when {
             WhenChoice::Asap { duration_secs } => *duration_secs,
             WhenChoice::At { .. } => {

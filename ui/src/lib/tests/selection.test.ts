@@ -95,6 +95,8 @@ describe('a drag selection to a booking request', () => {
     const a = fromLocalInput('2026-11-26T14:00')!;
     const sel = selectionOf(lanes, { fromLane: 2, toLane: 4, anchor: a, current: a + 3_600_000 }, 900)!;
     expect(toBookRequest(sel, form, true).gpus).toEqual({ kind: 'count', count: 3, min_memory: null });
+    const onNode = { ...sel, lanes: sel.lanes.map((l) => ({ ...l, node: 'gpunode2' })) };
+    expect(toBookRequest(onNode, form, true).gpus).toEqual({ kind: 'on_node', node: 'gpunode2', count: 3 });
     expect(toBookRequest(sel, form, false).gpus).toEqual({ kind: 'named', gpus: ['GPU-a', 'GPU-b', 'GPU-c'] });
   });
 

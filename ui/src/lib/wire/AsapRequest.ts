@@ -28,4 +28,8 @@ named: Array<GpuUuid>,
 /**
  * Asked by an admin, so moving it earlier is not held to the policy's limits.
  */
-exempt: boolean, };
+exempt: boolean, 
+/**
+ * The node it asks for, on a cluster (`GpuSelection::OnNode`); older agents store none.
+ */
+node?: string, };

@@ -15,4 +15,12 @@ count: number,
 /**
  * Minimum memory per GPU, bytes.
  */
-min_memory: number | null, };
+min_memory: number | null, } | { "kind": "on_node", 
+/**
+ * The node, as `Gpu::node` names it.
+ */
+node: string, 
+/**
+ * How many.
+ */
+count: number, };
