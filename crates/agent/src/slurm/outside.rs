@@ -49,7 +49,7 @@ pub fn read(
     let Seen {
         mut wanted,
         private,
-    } = seen(now)?;
+    } = seen(now, FRESH_FOR)?;
     if let Some(viewer) = viewer {
         for w in &mut wanted {
             hide(w, viewer, &private);
@@ -58,9 +58,14 @@ pub fn read(
     Ok(place(gpus, booked, wanted))
 }
 
-/// What Slurm holds after `now`, from a reading at most [`FRESH_FOR`] old.
-fn seen(now: DateTime<Utc>) -> Result<Seen, SlurmError> {
-    let mut seen = fresh(&LAST, FRESH_FOR, || {
+/// How old a reading a booking decision may use: a job Slurm started since is not known to
+/// the plan (the reservation is made all the same, see [`super::hold`]). Decisions come one at
+/// a time, under the plan's lock, so this bounds Slurm's reads at one a second.
+pub const FRESH_FOR_DECISIONS: Duration = Duration::from_secs(1);
+
+/// What Slurm holds after `now`, from a reading at most `max_age` old.
+fn seen(now: DateTime<Utc>, max_age: Duration) -> Result<Seen, SlurmError> {
+    let mut seen = fresh(&LAST, max_age, || {
         let private = private_data(&run("scontrol", &["show", "config"])?);
         let mut wanted = jobs(&read_jobs()?, now);
         let resv = run("scontrol", &["show", "reservation", "--oneliner"])?;
@@ -73,7 +78,8 @@ fn seen(now: DateTime<Utc>) -> Result<Seen, SlurmError> {
 
 /// What the plan must book around (see [`gpubook_core::Outside`]): Slurm's running jobs and
 /// the reservations gpubook did not make, which Slurm would not let a gpubook reservation
-/// take. Pending jobs are left out: a reservation comes first and Slurm starts them after.
+/// take, and pending jobs Slurm means to start within [`FRESH_FOR`] (before the next reading).
+/// Other pending jobs are left out: a reservation comes first and Slurm starts them after.
 /// With `whole_nodes` (Slurm before 23.02, where gpubook's reservation holds the whole node)
 /// each takes all of its nodes' GPUs; otherwise as many as it asks for. Described as nobody
 /// in particular may see them where `PrivateData` hides them: the plan answers everyone.
@@ -83,7 +89,7 @@ pub fn blocking(
     now: DateTime<Utc>,
     whole_nodes: bool,
 ) -> Result<Vec<Outside>, SlurmError> {
-    let Seen { wanted, private } = seen(now)?;
+    let Seen { wanted, private } = seen(now, FRESH_FOR_DECISIONS)?;
     let wanted = wanted
         .into_iter()
         .filter(|w| w.blocks)
@@ -201,7 +207,8 @@ pub fn jobs(jobs: &[Job], now: DateTime<Utc>) -> Vec<Wanted> {
                 end,
                 owner: j.user_name.clone(),
                 title: format!("Slurm job {}: {}", j.job_id, j.name),
-                blocks: j.job_state != "PENDING",
+                // A pending job Slurm means to start now is as good as running.
+                blocks: j.job_state != "PENDING" || start <= now + FRESH_FOR,
                 indexes: j.gpu_indexes(),
             })
         })
@@ -364,6 +371,38 @@ mod tests {
 
     fn at(h: u32) -> DateTime<Utc> {
         format!("2026-12-04T{h:02}:00:00Z").parse().unwrap()
+    }
+
+    #[test]
+    fn running_jobs_and_jobs_about_to_start_block_other_pending_ones_are_drawn() {
+        let now = at(10);
+        let reply: crate::slurm::json::JobsReply = serde_json::from_str(&format!(
+            r#"{{"jobs":[
+            {{"job_id":1,"name":"run","user_name":"bob","job_state":"RUNNING",
+              "tres_per_node":"gres:gpu:1","nodes":"n1","start_time":{s},"end_time":{e}}},
+            {{"job_id":2,"name":"soon","user_name":"bob","job_state":"PENDING",
+              "tres_per_node":"gres:gpu:1","nodes":"n1","start_time":{s},"end_time":{e}}},
+            {{"job_id":3,"name":"later","user_name":"bob","job_state":"PENDING",
+              "tres_per_node":"gres:gpu:1","nodes":"n1","start_time":{l},"end_time":{e}}},
+            {{"job_id":4,"name":"cpu","user_name":"bob","job_state":"RUNNING",
+              "tres_per_node":"","nodes":"n1","start_time":{s},"end_time":{e}}}]}}"#,
+            s = now.timestamp(),
+            l = at(11).timestamp(),
+            e = at(12).timestamp()
+        ))
+        .unwrap();
+        let seen: Vec<(String, bool)> = jobs(&reply.jobs, now)
+            .into_iter()
+            .map(|w| (w.title, w.blocks))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("Slurm job 1: run".to_string(), true),
+                ("Slurm job 2: soon".to_string(), true),
+                ("Slurm job 3: later".to_string(), false)
+            ]
+        );
     }
 
     #[test]

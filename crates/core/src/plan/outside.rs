@@ -107,7 +107,8 @@ impl Plan {
         }
         Err(PlanError::Busy(format!(
             "the GPUs are held outside gpubook then: {}; book another time, or ask for the \
-             earliest free time (`gpubook book --count N --for 2h --asap`)",
+             earliest free time (\"As soon as possible…\" in the app, `--asap` with \
+             `gpubook book`)",
             in_way.join("; ")
         )))
     }
