@@ -8,6 +8,8 @@
 //!   GPU is used during that time if it has a compute process or any utilisation. When the
 //!   booking ends (its slot ended, or it was released) the summary is written into the
 //!   booking as [`Usage`], with a `usage_recorded` event, in one transaction.
+//! - On Slurm a booking's GPUs are those its job was given (`JobRun::devices`); a booking
+//!   without a running job there is not read at all (its lanes are only where it is drawn).
 //! - Intruders: a compute process on an active booking's GPU whose user is not the booking's
 //!   owner (an unknown user and root included) is announced once per process and booking
 //!   (`intruder` event). With the policy `intruders = "stop"` an agent running as root also
@@ -373,6 +375,7 @@ impl Watch {
     /// The bookings active now, with the policy's rules, from one look at the plan.
     fn active(&self) -> (Vec<Active>, Rules) {
         let now = self.state.clock.now();
+        let picks_devices = self.state.has_holder();
         let st = self.state.lock();
         let plan = &st.plan;
         let all: Vec<GpuUuid> = plan.gpus().iter().map(|g| g.uuid.clone()).collect();
@@ -388,12 +391,16 @@ impl Watch {
             .map(|b| Active {
                 id: b.id,
                 owner: b.owner.clone(),
-                // Where Slurm picked the job's GPUs, those are the ones it uses.
+                // Where Slurm picked the job's GPUs, those are the ones it uses. Where Slurm
+                // picks them (a holder outside) but has not yet, the booking's own GPUs are
+                // only where it is drawn: nothing is read for it until its job has some.
                 gpus: match b.run.as_ref().map(|r| &r.devices) {
                     Some(devices) if !devices.is_empty() => devices.clone(),
+                    _ if picks_devices => Vec::new(),
                     _ => b.gpus.clone(),
                 },
             })
+            .filter(|a| !a.gpus.is_empty())
             .collect();
         let p = plan.policy();
         let rules = Rules {

@@ -1097,7 +1097,11 @@ async fn readings_from_a_gpubook_agent_on_the_node_show_on_its_lanes() {
     lab.kill();
     let dir = shared.path().to_string_lossy().into_owned();
     lab.serve_args(&["--node-readings", &dir]);
+    // The lab's policy stops intruders where it may: never a pid of another machine.
+    lab.policy("intruders = \"stop\"\n");
     lab.start().await;
+    let mut events = Events::subscribe(&lab).await;
+    let work = lab.out_dir("work", &alice);
     let user = lab.connect_as(&alice).await;
 
     let mut lanes = Vec::new();
@@ -1113,8 +1117,6 @@ async fn readings_from_a_gpubook_agent_on_the_node_show_on_its_lanes() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let _ = node_agent.kill();
-    let _ = node_agent.wait();
     // The node's GPU 0 is lane gpunode1-0, with what NVML read on the H200.
     let first = lanes.first().expect("a reading of the lanes");
     assert_eq!(first.uuid.0, "SLURM-gpunode1-0");
@@ -1124,6 +1126,34 @@ async fn readings_from_a_gpubook_agent_on_the_node_show_on_its_lanes() {
     assert_eq!(first.processes.len(), 1, "{first:?}");
     // The node has one GPU in the recording: the other lanes keep what Slurm reports.
     assert!(lanes[1..].iter().all(|g| g.memory_total == 0), "{lanes:?}");
+
+    // Alice's job gets gpunode1's GPU 0 from Slurm, where the recording has someone else's
+    // process: an intruder on her booking, announced, and not signalled (its pid is the
+    // node's, not this machine's).
+    let start = slot_start(2);
+    let b = booked(
+        user.conn
+            .request(book_job(1, start, start + secs(120), "sleep 60", &work))
+            .await,
+    )
+    .booking;
+    let intruder = events.wait_for(b.id, EventKind::Intruder, DEADLINE).await;
+    let run = jobs_support::listed(&user.conn, b.id)
+        .await
+        .run
+        .expect("its run");
+    assert_eq!(run.devices.len(), 1, "{run:?}");
+    assert_eq!(run.devices[0].0, "SLURM-gpunode1-0");
+    let Some(gpubook_core::Note::Intruder { gpu, stopped, .. }) = intruder.note else {
+        panic!("{intruder:?}")
+    };
+    assert_eq!(gpu.0, "SLURM-gpunode1-0");
+    assert!(
+        !stopped,
+        "the controller's agent signalled a pid of another machine"
+    );
+    let _ = node_agent.kill();
+    let _ = node_agent.wait();
 
     // A directory anyone may write is not trusted: its readings stop showing.
     std::fs::set_permissions(
@@ -1143,6 +1173,7 @@ async fn readings_from_a_gpubook_agent_on_the_node_show_on_its_lanes() {
     );
     let log = lab.log();
     assert!(log.contains("group or others may write it"), "{log}");
+    clean_cluster();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1297,5 +1328,40 @@ async fn a_booking_waiting_for_approval_is_held_by_slurm_once_an_admin_approves(
     let held = reservation(b.id).expect("the approved booking's reservation");
     assert_eq!(held["Users"], ALICE, "{held:?}");
     assert_eq!(held["StartTime"], slurm_time(start), "{held:?}");
+    clean_cluster();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_slurm_will_not_take_fails_in_slurms_words() {
+    let Some((_turn, alice, lab)) = turn("a_job_slurm_will_not_take_fails_in_slurms_words").await
+    else {
+        return;
+    };
+    let mut events = Events::subscribe(&lab).await;
+    let work = lab.out_dir("work", &alice);
+    let user = lab.connect_as(&alice).await;
+    // An admin closes the partition to new jobs: Slurm's own rule, which gpubook does not know.
+    slurm(
+        "scontrol",
+        &["update", "PartitionName=gpu", "State=INACTIVE"],
+    )
+    .expect("close");
+    let start = slot_start(2);
+    let b = booked(
+        user.conn
+            .request(book_job(1, start, start + secs(60), "true", &work))
+            .await,
+    );
+    let failed = events
+        .wait_for(b.booking.id, EventKind::JobFailed, DEADLINE)
+        .await;
+    slurm("scontrol", &["update", "PartitionName=gpu", "State=UP"]).expect("open again");
+    let run = failed.booking.run.expect("its run");
+    assert_eq!(run.state, JobState::FailedToStart, "{run:?}");
+    let words = run.message.unwrap_or_default();
+    assert!(
+        words.contains("sbatch") && words.to_lowercase().contains("partition"),
+        "{words}"
+    );
     clean_cluster();
 }

@@ -64,6 +64,8 @@ pub struct AgentProcess {
     name: String,
     /// More arguments for `serve`.
     extra: Vec<String>,
+    /// `--gpus` other than `sim:<gpus>` (`slurm`).
+    source: Option<String>,
     /// The running agent, if it runs.
     child: Option<Child>,
 }
@@ -103,6 +105,25 @@ impl AgentProcess {
         agent
     }
 
+    /// As [`AgentProcess::shared_with_policy`], reading the GPUs from `source` (`--gpus`,
+    /// e.g. `slurm`) instead of simulating them.
+    pub async fn shared_on(source: &str, policy: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("open the agent's directory to its users");
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, policy).expect("write the policy");
+        let mut agent = Self::stopped(dir, 0);
+        agent.source = Some(source.into());
+        agent.extra = vec![
+            "--shared".into(),
+            "--policy".into(),
+            path.display().to_string(),
+        ];
+        agent.restart().await;
+        agent
+    }
+
     /// Starts an agent over a directory that may already hold state (see [`seed`]).
     pub async fn start_in(dir: TempDir, gpus: u32) -> Self {
         let mut agent = Self::stopped(dir, gpus);
@@ -116,6 +137,7 @@ impl AgentProcess {
             gpus,
             name: SERVER.into(),
             extra: Vec::new(),
+            source: None,
             child: None,
         }
     }
@@ -155,7 +177,11 @@ impl AgentProcess {
             .arg("--socket")
             .arg(self.socket())
             .arg("--gpus")
-            .arg(format!("sim:{}", self.gpus))
+            .arg(
+                self.source
+                    .clone()
+                    .unwrap_or_else(|| format!("sim:{}", self.gpus)),
+            )
             .arg("--name")
             .arg(&self.name)
             .args(&self.extra)

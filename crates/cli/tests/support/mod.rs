@@ -44,6 +44,17 @@ impl Lab {
     pub fn start_binary(policy_toml: &str, gpus: u32) -> Self {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let agent = rt.block_on(AgentProcess::shared_with_policy(gpus, policy_toml));
+        Self::with_process(rt, agent)
+    }
+
+    /// As [`Lab::start_binary`], the agent reading its GPUs from `source` (`slurm`).
+    pub fn start_binary_on(source: &str, policy_toml: &str) -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let agent = rt.block_on(AgentProcess::shared_on(source, policy_toml));
+        Self::with_process(rt, agent)
+    }
+
+    fn with_process(rt: tokio::runtime::Runtime, agent: AgentProcess) -> Self {
         let socket = agent.socket();
         let cli = runnable_by_all(
             &PathBuf::from(env!("CARGO_BIN_EXE_gpubook")),
