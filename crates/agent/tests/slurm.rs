@@ -33,10 +33,8 @@ use gpubook_proto::{
     BookRequest, CancelRequest, ErrorKind, EventKind, ExtendRequest, GpuChoice, LogsRequest,
     MoveRequest, Request, Response, WhenChoice,
 };
-use gpubook_testkit::require::{missing, require_tools, Need};
-use jobs_support::{
-    booked, ensure_user, job, require_root, secs, slot_start, Events, Lab, User, DEADLINE,
-};
+use gpubook_testkit::require::{missing, Need};
+use jobs_support::{booked, ensure_user, job, secs, slot_start, Events, Lab, User, DEADLINE};
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -48,29 +46,6 @@ const BOB: &str = "gpb-slurm-bob";
 
 /// One test at a time on the one cluster.
 static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Whether the Slurm services run (and the test runs as root).
-fn slurm_up(test: &str) -> bool {
-    if !require_root(test)
-        || !require_tools(
-            test,
-            &["scontrol", "sbatch", "squeue", "sinfo"],
-            "run `. scripts/slurm-services.sh`",
-        )
-    {
-        return false;
-    }
-    let up = Command::new("scontrol")
-        .arg("ping")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("is UP"));
-    up || missing(
-        test,
-        Need::Service,
-        "slurmctld does not answer `scontrol ping`",
-        "run `. scripts/slurm-services.sh`",
-    )
-}
 
 /// Runs a Slurm command (as root, in UTC); its output, or its words when it fails.
 fn slurm(program: &str, args: &[&str]) -> Result<String, String> {
@@ -90,7 +65,7 @@ fn slurm(program: &str, args: &[&str]) -> Result<String, String> {
 /// Slurm agent; `None` where the cluster is not there (the test then says so and passes, or
 /// fails where it is required).
 async fn turn(test: &str) -> Option<(tokio::sync::MutexGuard<'static, ()>, User, Lab)> {
-    if !slurm_up(test) {
+    if !gpubook_testkit::require_slurm(test) {
         return None;
     }
     let guard = CLUSTER.lock().await;
@@ -114,6 +89,16 @@ fn bob_sbatch(args: &[&str]) -> Result<String, String> {
     ];
     all.extend_from_slice(args);
     slurm("runuser", &all).map(|out| out.trim().to_string())
+}
+
+/// Bob's job with `args` on gpunode1, once Slurm runs it: its number.
+async fn bob_running(args: &[&str]) -> String {
+    let job = bob_sbatch(args).expect("bob's sbatch");
+    until("bob's job running", Duration::from_secs(20), || {
+        job_state(&job) == "RUNNING"
+    })
+    .await;
+    job
 }
 
 /// No gpubook reservation and no job of the test users: each test starts from a clean cluster.
@@ -370,17 +355,13 @@ async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored()
     // Bob's own GPU job runs on gpunode1 for the next half hour: gpubook knows, and books
     // around it (Slurm would not let the whole node be reserved while it runs). Three GPUs
     // are asked for each time below: only gpunode1 has that many.
-    let job = bob_sbatch(&[
+    let job = bob_running(&[
         "--gres=gpu:1",
         "--time=30",
         "--job-name=sweep",
         "--wrap",
         "sleep 600",
     ])
-    .expect("bob's sbatch");
-    until("bob's job running", Duration::from_secs(20), || {
-        job_state(&job) == "RUNNING"
-    })
     .await;
     let job_end = job_end_time(&job);
     // The agent reads Slurm at most every few seconds: the next reading sees the job.
@@ -432,11 +413,7 @@ async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored()
     slurm("scancel", &[job.as_str()]).expect("scancel bob's job");
 
     // A job without GPUs on the node takes none of them: the node is still booked.
-    let cpu = bob_sbatch(&["--time=30", "--wrap", "sleep 600"]).expect("bob's CPU job");
-    until("bob's CPU job running", Duration::from_secs(20), || {
-        job_state(&cpu) == "RUNNING"
-    })
-    .await;
+    bob_running(&["--time=30", "--wrap", "sleep 600"]).await;
     // (once the agent's reading no longer has bob's cancelled GPU job)
     tokio::time::sleep(Duration::from_secs(6)).await;
     let start = slot_start(60);
@@ -877,17 +854,13 @@ async fn slurm_jobs_and_reservations_made_outside_gpubook_are_shown_busy_with_th
     let user = lab.connect_as(&alice).await;
 
     // Bob's own job on two GPUs, and an admin's reservation of the node later today.
-    let job = bob_sbatch(&[
+    let job = bob_running(&[
         "--job-name=train",
         "--gres=gpu:2",
         "--time=30",
         "--wrap",
         "sleep 600",
     ])
-    .expect("bob's sbatch");
-    until("bob's job running", Duration::from_secs(20), || {
-        job_state(&job) == "RUNNING"
-    })
     .await;
     let maint = slot_start(3 * 3600);
     slurm(
@@ -1197,17 +1170,13 @@ async fn a_booking_goes_to_the_node_slurm_can_hold_and_its_job_runs_there() {
     let user = lab.connect_as(&alice).await;
 
     // Bob's GPU job runs on gpunode1 (4 GPUs) for half an hour.
-    let job = bob_sbatch(&[
+    let job = bob_running(&[
         "--gres=gpu:1",
         "--time=30",
         "--job-name=long",
         "--wrap",
         "sleep 600",
     ])
-    .expect("bob's sbatch");
-    until("bob's job running", Duration::from_secs(20), || {
-        job_state(&job) == "RUNNING"
-    })
     .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
 

@@ -5,39 +5,16 @@
 
 mod support;
 
-use gpubook_testkit::require::{missing, require_tools, Need};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use support::{ensure_user, text, Lab};
 
 const ALICE: &str = "gpb-slurm-alice";
 
-fn slurm_up(test: &str) -> bool {
-    if !gpubook_testkit::require_root(test)
-        || !require_tools(
-            test,
-            &["scontrol", "sbatch", "squeue"],
-            "run `. scripts/slurm-services.sh`",
-        )
-    {
-        return false;
-    }
-    let up = Command::new("scontrol")
-        .arg("ping")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("is UP"));
-    up || missing(
-        test,
-        Need::Service,
-        "slurmctld does not answer `scontrol ping`",
-        "run `. scripts/slurm-services.sh`",
-    )
-}
-
 #[test]
 fn gpubook_run_on_slurm_passes_the_jobs_output_and_exit_status_through() {
     let test = "gpubook_run_on_slurm_passes_the_jobs_output_and_exit_status_through";
-    if !slurm_up(test) {
+    if !gpubook_testkit::require_slurm(test) {
         return;
     }
     let alice = ensure_user(ALICE, &[]);

@@ -90,31 +90,23 @@ impl AgentProcess {
     /// the lab's `policy` (TOML), in a fresh directory that every user can reach. The real
     /// binary: what it spawns for users (copies, jobs) is the agent's own.
     pub async fn shared_with_policy(gpus: u32, policy: &str) -> Self {
+        Self::shared(gpus, None, policy).await
+    }
+
+    /// As [`AgentProcess::shared_with_policy`], reading the GPUs from `source` (`--gpus`,
+    /// e.g. `slurm`) instead of simulating them.
+    pub async fn shared_on(source: &str, policy: &str) -> Self {
+        Self::shared(0, Some(source.into()), policy).await
+    }
+
+    async fn shared(gpus: u32, source: Option<String>, policy: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("open the agent's directory to its users");
         let path = dir.path().join("policy.toml");
         std::fs::write(&path, policy).expect("write the policy");
         let mut agent = Self::stopped(dir, gpus);
-        agent.extra = vec![
-            "--shared".into(),
-            "--policy".into(),
-            path.display().to_string(),
-        ];
-        agent.restart().await;
-        agent
-    }
-
-    /// As [`AgentProcess::shared_with_policy`], reading the GPUs from `source` (`--gpus`,
-    /// e.g. `slurm`) instead of simulating them.
-    pub async fn shared_on(source: &str, policy: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("open the agent's directory to its users");
-        let path = dir.path().join("policy.toml");
-        std::fs::write(&path, policy).expect("write the policy");
-        let mut agent = Self::stopped(dir, 0);
-        agent.source = Some(source.into());
+        agent.source = source;
         agent.extra = vec![
             "--shared".into(),
             "--policy".into(),

@@ -41,7 +41,7 @@ pub mod users;
 pub mod wait;
 pub mod xandikos;
 
-pub use require::{require_cgroup_v2, require_python, require_root, require_tools};
+pub use require::{require_cgroup_v2, require_python, require_root, require_slurm, require_tools};
 pub use users::{ensure_group, ensure_user, ensure_user_in, User};
 pub use wait::{
     wait_for, wait_for_within, wait_until, wait_until_blocking, wait_until_within, DEADLINE,

@@ -90,6 +90,30 @@ pub fn require_tools(test: &str, tools: &[&str], fix: &str) -> bool {
         )
 }
 
+/// Whether this test may use the tests' Slurm cluster (`scripts/slurm-services.sh`): it runs
+/// as root, Slurm's commands are there and slurmctld answers; otherwise the rule decides.
+pub fn require_slurm(test: &str) -> bool {
+    if !require_root(test)
+        || !require_tools(
+            test,
+            &["scontrol", "sbatch", "squeue", "sinfo"],
+            "run `. scripts/slurm-services.sh`",
+        )
+    {
+        return false;
+    }
+    let up = Command::new("scontrol")
+        .arg("ping")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("is UP"));
+    up || missing(
+        test,
+        Need::Service,
+        "slurmctld does not answer `scontrol ping`",
+        "run `. scripts/slurm-services.sh`",
+    )
+}
+
 /// Whether `$GPUBOOK_PYTHON` (else python3) imports `modules` (comma-separated); otherwise
 /// the rule decides.
 pub fn require_python(test: &str, modules: &str) -> bool {

@@ -246,7 +246,7 @@ impl crate::gpu::GpuReader for Publishing {
 mod tests {
     use super::*;
     use crate::slurm::reader::uuid;
-    use gpubook_proto::{GpuProcess, GpuReading};
+    use gpubook_proto::GpuProcess;
     use std::os::unix::fs::PermissionsExt;
 
     fn lanes() -> Vec<Gpu> {
@@ -268,24 +268,7 @@ mod tests {
     fn blank(gpus: &[Gpu], at: DateTime<Utc>) -> Readings {
         Readings {
             at,
-            gpus: gpus
-                .iter()
-                .map(|g| GpuReading {
-                    uuid: g.uuid.clone(),
-                    index: g.index,
-                    name: g.name.clone(),
-                    memory_used: 0,
-                    memory_total: 0,
-                    util_gpu: 0,
-                    util_mem: 0,
-                    temperature_c: 0,
-                    power_mw: 0,
-                    power_limit_mw: 0,
-                    processes: Vec::new(),
-                    fault: None,
-                    allocated: None,
-                })
-                .collect(),
+            gpus: gpus.iter().map(crate::slurm::reader::unread).collect(),
         }
     }
 

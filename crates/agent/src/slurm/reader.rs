@@ -122,6 +122,25 @@ pub fn inventory(nodes: &[Node], server: &str) -> Vec<Gpu> {
     gpus
 }
 
+/// Lane `g` as Slurm alone reads it: no figures (what a node agent would add).
+pub fn unread(g: &Gpu) -> GpuReading {
+    GpuReading {
+        uuid: g.uuid.clone(),
+        index: g.index,
+        name: g.name.clone(),
+        memory_used: 0,
+        memory_total: 0,
+        util_gpu: 0,
+        util_mem: 0,
+        temperature_c: 0,
+        power_mw: 0,
+        power_limit_mw: 0,
+        processes: Vec::new(),
+        fault: None,
+        allocated: None,
+    }
+}
+
 fn slurm_error(e: SlurmError) -> GpuError {
     GpuError::Slurm(e.to_string())
 }
@@ -135,25 +154,7 @@ impl GpuReader for SlurmReader {
         let now = chrono::Utc::now();
         let mut readings = Readings {
             at: now,
-            gpus: self
-                .gpus
-                .iter()
-                .map(|g| GpuReading {
-                    uuid: g.uuid.clone(),
-                    index: g.index,
-                    name: g.name.clone(),
-                    memory_used: 0,
-                    memory_total: 0,
-                    util_gpu: 0,
-                    util_mem: 0,
-                    temperature_c: 0,
-                    power_mw: 0,
-                    power_limit_mw: 0,
-                    processes: Vec::new(),
-                    fault: None,
-                    allocated: None,
-                })
-                .collect(),
+            gpus: self.gpus.iter().map(unread).collect(),
         };
         let stale = self
             .allocated
