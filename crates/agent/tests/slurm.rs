@@ -184,6 +184,22 @@ fn confined(test: &str) -> bool {
         )
 }
 
+/// Booking `id`'s job log, as `gpubook logs` reads it for `conn`.
+async fn log_of(conn: &gpubook_client::Connection, id: BookingId) -> String {
+    let logs = conn
+        .request(Request::Logs(LogsRequest {
+            id,
+            offset: 0,
+            follow: None,
+        }))
+        .await
+        .expect("logs");
+    let Response::Logs(logs) = logs else {
+        panic!("{logs:?}")
+    };
+    logs.data
+}
+
 /// When job `id`'s time is up, as `squeue --json` says.
 fn job_end_time(id: &str) -> DateTime<Utc> {
     let out = slurm("squeue", &["--json", "--states=all"]).expect("squeue --json");
@@ -655,19 +671,8 @@ async fn a_job_runs_as_its_owner_in_its_reservation_and_its_exit_status_comes_ba
     })
     .await;
 
-    let logs = user
-        .conn
-        .request(Request::Logs(LogsRequest {
-            id: b.id,
-            offset: 0,
-            follow: None,
-        }))
-        .await
-        .expect("logs");
-    let Response::Logs(logs) = logs else {
-        panic!("{logs:?}")
-    };
-    let mut lines = logs.data.lines();
+    let logs = log_of(&user.conn, b.id).await;
+    let mut lines = logs.lines();
     assert_eq!(
         lines.next().unwrap_or_default(),
         format!(
@@ -1210,19 +1215,8 @@ async fn a_booking_goes_to_the_node_slurm_can_hold_and_its_job_runs_there() {
     events
         .wait_for(b.id, EventKind::JobFinished, DEADLINE)
         .await;
-    let logs = user
-        .conn
-        .request(Request::Logs(LogsRequest {
-            id: b.id,
-            offset: 0,
-            follow: None,
-        }))
-        .await
-        .expect("logs");
-    let Response::Logs(logs) = logs else {
-        panic!("{logs:?}")
-    };
-    let lines: Vec<&str> = logs.data.lines().collect();
+    let logs = log_of(&user.conn, b.id).await;
+    let lines: Vec<&str> = logs.lines().collect();
     assert_eq!(
         lines.first().copied(),
         Some("node=gpunode2 gpus=0,1"),
