@@ -8,8 +8,7 @@
 //!   GPU is used during that time if it has a compute process or any utilisation. When the
 //!   booking ends (its slot ended, or it was released) the summary is written into the
 //!   booking as [`Usage`], with a `usage_recorded` event, in one transaction.
-//! - On Slurm a booking's GPUs are those its job was given (`JobRun::devices`); a booking
-//!   without a running job there is not read at all (its lanes are only where it is drawn).
+//! - On Slurm: the GPUs Slurm gave the booking's job ([`gpubook_core::Booking::used_gpus`]).
 //! - Intruders: a compute process on an active booking's GPU whose user is not the booking's
 //!   owner (an unknown user and root included) is announced once per process and booking
 //!   (`intruder` event). With the policy `intruders = "stop"` an agent running as root also
@@ -391,14 +390,7 @@ impl Watch {
             .map(|b| Active {
                 id: b.id,
                 owner: b.owner.clone(),
-                // Where Slurm picked the job's GPUs, those are the ones it uses. Where Slurm
-                // picks them (a holder outside) but has not yet, the booking's own GPUs are
-                // only where it is drawn: nothing is read for it until its job has some.
-                gpus: match b.run.as_ref().map(|r| &r.devices) {
-                    Some(devices) if !devices.is_empty() => devices.clone(),
-                    _ if picks_devices => Vec::new(),
-                    _ => b.gpus.clone(),
-                },
+                gpus: b.used_gpus(picks_devices),
             })
             .filter(|a| !a.gpus.is_empty())
             .collect();

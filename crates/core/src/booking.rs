@@ -485,6 +485,17 @@ impl Booking {
         )
     }
 
+    /// The GPUs whose readings say how this booking uses them: its own, or where a scheduler
+    /// outside gpubook picks the devices (`picked_outside`: Slurm) the ones its job was given
+    /// ([`JobRun::devices`]), none before it has some (its own are only where it is drawn).
+    pub fn used_gpus(&self, picked_outside: bool) -> Vec<GpuUuid> {
+        match self.run.as_ref().map(|r| &r.devices) {
+            Some(devices) if !devices.is_empty() => devices.clone(),
+            _ if picked_outside => Vec::new(),
+            _ => self.gpus.clone(),
+        }
+    }
+
     /// The booking as someone other than its owner or an admin may see it: no job.
     pub fn redacted(&self) -> Booking {
         Booking {
