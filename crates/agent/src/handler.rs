@@ -294,15 +294,7 @@ impl Context {
         }
         let gpus = gpus.to_vec();
         let now = self.state.clock.now();
-        let booked: Vec<_> = {
-            let inner = self.state.lock();
-            inner
-                .plan
-                .bookings()
-                .filter(|b| b.state.holds_gpus() && b.interval.end > now)
-                .map(|b| (b.gpus.clone(), b.interval))
-                .collect()
-        };
+        let booked = crate::slurm::outside::booked(&self.state.lock().plan, now);
         let viewer = (caller.actor.role != Role::Admin).then(|| caller.actor.user.clone());
         let read = tokio::task::spawn_blocking(move || {
             crate::slurm::outside::read(&gpus, &booked, now, viewer.as_deref())

@@ -940,3 +940,56 @@ async fn a_job_keeps_its_owner_s_supplementary_groups_when_it_enters_its_directo
     assert_eq!(lines.next(), Some(team.display().to_string().as_str()));
     still_answers(&lab).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_name_a_user_makes_up_is_refused_and_never_stored() {
+    if !require_root("a_node_name_a_user_makes_up_is_refused_and_never_stored") {
+        return;
+    }
+    let jobber = ensure_user(JOBBER);
+    let mut lab = Lab::new(2);
+    lab.start().await;
+    let user = lab.connect_as(&jobber).await;
+    let start = slot_start(600);
+    // A path, and a name as long as a frame allows: neither is a node of this server, neither
+    // is echoed back whole, and nothing is stored (the agent reads no path of it either).
+    for node in ["../../../etc/shadow".to_string(), "n".repeat(900_000)] {
+        let ask = Request::Book(gpubook_proto::BookRequest {
+            gpus: gpubook_proto::GpuChoice::OnNode {
+                node: node.clone(),
+                count: 1,
+            },
+            when: gpubook_proto::WhenChoice::Asap {
+                duration_secs: 3600,
+            },
+            title: "nowhere".into(),
+            job: None,
+        });
+        let e = refused(user.conn.request(ask).await);
+        assert_eq!(e.kind, ErrorKind::NotFound, "{e:?}");
+        assert!(e.message.len() < 200, "{} bytes said back", e.message.len());
+    }
+    let at = Request::Book(gpubook_proto::BookRequest {
+        gpus: gpubook_proto::GpuChoice::OnNode {
+            node: "../../../etc/shadow".into(),
+            count: 1,
+        },
+        when: gpubook_proto::WhenChoice::At {
+            start,
+            end: start + secs(3600),
+        },
+        title: "nowhere".into(),
+        job: None,
+    });
+    assert_eq!(
+        refused(user.conn.request(at).await).kind,
+        ErrorKind::NotFound
+    );
+    let all = user
+        .conn
+        .list_all(gpubook_proto::ListRequest::default())
+        .await
+        .expect("the calendar");
+    assert!(all.bookings.is_empty(), "stored: {:?}", all.bookings);
+    still_answers(&lab).await;
+}

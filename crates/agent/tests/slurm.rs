@@ -184,6 +184,25 @@ fn confined(test: &str) -> bool {
         )
 }
 
+/// Stops slurmctld (the cluster's controller) and waits until it is gone.
+async fn stop_slurmctld() {
+    let _ = slurm("pkill", &["-x", "slurmctld"]);
+    until("slurmctld gone", Duration::from_secs(20), || {
+        slurm("pgrep", &["-x", "slurmctld"]).is_err()
+    })
+    .await;
+}
+
+/// Starts slurmctld again from its saved state and waits until it answers.
+async fn start_slurmctld() {
+    let conf = std::env::var("SLURM_CONF").expect("SLURM_CONF");
+    slurm("slurmctld", &["-f", &conf]).expect("slurmctld started again");
+    until("slurmctld answers", Duration::from_secs(30), || {
+        slurm("scontrol", &["ping"]).is_ok_and(|o| o.contains("UP"))
+    })
+    .await;
+}
+
 /// Booking `id`'s job log, as `gpubook logs` reads it for `conn`.
 async fn log_of(conn: &gpubook_client::Connection, id: BookingId) -> String {
     let logs = conn
@@ -443,11 +462,7 @@ async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored()
 
     // Slurm's controller down: the booking is refused with what Slurm said, and nothing is
     // stored (the reservation could not be made, so neither is the booking).
-    let _ = slurm("pkill", &["-x", "slurmctld"]);
-    until("slurmctld gone", Duration::from_secs(20), || {
-        slurm("pgrep", &["-x", "slurmctld"]).is_err()
-    })
-    .await;
+    stop_slurmctld().await;
     let refused = user
         .conn
         .request(book_count(
@@ -462,12 +477,7 @@ async fn slurms_refusal_refuses_the_booking_in_its_words_and_nothing_is_stored()
         .conn
         .request(book_count(1, slot_start(7200), slot_start(7800), "again"))
         .await;
-    let conf = std::env::var("SLURM_CONF").expect("SLURM_CONF");
-    slurm("slurmctld", &["-f", &conf]).expect("slurmctld started again");
-    until("slurmctld answers", Duration::from_secs(30), || {
-        slurm("scontrol", &["ping"]).is_ok_and(|o| o.contains("UP"))
-    })
-    .await;
+    start_slurmctld().await;
     let refused = refused.expect_err("booked while slurmctld was down");
     let ClientError::Agent(body) = refused else {
         panic!("{refused:?}")
@@ -955,18 +965,9 @@ async fn a_slurmctld_restarted_mid_slot_loses_nothing_and_duplicates_nothing() {
     let (b, _) = running_job(&lab, &mut events, &user, &alice, end, "sleep 600").await;
 
     // The controller goes away for a few seconds and comes back from its saved state.
-    let conf = std::env::var("SLURM_CONF").expect("SLURM_CONF");
-    let _ = slurm("pkill", &["-x", "slurmctld"]);
-    until("slurmctld gone", Duration::from_secs(20), || {
-        slurm("pgrep", &["-x", "slurmctld"]).is_err()
-    })
-    .await;
+    stop_slurmctld().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    slurm("slurmctld", &["-f", &conf]).expect("slurmctld started again");
-    until("slurmctld answers", Duration::from_secs(30), || {
-        slurm("scontrol", &["ping"]).is_ok_and(|o| o.contains("UP"))
-    })
-    .await;
+    start_slurmctld().await;
     assert!(
         reservation(b.id).is_some(),
         "the booking's reservation was lost"
@@ -1035,6 +1036,37 @@ async fn a_user_asking_in_a_loop_does_not_make_the_agent_read_slurm_in_a_loop() 
         started.elapsed()
     );
     assert!(reads >= 1, "the outside holds were never read");
+
+    // Booking decisions read Slurm afresh, but at most once a second: 100 requests, each
+    // refused (no such node), read it at most once per second they took.
+    let before = job_info_reads();
+    let started = Instant::now();
+    for _ in 0..100 {
+        let nowhere = Request::Book(BookRequest {
+            gpus: GpuChoice::OnNode {
+                node: "no-such-node".into(),
+                count: 1,
+            },
+            when: WhenChoice::At {
+                start: slot_start(3600),
+                end: slot_start(7200),
+            },
+            title: "loop".into(),
+            job: None,
+        });
+        let answer = user.conn.request(nowhere).await;
+        assert!(
+            matches!(&answer, Err(ClientError::Agent(e)) if e.kind == ErrorKind::NotFound),
+            "{answer:?}"
+        );
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let reads = job_info_reads() - before;
+    assert!(
+        reads <= seconds + 1,
+        "100 booking requests in {:?} made slurmctld answer {reads} job reads",
+        started.elapsed()
+    );
     clean_cluster();
 }
 

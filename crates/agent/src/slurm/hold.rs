@@ -276,13 +276,8 @@ impl Holder for SlurmHolder {
     }
 
     fn outside(&self, plan: &Plan, now: DateTime<Utc>) -> Option<Vec<Outside>> {
-        let booked: Vec<_> = plan
-            .bookings()
-            .filter(|b| b.state.holds_gpus() && b.interval.end > now)
-            .map(|b| (b.gpus.clone(), b.interval))
-            .collect();
-        let whole_nodes = !self.gres;
-        super::outside::blocking(plan.gpus(), &booked, now, whole_nodes)
+        let booked = super::outside::booked(plan, now);
+        super::outside::blocking(plan.gpus(), &booked, now, !self.gres)
             .map_err(|e| eprintln!("gpubook-agent: cannot read what Slurm holds: {e}"))
             .ok()
     }

@@ -119,18 +119,16 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, SlurmError> {
         .chain(args.iter().copied())
         .collect::<Vec<_>>()
         .join(" ");
-    if program != "sinfo" || args != ["--version"] {
-        let down = DOWN.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, words)) = down.as_ref().filter(|(at, _)| at.elapsed() < DOWN_FOR) {
-            return Err(SlurmError::Refused {
-                command,
-                words: format!(
-                    "{words} (Slurm's controller did not answer {} s ago; asked again after {} s)",
-                    at.elapsed().as_secs(),
-                    DOWN_FOR.as_secs()
-                ),
-            });
-        }
+    let down = DOWN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some((at, words)) = down.filter(|(at, _)| at.elapsed() < DOWN_FOR) {
+        return Err(SlurmError::Refused {
+            command,
+            words: format!(
+                "{words} (Slurm's controller did not answer {} s ago; asked again after {} s)",
+                at.elapsed().as_secs(),
+                DOWN_FOR.as_secs()
+            ),
+        });
     }
     let started = std::time::Instant::now();
     let out = Command::new(program)

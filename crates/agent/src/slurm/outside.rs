@@ -115,6 +115,15 @@ pub fn blocking(
         .collect())
 }
 
+/// What `plan` holds from `now` on, per booking: the GPUs and when (holds are placed
+/// around it).
+pub fn booked(plan: &gpubook_core::Plan, now: DateTime<Utc>) -> Vec<(Vec<GpuUuid>, Interval)> {
+    plan.bookings()
+        .filter(|b| b.state.holds_gpus() && b.interval.end > now)
+        .map(|b| (b.gpus.clone(), b.interval))
+        .collect()
+}
+
 /// The value in `slot` if it is younger than `fresh`, else `fetch`'s, kept there. The slot
 /// stays locked while `fetch` runs, so callers arriving together cause one fetch.
 fn fresh<T: Clone, E>(

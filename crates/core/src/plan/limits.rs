@@ -86,8 +86,10 @@ impl Plan {
             .map(|g| g.uuid.clone())
             .collect();
         if gpus.is_empty() {
+            // The name as asked is the asker's: said back in part, whatever its length.
+            let shown: String = node.chars().take(64).collect();
             return Err(PlanError::NotFound(format!(
-                "this server has no node {node:?}"
+                "this server has no node {shown:?}"
             )));
         }
         if gpus.len() < count as usize {

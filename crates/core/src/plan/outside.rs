@@ -9,6 +9,9 @@
 
 use super::*;
 
+/// The most holds a refusal names.
+const MAX_NAMED: usize = 5;
+
 /// One hold outside gpubook, as the plan books around it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outside {
@@ -105,11 +108,17 @@ impl Plan {
         if in_way.is_empty() {
             return Ok(());
         }
+        // A few are enough to say why; a busy cluster can have many.
+        let more = in_way.len().saturating_sub(MAX_NAMED);
+        let mut named = in_way[..in_way.len().min(MAX_NAMED)].join("; ");
+        if more > 0 {
+            named.push_str(&format!("; and {more} more"));
+        }
         Err(PlanError::Busy(format!(
             "the GPUs are held outside gpubook then: {}; book another time, or ask for the \
              earliest free time (\"As soon as possible…\" in the app, `--asap` with \
              `gpubook book`)",
-            in_way.join("; ")
+            named
         )))
     }
 }
